@@ -1,0 +1,1 @@
+"""`chipq inspect` (to be written)."""

@@ -1,0 +1,79 @@
+"""Every number of chip format v1 that the reader, writer and executors share.
+
+`formats/SPEC.md` is the normative text; this module is its single source in code. No other module
+writes a magic, a width, a limit or a layer kind as a bare number.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+# The first 8 bytes. The high-bit byte and CR LF catch 7-bit and text-mode transfers (as PNG does).
+MAGIC = b"\x89CHIPQ\r\n"
+
+# Increased only for structural changes; a reader accepts exactly the versions listed here.
+FORMAT_VERSION = 1
+READABLE_VERSIONS = frozenset({1})
+
+HEADER_SIZE = 64
+LAYER_RECORD_SIZE = 48
+# Every payload starts at a multiple of ALIGNMENT bytes from the start of the file; the gap before it
+# is zero bytes. Stored in the header; a v1 reader accepts only this value.
+ALIGNMENT = 8
+
+NAME_SIZE = 16  # bytes of a layer name field, ASCII, NUL-padded; at most NAME_SIZE - 1 characters
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+# Caps a reader checks before it allocates anything.
+MAX_LAYERS = 64
+MAX_CHANNELS = 4096
+MAX_INPUT_SIDE = 4096
+MAX_FILE_SIZE = 1 << 31  # 2 GiB; VGG-16 at 5-bit masks is under 10 MB
+
+KERNEL_SIZE = 3  # every conv is 3x3, stride 1, zero padding 1
+KERNEL_TAPS = KERNEL_SIZE * KERNEL_SIZE
+POOL_SIZE = 2  # every max-pool is 2x2, stride 2, floor
+
+MIN_MASK_BITS = 1
+MAX_MASK_BITS = 5
+ALPHA_BITS = 8  # unsigned
+WEIGHT_SHIFT_MAX = 15  # the per-layer weight exponent is a 4-bit field
+BIAS_BITS = 12  # signed two's complement
+BIAS_MIN = -(1 << (BIAS_BITS - 1))
+BIAS_MAX = (1 << (BIAS_BITS - 1)) - 1
+BIAS_SHIFT_MAX = 31
+OUT_SHIFT_MAX = 31
+
+ACC_BITS = 32  # signed accumulator
+ACC_MAX = (1 << (ACC_BITS - 1)) - 1
+ACT_BITS = 8  # unsigned activations between layers
+ACT_MAX = (1 << ACT_BITS) - 1
+INPUT_CHANNELS = 3
+
+
+class LayerKind(IntEnum):
+    """Layer record kinds."""
+
+    CONV3X3_RELU = 1
+    MAXPOOL2X2 = 2
+
+
+class ChannelOrder(IntEnum):
+    """Order of the colour planes in the chip's input buffer."""
+
+    RGB = 0
+    BGR = 1
+
+
+def mask_levels(bits: int) -> list[int]:
+    """The signed mask value of every code of a `bits`-wide mask, code order.
+
+    Code c means M = 2c - (2^bits - 1): the odd integers, symmetric, no zero.
+
+    >>> mask_levels(1)
+    [-1, 1]
+    >>> mask_levels(3)
+    [-7, -5, -3, -1, 1, 3, 5, 7]
+    """
+    top = (1 << bits) - 1
+    return [2 * code - top for code in range(1 << bits)]
