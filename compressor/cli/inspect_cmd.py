@@ -1,1 +1,157 @@
-"""`chipq inspect` (to be written)."""
+"""`chipq inspect BLOB`: what a blob holds and what it costs, layer by layer."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import UsageError
+from ..formats import constants as C
+from ..formats.reader import from_bytes, load_blob_bytes
+from ..inspect import summarize
+from . import app
+
+_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
+_WIDE = 160  # columns when the output is not a terminal (piped, captured): do not wrap the table
+
+
+_HELP = "\n\n".join(
+    [
+        "Check BLOB (magic, version, every offset and CRC) and show its layers, sizes and ratios.",
+        "Per conv layer: weight shape, mask bits m, bytes of masks / alphas / biases, the paper's ratio "
+        "32*9/(9m+8), the actual ratio (fp32 weight bytes / stored mask+alpha bytes), and the signed bits "
+        "the worst-case accumulator needs (the chip has 32). Totals compare the fp32 conv weights with "
+        "the whole blob file.",
+        "Example: chipq inspect vgg16.blob --input 224x224",
+        "A damaged or hostile blob is refused with a one-line error and exit code 2.",
+    ]
+)
+
+
+@app.command("inspect", help=_HELP)
+def inspect_command(
+    blob: Path = typer.Argument(
+        ..., metavar="BLOB", help="A chip blob, e.g. the file `chipq compress` wrote.", show_default=False
+    ),
+    input_size: Optional[str] = typer.Option(
+        None,
+        "--input",
+        metavar="HxW",
+        help=(
+            "Also show the activation buffer each layer needs for an input image of this size, "
+            "in pixels, height x width (e.g. 224x224 or 480x640): the layer's uint8 input map plus "
+            "its output map, and the peak over all layers."
+        ),
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object (the same numbers, unrounded) instead of tables."
+    ),
+) -> None:
+    """Describe a blob; see `_HELP`."""
+    input_hw = parse_size(input_size) if input_size is not None else None
+    data = load_blob_bytes(blob)
+    model = from_bytes(data)  # raises a FormatError (exit 2) on any failed check, CRCs included
+    summary = summarize(model, len(data), crc_ok=True, input_hw=input_hw)
+    if as_json:
+        print(json.dumps({"blob": str(blob), **summary}, indent=2))
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=_WIDE)
+    console.print(_layer_table(summary, str(blob)))
+    console.print(_totals_table(summary))
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"480x640"`` -> (480, 640): height x width, each 1..MAX_INPUT_SIDE.
+
+    Raises:
+        UsageError: anything else.
+    """
+    match = _SIZE.match(text)
+    if not match:
+        raise UsageError(f"--input {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 224x224")
+    height, width = int(match.group(1)), int(match.group(2))
+    for side in (height, width):
+        if not 1 <= side <= C.MAX_INPUT_SIDE:
+            raise UsageError(f"--input {text}: each side must be 1..{C.MAX_INPUT_SIDE} pixels")
+    return height, width
+
+
+def _layer_table(summary: dict[str, Any], blob: str) -> Table:
+    buffers = "buffers" in summary
+    table = Table(
+        title=f"{escape(blob)}: chip format v{summary['format_version']}",
+        caption=(
+            "paper x = 32*9/(9m+8); actual x = fp32 weight bytes / stored mask+alpha bytes (biases "
+            "excluded); acc = signed bits of the worst-case accumulator (SPEC 4.5, chip has 32)"
+            + ("; buffer = uint8 input map + output map" if buffers else "")
+        ),
+    )
+    headers = ("layer", "shape", "m", "kernels", "mask B", "alpha B", "bias B", "paper x", "actual x", "acc")
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("layer", "shape") else "right")
+    if buffers:
+        table.add_column("buffer B", justify="right")
+    for row in summary["layers"]:
+        if row["kind"] == "conv":
+            cells = [
+                escape(row["name"]),
+                "x".join(str(n) for n in row["shape"]),
+                str(row["mask_bits"]),
+                f"{row['kernels']:,}",
+                f"{row['mask_bytes']:,}",
+                f"{row['alpha_bytes']:,}",
+                f"{row['bias_bytes']:,}",
+                f"{row['paper_ratio']:.2f}",
+                f"{row['actual_ratio']:.2f}",
+                str(row["acc_bits"]),
+            ]
+        else:
+            cells = [escape(row["name"]), f"max-pool 2x2, {row['channels']} ch"] + [""] * 8
+        if buffers:
+            cells.append(f"{row['buffer']['in_bytes'] + row['buffer']['out_bytes']:,}")
+        table.add_row(*cells)
+    return table
+
+
+def _totals_table(summary: dict[str, Any]) -> Table:
+    totals, spec_in = summary["totals"], summary["input"]
+    table = Table(title="totals", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    mean = ",".join(str(v) for v in spec_in["mean"])
+    regions = " / ".join(f"{totals[key]:,}" for key in ("mask_bytes", "alpha_bytes", "bias_bytes"))
+    rows = [
+        ("chip input buffer", f"{spec_in['height']}x{spec_in['width']} {spec_in['channel_order']}"),
+        ("pixel mean subtracted", mean),
+        ("conv layers / kernels", f"{totals['conv_layers']} / {totals['kernels']:,}"),
+        ("fp32 conv weights (bytes)", f"{totals['fp32_weight_bytes']:,}"),
+        ("masks + alphas (bits)", f"{totals['mask_alpha_bits']:,}"),
+        ("masks / alphas / biases (bytes)", regions),
+        ("header + table + padding (bytes)", f"{totals['overhead_bytes']:,}"),
+        ("blob file (bytes)", f"{totals['blob_bytes']:,}"),
+        ("ratio fp32 weights / blob", f"{totals['ratio']:.2f}x"),
+        ("format version", str(summary["format_version"])),
+        ("CRC32", summary["crc"]),
+    ]
+    if "buffers" in summary:
+        buf = summary["buffers"]
+        rows.append(
+            (
+                f"peak activation buffer at {buf['input_hw'][0]}x{buf['input_hw'][1]} (bytes)",
+                f"{buf['peak_bytes']:,} ({escape(buf['peak_layer'])})",
+            )
+        )
+        out_hw = f"{buf['output_hw'][0]}x{buf['output_hw'][1]}"
+        rows.append(("output map", f"{out_hw}, {buf['output_bytes']:,} bytes"))
+    for what, value in rows:
+        table.add_row(what, value)
+    return table

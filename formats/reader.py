@@ -1,0 +1,383 @@
+"""Read a chip format v1 blob, treating it as hostile (SPEC section 5).
+
+Every check runs in the order SPEC 5 lists, and all of them run before any array sized by a file
+field is allocated: the checks only slice the input through a `memoryview` and compare Python ints
+(which cannot overflow). Only when the whole file has passed are the payloads decoded.
+
+The header and record layouts, and the checks that do not depend on the bytes (names, field ranges,
+the chain rule), are shared with `writer`, so the writer refuses exactly what the reader refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import astuple, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import constants as C
+from . import errors as E
+from .model import ChipModel, ConvLayer, Layer, PoolLayer
+from .packing import conv_region_sizes, padding_bits_zero, unpack_int12, unpack_uint
+
+# SPEC 2: magic, version, header_size, layer_record_size, alignment, layer_count, flags, file_size,
+# input_height, input_width, input_channels, channel_order, input_mean[3], reserved[15],
+# table_crc32, header_crc32. Little-endian, no implicit padding.
+HEADER_STRUCT = struct.Struct("<8s4H2IQ2H2B3B15s2I")
+# SPEC 3: kind, reserved[3], name[16], in_channels, out_channels, mask_bits, weight_shift,
+# bias_shift, out_shift, reserved[4], payload_offset, payload_size, payload_crc32.
+RECORD_STRUCT = struct.Struct("<B3s16s2H4B4sQ2I")
+HEADER_CRC_SPAN = C.HEADER_SIZE - 4  # header_crc32 covers every header byte before itself
+
+assert HEADER_STRUCT.size == C.HEADER_SIZE and RECORD_STRUCT.size == C.LAYER_RECORD_SIZE
+
+
+@dataclass(frozen=True)
+class Header:
+    """The 64-byte header, field for field (SPEC 2)."""
+
+    magic: bytes
+    version: int
+    header_size: int
+    layer_record_size: int
+    alignment: int
+    layer_count: int
+    flags: int
+    file_size: int
+    input_height: int
+    input_width: int
+    input_channels: int
+    channel_order: int
+    input_mean: tuple[int, int, int]
+    reserved: bytes
+    table_crc32: int
+    header_crc32: int
+
+    @classmethod
+    def unpack(cls, buf: bytes | memoryview) -> Header:
+        f = HEADER_STRUCT.unpack_from(buf, 0)
+        return cls(*f[:12], tuple(f[12:15]), *f[15:])
+
+    def pack(self) -> bytes:
+        f = astuple(self)
+        return HEADER_STRUCT.pack(*f[:12], *self.input_mean, *f[13:])
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One 48-byte layer table record, field for field (SPEC 3)."""
+
+    kind: int
+    reserved_a: bytes
+    name: bytes
+    in_channels: int
+    out_channels: int
+    mask_bits: int
+    weight_shift: int
+    bias_shift: int
+    out_shift: int
+    reserved_b: bytes
+    payload_offset: int
+    payload_size: int
+    payload_crc32: int
+
+    @classmethod
+    def unpack(cls, buf: bytes | memoryview, offset: int) -> LayerRecord:
+        return cls(*RECORD_STRUCT.unpack_from(buf, offset))
+
+    def pack(self) -> bytes:
+        return RECORD_STRUCT.pack(*astuple(self))
+
+
+def read_blob(path: str | os.PathLike) -> ChipModel:
+    """Read and check the blob at `path`; see `from_bytes`."""
+    return from_bytes(load_blob_bytes(path))
+
+
+def load_blob_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of the file at `path`, refusing a file over `MAX_FILE_SIZE` before reading it.
+
+    Raises:
+        BlobUnreadable: the file cannot be opened or read.
+        FileTooLarge: the file is larger than the format allows.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > C.MAX_FILE_SIZE:
+            raise E.FileTooLarge(f"{path}: {size} bytes, more than the {C.MAX_FILE_SIZE} a blob may have")
+        with path.open("rb") as f:
+            return f.read(C.MAX_FILE_SIZE + 1)  # bounded even if the file grew after stat
+    except OSError as exc:
+        raise E.BlobUnreadable(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def from_bytes(data: bytes | bytearray | memoryview) -> ChipModel:
+    """Check a whole blob (SPEC 5, in order) and decode it.
+
+    Args:
+        data: the complete file.
+
+    Returns:
+        The model the blob holds.
+
+    Raises:
+        FormatError: a subclass naming the first check that failed, the field or layer and the values.
+    """
+    view = memoryview(data).cast("B")
+    header = check_header(view)
+    records = check_table(view, header)
+    chain = ChainChecker(header.input_channels, header.input_height, header.input_width)
+    seen: set[str] = set()
+    region_end = C.HEADER_SIZE + header.layer_count * C.LAYER_RECORD_SIZE  # end of the table
+    names = []
+    for index, record in enumerate(records):
+        name = check_record(index, record, seen)
+        chain.add(name, record.kind, record.in_channels, record.out_channels)
+        if record.kind == C.LayerKind.CONV3X3_RELU:
+            region_end = _check_payload(view, name, record, region_end)
+        names.append(name)
+    if region_end != len(view):
+        raise E.TrailingData(
+            f"{len(view) - region_end} bytes follow the last payload (it ends at {region_end}, "
+            f"the file at {len(view)})"
+        )
+    # Every check has passed: only now allocate arrays, each bounded by a payload inside the file.
+    layers = tuple(_decode_layer(view, name, rec) for name, rec in zip(names, records))
+    return ChipModel(
+        input_height=header.input_height,
+        input_width=header.input_width,
+        channel_order=C.ChannelOrder(header.channel_order),
+        input_mean=header.input_mean,
+        layers=layers,
+    )
+
+
+def check_header(view: memoryview) -> Header:
+    """SPEC 5 up to the layer count, plus the input fields; returns the parsed header."""
+    size = len(view)
+    if size < C.HEADER_SIZE:
+        raise E.TruncatedFile(f"file is {size} bytes, shorter than the {C.HEADER_SIZE}-byte header")
+    header = Header.unpack(view)
+    if header.magic != C.MAGIC:
+        raise E.BadMagic(
+            f"not a chipq blob: starts with {header.magic.hex(' ')}, expected {C.MAGIC.hex(' ')}"
+        )
+    if header.version not in C.READABLE_VERSIONS:
+        raise E.UnsupportedVersion(
+            f"format version {header.version} not readable (this chipq reads {sorted(C.READABLE_VERSIONS)})"
+        )
+    for field, want in (
+        ("header_size", C.HEADER_SIZE),
+        ("layer_record_size", C.LAYER_RECORD_SIZE),
+        ("alignment", C.ALIGNMENT),
+        ("flags", 0),
+    ):
+        if getattr(header, field) != want:
+            raise E.BadHeaderField(f"header: {field} {getattr(header, field)}, v1 requires {want}")
+    crc = zlib.crc32(view[:HEADER_CRC_SPAN])
+    if crc != header.header_crc32:
+        raise E.HeaderCrcMismatch(
+            f"header CRC32 {header.header_crc32:08x} does not match its bytes ({crc:08x}): header damaged"
+        )
+    if header.file_size > size:
+        raise E.TruncatedFile(f"header says {header.file_size} bytes, the file has {size}: truncated")
+    if header.file_size < size:
+        raise E.FileSizeMismatch(f"header says {header.file_size} bytes, the file has {size}")
+    if size > C.MAX_FILE_SIZE:
+        raise E.FileTooLarge(f"file is {size} bytes, more than the {C.MAX_FILE_SIZE} a blob may have")
+    if not 1 <= header.layer_count <= C.MAX_LAYERS:
+        raise E.BadLayerCount(f"header: layer_count {header.layer_count} not in 1..{C.MAX_LAYERS}")
+    check_input_fields(
+        header.input_height,
+        header.input_width,
+        header.input_channels,
+        header.channel_order,
+        header.input_mean,
+    )
+    if any(header.reserved):
+        raise E.NonZeroReserved(f"header: reserved bytes {header.reserved.hex(' ')} not zero")
+    return header
+
+
+def check_input_fields(height: int, width: int, channels: int, order: int, mean: tuple[int, ...]) -> None:
+    """The input contract of SPEC 2 (shared with the writer)."""
+    for field, value in (("input_height", height), ("input_width", width)):
+        if not 1 <= value <= C.MAX_INPUT_SIDE:
+            raise E.BadHeaderField(f"header: {field} {value} not in 1..{C.MAX_INPUT_SIDE}")
+    if channels != C.INPUT_CHANNELS:
+        raise E.BadHeaderField(f"header: input_channels {channels}, v1 requires {C.INPUT_CHANNELS}")
+    if order not in {o.value for o in C.ChannelOrder}:
+        raise E.BadHeaderField(f"header: channel_order {order} not 0 (RGB) or 1 (BGR)")
+    if len(mean) != C.INPUT_CHANNELS or not all(0 <= int(v) <= C.ACT_MAX for v in mean):
+        raise E.BadHeaderField(f"header: input_mean {tuple(mean)} is not {C.INPUT_CHANNELS} values in 0..255")
+
+
+def check_table(view: memoryview, header: Header) -> list[LayerRecord]:
+    """Table bounds and CRC (SPEC 5); returns the unchecked records."""
+    start = C.HEADER_SIZE
+    end = start + header.layer_count * C.LAYER_RECORD_SIZE
+    if end > len(view):
+        raise E.TableOutOfBounds(
+            f"layer table of {header.layer_count} records ends at byte {end}, the file at {len(view)}"
+        )
+    crc = zlib.crc32(view[start:end])
+    if crc != header.table_crc32:
+        raise E.TableCrcMismatch(
+            f"layer table CRC32 {crc:08x} does not match the header's {header.table_crc32:08x}: table damaged"
+        )
+    return [LayerRecord.unpack(view, start + i * C.LAYER_RECORD_SIZE) for i in range(header.layer_count)]
+
+
+def check_record(index: int, record: LayerRecord, seen: set[str]) -> str:
+    """Kind, reserved bytes, name (adds it to `seen`) and field ranges of one record; returns the name."""
+    if record.kind not in {k.value for k in C.LayerKind}:
+        known = ", ".join(f"{k.value} ({k.name})" for k in C.LayerKind)
+        raise E.UnknownLayerKind(f"layer {index}: kind {record.kind} is not one of {known}")
+    if any(record.reserved_a) or any(record.reserved_b):
+        seen_bytes = f"{record.reserved_a.hex(' ')} / {record.reserved_b.hex(' ')}"
+        raise E.NonZeroReserved(f"layer {index}: reserved bytes {seen_bytes} not zero")
+    name = decode_name(index, record.name)
+    if name in seen:
+        raise E.DuplicateLayerName(f"layer {index}: name {name} already used by an earlier layer")
+    seen.add(name)
+    check_fields(name, record)
+    return name
+
+
+def decode_name(index: int, raw: bytes) -> str:
+    """The layer name in a 16-byte NUL-padded field; refuses anything SPEC 3 does not allow."""
+    text, nul, rest = raw.partition(b"\0")
+    if not nul or any(rest):
+        raise E.BadLayerName(f"layer {index}: name field {raw!r} is not 1..15 bytes followed by NUL padding")
+    name = text.decode("latin-1")  # a lossless view of the bytes; check_name refuses non-ASCII
+    check_name(index, name)
+    return name
+
+
+def check_name(index: int, name: str) -> None:
+    """A name of 1..15 characters from [A-Za-z0-9_.-] (shared with the writer)."""
+    if not 1 <= len(name) <= C.NAME_SIZE - 1 or not set(name) <= C.NAME_CHARS:
+        raise E.BadLayerName(
+            f"layer {index}: name {name!r} is not 1..{C.NAME_SIZE - 1} characters from [A-Za-z0-9_.-]"
+        )
+
+
+def check_fields(name: str, record: LayerRecord) -> None:
+    """The per-kind field ranges of SPEC 3 (shared with the writer)."""
+    conv = record.kind == C.LayerKind.CONV3X3_RELU
+    ranges = {
+        "in_channels": (1, C.MAX_CHANNELS),
+        "out_channels": (1, C.MAX_CHANNELS),
+        "mask_bits": (C.MIN_MASK_BITS, C.MAX_MASK_BITS) if conv else (0, 0),
+        "weight_shift": (0, C.WEIGHT_SHIFT_MAX) if conv else (0, 0),
+        "bias_shift": (0, C.BIAS_SHIFT_MAX) if conv else (0, 0),
+        "out_shift": (0, C.OUT_SHIFT_MAX) if conv else (0, 0),
+    }
+    if not conv:  # a pool has no payload
+        ranges.update(payload_offset=(0, 0), payload_size=(0, 0), payload_crc32=(0, 0))
+    for field, (low, high) in ranges.items():
+        value = getattr(record, field)
+        if not low <= value <= high:
+            raise E.FieldOutOfRange(f"layer {name}: {field} {value} not in {low}..{high}")
+    if not conv and record.out_channels != record.in_channels:
+        raise E.FieldOutOfRange(
+            f"layer {name}: pool out_channels {record.out_channels} "
+            f"differs from in_channels {record.in_channels}"
+        )
+
+
+class ChainChecker:
+    """The chain rule of SPEC 3, one layer at a time: channels follow, pools get at least 2x2."""
+
+    def __init__(self, input_channels: int, height: int, width: int) -> None:
+        self.channels = input_channels
+        self.height = height
+        self.width = width
+        self.first = True
+
+    def add(self, name: str, kind: int, in_channels: int, out_channels: int) -> None:
+        if self.first and kind != C.LayerKind.CONV3X3_RELU:
+            raise E.ChainMismatch(f"layer {name}: the first layer must be a conv, not kind {kind}")
+        if in_channels != self.channels:
+            source = "the input buffer has" if self.first else "the previous layer gives"
+            raise E.ChainMismatch(f"layer {name}: in_channels {in_channels}, but {source} {self.channels}")
+        if kind == C.LayerKind.MAXPOOL2X2:
+            if self.height < C.POOL_SIZE or self.width < C.POOL_SIZE:
+                raise E.MapTooSmall(
+                    f"layer {name}: max-pool gets a {self.height}x{self.width} map, needs at least 2x2"
+                )
+            self.height //= C.POOL_SIZE
+            self.width //= C.POOL_SIZE
+        self.channels = out_channels
+        self.first = False
+
+
+def _check_payload(view: memoryview, name: str, record: LayerRecord, region_end: int) -> int:
+    """Offset, size, bounds, zero gap and CRC of one conv payload; returns where it ends."""
+    offset, size = record.payload_offset, record.payload_size
+    if offset % C.ALIGNMENT:
+        raise E.MisalignedPayload(f"layer {name}: payload_offset {offset} not a multiple of {C.ALIGNMENT}")
+    if offset < region_end:
+        raise E.OverlappingPayload(
+            f"layer {name}: payload_offset {offset} is inside the previous region (ends at {region_end})"
+        )
+    want = sum(conv_region_sizes(record.out_channels, record.in_channels, record.mask_bits))
+    if size != want:
+        raise E.PayloadSizeMismatch(f"layer {name}: payload_size {size}, its fields give {want}")
+    if offset + size > len(view):
+        raise E.PayloadOutOfBounds(
+            f"layer {name}: payload {offset}..{offset + size} extends past the end of the file ({len(view)})"
+        )
+    if np.frombuffer(view[region_end:offset], dtype=np.uint8).any():
+        raise E.NonZeroPadding(
+            f"layer {name}: padding bytes {region_end}..{offset} before the payload not zero"
+        )
+    _check_padding_bits(view, name, record)
+    crc = zlib.crc32(view[offset : offset + size])
+    if crc != record.payload_crc32:
+        raise E.PayloadCrcMismatch(
+            f"layer {name}: payload CRC32 {crc:08x} does not match the record's {record.payload_crc32:08x}"
+        )
+    return offset + size
+
+
+def _check_padding_bits(view: memoryview, name: str, record: LayerRecord) -> None:
+    """SPEC 3.1: no set bit in the padding of the last byte of the bias and mask regions."""
+    out_ch, in_ch, bits = record.out_channels, record.in_channels, record.mask_bits
+    alpha_size, bias_size, mask_size = conv_region_sizes(out_ch, in_ch, bits)
+    bias_start = record.payload_offset + alpha_size
+    mask_start = bias_start + bias_size
+    for region, start, size, width, count in (
+        ("bias", bias_start, bias_size, C.BIAS_BITS, out_ch),
+        ("mask", mask_start, mask_size, bits, out_ch * in_ch * C.KERNEL_TAPS),
+    ):
+        if not padding_bits_zero(view[start : start + size], width, count):
+            raise E.NonZeroPadding(
+                f"layer {name}: padding bits in the last byte of the {region} region not zero"
+            )
+
+
+def _decode_layer(view: memoryview, name: str, record: LayerRecord) -> Layer:
+    if record.kind == C.LayerKind.MAXPOOL2X2:
+        return PoolLayer(name=name, channels=record.in_channels)
+    out_ch, in_ch, bits = record.out_channels, record.in_channels, record.mask_bits
+    alpha_size, bias_size, _ = conv_region_sizes(out_ch, in_ch, bits)
+    start = record.payload_offset
+    alpha_bytes = view[start : start + alpha_size]
+    bias_bytes = view[start + alpha_size : start + alpha_size + bias_size]
+    mask_bytes = view[start + alpha_size + bias_size : start + record.payload_size]
+    mask_count = out_ch * in_ch * C.KERNEL_TAPS
+    return ConvLayer(
+        name=name,
+        mask_bits=bits,
+        weight_shift=record.weight_shift,
+        bias_shift=record.bias_shift,
+        out_shift=record.out_shift,
+        alpha=np.frombuffer(alpha_bytes, dtype=np.uint8).reshape(out_ch, in_ch).copy(),
+        mask=unpack_uint(mask_bytes, bits, mask_count).reshape(out_ch, in_ch, C.KERNEL_SIZE, C.KERNEL_SIZE),
+        bias=unpack_int12(bias_bytes, out_ch),
+    )

@@ -1,0 +1,239 @@
+"""Write a `ChipModel` as a chip format v1 blob, deterministically and only if it is valid.
+
+The writer runs the reader's own checks on the records it is about to write (names, field ranges,
+chain rule), checks the arrays' shapes and value ranges, and proves the accumulator bound of
+SPEC 4.5 for every conv layer. A model that fails any of them raises a `FormatError` and nothing is
+written. The same model always gives the same bytes: payloads are packed at the first aligned offset
+after the previous region, padding and reserved bytes are zero, and nothing depends on time or order
+of dictionary iteration.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from . import constants as C
+from . import errors as E
+from .model import ChipModel, ConvLayer, Layer
+from .packing import pack_int12, pack_uint
+from .reader import (
+    HEADER_CRC_SPAN,
+    ChainChecker,
+    Header,
+    LayerRecord,
+    check_fields,
+    check_input_fields,
+    check_name,
+)
+
+_NO_RESERVED_A = bytes(3)
+_NO_RESERVED_B = bytes(4)
+
+
+def write_blob(model: ChipModel, path: str | os.PathLike) -> None:
+    """Write `model` to `path` atomically: a temp file in the same folder, then `os.replace`.
+
+    Raises:
+        FormatError: the model cannot be written (see `to_bytes`); no file is created.
+        BlobWriteFailed: the file system refused the write; `path` is left as it was.
+    """
+    data = to_bytes(model)  # validate before touching the file system
+    path = Path(path)
+    tmp_name = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        ) as tmp:
+            tmp_name = tmp.name
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        if tmp_name is not None and os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise E.BlobWriteFailed(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def to_bytes(model: ChipModel) -> bytes:
+    """The blob of `model` (SPEC 2 and 3), after checking it.
+
+    Raises:
+        FormatError: a subclass naming the layer and field: bad name, duplicate name, field or array
+            value out of range, array shape that does not match, broken chain, or AccumulatorOverflow.
+    """
+    records = validate(model)
+    table_end = C.HEADER_SIZE + len(records) * C.LAYER_RECORD_SIZE
+    body = bytearray()  # everything after the table
+    final_records = []
+    region_end = table_end
+    for layer, record in zip(model.layers, records):
+        if isinstance(layer, ConvLayer):
+            payload = conv_payload(layer)
+            offset = _align_up(region_end)
+            body += bytes(offset - region_end)
+            body += payload
+            region_end = offset + len(payload)
+            record = replace(
+                record, payload_offset=offset, payload_size=len(payload), payload_crc32=zlib.crc32(payload)
+            )
+        final_records.append(record)
+    table = b"".join(record.pack() for record in final_records)
+    header = Header(
+        magic=C.MAGIC,
+        version=C.FORMAT_VERSION,
+        header_size=C.HEADER_SIZE,
+        layer_record_size=C.LAYER_RECORD_SIZE,
+        alignment=C.ALIGNMENT,
+        layer_count=len(final_records),
+        flags=0,
+        file_size=table_end + len(body),
+        input_height=model.input_height,
+        input_width=model.input_width,
+        input_channels=C.INPUT_CHANNELS,
+        channel_order=int(model.channel_order),
+        input_mean=tuple(int(v) for v in model.input_mean),
+        reserved=bytes(15),
+        table_crc32=zlib.crc32(table),
+        header_crc32=0,
+    )
+    head = header.pack()
+    head = head[:HEADER_CRC_SPAN] + zlib.crc32(head[:HEADER_CRC_SPAN]).to_bytes(4, "little")
+    total = len(head) + len(table) + len(body)
+    if total > C.MAX_FILE_SIZE:
+        raise E.FileTooLarge(f"the blob would be {total} bytes, over {C.MAX_FILE_SIZE}")
+    return head + table + bytes(body)
+
+
+def validate(model: ChipModel) -> list[LayerRecord]:
+    """Check `model` as the reader would check its blob, plus array ranges and SPEC 4.5.
+
+    Returns:
+        The layer records without payload offsets, sizes and CRCs.
+    """
+    check_input_fields(
+        model.input_height,
+        model.input_width,
+        C.INPUT_CHANNELS,
+        int(model.channel_order),
+        tuple(model.input_mean),
+    )
+    if not 1 <= len(model.layers) <= C.MAX_LAYERS:
+        raise E.BadLayerCount(f"model has {len(model.layers)} layers, not 1..{C.MAX_LAYERS}")
+    chain = ChainChecker(C.INPUT_CHANNELS, model.input_height, model.input_width)
+    seen: set[str] = set()
+    records = []
+    for index, layer in enumerate(model.layers):
+        check_name(index, layer.name)
+        if layer.name in seen:
+            raise E.DuplicateLayerName(f"layer {index}: name {layer.name} already used by an earlier layer")
+        seen.add(layer.name)
+        if isinstance(layer, ConvLayer):
+            _check_shapes(layer)
+        record = _record(layer)
+        check_fields(layer.name, record)
+        if isinstance(layer, ConvLayer):
+            _check_values(layer)
+        chain.add(layer.name, record.kind, record.in_channels, record.out_channels)
+        records.append(record)
+    for layer, bound in zip(model.conv_layers(), accumulator_bound(model)):
+        if bound > C.ACC_MAX:
+            raise E.AccumulatorOverflow(
+                f"layer {layer.name}: worst-case accumulator {bound} exceeds {C.ACC_MAX} (SPEC 4.5); "
+                "lower alpha, the bias or bias_shift"
+            )
+    return records
+
+
+def accumulator_bound(model: ChipModel) -> list[int]:
+    """max_o B[o] of SPEC 4.5 for every conv layer, in layer order (Python ints, exact).
+
+    B[o] = |bias[o]| * 2^bias_shift + X * sum |W[o]| + rounding term, where X is the largest
+    |input|: 255 for uint8 activations, and for the first layer the largest |pixel - mean|.
+    """
+    bounds = []
+    for index, layer in enumerate(model.layers):
+        if not isinstance(layer, ConvLayer):
+            continue
+        if index == 0:
+            largest_input = max(max(int(m), C.ACT_MAX - int(m)) for m in model.input_mean)
+        else:
+            largest_input = C.ACT_MAX
+        # |W| = alpha * |M|: sum over the 9 taps of |M| per kernel, then weight by alpha.
+        abs_mask = np.abs(layer.signed_mask().astype(np.int64)).sum(axis=(2, 3))
+        weight_sum = (layer.alpha.astype(np.int64) * abs_mask).sum(axis=1)
+        bias_term = [abs(int(b)) << layer.bias_shift for b in layer.bias]
+        rounding = (1 << (layer.out_shift - 1)) if layer.out_shift > 0 else 0
+        bounds.append(max(b + largest_input * int(w) for b, w in zip(bias_term, weight_sum)) + rounding)
+    return bounds
+
+
+def conv_payload(layer: ConvLayer) -> bytes:
+    """The alpha, bias and mask regions of a conv payload, back to back (SPEC 3.1)."""
+    alpha = np.ascontiguousarray(layer.alpha, dtype=np.uint8).tobytes()  # o-major: byte o*I + i
+    return alpha + pack_int12(layer.bias) + pack_uint(layer.mask, layer.mask_bits)
+
+
+def _record(layer: Layer) -> LayerRecord:
+    conv = isinstance(layer, ConvLayer)
+    return LayerRecord(
+        kind=int(layer.kind),
+        reserved_a=_NO_RESERVED_A,
+        name=layer.name.encode("ascii").ljust(C.NAME_SIZE, b"\0"),
+        in_channels=layer.in_channels,
+        out_channels=layer.out_channels,
+        mask_bits=layer.mask_bits if conv else 0,
+        weight_shift=layer.weight_shift if conv else 0,
+        bias_shift=layer.bias_shift if conv else 0,
+        out_shift=layer.out_shift if conv else 0,
+        reserved_b=_NO_RESERVED_B,
+        payload_offset=0,
+        payload_size=0,
+        payload_crc32=0,
+    )
+
+
+def _arrays(layer: ConvLayer) -> dict[str, np.ndarray]:
+    return {"alpha": layer.alpha, "mask": layer.mask, "bias": layer.bias}
+
+
+def _check_shapes(layer: ConvLayer) -> None:
+    """Integer arrays whose shapes follow from alpha's (out, in)."""
+    name = layer.name
+    arrays = _arrays(layer)
+    for field, array in arrays.items():
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in "iu":
+            kind = getattr(array, "dtype", type(array).__name__)
+            raise E.FieldOutOfRange(f"layer {name}: {field} must be an integer numpy array, got {kind}")
+    if layer.alpha.ndim != 2:
+        raise E.ShapeMismatch(f"layer {name}: alpha has shape {layer.alpha.shape}, expected (out, in)")
+    out_ch, in_ch = layer.alpha.shape
+    expected = {"mask": (out_ch, in_ch, C.KERNEL_SIZE, C.KERNEL_SIZE), "bias": (out_ch,)}
+    for field, shape in expected.items():
+        if arrays[field].shape != shape:
+            raise E.ShapeMismatch(f"layer {name}: {field} has shape {arrays[field].shape}, expected {shape}")
+
+
+def _check_values(layer: ConvLayer) -> None:
+    """Every element lies in its field's range (mask_bits already checked)."""
+    arrays = _arrays(layer)
+    limits = {
+        "alpha": (0, (1 << C.ALPHA_BITS) - 1),
+        "mask": (0, (1 << layer.mask_bits) - 1),
+        "bias": (C.BIAS_MIN, C.BIAS_MAX),
+    }
+    for field, (low, high) in limits.items():
+        array = arrays[field]
+        if array.size and (int(array.min()) < low or int(array.max()) > high):
+            seen = f"{int(array.min())}..{int(array.max())}"
+            raise E.FieldOutOfRange(f"layer {layer.name}: {field} values {seen} not in {low}..{high}")
+
+
+def _align_up(offset: int) -> int:
+    return -(-offset // C.ALIGNMENT) * C.ALIGNMENT

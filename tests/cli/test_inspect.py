@@ -1,0 +1,159 @@
+"""`chipq inspect` and the summary behind it (`chipq.inspect.summarize`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from chipq.cli import app, main
+from chipq.errors import UsageError
+from chipq.formats.reader import from_bytes
+from chipq.formats.synthetic import VGG16_CONFIG, VGG16_PLAN_3X7_1X6, random_model
+from chipq.formats.writer import to_bytes
+from chipq.inspect import summarize
+
+CHIPQ = Path(sys.executable).parent / "chipq"
+WIDE = {"COLUMNS": "200"}
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the real entry point in-process: exit code, stdout, stderr."""
+    monkeypatch.setattr(sys, "argv", ["chipq", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def vgg16():
+    model = random_model(VGG16_PLAN_3X7_1X6, VGG16_CONFIG)
+    return model, len(to_bytes(model))
+
+
+# --- summarize ------------------------------------------------------------------------------------
+
+
+def test_vgg16_totals_and_ratios(vgg16):
+    model, size = vgg16
+    summary = summarize(model, size, crc_ok=True)
+    totals = summary["totals"]
+    assert totals["fp32_weight_bytes"] == 58_841_856
+    assert totals["mask_alpha_bits"] == 31_255_104
+    assert totals["bias_bytes"] == 4224 * 12 // 8
+    assert totals["blob_bytes"] == size and totals["ratio"] == pytest.approx(58_841_856 / size)
+    assert 15.0 <= totals["ratio"] < 15.1
+    parts = ("mask_bytes", "alpha_bytes", "bias_bytes", "overhead_bytes")
+    assert sum(totals[key] for key in parts) == size
+    convs = [row for row in summary["layers"] if row["kind"] == "conv"]
+    assert [round(row["paper_ratio"], 2) for row in convs] == [8.23] * 7 + [16.94] * 6
+    # Whole bytes in every layer here, so the stored ratio equals the paper's.
+    assert all(row["actual_ratio"] == pytest.approx(row["paper_ratio"]) for row in convs)
+    assert convs[0]["shape"] == [64, 3, 3, 3] and convs[-1]["kernels"] == 512 * 512
+    assert all(row["acc_bits"] <= 32 for row in convs)
+    assert summary["crc"].startswith("ok") and summary["format_version"] == 1
+    assert "buffers" not in summary
+
+
+def test_vgg16_buffers_at_224(vgg16):
+    model, size = vgg16
+    summary = summarize(model, size, crc_ok=True, input_hw=(224, 224))
+    first = summary["layers"][0]["buffer"]
+    # conv1_1 reads the 3-plane pixel buffer and writes a 64-plane uint8 map.
+    assert (first["in_bytes"], first["out_bytes"]) == (3 * 224 * 224, 64 * 224 * 224)
+    buffers = summary["buffers"]
+    assert buffers["peak_layer"] == "conv1_2" and buffers["peak_bytes"] == 2 * 64 * 224 * 224
+    assert buffers["output_hw"] == [14, 14] and buffers["output_bytes"] == 512 * 14 * 14
+
+
+def test_buffers_at_640x480_and_too_small(vgg16):
+    model, size = vgg16
+    assert summarize(model, size, True, input_hw=(640, 480))["buffers"]["output_hw"] == [40, 30]
+    with pytest.raises(UsageError, match="pool4 would get a 1x1 map"):
+        summarize(model, size, True, input_hw=(8, 8))
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def test_table(sample_blob_path):
+    result = CliRunner().invoke(app, ["inspect", str(sample_blob_path)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    expected = ("conv1_1", "8x3x3x3", "pool1", "conv2_1", "8.23", "11.08", "768", "CRC32")
+    for text in (*expected, "ok (header, table, 2 payloads)"):
+        assert text in result.output
+    assert "buffer B" not in result.output and "peak activation" not in result.output
+
+
+def test_json_is_one_object_with_the_summary(sample_blob_path, sample_blob_bytes):
+    result = CliRunner().invoke(app, ["inspect", str(sample_blob_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    expected = summarize(from_bytes(sample_blob_bytes), len(sample_blob_bytes), crc_ok=True)
+    assert data == {"blob": str(sample_blob_path), **json.loads(json.dumps(expected))}
+
+
+def test_input_adds_buffers(sample_blob_path):
+    result = CliRunner().invoke(app, ["inspect", str(sample_blob_path), "--input", "32x32", "--json"])
+    buffers = json.loads(result.output)["buffers"]
+    # conv1_1: 3x32x32 pixels + 8x32x32 out; conv2_1: 8x16x16 in + 16x16x16 out.
+    assert buffers == {
+        "input_hw": [32, 32],
+        "peak_bytes": 3 * 1024 + 8 * 1024,
+        "peak_layer": "conv1_1",
+        "output_hw": [16, 16],
+        "output_bytes": 16 * 256,
+    }
+    table = CliRunner().invoke(app, ["inspect", str(sample_blob_path), "--input", "32x32"], env=WIDE)
+    assert "buffer B" in table.output and "11,264 (conv1_1)" in table.output
+
+
+@pytest.mark.parametrize("value", ["32", "32x", "axb", "0x32", "32x5000", "-1x4"])
+def test_bad_input_size(monkeypatch, capsys, sample_blob_path, value):
+    code, _, err = run_main(monkeypatch, capsys, "inspect", str(sample_blob_path), "--input", value)
+    assert code == 2 and err.startswith("error: --input") and err.count("\n") == 1
+
+
+def test_every_truncation_exits_2_with_one_line(monkeypatch, capsys, sample_blob_bytes, tmp_path):
+    path = tmp_path / "cut.blob"
+    for length in range(len(sample_blob_bytes)):
+        path.write_bytes(sample_blob_bytes[:length])
+        code, out, err = run_main(monkeypatch, capsys, "inspect", str(path))
+        assert (code, out) == (2, "")
+        assert err.startswith("error: ") and err.count("\n") == 1
+        assert "truncated" in err or "shorter than the 64-byte header" in err
+
+
+def test_crc_failure_is_refused(monkeypatch, capsys, sample_blob_bytes, tmp_path):
+    damaged = bytearray(sample_blob_bytes)
+    damaged[700] ^= 0x01  # inside conv2_1's masks
+    path = tmp_path / "bad.blob"
+    path.write_bytes(bytes(damaged))
+    code, out, err = run_main(monkeypatch, capsys, "inspect", str(path))
+    assert (code, out) == (2, "")
+    assert "layer conv2_1: payload CRC32" in err and err.count("\n") == 1
+
+
+def test_missing_file(monkeypatch, capsys, tmp_path):
+    code, _, err = run_main(monkeypatch, capsys, "inspect", str(tmp_path / "nope.blob"))
+    assert code == 2 and "cannot read" in err
+
+
+@pytest.mark.parametrize("length", [0, 63, 400])
+def test_truncations_in_a_real_process(sample_blob_bytes, tmp_path, length):
+    path = tmp_path / "cut.blob"
+    path.write_bytes(sample_blob_bytes[:length])
+    proc = subprocess.run([str(CHIPQ), "inspect", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+def test_real_process_json(sample_blob_path):
+    command = [str(CHIPQ), "inspect", str(sample_blob_path), "--json"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["totals"]["blob_bytes"] == 768

@@ -1,0 +1,31 @@
+"""Fixtures shared by the whole test suite: small valid models and the committed sample blob."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chipq.formats.model import ChipModel
+from chipq.formats.synthetic import random_model
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_BLOB = REPO / "samples" / "tiny.blob"
+
+
+@pytest.fixture
+def tiny_model() -> ChipModel:
+    """conv1_1 3->4 (3-bit), pool1, conv2_1 4->8 (1-bit) on a 16x16 input; built in about 1 ms."""
+    return random_model([3, 1], [4, "M", 8], input_hw=(16, 16), seed=1)
+
+
+@pytest.fixture(scope="session")
+def sample_blob_path() -> Path:
+    """samples/tiny.blob (regenerate with samples/make_sample_blob.py)."""
+    return SAMPLE_BLOB
+
+
+@pytest.fixture(scope="session")
+def sample_blob_bytes() -> bytes:
+    """The bytes of samples/tiny.blob."""
+    return SAMPLE_BLOB.read_bytes()
