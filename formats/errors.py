@@ -99,6 +99,10 @@ class OverlappingPayload(FormatError):
     """A payload starts before the end of the previous region (table or payload)."""
 
 
+class PayloadGapTooLong(FormatError):
+    """A payload starts later than the first aligned offset after the previous region."""
+
+
 class PayloadSizeMismatch(FormatError):
     """A payload size differs from the size the layer's fields imply."""
 

@@ -1,8 +1,9 @@
 """Read a chip format v1 blob, treating it as hostile (SPEC section 5).
 
-Every check runs in the order SPEC 5 lists, and all of them run before any array sized by a file
-field is allocated: the checks only slice the input through a `memoryview` and compare Python ints
-(which cannot overflow). Only when the whole file has passed are the payloads decoded.
+Every check runs in the order SPEC 5 lists, and all the structural ones run before any array sized by
+a file field is allocated: they only slice the input through a `memoryview` and compare Python ints
+(which cannot overflow). Only when the whole file has passed are the payloads decoded; the last
+check, the accumulator bound of SPEC 4.5, needs the decoded arrays and runs on them.
 
 The header and record layouts, and the checks that do not depend on the bytes (names, field ranges,
 the chain rule), are shared with `writer`, so the writer refuses exactly what the reader refuses.
@@ -20,6 +21,7 @@ import numpy as np
 
 from . import constants as C
 from . import errors as E
+from .bounds import check_accumulator_bounds
 from .model import ChipModel, ConvLayer, Layer, PoolLayer
 from .packing import conv_region_sizes, padding_bits_zero, unpack_int12, unpack_uint
 
@@ -145,15 +147,19 @@ def from_bytes(data: bytes | bytearray | memoryview) -> ChipModel:
             f"{len(view) - region_end} bytes follow the last payload (it ends at {region_end}, "
             f"the file at {len(view)})"
         )
-    # Every check has passed: only now allocate arrays, each bounded by a payload inside the file.
+    # Every structural check has passed: only now allocate arrays, each bounded by a payload inside
+    # the file.
     layers = tuple(_decode_layer(view, name, rec) for name, rec in zip(names, records))
-    return ChipModel(
+    model = ChipModel(
         input_height=header.input_height,
         input_width=header.input_width,
         channel_order=C.ChannelOrder(header.channel_order),
         input_mean=header.input_mean,
         layers=layers,
     )
+    # A well-formed blob can still make a chip's 32-bit accumulator wrap: refuse it as the writer would.
+    check_accumulator_bounds(model)
+    return model
 
 
 def check_header(view: memoryview) -> Header:
@@ -325,6 +331,12 @@ def _check_payload(view: memoryview, name: str, record: LayerRecord, region_end:
         raise E.OverlappingPayload(
             f"layer {name}: payload_offset {offset} is inside the previous region (ends at {region_end})"
         )
+    packed = first_payload_offset(region_end)
+    if offset != packed:  # one valid blob per model: no freedom to shift payloads around
+        raise E.PayloadGapTooLong(
+            f"layer {name}: payload_offset {offset}, must be {packed} (the first multiple of "
+            f"{C.ALIGNMENT} at or after the end of the previous region, {region_end})"
+        )
     want = sum(conv_region_sizes(record.out_channels, record.in_channels, record.mask_bits))
     if size != want:
         raise E.PayloadSizeMismatch(f"layer {name}: payload_size {size}, its fields give {want}")
@@ -343,6 +355,15 @@ def _check_payload(view: memoryview, name: str, record: LayerRecord, region_end:
             f"layer {name}: payload CRC32 {crc:08x} does not match the record's {record.payload_crc32:08x}"
         )
     return offset + size
+
+
+def first_payload_offset(region_end: int) -> int:
+    """Where the payload after a region ending at `region_end` starts (SPEC 3, shared with the writer).
+
+    >>> first_payload_offset(208), first_payload_offset(325)
+    (208, 328)
+    """
+    return -(-region_end // C.ALIGNMENT) * C.ALIGNMENT
 
 
 def _check_padding_bits(view: memoryview, name: str, record: LayerRecord) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 
 from . import constants as C
 from . import errors as E
+# accumulator_bound is re-exported: callers that import it from the writer keep working.
+from .bounds import accumulator_bound, check_accumulator_bounds  # noqa: F401
 from .model import ChipModel, ConvLayer, Layer
 from .packing import pack_int12, pack_uint
 from .reader import (
@@ -30,6 +32,7 @@ from .reader import (
     check_fields,
     check_input_fields,
     check_name,
+    first_payload_offset,
 )
 
 _NO_RESERVED_A = bytes(3)
@@ -76,7 +79,7 @@ def to_bytes(model: ChipModel) -> bytes:
     for layer, record in zip(model.layers, records):
         if isinstance(layer, ConvLayer):
             payload = conv_payload(layer)
-            offset = _align_up(region_end)
+            offset = first_payload_offset(region_end)
             body += bytes(offset - region_end)
             body += payload
             region_end = offset + len(payload)
@@ -142,36 +145,8 @@ def validate(model: ChipModel) -> list[LayerRecord]:
             _check_values(layer)
         chain.add(layer.name, record.kind, record.in_channels, record.out_channels)
         records.append(record)
-    for layer, bound in zip(model.conv_layers(), accumulator_bound(model)):
-        if bound > C.ACC_MAX:
-            raise E.AccumulatorOverflow(
-                f"layer {layer.name}: worst-case accumulator {bound} exceeds {C.ACC_MAX} (SPEC 4.5); "
-                "lower alpha, the bias or bias_shift"
-            )
+    check_accumulator_bounds(model)
     return records
-
-
-def accumulator_bound(model: ChipModel) -> list[int]:
-    """max_o B[o] of SPEC 4.5 for every conv layer, in layer order (Python ints, exact).
-
-    B[o] = |bias[o]| * 2^bias_shift + X * sum |W[o]| + rounding term, where X is the largest
-    |input|: 255 for uint8 activations, and for the first layer the largest |pixel - mean|.
-    """
-    bounds = []
-    for index, layer in enumerate(model.layers):
-        if not isinstance(layer, ConvLayer):
-            continue
-        if index == 0:
-            largest_input = max(max(int(m), C.ACT_MAX - int(m)) for m in model.input_mean)
-        else:
-            largest_input = C.ACT_MAX
-        # |W| = alpha * |M|: sum over the 9 taps of |M| per kernel, then weight by alpha.
-        abs_mask = np.abs(layer.signed_mask().astype(np.int64)).sum(axis=(2, 3))
-        weight_sum = (layer.alpha.astype(np.int64) * abs_mask).sum(axis=1)
-        bias_term = [abs(int(b)) << layer.bias_shift for b in layer.bias]
-        rounding = (1 << (layer.out_shift - 1)) if layer.out_shift > 0 else 0
-        bounds.append(max(b + largest_input * int(w) for b, w in zip(bias_term, weight_sum)) + rounding)
-    return bounds
 
 
 def conv_payload(layer: ConvLayer) -> bytes:
@@ -233,7 +208,3 @@ def _check_values(layer: ConvLayer) -> None:
         if array.size and (int(array.min()) < low or int(array.max()) > high):
             seen = f"{int(array.min())}..{int(array.max())}"
             raise E.FieldOutOfRange(f"layer {layer.name}: {field} values {seen} not in {low}..{high}")
-
-
-def _align_up(offset: int) -> int:
-    return -(-offset // C.ALIGNMENT) * C.ALIGNMENT

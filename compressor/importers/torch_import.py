@@ -1,0 +1,163 @@
+"""PyTorch model files: torchvision-layout state dicts (bare or wrapped) and TorchScript archives.
+
+Pickles are opened with ``torch.load(weights_only=True)``: only tensors and plain containers can be
+built, so a pickle that would run code (a saved ``nn.Module`` object, or a hostile ``__reduce__``)
+is refused before any of it runs. TorchScript archives are loaded with ``torch.jit.load`` on the
+CPU: that interprets TorchScript (a restricted language, no Python), never a Python pickle of code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..floatmodel import FloatStack
+from ..vgg import BN_EPS, stack_from_state_dict
+from .errors import (
+    ShapeMismatch,
+    TruncatedModel,
+    UnknownModelFormat,
+    UnsafePickle,
+    UnsupportedLayer,
+    UnsupportedLayout,
+)
+
+# Keys under which training scripts commonly wrap the state dict, tried in this order.
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+_MAX_UNWRAP = 2  # e.g. {"model": {"state_dict": ...}}
+
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+_FEATURE_MODULE_RE = re.compile(r"(?:^|\.)features\.(\d+)$")
+
+
+def archive_kind(path: Path) -> str:
+    """'state' for a torch.save zip archive, 'script' for TorchScript, 'pickle' for a bare pickle."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return "pickle"
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise TruncatedModel(f"{path}: unreadable zip archive (truncated or corrupt): {exc}") from None
+    # Both put everything under one top folder; TorchScript adds its code and constants.
+    if any(name.split("/", 1)[-1] == "constants.pkl" for name in names):
+        return "script"
+    if any(name.split("/", 1)[-1] == "data.pkl" for name in names):
+        return "state"
+    raise UnknownModelFormat(f"{path}: a zip archive but not a PyTorch file (no data.pkl)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _load_pickle(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with its failures turned into one-line chipq errors."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text:
+            found = _GLOBAL_RE.search(text)
+            needs = f" (it asks for {found.group(1)})" if found else ""
+            raise UnsafePickle(
+                f"{path}: the pickle needs code to load{needs}; chipq loads tensors only "
+                "(torch.load weights_only=True). Save model.state_dict() instead of the model object."
+            ) from None
+        raise TruncatedModel(f"{path}: cannot unpickle (truncated or corrupt): {_first_line(exc)}") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, struct.error... for a cut file
+        raise TruncatedModel(f"{path}: cannot read (truncated or corrupt): {_first_line(exc)}") from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def unwrap_state_dict(obj: Any, path: Path | str = "") -> Mapping[str, torch.Tensor]:
+    """The state dict in a loaded checkpoint: bare, or under one of `WRAPPER_KEYS`.
+
+    Non-tensor entries next to the tensors (a step counter, say) are not allowed in a bare state
+    dict; in a wrapper they sit beside the state dict and are ignored.
+    """
+    for _ in range(_MAX_UNWRAP + 1):
+        if _is_state_dict(obj):
+            return obj
+        if not isinstance(obj, Mapping):
+            break
+        inner = next((obj[key] for key in WRAPPER_KEYS if key in obj), None)
+        if inner is None:
+            break
+        obj = inner
+    if isinstance(obj, Mapping):
+        keys = ", ".join(repr(k) for k in list(obj)[:8])
+        raise UnsupportedLayout(
+            f"{path}: no state dict found (a dict with keys {keys}; expected parameter tensors, "
+            f"or one of {', '.join(WRAPPER_KEYS)})"
+        )
+    raise UnsupportedLayout(f"{path}: holds a {type(obj).__name__}, not a state dict")
+
+
+def _script_bn_eps(module: torch.jit.ScriptModule) -> dict[int, float]:
+    """Batch-norm eps per ``features`` index of a TorchScript module (a state dict omits it).
+
+    A scripted BatchNorm2d keeps ``eps`` as an attribute; a traced one only has it as a constant
+    argument of its ``aten::batch_norm`` call. Where neither is found, torchvision's default applies.
+    """
+    found: dict[int, float] = {}
+    for name, sub in module.named_modules():
+        match = _FEATURE_MODULE_RE.search(name)
+        if not match or getattr(sub, "original_name", "") != "BatchNorm2d":
+            continue
+        eps = None
+        try:
+            eps = float(sub.eps)
+        except (AttributeError, RuntimeError, TypeError):
+            for node in sub.graph.nodes():
+                if node.kind() == "aten::batch_norm":
+                    eps = float(list(node.inputs())[7].toIValue())
+                    break
+        if eps is not None:
+            found[int(match.group(1))] = eps
+    return found
+
+
+def _load_script(path: Path) -> FloatStack:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # still the way to read these files
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise TruncatedModel(f"{path}: cannot load TorchScript archive: {_first_line(exc)}") from None
+    # Batch norms without a recoverable eps fall back to BN_EPS inside stack_from_state_dict.
+    return _stack(path, dict(module.state_dict()), _script_bn_eps(module))
+
+
+def _stack(path: Path, state: Mapping[str, Any], bn_eps: Mapping[int, float] | None = None) -> FloatStack:
+    """`stack_from_state_dict` with the file name put in front of its messages."""
+    try:
+        return stack_from_state_dict(state, bn_eps=bn_eps or BN_EPS, source=path.name)
+    except (UnsupportedLayer, UnsupportedLayout, ShapeMismatch) as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def load_torch(path: str | os.PathLike[str]) -> FloatStack:
+    """The `FloatStack` in a PyTorch file (state dict, wrapped state dict, or TorchScript).
+
+    Raises:
+        UnsafePickle: the pickle needs code to load.
+        TruncatedModel: the file cannot be decoded.
+        UnsupportedLayer, UnsupportedLayout, ShapeMismatch: not a torchvision-layout VGG.
+    """
+    path = Path(path)
+    if archive_kind(path) == "script":
+        return _load_script(path)
+    return _stack(path, unwrap_state_dict(_load_pickle(path), path))
