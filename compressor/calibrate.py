@@ -16,6 +16,7 @@ from .formats import constants as C
 from .quantize import round_half_up
 
 EXTRA_BITS = 4  # finer scales tried beyond the one that clips nothing
+FRAC_LIMIT = 31  # |f| beyond this cannot be reached by a 5-bit out_shift anyway
 MAX_SAMPLES = 1 << 20  # activations kept per layer: a fixed stride, so the choice is deterministic
 
 
@@ -39,9 +40,9 @@ def choose_frac(x: np.ndarray) -> int:
     """
     x = np.asarray(x, dtype=np.float64).ravel()
     peak = float(x.max(initial=0.0))
-    if peak <= 0:
-        return 0
-    no_clip = math.floor(math.log2(C.ACT_MAX / peak))
+    if peak <= 2.0**-FRAC_LIMIT:
+        return FRAC_LIMIT if peak > 0 else 0
+    no_clip = min(max(math.floor(math.log2(C.ACT_MAX / peak)), -FRAC_LIMIT), FRAC_LIMIT)
     errors = [
         (float(np.mean((quantize_activations(x, f) - x) ** 2)), f)
         for f in range(no_clip, no_clip + EXTRA_BITS + 1)
