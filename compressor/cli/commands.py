@@ -6,3 +6,4 @@ from . import inspect_cmd  # noqa: F401
 from . import verify_cmd  # noqa: F401
 from . import extract_cmd  # noqa: F401
 from . import eval_cmd  # noqa: F401
+from . import demo_cmd  # noqa: F401
