@@ -29,3 +29,14 @@ def sample_blob_path() -> Path:
 def sample_blob_bytes() -> bytes:
     """The bytes of samples/tiny.blob."""
     return SAMPLE_BLOB.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def real_vgg16(tmp_path_factory) -> tuple[Path, Path]:
+    """The real ImageNet VGG-16 as (vgg16.pt, vgg16.onnx), fetched once per machine (slow tests).
+
+    The download is cached in chipq's cache folder ($CHIPQ_CACHE or ~/.cache/chipq).
+    """
+    from chipq.weights import fetch_vgg16
+
+    return fetch_vgg16(tmp_path_factory.mktemp("vgg16"))

@@ -1,0 +1,60 @@
+"""The whole chip path on the real VGG-16 and real photos (slow: about a minute; CI runs it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chipq.compress import calibration_batch, compress, default_calib_dir
+from chipq.executor import golden
+from chipq.executor.fast import FastExecutor
+from chipq.formats.reader import from_bytes
+from chipq.formats.writer import to_bytes
+from chipq.importers import load_model
+from chipq.inspect import summarize
+from chipq.verify import verify
+
+pytestmark = pytest.mark.slow
+
+PLAN = [3] * 7 + [1] * 6  # 3x7,1x6
+FP32_BYTES = 58_841_856
+MASK_ALPHA_BYTES = 31_255_104 // 8
+
+
+@pytest.fixture(scope="module")
+def compressed(real_vgg16):
+    pt_path, onnx_path = real_vgg16
+    calib = calibration_batch(default_calib_dir())
+    stack = load_model(pt_path)
+    blob = to_bytes(compress(stack, PLAN, calib).model)
+    onnx_blob = to_bytes(compress(load_model(onnx_path), PLAN, calib).model)
+    return stack, blob, onnx_blob, calib
+
+
+def test_pt_and_onnx_give_the_same_blob_of_about_3_91_mb(compressed):
+    _, blob, onnx_blob, _ = compressed
+    assert blob == onnx_blob
+    summary = summarize(from_bytes(blob), len(blob), crc_ok=True)
+    assert summary["totals"]["mask_alpha_bits"] == 31_255_104
+    assert len(blob) <= 1.005 * (MASK_ALPHA_BYTES + 4224 * 12 // 8)
+    assert FP32_BYTES / len(blob) >= 15.0
+
+
+def test_fast_equals_golden_on_a_real_photo_every_layer(compressed):
+    _, blob, _, calib = compressed
+    model = from_bytes(blob)
+    fast = FastExecutor(model).run(calib[:2], taps=True)
+    gold = golden.run(model, calib[1], taps=True)
+    assert len(gold) == len(model.layers) == 17
+    for layer, f, g in zip(model.layers, fast, gold):
+        assert np.array_equal(f[1], g), layer.name
+    assert gold[-1].shape == (512, 14, 14) and gold[-1].any()
+
+
+def test_verify_reports_fidelity_to_the_float_model(compressed):
+    stack, blob, _, calib = compressed
+    report = verify(from_bytes(blob), calib[:2], ["a", "b"], stack=stack, golden_count=0)
+    assert not report.failures
+    by_name = {row.name: row for row in report.agreement}
+    assert by_name["conv1_2"].cosine > 0.95  # 3-bit layers stay close
+    assert 0.0 < np.mean(report.nip_cosines) <= 1.0
