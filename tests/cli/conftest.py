@@ -1,0 +1,46 @@
+"""A tiny compressed VGG-11 and a few generated photos, shared by the CLI tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chipq.compress import calibration_batch, compress
+from chipq.formats.writer import write_blob
+from chipq.importers import load_model
+from chipq.vgg import VGG, vgg_cfg
+
+
+def write_photos(folder: Path, count: int = 4, size=(40, 48), seed: int = 0) -> list[Path]:
+    """Smooth random colour images (JPEG), different enough to rank."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(count):
+        coarse = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+        img = Image.fromarray(coarse).resize((size[1], size[0]), Image.BILINEAR)
+        path = folder / f"img{index}.jpg"
+        img.save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_vgg_files(tmp_path_factory):
+    """(model.pt, model.blob, photos folder) for a VGG-11 with channels / 16 at a 32x32 input."""
+    root = tmp_path_factory.mktemp("tinyvgg")
+    torch.manual_seed(0)
+    net = VGG(vgg_cfg("A", 16), batch_norm=False)
+    pt = root / "model.pt"
+    torch.save(net.state_dict(), pt)
+    photos = root / "photos"
+    write_photos(photos)
+    stack = load_model(pt)
+    plan = [3] * len(stack.conv_layers())
+    blob = root / "model.blob"
+    write_blob(compress(stack, plan, calibration_batch(photos, (32, 32)), (32, 32)).model, blob)
+    return pt, blob, photos

@@ -1,0 +1,54 @@
+"""`chipq verify` end to end on a tiny model: checks, JSON, exit codes, test vectors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from chipq.cli import app
+
+runner = CliRunner()
+
+
+def test_verify_passes_and_reports_every_check(tiny_vgg_files):
+    pt, blob, photos = tiny_vgg_files
+    result = runner.invoke(app, ["verify", str(blob), "--model", str(pt), "--images", str(photos), "--golden", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["exact"] and data["ok"] and data["golden_images"] == 2
+    assert set(data["accumulator"]) == {f"conv{b}" for b in ("1_1", "2_1", "3_1", "3_2", "4_1", "4_2", "5_1", "5_2")}
+    assert all(0 < acc["peak"] <= acc["limit"] for acc in data["accumulator"].values())
+    assert len(data["agreement"]) == 8
+    assert -1 <= data["nip_cosine"]["mean"] <= 1
+
+
+def test_min_cosine_failure_exits_1_with_the_reason(tiny_vgg_files):
+    pt, blob, photos = tiny_vgg_files
+    result = runner.invoke(app, ["verify", str(blob), "--model", str(pt), "--images", str(photos), "--golden", "0", "--min-cosine", "1.01"])
+    assert result.exit_code == 1
+    assert "--min-cosine" in str(result.exception)
+
+
+def test_damaged_blob_is_refused(tiny_vgg_files, tmp_path):
+    _, blob, photos = tiny_vgg_files
+    bad = tmp_path / "bad.blob"
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    result = runner.invoke(app, ["verify", str(bad), "--images", str(photos)])
+    assert result.exit_code != 0 and "crc" in str(result.exception).lower()
+
+
+def test_vectors_hold_each_layer_in_and_out(tiny_vgg_files, tmp_path):
+    _, blob, photos = tiny_vgg_files
+    out = tmp_path / "vectors"
+    result = runner.invoke(app, ["verify", str(blob), "--images", str(photos), "--golden", "1", "--vectors", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    layers = manifest["images"][0]["layers"]
+    first_in = np.load(out / layers[0]["input"], allow_pickle=False)
+    assert first_in.dtype == np.int16 and first_in.shape == (3, 32, 32)
+    for prev, cur in zip(layers, layers[1:]):  # each layer's input is the previous output
+        assert np.array_equal(np.load(out / prev["output"]), np.load(out / cur["input"]))
