@@ -1,15 +1,17 @@
 """The fast executor: the golden executor's arithmetic, batched, on float BLAS where it is exact.
 
-Why float is exact here: every value on the chip path is an integer. SPEC 4.5 makes the writer (and
-the reader) prove that every partial sum of a conv, bias and rounding term included, stays below
-2^31 in magnitude, and float64 represents every integer below 2^53 exactly, so a float64
-convolution returns exactly the integer accumulator whatever order the BLAS adds in. The rounding
-shift is a division by a power of two plus `floor`, also exact in float64.
+Why float is exact here: every value on the chip path is an integer, and float32 holds every integer
+up to 2^24 exactly. For each conv, `channel_groups` splits the input channels into contiguous groups
+such that, for every output channel, (largest input) x (sum of |W| over the group) < 2^24: then every
+partial sum of that group's float32 convolution is an exact integer whatever order the BLAS adds in.
+The groups' results are added in int32, which cannot overflow because SPEC 4.5 makes the writer and
+the reader prove |accumulator| < 2^31 for the whole sum, bias and rounding term included. Bias,
+rounding, the arithmetic right shift, ReLU and saturation then run on int32 exactly as in SPEC 4.2.
+The groups cost no extra multiply-adds: they split one GEMM into a few narrower ones.
 
-float32 is exact only while every partial sum stays below 2^24. For each conv this module proves
-that per output channel from the weights (sum of |W| times the largest input) and, where the proof
-holds, runs the layer in float32, which is about three times faster. Either way the result is
-tested equal, element for element, to `golden.run`.
+A layer in which a single input channel could already leave float32's exact range runs as one
+float64 convolution (exact below 2^53). Either way the result is tested equal, element for element,
+to `golden.run`.
 """
 
 from __future__ import annotations
@@ -38,24 +40,63 @@ def layer_bound(layer: ConvLayer, peak_input: int) -> int:
     return int((bias + peak_input * weights).max(initial=0)) + rounding
 
 
+def channel_groups(layer: ConvLayer, peak_input: int, limit: int = FLOAT32_EXACT) -> list[tuple[int, int]]:
+    """Split the input channels into contiguous groups whose partial sums float32 holds exactly.
+
+    A group [a, b) qualifies when, for every output channel o, ``peak_input * sum_{i in [a, b)}
+    sum_k |W[o, i, k]| < limit``: then every partial sum of that group's convolution is an integer
+    below 2^24 whatever order the BLAS adds in. Greedy from the first channel.
+
+    Raises:
+        ValueError: a single input channel already exceeds the limit (then use float64).
+    """
+    column = np.abs(layer.int_weights().astype(np.int64)).sum(axis=(2, 3)) * peak_input  # (O, I)
+    groups, start = [], 0
+    running = np.zeros(column.shape[0], dtype=np.int64)
+    for index in range(column.shape[1]):
+        if int(column[:, index].max()) >= limit:
+            raise ValueError(f"layer {layer.name}: input channel {index} alone exceeds {limit}")
+        if int((running + column[:, index]).max()) >= limit:
+            groups.append((start, index))
+            start, running = index, np.zeros_like(running)
+        running += column[:, index]
+    groups.append((start, column.shape[1]))
+    return groups
+
+
 class _Conv:
-    """One conv layer prepared for the fast path: weights and bias as float tensors."""
+    """One conv layer prepared for the fast path.
+
+    The accumulator is the sum, in int32, of float32 convolutions over channel groups that are each
+    exact (`channel_groups`); a layer whose single channel could already leave float32's exact range
+    runs as one float64 convolution instead (exact below 2^53, SPEC 4.5).
+    """
 
     def __init__(self, layer: ConvLayer, peak_input: int) -> None:
         self.layer = layer
-        exact32 = layer_bound(layer, peak_input) < FLOAT32_EXACT
-        self.dtype = torch.float32 if exact32 else torch.float64
-        self.weight = torch.from_numpy(layer.int_weights().astype(np.float64)).to(self.dtype)
-        bias = layer.bias.astype(np.float64) * float(1 << layer.bias_shift)
-        self.bias = torch.from_numpy(bias).to(self.dtype)
-        self.half = float(1 << (layer.out_shift - 1)) if layer.out_shift > 0 else 0.0
-        self.scale = float(1 << layer.out_shift)
+        weight = torch.from_numpy(layer.int_weights().astype(np.float32))
+        try:
+            self.groups = channel_groups(layer, peak_input)
+            self.weights = [weight[:, a:b].contiguous() for a, b in self.groups]
+            self.dtype = torch.float32
+        except ValueError:
+            self.groups = [(0, layer.in_channels)]
+            self.weights = [weight.to(torch.float64)]
+            self.dtype = torch.float64
+        bias = layer.bias.astype(np.int64) << layer.bias_shift
+        rounding = (1 << (layer.out_shift - 1)) if layer.out_shift > 0 else 0
+        # bias and the rounding term, pre-added: |bias| + rounding is inside the proven bound
+        self.offset = torch.from_numpy((bias + rounding).astype(np.int32)).reshape(1, -1, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        acc = F.conv2d(x.to(self.dtype), self.weight, self.bias, padding=1)
+        acc = None
+        for (a, b), weight in zip(self.groups, self.weights):
+            part = F.conv2d(x[:, a:b].to(self.dtype), weight, padding=1).to(torch.int32)
+            acc = part if acc is None else acc.add_(part)
+        acc = acc.add_(self.offset)
         if self.layer.out_shift > 0:
-            acc = torch.floor((acc + self.half) / self.scale)
-        return acc.clamp_(0, C.ACT_MAX)
+            acc = acc.bitwise_right_shift_(self.layer.out_shift)  # arithmetic: floor for negatives
+        return acc.clamp_(0, C.ACT_MAX).to(torch.float32)
 
 
 class FastExecutor:

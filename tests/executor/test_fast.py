@@ -8,7 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chipq.executor import golden
-from chipq.executor.fast import FLOAT32_EXACT, FastExecutor, layer_bound
+import torch
+
+from chipq.executor.fast import FLOAT32_EXACT, FastExecutor, channel_groups
+from chipq.formats import constants as C
+from chipq.formats.model import ChipModel, ConvLayer
 from chipq.formats.synthetic import random_model
 
 
@@ -46,12 +50,37 @@ def test_fast_equals_golden_on_every_layer(case):
             np.testing.assert_array_equal(fast[index], gold)
 
 
-def test_float64_path_is_taken_and_exact_when_float32_is_not():
-    # 5-bit masks and wide layers: the bound exceeds 2^24, so the layer must run in float64
+def test_channel_groups_keep_every_partial_sum_below_2_to_24():
     model = random_model([5, 5], [64, 64], input_hw=(8, 8), seed=3)
-    assert any(layer_bound(layer, 255) >= FLOAT32_EXACT for layer in model.conv_layers())
+    layer = model.conv_layers()[1]
+    groups = channel_groups(layer, 255)
+    assert len(groups) > 1  # this layer needs the split
+    column = np.abs(layer.int_weights().astype(np.int64)).sum(axis=(2, 3)) * 255
+    assert [a for a, _ in groups] == [0] + [b for _, b in groups[:-1]]  # contiguous cover
+    assert groups[-1][1] == layer.in_channels
+    for a, b in groups:
+        assert column[:, a:b].sum(axis=1).max() < FLOAT32_EXACT
     images = np.full((1, 3, 8, 8), 255, np.uint8)
     np.testing.assert_array_equal(FastExecutor(model).run(images)[0], golden.run(model, images[0]))
+
+
+def test_float64_fallback_when_one_channel_exceeds_float32():
+    # alpha 255 with 5-bit masks at +-31: one channel's 9 taps reach 9 * 7905 * 255 > 2^24
+    alpha = np.zeros((2, 3), np.uint8)
+    alpha[:, 0] = 255  # only plane 0 counts; the others have alpha 0
+    codes = np.full((2, 3, 3, 3), 31, np.uint8)
+    codes[1] = 0  # output 1: M = -31 everywhere
+    layer = ConvLayer("conv1_1", 5, 0, 0, 12, alpha, codes, np.zeros(2, np.int16))
+    model = ChipModel(4, 4, C.ChannelOrder.RGB, (0, 0, 0), (layer,))
+    with pytest.raises(ValueError, match="alone exceeds"):
+        channel_groups(layer, 255)
+    executor = FastExecutor(model)
+    assert executor.steps[0].dtype == torch.float64
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4), dtype=np.uint8)
+    images[0] = 255
+    out = executor.run(images)
+    for index in range(2):
+        np.testing.assert_array_equal(out[index], golden.run(model, images[index]))
 
 
 def test_rejects_non_uint8_input(tiny_model):
