@@ -41,7 +41,18 @@ def demo_command(
     from ..demo import run_demo
 
     with err_console.status("starting") as status:
-        result = run_demo(workdir, images=images, gt=gt, plan=plan, say=lambda text: (status.update(escape(text)), err_console.print(f"• {escape(text)}", highlight=False)))
+        stage = {"text": "", "done": 0}
+
+        def say(text: str) -> None:
+            stage.update(text=escape(text), done=0)
+            status.update(stage["text"])
+            err_console.print(f"• {stage['text']}", highlight=False)
+
+        def on_image(name: str) -> None:
+            stage["done"] += 1
+            status.update(f"{stage['text']}: {stage['done']} done")
+
+        result = run_demo(workdir, images=images, gt=gt, plan=plan, say=say, on_image=on_image)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
