@@ -23,7 +23,7 @@ _HELP = "\n\n".join(
         "queries against the 9 original photos, samples/groundtruth.json).",
         "Prints the float and compressed results side by side (mAP per method and descriptor kind, and "
         "the cosine between the two models' descriptors). Everything lands in --workdir; a rerun reuses "
-        "finished descriptor files. Takes about ten minutes on two CPU cores.",
+        "finished descriptor files. On a two-core machine this takes up to half an hour (29 minutes measured while another job used the CPU); most of it is RNIP extraction.",
         "Example: chipq demo --workdir demo",
     ]
 )
