@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+import signal
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..compress import DEFAULT_INPUT, calibration_batch, compress, default_calib_dir
+from ..compress import DEFAULT_INPUT, calibration_batch, compress, compress_retrained, default_calib_dir
+from ..errors import UsageError
 from ..formats.writer import write_blob
 from ..importers import load_model
 from ..plan import parse_plan
+from ..retrain import RetrainConfig, RetrainHooks, StepStats, load_training_images
 from .inspect_cmd import parse_size
 from . import app, err_console
+
+COSINE_WINDOW = 20  # steps averaged for the descriptor cosine shown on the progress bar
 
 _HELP = "\n\n".join(
     [
@@ -28,7 +35,17 @@ _HELP = "\n\n".join(
         "`conv1_1=3,...,conv5_3=1` covering every conv layer.",
         "The blob is written atomically: it appears whole or not at all. The same model, plan and "
         "calibration images give byte-identical blobs, whether the model comes as .pt or .onnx.",
+        "--retrain DIR runs Algorithm 1 first: the quantized network (float shadow weights, Eq. 1 "
+        "rebuilt every step, straight-through gradients) is trained to reproduce the float model's "
+        "conv5_3 maps and NIP region descriptors on crops of the images in DIR (no labels). Layers "
+        "from the first one with the plan's fewest mask bits on are trained (--train-from to change "
+        "it). The progress bar shows the loss and the descriptor cosine to the float model. The "
+        "training state is saved in BLOB.ckpt every minute, on Ctrl-C and on a crash; --resume "
+        "continues from it (same model, plan, images and settings; --steps may grow). It is deleted "
+        "once the blob is written. The same model, plan, images and seed give byte-identical blobs "
+        "(torch deterministic algorithms, 2 threads).",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 -o vgg16.blob",
+        "Example: chipq compress vgg16.pt --plan 3x7,1x6 --retrain samples --steps 300 -o vgg16.blob",
     ]
 )
 
@@ -50,23 +67,169 @@ def compress_command(
         "224x224", "--input", metavar="WxH", help="The chip's input buffer, width x height; calibration images are resized to it."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    retrain: Optional[Path] = typer.Option(
+        None, "--retrain", metavar="DIR", help="Retrain (Algorithm 1, label-free distillation) on the images of DIR.", show_default=False
+    ),
+    steps: Optional[str] = typer.Option(None, "--steps", metavar="N", help=f"Training steps (default {RetrainConfig.steps}).", show_default=False),
+    epochs: Optional[str] = typer.Option(None, "--epochs", metavar="N", help="Training epochs over the cached samples (instead of --steps).", show_default=False),
+    lr: str = typer.Option(str(RetrainConfig.lr), "--lr", metavar="LR", help="Adam learning rate."),
+    seed: str = typer.Option(str(RetrainConfig.seed), "--seed", metavar="N", help="Seed of the crops and the batch order."),
+    samples: str = typer.Option(str(RetrainConfig.samples), "--samples", metavar="N", help="Augmented crops cached for training."),
+    train_from: Optional[str] = typer.Option(
+        None, "--train-from", metavar="LAYER", help="First conv layer to train (default: the first with the plan's fewest mask bits).", show_default=False
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue the retraining saved in BLOB.ckpt."),
 ) -> None:
     """Compress a model; see `_HELP`."""
     input_hw = parse_size(input_size) if input_size else DEFAULT_INPUT
     calib_dir = calib if calib is not None else default_calib_dir()
+    config = None
+    if retrain is not None:
+        config = _retrain_config(steps, epochs, lr, seed, samples, train_from, min(input_hw))
+        _check_checkpoint(output, resume)
+    else:
+        _refuse_without_retrain(steps=steps, epochs=epochs, train_from=train_from, resume=resume or None)
     with err_console.status("loading model") as status:
         stack = load_model(model_path).without_trailing_pool()
         bits = parse_plan(plan_text, [layer.name for layer in stack.conv_layers()])
         status.update("reading calibration images")
         images = calibration_batch(calib_dir, input_hw)
-        result = compress(stack, bits, images, input_hw, step=lambda text: status.update(text))
-        status.update("writing blob")
+        if config is None:
+            result = compress(stack, bits, images, input_hw, step=lambda text: status.update(text))
+        else:
+            status.update("reading training images")
+            train_images = load_training_images(retrain)
+    if config is not None:
+        result = _retrain(stack, bits, images, train_images, config, input_hw, output, resume, quiet=as_json)
+    with err_console.status("writing blob"):
         write_blob(result.model, output)  # validates, proves the accumulator bound, then renames
+    if config is not None:
+        checkpoint_path(output).unlink(missing_ok=True)
     summary = _summary(result, output.stat().st_size, model_path, output, plan_text)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
     _render(summary)
+
+
+def checkpoint_path(output: Path) -> Path:
+    """Where a retraining run keeps its state: the blob's name + ``.ckpt``."""
+    return output.with_name(output.name + ".ckpt")
+
+
+def _positive_int(text: str | None, option: str, default: int, minimum: int = 1) -> int:
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected a whole number") from None
+    if value < minimum:
+        raise UsageError(f"{option} {value}: must be at least {minimum}")
+    return value
+
+
+def _retrain_config(
+    steps: str | None, epochs: str | None, lr: str, seed: str, samples: str, train_from: str | None, crop: int
+) -> RetrainConfig:
+    if steps is not None and epochs is not None:
+        raise UsageError("--steps and --epochs: give one of them")
+    try:
+        rate = float(lr)
+    except ValueError:
+        raise UsageError(f"--lr {lr!r}: expected a number such as 1e-4") from None
+    if not 0 < rate < 1:
+        raise UsageError(f"--lr {lr}: must be between 0 and 1")
+    config = RetrainConfig(
+        lr=rate,
+        seed=_positive_int(seed, "--seed", 0, minimum=0),
+        samples=_positive_int(samples, "--samples", RetrainConfig.samples),
+        crop=crop,
+        train_from=train_from or "",
+    )
+    if epochs is not None:
+        return RetrainConfig(**{**vars(config), "steps": _positive_int(epochs, "--epochs", 1) * config.steps_per_epoch()})
+    return RetrainConfig(**{**vars(config), "steps": _positive_int(steps, "--steps", RetrainConfig.steps)})
+
+
+def _check_checkpoint(output: Path, resume: bool) -> None:
+    if not output.parent.is_dir():
+        raise UsageError(f"--output {output}: folder {output.parent} does not exist")
+    ckpt = checkpoint_path(output)
+    if resume and not ckpt.is_file():
+        raise UsageError(f"--resume: no checkpoint {ckpt}")
+    if not resume and ckpt.exists():
+        raise UsageError(f"checkpoint {ckpt} exists: add --resume to continue it, or delete it")
+
+
+def _refuse_without_retrain(**options) -> None:
+    for name, value in options.items():
+        if value is not None:
+            raise UsageError(f"--{name.replace('_', '-')} needs --retrain DIR")
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C asks the run to stop after the current step (a second Ctrl-C stops at once)."""
+    hit = {"count": 0}
+
+    def handler(signum, frame):
+        hit["count"] += 1
+        if hit["count"] > 1:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+        yield lambda: False
+        return
+    try:
+        yield lambda: hit["count"] > 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _retrain(stack, bits, images, train_images, config, input_hw, output, resume, quiet):
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  cos {task.fields[cos]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    recent: list[float] = []
+    # Started on the first callback, so a refusal before any work (a bad checkpoint, a bad
+    # --train-from) is the only thing on stderr.
+    progress = Progress(*columns, console=err_console, transient=quiet)
+    cache = progress.add_task("caching samples", total=config.samples, loss="-", cos="-")
+    train = progress.add_task("retraining", total=config.steps, loss="-", cos="-", start=False)
+
+    def show() -> None:
+        if not progress.live.is_started:
+            progress.start()
+
+    def on_cache(done: int, total: int) -> None:
+        show()
+        progress.update(cache, completed=done)
+
+    def on_step(stats: StepStats) -> None:
+        show()
+        recent.append(stats.cosine)
+        del recent[:-COSINE_WINDOW]
+        cosine = sum(recent) / len(recent)
+        progress.start_task(train)
+        progress.update(train, completed=stats.step, loss=f"{stats.loss:.4f}", cos=f"{cosine:.4f}")
+
+    try:
+        with _deferred_interrupt() as stop:
+            hooks = RetrainHooks(cache=on_cache, step=on_step, stop=stop)
+            return compress_retrained(
+                stack, bits, images, train_images, config,
+                input_hw=input_hw, checkpoint=checkpoint_path(output), resume=resume, hooks=hooks,
+            )  # fmt: skip
+    finally:
+        progress.stop()
 
 
 def _summary(result, blob_bytes: int, model_path: Path, output: Path, plan: str) -> dict:
@@ -98,6 +261,7 @@ def _summary(result, blob_bytes: int, model_path: Path, output: Path, plan: str)
         "fp32_weight_bytes": fp32_total,
         "blob_bytes": blob_bytes,
         "ratio": fp32_total / blob_bytes,
+        "retrain": result.retrain,
     }
 
 
@@ -124,3 +288,12 @@ def _render(summary: dict) -> None:
         f"[bold]{summary['ratio']:.2f}x[/]  (plan {escape(summary['plan'])}, "
         f"{summary['calibration_images']} calibration images)"
     )
+    retrain = summary.get("retrain")
+    if retrain:
+        console.print(
+            f"retrained {', '.join(retrain['trained_layers'])}: {retrain['steps']} steps on "
+            f"{retrain['samples']} crops of {retrain['images']} images, "
+            f"{retrain['train_seconds'] / 60:.1f} min training ({retrain['seconds_per_step']:.2f} s/step) "
+            f"+ {retrain['cache_seconds'] / 60:.1f} min caching; final descriptor cosine to float "
+            f"{retrain['final_cosine'] or 0:.4f} (training crops, last steps)"
+        )

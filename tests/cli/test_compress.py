@@ -1,0 +1,205 @@
+"""`chipq compress`: blobs out, retraining with checkpoints, and one-line errors that write nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chipq.cli import main
+from chipq.cli.compress_cmd import checkpoint_path
+from chipq.formats.reader import read_blob
+from chipq.vgg import VGG, vgg_cfg
+
+SIZE = ["--input", "32x32"]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A VGG-16-shaped model (channels / 16, 13 convs) saved as a torchvision state dict."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny16.pt"
+    torch.save(VGG(vgg_cfg("D", 16)).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three 40x48 PNGs with some structure."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:48]
+    for i in range(3):
+        base = np.stack([np.sin(xx / (3 + i) + c) * np.cos(yy / (4 + c)) for c in range(3)], axis=2)
+        pixels = np.clip(128 + 100 * base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i}.png")
+    return folder
+
+
+def run(monkeypatch, capsys, *args):
+    """Run the real entry point; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["chipq", "compress", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def compress_ok(monkeypatch, capsys, *args):
+    """Like `run`, for a call that must succeed (typer returns without SystemExit on success)."""
+    monkeypatch.setattr(sys, "argv", ["chipq", "compress", *map(str, args)])
+    try:
+        main()
+    except SystemExit as exc:
+        assert exc.code in (0, None), capsys.readouterr().err
+    return capsys.readouterr()
+
+
+def test_post_training_blob_and_json(model_file, images, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "m.blob"
+    captured = compress_ok(monkeypatch, capsys, model_file, "-o", out, "--calib", images, *SIZE, "--json")
+    data = json.loads(captured.out)
+    assert data["retrain"] is None and len(data["layers"]) == 13
+    assert len(read_blob(out).conv_layers()) == 13
+
+
+RETRAIN = ["--steps", "3", "--samples", "4"]
+
+
+def test_retrain_writes_the_blob_and_removes_the_checkpoint(model_file, images, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "r.blob"
+    args = [model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, *RETRAIN, "--json"]
+    data = json.loads(compress_ok(monkeypatch, capsys, *args).out)
+    assert data["retrain"]["steps"] == 3 and data["retrain"]["trained_layers"][0] == "conv4_1"
+    assert not checkpoint_path(out).exists()
+    first = out.read_bytes()
+    out.unlink()
+    compress_ok(monkeypatch, capsys, *args)
+    assert out.read_bytes() == first  # same seed, same images: same bytes
+
+
+def test_retrain_table_names_the_trained_layers(model_file, images, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "t.blob"
+    captured = compress_ok(monkeypatch, capsys, model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, *RETRAIN)
+    assert "retrained conv4_1, conv4_2" in captured.out and "descriptor cosine" in captured.out
+
+
+def test_epochs_count_steps_over_the_cached_samples(model_file, images, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "e.blob"
+    args = [model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, "--samples", "8", "--epochs", "1", "--json"]
+    data = json.loads(compress_ok(monkeypatch, capsys, *args).out)
+    assert data["retrain"]["steps"] == 1  # 8 samples / batch 8
+
+
+def test_ctrl_c_leaves_a_checkpoint_and_resume_finishes_the_same_blob(model_file, images, tmp_path, monkeypatch, capsys):
+    from contextlib import contextmanager
+
+    from chipq.cli import compress_cmd
+    from chipq.retrain import Retrainer
+
+    out = tmp_path / "res.blob"
+    base = [model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, "--samples", "4", "--steps", "4"]
+    compress_ok(monkeypatch, capsys, *base)
+    whole = out.read_bytes()
+    out.unlink()
+
+    steps = []
+    original = Retrainer.train_step
+    monkeypatch.setattr(Retrainer, "train_step", lambda self: steps.append(1) or original(self))
+
+    @contextmanager
+    def ctrl_c_after_two_steps():  # what the SIGINT handler reports after the user's Ctrl-C
+        yield lambda: len(steps) >= 2
+
+    real_interrupt = compress_cmd._deferred_interrupt
+    monkeypatch.setattr(compress_cmd, "_deferred_interrupt", ctrl_c_after_two_steps)
+    code, _, err = run(monkeypatch, capsys, *base)
+    # stderr: the progress bars' last frame (not a terminal), then the one-line error.
+    assert code == 130 and "after step 2" in err and "--resume" in err
+    assert [line for line in err.splitlines() if "error" in line] == [err.strip().splitlines()[-1]]
+    assert checkpoint_path(out).exists() and not out.exists()
+
+    monkeypatch.setattr(Retrainer, "train_step", original)
+    monkeypatch.setattr(compress_cmd, "_deferred_interrupt", real_interrupt)
+    data = json.loads(compress_ok(monkeypatch, capsys, *base, "--resume", "--json").out)
+    assert data["retrain"]["resumed_at_step"] == 2 and data["retrain"]["steps"] == 4
+    assert out.read_bytes() == whole and not checkpoint_path(out).exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", "0"], "--steps 0: must be at least 1"),
+        (["--steps", "many"], "--steps 'many': expected a whole number"),
+        (["--steps", "2", "--epochs", "1"], "give one of them"),
+        (["--lr", "fast"], "--lr 'fast'"),
+        (["--train-from", "conv9_1"], "no such conv layer"),
+    ],
+)
+def test_bad_retrain_options_fail_in_one_line(model_file, images, tmp_path, monkeypatch, capsys, args, message):
+    out = tmp_path / "bad.blob"
+    code, outs, err = run(monkeypatch, capsys, model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not checkpoint_path(out).exists()
+
+
+def test_empty_retrain_folder_fails_in_one_line(model_file, images, tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    out = tmp_path / "x.blob"
+    code, _, err = run(monkeypatch, capsys, model_file, "-o", out, "--calib", images, *SIZE, "--retrain", empty)
+    assert code == 2 and "no decodable JPEG or PNG" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_retrain_options_need_retrain(model_file, images, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "y.blob"
+    code, _, err = run(monkeypatch, capsys, model_file, "-o", out, "--calib", images, *SIZE, "--steps", "3")
+    assert code == 2 and "--steps needs --retrain" in err and not out.exists()
+
+
+def test_resume_without_checkpoint_and_stale_checkpoint(model_file, images, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "z.blob"
+    base = [model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, *RETRAIN]
+    code, _, err = run(monkeypatch, capsys, *base, "--resume")
+    assert code == 2 and "no checkpoint" in err
+    checkpoint_path(out).write_bytes(b"old")
+    code, _, err = run(monkeypatch, capsys, *base)
+    assert code == 2 and "add --resume" in err
+    code, _, err = run(monkeypatch, capsys, *base, "--resume")
+    assert code == 2 and "cannot read the checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_truncated_pt_fails_in_one_line(model_file, images, tmp_path, monkeypatch, capsys):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(model_file.read_bytes()[:5000])
+    out = tmp_path / "cut.blob"
+    code, _, err = run(monkeypatch, capsys, cut, "-o", out, "--calib", images, *SIZE)
+    assert code == 2 and "cut.pt" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "plan, message",
+    [("3x6,1x6", "plan covers 12 layers, the model has 13 conv layers"), ("3x7,6x6", "mask width 6 not in 1..5")],
+)
+def test_bad_plans_fail_in_one_line(model_file, images, tmp_path, monkeypatch, capsys, plan, message):
+    out = tmp_path / "p.blob"
+    code, _, err = run(monkeypatch, capsys, model_file, "--plan", plan, "-o", out, "--calib", images, *SIZE)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_empty_calib_folder_fails_in_one_line(model_file, tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    out = tmp_path / "c.blob"
+    code, _, err = run(monkeypatch, capsys, model_file, "-o", out, "--calib", empty, *SIZE)
+    assert code == 2 and "no decodable JPEG or PNG image" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
