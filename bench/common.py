@@ -1,0 +1,238 @@
+"""Helpers shared by the benchmark scripts: paths, machine facts, models and blobs, timing, results.
+
+Every script in bench/ is run as a file (``python bench/speed.py``), so this module is imported as
+``common`` with bench/ on ``sys.path``; the tests in tests/bench/ put it there the same way.
+
+Nothing here prints: the scripts render their own tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "bench" / "results"
+PAGE = REPO / "BENCHMARKS.md"
+SAMPLES = REPO / "samples"
+UKBENCH = Path("/work/shared/data/ukbench56")
+DEFAULT_WORK = Path(os.environ.get("CHIPQ_BENCH_WORK", Path.home() / ".cache" / "chipq" / "bench"))
+
+THREADS = 2  # the machine has 2 cores; every engine gets both, and the count is recorded
+MAIN_PLAN = "3x7,1x6"
+PLANS = ("1x13", "2x13", MAIN_PLAN, "3x13", "5x13")
+VGG16_FP32_BYTES = 58_841_856  # 14,710,464 conv weights x 4 bytes (biases not counted)
+
+
+# --- machine --------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or what `platform` knows elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD extensions the int8 and float kernels care about, as /proc/cpuinfo lists them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in SIMD_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def machine_info() -> dict:
+    """What a reader needs to compare our numbers with theirs: CPU, cores, memory, versions, date."""
+    import onnxruntime
+    import torch
+
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        pages = 0
+    return {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(pages / 2**30, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def set_threads(threads: int = THREADS) -> None:
+    """Pin torch's intra-op thread count (onnxruntime sessions get theirs in their options)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class CpuMeter:
+    """The share of the machine's CPU time used by *other* processes while a block runs.
+
+    Read from /proc/stat (all processes) minus this process's own CPU time; 0.0 means the
+    machine was ours, 0.5 on 2 cores means one core was busy elsewhere. None off Linux.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._snap()
+
+    @staticmethod
+    def _snap() -> tuple[float, float, float] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        except (OSError, ValueError, IndexError):
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy = (sum(fields) - fields[3] - fields[4]) / ticks  # everything but idle and iowait
+        own = os.times()
+        return busy, own.user + own.system, time.perf_counter()
+
+    def other_share(self) -> float | None:
+        end = self._snap()
+        if self.start is None or end is None or end[2] <= self.start[2]:
+            return None
+        other = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        return max(0.0, other / ((end[2] - self.start[2]) * (os.cpu_count() or 1)))
+
+
+# --- numbers --------------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """``"640x480"`` (width x height, as chipq's --input) -> (height, width)."""
+    width, _, height = text.lower().partition("x")
+    return int(height), int(width)
+
+
+def hw_text(hw: Sequence[int]) -> str:
+    return f"{hw[1]}x{hw[0]}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_result(results_dir: Path, name: str, data: dict) -> Path:
+    """Save one script's results as ``<results_dir>/<name>.json``."""
+    path = Path(results_dir) / f"{name}.json"
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_result(results_dir: Path, name: str) -> dict | None:
+    path = Path(results_dir) / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+# --- models and blobs -----------------------------------------------------------------------------
+
+
+def resolve_model(model: Path | None, work: Path) -> Path:
+    """The float model file: the one given, or the real VGG-16 fetched into the work folder."""
+    if model is not None:
+        return Path(model)
+    from chipq.weights import fetch_vgg16
+
+    pt_path, _ = fetch_vgg16(Path(work) / "vgg16")
+    return pt_path
+
+
+def default_photos() -> Path:
+    """Real photos for timing and calibration: UKBench when the shared data is there, else samples/."""
+    folder = UKBENCH / "jpg"
+    return folder if folder.is_dir() else SAMPLES / "photos"
+
+
+def ptq_blob(model_path: Path, plan_text: str, work: Path, calib: Path, input_hw: tuple[int, int]) -> Path:
+    """A post-training blob of `model_path` with `plan_text`, made once and kept in the work folder.
+
+    The key covers everything the bytes depend on (model file, plan, calibration images, input
+    size), and compression is deterministic, so a kept blob is the blob a new run would write.
+    """
+    from chipq.compress import calibration_batch, compress
+    from chipq.formats.writer import write_blob
+    from chipq.images import list_images
+    from chipq.importers import load_model
+    from chipq.plan import parse_plan
+
+    key = hashlib.sha256()
+    key.update(sha256_file(model_path).encode())
+    key.update(f"{plan_text}|{input_hw}".encode())
+    for path in list_images(calib):
+        key.update(path.name.encode() + sha256_file(path).encode())
+    slug = plan_text.replace(",", "_")
+    out = Path(work) / "blobs" / f"{slug}-{key.hexdigest()[:16]}.bin"
+    if not out.is_file():
+        stack = load_model(model_path)
+        plan = parse_plan(plan_text, [c.name for c in stack.conv_layers()])
+        result = compress(stack, plan, calibration_batch(calib, input_hw), input_hw)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_blob(result.model, out)
+    return out
+
+
+# --- markdown -------------------------------------------------------------------------------------
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
+    """A GitHub markdown table; `align` has one letter per column (l or r, default r but the first)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
