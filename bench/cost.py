@@ -7,7 +7,8 @@ others against. Times are wall-clock inside the child, medians over ``repeats`` 
 
 Measured:
 
-- ``load``: import chipq, read the float model.
+- ``load``: start Python, import chipq and torch, read the float model (the process's whole wall
+  time, and the model read alone).
 - ``compress``: post-training compression of the plan (calibration on samples/photos at 224x224,
   quantization, serialisation), as `chipq compress` does it minus the file write.
 - ``extract_nip`` / ``extract_rnip9``: descriptors of a few photos from the post-training blob
@@ -137,7 +138,8 @@ def _retrain(stack, spec: dict, hw: tuple[int, int]) -> dict:
 
 
 def measure(spec: dict) -> dict:
-    """Run one child; its JSON is the last line it prints."""
+    """Run one child; its JSON is the last line it prints, plus the process's whole wall time."""
+    started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
         capture_output=True, text=True, check=False,
@@ -145,7 +147,7 @@ def measure(spec: dict) -> dict:
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         return {"error": f"exit {done.returncode}: {tail[0]}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_s": time.perf_counter() - started}
 
 
 def summarize(task: str, runs: list[dict]) -> dict:
@@ -218,7 +220,7 @@ def render(result: dict) -> str:
             seconds = (f"{row['seconds_per_step']:.2f} s / step, training {trained[0]}..{trained[-1]} "
                        f"(caching {int(row['cache_samples'])} samples first: {row['cache_s']:.1f} s)")  # fmt: skip
         elif row["task"] == "load":
-            seconds = f"{row['load_s']:.2f} s"
+            seconds = f"{row['process_s']:.2f} s (reading the model: {row['load_s']:.2f} s)"
         elif row["task"].startswith("extract"):
             seconds = f"{row['seconds_per_image']:.2f} s / photo"
         else:
