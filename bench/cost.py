@@ -185,9 +185,8 @@ def run(
             "samples": retrain_samples, "steps": retrain_steps}  # fmt: skip
     rows = []
     for task in tasks:
-        count = repeats if task in ("load", "compress") else 1  # the long ones once: memory is stable
         spec = {**base, "task": task, "images": EXTRACT_IMAGES.get(task, 0)}
-        rows.append(summarize(task, [measure(spec) for _ in range(count)]))
+        rows.append(summarize(task, [measure(spec) for _ in range(repeats)]))
     return {"benchmark": "cost", "machine": cm.machine_info(), "settings": base, "tasks": rows}
 
 

@@ -192,14 +192,16 @@ def readme_section(results: dict[str, dict]) -> str:
             )
     if "fidelity" in results:
         fid = results["fidelity"]
-        cells = []
         for method in ("nip", "rnip9"):
-            for model in ("float", "ptq", "retrained"):
-                row = fidelity.find_row(fid, "ukbench", method, model)
-                if row:
-                    cells.append(f"{fidelity.MODEL_LABELS[model]} {fid_label(method)} {row['map_float']:.3f}")
-        if cells:
-            lines.append("- **Retrieval** (UKBench-56 mAP, not Holidays): " + ", ".join(cells) + ".")
+            rows = {m: fidelity.find_row(fid, "ukbench", method, m) for m in ("float", "ptq", "retrained", "random")}
+            rows = {m: r for m, r in rows.items() if r}
+            if not rows:
+                continue
+            maps = ", ".join(f"{fidelity.MODEL_LABELS[m]} {r['map_float']:.3f}" for m, r in rows.items())
+            cosines = ", ".join(f"{fidelity.MODEL_LABELS[m]} {r['cosine_to_float']:.2f}"
+                                for m, r in rows.items() if "cosine_to_float" in r)  # fmt: skip
+            line = f"- **Retrieval, {fid_label(method)}** (UKBench-56 mAP; not Holidays): {maps}"
+            lines.append(line + (f"; descriptor cosine to float: {cosines}." if cosines else "."))
     if "cost" in results:
         task = next((t for t in results["cost"]["tasks"] if t["task"] == "compress" and "error" not in t), None)
         if task:

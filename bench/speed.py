@@ -304,7 +304,10 @@ def render(result: dict) -> str:
         f"(golden executor: {method['golden_repeats']} run, one view only). Threads: torch "
         f"{threads['torch_intra_op']}, onnxruntime intra-op {threads['ort_intra_op']} / inter-op "
         f"{threads['ort_inter_op']}. *× int8* is the median time over the faster onnxruntime int8 "
-        "variant's (lower is faster); *cos* is the cosine of the conv5_3 map to PyTorch float's.",
+        "variant's (lower is faster); *cos* is the cosine of the conv5_3 map to PyTorch float's "
+        "(Fidelity gives the cosine of the descriptors). "
+        "A NIP descriptor is one 4-rotation batch; an RNIP-9 descriptor turns each of the 9 crops too "
+        "(36 inputs, four RNIP-9 batches).",
     ]
     for setting in result["settings"]:
         rows = []
