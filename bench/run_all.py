@@ -48,8 +48,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         )  # fmt: skip
     if name == "fidelity":
         retrained = args.retrained
-        if retrained is None and (Path(args.work) / "retrain" / RETRAINED_BLOB).is_file():
-            retrained = Path(args.work) / "retrain" / RETRAINED_BLOB  # left by the retrain step
+        if retrained is None and (retrain_dir(args) / RETRAINED_BLOB).is_file():
+            retrained = retrain_dir(args) / RETRAINED_BLOB  # left by the retrain step
         return fidelity.run(
             args.model, args.blob, retrained, args.work, "ukbench:nip" if quick else args.configs,
             chip, large, args.ukbench, args.samples, random_floor=not quick, limit=8 if quick else None,
@@ -61,10 +61,15 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     raise ValueError(f"unknown benchmark {name!r}")
 
 
+def retrain_dir(args: argparse.Namespace) -> Path:
+    """bench/retrain.py's work folder: a --quick run keeps its short-trained blob apart."""
+    return Path(args.work) / ("quick" if args.quick else "") / "retrain"
+
+
 def run_retrain(args: argparse.Namespace, results_dir: Path) -> Path:
     """bench/retrain.py (another script, with its own JSON) in a child process; --quick shortens it."""
     model = cm.resolve_model(args.model, args.work)
-    command = [sys.executable, str(RETRAIN_SCRIPT), "--model", str(model), "--work", str(Path(args.work) / "retrain"),
+    command = [sys.executable, str(RETRAIN_SCRIPT), "--model", str(model), "--work", str(retrain_dir(args)),
                "--out", str(Path(results_dir) / "retrain.json")]  # fmt: skip
     if args.quick:
         command += ["--minutes", "1", "--points", "1", "--samples", "16"]
