@@ -21,23 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from ..formats import constants as C
+from ..formats.bounds import largest_input
 from ..formats.model import ChipModel, ConvLayer, PoolLayer
 
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude up to 2^24 is a float32
 DEFAULT_BATCH = 8
-
-
-def input_peak(model: ChipModel) -> int:
-    """The largest |x0| of SPEC 4.1 the first conv can see."""
-    return max(max(m, C.ACT_MAX - m) for m in model.input_mean)
-
-
-def layer_bound(layer: ConvLayer, peak_input: int) -> int:
-    """SPEC 4.5's B (largest over output channels), in Python integers."""
-    weights = np.abs(layer.int_weights().astype(np.int64)).sum(axis=(1, 2, 3))
-    bias = np.abs(layer.bias.astype(np.int64)) << layer.bias_shift
-    rounding = (1 << (layer.out_shift - 1)) if layer.out_shift > 0 else 0
-    return int((bias + peak_input * weights).max(initial=0)) + rounding
 
 
 def channel_groups(layer: ConvLayer, peak_input: int, limit: int = FLOAT32_EXACT) -> list[tuple[int, int]]:
@@ -110,14 +98,10 @@ class FastExecutor:
     def __init__(self, model: ChipModel, batch: int = DEFAULT_BATCH) -> None:
         self.model = model
         self.batch = max(1, int(batch))
-        peak = input_peak(model)
-        self.steps: list[_Conv | None] = []
-        for layer in model.layers:
-            if isinstance(layer, ConvLayer):
-                self.steps.append(_Conv(layer, peak))
-                peak = C.ACT_MAX
-            else:
-                self.steps.append(None)
+        self.steps: list[_Conv | None] = [
+            _Conv(layer, largest_input(model, index)) if isinstance(layer, ConvLayer) else None
+            for index, layer in enumerate(model.layers)
+        ]
         self.mean = torch.tensor(model.input_mean, dtype=torch.float32).reshape(1, -1, 1, 1)
 
     def run(self, pixels: np.ndarray, taps: bool = False):
