@@ -1,26 +1,36 @@
-"""The fast executor: the golden executor's arithmetic, batched, on float BLAS where it is exact.
+"""The fast executor: the golden executor's arithmetic, batched, on routes proven exact.
 
-Why float is exact here: every value on the chip path is an integer, and float32 holds every integer
-up to 2^24 exactly. For each conv, `channel_groups` splits the input channels into contiguous groups
-such that, for every output channel, (largest input) x (sum of |W| over the group) < 2^24: then every
-partial sum of that group's float32 convolution is an exact integer whatever order the BLAS adds in.
-The groups' results are added in int32, which cannot overflow because SPEC 4.5 makes the writer and
-the reader prove |accumulator| < 2^31 for the whole sum, bias and rounding term included. Bias,
-rounding, the arithmetic right shift, ReLU and saturation then run on int32 exactly as in SPEC 4.2.
-The groups cost no extra multiply-adds: they split one GEMM into a few narrower ones.
+Two routes, chosen per process (`FastExecutor`'s ``route``):
 
-A layer in which a single input channel could already leave float32's exact range runs as one
-float64 convolution (exact below 2^53). Either way the result is tested equal, element for element,
-to `golden.run`.
+* **int8** (the default where it runs): oneDNN's uint8 x int8 convolutions through PyTorch, with
+  12-bit weights split into int8 pieces and the requantisation folded into oneDNN's float32
+  epilogue where that is exact -- see `int8` for the argument. It needs PyTorch's oneDNN build and a
+  CPU on which a start-up self-test (`int8.probe`, then small random models against `golden.run`)
+  passes; otherwise the float route runs. A layer whose bounds the int8 argument cannot prove runs
+  on the float route inside the int8 one.
+* **float**: every value on the chip path is an integer, and float32 holds every integer up to
+  2^24 exactly. For each conv, `channel_groups` splits the input channels into contiguous groups
+  such that, for every output channel, (largest input) x (sum of |W| over the group) < 2^24: then
+  every partial sum of that group's float32 convolution is an exact integer whatever order the BLAS
+  adds in. The groups' results are added in int32, which cannot overflow because SPEC 4.5 makes the
+  writer and the reader prove |accumulator| < 2^31 for the whole sum, bias and rounding term
+  included. Bias, rounding, the arithmetic right shift, ReLU and saturation then run on int32
+  exactly as in SPEC 4.2. A layer in which a single input channel could already leave float32's
+  exact range runs as one float64 convolution (exact below 2^53).
+
+Either way the result is tested equal, element for element, to `golden.run`.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..formats import constants as C
+from . import int8
 from ..formats.bounds import largest_input
 from ..formats.model import ChipModel, ConvLayer, PoolLayer
 
@@ -53,15 +63,22 @@ def channel_groups(layer: ConvLayer, peak_input: int, limit: int = FLOAT32_EXACT
 
 
 class _Conv:
-    """One conv layer prepared for the fast path.
+    """One conv layer prepared for the float route.
 
     The accumulator is the sum, in int32, of float32 convolutions over channel groups that are each
     exact (`channel_groups`); a layer whose single channel could already leave float32's exact range
     runs as one float64 convolution instead (exact below 2^53, SPEC 4.5).
+
+    Args:
+        layer: the conv layer.
+        peak_input: the largest |input| it can see.
+        in_order: the order its input channels arrive in (model indices), None for the model's.
     """
 
-    def __init__(self, layer: ConvLayer, peak_input: int) -> None:
+    def __init__(self, layer: ConvLayer, peak_input: int, in_order: np.ndarray | None = None) -> None:
         self.layer = layer
+        if in_order is not None:
+            layer = replace(layer, alpha=layer.alpha[:, in_order], mask=layer.mask[:, in_order])
         weight = torch.from_numpy(layer.int_weights().astype(np.float32))
         try:
             self.groups = channel_groups(layer, peak_input)
@@ -87,22 +104,91 @@ class _Conv:
         return acc.clamp_(0, C.ACT_MAX).to(torch.float32)
 
 
+class _FloatStep:
+    """A float-route conv inside the int8 route: uint8 NHWC in (any channel order), uint8 out in the
+    model's channel order."""
+
+    def __init__(self, conv: _Conv, first: bool, mean: tuple[int, ...]) -> None:
+        self.conv, self.first = conv, first
+        self.mean = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32)
+        if self.first:
+            x = x - self.mean
+        return self.conv(x).to(torch.uint8).contiguous(memory_format=torch.channels_last)
+
+
+ROUTES = ("auto", "int8", "float")
+
+
 class FastExecutor:
     """Runs a chip model on batches of images, bit-exact with `golden.run`.
 
     Args:
         model: the chip model.
         batch: images per forward pass (bounds memory at large inputs).
+        route: "int8" (oneDNN uint8 x int8 convolutions, `int8`), "float" (float BLAS over exact
+            channel groups) or "auto": int8 where this CPU and PyTorch build pass `int8.probe`, float
+            otherwise. Within the int8 route a layer whose bounds do not hold runs on the float route.
     """
 
-    def __init__(self, model: ChipModel, batch: int = DEFAULT_BATCH) -> None:
+    def __init__(self, model: ChipModel, batch: int = DEFAULT_BATCH, route: str = "auto") -> None:
+        if route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+        cap = _int8_cap() if route != "float" else None
+        if route == "int8" and cap is None:
+            raise RuntimeError("the int8 route is not available: oneDNN int8 convolution missing or not exact here")
+        self._build(model, batch, cap)
+
+    @classmethod
+    def with_cap(cls, model: ChipModel, cap: int | None, batch: int = DEFAULT_BATCH) -> FastExecutor:
+        """The int8 route with int8 weights limited to [-cap, cap] (None: the float route), without
+        the self-test: for the self-test itself and for tests of the 63 range non-VNNI CPUs get."""
+        executor = cls.__new__(cls)
+        executor._build(model, batch, cap)
+        return executor
+
+    def _build(self, model: ChipModel, batch: int, cap: int | None) -> None:
         self.model = model
         self.batch = max(1, int(batch))
-        self.steps: list[_Conv | None] = [
-            _Conv(layer, largest_input(model, index)) if isinstance(layer, ConvLayer) else None
-            for index, layer in enumerate(model.layers)
-        ]
+        self.route = "int8" if cap is not None else "float"
+        int8.keep_freed_memory()
+        if self.route == "float":
+            self.steps: list = [
+                _Conv(layer, largest_input(model, index)) if isinstance(layer, ConvLayer) else None
+                for index, layer in enumerate(model.layers)
+            ]
+        else:
+            self.steps = self._int8_steps(cap)
         self.mean = torch.tensor(model.input_mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+
+    def _int8_steps(self, cap: int) -> list:
+        """(step, output channel order) per layer; a step is an `int8.Int8Conv`, a `_FloatStep` or
+        None for a pool."""
+        steps, order = [], np.arange(len(self.model.input_mean))
+        for index, layer in enumerate(self.model.layers):
+            if not isinstance(layer, ConvLayer):
+                steps.append((None, order))
+                continue
+            first = index == 0
+            if first:
+                step = int8.FirstLayerFloat(layer, self.model.input_mean, largest_input(self.model, 0))
+                if step.exact:
+                    steps.append((step, step.out_order))
+                    order = step.out_order
+                    continue
+            weights = layer.int_weights().astype(np.int64)[:, order]
+            mean = np.asarray(self.model.input_mean, dtype=np.int64)[order] if first else None
+            plan = int8.plan_conv(layer, weights, C.ACT_MAX, cap, mean)
+            if plan is None:
+                conv = _Conv(layer, largest_input(self.model, index), None if first else order)
+                step, order = _FloatStep(conv, first, self.model.input_mean), np.arange(layer.out_channels)
+            else:
+                step = int8.Int8Conv(layer, weights, plan, first)
+                order = step.out_order
+            steps.append((step, order))
+        return steps
 
     def run(self, pixels: np.ndarray, taps: bool = False):
         """Run a batch.
@@ -117,7 +203,8 @@ class FastExecutor:
         """
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1] != len(self.model.input_mean):
             raise ValueError(f"pixels must be uint8 (N, 3, H, W), got {pixels.dtype} {pixels.shape}")
-        chunks = [self._run_chunk(pixels[i : i + self.batch], taps) for i in range(0, len(pixels), self.batch)]
+        chunk_fn = self._run_chunk if self.route == "float" else self._run_chunk_int8
+        chunks = [chunk_fn(pixels[i : i + self.batch], taps) for i in range(0, len(pixels), self.batch)]
         if taps:
             return [np.concatenate([chunk[k] for chunk in chunks]) for k in range(len(self.steps))]
         return np.concatenate(chunks)
@@ -131,3 +218,53 @@ class FastExecutor:
                 if taps:
                     outputs.append(x.to(torch.uint8).numpy())
         return outputs if taps else x.to(torch.uint8).numpy()
+
+    def _run_chunk_int8(self, pixels: np.ndarray, taps: bool):
+        outputs = []
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(pixels))
+            first, order = self.steps[0]
+            if isinstance(first, int8.Int8Conv):
+                x = int8.pad_with_mean(x, self.model.input_mean)
+            for step, order in self.steps:
+                x = step(x) if step is not None else int8.maxpool2x2(x)
+                if taps:
+                    outputs.append(_model_order(x, order))
+        return outputs if taps else _model_order(x, order)
+
+
+_SELF_TEST: dict[str, int | None] = {}
+
+
+def _int8_cap() -> int | None:
+    """`int8.probe`'s weight range, confirmed once per process by running small random models
+    (every mask width, first layer on both of its paths) on the int8 route against `golden.run`;
+    None when either fails: the float route is then used."""
+    if "cap" not in _SELF_TEST:
+        cap = int8.probe()
+        if cap is not None and not _int8_matches_golden():
+            cap = None
+        _SELF_TEST["cap"] = cap
+    return _SELF_TEST["cap"]
+
+
+def _int8_matches_golden() -> bool:
+    from ..formats.synthetic import random_model
+    from . import golden
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 3, 9, 7), dtype=np.uint8)
+    images[0, :, :4] = 255
+    for seed, bits in enumerate(([1, 3, 5], [5, 2, 4], [3, 1, 2])):
+        model = random_model(bits, [6, 16, "M", 8], input_hw=(9, 7), seed=seed)
+        got = FastExecutor.with_cap(model, int8.probe()).run(images)
+        if not all(np.array_equal(got[i], golden.run(model, images[i])) for i in range(len(images))):
+            return False
+    return True
+
+
+def _model_order(x: torch.Tensor, order: np.ndarray) -> np.ndarray:
+    """uint8 (N, C, H, W) in execution channel order -> numpy, contiguous, in the model's order."""
+    if not np.array_equal(order, np.arange(len(order))):
+        x = x[:, torch.from_numpy(np.argsort(order))]
+    return x.contiguous().numpy()

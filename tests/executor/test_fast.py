@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chipq.executor import golden
 import torch
+
+from chipq.executor import golden, int8
 
 from chipq.executor.fast import FLOAT32_EXACT, FastExecutor, channel_groups
 from chipq.formats import constants as C
@@ -38,16 +39,39 @@ def models_and_images(draw):
     return model, images
 
 
+def routes(model, batch=2):
+    """The executors under test: the float route, and the int8 route with this CPU's weight range
+    and with the narrower one CPUs without VNNI get (when the int8 route runs here at all)."""
+    executors = {"float": FastExecutor(model, batch=batch, route="float")}
+    cap = int8.probe()
+    for width in sorted({cap, 63} - {None}) if cap is not None else []:
+        executors[f"int8/{width}"] = FastExecutor.with_cap(model, width, batch=batch)
+    return executors
+
+
 @settings(max_examples=60, deadline=None)
 @given(models_and_images())
 def test_fast_equals_golden_on_every_layer(case):
-    """For any valid model and any uint8 images, every layer's output is equal element for element."""
+    """For any valid model and any uint8 images, every layer's output is equal element for element,
+    on every route."""
     model, images = case
-    fast_taps = FastExecutor(model, batch=2).run(images, taps=True)
-    for index, image in enumerate(images):
-        for fast, gold in zip(fast_taps, golden.run(model, image, taps=True)):
-            assert fast.dtype == np.uint8
-            np.testing.assert_array_equal(fast[index], gold)
+    golden_taps = [golden.run(model, image, taps=True) for image in images]
+    for name, executor in routes(model).items():
+        fast_taps = executor.run(images, taps=True)
+        for index in range(len(images)):
+            for fast, gold in zip(fast_taps, golden_taps[index]):
+                assert fast.dtype == np.uint8, name
+                np.testing.assert_array_equal(fast[index], gold, err_msg=name)
+
+
+def test_auto_route_is_int8_where_the_probe_passes(tiny_model):
+    expected = "int8" if int8.probe() is not None else "float"
+    assert FastExecutor(tiny_model).route == expected
+
+
+def test_unknown_route_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="route"):
+        FastExecutor(tiny_model, route="gpu")
 
 
 def test_channel_groups_keep_every_partial_sum_below_2_to_24():
@@ -61,7 +85,7 @@ def test_channel_groups_keep_every_partial_sum_below_2_to_24():
     for a, b in groups:
         assert column[:, a:b].sum(axis=1).max() < FLOAT32_EXACT
     images = np.full((1, 3, 8, 8), 255, np.uint8)
-    np.testing.assert_array_equal(FastExecutor(model).run(images)[0], golden.run(model, images[0]))
+    np.testing.assert_array_equal(FastExecutor(model, route="float").run(images)[0], golden.run(model, images[0]))
 
 
 def test_float64_fallback_when_one_channel_exceeds_float32():
@@ -74,7 +98,7 @@ def test_float64_fallback_when_one_channel_exceeds_float32():
     model = ChipModel(4, 4, C.ChannelOrder.RGB, (0, 0, 0), (layer,))
     with pytest.raises(ValueError, match="alone exceeds"):
         channel_groups(layer, 255)
-    executor = FastExecutor(model)
+    executor = FastExecutor(model, route="float")
     assert executor.steps[0].dtype == torch.float64
     images = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4), dtype=np.uint8)
     images[0] = 255
