@@ -59,7 +59,14 @@ def calibration_batch(
     Returns:
         uint8 (N, 3, H, W), RGB.
     """
-    images = []
+    return calibration_images(source, size, limit)[0]
+
+
+def calibration_images(
+    source: Path, size: tuple[int, int] = DEFAULT_INPUT, limit: int = MAX_CALIB_IMAGES
+) -> tuple[np.ndarray, list[str]]:
+    """`calibration_batch` and the file name of each image in it (skipped files left out)."""
+    images, names = [], []
     for path in list_images(Path(source)):
         if len(images) == limit:
             break
@@ -67,9 +74,10 @@ def calibration_batch(
             images.append(resize(load_image(path), size).transpose(2, 0, 1))
         except ImageError:
             continue
+        names.append(path.name)
     if not images:
         raise EmptyCalibration(f"calibration source {source}: no decodable JPEG or PNG image")
-    return np.ascontiguousarray(np.stack(images))
+    return np.ascontiguousarray(np.stack(images)), names
 
 
 def conv_outputs(stack: FloatStack, images: np.ndarray) -> list[np.ndarray]:

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .executor import golden
-from .executor.fast import FastExecutor
+from .executor.fast import FastExecutor, default_route
 from .float_ref import FloatReference
 from .floatmodel import FloatStack
 from .formats import constants as C
@@ -47,6 +47,7 @@ class VerifyReport:
 
     images: int
     golden_images: int
+    fast_route: str = ""
     exact_layers: int = 0
     mismatches: list[str] = field(default_factory=list)
     acc_peaks: dict[str, int] = field(default_factory=dict)
@@ -58,6 +59,7 @@ class VerifyReport:
         return {
             "images": self.images,
             "golden_images": self.golden_images,
+            "fast_route": self.fast_route,
             "exact": not self.mismatches,
             "exact_layers": self.exact_layers,
             "mismatches": self.mismatches,
@@ -82,22 +84,6 @@ def headroom_bits(peak: int) -> float:
     1.0
     """
     return math.log2(C.ACC_MAX / peak) if peak > 0 else float(C.ACC_BITS - 1)
-
-
-def golden_with_peaks(model: ChipModel, pixels: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
-    """The golden executor's output of every layer and the largest |acc| of every conv layer."""
-    x = golden.subtract_mean(pixels, model.input_mean)
-    outputs, peaks = [], []
-    for layer in model.layers:
-        if isinstance(layer, ConvLayer):
-            acc = golden.conv3x3_accumulate(x, layer)
-            golden.check_accumulator(acc, layer)
-            peaks.append(int(np.abs(acc).max(initial=0)))
-            x = golden.requantize(acc, layer.out_shift)
-        else:
-            x = golden.maxpool2x2(x)
-        outputs.append(x)
-    return outputs, peaks
 
 
 def compare_exact(model: ChipModel, fast_taps: list[np.ndarray], golden_taps: list[np.ndarray], image: str) -> list[str]:
@@ -152,12 +138,14 @@ def verify(
     say = progress or (lambda text: None)
     report = VerifyReport(images=len(images), golden_images=min(golden_count, len(images)))
     fast = FastExecutor(model)
+    report.fast_route = default_route() if fast.route == "int8" else "float"
     say("fast executor")
     fast_taps = fast.run(images, taps=True)
     peaks = [0] * len(model.conv_layers())
     for index in range(report.golden_images):
         say(f"golden executor, image {index + 1}/{report.golden_images}")
-        gold, image_peaks = golden_with_peaks(model, images[index])
+        image_peaks: list[int] = []
+        gold = golden.run(model, images[index], taps=True, peaks=image_peaks)
         peaks = [max(a, b) for a, b in zip(peaks, image_peaks)]
         report.mismatches += compare_exact(model, [t[index] for t in fast_taps], gold, names[index])
     report.exact_layers = len(model.layers) if not report.mismatches else 0
@@ -203,7 +191,7 @@ def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_di
     for index, (image, name) in enumerate(zip(images, names)):
         folder = out_dir / f"img{index}"
         folder.mkdir(exist_ok=True)
-        outputs, _ = golden_with_peaks(model, image)
+        outputs = golden.run(model, image, taps=True)
         x = golden.subtract_mean(image, model.input_mean).astype(np.int16)
         layers = []
         for number, (layer, out) in enumerate(zip(model.layers, outputs)):

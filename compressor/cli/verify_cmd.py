@@ -47,17 +47,15 @@ def verify_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
     """Verify a blob; see `_HELP`."""
-    from ..compress import calibration_batch, default_calib_dir
+    from ..compress import calibration_images, default_calib_dir
     from ..formats.reader import read_blob
-    from ..images import list_images
     from ..verify import verify, write_vectors
 
     if min_cosine is not None and model is None:
         raise UsageError("--min-cosine needs --model")
     chip = read_blob(blob)  # integrity: raises a FormatError (exit 2) on any failed check
     source = images if images is not None else default_calib_dir()
-    batch = calibration_batch(source, (chip.input_height, chip.input_width), limit=limit)
-    names = [p.name for p in list_images(source)][: len(batch)]  # same order as the batch
+    batch, names = calibration_images(source, (chip.input_height, chip.input_width), limit=limit)
     stack = None
     if model is not None:
         from ..importers import load_model
@@ -86,7 +84,8 @@ def _render(data: dict, chip) -> None:
     console.print(f"[bold]{escape(data['blob'])}[/]: integrity ok (structure, CRCs, 32-bit accumulator bound)")
     exact = "[green]equal[/]" if data["exact"] else "[red]DIFFERENT[/]"
     console.print(
-        f"fast vs golden executor on {data['golden_images']} image(s), every element of every layer: {exact}"
+        f"fast ({escape(data['fast_route'])} route) vs golden executor on {data['golden_images']} image(s), "
+        f"every element of every layer: {exact}"
     )
     agreement = {row["name"]: row for row in data["agreement"]}
     table = Table(title="per conv layer")

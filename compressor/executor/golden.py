@@ -67,13 +67,14 @@ def maxpool2x2(x: np.ndarray) -> np.ndarray:
     )
 
 
-def run(model: ChipModel, pixels: np.ndarray, *, taps: bool = False):
+def run(model: ChipModel, pixels: np.ndarray, *, taps: bool = False, peaks: list[int] | None = None):
     """Run one image through the model.
 
     Args:
         model: the chip model.
         pixels: uint8 (3, H, W) in the model's channel order.
         taps: return every layer's output, not just the last.
+        peaks: when given, the largest |accumulator| of every conv layer is appended to it.
 
     Returns:
         The last layer's uint8 map (C, h, w), or a list with every layer's output when `taps`.
@@ -84,6 +85,8 @@ def run(model: ChipModel, pixels: np.ndarray, *, taps: bool = False):
         if isinstance(layer, ConvLayer):
             acc = conv3x3_accumulate(x, layer)
             check_accumulator(acc, layer)
+            if peaks is not None:
+                peaks.append(int(np.abs(acc).max(initial=0)))
             x = requantize(acc, layer.out_shift)
         elif isinstance(layer, PoolLayer):
             x = maxpool2x2(x)

@@ -52,3 +52,26 @@ def test_vectors_hold_each_layer_in_and_out(tiny_vgg_files, tmp_path):
     assert first_in.dtype == np.int16 and first_in.shape == (3, 32, 32)
     for prev, cur in zip(layers, layers[1:]):  # each layer's input is the previous output
         assert np.array_equal(np.load(out / prev["output"]), np.load(out / cur["input"]))
+
+
+def test_vectors_name_the_images_they_hold_when_a_file_is_skipped(tiny_vgg_files, tmp_path):
+    """An undecodable file sorted first is skipped; the manifest must name the photos actually run."""
+    _, blob, photos = tiny_vgg_files
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "000_broken.jpg").write_bytes(b"not a jpeg")
+    good = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:2]
+    for path in good:
+        (folder / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "vectors"
+    result = runner.invoke(app, ["verify", str(blob), "--images", str(folder), "--golden", "2", "--vectors", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [image["name"] for image in manifest["images"]] == [path.name for path in good]
+
+
+def test_report_names_the_fast_route(tiny_vgg_files):
+    _, blob, photos = tiny_vgg_files
+    result = runner.invoke(app, ["verify", str(blob), "--images", str(photos), "--golden", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["fast_route"].split()[0] in ("int8", "float")
