@@ -121,6 +121,13 @@ def speed_summary(result: dict) -> list[str]:
     ]
     if "ort_float" in head:
         lines[0] += f" onnxruntime float32 takes {head['ort_float']:.2f}x the int8 time."
+    work = result.get("chipq_int8_work")
+    if work and verdict == "misses":
+        lines[0] += (
+            f" The floor for an exact int8 engine on this blob is about {work['int8_products_per_mac']:.2f}x "
+            "(int8 multiplies per multiply-add, Speed section): the 12-bit weights of conv1-conv3 need two "
+            "int8 products each, onnxruntime's 8-bit weights one."
+        )
     return lines + [""]
 
 

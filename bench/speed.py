@@ -4,7 +4,10 @@ Engines (all run the 13 conv layers and 4 max-pools up to conv5_3, pool5 left ou
 pixels; input normalisation is inside every timed call):
 
 - ``chipq_fast``: `chipq.executor.fast.FastExecutor` on the post-training ``3x7,1x6`` blob, bit-exact
-  integers (float32 BLAS on channel groups proven exact, summed in int32);
+  integers, on the route it picks by itself (the int8 route: oneDNN uint8 x int8 convolutions with
+  12-bit weights split into int8 pieces where needed, `chipq.executor.int8`);
+- ``chipq_fast_float``: the same executor forced onto its float route (float32 BLAS on channel
+  groups proven exact, summed in int32), what runs where the int8 route's self-test fails;
 - ``chipq_golden``: `chipq.executor.golden.run`, naive int64 (one view at the chip size only);
 - ``torch_float``: `chipq.float_ref.FloatReference`, PyTorch float32;
 - ``ort_float``: onnxruntime float32 on `chipq.weights.stack_to_onnx` of the same stack;
@@ -41,9 +44,10 @@ import numpy as np
 
 import common as cm
 
-ENGINES = ("chipq_fast", "chipq_golden", "torch_float", "ort_float", "ort_int8_qdq", "ort_int8_qop")
+ENGINES = ("chipq_fast", "chipq_fast_float", "chipq_golden", "torch_float", "ort_float", "ort_int8_qdq", "ort_int8_qop")
 LABELS = {
     "chipq_fast": "chipq fast executor (exact int)",
+    "chipq_fast_float": "chipq fast executor, float route (exact int)",
     "chipq_golden": "chipq golden executor (naive int64)",
     "torch_float": "PyTorch float32",
     "ort_float": "onnxruntime float32",
@@ -139,6 +143,29 @@ def ort_models(stack, work: Path, calib: np.ndarray, key: str) -> dict[str, Path
     return paths
 
 
+def int8_work(chip_model, chip_hw: tuple[int, int]) -> dict | None:
+    """How many int8 multiplies the int8 route spends per multiply-add of the conv stack at the chip
+    size: 1 where a channel's weights fit int8, 2 where they are split (the first layer, in float32
+    on that route, counts 1). None when the int8 route does not run here."""
+    from chipq.executor import int8
+    from chipq.executor.fast import FastExecutor
+    from chipq.formats.model import ConvLayer
+
+    executor = FastExecutor(chip_model)
+    if executor.route != "int8":
+        return None
+    (height, width), macs, products, per_layer = chip_hw, 0, 0.0, {}
+    for (step, _), layer in zip(executor.steps, chip_model.layers):
+        if not isinstance(layer, ConvLayer):
+            height, width = height // 2, width // 2
+            continue
+        layer_macs = layer.out_channels * layer.in_channels * 9 * height * width
+        pieces = step.pieces if isinstance(step, int8.Int8Conv) else 1.0
+        macs, products = macs + layer_macs, products + pieces * layer_macs
+        per_layer[layer.name] = round(pieces, 3)
+    return {"int8_products_per_mac": products / macs, "pieces_per_layer": per_layer, "gmac": macs / 1e9}
+
+
 def build_engines(
     names: tuple[str, ...], stack, chip_model, ort_paths: dict[str, Path], threads: int
 ) -> dict[str, Runner]:
@@ -151,8 +178,8 @@ def build_engines(
     scale = np.float32(2.0 ** -chip_model.activation_fracs()[-1])
     runners: dict[str, Runner] = {}
     for name in names:
-        if name == "chipq_fast":
-            fast = FastExecutor(chip_model, batch=64)
+        if name in ("chipq_fast", "chipq_fast_float"):
+            fast = FastExecutor(chip_model, batch=64, route="auto" if name == "chipq_fast" else "float")
             runners[name] = lambda x, fast=fast: fast.run(x).astype(np.float32) * scale
         elif name == "chipq_golden":
             runners[name] = lambda x: np.stack([golden.run(chip_model, p) for p in x]).astype(np.float32) * scale
@@ -257,6 +284,8 @@ def run(
         calib = calibration_batch(default_calib_dir(), chip_hw, ORT_CALIB_IMAGES)
         ort_paths = ort_models(stack, work, calib, f"{key}-{cm.hw_text(chip_hw)}")
     runners = build_engines(tuple(engines), stack, chip_model, ort_paths, threads)
+    from chipq.executor.fast import default_route
+
     image_path = list_images(photos)[0]
     chosen = [s for s in make_settings(load_image(image_path), chip_hw, large_hw) if not settings or s.key in settings]
     started = time.perf_counter()
@@ -267,6 +296,8 @@ def run(
         "model": str(model_path),
         "blob": str(blob),
         "blob_sha256": cm.sha256_file(blob),
+        "chipq_fast_route": default_route(),
+        "chipq_int8_work": int8_work(chip_model, chip_hw),
         "image": str(image_path),
         "threads": {"torch_intra_op": threads, "ort_intra_op": threads, "ort_inter_op": 1,
                     "ort_execution_mode": "sequential", "ort_spinning": "default (on)"},  # fmt: skip
@@ -309,6 +340,15 @@ def render(result: dict) -> str:
         "A NIP descriptor is one 4-rotation batch; an RNIP-9 descriptor turns each of the 9 crops too "
         "(36 inputs, four RNIP-9 batches).",
     ]
+    if result.get("chipq_fast_route"):
+        parts[-1] += f" The chipq fast executor ran its {result['chipq_fast_route']} route."
+    work = result.get("chipq_int8_work")
+    if work:
+        parts[-1] += (
+            f" On that route the blob costs **{work['int8_products_per_mac']:.2f}** int8 multiplies per "
+            f"multiply-add of the {work['gmac']:.1f} GMAC stack (a weight wider than int8 is two int8 "
+            "pieces; conv1-conv3 weights reach 12 bits), against 1 for onnxruntime's 8-bit-weight model."
+        )
     for setting in result["settings"]:
         rows = []
         for name, data in setting["engines"].items():

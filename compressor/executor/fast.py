@@ -236,6 +236,13 @@ class FastExecutor:
 _SELF_TEST: dict[str, int | None] = {}
 
 
+def default_route() -> str:
+    """What ``route="auto"`` picks in this process, for reports: "int8 (weights within +-127)" or
+    "float"."""
+    cap = _int8_cap()
+    return "float" if cap is None else f"int8 (int8 weights within +-{cap})"
+
+
 def _int8_cap() -> int | None:
     """`int8.probe`'s weight range, confirmed once per process by running small random models
     (every mask width, first layer on both of its paths) on the int8 route against `golden.run`;

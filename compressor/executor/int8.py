@@ -226,6 +226,7 @@ class Int8Conv:
         self.padding = 0 if first else 1
         s = layer.out_shift
         self.out_order = np.concatenate([plan.single, plan.double])
+        self.pieces = (len(plan.single) + 2 * len(plan.double)) / max(1, layer.out_channels)  # int8 convs per channel
         self.parts = []  # (kind, weight int8, scales, bias) with kind in single/high/low
         if len(plan.single):
             beta = plan.offset[plan.single] / 2.0**s - 0.5 + 2.0 ** -(s + 1)
