@@ -27,7 +27,6 @@ checkpoint needs: a run resumed from it ends with the same bytes as an uninterru
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import tempfile
 import time
@@ -38,6 +37,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+
+from .retrain_config import RetrainConfig, RetrainConfigError, StepStats  # noqa: F401 (re-exported)
 from torch.nn import functional as F
 
 from .errors import ChipqError
@@ -63,10 +64,6 @@ class EmptyTrainingSet(ChipqError):
     """The --retrain folder holds no image chipq can decode."""
 
 
-class RetrainConfigError(ChipqError):
-    """A retraining setting out of range, or a checkpoint made with other settings."""
-
-
 class CheckpointError(ChipqError):
     """A checkpoint file that cannot be read or is not a chipq retraining checkpoint."""
 
@@ -75,44 +72,6 @@ class Interrupted(ChipqError):
     """Retraining stopped at the user's request; the checkpoint holds the last finished step."""
 
     exit_code = 130
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    """Retraining settings; every field is recorded in the checkpoint."""
-
-    steps: int = 300
-    batch: int = 8
-    crop: int = 224
-    samples: int = 256
-    lr: float = 1e-4
-    seed: int = 0
-    train_from: str = ""  # first conv to train; "" = the first conv with the plan's fewest bits
-    map_weight: float = 1.0
-    desc_weight: float = 1.0
-    threads: int = 2
-
-    def check(self) -> None:
-        for name in ("steps", "batch", "crop", "samples", "threads"):
-            least = 0 if name == "steps" else 1
-            if getattr(self, name) < least:
-                raise RetrainConfigError(f"retraining {name} {getattr(self, name)}: must be at least {least}")
-        if self.crop < 32:
-            raise RetrainConfigError(f"retraining crop {self.crop} px: at least 32 (the map of 5 pools)")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise RetrainConfigError(f"retraining learning rate {self.lr} must be a positive number")
-
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.samples / self.batch)
-
-
-@dataclass
-class StepStats:
-    """One training step: the loss and the mean descriptor cosine of its batch to the teacher."""
-
-    step: int
-    loss: float
-    cosine: float
 
 
 def load_training_images(source: Path) -> list[np.ndarray]:

@@ -14,12 +14,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..compress import DEFAULT_INPUT, calibration_batch, compress, compress_retrained, default_calib_dir
 from ..errors import UsageError
-from ..formats.writer import write_blob
-from ..importers import load_model
 from ..plan import parse_plan
-from ..retrain import RetrainConfig, RetrainHooks, StepStats, load_training_images
+from ..retrain_config import RetrainConfig, StepStats
 from .inspect_cmd import parse_size
 from . import app, err_console
 
@@ -81,6 +78,12 @@ def compress_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the retraining saved in BLOB.ckpt."),
 ) -> None:
     """Compress a model; see `_HELP`."""
+    # PyTorch loads here, not when the CLI starts (other commands do not pay for it)
+    from ..compress import DEFAULT_INPUT, calibration_batch, compress, default_calib_dir
+    from ..formats.writer import write_blob
+    from ..importers import load_model
+    from ..retrain import load_training_images
+
     input_hw = parse_size(input_size) if input_size else DEFAULT_INPUT
     calib_dir = calib if calib is not None else default_calib_dir()
     config = None
@@ -190,6 +193,9 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
 
 
 def _retrain(stack, bits, images, train_images, config, input_hw, output, resume, quiet):
+    from ..compress import compress_retrained
+    from ..retrain import RetrainHooks
+
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
