@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ctypes
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,7 @@ from ..formats.model import ConvLayer
 F32_EXACT = 1 << 24
 HALF_F32_EXACT = 1 << 23
 MAX_SHIFT = 15
+PACKED_SHAPES = 4  # input shapes per layer whose packed weights are kept (each: the layer's weights again)
 # glibc mallopt parameters (malloc.h) and the value keep_freed_memory sets them to
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MALLOC_THRESHOLD = 1 << 30
@@ -246,12 +248,17 @@ class Int8Conv:
             )
             for kind, w, scale, bias in self.parts
         ]
-        self.packed: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        # oneDNN picks its kernel for the input shape given when packing; the last few shapes are kept
+        self.packed: OrderedDict[tuple[int, ...], list[torch.Tensor]] = OrderedDict()
 
     def _packs(self, shape: tuple[int, ...], padding: int) -> list[torch.Tensor]:
         key = (*shape, padding)
-        if key not in self.packed:
+        if key in self.packed:
+            self.packed.move_to_end(key)
+        else:
             self.packed[key] = [_prepack(w, sc, shape, padding) for _, w, sc, _, _ in self.tensors]
+            while len(self.packed) > PACKED_SHAPES:
+                self.packed.popitem(last=False)
         return self.packed[key]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

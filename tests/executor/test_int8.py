@@ -138,3 +138,16 @@ def test_pad_with_mean_borders_every_plane_with_its_mean():
         border = padded[:, plane].numpy().copy()
         border[:, 1:-1, 1:-1] = mean
         assert (border == mean).all()
+
+
+@needs_int8
+def test_packed_weights_are_kept_for_a_few_input_shapes_only():
+    model = random_model([5, 3], [8, 8], input_hw=(8, 8), seed=6)
+    executor = FastExecutor.with_cap(model, CAP)
+    rng = np.random.default_rng(5)
+    for side in range(4, 4 + int8.PACKED_SHAPES + 3):
+        images = rng.integers(0, 256, (1, 3, side, side + 1), dtype=np.uint8)
+        assert_equals_golden(executor, model, images)
+    for step, _ in executor.steps:
+        if isinstance(step, int8.Int8Conv):
+            assert len(step.packed) == int8.PACKED_SHAPES
