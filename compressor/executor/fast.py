@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ChipqError
 from ..formats import constants as C
 from . import int8
 from ..formats.bounds import largest_input
@@ -120,6 +121,30 @@ class _FloatStep:
 
 
 ROUTES = ("auto", "int8", "float")
+# PyTorch settings that may let float32 convolutions compute in bf16/tf32; each must stay IEEE
+_FP32_SETTINGS = ("fp32_precision", "mkldnn.fp32_precision", "mkldnn.conv.fp32_precision")
+
+
+class InexactFloat(ChipqError):
+    """PyTorch is set to compute float32 convolutions in a reduced precision (bf16, tf32)."""
+
+
+def check_float32_ieee() -> None:
+    """Refuse to run when a PyTorch setting lets float32 convolutions round (the float route and
+    the int8 route's first layer rely on exact float32 integer sums).
+
+    Raises:
+        InexactFloat: naming the setting.
+    """
+    for path in _FP32_SETTINGS:
+        value = torch.backends
+        for part in path.split("."):
+            value = getattr(value, part, "none")
+        if value not in ("none", "ieee"):
+            raise InexactFloat(
+                f"torch.backends.{path} is {value!r}: chipq's exact executor needs IEEE float32 "
+                "(set it to 'ieee' or 'none')"
+            )
 
 
 class FastExecutor:
@@ -203,6 +228,7 @@ class FastExecutor:
         """
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1] != len(self.model.input_mean):
             raise ValueError(f"pixels must be uint8 (N, 3, H, W), got {pixels.dtype} {pixels.shape}")
+        check_float32_ieee()
         chunk_fn = self._run_chunk if self.route == "float" else self._run_chunk_int8
         chunks = [chunk_fn(pixels[i : i + self.batch], taps) for i in range(0, len(pixels), self.batch)]
         if taps:

@@ -11,7 +11,7 @@ import torch
 
 from chipq.executor import golden, int8
 
-from chipq.executor.fast import FLOAT32_EXACT, FastExecutor, channel_groups
+from chipq.executor.fast import FLOAT32_EXACT, FastExecutor, InexactFloat, channel_groups
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, ConvLayer
 from chipq.formats.synthetic import random_model
@@ -110,3 +110,18 @@ def test_float64_fallback_when_one_channel_exceeds_float32():
 def test_rejects_non_uint8_input(tiny_model):
     with pytest.raises(ValueError, match="uint8"):
         FastExecutor(tiny_model).run(np.zeros((1, 3, 16, 16), np.float32))
+
+
+def test_refuses_to_run_when_float32_may_round(tiny_model):
+    images = np.zeros((1, 3, 16, 16), np.uint8)
+    executors = [FastExecutor(tiny_model, route=route) for route in ("float", "auto")]
+    conv = torch.backends.mkldnn.conv
+    before = conv.fp32_precision
+    conv.fp32_precision = "bf16"
+    try:
+        for executor in executors:
+            with pytest.raises(InexactFloat, match="mkldnn.conv.fp32_precision"):
+                executor.run(images)
+    finally:
+        conv.fp32_precision = before
+    assert executors[0].run(images).dtype == np.uint8
