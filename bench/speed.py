@@ -341,7 +341,7 @@ def render(result: dict) -> str:
         "(36 inputs, four RNIP-9 batches).",
     ]
     if result.get("chipq_fast_route"):
-        parts[-1] += f" The chipq fast executor ran its {result['chipq_fast_route']} route."
+        parts[-1] += f" The chipq fast executor ran its {result['chipq_fast_route']}."
     work = result.get("chipq_int8_work")
     if work:
         parts[-1] += (

@@ -138,7 +138,7 @@ def verify(
     say = progress or (lambda text: None)
     report = VerifyReport(images=len(images), golden_images=min(golden_count, len(images)))
     fast = FastExecutor(model)
-    report.fast_route = default_route() if fast.route == "int8" else "float"
+    report.fast_route = default_route() if fast.route == "int8" else "float route"
     say("fast executor")
     fast_taps = fast.run(images, taps=True)
     peaks = [0] * len(model.conv_layers())

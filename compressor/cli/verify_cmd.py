@@ -84,7 +84,7 @@ def _render(data: dict, chip) -> None:
     console.print(f"[bold]{escape(data['blob'])}[/]: integrity ok (structure, CRCs, 32-bit accumulator bound)")
     exact = "[green]equal[/]" if data["exact"] else "[red]DIFFERENT[/]"
     console.print(
-        f"fast ({escape(data['fast_route'])} route) vs golden executor on {data['golden_images']} image(s), "
+        f"fast executor ({escape(data['fast_route'])}) vs golden on {data['golden_images']} image(s), "
         f"every element of every layer: {exact}"
     )
     agreement = {row["name"]: row for row in data["agreement"]}

@@ -263,10 +263,10 @@ _SELF_TEST: dict[str, int | None] = {}
 
 
 def default_route() -> str:
-    """What ``route="auto"`` picks in this process, for reports: "int8 (weights within +-127)" or
-    "float"."""
+    """What ``route="auto"`` picks in this process, for reports: "int8 route, int8 weights within
+    ±127" (or ±63), or "float route"."""
     cap = _int8_cap()
-    return "float" if cap is None else f"int8 (int8 weights within +-{cap})"
+    return "float route" if cap is None else f"int8 route, int8 weights within ±{cap}"
 
 
 def _int8_cap() -> int | None:
