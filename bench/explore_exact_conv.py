@@ -2,6 +2,11 @@
 """Explore the fastest EXACT integer 3x3 convolution (stride 1, zero pad 1) on this CPU for the
 13 VGG-16 conv layers at 224x224 (exploration / decision support, not part of the package).
 
+Outcome: the package's int8 route (`chipq.executor.int8`) follows the "qconv" candidate, without
+input-channel chunking or torch.compile: one int8 piece where a channel's weights fit, the
+requantisation folded into oneDNN's own epilogue; see that module and `bench/speed.py` for what it
+measures.
+
 Integer semantics (what the ASIC computes):
   x   uint8 activations in [0, 255]          (conv1_1 input: int16 in [-255, 255])
   W   alpha * M per 3x3 kernel, alpha in [0, 255], M odd in [-(2^m-1), 2^m-1]
