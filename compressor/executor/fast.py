@@ -23,6 +23,8 @@ Either way the result is tested equal, element for element, to `golden.run`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -127,6 +129,14 @@ _FP32_SETTINGS = ("fp32_precision", "mkldnn.fp32_precision", "mkldnn.conv.fp32_p
 
 class InexactFloat(ChipqError):
     """PyTorch is set to compute float32 convolutions in a reduced precision (bf16, tf32)."""
+
+
+@contextmanager
+def _exact_float() -> Iterator[None]:
+    """No autograd, and no NNPACK: PyTorch sends float32 convolutions of 16+ images there when
+    oneDNN is disabled, and its Winograd/FFT transforms do not keep integer sums exact."""
+    with torch.no_grad(), torch.backends.nnpack.flags(enabled=False):
+        yield
 
 
 def check_float32_ieee() -> None:
@@ -237,17 +247,17 @@ class FastExecutor:
 
     def _run_chunk(self, pixels: np.ndarray, taps: bool):
         outputs = []
-        with torch.no_grad():
-            x = torch.from_numpy(pixels).to(torch.float32) - self.mean
+        with _exact_float():
+            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32) - self.mean
             for step in self.steps:
-                x = step(x) if step is not None else F.max_pool2d(x, C.POOL_SIZE)
+                x = step(x) if step is not None else int8.maxpool2x2(x)
                 if taps:
                     outputs.append(x.to(torch.uint8).numpy())
         return outputs if taps else x.to(torch.uint8).numpy()
 
     def _run_chunk_int8(self, pixels: np.ndarray, taps: bool):
         outputs = []
-        with torch.no_grad():
+        with _exact_float():
             x = torch.from_numpy(np.ascontiguousarray(pixels))
             first, order = self.steps[0]
             if isinstance(first, int8.Int8Conv):

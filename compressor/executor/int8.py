@@ -4,7 +4,8 @@ The chip multiplies uint8 activations by 12-bit weights ``W = alpha * M`` into a
 oneDNN (through PyTorch's ``torch.ops.onednn.qconv2d_pointwise``) multiplies uint8 by int8 into an
 int32 accumulator, applies float32 scales and a float32 bias, and rounds to uint8 or writes float32.
 This module maps one onto the other so that every output element is the golden one. The argument,
-per conv layer with ``s = out_shift`` (at most 15, a 4-bit field) and ``off = bias << bias_shift +
+per conv layer with ``s = out_shift`` (SPEC allows 0..31; this route takes s <= 15, larger shifts
+go to the float route) and ``off = bias << bias_shift +
 2^(s-1)`` (SPEC 4.2), the chip output being ``y = clamp(floor((P + off) / 2^s), 0, 255)`` for the
 exact integer product sum ``P``:
 

@@ -125,3 +125,27 @@ def test_refuses_to_run_when_float32_may_round(tiny_model):
     finally:
         conv.fp32_precision = before
     assert executors[0].run(images).dtype == np.uint8
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+def test_exact_with_onednn_disabled_and_large_batches():
+    """PyTorch then sends float32 convolutions of 16+ images to NNPACK (Winograd: inexact); the
+    executor turns NNPACK off while it runs."""
+    model = random_model([3, 3], [16, 16], input_hw=(24, 24), seed=0)
+    images = np.random.default_rng(0).integers(0, 256, (16, 3, 24, 24), dtype=np.uint8)
+    with torch.backends.mkldnn.flags(enabled=False):
+        executors = list(routes(model, batch=16).values())
+        outputs = [executor.run(images, taps=True) for executor in executors]
+    for index in range(len(images)):
+        for layer, want in enumerate(golden.run(model, images[index], taps=True)):
+            for taps in outputs:
+                np.testing.assert_array_equal(taps[layer][index], want)
+
+
+def test_float_route_takes_strided_and_tiny_images():
+    model = random_model([3, 1], [4, "M", 8], input_hw=(3, 5), seed=2)
+    images = np.random.default_rng(1).integers(0, 256, (2, 3, 3, 5), dtype=np.uint8)[:, :, ::-1]
+    for executor in routes(model).values():
+        out = executor.run(images)
+        for index in range(2):
+            np.testing.assert_array_equal(out[index], golden.run(model, np.ascontiguousarray(images[index])))
