@@ -143,19 +143,17 @@ def ort_models(stack, work: Path, calib: np.ndarray, key: str) -> dict[str, Path
     return paths
 
 
-def int8_work(chip_model, chip_hw: tuple[int, int]) -> dict | None:
-    """How many int8 multiplies the int8 route spends per multiply-add of the conv stack at the chip
-    size: 1 where a channel's weights fit int8, 2 where they are split (the first layer, in float32
-    on that route, counts 1). None when the int8 route does not run here."""
+def int8_work(executor, chip_hw: tuple[int, int]) -> dict | None:
+    """How many int8 multiplies `executor` (a FastExecutor) spends per multiply-add of the conv stack
+    at the chip size: 1 where a channel's weights fit int8, 2 where they are split (the first layer,
+    in float32 on that route, counts 1). None when it runs the float route."""
     from chipq.executor import int8
-    from chipq.executor.fast import FastExecutor
     from chipq.formats.model import ConvLayer
 
-    executor = FastExecutor(chip_model)
     if executor.route != "int8":
         return None
     (height, width), macs, products, per_layer = chip_hw, 0, 0.0, {}
-    for (step, _), layer in zip(executor.steps, chip_model.layers):
+    for (step, _), layer in zip(executor.steps, executor.model.layers):
         if not isinstance(layer, ConvLayer):
             height, width = height // 2, width // 2
             continue
@@ -284,8 +282,9 @@ def run(
         calib = calibration_batch(default_calib_dir(), chip_hw, ORT_CALIB_IMAGES)
         ort_paths = ort_models(stack, work, calib, f"{key}-{cm.hw_text(chip_hw)}")
     runners = build_engines(tuple(engines), stack, chip_model, ort_paths, threads)
-    from chipq.executor.fast import default_route
+    from chipq.executor.fast import FastExecutor
 
+    fast = FastExecutor(chip_model)  # what chipq_fast runs, described in the report
     image_path = list_images(photos)[0]
     chosen = [s for s in make_settings(load_image(image_path), chip_hw, large_hw) if not settings or s.key in settings]
     started = time.perf_counter()
@@ -296,8 +295,8 @@ def run(
         "model": str(model_path),
         "blob": str(blob),
         "blob_sha256": cm.sha256_file(blob),
-        "chipq_fast_route": default_route(),
-        "chipq_int8_work": int8_work(chip_model, chip_hw),
+        "chipq_fast_route": fast.route_label,
+        "chipq_int8_work": int8_work(fast, chip_hw),
         "image": str(image_path),
         "threads": {"torch_intra_op": threads, "ort_intra_op": threads, "ort_inter_op": 1,
                     "ort_execution_mode": "sequential", "ort_spinning": "default (on)"},  # fmt: skip

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .executor import golden
-from .executor.fast import FastExecutor, default_route
+from .executor.fast import FastExecutor
 from .float_ref import FloatReference
 from .floatmodel import FloatStack
 from .formats import constants as C
@@ -138,7 +138,7 @@ def verify(
     say = progress or (lambda text: None)
     report = VerifyReport(images=len(images), golden_images=min(golden_count, len(images)))
     fast = FastExecutor(model)
-    report.fast_route = default_route() if fast.route == "int8" else "float route"
+    report.fast_route = fast.route_label
     say("fast executor")
     fast_taps = fast.run(images, taps=True)
     peaks = [0] * len(model.conv_layers())

@@ -70,6 +70,15 @@ def run(calib, config=CONFIG, checkpoint=None, resume=False, hooks=None, stack=N
         )  # fmt: skip
 
 
+def cached_trainer(calib):
+    """(stack, fracs, retrainer) for the tiny stack, the training samples cached, ready to step."""
+    stack = tiny_stack()
+    fracs = calibrate(stack, calib)
+    trainer = Retrainer(stack, PLAN, fracs, CONFIG, (32, 32))
+    trainer.build_cache(photos())
+    return stack, fracs, trainer
+
+
 def test_doctests():
     assert doctest.testmod(chipq.retrain).failed == 0
 
@@ -134,10 +143,7 @@ def test_a_crash_inside_a_step_leaves_the_last_finished_step(calib, tmp_path):
 
 def test_resume_refuses_other_settings_and_other_images(calib, tmp_path):
     ckpt = tmp_path / "s.ckpt"
-    stack = tiny_stack()
-    fracs = calibrate(stack, calib)
-    trainer = Retrainer(stack, PLAN, fracs, CONFIG, (32, 32))
-    trainer.build_cache(photos())
+    stack, fracs, trainer = cached_trainer(calib)
     trainer.train_step()
     save_checkpoint(ckpt, trainer)
     other = Retrainer(stack, PLAN, fracs, RetrainConfig(**{**vars(CONFIG), "lr": 0.5}), (32, 32))
@@ -213,10 +219,7 @@ def test_bad_settings_are_refused(field, value, message):
 
 def test_resume_refuses_a_checkpoint_beyond_the_steps_asked_for(calib, tmp_path):
     ckpt = tmp_path / "far.ckpt"
-    stack = tiny_stack()
-    fracs = calibrate(stack, calib)
-    trainer = Retrainer(stack, PLAN, fracs, CONFIG, (32, 32))
-    trainer.build_cache(photos())
+    stack, fracs, trainer = cached_trainer(calib)
     for _ in range(3):
         trainer.train_step()
     save_checkpoint(ckpt, trainer)

@@ -23,6 +23,7 @@ Either way the result is tested equal, element for element, to `golden.run`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -33,9 +34,9 @@ import torch.nn.functional as F
 
 from ..errors import ChipqError
 from ..formats import constants as C
-from . import int8
 from ..formats.bounds import largest_input
 from ..formats.model import ChipModel, ConvLayer, PoolLayer
+from . import int8
 
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude up to 2^24 is a float32
 DEFAULT_BATCH = 8
@@ -188,6 +189,8 @@ class FastExecutor:
         self.model = model
         self.batch = max(1, int(batch))
         self.route = "int8" if cap is not None else "float"
+        # for reports: "int8 route, int8 weights within ±127" (±63 without VNNI) or "float route"
+        self.route_label = "float route" if cap is None else f"int8 route, int8 weights within ±{cap}"
         int8.keep_freed_memory()
         if self.route == "float":
             self.steps: list = [
@@ -269,26 +272,13 @@ class FastExecutor:
         return outputs if taps else _model_order(x, order)
 
 
-_SELF_TEST: dict[str, int | None] = {}
-
-
-def default_route() -> str:
-    """What ``route="auto"`` picks in this process, for reports: "int8 route, int8 weights within
-    ±127" (or ±63), or "float route"."""
-    cap = _int8_cap()
-    return "float route" if cap is None else f"int8 route, int8 weights within ±{cap}"
-
-
+@functools.cache
 def _int8_cap() -> int | None:
     """`int8.probe`'s weight range, confirmed once per process by running small random models
     (every mask width, first layer on both of its paths) on the int8 route against `golden.run`;
     None when either fails: the float route is then used."""
-    if "cap" not in _SELF_TEST:
-        cap = int8.probe()
-        if cap is not None and not _int8_matches_golden():
-            cap = None
-        _SELF_TEST["cap"] = cap
-    return _SELF_TEST["cap"]
+    cap = int8.probe()
+    return cap if cap is not None and _int8_matches_golden() else None
 
 
 def _int8_matches_golden() -> bool:

@@ -43,11 +43,16 @@ def conv3x3_accumulate(x: np.ndarray, layer: ConvLayer) -> np.ndarray:
     return acc
 
 
-def check_accumulator(acc: np.ndarray, layer: ConvLayer) -> None:
-    """Refuse an accumulator outside signed 32 bits (SPEC 4.2: it must never happen)."""
+def check_accumulator(acc: np.ndarray, layer: ConvLayer) -> int:
+    """Refuse an accumulator outside signed 32 bits (SPEC 4.2: it must never happen).
+
+    Returns:
+        The largest |acc|.
+    """
     peak = int(np.abs(acc).max(initial=0))
     if peak > C.ACC_MAX:
         raise AccumulatorOverflow(f"layer {layer.name}: |acc| reached {peak} > {C.ACC_MAX}")
+    return peak
 
 
 def requantize(acc: np.ndarray, out_shift: int) -> np.ndarray:
@@ -84,9 +89,9 @@ def run(model: ChipModel, pixels: np.ndarray, *, taps: bool = False, peaks: list
     for layer in model.layers:
         if isinstance(layer, ConvLayer):
             acc = conv3x3_accumulate(x, layer)
-            check_accumulator(acc, layer)
+            peak = check_accumulator(acc, layer)
             if peaks is not None:
-                peaks.append(int(np.abs(acc).max(initial=0)))
+                peaks.append(peak)
             x = requantize(acc, layer.out_shift)
         elif isinstance(layer, PoolLayer):
             x = maxpool2x2(x)

@@ -225,20 +225,19 @@ class Int8Conv:
     """
 
     def __init__(self, layer: ConvLayer, weights: np.ndarray, plan: Int8Plan, first: bool) -> None:
-        self.name = layer.name
         self.padding = 0 if first else 1
         s = layer.out_shift
         self.out_order = np.concatenate([plan.single, plan.double])
         self.pieces = (len(plan.single) + 2 * len(plan.double)) / max(1, layer.out_channels)  # int8 convs per channel
-        self.parts = []  # (kind, weight int8, scales, bias) with kind in single/high/low
+        parts = []  # (kind, weight, scale, bias) with kind in single/high/low
         if len(plan.single):
             beta = plan.offset[plan.single] / 2.0**s - 0.5 + 2.0 ** -(s + 1)
-            self.parts.append(("single", weights[plan.single], 2.0**-s, beta))
+            parts.append(("single", weights[plan.single], 2.0**-s, beta))
         if len(plan.double):
             high, low = split(weights[plan.double], plan.split_bits)
             beta = plan.offset[plan.double] / 2.0**s - 0.5 + 2.0 ** -(s + 1)
-            self.parts.append(("high", high, 2.0 ** (plan.split_bits - s), None))
-            self.parts.append(("low", low, 2.0**-s, beta))
+            parts.append(("high", high, 2.0 ** (plan.split_bits - s), None))
+            parts.append(("low", low, 2.0**-s, beta))
         self.tensors = [
             (
                 kind,
@@ -247,7 +246,7 @@ class Int8Conv:
                 None if bias is None else torch.from_numpy(bias.astype(np.float32)),
                 torch.zeros(w.shape[0], dtype=torch.int64),
             )
-            for kind, w, scale, bias in self.parts
+            for kind, w, scale, bias in parts
         ]
         # oneDNN picks its kernel for the input shape given when packing; the last few shapes are kept
         self.packed: OrderedDict[tuple[int, ...], list[torch.Tensor]] = OrderedDict()
