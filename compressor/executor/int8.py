@@ -65,8 +65,8 @@ def keep_freed_memory() -> None:
     """Ask glibc to keep freed memory for reuse instead of returning it to the system.
 
     Every layer allocates tensors of several to tens of MB; by default glibc maps each such block
-    afresh and unmaps it on free, so every layer pays page faults on its outputs (measured: up to 3x
-    the convolution's own time on the first layer at 640x480). Raising the mmap and trim thresholds
+    afresh and unmaps it on free, so every layer pays page faults on its outputs, which in
+    development runs cost more than some layers' convolutions. Raising the mmap and trim thresholds
     (process-wide, once) keeps the pages. The process's resident memory then stays at its peak
     instead of shrinking between batches. No-op where glibc is absent.
     """
