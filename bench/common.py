@@ -185,7 +185,7 @@ def resolve_model(model: Path | None, work: Path) -> Path:
     """The float model file: the one given, or the real VGG-16 fetched into the work folder."""
     if model is not None:
         return Path(model)
-    from chipq.weights import fetch_vgg16
+    from chipq.importers.fetch import fetch_vgg16
 
     pt_path, _ = fetch_vgg16(Path(work) / "vgg16")
     return pt_path
@@ -203,11 +203,11 @@ def ptq_blob(model_path: Path, plan_text: str, work: Path, calib: Path, input_hw
     The key covers everything the bytes depend on (model file, plan, calibration images, input
     size), and compression is deterministic, so a kept blob is the blob a new run would write.
     """
-    from chipq.compress import calibration_batch, compress
+    from chipq.quant.compress import calibration_batch, compress
     from chipq.formats.writer import write_blob
     from chipq.images import list_images
     from chipq.importers import load_model
-    from chipq.plan import parse_plan
+    from chipq.quant.plan import parse_plan
 
     key = hashlib.sha256()
     key.update(sha256_file(model_path).encode())

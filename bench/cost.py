@@ -14,7 +14,7 @@ Measured:
 - ``extract_nip`` / ``extract_rnip9``: descriptors of a few photos from the post-training blob
   (integer executor), NIP at 224x224 and RNIP-9 (36 network inputs per photo).
 - ``extract_float_nip``: the same NIP with the float model, for comparison.
-- ``retrain_step``: `chipq.retrain.Retrainer` (Algorithm 1, label-free distillation) with the
+- ``retrain_step``: `chipq.retrain.trainer.Retrainer` (Algorithm 1, label-free distillation) with the
   default settings but a small sample set: the cache of frozen-prefix outputs, then a few training
   steps; seconds per step (median, first step excluded) and peak memory.
 
@@ -63,9 +63,9 @@ def child(spec: dict) -> dict:
 
 
 def _compress(stack, spec: dict, hw: tuple[int, int]) -> dict:
-    from chipq.compress import calibration_batch, compress
+    from chipq.quant.compress import calibration_batch, compress
     from chipq.formats.writer import to_bytes
-    from chipq.plan import parse_plan
+    from chipq.quant.plan import parse_plan
 
     plan = parse_plan(spec["plan"], [c.name for c in stack.conv_layers()])
     start = time.perf_counter()
@@ -85,8 +85,8 @@ def _compress(stack, spec: dict, hw: tuple[int, int]) -> dict:
 
 
 def _extract(stack, spec: dict, hw: tuple[int, int]) -> dict:
-    from chipq.describe import describe
-    from chipq.features import chip_features, float_features
+    from chipq.retrieval.describe import describe
+    from chipq.retrieval.features import chip_features, float_features
     from chipq.formats.reader import read_blob
     from chipq.images import list_images, load_image
 
@@ -105,9 +105,10 @@ def _extract(stack, spec: dict, hw: tuple[int, int]) -> dict:
 
 
 def _retrain(stack, spec: dict, hw: tuple[int, int]) -> dict:
-    from chipq.compress import calibrate, calibration_batch
-    from chipq.plan import parse_plan
-    from chipq.retrain import RetrainConfig, Retrainer, load_training_images, torch_settings
+    from chipq.quant.compress import calibrate, calibration_batch
+    from chipq.quant.plan import parse_plan
+    from chipq.retrain.config import RetrainConfig
+    from chipq.retrain.trainer import Retrainer, load_training_images, torch_settings
 
     stack = stack.without_trailing_pool()
     plan = parse_plan(spec["plan"], [c.name for c in stack.conv_layers()])
@@ -174,7 +175,7 @@ def run(
     retrain_steps: int = RETRAIN_STEPS,
 ) -> dict:
     """Measure every task in its own processes; returns the JSON-ready results."""
-    from chipq.compress import default_calib_dir
+    from chipq.quant.compress import default_calib_dir
 
     work = Path(work)
     model_path = cm.resolve_model(model, work)

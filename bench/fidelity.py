@@ -8,11 +8,11 @@ The analogue of the paper's Tables 1 and 2, on photos we have (the paper's are I
 - ``samples``: samples/, the 54 query variants (crops, rotations, JPEG 15, ...) against the 9
   photos, other queries left out of the database (``exclude_queries``).
 
-Methods (`chipq.describe.describe`): ``nip`` (NIP at the chip's 224x224), ``nip_large`` (NIP at
+Methods (`chipq.retrieval.describe.describe`): ``nip`` (NIP at the chip's 224x224), ``nip_large`` (NIP at
 640x480, float only: the paper's "float VGG-16 + NIP 640x480" row), ``rnip9`` (R-MAC levels 1-2:
 9 crops on a 4:3 image, each at 224x224, 4 rotations each; ``--rnip 5`` is the same setting) and
 ``rnip14`` (levels 1-3: 21 crops on 4:3). Descriptor kinds float, byte and bit are encodings of the
-same float descriptors (`chipq.descriptors.encode`). Also reported: the mean cosine between each chip
+same float descriptors (`chipq.retrieval.descriptors.encode`). Also reported: the mean cosine between each chip
 descriptor and the float model's descriptor of the same image and method.
 
 Descriptors are cached per (dataset, model, method) in ``<work>/fidelity`` (keyed by the model
@@ -83,7 +83,7 @@ def methods(chip_hw: tuple[int, int], large_hw: tuple[int, int]) -> dict[str, di
 def random_stack(stack):
     """The same layer shapes with random weights (He normal, fan-out, as torchvision initialises
     VGG; zero biases): the score a network with no training gets, i.e. the floor of the table."""
-    from chipq.floatmodel import FloatConv, FloatStack
+    from chipq.floatnet.model import FloatConv, FloatStack
 
     rng = np.random.default_rng(RANDOM_SEED)
     layers = []
@@ -130,8 +130,8 @@ def descriptors(
     Returns:
         names, float32 (N, D), and the seconds spent computing (None when cached).
     """
-    from chipq.describe import describe_all, run_metadata
-    from chipq.descriptors import DescriptorKind, DescriptorStore, load_descriptors
+    from chipq.retrieval.describe import describe_all, run_metadata
+    from chipq.retrieval.descriptors import DescriptorKind, DescriptorStore, load_descriptors
     from chipq.images import image_names, list_images
 
     paths = list_images(dataset.images)[:limit]
@@ -162,8 +162,8 @@ def scores(names: list[str], vectors: np.ndarray, dataset: Dataset, partial: boo
     With `partial` (a --quick run described only the first images) the ground truth is cut down to
     the queries described and the positives among them.
     """
-    from chipq.descriptors import DescriptorKind, DescriptorSet, encode
-    from chipq.retrieval import evaluate, load_ground_truth
+    from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode
+    from chipq.retrieval.scoring import evaluate, load_ground_truth
 
     gt = load_ground_truth(dataset.gt)
     if partial:
@@ -218,8 +218,8 @@ def run(
     log=print,
 ) -> dict:
     """Describe and score every (dataset, method, model) of `configs`; returns JSON-ready results."""
-    from chipq.compress import default_calib_dir
-    from chipq.features import chip_features, float_features
+    from chipq.quant.compress import default_calib_dir
+    from chipq.retrieval.features import chip_features, float_features
     from chipq.formats.reader import read_blob
     from chipq.importers import load_model
 
@@ -301,7 +301,7 @@ def render(result: dict) -> str:
     parts = [
         "## Fidelity",
         "",
-        "Retrieval mAP (Holidays AP rules, `chipq.retrieval.evaluate`) of the float model, the "
+        "Retrieval mAP (Holidays AP rules, `chipq.retrieval.scoring.evaluate`) of the float model, the "
         f"post-training `{result['plan']}` blob and, when given, a retrained `{result['plan']}` blob. "
         "*byte* and *bit* are the 512-byte and 512-bit encodings of the same descriptors; *cos* is the "
         "mean cosine of each chip descriptor to the float model's for the same image and method; "

@@ -12,7 +12,7 @@ Measured, for the float model, the post-training blob and the retrained model at
 the run: NIP descriptor mAP (float and 512-bit codes), the UKBench N-S score (relevant images in the
 top 4, the query included, out of 4), and the mean cosine of the NIP descriptors to the float
 model's. Minutes on the curve are retraining wall time: sample caching plus training steps, the
-evaluations excluded. Points on the curve run the quantized layers through `chipq.qat.QatNet`
+evaluations excluded. Points on the curve run the quantized layers through `chipq.retrain.qat.QatNet`
 (the chip's arithmetic in float32) on the chip's own conv3 output; the final point runs the packed
 blob through the integer executor, and the JSON records how far the two descriptors differ.
 Also measured: the cost of one training step against a plain PyTorch float training step of the
@@ -34,19 +34,20 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from chipq.compress import calibrate, calibration_batch, default_calib_dir
-from chipq.describe import rotated_inputs
-from chipq.descriptors import DescriptorKind, DescriptorSet, encode
+from chipq.quant.compress import calibrate, calibration_batch, default_calib_dir
+from chipq.retrieval.describe import rotated_inputs
+from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode
 from chipq.executor.fast import FastExecutor
-from chipq.float_ref import FloatReference, normalise
+from chipq.floatnet.reference import FloatReference, normalise
 from chipq.formats.model import ChipModel
 from chipq.formats.writer import write_blob
 from chipq.images import list_images, load_image
 from chipq.importers import load_model
-from chipq.pooling import finish, nip_rotation_vector
-from chipq.retrain import RetrainConfig, Retrainer, load_training_images, torch_settings
-from chipq.retrieval import evaluate, load_ground_truth
-from chipq.vgg import stack_to_torch
+from chipq.retrieval.pooling import finish, nip_rotation_vector
+from chipq.retrain.config import RetrainConfig
+from chipq.retrain.trainer import Retrainer, load_training_images, torch_settings
+from chipq.retrieval.scoring import evaluate, load_ground_truth
+from chipq.floatnet.torchnet import stack_to_torch
 
 REPO = Path(__file__).resolve().parent.parent
 PLAN = [3] * 7 + [1] * 6

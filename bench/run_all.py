@@ -10,8 +10,8 @@ files are there, so every number on it comes from a results file. Order: size, s
 fidelity, cost (speed first so nothing of ours competes with its timings; retrain, which is
 `bench/retrain.py` run as a child with its own results file, before fidelity, which then scores
 the blob it leaves in ``<work>/retrain`` unless ``--retrained`` names one). Without ``--model``
-the real VGG-16 is fetched into the work folder (`chipq.weights.fetch_vgg16`) and the blobs are
-made there by `chipq.compress`.
+the real VGG-16 is fetched into the work folder (`chipq.importers.fetch.fetch_vgg16`) and the blobs are
+made there by `chipq.quant.compress`.
 """
 
 from __future__ import annotations

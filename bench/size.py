@@ -1,7 +1,7 @@
 """Size: blob bytes per mask plan on the real VGG-16, against fp32 and against the paper's formula.
 
 For each plan the model is compressed post-training (calibrated on samples/photos, the blob kept in
-the work folder) and measured with `chipq.inspect.summarize`:
+the work folder) and measured with `chipq.reports.inspect.summarize`:
 
 - ``blob_bytes``: the whole file (masks, alphas, biases, header, table, padding);
 - ``ratio``: fp32 conv weight bytes (58,841,856 for VGG-16; biases left out) / blob bytes;
@@ -32,7 +32,7 @@ def paper_bytes(kernels_and_bits: list[tuple[int, int]]) -> float:
 def measure_plan(model_path: Path, plan: str, work: Path, calib: Path, input_hw: tuple[int, int]) -> dict:
     """One plan's row: the blob's sizes and ratios, and the paper's numbers for the same plan."""
     from chipq.formats.reader import read_blob
-    from chipq.inspect import summarize
+    from chipq.reports.inspect import summarize
 
     blob = cm.ptq_blob(model_path, plan, work, calib, input_hw)
     model = read_blob(blob)
@@ -66,7 +66,7 @@ def run(
     input_hw: tuple[int, int] = (224, 224),
 ) -> dict:
     """Measure every plan; returns the JSON-ready results."""
-    from chipq.compress import default_calib_dir
+    from chipq.quant.compress import default_calib_dir
 
     work = Path(work)
     model_path = cm.resolve_model(model, work)

@@ -9,8 +9,8 @@ pixels; input normalisation is inside every timed call):
 - ``chipq_fast_float``: the same executor forced onto its float route (float32 BLAS on channel
   groups proven exact, summed in int32), what runs where the int8 route's self-test fails;
 - ``chipq_golden``: `chipq.executor.golden.run`, naive int64 (one view at the chip size only);
-- ``torch_float``: `chipq.float_ref.FloatReference`, PyTorch float32;
-- ``ort_float``: onnxruntime float32 on `chipq.weights.stack_to_onnx` of the same stack;
+- ``torch_float``: `chipq.floatnet.reference.FloatReference`, PyTorch float32;
+- ``ort_float``: onnxruntime float32 on `chipq.importers.fetch.stack_to_onnx` of the same stack;
 - ``ort_int8_qdq`` / ``ort_int8_qop``: onnxruntime static int8 quantization of that float ONNX
   (`onnxruntime.quantization.quantize_static`, per-channel s8 weights, u8 activations, MinMax
   calibration on real photos at the chip size), QDQ format (fused to QLinearConv by the session)
@@ -73,9 +73,9 @@ class Setting:
 
 def make_settings(img: np.ndarray, chip_hw: tuple[int, int], large_hw: tuple[int, int]) -> list[Setting]:
     """The four input configurations, all cut from one RGB photo."""
-    from chipq.describe import rotated_inputs
+    from chipq.retrieval.describe import rotated_inputs
     from chipq.images import resize
-    from chipq.rois import rnip_crops
+    from chipq.retrieval.rois import rnip_crops
 
     def batch(images: list[np.ndarray]) -> np.ndarray:
         return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))
@@ -111,8 +111,8 @@ def ort_models(stack, work: Path, calib: np.ndarray, key: str) -> dict[str, Path
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from chipq.float_ref import normalise
-    from chipq.weights import ONNX_INPUT, stack_to_onnx
+    from chipq.floatnet.reference import normalise
+    from chipq.importers.fetch import ONNX_INPUT, stack_to_onnx
 
     folder = Path(work) / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,8 +170,8 @@ def build_engines(
     """A callable per engine: uint8 (N, 3, H, W) -> the conv5_3 map, in real units where it matters."""
     from chipq.executor import golden
     from chipq.executor.fast import FastExecutor
-    from chipq.float_ref import FloatReference, normalise
-    from chipq.weights import ONNX_INPUT
+    from chipq.floatnet.reference import FloatReference, normalise
+    from chipq.importers.fetch import ONNX_INPUT
 
     scale = np.float32(2.0 ** -chip_model.activation_fracs()[-1])
     runners: dict[str, Runner] = {}
@@ -264,7 +264,7 @@ def run(
     pause: float = PAUSE_S,
 ) -> dict:
     """Build every engine, time every setting; returns the JSON-ready results."""
-    from chipq.compress import calibration_batch, default_calib_dir
+    from chipq.quant.compress import calibration_batch, default_calib_dir
     from chipq.formats.reader import read_blob
     from chipq.images import list_images, load_image
     from chipq.importers import load_model

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import ChipqError
+from chipq.errors import ChipqError
 
 # 8192 x 8192 = 64 Mi pixels, 192 MiB as RGB: far above a camera photo, far below a bomb.
 MAX_IMAGE_PIXELS = 8192 * 8192

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import constants as C
-from . import errors as E
-from .model import ChipModel, ConvLayer
+from chipq.formats import constants as C
+from chipq.formats import errors as E
+from chipq.formats.model import ChipModel, ConvLayer
 
 
 def accumulator_bound(model: ChipModel) -> list[int]:

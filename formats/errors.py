@@ -8,7 +8,7 @@ its check) is shown with `repr` so it cannot carry control characters.
 
 from __future__ import annotations
 
-from ..errors import ChipqError
+from chipq.errors import ChipqError
 
 
 class FormatError(ChipqError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import constants as C
+from chipq.formats import constants as C
 
 
 @dataclass(frozen=True, eq=False)

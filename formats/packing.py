@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import constants as C
+from chipq.formats import constants as C
 
 MAX_FIELD_BITS = 16  # widest field the packer handles; v1 uses 1..5 (masks) and 12 (biases)
 

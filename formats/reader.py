@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import constants as C
-from . import errors as E
-from .bounds import check_accumulator_bounds
-from .model import ChipModel, ConvLayer, Layer, PoolLayer
-from .packing import conv_region_sizes, padding_bits_zero, unpack_int12, unpack_uint
+from chipq.formats import constants as C
+from chipq.formats import errors as E
+from chipq.formats.bounds import check_accumulator_bounds
+from chipq.formats.model import ChipModel, ConvLayer, Layer, PoolLayer
+from chipq.formats.packing import conv_region_sizes, padding_bits_zero, unpack_int12, unpack_uint
 
 # SPEC 2: magic, version, header_size, layer_record_size, alignment, layer_count, flags, file_size,
 # input_height, input_width, input_channels, channel_order, input_mean[3], reserved[15],

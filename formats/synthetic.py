@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import constants as C
-from .model import ChipModel, ConvLayer, Layer, PoolLayer
+from chipq.formats import constants as C
+from chipq.formats.model import ChipModel, ConvLayer, Layer, PoolLayer
 
 # torchvision's VGG-16 ("D") feature stack without its last max-pool: retrieval pools the conv5_3
 # map itself, so a blob ends with conv5_3 (SPEC 6, "Trailing pool").

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import constants as C
-from . import errors as E
+from chipq.formats import constants as C
+from chipq.formats import errors as E
 # accumulator_bound is re-exported: callers that import it from the writer keep working.
-from .bounds import accumulator_bound, check_accumulator_bounds  # noqa: F401
-from .model import ChipModel, ConvLayer, Layer
-from .packing import pack_int12, pack_uint
-from .reader import (
+from chipq.formats.bounds import accumulator_bound, check_accumulator_bounds  # noqa: F401
+from chipq.formats.model import ChipModel, ConvLayer, Layer
+from chipq.formats.packing import pack_int12, pack_uint
+from chipq.formats.reader import (
     HEADER_CRC_SPAN,
     ChainChecker,
     Header,

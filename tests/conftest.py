@@ -37,6 +37,6 @@ def real_vgg16(tmp_path_factory) -> tuple[Path, Path]:
 
     The download is cached in chipq's cache folder ($CHIPQ_CACHE or ~/.cache/chipq).
     """
-    from chipq.weights import fetch_vgg16
+    from chipq.importers.fetch import fetch_vgg16
 
     return fetch_vgg16(tmp_path_factory.mktemp("vgg16"))

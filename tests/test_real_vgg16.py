@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chipq.compress import calibration_batch, compress, default_calib_dir
+from chipq.quant.compress import calibration_batch, compress, default_calib_dir
 from chipq.executor import golden
 from chipq.executor.fast import FastExecutor
 from chipq.formats.reader import from_bytes
 from chipq.formats.writer import to_bytes
 from chipq.importers import load_model
-from chipq.inspect import summarize
-from chipq.verify import verify
+from chipq.reports.inspect import summarize
+from chipq.reports.verify import verify
 
 pytestmark = pytest.mark.slow
 

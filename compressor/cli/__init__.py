@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .. import __version__
-from ..errors import ChipqError
+from chipq import __version__
+from chipq.errors import ChipqError
 
 app = typer.Typer(
     name="chipq",
@@ -45,7 +45,7 @@ def _root(
 
 
 # Each command lives in its own module and registers itself on `app`.
-from . import commands  # noqa: E402,F401
+from chipq.cli import commands  # noqa: E402,F401
 
 
 def main() -> None:

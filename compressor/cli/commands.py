@@ -1,9 +1,9 @@
 """Imports every command module so each registers itself on the app (in workflow order)."""
 
-from . import fetch_cmd  # noqa: F401
-from . import compress_cmd  # noqa: F401
-from . import inspect_cmd  # noqa: F401
-from . import verify_cmd  # noqa: F401
-from . import extract_cmd  # noqa: F401
-from . import eval_cmd  # noqa: F401
-from . import demo_cmd  # noqa: F401
+from chipq.cli import fetch_cmd  # noqa: F401
+from chipq.cli import compress_cmd  # noqa: F401
+from chipq.cli import inspect_cmd  # noqa: F401
+from chipq.cli import verify_cmd  # noqa: F401
+from chipq.cli import extract_cmd  # noqa: F401
+from chipq.cli import eval_cmd  # noqa: F401
+from chipq.cli import demo_cmd  # noqa: F401

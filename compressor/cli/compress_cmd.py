@@ -14,11 +14,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import UsageError
-from ..plan import parse_plan
-from ..retrain_config import RetrainConfig, StepStats
-from .inspect_cmd import parse_size
-from . import app, err_console
+from chipq.errors import UsageError
+from chipq.quant.plan import parse_plan
+from chipq.retrain.config import RetrainConfig, StepStats
+from chipq.cli.inspect_cmd import parse_size
+from chipq.cli import app, err_console
 
 COSINE_WINDOW = 20  # steps averaged for the descriptor cosine shown on the progress bar
 
@@ -79,10 +79,10 @@ def compress_command(
 ) -> None:
     """Compress a model; see `_HELP`."""
     # PyTorch loads here, not when the CLI starts (other commands do not pay for it)
-    from ..compress import DEFAULT_INPUT, calibration_batch, compress, default_calib_dir
-    from ..formats.writer import write_blob
-    from ..importers import load_model
-    from ..retrain import load_training_images
+    from chipq.quant.compress import DEFAULT_INPUT, calibration_batch, compress, default_calib_dir
+    from chipq.formats.writer import write_blob
+    from chipq.importers import load_model
+    from chipq.retrain.trainer import load_training_images
 
     input_hw = parse_size(input_size) if input_size else DEFAULT_INPUT
     calib_dir = calib if calib is not None else default_calib_dir()
@@ -193,8 +193,8 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
 
 
 def _retrain(stack, bits, images, train_images, config, input_hw, output, resume, quiet):
-    from ..compress import compress_retrained
-    from ..retrain import RetrainHooks
+    from chipq.retrain.pipeline import compress_retrained
+    from chipq.retrain.trainer import RetrainHooks
 
     columns = [
         TextColumn("{task.description}"),

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import CheckFailed
-from . import app, err_console
+from chipq.errors import CheckFailed
+from chipq.cli import app, err_console
 
 _HELP = "\n\n".join(
     [
@@ -38,7 +38,7 @@ def demo_command(
     as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:
     """Run the demo; see `_HELP`."""
-    from ..demo import run_demo
+    from chipq.reports.demo import run_demo
 
     with err_console.status("starting") as status:
         stage = {"text": "", "done": 0}

@@ -11,16 +11,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..descriptors import DescriptorKind, load_descriptors
-from ..errors import UsageError
-from ..retrieval import (
+from chipq.retrieval.descriptors import DescriptorKind, load_descriptors
+from chipq.errors import UsageError
+from chipq.retrieval.scoring import (
     Evaluation,
     NothingToEvaluate,
     evaluate,
     holidays_ground_truth,
     load_ground_truth,
 )
-from . import app, err_console
+from chipq.cli import app, err_console
 
 HOLIDAYS = "holidays"
 _WIDE = 160  # columns when the output is not a terminal: do not wrap the table

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..errors import UsageError
-from ..rois import rnip_levels
-from . import app, err_console
-from .inspect_cmd import parse_size
+from chipq.errors import UsageError
+from chipq.retrieval.rois import rnip_levels
+from chipq.cli import app, err_console
+from chipq.cli.inspect_cmd import parse_size
 
 _HELP = "\n\n".join(
     [
@@ -50,9 +50,9 @@ def extract_command(
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as one JSON object."),
 ) -> None:
     """Extract descriptors; see `_HELP`."""
-    from ..descriptors import DescriptorKind, DescriptorStore
-    from ..describe import describe_all, run_metadata
-    from ..images import image_names, list_images
+    from chipq.retrieval.descriptors import DescriptorKind, DescriptorStore
+    from chipq.retrieval.describe import describe_all, run_metadata
+    from chipq.images import image_names, list_images
 
     if (blob is None) == (model is None):
         raise UsageError("give exactly one of --blob BLOB or --model MODEL")
@@ -100,13 +100,13 @@ def extract_command(
 
 
 def _features(blob: Path | None, model: Path | None, batch: int):
-    from ..features import chip_features, float_features
+    from chipq.retrieval.features import chip_features, float_features
 
     if blob is not None:
-        from ..formats.reader import read_blob
+        from chipq.formats.reader import read_blob
 
         chip = read_blob(blob)
         return chip_features(chip, batch), f"blob:{blob.name}", (chip.input_height, chip.input_width)
-    from ..importers import load_model
+    from chipq.importers import load_model
 
     return float_features(load_model(model), batch), f"model:{model.name}", (224, 224)

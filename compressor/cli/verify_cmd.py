@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import CheckFailed, UsageError
-from . import app, err_console
+from chipq.errors import CheckFailed, UsageError
+from chipq.cli import app, err_console
 
 _HELP = "\n\n".join(
     [
@@ -47,9 +47,9 @@ def verify_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
     """Verify a blob; see `_HELP`."""
-    from ..compress import calibration_images, default_calib_dir
-    from ..formats.reader import read_blob
-    from ..verify import verify, write_vectors
+    from chipq.quant.compress import calibration_images, default_calib_dir
+    from chipq.formats.reader import read_blob
+    from chipq.reports.verify import verify, write_vectors
 
     if min_cosine is not None and model is None:
         raise UsageError("--min-cosine needs --model")
@@ -58,7 +58,7 @@ def verify_command(
     batch, names = calibration_images(source, (chip.input_height, chip.input_width), limit=limit)
     stack = None
     if model is not None:
-        from ..importers import load_model
+        from chipq.importers import load_model
 
         stack = load_model(model)
     with err_console.status("verifying") as status:

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ChipqError
-from ..formats import constants as C
-from ..formats.bounds import largest_input
-from ..formats.model import ChipModel, ConvLayer, PoolLayer
-from . import int8
+from chipq.errors import ChipqError
+from chipq.formats import constants as C
+from chipq.formats.bounds import largest_input
+from chipq.formats.model import ChipModel, ConvLayer, PoolLayer
+from chipq.executor import int8
 
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude up to 2^24 is a float32
 DEFAULT_BATCH = 8
@@ -282,8 +282,8 @@ def _int8_cap() -> int | None:
 
 
 def _int8_matches_golden() -> bool:
-    from ..formats.synthetic import random_model
-    from . import golden
+    from chipq.formats.synthetic import random_model
+    from chipq.executor import golden
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 3, 9, 7), dtype=np.uint8)

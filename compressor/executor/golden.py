@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ChipqError
-from ..formats import constants as C
-from ..formats.model import ChipModel, ConvLayer, PoolLayer
+from chipq.errors import ChipqError
+from chipq.formats import constants as C
+from chipq.formats.model import ChipModel, ConvLayer, PoolLayer
 
 
 class AccumulatorOverflow(ChipqError):

@@ -48,8 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..formats import constants as C
-from ..formats.model import ConvLayer
+from chipq.formats import constants as C
+from chipq.formats.model import ConvLayer
 
 F32_EXACT = 1 << 24
 HALF_F32_EXACT = 1 << 23

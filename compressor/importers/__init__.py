@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..floatmodel import FloatStack
-from .errors import ModelNotFound, TruncatedModel, UnknownModelFormat
+from chipq.floatnet.model import FloatStack
+from chipq.importers.errors import ModelNotFound, TruncatedModel, UnknownModelFormat
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save (since 1.6) and TorchScript write zip archives
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -63,10 +63,10 @@ def load_model(path: str | os.PathLike[str]) -> FloatStack:
     """
     kind = detect_format(path)
     if kind == "torch":
-        from .torch_import import load_torch
+        from chipq.importers.torch_import import load_torch
 
         return load_torch(path)
-    from .onnx_import import load_onnx
+    from chipq.importers.onnx_import import load_onnx
 
     return load_onnx(path)
 

@@ -6,7 +6,7 @@ and the values seen. The CLI prints it and exits with code 2 (bad input).
 
 from __future__ import annotations
 
-from ..errors import ChipqError
+from chipq.errors import ChipqError
 
 
 class ModelImportError(ChipqError):

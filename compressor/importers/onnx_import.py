@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..floatmodel import FloatConv, FloatPool, FloatStack, vgg_names
-from ..vgg import fold_batchnorm
-from .errors import (
+from chipq.floatnet.model import FloatConv, FloatPool, FloatStack, vgg_names
+from chipq.floatnet.batchnorm import fold_batchnorm
+from chipq.importers.errors import (
     ShapeMismatch,
     TruncatedModel,
     UnsafeExternalData,

@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
-from ..floatmodel import FloatStack
-from ..vgg import BN_EPS, stack_from_state_dict
-from .errors import (
+from chipq.floatnet.model import FloatStack
+from chipq.floatnet.batchnorm import BN_EPS
+from chipq.importers.torchvision_layout import stack_from_state_dict
+from chipq.importers.errors import (
     ShapeMismatch,
     TruncatedModel,
     UnknownModelFormat,

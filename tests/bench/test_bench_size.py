@@ -6,7 +6,7 @@ import pytest
 
 import common as cm
 import size
-from chipq.vgg import VGG_CFGS
+from chipq.importers.torchvision_layout import VGG_CFGS
 
 
 

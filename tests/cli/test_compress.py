@@ -13,7 +13,8 @@ from PIL import Image
 from chipq.cli import main
 from chipq.cli.compress_cmd import checkpoint_path
 from chipq.formats.reader import read_blob
-from chipq.vgg import VGG, vgg_cfg
+from chipq.importers.torchvision_vgg import VGG
+from chipq.importers.torchvision_layout import vgg_cfg
 
 SIZE = ["--input", "32x32"]
 
@@ -99,7 +100,7 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_finishes_the_same_blob(model_file
     from contextlib import contextmanager
 
     from chipq.cli import compress_cmd
-    from chipq.retrain import Retrainer
+    from chipq.retrain.trainer import Retrainer
 
     out = tmp_path / "res.blob"
     base = [model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, "--samples", "4", "--steps", "4"]

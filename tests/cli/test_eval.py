@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from chipq.cli import main
-from chipq.descriptors import DescriptorKind, DescriptorSet, encode, save_descriptors
+from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode, save_descriptors
 
 # 2-D float descriptors at these angles: cosine order is angular-distance order (see
 # tests/test_retrieval.py for the hand-computed APs: 17/24 and 1/4).

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chipq.cli import app
-from chipq.descriptors import load_descriptors
+from chipq.retrieval.descriptors import load_descriptors
 
 runner = CliRunner()
 

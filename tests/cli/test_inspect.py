@@ -1,4 +1,4 @@
-"""`chipq inspect` and the summary behind it (`chipq.inspect.summarize`)."""
+"""`chipq inspect` and the summary behind it (`chipq.reports.inspect.summarize`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from chipq.errors import UsageError
 from chipq.formats.reader import from_bytes
 from chipq.formats.synthetic import VGG16_CONFIG, VGG16_PLAN_3X7_1X6, random_model
 from chipq.formats.writer import to_bytes
-from chipq.inspect import summarize
+from chipq.reports.inspect import summarize
 
 CHIPQ = Path(sys.executable).parent / "chipq"
 WIDE = {"COLUMNS": "200"}

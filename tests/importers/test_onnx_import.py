@@ -12,7 +12,7 @@ from torch import nn
 
 from chipq.importers import load_model
 from chipq.importers.errors import TruncatedModel, UnsupportedLayer
-from chipq.vgg import stack_to_torch
+from chipq.floatnet.torchnet import stack_to_torch
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:

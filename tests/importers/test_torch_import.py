@@ -22,7 +22,8 @@ from chipq.importers.errors import (
     UnsupportedLayer,
     UnsupportedLayout,
 )
-from chipq.vgg import stack_from_state_dict, stack_to_torch
+from chipq.importers.torchvision_layout import stack_from_state_dict
+from chipq.floatnet.torchnet import stack_to_torch
 
 CONV_COUNTS = {"A": 8, "B": 10, "D": 13, "E": 16}
 

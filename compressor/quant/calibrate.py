@@ -1,0 +1,62 @@
+"""Activation calibration: each conv layer's output fraction bits from real images.
+
+The rule (README, "Calibration"): for every conv layer, take the float model's ReLU outputs on the
+calibration images and choose the fraction bits f for which uint8 activations
+``clip(round_half_up(x * 2**f), 0, 255) * 2**-f`` have the smallest mean squared error to x.
+Candidates run from the largest f that clips nothing up to four more bits of resolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from chipq.formats import constants as C
+from chipq.quant.quantize import round_half_up
+
+EXTRA_BITS = 4  # finer scales tried beyond the one that clips nothing
+FRAC_LIMIT = 31  # |f| beyond this cannot be reached by a 5-bit out_shift anyway
+MAX_SAMPLES = 1 << 20  # activations kept per layer: a fixed stride, so the choice is deterministic
+
+
+def quantize_activations(x: np.ndarray, frac: int) -> np.ndarray:
+    """What 8-bit unsigned activations at `frac` fraction bits make of float values `x`.
+
+    >>> quantize_activations(np.array([0.0, 0.24, 0.26, 100.0]), 2).tolist()
+    [0.0, 0.25, 0.25, 63.75]
+    """
+    q = np.clip(round_half_up(x * 2.0**frac), 0, C.ACT_MAX)
+    return q.astype(np.float64) * 2.0**-frac
+
+
+def choose_frac(x: np.ndarray) -> int:
+    """Fraction bits for one layer's float activations `x` (any shape), by least squared error.
+
+    >>> choose_frac(np.array([0.0, 1.0, 3.0, 200.0]))
+    0
+    >>> choose_frac(np.array([0.1, 0.2, 0.9]))
+    8
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    peak = float(x.max(initial=0.0))
+    if peak <= 2.0**-FRAC_LIMIT:
+        return FRAC_LIMIT if peak > 0 else 0
+    no_clip = min(max(math.floor(math.log2(C.ACT_MAX / peak)), -FRAC_LIMIT), FRAC_LIMIT)
+    errors = [
+        (float(np.mean((quantize_activations(x, f) - x) ** 2)), f)
+        for f in range(no_clip, no_clip + EXTRA_BITS + 1)
+    ]
+    return min(errors)[1]
+
+
+def subsample(x: np.ndarray) -> np.ndarray:
+    """At most MAX_SAMPLES values of `x`, taken at a fixed stride."""
+    flat = np.asarray(x).ravel()
+    step = max(1, math.ceil(flat.size / MAX_SAMPLES))
+    return flat[::step]
+
+
+def choose_fracs(conv_outputs: list[np.ndarray]) -> list[int]:
+    """Fraction bits for every conv layer from its float outputs on the calibration images."""
+    return [choose_frac(subsample(x)) for x in conv_outputs]

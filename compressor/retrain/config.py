@@ -1,0 +1,54 @@
+"""Retraining settings and per-step statistics: what the CLI needs before any training starts.
+
+Kept apart from `chipq.retrain.trainer` so that reading them (option defaults, checkpoints' settings) does not
+import PyTorch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from chipq.errors import ChipqError
+
+
+class RetrainConfigError(ChipqError):
+    """A retraining setting out of range, or a checkpoint made with other settings."""
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Retraining settings; every field is recorded in the checkpoint."""
+
+    steps: int = 300
+    batch: int = 8
+    crop: int = 224
+    samples: int = 256
+    lr: float = 1e-4
+    seed: int = 0
+    train_from: str = ""  # first conv to train; "" = the first conv with the plan's fewest bits
+    map_weight: float = 1.0
+    desc_weight: float = 1.0
+    threads: int = 2
+
+    def check(self) -> None:
+        for name in ("steps", "batch", "crop", "samples", "threads"):
+            least = 0 if name == "steps" else 1
+            if getattr(self, name) < least:
+                raise RetrainConfigError(f"retraining {name} {getattr(self, name)}: must be at least {least}")
+        if self.crop < 32:
+            raise RetrainConfigError(f"retraining crop {self.crop} px: at least 32 (the map of 5 pools)")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise RetrainConfigError(f"retraining learning rate {self.lr} must be a positive number")
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.samples / self.batch)
+
+
+@dataclass
+class StepStats:
+    """One training step: the loss and the mean descriptor cosine of its batch to the teacher."""
+
+    step: int
+    loss: float
+    cosine: float

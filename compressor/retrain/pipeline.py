@@ -1,0 +1,89 @@
+"""Compression with Algorithm 1: calibrate, retrain with the fixed-point constraint, quantize."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from chipq.floatnet.model import FloatStack
+from chipq.quant.compress import DEFAULT_INPUT, CompressResult, calibrate
+from chipq.retrain.config import RetrainConfig, StepStats
+from chipq.retrain.trainer import Retrainer, RetrainHooks, load_checkpoint, run_training, torch_settings
+
+FINAL_COSINE_STEPS = 20  # the reported training cosine is the mean over this many last steps
+
+
+def compress_retrained(
+    stack: FloatStack,
+    plan: list[int],
+    calib: np.ndarray,
+    train_images: list[np.ndarray],
+    config: RetrainConfig,
+    *,
+    input_hw: tuple[int, int] = DEFAULT_INPUT,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    hooks: RetrainHooks | None = None,
+) -> CompressResult:
+    """Calibrate, retrain (Algorithm 1, distilling the float model) and quantize.
+
+    The chip model is exactly ``quantize_stack`` of the retrained float stack with `plan` and the
+    shifts calibrated on `calib` (calibration uses the float model, before retraining).
+
+    Args:
+        stack: the float model (a trailing max-pool is dropped).
+        plan: mask bits per conv layer.
+        calib: uint8 (N, 3, H, W) calibration images at the chip input size.
+        train_images: uint8 (H, W, 3) images to cut training samples from
+            (`chipq.retrain.load_training_images`).
+        config: retraining settings.
+        input_hw: the chip's input buffer size stored in the blob.
+        checkpoint: where the training state is saved (periodically, on a stop request or a crash);
+            None: never.
+        resume: continue from `checkpoint` (same settings, model and images; more steps allowed).
+        hooks: progress callbacks and the stop request.
+
+    Raises:
+        Interrupted: `hooks.stop` asked to stop; `checkpoint` holds the last finished step.
+        CheckpointError, RetrainConfigError: an unusable checkpoint or settings.
+    """
+    hooks = hooks or RetrainHooks()
+    recent: list[float] = []
+
+    def on_step(stats: StepStats) -> None:
+        recent[:] = (recent + [stats.cosine])[-FINAL_COSINE_STEPS:]
+        if hooks.step:
+            hooks.step(stats)
+
+    if resume and checkpoint is None:
+        raise ValueError("resume needs a checkpoint path")
+    stack = stack.without_trailing_pool()
+    fracs = calibrate(stack, calib)
+    trainer = Retrainer(stack, plan, fracs, config, input_hw)
+    resumed_at = 0
+    if resume:
+        trainer.restore(load_checkpoint(checkpoint), str(checkpoint))
+        resumed_at = trainer.step
+    with torch_settings(config.threads):  # deterministic algorithms, fixed thread count
+        cache_start = time.monotonic()
+        trainer.build_cache(train_images, hooks)
+        train_start = time.monotonic()
+        run_training(trainer, checkpoint, replace(hooks, step=on_step))
+        end = time.monotonic()
+    model, reports = trainer.chip_model()
+    summary = {
+        "images": len(train_images),
+        "samples": config.samples,
+        "steps": trainer.step,
+        "resumed_at_step": resumed_at,
+        "trained_layers": list(trainer.net.weights.keys()),
+        "cache_seconds": train_start - cache_start,
+        "train_seconds": end - train_start,
+        "seconds_per_step": (end - train_start) / max(1, trainer.step - resumed_at),
+        "final_cosine": float(np.mean(recent)) if recent else None,
+        "config": asdict(config),
+    }
+    return CompressResult(model, reports, fracs, int(calib.shape[0]), retrain=summary)

@@ -1,0 +1,197 @@
+"""Eq. 1 inside a torch forward: the quantized network with float shadow weights (Algorithm 1).
+
+Every forward rebuilds each conv layer exactly as `chipq.quant.quantize.quantize_stack` would from the
+current shadow weights: conv1's input normalisation folded in, the layer maximum, the weight shift,
+8-bit alpha and m-bit masks per 3x3 kernel (`quantize_kernels`, in float64 numpy), the 12-bit bias
+at the accumulator scale. The conv then runs on the real-valued quantized weights, and its output
+goes through the chip's 8-bit activation rule ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f``.
+So the forward is the integer chip in real units (float32 convolution, so a value that sits on a
+rounding boundary may land on the other side), and the backward goes straight through every
+rounding (STE): the gradient of the quantized weight is applied to the shadow weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
+from chipq.formats import constants as C
+from chipq.formats.model import ConvLayer
+from chipq.quant.quantize import (
+    QuantizationError,
+    dequantized_weights,
+    fold_input_normalisation,
+    input_mean_int,
+    quantize_bias,
+    quantize_kernels,
+)
+
+
+def round_half_up_ste(x: torch.Tensor) -> torch.Tensor:
+    """``floor(x + 0.5)`` forward, identity backward (the straight-through estimator)."""
+    return x + (torch.floor(x + 0.5) - x).detach()
+
+
+def fake_quant_activations(x: torch.Tensor, frac: int) -> torch.Tensor:
+    """ReLU and the chip's uint8 activations at `frac` fraction bits, in real units.
+
+    The gradient is that of ``clamp(x, 0, 255 * 2**-frac)``: zero where the chip's ReLU or its
+    saturation cuts, one elsewhere (STE through the rounding).
+    """
+    step = 2.0**-frac
+    clipped = torch.clamp(x, 0.0, C.ACT_MAX * step)
+    return round_half_up_ste(clipped / step) * step
+
+
+def quantize_conv(conv: FloatConv, bits: int, in_frac: int, out_frac: int) -> ConvLayer:
+    """One conv layer as `quantize_stack` builds it (conv1: pass the already folded conv).
+
+    Args:
+        conv: float weights and bias (for conv1, `fold_input_normalisation` applied).
+        bits: mask width m.
+        in_frac: fraction bits of the layer input (0 for conv1's ``x0``).
+        out_frac: the calibrated fraction bits of the layer output.
+    """
+    alpha, codes, shift = quantize_kernels(conv.weight, bits)
+    acc_frac = in_frac + shift
+    bias, bias_shift = quantize_bias(conv.bias, acc_frac)
+    out_shift = acc_frac - min(out_frac, acc_frac)
+    if out_shift > C.OUT_SHIFT_MAX:
+        raise QuantizationError(f"layer {conv.name}: out_shift {out_shift} exceeds {C.OUT_SHIFT_MAX}")
+    return ConvLayer(conv.name, bits, shift, bias_shift, out_shift, alpha, codes, bias)
+
+
+def dequantized_bias(layer: ConvLayer, in_frac: int) -> np.ndarray:
+    """The real value of a conv layer's integer bias (SPEC 4.4), float64."""
+    return layer.bias.astype(np.float64) * 2.0 ** (layer.bias_shift - layer.weight_shift - in_frac)
+
+
+@dataclass(frozen=True)
+class InputFold:
+    """conv1's input normalisation: the chip feeds ``x0 = p − mean_int`` (SPEC 4.1, 6)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    mean_int: tuple[int, ...]
+
+    @classmethod
+    def of(cls, stack: FloatStack) -> "InputFold":
+        return cls(stack.mean, stack.std, input_mean_int(stack.mean))
+
+    def apply(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`fold_input_normalisation` in torch (differentiable): the weights and bias seen by x0."""
+        scale = 1.0 / (255.0 * torch.tensor(self.std, dtype=torch.float64))
+        folded_w = weight.double() * scale[None, :, None, None]
+        rest = torch.tensor(self.mean_int, dtype=torch.float64) - 255.0 * torch.tensor(self.mean, dtype=torch.float64)
+        folded_b = bias.double() + (folded_w.sum(dim=(2, 3)) * rest[None, :]).sum(dim=1)
+        return folded_w.float(), folded_b.float()
+
+    def apply_numpy(self, conv: FloatConv) -> FloatConv:
+        return fold_input_normalisation(conv, self.mean, self.std, self.mean_int)
+
+
+class QatNet(nn.Module):
+    """The chip's conv layers from one layer on, with float shadow weights as parameters.
+
+    Args:
+        layers: the float layers to train (convs and pools, in order), a suffix of the stack.
+        bits: mask bits of each conv in `layers`.
+        out_fracs: calibrated output fraction bits of each conv in `layers`.
+        in_frac: fraction bits of the input this suffix receives (0 when it starts at conv1).
+        fold: the input fold when the suffix starts at conv1, else None.
+    """
+
+    def __init__(
+        self,
+        layers: list[FloatConv | FloatPool],
+        bits: list[int],
+        out_fracs: list[int],
+        in_frac: int,
+        fold: InputFold | None = None,
+    ) -> None:
+        super().__init__()
+        self.kinds: list[tuple[str, str]] = []  # (name, "conv" | "pool") in order
+        self.weights = nn.ParameterDict()
+        self.biases = nn.ParameterDict()
+        for layer in layers:
+            if isinstance(layer, FloatConv):
+                self.weights[layer.name] = nn.Parameter(torch.from_numpy(np.array(layer.weight, np.float32)))
+                self.biases[layer.name] = nn.Parameter(torch.from_numpy(np.array(layer.bias, np.float32)))
+                self.kinds.append((layer.name, "conv"))
+            else:
+                self.kinds.append((layer.name, "pool"))
+        if len(bits) != len(self.weights) or len(out_fracs) != len(self.weights):
+            raise ValueError(f"{len(bits)} bits and {len(out_fracs)} fracs for {len(self.weights)} convs")
+        self.bits = dict(zip(self.weights.keys(), bits))
+        self.out_fracs = dict(zip(self.weights.keys(), out_fracs))
+        self.in_frac = in_frac
+        self.fold = fold
+
+    def float_layers(self) -> list[FloatConv | FloatPool]:
+        """The current shadow weights as float layers (float32 copies), in order."""
+        out: list[FloatConv | FloatPool] = []
+        for name, kind in self.kinds:
+            if kind == "pool":
+                out.append(FloatPool(name))
+            else:
+                weight = self.weights[name].detach().numpy().copy()
+                out.append(FloatConv(name, weight, self.biases[name].detach().numpy().copy()))
+        return out
+
+    def chip_layers(self) -> list[ConvLayer]:
+        """The conv layers `quantize_stack` would build from the current shadow weights."""
+        layers, frac = [], self.in_frac
+        for index, conv in enumerate(c for c in self.float_layers() if isinstance(c, FloatConv)):
+            if index == 0 and self.fold is not None:
+                conv = self.fold.apply_numpy(conv)
+            layer = quantize_conv(conv, self.bits[conv.name], frac, self.out_fracs[conv.name])
+            layers.append(layer)
+            frac = frac + layer.weight_shift - layer.out_shift
+        return layers
+
+    def forward(self, x: torch.Tensor, taps: bool = False):
+        """Run the quantized suffix.
+
+        Args:
+            x: the suffix input in real units (conv1: ``p − mean_int`` as float), (N, C, H, W).
+            taps: also return every conv's output.
+
+        Returns:
+            The last layer's output in real units (values on the chip's grid), or with `taps` a
+            dict layer name -> output.
+        """
+        frac = self.in_frac
+        outputs = {}
+        for index, (name, kind) in enumerate(self.kinds):
+            if kind == "pool":
+                x = F.max_pool2d(x, C.POOL_SIZE)
+            else:
+                x, frac = self._conv(x, name, frac, first=index == 0)
+            outputs[name] = x
+        return outputs if taps else x
+
+    def _quantized(self, name: str, in_frac: int, first: bool):
+        """Eq. 1 of one layer from its shadow weights, exactly as `chip_layers` (numpy fold in
+        float64 for conv1): real weights, real bias, output fraction bits."""
+        conv = FloatConv(name, self.weights[name].detach().numpy(), self.biases[name].detach().numpy())
+        if first and self.fold is not None:
+            conv = self.fold.apply_numpy(conv)
+        layer = quantize_conv(conv, self.bits[name], in_frac, self.out_fracs[name])
+        q_weight = torch.from_numpy(dequantized_weights(layer).astype(np.float32))
+        q_bias = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
+        return q_weight, q_bias, in_frac + layer.weight_shift - layer.out_shift
+
+    def _conv(self, x: torch.Tensor, name: str, in_frac: int, first: bool):
+        weight, bias = self.weights[name], self.biases[name]
+        if first and self.fold is not None:
+            weight, bias = self.fold.apply(weight, bias)  # the fold's gradient reaches the shadow
+        q_weight, q_bias, out_frac = self._quantized(name, in_frac, first)
+        # STE: the forward sees the chip's values, the gradient lands on the shadow weights.
+        weight = weight + (q_weight - weight).detach()
+        bias = bias + (q_bias - bias).detach()
+        return fake_quant_activations(F.conv2d(x, weight, bias, padding=1), out_frac), out_frac

@@ -1,0 +1,419 @@
+"""Algorithm 1 without labels: distil the float model into its quantized self on the user's images.
+
+What happens (README, "Retraining"):
+
+1. Training samples. ``samples`` square crops are cut from the images (side 35–100 % of the
+   image's short side, anywhere), resized to ``crop`` pixels, flipped or not, and turned by 0, 90,
+   180 or 270 degrees (the rotations NIP pools over). Sample i comes from image i mod n with a
+   generator seeded by (seed, i), so the set depends on the seed and the images only.
+2. Cache. The layers before the first trained conv are frozen: their chip output (the integer
+   executor on the post-training quantization) is computed once per sample, and so is the float
+   model's last conv map (the teacher). A training step then runs only the trained layers.
+3. Steps. Each step takes ``batch`` samples (a fresh permutation per epoch, seeded by
+   (seed, epoch)), runs the quantized layers (`chipq.retrain.qat.QatNet`: Eq. 1 rebuilt from the shadow
+   weights, 8-bit activations, STE), and minimises the distillation loss against the teacher:
+   the relative squared error of the last conv map plus ``1 − cos`` of the NIP region descriptors
+   (measured on VGG-16: the two together beat either alone). Adam updates the float shadow
+   weights and biases.
+4. Result. The final shadow weights replace the trained layers of the float stack, and
+   `quantize_stack` of that stack, with the same plan and calibrated shifts, is the chip model.
+
+Determinism: every random choice is seeded from ``seed``; torch runs with deterministic algorithms
+and ``threads`` intra-op threads (2 by default; a different count may change the float sums and so
+the bytes). The state after each step (shadow weights, Adam moments, step count) is all a
+checkpoint needs: a run resumed from it ends with the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from chipq.retrain.config import RetrainConfig, RetrainConfigError, StepStats  # noqa: F401 (re-exported)
+from torch.nn import functional as F
+
+from chipq.errors import ChipqError
+from chipq.executor.fast import FastExecutor
+from chipq.floatnet.reference import FloatReference
+from chipq.floatnet.model import FloatConv, FloatStack
+from chipq.formats.model import ChipModel, ConvLayer
+from chipq.images import ImageError, list_images, load_image, resize
+from chipq.retrieval.pooling import NIP_LEVELS
+from chipq.retrain.qat import InputFold, QatNet
+from chipq.quant.quantize import LayerReport, quantize_stack
+from chipq.retrieval.rois import rmac_regions
+
+CHECKPOINT_VERSION = 1
+MAX_SOURCE_SIDE = 1024  # training images are shrunk to this long side first: bounded memory
+CROP_SHARE = (0.35, 1.0)  # crop side as a share of the image's short side
+ROI_EPS = 1e-12  # inside sqrt(mean x²) so the gradient of an all-zero region stays finite
+SAVE_EVERY_SECONDS = 60.0
+CACHE_CHUNK = 4  # samples per forward pass while caching
+
+
+class EmptyTrainingSet(ChipqError):
+    """The --retrain folder holds no image chipq can decode."""
+
+
+class CheckpointError(ChipqError):
+    """A checkpoint file that cannot be read or is not a chipq retraining checkpoint."""
+
+
+class Interrupted(ChipqError):
+    """Retraining stopped at the user's request; the checkpoint holds the last finished step."""
+
+    exit_code = 130
+
+
+def load_training_images(source: Path) -> list[np.ndarray]:
+    """Every decodable image of a folder or list file, long side shrunk to `MAX_SOURCE_SIDE`.
+
+    Raises:
+        EmptyTrainingSet: no image could be decoded.
+    """
+    images = []
+    for path in list_images(Path(source)):
+        try:
+            img = load_image(path)
+        except ImageError:
+            continue
+        scale = MAX_SOURCE_SIDE / max(img.shape[:2])
+        if scale < 1:
+            img = resize(img, (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale))))
+        images.append(img)
+    if not images:
+        raise EmptyTrainingSet(f"retraining images {source}: no decodable JPEG or PNG image")
+    return images
+
+
+def augment(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One training sample: a random square crop, resized, maybe flipped, turned; (3, S, S) uint8."""
+    height, width = img.shape[:2]
+    short = min(height, width)
+    side = max(1, round(short * rng.uniform(*CROP_SHARE)))
+    y = int(rng.integers(0, height - side + 1))
+    x = int(rng.integers(0, width - side + 1))
+    crop = resize(img[y : y + side, x : x + side], (size, size))
+    if rng.integers(0, 2):
+        crop = crop[:, ::-1]
+    crop = np.rot90(crop, int(rng.integers(0, 4)))
+    return np.ascontiguousarray(crop.transpose(2, 0, 1))
+
+
+def training_samples(images: list[np.ndarray], config: RetrainConfig) -> np.ndarray:
+    """The cached training inputs (step 1 of the module docstring): uint8 (samples, 3, S, S)."""
+    return np.stack(
+        [
+            augment(images[i % len(images)], config.crop, np.random.default_rng([config.seed, i]))
+            for i in range(config.samples)
+        ]
+    )
+
+
+def first_trained(conv_names: list[str], plan: list[int], train_from: str) -> int:
+    """Index (among the convs) of the first trained layer.
+
+    >>> first_trained(["a", "b", "c"], [3, 1, 1], "")
+    1
+    >>> first_trained(["a", "b", "c"], [3, 1, 1], "a")
+    0
+    """
+    if not train_from:
+        return plan.index(min(plan))
+    if train_from not in conv_names:
+        raise RetrainConfigError(f"--train-from {train_from!r}: no such conv layer ({conv_names[0]}..{conv_names[-1]})")
+    return conv_names.index(train_from)
+
+
+def region_descriptors(maps: torch.Tensor) -> torch.Tensor:
+    """Per map, NIP steps 1, 2 and 4 (R-MAC regions, sqrt-mean-square, mean, L2): (N, C)."""
+    regions = rmac_regions(maps.shape[3], maps.shape[2], NIP_LEVELS)
+    pooled = [
+        torch.sqrt(maps[:, :, b.y : b.y + b.h, b.x : b.x + b.w].square().mean(dim=(2, 3)) + ROI_EPS)
+        for b in regions
+    ]
+    return F.normalize(torch.stack(pooled).mean(dim=0), dim=1)
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, config: RetrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss and the per-sample descriptor cosines of a batch of last-conv maps."""
+    dims = tuple(range(1, teacher.ndim))
+    rel_sq = (student - teacher).square().sum(dim=dims) / teacher.square().sum(dim=dims).clamp_min(1e-12)
+    cosine = (region_descriptors(student) * region_descriptors(teacher)).sum(dim=1)
+    loss = config.map_weight * rel_sq.mean() + config.desc_weight * (1.0 - cosine).mean()
+    return loss, cosine.detach()
+
+
+@contextmanager
+def torch_settings(threads: int) -> Iterator[None]:
+    """Deterministic algorithms and a fixed intra-op thread count, restored afterwards."""
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+class Retrainer:
+    """The state of one retraining run: frozen prefix, cache, shadow weights, optimizer, step.
+
+    Args:
+        stack: the float model (a trailing max-pool is dropped).
+        plan: mask bits per conv layer.
+        fracs: calibrated output fraction bits per conv layer.
+        config: the settings.
+        input_hw: the chip input size stored in the blob.
+    """
+
+    def __init__(
+        self,
+        stack: FloatStack,
+        plan: list[int],
+        fracs: list[int],
+        config: RetrainConfig,
+        input_hw: tuple[int, int] = (224, 224),
+    ) -> None:
+        config.check()
+        self.stack = stack.without_trailing_pool()
+        self.plan, self.fracs, self.config, self.input_hw = list(plan), list(fracs), config, input_hw
+        convs = self.stack.conv_layers()
+        start = first_trained([c.name for c in convs], self.plan, config.train_from)
+        self.split = self.stack.layers.index(convs[start])  # layers[split:] are trained
+        ptq, _ = quantize_stack(self.stack, self.plan, self.fracs, input_hw)
+        self.prefix = ChipModel(*_model_head(ptq), tuple(ptq.layers[: self.split]))
+        in_frac = self.prefix.activation_fracs()[-1] if self.split else 0
+        self.net = QatNet(
+            self.stack.layers[self.split :],
+            self.plan[start:],
+            self.fracs[start:],
+            in_frac,
+            InputFold.of(self.stack) if start == 0 else None,
+        )
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.step = 0
+        self.updating = False
+        self.model_hash = stack_hash(self.stack)
+        self.data_hash = ""
+        self.resume_data_hash = ""  # set by `restore`: the cache must be built from the same samples
+        self.inputs: torch.Tensor | None = None
+        self.targets: torch.Tensor | None = None
+
+    def build_cache(self, images: list[np.ndarray], hooks: "RetrainHooks | None" = None) -> None:
+        """Step 2 of the module docstring: the prefix's chip output and the teacher's map per sample.
+
+        Raises:
+            RetrainConfigError: resuming, and the samples differ from the checkpoint's.
+            Interrupted: `hooks.stop` asked to stop.
+        """
+        hooks = hooks or RetrainHooks()
+        pixels = training_samples(images, self.config)
+        self.data_hash = hashlib.sha256(pixels.tobytes()).hexdigest()
+        if self.resume_data_hash and self.resume_data_hash != self.data_hash:
+            raise RetrainConfigError("the checkpoint was made from other training images (sample hash differs)")
+        teacher = FloatReference(self.stack, batch=CACHE_CHUNK)
+        prefix = FastExecutor(self.prefix, batch=CACHE_CHUNK) if self.split else None
+        inputs, targets = [], []
+        for start in range(0, len(pixels), CACHE_CHUNK):
+            if hooks.stop and hooks.stop():
+                raise Interrupted("retraining interrupted while caching the training samples")
+            batch = pixels[start : start + CACHE_CHUNK]
+            targets.append(torch.from_numpy(teacher.run(batch)))
+            # uint8 either way (chip activations or pixels): a quarter of the memory of float32
+            inputs.append(torch.from_numpy(prefix.run(batch) if prefix else batch))
+            if hooks.cache:
+                hooks.cache(min(start + CACHE_CHUNK, len(pixels)), len(pixels))
+        self.inputs, self.targets = torch.cat(inputs), torch.cat(targets)
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached samples `rows` as (input of the trained layers in real units, teacher map)."""
+        if self.inputs is None or self.targets is None:
+            raise RuntimeError("build_cache() first")
+        raw = self.inputs[rows].float()
+        if self.split:  # the chip's uint8 activations at the prefix's output fraction bits
+            return raw * 2.0**-self.prefix.activation_fracs()[-1], self.targets[rows]
+        mean = torch.tensor(self.prefix.input_mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+        return raw - mean, self.targets[rows]  # training starts at conv1: the chip input x0 = p − mean
+
+    def batch_indices(self, step: int) -> np.ndarray:
+        """The samples of training step `step` (0-based)."""
+        per_epoch = self.config.steps_per_epoch()
+        epoch, within = divmod(step, per_epoch)
+        order = np.random.default_rng([self.config.seed, 1, epoch]).permutation(self.config.samples)
+        return order[within * self.config.batch : (within + 1) * self.config.batch]
+
+    def train_step(self) -> StepStats:
+        """One optimisation step; the state changes only in ``optimizer.step``."""
+        inputs, targets = self.batch(torch.from_numpy(self.batch_indices(self.step)))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, cosine = distillation_loss(self.net(inputs), targets, self.config)
+        loss.backward()
+        self.updating = True  # a stop in here leaves a half-updated state: not checkpointed
+        self.optimizer.step()
+        self.step += 1
+        self.updating = False
+        return StepStats(self.step, float(loss.detach()), float(cosine.mean()))
+
+    def float_stack(self) -> FloatStack:
+        """The float stack with the trained layers' shadow weights in place."""
+        layers = list(self.stack.layers[: self.split]) + self.net.float_layers()
+        return FloatStack(layers, self.stack.mean, self.stack.std, self.stack.source)
+
+    def chip_model(self) -> tuple[ChipModel, list[LayerReport]]:
+        """The blob's model: exactly `quantize_stack` of the current shadow weights."""
+        return quantize_stack(self.float_stack(), self.plan, self.fracs, self.input_hw)
+
+    # --- checkpoints ------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """Everything a resumed run needs (plain tensors, numbers and strings: weights_only loads it)."""
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": asdict(self.config),
+            "plan": self.plan,
+            "fracs": self.fracs,
+            "layers": [c.name for c in self.stack.conv_layers()],
+            "model": self.model_hash,
+            "data": self.data_hash,
+            "step": self.step,
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def restore(self, state: dict, where: str = "checkpoint") -> None:
+        """Continue from `state`; refused when it was made with other settings (steps may differ)."""
+        mine = self.state()
+        theirs_config = dict(state.get("config", {}), steps=self.config.steps)
+        for key, mine_value, theirs in (
+            ("version", mine["version"], state.get("version")),
+            ("settings", mine["config"], theirs_config),
+            ("plan", mine["plan"], state.get("plan")),
+            ("activation shifts", mine["fracs"], state.get("fracs")),
+            ("layers", mine["layers"], state.get("layers")),
+            ("model weights hash", mine["model"], state.get("model")),
+        ):
+            if mine_value != theirs:
+                raise RetrainConfigError(f"{where}: {key} {theirs} differ from this run's {mine_value}")
+        try:
+            self.net.load_state_dict(state["net"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step = int(state["step"])
+            self.resume_data_hash = str(state["data"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{where}: not a usable retraining state ({exc})") from exc
+        if self.step > self.config.steps:
+            raise RetrainConfigError(f"{where}: already at step {self.step}, beyond the {self.config.steps} asked for")
+
+
+def stack_hash(stack: FloatStack) -> str:
+    """SHA-256 over every conv's name, weights and bias (a checkpoint belongs to one model)."""
+    digest = hashlib.sha256()
+    for conv in stack.conv_layers():
+        digest.update(conv.name.encode())
+        digest.update(np.ascontiguousarray(conv.weight, np.float32).tobytes())
+        digest.update(np.ascontiguousarray(conv.bias, np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _model_head(model: ChipModel) -> tuple:
+    return (model.input_height, model.input_width, model.channel_order, model.input_mean)
+
+
+def save_checkpoint(path: Path, trainer: Retrainer) -> None:
+    """Write the trainer's state atomically (temp file in the same folder, then rename).
+
+    Raises:
+        CheckpointError: the file system refused the write; `path` is left as it was.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(trainer.state(), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint with ``weights_only=True`` (no code runs while loading)."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; all mean "unusable"
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: not a chipq retraining checkpoint (version {CHECKPOINT_VERSION})")
+    return state
+
+
+@dataclass
+class RetrainHooks:
+    """What the caller sees of a run (all optional): progress and a polite stop request.
+
+    Attributes:
+        cache: called with (done, total) while the training samples are cached.
+        step: called with each step's `StepStats`.
+        stop: polled between cache chunks and after every step; True ends the run with a
+            checkpoint and `Interrupted` (the CLI sets it on Ctrl-C).
+    """
+
+    cache: Callable[[int, int], None] | None = None
+    step: Callable[[StepStats], None] | None = None
+    stop: Callable[[], bool] | None = None
+
+
+def run_training(
+    trainer: Retrainer, checkpoint: Path | None, hooks: RetrainHooks, save_every: float = SAVE_EVERY_SECONDS
+) -> None:
+    """Train until ``config.steps``, saving the state to `checkpoint` on the way and on the way out.
+
+    The state is saved every `save_every` seconds, when `hooks.stop` asks, and when anything (a
+    KeyboardInterrupt, a crash) escapes a step outside the optimizer update, so the checkpoint
+    always holds the state after a finished step.
+
+    Raises:
+        Interrupted: `hooks.stop` returned True.
+    """
+    last_save = time.monotonic()
+    try:
+        while trainer.step < trainer.config.steps:
+            stats = trainer.train_step()
+            if hooks.step:
+                hooks.step(stats)
+            if hooks.stop and hooks.stop():
+                _save(checkpoint, trainer)
+                where = f"; checkpoint {checkpoint}, continue with --resume" if checkpoint else ""
+                raise Interrupted(f"retraining interrupted after step {trainer.step}{where}")
+            if checkpoint and time.monotonic() - last_save >= save_every:
+                _save(checkpoint, trainer)
+                last_save = time.monotonic()
+    except Interrupted:
+        raise
+    except BaseException:
+        if not trainer.updating:
+            _save(checkpoint, trainer)
+        raise
+
+
+def _save(checkpoint: Path | None, trainer: Retrainer) -> None:
+    if checkpoint is not None and trainer.step > 0:
+        save_checkpoint(checkpoint, trainer)
