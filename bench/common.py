@@ -203,10 +203,10 @@ def ptq_blob(model_path: Path, plan_text: str, work: Path, calib: Path, input_hw
     The key covers everything the bytes depend on (model file, plan, calibration images, input
     size), and compression is deterministic, so a kept blob is the blob a new run would write.
     """
-    from chipq.quant.compress import calibration_batch, compress
     from chipq.formats.writer import write_blob
     from chipq.images import list_images
     from chipq.importers import load_model
+    from chipq.quant.compress import calibration_batch, compress
     from chipq.quant.plan import parse_plan
 
     key = hashlib.sha256()

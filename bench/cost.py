@@ -63,8 +63,8 @@ def child(spec: dict) -> dict:
 
 
 def _compress(stack, spec: dict, hw: tuple[int, int]) -> dict:
-    from chipq.quant.compress import calibration_batch, compress
     from chipq.formats.writer import to_bytes
+    from chipq.quant.compress import calibration_batch, compress
     from chipq.quant.plan import parse_plan
 
     plan = parse_plan(spec["plan"], [c.name for c in stack.conv_layers()])
@@ -85,10 +85,10 @@ def _compress(stack, spec: dict, hw: tuple[int, int]) -> dict:
 
 
 def _extract(stack, spec: dict, hw: tuple[int, int]) -> dict:
-    from chipq.retrieval.describe import describe
-    from chipq.retrieval.features import chip_features, float_features
     from chipq.formats.reader import read_blob
     from chipq.images import list_images, load_image
+    from chipq.retrieval.describe import describe
+    from chipq.retrieval.features import chip_features, float_features
 
     task = spec["task"]
     if task == "extract_float_nip":

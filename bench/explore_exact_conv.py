@@ -735,7 +735,7 @@ def main():
             full, bg = timeit(lambda: s.run(None, {"input": xfn}), args.reps, warm=2)
             results.setdefault(key, {})[B] = dict(full=full / B, bg=bg,
                                                   layers=[(t / B, 0.0) for t in ort_profile_convs(path, xfn)])
-            del s
+            s = None  # release the session before the next one
         for key in [k for k in results if B in results[k]]:
             log(f"  {key:14s} full {results[key][B]['full']:7.1f}   bg={results[key][B]['bg']:.0%}")
         ref_out = ExactStack(CandF64(), weights, rq)(x16).contiguous()  # untimed reference output

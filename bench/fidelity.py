@@ -30,9 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import common as cm
+import numpy as np
 
 KINDS = ("float", "byte", "bit")
 # RNIP-14 is 84 network inputs per 640x480 photo: about 2.5 s per photo per chip model with the int8
@@ -130,9 +129,9 @@ def descriptors(
     Returns:
         names, float32 (N, D), and the seconds spent computing (None when cached).
     """
+    from chipq.images import image_names, list_images
     from chipq.retrieval.describe import describe_all, run_metadata
     from chipq.retrieval.descriptors import DescriptorKind, DescriptorStore, load_descriptors
-    from chipq.images import image_names, list_images
 
     paths = list_images(dataset.images)[:limit]
     names = image_names(paths, dataset.images)
@@ -218,10 +217,10 @@ def run(
     log=print,
 ) -> dict:
     """Describe and score every (dataset, method, model) of `configs`; returns JSON-ready results."""
-    from chipq.quant.compress import default_calib_dir
-    from chipq.retrieval.features import chip_features, float_features
     from chipq.formats.reader import read_blob
     from chipq.importers import load_model
+    from chipq.quant.compress import default_calib_dir
+    from chipq.retrieval.features import chip_features, float_features
 
     cm.set_threads(threads)
     work = Path(work)

@@ -34,20 +34,19 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from chipq.quant.compress import calibrate, calibration_batch, default_calib_dir
-from chipq.retrieval.describe import rotated_inputs
-from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode
 from chipq.executor.fast import FastExecutor
 from chipq.floatnet.reference import FloatReference, normalise
-from chipq.formats.model import ChipModel
+from chipq.floatnet.torchnet import stack_to_torch
 from chipq.formats.writer import write_blob
 from chipq.images import list_images, load_image
 from chipq.importers import load_model
-from chipq.retrieval.pooling import finish, nip_rotation_vector
+from chipq.quant.compress import calibrate, calibration_batch, default_calib_dir
 from chipq.retrain.config import RetrainConfig
 from chipq.retrain.trainer import Retrainer, load_training_images, torch_settings
+from chipq.retrieval.describe import rotated_inputs
+from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode
+from chipq.retrieval.pooling import finish, nip_rotation_vector
 from chipq.retrieval.scoring import evaluate, load_ground_truth
-from chipq.floatnet.torchnet import stack_to_torch
 
 REPO = Path(__file__).resolve().parent.parent
 PLAN = [3] * 7 + [1] * 6

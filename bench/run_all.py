@@ -198,7 +198,7 @@ def readme_section(results: dict[str, dict]) -> str:
             order = ("chipq_fast", ref, "ort_float", "torch_float")
             parts = [f"{speed.LABELS[n]} {ms[n]:,.0f} ms" for n in order if n in ms]
             lines.append(
-                f"- **Speed** (one 224x224 view, 2 threads): " + ", ".join(parts)
+                "- **Speed** (one 224x224 view, 2 threads): " + ", ".join(parts)
                 + (f"; the exact-integer fast executor takes **{engines['chipq_fast']['ratio_to_int8']:.2f}x** "
                    "the time of onnxruntime int8 (target: 1.5x)." if "chipq_fast" in engines else ".")
             )

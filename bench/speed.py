@@ -40,9 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import common as cm
+import numpy as np
 
 ENGINES = ("chipq_fast", "chipq_fast_float", "chipq_golden", "torch_float", "ort_float", "ort_int8_qdq", "ort_int8_qop")
 LABELS = {
@@ -73,8 +72,8 @@ class Setting:
 
 def make_settings(img: np.ndarray, chip_hw: tuple[int, int], large_hw: tuple[int, int]) -> list[Setting]:
     """The four input configurations, all cut from one RGB photo."""
-    from chipq.retrieval.describe import rotated_inputs
     from chipq.images import resize
+    from chipq.retrieval.describe import rotated_inputs
     from chipq.retrieval.rois import rnip_crops
 
     def batch(images: list[np.ndarray]) -> np.ndarray:
@@ -264,10 +263,10 @@ def run(
     pause: float = PAUSE_S,
 ) -> dict:
     """Build every engine, time every setting; returns the JSON-ready results."""
-    from chipq.quant.compress import calibration_batch, default_calib_dir
     from chipq.formats.reader import read_blob
     from chipq.images import list_images, load_image
     from chipq.importers import load_model
+    from chipq.quant.compress import calibration_batch, default_calib_dir
 
     cm.set_threads(threads)
     work = Path(work)

@@ -20,6 +20,7 @@ import numpy as np
 
 from chipq.formats import constants as C
 from chipq.formats import errors as E
+
 # accumulator_bound is re-exported: callers that import it from the writer keep working.
 from chipq.formats.bounds import accumulator_bound, check_accumulator_bounds  # noqa: F401
 from chipq.formats.model import ChipModel, ConvLayer, Layer

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chipq.quant.compress import calibration_batch, compress, default_calib_dir
 from chipq.executor import golden
 from chipq.executor.fast import FastExecutor
 from chipq.formats.reader import from_bytes
 from chipq.formats.writer import to_bytes
 from chipq.importers import load_model
+from chipq.quant.compress import calibration_batch, compress, default_calib_dir
 from chipq.reports.inspect import summarize
 from chipq.reports.verify import verify
 

@@ -14,11 +14,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from chipq.cli import app, err_console
+from chipq.cli.inspect_cmd import parse_size
 from chipq.errors import UsageError
 from chipq.quant.plan import parse_plan
 from chipq.retrain.config import RetrainConfig, StepStats
-from chipq.cli.inspect_cmd import parse_size
-from chipq.cli import app, err_console
 
 COSINE_WINDOW = 20  # steps averaged for the descriptor cosine shown on the progress bar
 
@@ -79,9 +79,9 @@ def compress_command(
 ) -> None:
     """Compress a model; see `_HELP`."""
     # PyTorch loads here, not when the CLI starts (other commands do not pay for it)
-    from chipq.quant.compress import DEFAULT_INPUT, calibration_batch, compress, default_calib_dir
     from chipq.formats.writer import write_blob
     from chipq.importers import load_model
+    from chipq.quant.compress import DEFAULT_INPUT, calibration_batch, compress, default_calib_dir
     from chipq.retrain.trainer import load_training_images
 
     input_hw = parse_size(input_size) if input_size else DEFAULT_INPUT

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from chipq.errors import CheckFailed
 from chipq.cli import app, err_console
+from chipq.errors import CheckFailed
 
 _HELP = "\n\n".join(
     [

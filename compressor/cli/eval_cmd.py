@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from chipq.retrieval.descriptors import DescriptorKind, load_descriptors
+from chipq.cli import app, err_console
 from chipq.errors import UsageError
+from chipq.retrieval.descriptors import DescriptorKind, load_descriptors
 from chipq.retrieval.scoring import (
     Evaluation,
     NothingToEvaluate,
@@ -20,7 +21,6 @@ from chipq.retrieval.scoring import (
     holidays_ground_truth,
     load_ground_truth,
 )
-from chipq.cli import app, err_console
 
 HOLIDAYS = "holidays"
 _WIDE = 160  # columns when the output is not a terminal: do not wrap the table

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from chipq.errors import UsageError
-from chipq.retrieval.rois import rnip_levels
 from chipq.cli import app, err_console
 from chipq.cli.inspect_cmd import parse_size
+from chipq.errors import UsageError
+from chipq.retrieval.rois import rnip_levels
 
 _HELP = "\n\n".join(
     [
@@ -50,9 +50,9 @@ def extract_command(
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as one JSON object."),
 ) -> None:
     """Extract descriptors; see `_HELP`."""
-    from chipq.retrieval.descriptors import DescriptorKind, DescriptorStore
-    from chipq.retrieval.describe import describe_all, run_metadata
     from chipq.images import image_names, list_images
+    from chipq.retrieval.describe import describe_all, run_metadata
+    from chipq.retrieval.descriptors import DescriptorKind, DescriptorStore
 
     if (blob is None) == (model is None):
         raise UsageError("give exactly one of --blob BLOB or --model MODEL")

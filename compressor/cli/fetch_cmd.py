@@ -11,7 +11,6 @@ from rich.markup import escape
 
 from chipq.cli import app, err_console
 
-
 _HELP = "\n\n".join(
     [
         "Fetch torchvision's ImageNet VGG-16 conv weights and write vgg16.pt and vgg16.onnx into "

@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from chipq.cli import app
 from chipq.errors import UsageError
 from chipq.formats import constants as C
 from chipq.formats.reader import from_bytes, load_blob_bytes
 from chipq.reports.inspect import summarize
-from chipq.cli import app
 
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
 _WIDE = 160  # columns when the output is not a terminal (piped, captured): do not wrap the table

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from chipq.errors import CheckFailed, UsageError
 from chipq.cli import app, err_console
+from chipq.errors import CheckFailed, UsageError
 
 _HELP = "\n\n".join(
     [
@@ -47,8 +47,8 @@ def verify_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
     """Verify a blob; see `_HELP`."""
-    from chipq.quant.compress import calibration_images, default_calib_dir
     from chipq.formats.reader import read_blob
+    from chipq.quant.compress import calibration_images, default_calib_dir
     from chipq.reports.verify import verify, write_vectors
 
     if min_cosine is not None and model is None:

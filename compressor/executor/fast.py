@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from chipq.errors import ChipqError
+from chipq.executor import int8
 from chipq.formats import constants as C
 from chipq.formats.bounds import largest_input
-from chipq.formats.model import ChipModel, ConvLayer, PoolLayer
-from chipq.executor import int8
+from chipq.formats.model import ChipModel, ConvLayer
 
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude up to 2^24 is a float32
 DEFAULT_BATCH = 8
@@ -282,8 +282,8 @@ def _int8_cap() -> int | None:
 
 
 def _int8_matches_golden() -> bool:
-    from chipq.formats.synthetic import random_model
     from chipq.executor import golden
+    from chipq.formats.synthetic import random_model
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 3, 9, 7), dtype=np.uint8)

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from chipq.floatnet.model import FloatConv, FloatPool, FloatStack, vgg_names
 from chipq.floatnet.batchnorm import fold_batchnorm
+from chipq.floatnet.model import FloatConv, FloatPool, FloatStack, vgg_names
 from chipq.importers.errors import (
     ShapeMismatch,
     TruncatedModel,

@@ -19,9 +19,8 @@ from typing import Any
 
 import torch
 
-from chipq.floatnet.model import FloatStack
 from chipq.floatnet.batchnorm import BN_EPS
-from chipq.importers.torchvision_layout import stack_from_state_dict
+from chipq.floatnet.model import FloatStack
 from chipq.importers.errors import (
     ShapeMismatch,
     TruncatedModel,
@@ -30,6 +29,7 @@ from chipq.importers.errors import (
     UnsupportedLayer,
     UnsupportedLayout,
 )
+from chipq.importers.torchvision_layout import stack_from_state_dict
 
 # Keys under which training scripts commonly wrap the state dict, tried in this order.
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")

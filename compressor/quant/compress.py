@@ -14,12 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-from chipq.quant.calibrate import choose_fracs
 from chipq.errors import ChipqError
-from chipq.floatnet.reference import FloatReference
 from chipq.floatnet.model import FloatConv, FloatStack
+from chipq.floatnet.reference import FloatReference
 from chipq.formats.model import ChipModel
 from chipq.images import ImageError, list_images, load_image, resize
+from chipq.quant.calibrate import choose_fracs
 from chipq.quant.quantize import LayerReport, quantize_stack
 
 DEFAULT_INPUT = (224, 224)

@@ -186,6 +186,27 @@ def dequantized_weights(layer: ConvLayer) -> np.ndarray:
     return layer.int_weights().astype(np.float64) / 2.0**layer.weight_shift
 
 
+def quantize_conv(conv: FloatConv, bits: int, in_frac: int, out_frac: int) -> ConvLayer:
+    """One conv layer: kernels as alpha * M at the layer shift, bias at 12 bits, output shift.
+
+    The one home of the per-layer recipe: `quantize_stack` and retraining (`chipq.retrain.qat`,
+    every step) both build their layers with it.
+
+    Args:
+        conv: float weights and bias (for conv1, `fold_input_normalisation` applied).
+        bits: mask width m.
+        in_frac: fraction bits of the layer input (0 for conv1's ``x0``).
+        out_frac: the calibrated fraction bits of the layer output.
+    """
+    alpha, codes, shift = quantize_kernels(conv.weight, bits)
+    acc_frac = in_frac + shift
+    bias, bias_shift = quantize_bias(conv.bias, acc_frac)
+    out_shift = acc_frac - min(out_frac, acc_frac)
+    if out_shift > C.OUT_SHIFT_MAX:
+        raise QuantizationError(f"layer {conv.name}: out_shift {out_shift} exceeds {C.OUT_SHIFT_MAX}")
+    return ConvLayer(conv.name, bits, shift, bias_shift, out_shift, alpha, codes, bias)
+
+
 def quantize_stack(
     stack: FloatStack,
     plan: list[int],
@@ -220,19 +241,10 @@ def quantize_stack(
         conv = item
         if conv_index == 0:
             conv = fold_input_normalisation(conv, stack.mean, stack.std, mean_int)
-        bits, out_frac = plan[conv_index], act_fracs[conv_index]
-        alpha, codes, shift = quantize_kernels(conv.weight, bits)
-        acc_frac = in_frac + shift
-        bias, bias_shift = quantize_bias(conv.bias, acc_frac)
-        out_shift = acc_frac - min(out_frac, acc_frac)
-        if out_shift > C.OUT_SHIFT_MAX:
-            raise QuantizationError(
-                f"layer {conv.name}: out_shift {out_shift} exceeds {C.OUT_SHIFT_MAX}"
-            )
-        layer = ConvLayer(conv.name, bits, shift, bias_shift, out_shift, alpha, codes, bias)
+        layer = quantize_conv(conv, plan[conv_index], in_frac, act_fracs[conv_index])
         layers.append(layer)
         reports.append(_report(conv, layer))
-        in_frac = acc_frac - out_shift
+        in_frac = in_frac + layer.weight_shift - layer.out_shift
         conv_index += 1
     model = ChipModel(input_hw[0], input_hw[1], C.ChannelOrder.RGB, mean_int, tuple(layers))
     return model, reports

@@ -15,7 +15,15 @@ from typing import Callable
 
 import numpy as np
 
+from chipq.formats.reader import from_bytes, load_blob_bytes
+from chipq.formats.writer import write_blob
+from chipq.images import image_names, list_images
+from chipq.importers import load_model
 from chipq.quant.compress import calibration_batch, compress
+from chipq.quant.plan import parse_plan
+from chipq.reports.inspect import summarize
+from chipq.reports.verify import verify
+from chipq.retrieval.describe import describe_all, run_metadata
 from chipq.retrieval.descriptors import (
     DescriptorKind,
     DescriptorSet,
@@ -23,16 +31,8 @@ from chipq.retrieval.descriptors import (
     encode,
     load_descriptors,
 )
-from chipq.retrieval.describe import describe_all, run_metadata
 from chipq.retrieval.features import chip_features, float_features
-from chipq.formats.reader import from_bytes, load_blob_bytes
-from chipq.formats.writer import write_blob
-from chipq.images import image_names, list_images
-from chipq.importers import load_model
-from chipq.reports.inspect import summarize
-from chipq.quant.plan import parse_plan
 from chipq.retrieval.scoring import evaluate, load_ground_truth
-from chipq.reports.verify import verify
 
 DEFAULT_PLAN = "3x7,1x6"
 METHODS = ((None, "NIP"), (5, "RNIP-5"))  # (--rnip, label); RNIP-9/14 are in bench/

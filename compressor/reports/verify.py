@@ -22,8 +22,8 @@ import numpy as np
 
 from chipq.executor import golden
 from chipq.executor.fast import FastExecutor
-from chipq.floatnet.reference import FloatReference
 from chipq.floatnet.model import FloatStack
+from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, ConvLayer
 from chipq.retrieval.pooling import nip_from_maps
@@ -80,7 +80,7 @@ class VerifyReport:
 def headroom_bits(peak: int) -> float:
     """Bits to spare between the largest |accumulator| seen and the 32-bit limit.
 
-    >>> headroom_bits(2**30)
+    >>> round(headroom_bits(2**30), 6)
     1.0
     """
     return math.log2(C.ACC_MAX / peak) if peak > 0 else float(C.ACC_BITS - 1)

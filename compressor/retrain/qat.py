@@ -22,14 +22,7 @@ from torch.nn import functional as F
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats import constants as C
 from chipq.formats.model import ConvLayer
-from chipq.quant.quantize import (
-    QuantizationError,
-    dequantized_weights,
-    fold_input_normalisation,
-    input_mean_int,
-    quantize_bias,
-    quantize_kernels,
-)
+from chipq.quant.quantize import dequantized_weights, fold_input_normalisation, input_mean_int, quantize_conv
 
 
 def round_half_up_ste(x: torch.Tensor) -> torch.Tensor:
@@ -46,24 +39,6 @@ def fake_quant_activations(x: torch.Tensor, frac: int) -> torch.Tensor:
     step = 2.0**-frac
     clipped = torch.clamp(x, 0.0, C.ACT_MAX * step)
     return round_half_up_ste(clipped / step) * step
-
-
-def quantize_conv(conv: FloatConv, bits: int, in_frac: int, out_frac: int) -> ConvLayer:
-    """One conv layer as `quantize_stack` builds it (conv1: pass the already folded conv).
-
-    Args:
-        conv: float weights and bias (for conv1, `fold_input_normalisation` applied).
-        bits: mask width m.
-        in_frac: fraction bits of the layer input (0 for conv1's ``x0``).
-        out_frac: the calibrated fraction bits of the layer output.
-    """
-    alpha, codes, shift = quantize_kernels(conv.weight, bits)
-    acc_frac = in_frac + shift
-    bias, bias_shift = quantize_bias(conv.bias, acc_frac)
-    out_shift = acc_frac - min(out_frac, acc_frac)
-    if out_shift > C.OUT_SHIFT_MAX:
-        raise QuantizationError(f"layer {conv.name}: out_shift {out_shift} exceeds {C.OUT_SHIFT_MAX}")
-    return ConvLayer(conv.name, bits, shift, bias_shift, out_shift, alpha, codes, bias)
 
 
 def dequantized_bias(layer: ConvLayer, in_frac: int) -> np.ndarray:

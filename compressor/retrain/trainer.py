@@ -31,25 +31,24 @@ import os
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
-
-from chipq.retrain.config import RetrainConfig, RetrainConfigError, StepStats  # noqa: F401 (re-exported)
 from torch.nn import functional as F
 
 from chipq.errors import ChipqError
 from chipq.executor.fast import FastExecutor
+from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
-from chipq.floatnet.model import FloatConv, FloatStack
-from chipq.formats.model import ChipModel, ConvLayer
+from chipq.formats.model import ChipModel
 from chipq.images import ImageError, list_images, load_image, resize
-from chipq.retrieval.pooling import NIP_LEVELS
-from chipq.retrain.qat import InputFold, QatNet
 from chipq.quant.quantize import LayerReport, quantize_stack
+from chipq.retrain.config import RetrainConfig, RetrainConfigError, StepStats  # noqa: F401 (re-exported)
+from chipq.retrain.qat import InputFold, QatNet
+from chipq.retrieval.pooling import NIP_LEVELS
 from chipq.retrieval.rois import rmac_regions
 
 CHECKPOINT_VERSION = 1

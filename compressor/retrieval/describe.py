@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from chipq import __version__
-from chipq.retrieval.descriptors import DescriptorStore
 from chipq.images import ImageError, check_rgb, load_image, resize
+from chipq.retrieval.descriptors import DescriptorStore
 from chipq.retrieval.pooling import finish, nip_rotation_vector, whole_map_pool
 from chipq.retrieval.rois import Box, rnip_crops
 

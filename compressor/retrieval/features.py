@@ -11,8 +11,8 @@ from typing import Callable
 import numpy as np
 
 from chipq.executor.fast import FastExecutor
-from chipq.floatnet.reference import FloatReference
 from chipq.floatnet.model import FloatStack
+from chipq.floatnet.reference import FloatReference
 from chipq.formats.model import ChipModel
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]

@@ -26,8 +26,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet
 from chipq.errors import ChipqError
+from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet
 
 GroundTruth = dict[str, list[str]]  # query name -> positive names
 

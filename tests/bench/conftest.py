@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from chipq.importers.torchvision_vgg import VGG
 from chipq.importers.torchvision_layout import vgg_cfg
+from chipq.importers.torchvision_vgg import VGG
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 if str(BENCH) not in sys.path:

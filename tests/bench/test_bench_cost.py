@@ -5,7 +5,6 @@ from __future__ import annotations
 import cost
 
 
-
 def test_compress_and_retrain_step_run_in_children(tiny_bench, bench_work):
     result = cost.run(tiny_bench.model, None, bench_work, tiny_bench.photos, tiny_bench.photos, tiny_bench.chip_hw,
                       repeats=1, tasks=("compress", "retrain_step"), retrain_samples=8, retrain_steps=2)  # fmt: skip

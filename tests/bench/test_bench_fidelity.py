@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import fidelity
 import numpy as np
 import pytest
-
-import fidelity
-
 
 CONFIGS = "ukbench:nip,nip_large,rnip9,rnip14@float;samples:nip"
 

@@ -6,7 +6,6 @@ import argparse
 import json
 
 import pytest
-
 import run_all
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import common as cm
+import pytest
 import size
-from chipq.importers.torchvision_layout import VGG_CFGS
 
+from chipq.importers.torchvision_layout import VGG_CFGS
 
 
 def vgg16_kernels() -> list[int]:

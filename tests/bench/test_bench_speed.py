@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import speed
-
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from chipq.quant.compress import calibration_batch, compress
 from chipq.formats.writer import write_blob
 from chipq.importers import load_model
-from chipq.importers.torchvision_vgg import VGG
 from chipq.importers.torchvision_layout import vgg_cfg
+from chipq.importers.torchvision_vgg import VGG
+from chipq.quant.compress import calibration_batch, compress
 
 
 def write_photos(folder: Path, count: int = 4, size=(40, 48), seed: int = 0) -> list[Path]:

@@ -13,8 +13,8 @@ from PIL import Image
 from chipq.cli import main
 from chipq.cli.compress_cmd import checkpoint_path
 from chipq.formats.reader import read_blob
-from chipq.importers.torchvision_vgg import VGG
 from chipq.importers.torchvision_layout import vgg_cfg
+from chipq.importers.torchvision_vgg import VGG
 
 SIZE = ["--input", "32x32"]
 

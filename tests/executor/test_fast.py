@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import torch
-
 from chipq.executor import golden, int8
-
 from chipq.executor.fast import FLOAT32_EXACT, FastExecutor, InexactFloat, channel_groups
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, ConvLayer

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from chipq.executor import golden
-from chipq.formats import constants as C
-from chipq.formats.model import ChipModel, ConvLayer, PoolLayer
+from chipq.formats.model import ConvLayer
 
 
 def _conv(alpha, codes, bias, bits=1, bias_shift=0, out_shift=0, name="c"):

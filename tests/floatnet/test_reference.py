@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import chipq.floatnet.reference
-from chipq.floatnet.reference import FloatReference, ImageBatchError, normalise
 from chipq.floatnet.model import IMAGENET_MEAN, IMAGENET_STD
-from chipq.importers.torchvision_vgg import VGG
+from chipq.floatnet.reference import FloatReference, ImageBatchError, normalise
 from chipq.importers.torchvision_layout import stack_from_state_dict, vgg_cfg
+from chipq.importers.torchvision_vgg import VGG
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import onnx
 import torch
 from torch import nn
 
-from chipq.importers.torchvision_vgg import VGG
 from chipq.importers.torchvision_layout import vgg_cfg
+from chipq.importers.torchvision_vgg import VGG
 
 WIDTH_DIVISOR = 16
 INPUT_HW = (32, 32)  # five pools leave 1x1

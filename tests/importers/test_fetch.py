@@ -23,7 +23,6 @@ import torch
 
 from chipq.importers import fetch as weights
 from chipq.importers import load_model
-from chipq.importers.torchvision_layout import VGG_CFGS
 from chipq.importers.fetch import (
     CKPT_MEMBER,
     CheckpointError,
@@ -33,6 +32,7 @@ from chipq.importers.fetch import (
     read_checkpoint_bytes,
     state_dict_from_checkpoint,
 )
+from chipq.importers.torchvision_layout import VGG_CFGS
 
 VGG16_CHANNELS = [int(v) for v in VGG_CFGS["D"] if v != "M"]
 

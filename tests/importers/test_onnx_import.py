@@ -10,9 +10,9 @@ from modelcraft import export_onnx, image_batch, last_relu_output, run_onnx_tap,
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from chipq.floatnet.torchnet import stack_to_torch
 from chipq.importers import load_model
 from chipq.importers.errors import TruncatedModel, UnsupportedLayer
-from chipq.floatnet.torchnet import stack_to_torch
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:

@@ -12,6 +12,7 @@ import torch
 from modelcraft import image_batch, tiny_vgg
 
 from chipq.errors import ChipqError
+from chipq.floatnet.torchnet import stack_to_torch
 from chipq.importers import load_model
 from chipq.importers.errors import (
     ModelNotFound,
@@ -23,7 +24,6 @@ from chipq.importers.errors import (
     UnsupportedLayout,
 )
 from chipq.importers.torchvision_layout import stack_from_state_dict
-from chipq.floatnet.torchnet import stack_to_torch
 
 CONV_COUNTS = {"A": 8, "B": 10, "D": 13, "E": 16}
 

@@ -11,9 +11,9 @@ from torch import nn
 
 import chipq.importers.torchvision_layout
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
-from chipq.importers.torchvision_vgg import VGG
-from chipq.importers.torchvision_layout import VGG_CFGS, feature_layout, stack_from_state_dict, vgg_cfg
 from chipq.floatnet.torchnet import stack_to_torch
+from chipq.importers.torchvision_layout import VGG_CFGS, feature_layout, stack_from_state_dict, vgg_cfg
+from chipq.importers.torchvision_vgg import VGG
 
 # torchvision's vgg16 / vgg16_bn: features.N of every conv and every max-pool, as its models print.
 VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]

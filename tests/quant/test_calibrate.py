@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from chipq.quant.calibrate import choose_frac, choose_fracs, quantize_activations, subsample, MAX_SAMPLES
+from chipq.quant.calibrate import MAX_SAMPLES, choose_frac, choose_fracs, quantize_activations, subsample
 
 
 @settings(max_examples=50, deadline=None)
@@ -15,7 +15,10 @@ from chipq.quant.calibrate import choose_frac, choose_fracs, quantize_activation
 def test_chosen_frac_is_no_worse_than_its_neighbours(x):
     """The chosen f has the least squared error among f-1, f, f+1 (within the candidate range)."""
     f = choose_frac(x)
-    err = lambda g: np.mean((quantize_activations(x, g) - x) ** 2)
+
+    def err(g):
+        return np.mean((quantize_activations(x, g) - x) ** 2)
+
     peak = x.max()
     if peak > 2.0**-31:
         no_clip = int(np.floor(np.log2(255 / peak)))

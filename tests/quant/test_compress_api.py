@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chipq.quant.compress import EmptyCalibration, calibrate, calibration_batch, compress
-from chipq.retrain.pipeline import compress_retrained
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats.writer import to_bytes
+from chipq.quant.compress import EmptyCalibration, calibrate, calibration_batch, compress
 from chipq.quant.quantize import quantize_stack
 from chipq.retrain.config import RetrainConfig
+from chipq.retrain.pipeline import compress_retrained
 from chipq.retrain.trainer import torch_settings
 
 

@@ -8,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chipq.quant.calibrate import quantize_activations
 from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
-from chipq.retrain.qat import InputFold, QatNet, dequantized_bias, fake_quant_activations, quantize_conv
-from chipq.quant.quantize import quantize_stack
+from chipq.quant.calibrate import quantize_activations
+from chipq.quant.quantize import quantize_conv, quantize_stack
+from chipq.retrain.qat import InputFold, QatNet, dequantized_bias, fake_quant_activations
 
 
 def tiny_stack(seed: int = 0) -> FloatStack:

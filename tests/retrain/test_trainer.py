@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import chipq.retrain.trainer
-from chipq.quant.compress import calibrate
-from chipq.retrain.pipeline import compress_retrained
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats.writer import to_bytes as blob_bytes
+from chipq.quant.compress import calibrate
 from chipq.quant.quantize import quantize_stack
+from chipq.retrain.config import RetrainConfig, RetrainConfigError
+from chipq.retrain.pipeline import compress_retrained
 from chipq.retrain.trainer import (
     CheckpointError,
     Interrupted,
@@ -28,7 +29,6 @@ from chipq.retrain.trainer import (
     torch_settings,
     training_samples,
 )
-from chipq.retrain.config import RetrainConfig, RetrainConfigError
 
 PLAN = [3, 1, 1]
 CONFIG = RetrainConfig(steps=4, batch=4, crop=32, samples=8, lr=1e-3, seed=3)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from chipq.images import resize
 from chipq.retrieval.describe import describe, describe_all, rotated_inputs, run_metadata
 from chipq.retrieval.descriptors import DescriptorStore, load_descriptors
-from chipq.images import resize
 from chipq.retrieval.pooling import nip_from_maps, pool_crops
 from chipq.retrieval.rois import rnip_crops
 
