@@ -49,6 +49,10 @@ ACC_MAX = (1 << (ACC_BITS - 1)) - 1
 ACT_BITS = 8  # unsigned activations between layers
 ACT_MAX = (1 << ACT_BITS) - 1
 INPUT_CHANNELS = 3
+CHIP_INPUT_HW = (224, 224)  # (height, width) of the paper's chip input buffer: the default everywhere
+
+# Every integer of magnitude up to 2^24 is exactly a float32: the fast executors' exactness bound.
+FLOAT32_EXACT = 1 << 24
 
 
 class LayerKind(IntEnum):

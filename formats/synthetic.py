@@ -34,7 +34,7 @@ _OUTPUT_TARGET_STD = 64  # aim the output spread at a quarter of the uint8 range
 def random_model(
     plan_bits: Sequence[int],
     channels: Sequence[int | str],
-    input_hw: tuple[int, int] = (224, 224),
+    input_hw: tuple[int, int] = C.CHIP_INPUT_HW,
     seed: int = 0,
     input_mean: tuple[int, int, int] = IMAGENET_MEAN_PIXELS,
     channel_order: C.ChannelOrder = C.ChannelOrder.RGB,

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chipq.cli import app, err_console
 from chipq.cli.inspect_cmd import parse_size
 from chipq.errors import UsageError
+from chipq.formats import constants as C
 from chipq.retrieval.rois import rnip_levels
 
 _HELP = "\n\n".join(
@@ -109,4 +110,4 @@ def _features(blob: Path | None, model: Path | None, batch: int):
         return chip_features(chip, batch), f"blob:{blob.name}", (chip.input_height, chip.input_width)
     from chipq.importers import load_model
 
-    return float_features(load_model(model), batch), f"model:{model.name}", (224, 224)
+    return float_features(load_model(model), batch), f"model:{model.name}", C.CHIP_INPUT_HW

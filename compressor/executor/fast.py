@@ -38,11 +38,10 @@ from chipq.formats import constants as C
 from chipq.formats.bounds import largest_input
 from chipq.formats.model import ChipModel, ConvLayer
 
-FLOAT32_EXACT = 1 << 24  # every integer of magnitude up to 2^24 is a float32
 DEFAULT_BATCH = 8
 
 
-def channel_groups(layer: ConvLayer, peak_input: int, limit: int = FLOAT32_EXACT) -> list[tuple[int, int]]:
+def channel_groups(layer: ConvLayer, peak_input: int, limit: int = C.FLOAT32_EXACT) -> list[tuple[int, int]]:
     """Split the input channels into contiguous groups whose partial sums float32 holds exactly.
 
     A group [a, b) qualifies when, for every output channel o, ``peak_input * sum_{i in [a, b)}

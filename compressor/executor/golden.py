@@ -14,7 +14,7 @@ from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, ConvLayer, PoolLayer
 
 
-class AccumulatorOverflow(ChipqError):
+class AccumulatorOutOfRange(ChipqError):
     """An accumulator left the signed 32-bit range (a blob whose bound proof was wrong)."""
 
     exit_code = 1
@@ -51,7 +51,7 @@ def check_accumulator(acc: np.ndarray, layer: ConvLayer) -> int:
     """
     peak = int(np.abs(acc).max(initial=0))
     if peak > C.ACC_MAX:
-        raise AccumulatorOverflow(f"layer {layer.name}: |acc| reached {peak} > {C.ACC_MAX}")
+        raise AccumulatorOutOfRange(f"layer {layer.name}: |acc| reached {peak} > {C.ACC_MAX}")
     return peak
 
 

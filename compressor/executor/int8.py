@@ -51,8 +51,7 @@ import torch.nn.functional as F
 from chipq.formats import constants as C
 from chipq.formats.model import ConvLayer
 
-F32_EXACT = 1 << 24
-HALF_F32_EXACT = 1 << 23
+HALF_F32_EXACT = C.FLOAT32_EXACT // 2
 MAX_SHIFT = 15
 PACKED_SHAPES = 4  # input shapes per layer whose packed weights are kept (each: the layer's weights again)
 # glibc mallopt parameters (malloc.h) and the value keep_freed_memory sets them to
@@ -203,7 +202,7 @@ def plan_conv(layer: ConvLayer, weights: np.ndarray, peak_input: int, cap: int, 
             continue
         hi_bound = peak_input * np.abs(high).sum(axis=1)
         lo_bound = peak_input * np.abs(low).sum(axis=1) + np.abs(offset[double]) + (1 << s)
-        if hi_bound.max() < F32_EXACT and lo_bound.max() < HALF_F32_EXACT:
+        if hi_bound.max() < C.FLOAT32_EXACT and lo_bound.max() < HALF_F32_EXACT:
             return Int8Plan(single, double, k, offset)
     return None
 

@@ -37,7 +37,7 @@ class UnsupportedLayout(ModelImportError):
     """The layers are each supported but their arrangement is not a VGG conv chain."""
 
 
-class ShapeMismatch(ModelImportError):
+class TensorShapeMismatch(ModelImportError):
     """A tensor's shape or dtype disagrees with the layer it belongs to."""
 
 

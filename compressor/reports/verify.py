@@ -26,6 +26,7 @@ from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, ConvLayer
+from chipq.retrieval.describe import quarter_turns
 from chipq.retrieval.pooling import nip_from_maps
 
 Progress = Callable[[str], None]
@@ -110,11 +111,6 @@ def agreement(name: str, integer_map: np.ndarray, frac: int, float_map: np.ndarr
     return LayerAgreement(name, rel, sqnr, cosine)
 
 
-def rotations(image_chw: np.ndarray) -> np.ndarray:
-    """The four NIP rotations of a square (3, H, W) image as a (4, 3, H, W) batch."""
-    return np.stack([np.rot90(image_chw, turns, axes=(1, 2)) for turns in range(4)]).copy()
-
-
 def verify(
     model: ChipModel,
     images: np.ndarray,
@@ -172,7 +168,7 @@ def _fidelity(report, model, stack, images, fast_taps, fast) -> None:
         return  # NIP rotations need a square buffer; per-layer agreement still stands
     last_frac = fracs[-1]
     for image in images:
-        batch = rotations(image)
+        batch = quarter_turns(image)
         chip = fast.run(batch).astype(np.float32) * np.float32(2.0**-last_frac)
         ref = reference.run(batch)
         a, b = nip_from_maps(list(chip)), nip_from_maps(list(ref))

@@ -37,24 +37,22 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from chipq.errors import ChipqError
 from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
+from chipq.formats import constants as C
 from chipq.formats.model import ChipModel
 from chipq.images import ImageError, list_images, load_image, resize
 from chipq.quant.quantize import LayerReport, quantize_stack
 from chipq.retrain.config import RetrainConfig, RetrainConfigError, StepStats  # noqa: F401 (re-exported)
 from chipq.retrain.qat import InputFold, QatNet
-from chipq.retrieval.pooling import NIP_LEVELS
-from chipq.retrieval.rois import rmac_regions
+from chipq.retrieval.pooling_torch import region_descriptors
 
 CHECKPOINT_VERSION = 1
 MAX_SOURCE_SIDE = 1024  # training images are shrunk to this long side first: bounded memory
 CROP_SHARE = (0.35, 1.0)  # crop side as a share of the image's short side
-ROI_EPS = 1e-12  # inside sqrt(mean x²) so the gradient of an all-zero region stays finite
 SAVE_EVERY_SECONDS = 60.0
 CACHE_CHUNK = 4  # samples per forward pass while caching
 
@@ -133,16 +131,6 @@ def first_trained(conv_names: list[str], plan: list[int], train_from: str) -> in
     return conv_names.index(train_from)
 
 
-def region_descriptors(maps: torch.Tensor) -> torch.Tensor:
-    """Per map, NIP steps 1, 2 and 4 (R-MAC regions, sqrt-mean-square, mean, L2): (N, C)."""
-    regions = rmac_regions(maps.shape[3], maps.shape[2], NIP_LEVELS)
-    pooled = [
-        torch.sqrt(maps[:, :, b.y : b.y + b.h, b.x : b.x + b.w].square().mean(dim=(2, 3)) + ROI_EPS)
-        for b in regions
-    ]
-    return F.normalize(torch.stack(pooled).mean(dim=0), dim=1)
-
-
 def distillation_loss(
     student: torch.Tensor, teacher: torch.Tensor, config: RetrainConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +172,7 @@ class Retrainer:
         plan: list[int],
         fracs: list[int],
         config: RetrainConfig,
-        input_hw: tuple[int, int] = (224, 224),
+        input_hw: tuple[int, int] = C.CHIP_INPUT_HW,
     ) -> None:
         config.check()
         self.stack = stack.without_trailing_pool()

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from chipq import __version__
+from chipq.formats import constants as C
 from chipq.images import ImageError, check_rgb, load_image, resize
 from chipq.retrieval.descriptors import DescriptorStore
 from chipq.retrieval.pooling import finish, nip_rotation_vector, whole_map_pool
@@ -36,9 +37,13 @@ from chipq.retrieval.rois import Box, rnip_crops
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 
-CHIP_INPUT_SIZE = (224, 224)  # (height, width) of the chip's input buffer
 ROTATIONS = (0, 1, 2, 3)  # quarter turns
 DEFAULT_BATCH_SIZE = 16
+
+
+def quarter_turns(image_chw: np.ndarray) -> np.ndarray:
+    """The NIP rotations of a square (3, H, W) network input as a (4, 3, H, W) batch."""
+    return np.stack([np.rot90(image_chw, turns, axes=(1, 2)) for turns in ROTATIONS]).copy()
 
 
 def rotated_inputs(img: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
@@ -53,7 +58,7 @@ def describe(
     img: np.ndarray,
     features: FeatureFn,
     *,
-    size: tuple[int, int] = CHIP_INPUT_SIZE,
+    size: tuple[int, int] = C.CHIP_INPUT_HW,
     rnip: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> np.ndarray:
@@ -128,7 +133,7 @@ def describe_all(
     features: FeatureFn,
     store: DescriptorStore,
     *,
-    size: tuple[int, int] = CHIP_INPUT_SIZE,
+    size: tuple[int, int] = C.CHIP_INPUT_HW,
     rnip: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_image: Callable[[str], None] | None = None,

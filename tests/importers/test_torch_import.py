@@ -16,7 +16,7 @@ from chipq.floatnet.torchnet import stack_to_torch
 from chipq.importers import load_model
 from chipq.importers.errors import (
     ModelNotFound,
-    ShapeMismatch,
+    TensorShapeMismatch,
     TruncatedModel,
     UnknownModelFormat,
     UnsafePickle,
@@ -184,7 +184,7 @@ def test_a_layout_that_is_no_vgg_names_the_first_odd_index(tmp_path):
 def test_channels_that_do_not_chain_are_refused(tmp_path):
     state = features_only(tiny_vgg("A"))
     state["features.3.weight"] = torch.zeros(8, 5, 3, 3)  # conv2_1 takes 4 channels
-    with pytest.raises(ShapeMismatch) as exc_info:
+    with pytest.raises(TensorShapeMismatch) as exc_info:
         load_model(save(state, tmp_path / "chain.pt"))
     assert "features.3.weight" in one_line_error(exc_info)
 
@@ -192,7 +192,7 @@ def test_channels_that_do_not_chain_are_refused(tmp_path):
 def test_integer_weights_are_refused(tmp_path):
     state = features_only(tiny_vgg("A"))
     state["features.0.weight"] = torch.zeros(4, 3, 3, 3, dtype=torch.int8)
-    with pytest.raises(ShapeMismatch, match="features.0.weight: dtype torch.int8"):
+    with pytest.raises(TensorShapeMismatch, match="features.0.weight: dtype torch.int8"):
         load_model(save(state, tmp_path / "int.pt"))
 
 

@@ -23,12 +23,12 @@ from chipq.retrain.trainer import (
     augment,
     distillation_loss,
     load_checkpoint,
-    region_descriptors,
     run_training,
     save_checkpoint,
     torch_settings,
     training_samples,
 )
+from chipq.retrieval.pooling_torch import region_descriptors
 
 PLAN = [3, 1, 1]
 CONFIG = RetrainConfig(steps=4, batch=4, crop=32, samples=8, lr=1e-3, seed=3)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chipq.retrieval.pooling import nip_from_maps, pool_crops, roi_pool
+from chipq.retrieval.pooling import nip_from_maps, nip_rotation_vector, pool_crops, roi_pool
 from chipq.retrieval.rois import Box, rmac_regions
 
 
@@ -107,3 +107,18 @@ def test_all_zero_maps_give_a_zero_vector():
         nip_from_maps([])
     with pytest.raises(ValueError, match="feature map"):
         nip_from_maps([np.zeros((3, 4), np.float32)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(0, 2**32 - 1))
+def test_torch_twin_equals_numpy_pooling(height, width, seed):
+    """`pooling_torch.region_descriptors` is `nip_rotation_vector` L2-normalised, map by map."""
+    import torch
+
+    from chipq.retrieval.pooling_torch import region_descriptors
+
+    maps = np.random.default_rng(seed).uniform(0, 4, size=(3, 5, height, width))
+    got = region_descriptors(torch.from_numpy(maps)).numpy()
+    for fmap, vector in zip(maps, got):
+        want = nip_rotation_vector(fmap)
+        np.testing.assert_allclose(vector, want / np.linalg.norm(want), rtol=1e-9, atol=1e-9)
