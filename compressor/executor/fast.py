@@ -191,9 +191,11 @@ class FastExecutor:
         # for reports: "int8 route, int8 weights within ±127" (±63 without VNNI) or "float route"
         self.route_label = "float route" if cap is None else f"int8 route, int8 weights within ±{cap}"
         int8.keep_freed_memory()
+        # one (step, output channel order) pair per layer on both routes; a pool's step is None
         if self.route == "float":
             self.steps: list = [
-                _Conv(layer, largest_input(model, index)) if isinstance(layer, ConvLayer) else None
+                (_Conv(layer, largest_input(model, index)) if isinstance(layer, ConvLayer) else None,
+                 np.arange(layer.out_channels))
                 for index, layer in enumerate(model.layers)
             ]
         else:
@@ -251,7 +253,7 @@ class FastExecutor:
         outputs = []
         with _exact_float():
             x = torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32) - self.mean
-            for step in self.steps:
+            for step, _ in self.steps:
                 x = step(x) if step is not None else int8.maxpool2x2(x)
                 if taps:
                     outputs.append(x.to(torch.uint8).numpy())
@@ -273,26 +275,12 @@ class FastExecutor:
 
 @functools.cache
 def _int8_cap() -> int | None:
-    """`int8.probe`'s weight range, confirmed once per process by running small random models
-    (every mask width, first layer on both of its paths) on the int8 route against `golden.run`;
+    """`int8.probe`'s weight range, confirmed once per process by `selftest.int8_matches_golden`;
     None when either fails: the float route is then used."""
+    from chipq.executor import selftest
+
     cap = int8.probe()
-    return cap if cap is not None and _int8_matches_golden() else None
-
-
-def _int8_matches_golden() -> bool:
-    from chipq.executor import golden
-    from chipq.formats.synthetic import random_model
-
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (2, 3, 9, 7), dtype=np.uint8)
-    images[0, :, :4] = 255
-    for seed, bits in enumerate(([1, 3, 5], [5, 2, 4], [3, 1, 2])):
-        model = random_model(bits, [6, 16, "M", 8], input_hw=(9, 7), seed=seed)
-        got = FastExecutor.with_cap(model, int8.probe()).run(images)
-        if not all(np.array_equal(got[i], golden.run(model, images[i])) for i in range(len(images))):
-            return False
-    return True
+    return cap if cap is not None and selftest.int8_matches_golden(cap) else None
 
 
 def _model_order(x: torch.Tensor, order: np.ndarray) -> np.ndarray:

@@ -72,6 +72,36 @@ def maxpool2x2(x: np.ndarray) -> np.ndarray:
     )
 
 
+class GoldenExecutor:
+    """`run` behind the executors' common interface (`chipq.executor.Executor`): batches in.
+
+    Args:
+        model: the chip model.
+    """
+
+    route_label = "golden"
+
+    def __init__(self, model: ChipModel) -> None:
+        self.model = model
+
+    def run(self, pixels: np.ndarray, taps: bool = False, peaks: list[int] | None = None):
+        """Run a batch, one image at a time.
+
+        Args:
+            pixels: uint8 (N, 3, H, W) in the model's channel order.
+            taps: also return every layer's output.
+            peaks: when given, each image's largest |accumulator| per conv layer is appended to it.
+
+        Returns:
+            uint8 (N, C, h, w), or with `taps` a list of every layer's uint8 (N, C_l, h_l, w_l).
+        """
+        if pixels.dtype != np.uint8 or pixels.ndim != 4:
+            raise ValueError(f"pixels must be uint8 (N, 3, H, W), got {pixels.dtype} {pixels.shape}")
+        per_image = [run(self.model, image, taps=True, peaks=peaks) for image in pixels]
+        stacked = [np.stack([outs[k] for outs in per_image]).astype(np.uint8) for k in range(len(self.model.layers))]
+        return stacked if taps else stacked[-1]
+
+
 def run(model: ChipModel, pixels: np.ndarray, *, taps: bool = False, peaks: list[int] | None = None):
     """Run one image through the model.
 

@@ -138,12 +138,13 @@ def verify(
     say("fast executor")
     fast_taps = fast.run(images, taps=True)
     peaks = [0] * len(model.conv_layers())
+    reference_executor = golden.GoldenExecutor(model)
     for index in range(report.golden_images):
         say(f"golden executor, image {index + 1}/{report.golden_images}")
         image_peaks: list[int] = []
-        gold = golden.run(model, images[index], taps=True, peaks=image_peaks)
+        gold = reference_executor.run(images[index : index + 1], taps=True, peaks=image_peaks)
         peaks = [max(a, b) for a, b in zip(peaks, image_peaks)]
-        report.mismatches += compare_exact(model, [t[index] for t in fast_taps], gold, names[index])
+        report.mismatches += compare_exact(model, [t[index] for t in fast_taps], [t[0] for t in gold], names[index])
     report.exact_layers = len(model.layers) if not report.mismatches else 0
     report.acc_peaks = {layer.name: peak for layer, peak in zip(model.conv_layers(), peaks)}
     if report.mismatches:

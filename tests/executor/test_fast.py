@@ -98,7 +98,7 @@ def test_float64_fallback_when_one_channel_exceeds_float32():
     with pytest.raises(ValueError, match="alone exceeds"):
         channel_groups(layer, 255)
     executor = FastExecutor(model, route="float")
-    assert executor.steps[0].dtype == torch.float64
+    assert executor.steps[0][0].dtype == torch.float64
     images = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4), dtype=np.uint8)
     images[0] = 255
     out = executor.run(images)

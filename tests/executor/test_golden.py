@@ -83,3 +83,20 @@ def test_channel_count_mismatch_is_reported():
     layer = _conv(np.ones((1, 2)), np.ones((1, 2, 3, 3)), [0])
     with pytest.raises(ValueError, match="expects 2"):
         golden.conv3x3_accumulate(np.zeros((3, 4, 4), np.int64), layer)
+
+
+def test_golden_executor_has_the_fast_interface(tiny_model):
+    """`GoldenExecutor.run` takes a batch like `FastExecutor.run` and returns the same shapes and values."""
+    from chipq.executor.fast import FastExecutor
+    from chipq.executor.golden import GoldenExecutor
+
+    images = np.random.default_rng(3).integers(0, 256, (3, 3, 16, 16), dtype=np.uint8)
+    gold, fast = GoldenExecutor(tiny_model), FastExecutor(tiny_model)
+    peaks: list[int] = []
+    gold_taps, fast_taps = gold.run(images, taps=True, peaks=peaks), fast.run(images, taps=True)
+    assert len(peaks) == 3 * len(tiny_model.conv_layers())
+    assert [t.shape for t in gold_taps] == [t.shape for t in fast_taps]
+    for g, f in zip(gold_taps, fast_taps):
+        assert g.dtype == np.uint8
+        np.testing.assert_array_equal(g, f)
+    np.testing.assert_array_equal(gold.run(images), fast.run(images))

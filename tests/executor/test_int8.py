@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from chipq.executor import golden, int8
-from chipq.executor.fast import FastExecutor, _FloatStep, _int8_matches_golden
+from chipq.executor.fast import FastExecutor, _FloatStep
+from chipq.executor.selftest import int8_matches_golden
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, ConvLayer
 from chipq.formats.synthetic import random_model
@@ -35,7 +36,7 @@ def test_probe_reports_a_known_range():
 
 @needs_int8
 def test_self_test_passes_here():
-    assert _int8_matches_golden()
+    assert int8_matches_golden(CAP)
 
 
 def test_plan_splits_only_channels_that_do_not_fit():
