@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chipq.cli import app, err_console
-from chipq.cli.inspect_cmd import parse_size
+from chipq.cli.options import parse_size
 from chipq.errors import UsageError
 from chipq.quant.plan import parse_plan
 from chipq.retrain.config import RetrainConfig, StepStats
@@ -239,23 +239,24 @@ def _retrain(stack, bits, images, train_images, config, input_hw, output, resume
 
 
 def _summary(result, blob_bytes: int, model_path: Path, output: Path, plan: str) -> dict:
+    from chipq.reports.inspect import summarize
+
+    sizes = summarize(result.model, blob_bytes, crc_ok=True)
+    rows = [row for row in sizes["layers"] if row["kind"] == "conv"]
     layers = []
-    fp32_total = 0
-    for layer, report, frac in zip(result.model.conv_layers(), result.reports, result.act_fracs):
-        fp32 = layer.out_channels * layer.in_channels * 9 * 4
-        packed = layer.out_channels * layer.in_channels * (9 * layer.mask_bits + 8) / 8
-        fp32_total += fp32
+    for row, layer, report, frac in zip(rows, result.model.conv_layers(), result.reports, result.act_fracs):
+        packed = row["mask_alpha_bits"] / 8  # masks + alphas at the paper's 9m + 8 bits per kernel
         layers.append(
             {
                 "name": layer.name,
-                "shape": [layer.out_channels, layer.in_channels, 3, 3],
+                "shape": row["shape"],
                 "mask_bits": layer.mask_bits,
                 "weight_shift": layer.weight_shift,
                 "act_frac": frac,
                 "rel_l2": report.rel_l2,
                 "sqnr_db": report.sqnr_db,
                 "mask_alpha_bytes": packed,
-                "ratio": fp32 / packed,
+                "ratio": row["fp32_bytes"] / packed,
             }
         )
     return {
@@ -264,9 +265,9 @@ def _summary(result, blob_bytes: int, model_path: Path, output: Path, plan: str)
         "plan": plan,
         "calibration_images": result.calib_count,
         "layers": layers,
-        "fp32_weight_bytes": fp32_total,
+        "fp32_weight_bytes": sizes["totals"]["fp32_weight_bytes"],
         "blob_bytes": blob_bytes,
-        "ratio": fp32_total / blob_bytes,
+        "ratio": sizes["totals"]["ratio"],
         "retrain": result.retrain,
     }
 

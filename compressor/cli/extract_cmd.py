@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chipq.cli import app, err_console
-from chipq.cli.inspect_cmd import parse_size
+from chipq.cli.options import parse_size
 from chipq.errors import UsageError
 from chipq.formats import constants as C
 from chipq.retrieval.rois import rnip_levels
@@ -64,7 +64,7 @@ def extract_command(
     except KeyError:
         raise UsageError(f"--descriptor {descriptor!r}: choose float, byte or bit") from None
     features, source, default_size = _features(blob, model, batch)
-    input_hw = parse_size(size) if size else default_size
+    input_hw = parse_size(size, "--size") if size else default_size
     paths = list_images(images)
     names = image_names(paths, images)
     store = DescriptorStore(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,12 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from chipq.cli import app
-from chipq.errors import UsageError
-from chipq.formats import constants as C
+from chipq.cli.options import parse_size
 from chipq.formats.reader import from_bytes, load_blob_bytes
 from chipq.reports.inspect import summarize
 
-_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
 _WIDE = 160  # columns when the output is not a terminal (piped, captured): do not wrap the table
 
 
@@ -67,24 +64,6 @@ def inspect_command(
         console = Console(width=_WIDE)
     console.print(_layer_table(summary, str(blob)))
     console.print(_totals_table(summary))
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x480"`` -> (480, 640): an image size written width x height, as (height, width).
-
-    Each side 1..MAX_INPUT_SIDE.
-
-    Raises:
-        UsageError: anything else.
-    """
-    match = _SIZE.match(text)
-    if not match:
-        raise UsageError(f"--input {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 640x480")
-    width, height = int(match.group(1)), int(match.group(2))
-    for side in (height, width):
-        if not 1 <= side <= C.MAX_INPUT_SIDE:
-            raise UsageError(f"--input {text}: each side must be 1..{C.MAX_INPUT_SIDE} pixels")
-    return height, width
 
 
 def _layer_table(summary: dict[str, Any], blob: str) -> Table:

@@ -28,7 +28,12 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import NamedTuple
 
-from chipq.errors import UsageError
+from chipq.errors import ChipqError
+
+
+class UnknownRnipCount(ChipqError):
+    """An RNIP crop count other than the three the paper defines (5, 9, 14)."""
+
 
 TARGET_OVERLAP = Fraction(2, 5)  # R-MAC: consecutive level-1 regions overlap about 40 %
 LONG_SIDE_STEPS = range(2, 8)  # candidates for m on a non-square rectangle
@@ -98,10 +103,10 @@ def rnip_levels(n: int) -> int:
     """The R-MAC levels behind ``--rnip n``.
 
     Raises:
-        UsageError: n is not one of 5, 9, 14.
+        UnknownRnipCount: n is not one of 5, 9, 14.
     """
     if n not in RNIP_LEVELS:
-        raise UsageError(f"--rnip {n}: must be one of {', '.join(map(str, sorted(RNIP_LEVELS)))}")
+        raise UnknownRnipCount(f"--rnip {n}: must be one of {', '.join(map(str, sorted(RNIP_LEVELS)))}")
     return RNIP_LEVELS[n]
 
 

@@ -157,3 +157,16 @@ def test_real_process_json(sample_blob_path):
     command = [str(CHIPQ), "inspect", str(sample_blob_path), "--json"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and json.loads(proc.stdout)["totals"]["blob_bytes"] == 768
+
+
+def test_a_bad_size_names_the_option_given():
+    """`parse_size` names the option the user typed (extract used to report `--input`)."""
+    import pytest
+
+    from chipq.cli.options import parse_size
+    from chipq.errors import UsageError
+
+    with pytest.raises(UsageError, match="^--size 'foo'"):
+        parse_size("foo", "--size")
+    with pytest.raises(UsageError, match="^--input 0x5"):
+        parse_size("0x5")

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chipq.errors import UsageError
-from chipq.retrieval.rois import Box, long_side_regions, rmac_regions, rnip_count, rnip_crops
+from chipq.retrieval.rois import Box, UnknownRnipCount, long_side_regions, rmac_regions, rnip_count, rnip_crops
 
 
 def test_square_counts_and_layout():
@@ -53,7 +52,7 @@ def test_rnip_counts_from_design():
 
 
 def test_rnip_refuses_other_counts():
-    with pytest.raises(UsageError, match="--rnip 7"):
+    with pytest.raises(UnknownRnipCount, match="--rnip 7"):
         rnip_crops(640, 480, 7)
 
 
