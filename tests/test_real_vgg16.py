@@ -57,4 +57,9 @@ def test_verify_reports_fidelity_to_the_float_model(compressed):
     assert not report.failures
     by_name = {row.name: row for row in report.agreement}
     assert by_name["conv1_2"].cosine > 0.95  # 3-bit layers stay close
-    assert 0.0 < np.mean(report.nip_cosines) <= 1.0
+    # post-training 3x7,1x6: README/bench report a mean NIP cosine of about 0.7 (0.71 measured here
+    # on these two photos); a broken quantizer or pooling gives far less (random weights: ~0.3)
+    assert 0.6 <= np.mean(report.nip_cosines) < 0.999
+    assert min(report.nip_cosines) > 0.5
+    deep = [row.cosine for row in report.agreement if row.name.startswith("conv5")]
+    assert min(deep) < by_name["conv1_2"].cosine  # the 1-bit layers lose more than the 3-bit ones

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from floatcraft import random_stack
 from PIL import Image
 
-from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
+from chipq.floatnet.model import FloatStack
 from chipq.formats.writer import to_bytes
 from chipq.quant.compress import EmptyCalibration, calibrate, calibration_batch, compress
 from chipq.quant.quantize import quantize_stack
@@ -16,13 +17,7 @@ from chipq.retrain.trainer import torch_settings
 
 
 def tiny_stack(seed: int = 0) -> FloatStack:
-    rng = np.random.default_rng(seed)
-
-    def conv(name, out_ch, in_ch):
-        weight = rng.normal(size=(out_ch, in_ch, 3, 3)) * np.sqrt(2 / (9 * in_ch))
-        return FloatConv(name, weight.astype(np.float32), (rng.normal(size=out_ch) * 0.05).astype(np.float32))
-
-    return FloatStack([conv("conv1_1", 4, 3), FloatPool("pool1"), conv("conv2_1", 8, 4), FloatPool("pool2")])
+    return random_stack([4, "M", 8, "M"], seed=seed, bias_std=0.05)
 
 
 def batch(n: int = 3, seed: int = 0) -> np.ndarray:

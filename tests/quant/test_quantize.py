@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from floatcraft import random_stack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from chipq.executor import golden
-from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
+from chipq.floatnet.model import FloatConv
 from chipq.formats import constants as C
 from chipq.quant.quantize import (
     QuantizationError,
@@ -93,10 +94,7 @@ def test_input_fold_matches_the_normalised_float_conv_inside_the_border():
 
 
 def _tiny_stack(seed=0):
-    rng = np.random.default_rng(seed)
-    def conv(name, o, i):
-        return FloatConv(name, (rng.normal(size=(o, i, 3, 3)) * np.sqrt(2 / (9 * i))).astype(np.float32), (rng.normal(size=o) * 0.1).astype(np.float32))
-    return FloatStack([conv("conv1_1", 8, 3), FloatPool("pool1"), conv("conv2_1", 16, 8), FloatPool("pool2")])
+    return random_stack([8, "M", 16, "M"], seed=seed)
 
 
 def test_quantized_stack_runs_close_to_the_float_model():

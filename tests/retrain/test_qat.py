@@ -5,25 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from floatcraft import random_stack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chipq.executor.fast import FastExecutor
-from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
+from chipq.floatnet.model import FloatStack
 from chipq.quant.calibrate import quantize_activations
 from chipq.quant.quantize import quantize_conv, quantize_stack
 from chipq.retrain.qat import InputFold, QatNet, dequantized_bias, fake_quant_activations
 
 
 def tiny_stack(seed: int = 0) -> FloatStack:
-    """conv1_1 3->8, conv1_2 8->8, pool1, conv2_1 8->16 with He-scaled random weights."""
-    rng = np.random.default_rng(seed)
-
-    def conv(name, out_ch, in_ch):
-        weight = rng.normal(size=(out_ch, in_ch, 3, 3)) * np.sqrt(2 / (9 * in_ch))
-        return FloatConv(name, weight.astype(np.float32), (rng.normal(size=out_ch) * 0.1).astype(np.float32))
-
-    return FloatStack([conv("conv1_1", 8, 3), conv("conv1_2", 8, 8), FloatPool("pool1"), conv("conv2_1", 16, 8)])
+    """conv1_1 3->8, conv1_2 8->8, pool1, conv2_1 8->16."""
+    return random_stack([8, 8, "M", 16], seed=seed)
 
 
 PLAN, FRACS = [3, 2, 1], [4, 4, 4]

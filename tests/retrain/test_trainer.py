@@ -7,9 +7,10 @@ import doctest
 import numpy as np
 import pytest
 import torch
+from floatcraft import random_stack
 
 import chipq.retrain.trainer
-from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
+from chipq.floatnet.model import FloatStack
 from chipq.formats.writer import to_bytes as blob_bytes
 from chipq.quant.compress import calibrate
 from chipq.quant.quantize import quantize_stack
@@ -36,13 +37,7 @@ CONFIG = RetrainConfig(steps=4, batch=4, crop=32, samples=8, lr=1e-3, seed=3)
 
 def tiny_stack(seed: int = 0) -> FloatStack:
     """conv1_1 3->4, pool1, conv2_1 4->8, conv2_2 8->8: a VGG-shaped chain in miniature."""
-    rng = np.random.default_rng(seed)
-
-    def conv(name, out_ch, in_ch):
-        weight = rng.normal(size=(out_ch, in_ch, 3, 3)) * np.sqrt(2 / (9 * in_ch))
-        return FloatConv(name, weight.astype(np.float32), (rng.normal(size=out_ch) * 0.05).astype(np.float32))
-
-    return FloatStack([conv("conv1_1", 4, 3), FloatPool("pool1"), conv("conv2_1", 8, 4), conv("conv2_2", 8, 8)])
+    return random_stack([4, "M", 8, 8], seed=seed, bias_std=0.05)
 
 
 def photos(count: int = 3, seed: int = 0) -> list[np.ndarray]:
