@@ -16,6 +16,7 @@ from rich.table import Table
 
 from chipq.cli import app, err_console
 from chipq.cli.options import parse_size
+from chipq.cli.progress import ProgressLog, status
 from chipq.errors import UsageError
 from chipq.quant.plan import parse_plan
 from chipq.retrain.config import RetrainConfig, StepStats
@@ -32,17 +33,21 @@ _HELP = "\n\n".join(
         "`conv1_1=3,...,conv5_3=1` covering every conv layer.",
         "The blob is written atomically: it appears whole or not at all. The same model, plan and "
         "calibration images give byte-identical blobs, whether the model comes as .pt or .onnx.",
-        "--retrain DIR runs Algorithm 1 first: the quantized network (float shadow weights, Eq. 1 "
-        "rebuilt every step, straight-through gradients) is trained to reproduce the float model's "
-        "conv5_3 maps and NIP region descriptors on crops of the images in DIR (no labels). Layers "
-        "from the first one with the plan's fewest mask bits on are trained (--train-from to change "
-        "it). The progress bar shows the loss and the descriptor cosine to the float model. The "
-        "training state is saved in BLOB.ckpt every minute, on Ctrl-C and on a crash; --resume "
+        "By default compress runs Algorithm 1 (the paper's retraining with the fixed-point constraint): "
+        "the quantized network (float shadow weights, Eq. 1 rebuilt every step, straight-through "
+        "gradients) is trained to reproduce the float model's conv5_3 maps and NIP region descriptors "
+        "on crops of the --images photos (no labels needed). --no-retrain gives the post-training path "
+        "only (seconds instead of minutes, lower fidelity). --images DIR replaces the photo set that "
+        "ships with chipq (106 licensed real photos) for calibration and training alike.",
+        "Layers from the first one with the plan's fewest mask bits on are trained (--train-from to "
+        "change it). Progress: a bar in a terminal, plain lines (at least every 10 s) in a pipe or log. "
+        "The training state is saved in BLOB.ckpt every minute, on Ctrl-C and on a crash; --resume "
         "continues from it (same model, plan, images and settings; --steps may grow). It is deleted "
         "once the blob is written. The same model, plan, images and seed give byte-identical blobs "
         "(torch deterministic algorithms, 2 threads).",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 -o vgg16.blob",
-        "Example: chipq compress vgg16.pt --plan 3x7,1x6 --retrain samples --steps 300 -o vgg16.blob",
+        "Example: chipq compress vgg16.pt --plan 3x7,1x6 --no-retrain -o fast.blob",
+        "Example: chipq compress vgg16.pt --plan 3x7,1x6 --images my_photos --steps 600 -o vgg16.blob",
     ]
 )
 
@@ -52,20 +57,22 @@ def compress_command(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Float model: .pt / .pth (state dict or TorchScript) or .onnx.", show_default=False),
     plan_text: str = typer.Option("3x7,1x6", "--plan", "-p", metavar="PLAN", help="Mask bits per conv layer (see above)."),
     output: Path = typer.Option(..., "--output", "-o", metavar="BLOB", help="Where to write the blob.", show_default=False),
-    calib: Optional[Path] = typer.Option(
+    images_dir: Optional[Path] = typer.Option(
         None,
-        "--calib",
+        "--images",
         metavar="DIR",
-        help="Images (folder, searched recursively, or a list file) for activation calibration. "
-        "Default: the photos in samples/photos.",
+        help="Photos (folder, searched recursively, or a list file) for calibration and retraining. "
+        "Default: the photo set shipped with chipq.",
         show_default=False,
     ),
+    no_retrain: bool = typer.Option(False, "--no-retrain", help="Post-training quantization only: no Algorithm 1 retraining."),
+    calib: Optional[Path] = typer.Option(None, "--calib", metavar="DIR", hidden=True, help="Old name of --images."),
     input_size: str = typer.Option(
         "224x224", "--input", metavar="WxH", help="The chip's input buffer, width x height; calibration images are resized to it."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     retrain: Optional[Path] = typer.Option(
-        None, "--retrain", metavar="DIR", help="Retrain (Algorithm 1, label-free distillation) on the images of DIR.", show_default=False
+        None, "--retrain", metavar="DIR", hidden=True, help="Old spelling: retrain on DIR (now the default; same as --images DIR).", show_default=False
     ),
     steps: Optional[str] = typer.Option(None, "--steps", metavar="N", help=f"Training steps (default {RetrainConfig.steps}).", show_default=False),
     epochs: Optional[str] = typer.Option(None, "--epochs", metavar="N", help="Training epochs over the cached samples (instead of --steps).", show_default=False),
@@ -85,23 +92,29 @@ def compress_command(
     from chipq.retrain.trainer import load_training_images
 
     input_hw = parse_size(input_size) if input_size else DEFAULT_INPUT
-    calib_dir = calib if calib is not None else default_calib_dir()
+    sources = [path for path in (images_dir, calib, retrain) if path is not None]
+    if len(set(sources)) > 1:
+        raise UsageError("--images, --calib and --retrain name the same photo set: give one folder")
+    if no_retrain and retrain is not None:
+        raise UsageError("--no-retrain and --retrain: give one of them")
+    image_dir = sources[0] if sources else default_calib_dir()
     config = None
-    if retrain is not None:
+    if not no_retrain:
         config = _retrain_config(steps, epochs, lr, seed, samples, train_from, min(input_hw))
         _check_checkpoint(output, resume)
     else:
         _refuse_without_retrain(steps=steps, epochs=epochs, train_from=train_from, resume=resume or None)
-    with err_console.status("loading model") as status:
+    with status("compress", err_console, quiet=as_json) as shown:
+        shown.update("loading model")
         stack = load_model(model_path).without_trailing_pool()
         bits = parse_plan(plan_text, [layer.name for layer in stack.conv_layers()])
-        status.update("reading calibration images")
-        images = calibration_batch(calib_dir, input_hw)
+        shown.update("reading calibration images")
+        images = calibration_batch(image_dir, input_hw)
         if config is None:
-            result = compress(stack, bits, images, input_hw, step=lambda text: status.update(text))
+            result = compress(stack, bits, images, input_hw, step=lambda text: shown.update(text))
         else:
-            status.update("reading training images")
-            train_images = load_training_images(retrain)
+            shown.update("reading training images")
+            train_images = load_training_images(image_dir)
     if config is not None:
         result = _retrain(stack, bits, images, train_images, config, input_hw, output, resume, quiet=as_json)
     with err_console.status("writing blob"):
@@ -168,7 +181,7 @@ def _check_checkpoint(output: Path, resume: bool) -> None:
 def _refuse_without_retrain(**options) -> None:
     for name, value in options.items():
         if value is not None:
-            raise UsageError(f"--{name.replace('_', '-')} needs --retrain DIR")
+            raise UsageError(f"--{name.replace('_', '-')} is a retraining setting: drop --no-retrain to use it")
 
 
 @contextmanager
@@ -205,9 +218,10 @@ def _retrain(stack, bits, images, train_images, config, input_hw, output, resume
         TimeRemainingColumn(),
     ]
     recent: list[float] = []
+    log = None if err_console.is_terminal or quiet else ProgressLog("compress", err_console)
     # Started on the first callback, so a refusal before any work (a bad checkpoint, a bad
     # --train-from) is the only thing on stderr.
-    progress = Progress(*columns, console=err_console, transient=quiet)
+    progress = Progress(*columns, console=err_console, transient=quiet, disable=log is not None)
     cache = progress.add_task("caching samples", total=config.samples, loss="-", cos="-")
     train = progress.add_task("retraining", total=config.steps, loss="-", cos="-", start=False)
 
@@ -218,6 +232,8 @@ def _retrain(stack, bits, images, train_images, config, input_hw, output, resume
     def on_cache(done: int, total: int) -> None:
         show()
         progress.update(cache, completed=done)
+        if log:
+            log.update("caching training samples", done, total)
 
     def on_step(stats: StepStats) -> None:
         show()
@@ -226,6 +242,8 @@ def _retrain(stack, bits, images, train_images, config, input_hw, output, resume
         cosine = sum(recent) / len(recent)
         progress.start_task(train)
         progress.update(train, completed=stats.step, loss=f"{stats.loss:.4f}", cos=f"{cosine:.4f}")
+        if log:
+            log.update("retraining", stats.step, config.steps, extra=f"loss {stats.loss:.4f} cos {cosine:.4f}")
 
     try:
         with _deferred_interrupt() as stop:
@@ -236,6 +254,8 @@ def _retrain(stack, bits, images, train_images, config, input_hw, output, resume
             )  # fmt: skip
     finally:
         progress.stop()
+        if log:
+            log.close()
 
 
 def _summary(result, blob_bytes: int, model_path: Path, output: Path, plan: str) -> dict:

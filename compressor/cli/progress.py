@@ -7,11 +7,13 @@ long commands write plain lines instead::
 
 A line is written when the stage changes, when the work advanced by 5 % since the last line, and
 at least every 10 s while the command runs (a heartbeat thread repeats the current state, so a
-long stage without callbacks still shows it is alive).
+long stage without callbacks still shows it is alive). Nothing is written in the first 10 s: a
+command that fails on bad input at once leaves exactly its one error line on stderr.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -20,15 +22,17 @@ from typing import Iterator
 from rich.console import Console
 from rich.markup import escape
 
-INTERVAL = 10.0  # seconds: the longest silence allowed
+DEFAULT_INTERVAL = 10.0  # seconds: the longest silence allowed (CHIPQ_PROGRESS_SECONDS overrides it)
 STEP_SHARE = 0.05  # a line for every 5 % of a counted stage
 
 
 class ProgressLog:
     """Plain progress lines for a non-terminal stderr (thread-safe; `close` stops the heartbeat)."""
 
-    def __init__(self, command: str, console: Console, interval: float = INTERVAL) -> None:
-        self.command, self.console, self.interval = command, console, interval
+    def __init__(self, command: str, console: Console, interval: float | None = None, grace: float | None = None) -> None:
+        self.command, self.console = command, console
+        self.interval = interval if interval is not None else float(os.environ.get("CHIPQ_PROGRESS_SECONDS", DEFAULT_INTERVAL))
+        self.grace = self.interval if grace is None else grace  # silent start
         self._lock = threading.Lock()
         self._stage, self._done, self._total, self._extra = "starting", None, None, ""
         self._printed_done: int | None = None
@@ -43,7 +47,7 @@ class ProgressLog:
             changed = stage != self._stage
             self._stage, self._done, self._total, self._extra = stage, done, total, extra
             due = changed or self._advanced()
-            if due:
+            if due and time.monotonic() - self._start >= self.grace:
                 self._print()
 
     def close(self) -> None:
@@ -58,7 +62,7 @@ class ProgressLog:
         return (self._done - self._printed_done) >= STEP_SHARE * self._total
 
     def _beat(self) -> None:
-        while not self._stop.wait(min(1.0, self.interval / 4)):
+        while not self._stop.wait(max(0.01, min(1.0, self.interval / 4))):
             with self._lock:
                 if time.monotonic() - self._last >= self.interval:
                     self._print()

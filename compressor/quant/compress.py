@@ -43,8 +43,10 @@ class CompressResult:
 
 
 def default_calib_dir() -> Path:
-    """The photos shipped in `samples/photos` of a source checkout."""
-    return Path(__file__).resolve().parents[2] / "samples" / "photos"
+    """The photo set that ships inside the package (`chipq.data`): works from any install."""
+    from chipq.data import default_photos_dir
+
+    return default_photos_dir()
 
 
 def calibration_batch(

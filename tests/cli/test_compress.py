@@ -62,7 +62,7 @@ def compress_ok(monkeypatch, capsys, *args):
 
 def test_post_training_blob_and_json(model_file, images, tmp_path, monkeypatch, capsys):
     out = tmp_path / "m.blob"
-    captured = compress_ok(monkeypatch, capsys, model_file, "-o", out, "--calib", images, *SIZE, "--json")
+    captured = compress_ok(monkeypatch, capsys, model_file, "-o", out, "--images", images, *SIZE, "--no-retrain", "--json")
     data = json.loads(captured.out)
     assert data["retrain"] is None and len(data["layers"]) == 13
     assert len(read_blob(out).conv_layers()) == 13
@@ -73,7 +73,7 @@ RETRAIN = ["--steps", "3", "--samples", "4"]
 
 def test_retrain_writes_the_blob_and_removes_the_checkpoint(model_file, images, tmp_path, monkeypatch, capsys):
     out = tmp_path / "r.blob"
-    args = [model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, *RETRAIN, "--json"]
+    args = [model_file, "-o", out, "--images", images, *SIZE, *RETRAIN, "--json"]
     data = json.loads(compress_ok(monkeypatch, capsys, *args).out)
     assert data["retrain"]["steps"] == 3 and data["retrain"]["trained_layers"][0] == "conv4_1"
     assert not checkpoint_path(out).exists()
@@ -85,13 +85,13 @@ def test_retrain_writes_the_blob_and_removes_the_checkpoint(model_file, images, 
 
 def test_retrain_table_names_the_trained_layers(model_file, images, tmp_path, monkeypatch, capsys):
     out = tmp_path / "t.blob"
-    captured = compress_ok(monkeypatch, capsys, model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, *RETRAIN)
+    captured = compress_ok(monkeypatch, capsys, model_file, "-o", out, "--images", images, *SIZE, *RETRAIN)
     assert "retrained conv4_1, conv4_2" in captured.out and "descriptor cosine" in captured.out
 
 
 def test_epochs_count_steps_over_the_cached_samples(model_file, images, tmp_path, monkeypatch, capsys):
     out = tmp_path / "e.blob"
-    args = [model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, "--samples", "8", "--epochs", "1", "--json"]
+    args = [model_file, "-o", out, "--images", images, *SIZE, "--samples", "8", "--epochs", "1", "--json"]
     data = json.loads(compress_ok(monkeypatch, capsys, *args).out)
     assert data["retrain"]["steps"] == 1  # 8 samples / batch 8
 
@@ -103,7 +103,7 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_finishes_the_same_blob(model_file
     from chipq.retrain.trainer import Retrainer
 
     out = tmp_path / "res.blob"
-    base = [model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, "--samples", "4", "--steps", "4"]
+    base = [model_file, "-o", out, "--images", images, *SIZE, "--samples", "4", "--steps", "4"]
     compress_ok(monkeypatch, capsys, *base)
     whole = out.read_bytes()
     out.unlink()
@@ -143,7 +143,7 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_finishes_the_same_blob(model_file
 )
 def test_bad_retrain_options_fail_in_one_line(model_file, images, tmp_path, monkeypatch, capsys, args, message):
     out = tmp_path / "bad.blob"
-    code, outs, err = run(monkeypatch, capsys, model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, *args)
+    code, outs, err = run(monkeypatch, capsys, model_file, "-o", out, "--images", images, *SIZE, *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and not checkpoint_path(out).exists()
 
@@ -153,20 +153,50 @@ def test_empty_retrain_folder_fails_in_one_line(model_file, images, tmp_path, mo
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
     out = tmp_path / "x.blob"
-    code, _, err = run(monkeypatch, capsys, model_file, "-o", out, "--calib", images, *SIZE, "--retrain", empty)
+    code, _, err = run(monkeypatch, capsys, model_file, "-o", out, "--images", empty, *SIZE)
     assert code == 2 and "no decodable JPEG or PNG" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 
-def test_retrain_options_need_retrain(model_file, images, tmp_path, monkeypatch, capsys):
+def test_retrain_options_are_refused_with_no_retrain(model_file, images, tmp_path, monkeypatch, capsys):
     out = tmp_path / "y.blob"
-    code, _, err = run(monkeypatch, capsys, model_file, "-o", out, "--calib", images, *SIZE, "--steps", "3")
-    assert code == 2 and "--steps needs --retrain" in err and not out.exists()
+    code, _, err = run(monkeypatch, capsys, model_file, "-o", out, "--images", images, *SIZE, "--no-retrain", "--steps", "3")
+    assert code == 2 and "--steps is a retraining setting" in err and not out.exists()
+
+
+def test_retraining_is_the_default_and_old_flags_still_work(model_file, images, tmp_path, monkeypatch, capsys):
+    """No flag: Algorithm 1 runs. `--calib D --retrain D` (0.1 scripts) gives the same bytes as `--images D`."""
+    new, old = tmp_path / "new.blob", tmp_path / "old.blob"
+    data = json.loads(compress_ok(monkeypatch, capsys, model_file, "-o", new, "--images", images, *SIZE, *RETRAIN, "--json").out)
+    assert data["retrain"]["steps"] == 3
+    compress_ok(monkeypatch, capsys, model_file, "-o", old, "--calib", images, "--retrain", images, *SIZE, *RETRAIN)
+    assert old.read_bytes() == new.read_bytes()
+    code, _, err = run(monkeypatch, capsys, model_file, "-o", tmp_path / "c.blob", "--images", images, "--retrain", tmp_path, *SIZE)
+    assert code == 2 and "give one folder" in err
+
+
+def test_progress_lines_in_a_log(model_file, images, tmp_path):
+    """stderr to a file: plain progress lines, no live display."""
+    import os
+    import subprocess
+
+    log = tmp_path / "log.txt"
+    out = tmp_path / "p.blob"
+    with log.open("w") as stderr:
+        code = subprocess.call(
+            [sys.executable, "-c", "from chipq.cli import main; main()", "compress", str(model_file), "-o", str(out),
+             "--images", str(images), *SIZE, *RETRAIN], stderr=stderr, stdout=subprocess.DEVNULL,
+            env={**os.environ, "CHIPQ_PROGRESS_SECONDS": "0"},
+        )  # fmt: skip
+    text = log.read_text()
+    assert code == 0 and out.exists()
+    assert "chipq compress: loading model" in text and "chipq compress: retraining 3/3 (100%)" in text
+    assert "\x1b[" not in text  # no terminal control codes
 
 
 def test_resume_without_checkpoint_and_stale_checkpoint(model_file, images, tmp_path, monkeypatch, capsys):
     out = tmp_path / "z.blob"
-    base = [model_file, "-o", out, "--calib", images, *SIZE, "--retrain", images, *RETRAIN]
+    base = [model_file, "-o", out, "--images", images, *SIZE, *RETRAIN]
     code, _, err = run(monkeypatch, capsys, *base, "--resume")
     assert code == 2 and "no checkpoint" in err
     checkpoint_path(out).write_bytes(b"old")

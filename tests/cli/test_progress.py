@@ -17,7 +17,7 @@ def _console() -> tuple[Console, io.StringIO]:
 
 def test_lines_on_stage_change_and_every_5_percent():
     console, buffer = _console()
-    log = ProgressLog("compress", console, interval=60)
+    log = ProgressLog("compress", console, interval=60, grace=0)
     log.update("calibrating")
     for done in range(0, 101):
         log.update("retraining", done, 100, extra="loss 0.1")
@@ -38,10 +38,25 @@ def test_a_heartbeat_line_while_nothing_reports():
     assert buffer.getvalue().count("chipq verify: golden executor") >= 3
 
 
-def test_status_writes_plain_lines_off_a_terminal():
+def test_nothing_in_the_first_seconds():
+    """A command that fails at once leaves only its error line: progress starts after the grace time."""
+    console, buffer = _console()
+    log = ProgressLog("compress", console, interval=0.3)
+    log.update("loading model")
+    log.update("calibrating", 1, 2)
+    time.sleep(0.1)
+    assert buffer.getvalue() == ""
+    time.sleep(0.5)
+    log.close()
+    assert "chipq compress: calibrating 1/2 (50%)" in buffer.getvalue()
+
+
+def test_status_writes_plain_lines_off_a_terminal(monkeypatch):
+    monkeypatch.setenv("CHIPQ_PROGRESS_SECONDS", "0.05")
     console, buffer = _console()
     shown = Status("extract", console)
     shown.start()
     shown.update("describing", 3, 10)
+    time.sleep(0.3)
     shown.stop()
     assert "chipq extract: describing 3/10 (30%)" in buffer.getvalue()
