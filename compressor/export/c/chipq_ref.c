@@ -2,7 +2,7 @@
  * chipq_ref.c - a self-contained C99 reference executor of chipq chip format v1.
  *
  *     chipq_ref BLOB PIXELS.u8 OUTDIR     run one image, write every layer's output map
- *     chipq_ref --check BLOB              only read and check the blob
+ *     chipq_ref --check BLOB...           only read and check blobs (several: one line each)
  *
  * It implements formats/SPEC.md (shipped beside this file): the reader obligations of section 5,
  * in the order that section lists, and the integer arithmetic of section 4. PIXELS.u8 is the raw
@@ -33,6 +33,7 @@
 #endif
 
 #include <errno.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -78,16 +79,24 @@ static struct {
     int16_t *padded;        /* the conv input with a one-element zero border, int16 */
     int32_t *acc;           /* one output plane of accumulators */
     int32_t *weights;       /* alpha * M of one output channel, (I, 3, 3) */
+    FILE *file;             /* the blob while it is being read */
+    const char *checking;   /* --check with several blobs: the one being read, else NULL */
+    jmp_buf next_blob;      /* where fail() returns to then */
 } G;
 
+/* Print "chipq_ref: <type>: <message>" on stderr and exit 2; when checking several blobs, print
+ * "<blob>: <type>: <message>" on stdout and go on with the next blob instead. */
 static void fail(const char *type, const char *format, ...)
 {
     va_list args;
-    fprintf(stderr, "chipq_ref: %s: ", type);
+    FILE *out = G.checking != NULL ? stdout : stderr;
+    fprintf(out, "%s: %s: ", G.checking != NULL ? G.checking : "chipq_ref", type);
     va_start(args, format);
-    vfprintf(stderr, format, args);
+    vfprintf(out, format, args);
     va_end(args);
-    fputc('\n', stderr);
+    fputc('\n', out);
+    if (G.checking != NULL)
+        longjmp(G.next_blob, 1);
     exit(EXIT_BAD);
 }
 
@@ -185,11 +194,11 @@ static void weights_of(const Layer *l, unsigned o, int32_t *w)
 
 static unsigned char *read_blob_file(const char *path, uint64_t *size_out)
 {
-    FILE *f = fopen(path, "rb");
     long end;
     uint64_t size;
     size_t got;
     int c;
+    FILE *f = G.file = fopen(path, "rb"); /* in G: closed by check_many() when a check fails */
     if (f == NULL)
         fail("BlobUnreadable", "%s: cannot read (%s)", path, strerror(errno));
     c = getc(f); /* a folder opens on some systems but cannot be read */
@@ -208,6 +217,7 @@ static unsigned char *read_blob_file(const char *path, uint64_t *size_out)
     if (got != (size_t)size || ferror(f) || getc(f) != EOF)
         fail("BlobUnreadable", "%s: cannot read (short read, or the file changed while reading)", path);
     fclose(f);
+    G.file = NULL;
     *size_out = size;
     return G.blob;
 }
@@ -754,13 +764,40 @@ static void run(const Model *m, const char *outdir)
 
 static void usage(void)
 {
-    fail("UsageError", "usage: chipq_ref BLOB PIXELS.u8 OUTDIR | chipq_ref --check BLOB");
+    fail("UsageError", "usage: chipq_ref BLOB PIXELS.u8 OUTDIR | chipq_ref --check BLOB...");
+}
+
+static Model model; /* static: 64 layer records, kept off the stack */
+
+/* --check with several blobs: one line each on stdout; exit 2 when any is refused. */
+static int check_many(int count, char **paths)
+{
+    static int index, refused; /* static: unchanged by longjmp */
+    for (index = 0; index < count; index++) {
+        G.checking = paths[index];
+        if (setjmp(G.next_blob) == 0) {
+            read_model(paths[index], &model);
+            printf("%s: ok, %u layers, input %ux%u\n", paths[index], model.layer_count, model.height, model.width);
+        } else {
+            refused++;
+        }
+        if (G.file != NULL)
+            fclose(G.file);
+        free(G.blob);
+        free(G.weights);
+        G.file = NULL;
+        G.blob = NULL;
+        G.weights = NULL;
+    }
+    G.checking = NULL;
+    return refused > 0 ? EXIT_BAD : 0;
 }
 
 int main(int argc, char **argv)
 {
-    static Model model; /* static: 64 layer records, kept off the stack */
     crc_init();
+    if (argc > 3 && strcmp(argv[1], "--check") == 0)
+        return check_many(argc - 2, argv + 2);
     if (argc == 3 && strcmp(argv[1], "--check") == 0) {
         read_model(argv[2], &model);
         printf("%s: ok, %u layers, input %ux%u\n", argv[2], model.layer_count, model.height, model.width);
