@@ -66,7 +66,7 @@ def readme(model: ChipModel) -> str:
             f"For the blob this folder was exported from (chipq-export.json), PIXELS.u8 is "
             f"{C.INPUT_CHANNELS * model.input_height * model.input_width} bytes: uint8 C-order "
             f"(3, {model.input_height}, {model.input_width}), planes in {order} order; the chip subtracts "
-            f"the mean {tuple(model.input_mean)}. OUTDIR (created if missing) receives, uint8 C-order (C, H, W):",
+            f"the mean {tuple(model.input_mean)}. OUTDIR (created if missing; its parent must exist) receives, uint8 C-order (C, H, W):",
             "",
             *lines,
             "",

@@ -8,10 +8,12 @@
  * in the order that section lists, and the integer arithmetic of section 4. PIXELS.u8 is the raw
  * uint8 input buffer, C-order (C, H, W), H x W the blob's input size and the planes in its channel
  * order. For every layer l the uint8 output map, C-order (C, H, W), is written to
- * OUTDIR/<l:02d>_<name>.u8 (OUTDIR is created when missing; each file appears by a rename).
+ * OUTDIR/<l:02d>_<name>.u8 (OUTDIR is created when missing, not its parents; each file appears by a
+ * rename, so none is ever half-written under its name).
  *
- * The blob is hostile input. Every check runs before anything it could size is allocated; sizes
- * and offsets are 64-bit and checked before use; nothing is read outside the file. Any failure
+ * The blob is hostile input. The file is read whole once its size passed the 2 GiB cap of SPEC 2;
+ * every check runs before anything a field could size is allocated; sizes and offsets are 64-bit
+ * and checked before use; nothing is read outside the file. Any failure
  * prints one line, "chipq_ref: <ErrorType>: <message>", on stderr and exits with status 2; the
  * error types are those of chipq's Python reader (chipq.formats.errors). Exit status 0: done.
  *
@@ -339,7 +341,7 @@ static void check_header(const unsigned char *b, uint64_t size, Model *m)
         m->mean[i] = b[38 + i]; /* u8: always within 0..255 */
     for (i = 41; i < 56; i++)
         if (b[i] != 0) {
-            char shown[15 * 3];
+            char shown[64];
             hex_bytes(shown, b + 41, 15);
             fail("NonZeroReserved", "header: reserved bytes %s not zero", shown);
         }
