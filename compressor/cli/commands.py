@@ -1,11 +1,11 @@
 """Imports every command module so each registers itself on the app (in workflow order)."""
+# ruff: noqa: I001  (the import order is the order `chipq --help` lists the commands)
 
-from chipq.cli import (
-    compress_cmd,  # noqa: F401
-    demo_cmd,  # noqa: F401
-    eval_cmd,  # noqa: F401
-    extract_cmd,  # noqa: F401
-    fetch_cmd,  # noqa: F401
-    inspect_cmd,  # noqa: F401
-    verify_cmd,  # noqa: F401
-)
+from chipq.cli import fetch_cmd  # noqa: F401
+from chipq.cli import compress_cmd  # noqa: F401
+from chipq.cli import inspect_cmd  # noqa: F401
+from chipq.cli import verify_cmd  # noqa: F401
+from chipq.cli import export_cmd  # noqa: F401
+from chipq.cli import extract_cmd  # noqa: F401
+from chipq.cli import eval_cmd  # noqa: F401
+from chipq.cli import demo_cmd  # noqa: F401
