@@ -133,7 +133,7 @@ def test_every_out_shift_rounds_half_up_like_golden(chipq_ref, tmp_path):
     rng = np.random.default_rng(2)
     base = random_model([4, 2], [6, "M", 5], input_hw=(6, 7), seed=5)
     for shift in range(C.OUT_SHIFT_MAX + 1):
-        layers = tuple(replace(l, out_shift=shift) if isinstance(l, ConvLayer) else l for l in base.layers)
+        layers = tuple(replace(layer, out_shift=shift) if isinstance(layer, ConvLayer) else layer for layer in base.layers)
         model = replace(base, layers=layers)
         pixels = rng.integers(0, 256, (3, 6, 7), dtype=np.uint8)
         run_and_compare(chipq_ref, model, to_bytes(model), pixels, tmp_path / str(shift))
