@@ -9,9 +9,6 @@ public-domain, CC0, CC BY and CC BY-SA photographs, re-encodes them, and writes 
 Sources of the training set (chosen by hand, by looking at every candidate: photographs only, no
 drawings, renders or icons):
 
-* the nine photos of ``samples/photos`` (scikit-image 0.26.0 and scikit-learn 1.9.1 wheels; their
-  rows are copied from ``samples/photos/LICENSES.md``), byte for byte except retina.jpg, which is
-  shrunk to `MAX_SIDE` like the others;
 * GCompris (Debian ``gcompris-qt-data`` 3.1-2), the photographs of the "categorization" activity
   in the folders ``monuments``, ``renewable``, ``tools`` and ``others``, each with the licence
   that ``/usr/share/doc/gcompris-qt-data/copyright`` (DEP-5) gives to its own file (GPL-only
@@ -269,26 +266,6 @@ def gcompris_photos(debs: Path, work: Path, selection: list[tuple[str, str]], pr
     return photos
 
 
-def sample_photos() -> list[Photo]:
-    """The nine photos of samples/photos, copied, with their rows from its LICENSES.md."""
-    photos = []
-    for line in (SAMPLES / "LICENSES.md").read_text(encoding="utf-8").splitlines():
-        match = ROW.match(line)
-        if not match:
-            continue
-        name, source, licence, credit, digest = (part.strip() for part in match.groups())
-        data = (SAMPLES / name).read_bytes()
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise SystemExit(f"samples/photos/{name}: SHA-256 differs from its LICENSES.md row")
-        with Image.open(io.BytesIO(data)) as image:
-            if max(image.size) > MAX_SIDE:
-                data = encode(data)  # retina.jpg (1411 px); the eight others are copied as they are
-        package = "skimage" if source.startswith("scikit-image") else "sklearn"
-        source += f" (via `samples/photos/{name}`)"
-        photos.append(Photo(f"{package}-{name}", source, licence, credit, data))
-    return photos
-
-
 # ---------------------------------------------------------------------------------------------
 # Output
 
@@ -313,9 +290,6 @@ and the last column must be the file's SHA-256.
 
 ## Processing
 
-- `skimage-*` and `sklearn-*`: the files of `samples/photos`, byte for byte (see
-  `samples/photos/LICENSES.md` for how those were made), except `skimage-retina.jpg`, which is
-  shrunk from 1411 px like the GCompris files below (its ICC profile is dropped).
 - `gcompris-*`: decoded from WebP with Pillow {pillow}, RGB, longer side at most {max_side} px
   (LANCZOS, never enlarged; these photos are 320 px or smaller and keep their size), saved as
   baseline JPEG quality {quality}, 4:2:0 chroma subsampling, no metadata.
@@ -358,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debs", type=Path, default=DEFAULT_DEBS, help="cache of downloaded .deb files")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
-        photos = sample_photos() + gcompris_photos(args.debs, Path(work), TRAIN_GCOMPRIS, "gcompris")
+        # samples/photos stays out: the demo scores retrieval on samples/, never on training photos
+        photos = gcompris_photos(args.debs, Path(work), TRAIN_GCOMPRIS, "gcompris")
     write_set(photos, args.out, HEADER)
     print(f"{args.out}: {len(photos)} photos, {sum(len(p.data) for p in photos) / 1e6:.2f} MB")
     return 0

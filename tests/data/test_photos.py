@@ -107,3 +107,17 @@ def test_a_built_wheel_carries_every_photo(tmp_path):
     expected = {p.name: p.read_bytes() for p in _photos()}
     expected["LICENSES.md"] = (PHOTOS / "LICENSES.md").read_bytes()
     assert shipped == expected
+
+
+def test_samples_stay_out_of_the_training_set():
+    """The demo scores retrieval on samples/: none of its photos may be a training/calibration photo."""
+    import hashlib
+
+    from chipq.data import default_photos_dir
+
+    repo = Path(__file__).resolve().parents[2]
+    shipped = {hashlib.sha256(p.read_bytes()).hexdigest() for p in default_photos_dir().glob("*.jpg")}
+    stems = {p.stem.split("-", 1)[-1] for p in default_photos_dir().glob("*.jpg")}
+    for photo in sorted((repo / "samples" / "photos").glob("*.jpg")):
+        assert hashlib.sha256(photo.read_bytes()).hexdigest() not in shipped, photo.name
+        assert photo.stem not in stems, photo.name
