@@ -1,4 +1,8 @@
-"""The end-to-end demo: real VGG-16 → compress → inspect → verify → extract → score, float vs chip.
+"""The end-to-end demo: real VGG-16 → compress → inspect → verify → extract → score, side by side.
+
+Three models: the float VGG-16, the post-training blob (`--no-retrain`) and the default, retrained
+blob (Algorithm 1 on the photo set shipped with chipq). The retrieval set, `samples/`, holds none
+of the training or calibration photos.
 
 Every stage calls the same library functions as the CLI commands. Outputs go to one work folder;
 descriptor files there are reused on a rerun (each is the finished output of a resumable run), so an
@@ -20,10 +24,13 @@ from chipq.formats.reader import from_bytes, load_blob_bytes
 from chipq.formats.writer import write_blob
 from chipq.images import image_names, list_images
 from chipq.importers import load_model
-from chipq.quant.compress import calibration_batch, compress
+from chipq.quant.compress import calibration_batch, compress, default_calib_dir
 from chipq.quant.plan import parse_plan
 from chipq.reports.inspect import summarize
 from chipq.reports.verify import verify
+from chipq.retrain.config import RetrainConfig
+from chipq.retrain.pipeline import compress_retrained
+from chipq.retrain.trainer import RetrainHooks, load_training_images
 from chipq.retrieval.describe import describe_all, run_metadata
 from chipq.retrieval.descriptors import (
     DescriptorKind,
@@ -36,7 +43,8 @@ from chipq.retrieval.features import chip_features, float_features
 from chipq.retrieval.scoring import evaluate, load_ground_truth
 
 DEFAULT_PLAN = "3x7,1x6"
-METHODS = ((None, "NIP"), (5, "RNIP-5"))  # (--rnip, label); RNIP-9/14 are in bench/
+METHODS = ((None, "NIP"),)  # (--rnip, label); RNIP-5/9/14 are in bench/
+MODELS = ("float", "post-training", "retrained")
 KINDS = (DescriptorKind.FLOAT, DescriptorKind.BYTE, DescriptorKind.BIT)
 
 Say = Callable[[str], None]
@@ -72,6 +80,7 @@ def run_demo(
     plan: str = DEFAULT_PLAN,
     say: Say = lambda text: None,
     on_image: Callable[[str], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> DemoResult:
     """Run the whole job into `workdir` and return the side-by-side numbers.
 
@@ -82,6 +91,7 @@ def run_demo(
         plan: the mask plan.
         say: receives a line as each stage starts.
         on_image: called once per described image (progress bars).
+        on_step: called with (step, steps) after each retraining step.
     """
     from chipq.importers.fetch import fetch_vgg16
 
@@ -95,32 +105,43 @@ def run_demo(
     pt_path, onnx_path = fetch_vgg16(workdir / "models", progress=say)
     seconds["fetch"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    say(f"compress: plan {plan}, calibration on samples/photos")
+    say(f"compress --no-retrain: plan {plan}, calibration on the photo set shipped with chipq")
     stack = load_model(pt_path)
-    calib = calibration_batch(samples_dir() / "photos")
+    photos = default_calib_dir()
+    calib = calibration_batch(photos)
     bits = parse_plan(plan, [c.name for c in stack.without_trailing_pool().conv_layers()])
-    blob_path = workdir / f"vgg16_{plan.replace(',', '_')}.blob"
-    write_blob(compress(stack, bits, calib).model, blob_path)
+    stem = f"vgg16_{plan.replace(',', '_')}"
+    post_path, retrained_path = workdir / f"{stem}_no_retrain.blob", workdir / f"{stem}.blob"
+    write_blob(compress(stack, bits, calib).model, post_path)
     onnx_blob = workdir / "from_onnx.blob"
     write_blob(compress(load_model(onnx_path), bits, calib).model, onnx_blob)
-    data = load_blob_bytes(blob_path)
-    onnx_identical = data == onnx_blob.read_bytes()
+    onnx_identical = load_blob_bytes(post_path) == onnx_blob.read_bytes()
     onnx_blob.unlink()
+    seconds["compress --no-retrain"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    if not retrained_path.exists():
+        say("compress (default: Algorithm 1 retraining on the shipped photos)")
+        config = RetrainConfig()
+        hooks = RetrainHooks(step=lambda stats: on_step(stats.step, config.steps) if on_step else None)
+        result = compress_retrained(stack, bits, calib, load_training_images(photos), config, hooks=hooks)
+        write_blob(result.model, retrained_path)
     seconds["compress"], clock = time.perf_counter() - clock, time.perf_counter()
 
     say("inspect")
+    data = load_blob_bytes(retrained_path)
     chip = from_bytes(data)
     summary = summarize(chip, len(data), crc_ok=True)
-
-    say("verify: fast == golden on one photo, fidelity to the float model on four")
-    report = verify(chip, calib[:4], [f"photo{i}" for i in range(4)], stack=stack, golden_count=1, progress=say)
-    seconds["verify"], clock = time.perf_counter() - clock, time.perf_counter()
 
     truth = load_ground_truth(gt_path)
     paths = list_images(images)
     names = image_names(paths, images)
+    held_out = calibration_batch(samples_dir() / "photos", limit=4)
+    say("verify: fast == golden on one photo, fidelity to the float model on four samples/ photos")
+    report = verify(chip, held_out, [f"photo{i}" for i in range(len(held_out))], stack=stack, golden_count=1, progress=say)
+    seconds["verify"], clock = time.perf_counter() - clock, time.perf_counter()
+
     result = DemoResult(
-        blob=str(blob_path),
+        blob=str(retrained_path),
         blob_bytes=len(data),
         ratio=summary["totals"]["ratio"],
         onnx_identical=onnx_identical,
@@ -128,7 +149,11 @@ def run_demo(
         nip_cosine_verify=float(np.mean(report.nip_cosines)) if report.nip_cosines else None,
         seconds=seconds,
     )
-    extractors = {"float": float_features(stack), "chip": chip_features(chip)}
+    extractors = {
+        "float": float_features(stack),
+        "post-training": chip_features(from_bytes(load_blob_bytes(post_path))),
+        "retrained": chip_features(chip),
+    }
     for rnip, label in METHODS:
         sets = {}
         for model_name, features in extractors.items():
@@ -136,11 +161,12 @@ def run_demo(
             out = workdir / f"desc_{model_name}_{label.lower()}.npz"
             sets[model_name] = _extract(out, names, paths, features, rnip, model_name, on_image)
             seconds[f"extract {model_name} {label}"], clock = time.perf_counter() - clock, time.perf_counter()
-        cosine = _paired_cosine(sets["float"], sets["chip"])
         for kind in KINDS:
-            row = {"method": label, "descriptor": kind.value, "cosine_chip_float": cosine}
+            row = {"method": label, "descriptor": kind.value}
             for model_name, dset in sets.items():
                 row[f"map_{model_name}"] = evaluate(_as_kind(dset, kind), truth, exclude_queries=True).mean_ap
+                if model_name != "float":
+                    row[f"cosine_{model_name}"] = _paired_cosine(sets["float"], dset)
             result.rows.append(row)
     (workdir / "demo.json").write_text(json.dumps(result.as_dict(), indent=2))
     return result
