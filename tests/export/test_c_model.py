@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cmodel_build import REPO, WARNINGS, make
 from cmodel_run import assert_equal_to_golden, read_outputs, run_and_compare, run_c
-from conftest import REPO, WARNINGS, make
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from cmodel_build import REPO
 
 CHIPQ = Path(sys.executable).parent / "chipq"
 PHOTOS = REPO / "samples" / "photos"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from cmodel_build import REPO
 
 import chipq.export.registry as registry
 from chipq.cli import main
