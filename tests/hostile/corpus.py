@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pickle
 import stat
 import struct
 import zipfile
@@ -264,7 +263,8 @@ def _valid_members() -> dict:
 def png_claiming(path: Path, width: int, height: int) -> None:
     """A PNG whose IHDR claims width x height (a decompression bomb's header) and no real data."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
