@@ -67,7 +67,7 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
     except IsADirectoryError:
         raise FileRefused(f"{path}: is a folder, expected a {what}") from None
     except OSError as exc:
-        raise FileRefused(f"{path}: cannot open the {what} ({_reason(exc)})") from None
+        raise FileRefused(f"{path}: cannot read the {what} ({_reason(exc)})") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -140,8 +140,9 @@ def check_output(path: str | os.PathLike, what: str = "output", option: str = ""
     return path
 
 
-def check_output_dir(path: str | os.PathLike, what: str = "output folder", option: str = "") -> Path:
-    """Refuse a folder to be created or filled: it must be a folder, or not exist under a writable parent."""
+def check_output_dir(path: str | os.PathLike, what: str = "output folder", option: str = "", parents: bool = False) -> Path:
+    """Refuse a folder to be created or filled: it must be a writable folder, or not exist under a
+    writable parent (with `parents`, under a writable existing ancestor: the caller makes the rest)."""
     path = Path(path)
     where = f"{option} {path}" if option else str(path)
     try:
@@ -156,13 +157,16 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder", optio
         if not os.access(path, os.W_OK | os.X_OK):
             raise FileRefused(f"{where}: folder is not writable")
         return path
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise FileRefused(f"{where}: {ancestor} is not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise FileRefused(f"{where}: folder {ancestor} is not writable")
+    parent = path.parent
+    if not parent.is_dir():
+        if not parents:
+            raise FileRefused(f"{where}: folder {parent} does not exist")
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise FileRefused(f"{where}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FileRefused(f"{where}: folder {parent} is not writable")
     return path
 
 

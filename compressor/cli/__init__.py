@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from chipq import __version__
+from chipq.cli.options import flag, show_help_as_flag
 from chipq.errors import ChipqError
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
+show_help_as_flag()
 _state = {"debug": False}
 
 
@@ -37,10 +39,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    version: bool = flag("--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show a traceback when a command fails."),
+    debug: bool = flag("--debug", help="Show a traceback when a command fails."),
 ) -> None:
     _state["debug"] = debug
 

@@ -318,12 +318,7 @@ class Retrainer:
 
 def stack_hash(stack: FloatStack) -> str:
     """SHA-256 over every conv's name, weights and bias (a checkpoint belongs to one model)."""
-    digest = hashlib.sha256()
-    for conv in stack.conv_layers():
-        digest.update(conv.name.encode())
-        digest.update(np.ascontiguousarray(conv.weight, np.float32).tobytes())
-        digest.update(np.ascontiguousarray(conv.bias, np.float32).tobytes())
-    return digest.hexdigest()
+    return stack.weights_sha256()
 
 
 def _model_head(model: ChipModel) -> tuple:

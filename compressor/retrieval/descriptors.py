@@ -33,6 +33,8 @@ header (dtype, shape, caps) before it reads the member's data.
 from __future__ import annotations
 
 import json
+import os
+import time
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
@@ -327,9 +329,13 @@ def partial_path(out: Path) -> Path:
 class DescriptorStore:
     """The descriptors of a run in progress, checkpointed so an interrupted run can resume.
 
-    Every `checkpoint_every` added descriptors the store rewrites `partial_path(out)` atomically.
-    A new store for the same `out` reloads that checkpoint if its kind and metadata equal this
-    run's and every name in it is in `order`, and refuses it (`PartialMismatch`) otherwise; the
+    Every `checkpoint_every` added descriptors, and at the first one added `checkpoint_seconds`
+    after the last checkpoint, the store rewrites `partial_path(out)` atomically. A new store for
+    the same `out` reloads that checkpoint if its kind and metadata equal this run's and every name
+    in it is in `order`, and refuses it (`PartialMismatch`, naming the fields that differ)
+    otherwise. The metadata is what identifies a run: callers put in it the content hashes of the
+    model and the images and every setting, so a changed file is never resumed (see
+    `chipq.retrieval.describe.run_metadata`); the
     names it holds are left out of `pending`. `finish` writes `out` with the descriptors in `order`
     order and deletes the checkpoint, so a resumed run gives the same file, byte for byte, as an
     uninterrupted one. Each checkpoint rewrites everything so far: for very large runs choose a
@@ -344,6 +350,7 @@ class DescriptorStore:
         kind: DescriptorKind,
         metadata: dict,
         checkpoint_every: int = 100,
+        checkpoint_seconds: float = 30.0,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
@@ -356,19 +363,24 @@ class DescriptorStore:
         # Round-trip through JSON so a reloaded checkpoint compares equal (tuples become lists).
         self.metadata = json.loads(json.dumps(metadata, sort_keys=True))
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self._last_checkpoint = time.monotonic()
         self.dim: int | None = None
         self._codes: dict[str, np.ndarray] = {}
         self._since_checkpoint = 0
         self.resumed = 0
-        if self.partial.exists():
+        if os.path.lexists(self.partial):
             self._resume()
 
     def _resume(self) -> None:
         previous = load_descriptors(self.partial)
         if previous.kind is not self.kind or previous.metadata != self.metadata:
+            differ = [] if previous.kind is self.kind else ["descriptor kind"]
+            keys = sorted(set(previous.metadata) | set(self.metadata))
+            differ += [key for key in keys if previous.metadata.get(key) != self.metadata.get(key)]
             raise PartialMismatch(
-                f"{self.partial}: checkpoint of a different run (kind {previous.kind.value}, "
-                f"metadata {json.dumps(previous.metadata, sort_keys=True)}); delete it to start over"
+                f"{self.partial}: checkpoint of a different run ({', '.join(differ)} differ: "
+                "another model, other images or other settings); delete it to start over"
             )
         wanted = set(self.order)
         stray = [name for name in previous.names if name not in wanted]
@@ -400,7 +412,8 @@ class DescriptorStore:
             raise ValueError(f"{name!r}: descriptor shape {vector.shape}, expected ({self.dim},)")
         self._codes[name] = encode(vector, self.kind)
         self._since_checkpoint += 1
-        if self._since_checkpoint >= self.checkpoint_every:
+        due = time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+        if self._since_checkpoint >= self.checkpoint_every or due:
             self.checkpoint()
 
     def snapshot(self) -> DescriptorSet:
@@ -419,6 +432,7 @@ class DescriptorStore:
         """Write the checkpoint now."""
         save_descriptors(self.partial, self.snapshot())
         self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
 
     def finish(self) -> DescriptorSet:
         """Write `out`, delete the checkpoint, and return what was written."""

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 INPUT = 32  # the tiny model's input side (five pools leave 1x1)
+PLAN = "3x8"  # the tiny VGG-11 has 8 convs
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_BLOB = REPO / "samples" / "tiny.blob"  # 3 layers at 16x16, a different shape from model.pt
 
@@ -49,7 +50,8 @@ def write_photos(folder: Path, count: int = 4, size=(40, 48), seed: int = 0) -> 
 def tiny_state_dict(seed: int = 0) -> dict:
     import torch
 
-    from chipq.vgg import VGG, vgg_cfg
+    from chipq.importers.torchvision_layout import vgg_cfg
+    from chipq.importers.torchvision_vgg import VGG
 
     torch.manual_seed(seed)
     return VGG(vgg_cfg("A", 16), batch_norm=False).state_dict()
@@ -59,11 +61,11 @@ def build_base(folder: Path) -> Path:
     """Write the valid inputs every case starts from; returns `folder`."""
     import torch
 
-    from chipq.compress import calibration_batch, compress
-    from chipq.descriptors import DescriptorKind, DescriptorSet, save_descriptors
     from chipq.formats.synthetic import random_model
     from chipq.formats.writer import write_blob
     from chipq.importers import load_model
+    from chipq.quant.compress import calibration_batch, compress
+    from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, save_descriptors
 
     folder.mkdir(parents=True, exist_ok=True)
     state = tiny_state_dict()
@@ -86,8 +88,8 @@ def build_base(folder: Path) -> Path:
 
 def _export_onnx(state: dict, path: Path) -> None:
     from chipq.importers import load_model  # noqa: F401  (keeps torch import order the same)
-    from chipq.vgg import stack_from_state_dict
-    from chipq.weights import stack_to_onnx
+    from chipq.importers.fetch import stack_to_onnx
+    from chipq.importers.torchvision_layout import stack_from_state_dict
 
     path.write_bytes(stack_to_onnx(stack_from_state_dict(state, source="model.pt")).SerializeToString())
 
@@ -302,8 +304,40 @@ def write(path: Path, data: bytes | str) -> None:
 
 
 def readonly_dir(path: Path) -> None:
+    """A folder nobody can write into: mode 0555, and for root (who ignores modes) immutable."""
     path.mkdir(exist_ok=True)
     path.chmod(0o555)
+    if os.geteuid() == 0:
+        import subprocess
+
+        subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)
+
+
+def can_make_readonly(folder: Path) -> bool:
+    """Whether `readonly_dir` works here (root needs chattr and a file system with the i flag)."""
+    probe = folder / ".readonly-probe"
+    try:
+        readonly_dir(probe)
+    except (OSError, Exception):
+        return False
+    try:
+        (probe / "x").touch()
+    except OSError:
+        return True
+    finally:
+        unlock(probe)
+        import shutil
+
+        shutil.rmtree(probe, ignore_errors=True)
+    return False
+
+
+def unlock(path: Path) -> None:
+    """Undo `readonly_dir` under `path` (for cleaning up)."""
+    if os.geteuid() == 0:
+        import subprocess
+
+        subprocess.run(["chattr", "-R", "-i", str(path)], capture_output=True)
 
 
 # --- the cases -----------------------------------------------------------------------------------
@@ -319,7 +353,7 @@ class Case:
         setup: spoils inputs in the case folder before the run.
         expect: allowed exit codes.
         mention: text the single stderr line must contain (the file or option at fault).
-        needs: "mknod" (device nodes) or "unprivileged" (read-only folders mean nothing to root).
+        needs: "mknod" (device nodes) or "readonly" (a read-only folder; root needs chattr +i).
         timeout: seconds before the run counts as a hang.
     """
 
@@ -370,13 +404,19 @@ def _output_cases(command: str, argv_for: Callable[[str], list[str]], *, is_dir:
         Case(f"{command}/out-fifo", argv_for("out"), lambda d: fifo(d / "out"), mention="out"),
         Case(f"{command}/out-devfull", argv_for("out"), lambda d: chardev(d / "out", 7), mention="out", needs="mknod"),
         Case(f"{command}/out-devnull", argv_for("out"), lambda d: chardev(d / "out", 3), mention="out", needs="mknod"),
-        Case(f"{command}/out-readonly-dir", argv_for("ro/out"), lambda d: readonly_dir(d / "ro"), mention="ro", needs="unprivileged"),
+        Case(f"{command}/out-readonly-dir", argv_for("ro/out"), lambda d: readonly_dir(d / "ro"), mention="ro", needs="readonly"),
     ]
     if is_dir:
         cases.append(Case(f"{command}/out-is-file", argv_for("out"), lambda d: write(d / "out", "x"), mention="out"))
     else:
         cases.append(Case(f"{command}/out-directory", argv_for("out"), lambda d: (d / "out").mkdir(), mention="out"))
     return cases
+
+
+def swap(argv: list[str], option: str, value: str) -> list[str]:
+    """`argv` with the value after `option` replaced."""
+    at = argv.index(option) + 1
+    return argv[:at] + [value] + argv[at + 1 :]
 
 
 def _usage(command: str, cases: list[tuple[str, list[str], str]]) -> list[Case]:
@@ -423,7 +463,7 @@ def verify_cases() -> list[Case]:
         Case("verify/vectors-fifo", base + ["--vectors", "vec"], lambda d: fifo(d / "vec"), mention="vec"),
         Case("verify/vectors-devnull", base + ["--vectors", "vec"], lambda d: chardev(d / "vec", 3), mention="vec", needs="mknod"),
         Case("verify/vectors-missing-parent", base + ["--vectors", "nowhere/deeper/vec"], mention="nowhere"),
-        Case("verify/vectors-readonly", base + ["--vectors", "ro/vec"], lambda d: readonly_dir(d / "ro"), mention="ro", needs="unprivileged"),
+        Case("verify/vectors-readonly", base + ["--vectors", "ro/vec"], lambda d: readonly_dir(d / "ro"), mention="ro", needs="readonly"),
         Case("verify/model-nan", base + ["--model", "nan.pt"], lambda d: pt_with_value(d / "nan.pt", float("nan")), mention="nan.pt"),
     ]
     cases += _usage("verify", [
@@ -461,19 +501,19 @@ def _model_cases(command: str, argv: list[str], name: str) -> list[Case]:
 
 
 def compress_cases() -> list[Case]:
-    base = ["compress", "model.pt", "--calib", "photos", "--input", f"{INPUT}x{INPUT}", "-o", "new.blob"]
+    base = ["compress", "model.pt", "--plan", PLAN, "--calib", "photos", "--input", f"{INPUT}x{INPUT}", "-o", "new.blob"]
     cases = _cases_for_path("compress", base, "model.pt", kind="model")
     cases += _model_cases("compress", base, "model.pt")
     cases += _output_cases("compress", lambda out: base[:-1] + [out])
     cases += [
         Case("compress/out-existing-devzero", base[:-1] + ["zero"], lambda d: chardev(d / "zero", 5), mention="zero", needs="mknod"),
-        Case("compress/calib-empty", base[:3] + ["nothing"] + base[4:], lambda d: (d / "nothing").mkdir(), mention="nothing"),
+        Case("compress/calib-empty", swap(base, "--calib", "nothing"), lambda d: (d / "nothing").mkdir(), mention="nothing"),
         Case("compress/calib-all-bad", base, lambda d: [write(p, b"junk") for p in (d / "photos").iterdir()], mention="photos"),
-        Case("compress/calib-fifo-list", base[:3] + ["list.txt"] + base[4:], lambda d: fifo(d / "list.txt"), mention="list.txt"),
-        Case("compress/calib-bomb-only", base[:3] + ["bombs"] + base[4:],
+        Case("compress/calib-fifo-list", swap(base, "--calib", "list.txt"), lambda d: fifo(d / "list.txt"), mention="list.txt"),
+        Case("compress/calib-bomb-only", swap(base, "--calib", "bombs"),
              lambda d: png_claiming((d / "bombs").mkdir() or d / "bombs" / "b.png", 100000, 100000), mention="bombs"),
-        Case("compress/input-too-small", base[:5] + ["8x8"] + base[6:], mention="8x8"),
-        Case("compress/input-4096-wide-model", ["compress", "wide.pt", "--calib", "photos", "--input", "4096x4096", "-o", "new.blob"],
+        Case("compress/input-too-small", swap(base, "--input", "8x8"), mention="8x8"),
+        Case("compress/input-4096-wide-model", ["compress", "wide.pt", "--plan", PLAN, "--calib", "photos", "--input", "4096x4096", "-o", "new.blob"],
              lambda d: _wide_pt(d / "wide.pt"), mention="4096x4096", timeout=120),
         Case("compress/retrain-empty", base + ["--retrain", "nothing", "--steps", "1"], lambda d: (d / "nothing").mkdir(), mention="nothing"),
         Case("compress/retrain-fifo", base + ["--retrain", "list.txt", "--steps", "1"], lambda d: fifo(d / "list.txt"), mention="list.txt"),
@@ -484,9 +524,9 @@ def compress_cases() -> list[Case]:
              lambda d: fifo(d / "new.blob.ckpt"), mention="new.blob.ckpt"),
     ]
     cases += _usage("compress", [
-        ("bad-plan", base + ["--plan", "9x13"], "plan"),
-        ("plan-short", base + ["--plan", "3,3"], "plan"),
-        ("bad-input", base[:5] + ["abc"] + base[6:], "--input"),
+        ("bad-plan", swap(base, "--plan", "9x13"), "plan"),
+        ("plan-short", swap(base, "--plan", "3,3"), "plan"),
+        ("bad-input", swap(base, "--input", "abc"), "--input"),
         ("steps-without-retrain", base + ["--steps", "3"], "--steps"),
         ("steps-zero", base + ["--retrain", "photos", "--steps", "0"], "--steps"),
         ("lr-text", base + ["--retrain", "photos", "--lr", "fast"], "--lr"),
@@ -502,7 +542,8 @@ def _wide_pt(path: Path) -> None:
     """A real-width VGG-11 (64..512 channels, random weights): its maps at 4096x4096 need many GiB."""
     import torch
 
-    from chipq.vgg import VGG, vgg_cfg
+    from chipq.importers.torchvision_layout import vgg_cfg
+    from chipq.importers.torchvision_vgg import VGG
 
     torch.manual_seed(0)
     torch.save(VGG(vgg_cfg("A", 1), batch_norm=False).state_dict(), path)
@@ -580,7 +621,7 @@ def fetch_cases() -> list[Case]:
         Case("fetch-vgg16/out-is-file", ["fetch-vgg16", "-o", "out"], lambda d: write(d / "out", "x"), mention="out"),
         Case("fetch-vgg16/out-fifo", ["fetch-vgg16", "-o", "out"], lambda d: fifo(d / "out"), mention="out"),
         Case("fetch-vgg16/out-devnull", ["fetch-vgg16", "-o", "out"], lambda d: chardev(d / "out", 3), mention="out", needs="mknod"),
-        Case("fetch-vgg16/out-readonly", ["fetch-vgg16", "-o", "ro/models"], lambda d: readonly_dir(d / "ro"), mention="ro", needs="unprivileged"),
+        Case("fetch-vgg16/out-readonly", ["fetch-vgg16", "-o", "ro/models"], lambda d: readonly_dir(d / "ro"), mention="ro", needs="readonly"),
         Case("fetch-vgg16/out-pt-is-fifo", ["fetch-vgg16", "-o", "models"], lambda d: ((d / "models").mkdir(), fifo(d / "models" / "vgg16.pt")), mention="vgg16.pt"),
         Case("fetch-vgg16/out-manifest-fifo", ["fetch-vgg16", "-o", "models"],
              lambda d: ((d / "models").mkdir(), fifo(d / "models" / "vgg16.json")), mention="vgg16.json"),
@@ -599,7 +640,7 @@ def demo_cases() -> list[Case]:
     cases = [
         Case("demo/workdir-is-file", ["demo", "--workdir", "wd"], lambda d: write(d / "wd", "x"), mention="wd"),
         Case("demo/workdir-fifo", ["demo", "--workdir", "wd"], lambda d: fifo(d / "wd"), mention="wd"),
-        Case("demo/workdir-readonly", ["demo", "--workdir", "ro/wd"], lambda d: readonly_dir(d / "ro"), mention="ro", needs="unprivileged"),
+        Case("demo/workdir-readonly", ["demo", "--workdir", "ro/wd"], lambda d: readonly_dir(d / "ro"), mention="ro", needs="readonly"),
         Case("demo/images-missing", ["demo", "--workdir", "wd", "--images", "nothing"], mention="nothing"),
         Case("demo/images-fifo", ["demo", "--workdir", "wd", "--images", "list.txt"], lambda d: fifo(d / "list.txt"), mention="list.txt"),
         Case("demo/gt-fifo", ["demo", "--workdir", "wd", "--gt", "gt2.json"], lambda d: fifo(d / "gt2.json"), mention="gt2.json"),

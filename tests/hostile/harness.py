@@ -40,7 +40,6 @@ from corpus import Case  # noqa: E402
 
 MEMORY_LIMIT = 3 << 30  # RLIMIT_AS of every run: a run that needs more is refused, not attempted
 HASH_LIMIT = 64 << 20  # files above this are compared by size, inode and mtime (sparse fixtures)
-NOBODY = 65534
 
 
 def chipq_command() -> list[str]:
@@ -96,14 +95,13 @@ class Runner:
 
     def __init__(self, work: Path | None = None) -> None:
         self.work = Path(work or tempfile.mkdtemp(prefix="chipq-hostile-"))
-        self.work.chmod(0o755)  # the unprivileged cases run as nobody and must reach their folder
         self.base = corpus.build_base(self.work / "base")
         for path in [self.base, *self.base.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         (self.work / "cache").mkdir(exist_ok=True)
         (self.work / "home").mkdir(exist_ok=True)
         self.has_mknod = corpus.can_mknod(self.work)
-        self.unprivileged = self._probe_nobody()
+        self.readonly = corpus.can_make_readonly(self.work)
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.work / "home"),
@@ -115,23 +113,17 @@ class Runner:
             "LANG": "C.UTF-8",
         }
 
-    def _probe_nobody(self) -> bool:
-        """Whether runs can drop to an unprivileged user (root ignores read-only folders)."""
-        if os.geteuid() != 0:
-            return True
-        try:
-            done = subprocess.run(chipq_command() + ["--version"], preexec_fn=_as_nobody, capture_output=True, timeout=60)
-        except (OSError, subprocess.SubprocessError):
-            return False
-        return done.returncode == 0
+    def cleanup(self) -> None:
+        """Remove the work folder (read-only and immutable folders included)."""
+        _remove(self.work)
 
     def run(self, case: Case) -> Outcome:
         outcome = Outcome(case)
         if case.needs == "mknod" and not self.has_mknod:
             outcome.skipped = "cannot create device nodes here"
             return outcome
-        if case.needs == "unprivileged" and not self.unprivileged:
-            outcome.skipped = "cannot run as an unprivileged user here"
+        if case.needs == "readonly" and not self.readonly:
+            outcome.skipped = "cannot make a read-only folder here"
             return outcome
         folder = self.work / "cases" / case.id.replace("/", "__")
         if folder.exists():
@@ -142,10 +134,9 @@ class Runner:
         folder.chmod(0o755)
         before = snapshot(folder)
         started = time.monotonic()
-        preexec = _as_nobody if case.needs == "unprivileged" and os.geteuid() == 0 else _limits
         process = subprocess.Popen(
             chipq_command() + case.argv, cwd=folder, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_limits, start_new_session=True,
         )  # fmt: skip
         try:
             _, err = process.communicate(timeout=case.timeout)
@@ -191,14 +182,8 @@ def _limits() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _as_nobody() -> None:
-    _limits()
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
-
-
 def _remove(folder: Path) -> None:
+    corpus.unlock(folder)
     for path in [folder, *folder.rglob("*")]:
         if path.is_dir() and not path.is_symlink():
             path.chmod(0o755)
@@ -253,8 +238,11 @@ def main() -> int:
             for line in outcome.stderr.splitlines()[-3:]:
                 print(f"     | {line[:200]}")
     print(table(outcomes))
-    print(f"{len(outcomes)} cases in {time.monotonic() - started:.0f} s; work folder {runner.work}")
-    return 1 if any(outcome.problems for outcome in outcomes) else 0
+    failed = any(outcome.problems for outcome in outcomes)
+    print(f"{len(outcomes)} cases in {time.monotonic() - started:.0f} s" + (f"; failed cases kept in {runner.work}" if failed else ""))
+    if not failed:
+        runner.cleanup()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
