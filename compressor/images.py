@@ -23,12 +23,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from chipq.errors import ChipqError
+from chipq.formats.fileio import FileRefused, open_regular, read_regular
 
 # 8192 x 8192 = 64 Mi pixels, 192 MiB as RGB: far above a camera photo, far below a bomb.
 MAX_IMAGE_PIXELS = 8192 * 8192
+MAX_LIST_BYTES = 256 << 20  # an image list file: millions of paths
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 DECODERS = ("JPEG", "PNG")
 # Resampling for every resize: Pillow's bilinear filter widens its support by the downscale
@@ -78,6 +80,8 @@ def list_images(source: Path) -> list[Path]:
         return _walk(source)
     if source.is_file():
         return _read_list(source)
+    if os.path.lexists(source):
+        raise ImageListError(f"{source}: not a folder or a regular list file")
     raise ImageListError(f"{source}: no such folder or list file")
 
 
@@ -93,7 +97,9 @@ def _walk(root: Path) -> list[Path]:
 
 def _read_list(list_file: Path) -> list[Path]:
     try:
-        text = list_file.read_text(encoding="utf-8")
+        text = read_regular(list_file, MAX_LIST_BYTES, "image list").decode("utf-8")
+    except FileRefused as exc:
+        raise ImageListError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ImageListError(f"{list_file}: cannot read the image list ({exc})") from exc
     paths, seen = [], {}
@@ -139,13 +145,17 @@ def load_image(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             # Pillow warns (not raises) between its own limit and twice it; a warning is a refusal.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=DECODERS) as im:
+            with open_regular(path, "image") as handle, Image.open(handle, formats=DECODERS) as im:
                 _check_size(path, im.size)  # Image.open read the header only
                 return _to_rgb(ImageOps.exif_transpose(im))
     except ImageError:
         raise
+    except FileRefused as exc:
+        raise UndecodableImage(str(exc)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"{path}: refused as a decompression bomb ({exc})") from exc
+    except UnidentifiedImageError:
+        raise UndecodableImage(f"{path}: not a JPEG or PNG image") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, struct.error) as exc:
         # Pillow reports corrupt data through several exception types; all mean "cannot decode".
         raise UndecodableImage(f"{path}: cannot decode ({type(exc).__name__}: {exc})") from exc

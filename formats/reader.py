@@ -22,6 +22,7 @@ import numpy as np
 from chipq.formats import constants as C
 from chipq.formats import errors as E
 from chipq.formats.bounds import check_accumulator_bounds
+from chipq.formats.fileio import FileRefused, open_regular
 from chipq.formats.model import ChipModel, ConvLayer, Layer, PoolLayer
 from chipq.formats.packing import conv_region_sizes, padding_bits_zero, unpack_int12, unpack_uint
 
@@ -95,24 +96,33 @@ class LayerRecord:
 
 
 def read_blob(path: str | os.PathLike) -> ChipModel:
-    """Read and check the blob at `path`; see `from_bytes`."""
-    return from_bytes(load_blob_bytes(path))
+    """Read and check the blob at `path`; see `from_bytes`. Every message starts with the path."""
+    data = load_blob_bytes(path)
+    try:
+        return from_bytes(data)
+    except E.FormatError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def load_blob_bytes(path: str | os.PathLike) -> bytes:
-    """The bytes of the file at `path`, refusing a file over `MAX_FILE_SIZE` before reading it.
+    """The bytes of the regular file at `path`, refusing a file over `MAX_FILE_SIZE` before reading it.
+
+    A FIFO, a device (``/dev/zero``), a folder or a socket is refused without reading a byte
+    (`chipq.formats.fileio.open_regular`), so nothing blocks or reads forever.
 
     Raises:
-        BlobUnreadable: the file cannot be opened or read.
+        BlobUnreadable: the file cannot be opened or read, or is not a regular file.
         FileTooLarge: the file is larger than the format allows.
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > C.MAX_FILE_SIZE:
-            raise E.FileTooLarge(f"{path}: {size} bytes, more than the {C.MAX_FILE_SIZE} a blob may have")
-        with path.open("rb") as f:
-            return f.read(C.MAX_FILE_SIZE + 1)  # bounded even if the file grew after stat
+        with open_regular(path, "blob") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > C.MAX_FILE_SIZE:
+                raise E.FileTooLarge(f"{path}: {size} bytes, more than the {C.MAX_FILE_SIZE} a blob may have")
+            return handle.read(C.MAX_FILE_SIZE + 1)  # bounded even if the file grew after fstat
+    except FileRefused as exc:
+        raise E.BlobUnreadable(str(exc)) from None
     except OSError as exc:
         raise E.BlobUnreadable(f"{path}: cannot read ({exc.strerror or exc})") from None
 

@@ -11,10 +11,8 @@ of dictionary iteration.
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +21,7 @@ from chipq.formats import errors as E
 
 # accumulator_bound is re-exported: callers that import it from the writer keep working.
 from chipq.formats.bounds import accumulator_bound, check_accumulator_bounds  # noqa: F401
+from chipq.formats.fileio import FileRefused, atomic_write
 from chipq.formats.model import ChipModel, ConvLayer, Layer
 from chipq.formats.packing import pack_int12, pack_uint
 from chipq.formats.reader import (
@@ -41,28 +40,17 @@ _NO_RESERVED_B = bytes(4)
 
 
 def write_blob(model: ChipModel, path: str | os.PathLike) -> None:
-    """Write `model` to `path` atomically: a temp file in the same folder, then `os.replace`.
+    """Write `model` to `path` atomically (`chipq.formats.fileio.atomic_write`).
 
     Raises:
         FormatError: the model cannot be written (see `to_bytes`); no file is created.
         BlobWriteFailed: the file system refused the write; `path` is left as it was.
     """
     data = to_bytes(model)  # validate before touching the file system
-    path = Path(path)
-    tmp_name = None
     try:
-        with tempfile.NamedTemporaryFile(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        ) as tmp:
-            tmp_name = tmp.name
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise E.BlobWriteFailed(f"{path}: cannot write ({exc.strerror or exc})") from None
+        atomic_write(path, data, what="blob")
+    except FileRefused as exc:
+        raise E.BlobWriteFailed(str(exc)) from None
 
 
 def to_bytes(model: ChipModel) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chipq.cli import app, err_console
-from chipq.cli.options import parse_size
+from chipq.cli.options import flag, format_size, parse_size
 from chipq.cli.progress import ProgressLog, status
 from chipq.errors import UsageError
 from chipq.quant.plan import parse_plan
@@ -65,12 +66,12 @@ def compress_command(
         "Default: the photo set shipped with chipq.",
         show_default=False,
     ),
-    no_retrain: bool = typer.Option(False, "--no-retrain", help="Post-training quantization only: no Algorithm 1 retraining."),
+    no_retrain: bool = flag("--no-retrain", help="Post-training quantization only: no Algorithm 1 retraining."),
     calib: Optional[Path] = typer.Option(None, "--calib", metavar="DIR", hidden=True, help="Old name of --images."),
     input_size: str = typer.Option(
         "224x224", "--input", metavar="WxH", help="The chip's input buffer, width x height; calibration images are resized to it."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    as_json: bool = flag("--json", help="Print the summary as one JSON object."),
     retrain: Optional[Path] = typer.Option(
         None, "--retrain", metavar="DIR", hidden=True, help="Old spelling: retrain on DIR (now the default; same as --images DIR).", show_default=False
     ),
@@ -82,13 +83,17 @@ def compress_command(
     train_from: Optional[str] = typer.Option(
         None, "--train-from", metavar="LAYER", help="First conv layer to train (default: the first with the plan's fewest mask bits).", show_default=False
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue the retraining saved in BLOB.ckpt."),
+    resume: bool = flag("--resume", help="Continue the retraining saved in BLOB.ckpt."),
 ) -> None:
     """Compress a model; see `_HELP`."""
     # PyTorch loads here, not when the CLI starts (other commands do not pay for it)
+    from chipq.executor.memory import check_fits, check_input_size
+    from chipq.formats.fileio import check_output
     from chipq.formats.writer import write_blob
+    from chipq.images import list_images
     from chipq.importers import load_model
-    from chipq.quant.compress import DEFAULT_INPUT, calibration_batch, compress, default_calib_dir
+    from chipq.quant.compress import DEFAULT_INPUT, MAX_CALIB_IMAGES, calibration_batch, compress, default_calib_dir
+    from chipq.quant.quantize import QuantizationError
     from chipq.retrain.trainer import load_training_images
 
     input_hw = parse_size(input_size) if input_size else DEFAULT_INPUT
@@ -98,6 +103,8 @@ def compress_command(
     if no_retrain and retrain is not None:
         raise UsageError("--no-retrain and --retrain: give one of them")
     image_dir = sources[0] if sources else default_calib_dir()
+    # Everything that can be refused is refused before the work starts.
+    check_output(output, "blob", "--output")
     config = None
     if not no_retrain:
         config = _retrain_config(steps, epochs, lr, seed, samples, train_from, min(input_hw))
@@ -108,13 +115,20 @@ def compress_command(
         shown.update("loading model")
         stack = load_model(model_path).without_trailing_pool()
         bits = parse_plan(plan_text, [layer.name for layer in stack.conv_layers()])
+        what = f"--input {format_size(input_hw)}"
+        check_input_size(stack.layers, input_hw, what)
+        listed = len(list_images(image_dir))
+        check_fits(stack.layers, input_hw, 4, what, keep_maps=min(listed, MAX_CALIB_IMAGES))
         shown.update("reading calibration images")
         images = calibration_batch(image_dir, input_hw)
-        if config is None:
-            result = compress(stack, bits, images, input_hw, step=lambda text: shown.update(text))
-        else:
-            shown.update("reading training images")
-            train_images = load_training_images(image_dir)
+        try:
+            if config is None:
+                result = compress(stack, bits, images, input_hw, step=lambda text: shown.update(text))
+            else:
+                shown.update("reading training images")
+                train_images = load_training_images(image_dir)
+        except QuantizationError as exc:
+            raise QuantizationError(f"{model_path}: {exc}") from None
     if config is not None:
         result = _retrain(stack, bits, images, train_images, config, input_hw, output, resume, quiet=as_json)
     with err_console.status("writing blob"):
@@ -172,6 +186,10 @@ def _check_checkpoint(output: Path, resume: bool) -> None:
     if not output.parent.is_dir():
         raise UsageError(f"--output {output}: folder {output.parent} does not exist")
     ckpt = checkpoint_path(output)
+    if os.path.lexists(ckpt):
+        from chipq.formats.fileio import check_output
+
+        check_output(ckpt, "checkpoint", "--output")
     if resume and not ckpt.is_file():
         raise UsageError(f"--resume: no checkpoint {ckpt}")
     if not resume and ckpt.exists():

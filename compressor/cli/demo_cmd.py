@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chipq.cli import app, err_console
+from chipq.cli.options import flag
 from chipq.cli.progress import status
 from chipq.errors import CheckFailed
 
@@ -38,7 +39,7 @@ def demo_command(
     images: Optional[Path] = typer.Option(None, "--images", help="Images to describe (default: samples/).", show_default=False),
     gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truth JSON (default: samples/groundtruth.json).", show_default=False),
     plan: str = typer.Option("3x7,1x6", "--plan", help="Mask bits per conv layer."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+    as_json: bool = flag("--json", help="Print the results as one JSON object."),
 ) -> None:
     """Run the demo; see `_HELP`."""
     from chipq.reports.demo import run_demo

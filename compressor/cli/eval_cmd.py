@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chipq.cli import app, err_console
+from chipq.cli.options import flag
 from chipq.errors import UsageError
 from chipq.retrieval.descriptors import DescriptorKind, load_descriptors
 from chipq.retrieval.scoring import (
@@ -64,9 +65,7 @@ def eval_command(
         help="Evaluate only these queries: comma-separated names, or a file with one name per line "
         "(# comments).",
     ),
-    exclude_queries: bool = typer.Option(
-        False,
-        "--exclude-queries",
+    exclude_queries: bool = flag("--exclude-queries",
         help="Leave the ground truth's queries out of the database (unless they are someone's positive), "
         "for query sets made of edited copies of database images.",
     ),
@@ -77,7 +76,7 @@ def eval_command(
         metavar="N",
         help="Show only the N queries with the lowest AP (0: all, file order).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    as_json: bool = flag("--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Score a descriptor file; see `_HELP`."""
     dset = load_descriptors(descriptors)

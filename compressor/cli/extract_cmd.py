@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -12,9 +13,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chipq.cli import app, err_console
-from chipq.cli.options import parse_size
-from chipq.errors import UsageError
+from chipq.cli.options import flag, format_size, parse_size
+from chipq.errors import ChipqError, UsageError
 from chipq.formats import constants as C
+from chipq.formats.errors import FormatError
 from chipq.retrieval.rois import rnip_levels
 
 _HELP = "\n\n".join(
@@ -29,8 +31,11 @@ _HELP = "\n\n".join(
         "image (5 and 9: levels 1-2 plus the whole image; 14: levels 1-3), resizes each to the chip "
         "input and pools those maps the same way — how a 224x224 buffer serves a 640x480 photo.",
         "--descriptor float (2 KB), byte (512 bytes) or bit (512 bits). Images that cannot be decoded "
-        "are skipped with a warning and counted. An interrupted run resumes from OUT.partial.npz and "
-        "gives the same file as an uninterrupted one.",
+        "are skipped with a warning and counted; when no image can be used nothing is written and the "
+        "exit code is 2. The run is checkpointed in OUT.partial.npz every 100 images and every 30 s; "
+        "an interrupted run resumes from it and gives the same file as an uninterrupted one. A "
+        "checkpoint is resumed only by the same run: same blob or model (by content, SHA-256), same "
+        "images (names and contents), same settings; otherwise it is refused.",
         "Example: chipq extract samples --blob vgg16.blob --rnip 9 -o desc.npz",
     ]
 )
@@ -44,16 +49,19 @@ def extract_command(
     output: Path = typer.Option(..., "--output", "-o", metavar="OUT", help="The descriptor file to write (.npz).", show_default=False),
     rnip: Optional[int] = typer.Option(None, "--rnip", metavar="N", help="Use RNIP with N input crops: 5, 9 or 14.", show_default=False),
     descriptor: str = typer.Option("float", "--descriptor", "-d", help="Descriptor kind: float, byte or bit."),
-    size: Optional[str] = typer.Option(
-        None, "--size", metavar="WxH", help="Network input size (default: the blob's input buffer, 224x224 for --model).", show_default=False
+    input_size: Optional[str] = typer.Option(
+        None, "--input", metavar="WxH", help="Network input size, width x height (default: the blob's input buffer, 224x224 for --model).", show_default=False
     ),
+    old_size: Optional[str] = typer.Option(None, "--size", hidden=True, help="Deprecated name of --input."),
     batch: int = typer.Option(8, "--batch", min=1, help="Network inputs per executor call."),
-    as_json: bool = typer.Option(False, "--json", help="Print the run summary as one JSON object."),
+    as_json: bool = flag("--json", help="Print the run summary as one JSON object."),
 ) -> None:
     """Extract descriptors; see `_HELP`."""
+    from chipq.executor.memory import check_fits, check_input_size
+    from chipq.formats.fileio import check_output
     from chipq.images import image_names, list_images
-    from chipq.retrieval.describe import describe_all, run_metadata
-    from chipq.retrieval.descriptors import DescriptorKind, DescriptorStore
+    from chipq.retrieval.describe import describe_all, images_sha256, run_metadata
+    from chipq.retrieval.descriptors import DescriptorKind, DescriptorStore, partial_path
 
     if (blob is None) == (model is None):
         raise UsageError("give exactly one of --blob BLOB or --model MODEL")
@@ -63,19 +71,41 @@ def extract_command(
         kind = DescriptorKind[descriptor.upper()]
     except KeyError:
         raise UsageError(f"--descriptor {descriptor!r}: choose float, byte or bit") from None
-    features, source, default_size = _features(blob, model, batch)
-    input_hw = parse_size(size, "--size") if size else default_size
+    if input_size is not None and old_size is not None:
+        raise UsageError("--size is the old name of --input: give one of them")
+    size_option = "--input" if old_size is None else "--size"
+    size_text = input_size if input_size is not None else old_size
+    requested_hw = parse_size(size_text, size_option) if size_text is not None else None
+    # Everything that can be refused is refused before the first image is described.
+    check_output(output, "descriptor file", "--output")
+    check_output(partial_path(output), "checkpoint", "--output")
     paths = list_images(images)
+    if not paths:
+        raise UsageError(f"{images}: no JPEG or PNG image found")
     names = image_names(paths, images)
-    store = DescriptorStore(
-        output, names, kind=kind, metadata=run_metadata(model=source, rnip=rnip, size=input_hw)
+    loaded, layers, source, identity, default_size = _source(blob, model)
+    input_hw = requested_hw or default_size
+    what = f"{size_option} {format_size(input_hw)}" if requested_hw else str(blob)
+    check_input_size(layers, input_hw, what)
+    check_fits(layers, input_hw, batch, what)
+    features = _features(loaded, batch)
+    metadata = run_metadata(
+        model=source, rnip=rnip, size=input_hw, **identity, images_sha256=images_sha256(names, paths)
     )
+    store = DescriptorStore(output, names, kind=kind, metadata=metadata)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=as_json) as progress:
+    # Not drawn when stderr is not a terminal: a script sees only warnings and errors there.
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         task = progress.add_task("extracting", total=len(names), completed=store.resumed)
         summary = describe_all(
             list(zip(names, paths)), features, store, size=input_hw, rnip=rnip, batch_size=batch,
             on_image=lambda name: progress.advance(task),
+        )
+    if summary.described + summary.resumed == 0:
+        first = summary.skipped[0] if summary.skipped else ("", "")
+        raise NoImageUsable(
+            f"{images}: no image could be used ({len(names)} listed, {len(summary.skipped)} skipped; "
+            f"first: {first[1]}); nothing written"
         )
     store.finish()
     for name, reason in summary.skipped:
@@ -88,7 +118,7 @@ def extract_command(
         "skipped": len(summary.skipped),
         "descriptor": kind.name.lower(),
         "rnip": rnip,
-        "size": list(input_hw),
+        "input": format_size(input_hw),
         "source": source,
     }
     if as_json:
@@ -100,14 +130,32 @@ def extract_command(
         )
 
 
-def _features(blob: Path | None, model: Path | None, batch: int):
-    from chipq.retrieval.features import chip_features, float_features
+class NoImageUsable(ChipqError):
+    """Every image of the run was skipped: there is nothing to write."""
 
+
+def _source(blob: Path | None, model: Path | None):
+    """(chip model or float stack, its layers, source label, identity for resuming, default input (h, w))."""
     if blob is not None:
-        from chipq.formats.reader import read_blob
+        from chipq.formats.reader import from_bytes, load_blob_bytes
 
-        chip = read_blob(blob)
-        return chip_features(chip, batch), f"blob:{blob.name}", (chip.input_height, chip.input_width)
+        data = load_blob_bytes(blob)
+        try:
+            chip = from_bytes(data)
+        except FormatError as exc:
+            raise type(exc)(f"{blob}: {exc}") from None
+        identity = {"blob_sha256": hashlib.sha256(data).hexdigest()}
+        return chip, chip.layers, f"blob:{blob.name}", identity, (chip.input_height, chip.input_width)
     from chipq.importers import load_model
 
-    return float_features(load_model(model), batch), f"model:{model.name}", C.CHIP_INPUT_HW
+    stack = load_model(model).without_trailing_pool()
+    return stack, stack.layers, f"model:{model.name}", {"model_sha256": stack.weights_sha256()}, C.CHIP_INPUT_HW
+
+
+def _features(loaded, batch: int):
+    from chipq.formats.model import ChipModel
+    from chipq.retrieval.features import chip_features, float_features
+
+    if isinstance(loaded, ChipModel):
+        return chip_features(loaded, batch)
+    return float_features(loaded, batch)

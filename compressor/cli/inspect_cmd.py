@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from chipq.cli import app
-from chipq.cli.options import parse_size
+from chipq.cli.options import flag, format_size, parse_size
+from chipq.formats.errors import FormatError
 from chipq.formats.reader import from_bytes, load_blob_bytes
 from chipq.reports.inspect import summarize
 
@@ -47,14 +48,16 @@ def inspect_command(
             "its output map, and the peak over all layers."
         ),
     ),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON object (the same numbers, unrounded) instead of tables."
+    as_json: bool = flag("--json", help="Print one JSON object (the same numbers, unrounded) instead of tables."
     ),
 ) -> None:
     """Describe a blob; see `_HELP`."""
     input_hw = parse_size(input_size) if input_size is not None else None
     data = load_blob_bytes(blob)
-    model = from_bytes(data)  # raises a FormatError (exit 2) on any failed check, CRCs included
+    try:
+        model = from_bytes(data)  # raises a FormatError (exit 2) on any failed check, CRCs included
+    except FormatError as exc:
+        raise type(exc)(f"{blob}: {exc}") from None
     summary = summarize(model, len(data), crc_ok=True, input_hw=input_hw)
     if as_json:
         print(json.dumps({"blob": str(blob), **summary}, indent=2))
@@ -111,7 +114,7 @@ def _totals_table(summary: dict[str, Any]) -> Table:
     mean = ",".join(str(v) for v in spec_in["mean"])
     regions = " / ".join(f"{totals[key]:,}" for key in ("mask_bytes", "alpha_bytes", "bias_bytes"))
     rows = [
-        ("chip input buffer", f"{spec_in['height']}x{spec_in['width']} {spec_in['channel_order']}"),
+        ("chip input buffer", f"{format_size((spec_in['height'], spec_in['width']))} {spec_in['channel_order']}"),
         ("pixel mean subtracted", mean),
         ("conv layers / kernels", f"{totals['conv_layers']} / {totals['kernels']:,}"),
         ("fp32 conv weights (bytes)", f"{totals['fp32_weight_bytes']:,}"),
@@ -127,11 +130,11 @@ def _totals_table(summary: dict[str, Any]) -> Table:
         buf = summary["buffers"]
         rows.append(
             (
-                f"peak activation buffer at {buf['input_hw'][0]}x{buf['input_hw'][1]} (bytes)",
+                f"peak activation buffer at {format_size(buf['input_hw'])} (bytes)",
                 f"{buf['peak_bytes']:,} ({escape(buf['peak_layer'])})",
             )
         )
-        out_hw = f"{buf['output_hw'][0]}x{buf['output_hw'][1]}"
+        out_hw = format_size(buf["output_hw"])
         rows.append(("output map", f"{out_hw}, {buf['output_bytes']:,} bytes"))
     for what, value in rows:
         table.add_row(what, value)

@@ -1,13 +1,48 @@
-"""Option parsers shared by several commands: one rule each, errors naming the option used."""
+"""Option helpers shared by the commands."""
 
 from __future__ import annotations
 
 import re
 
+import typer
+
 from chipq.errors import UsageError
 from chipq.formats import constants as C
 
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
+
+# typer 0.2x prints a flag's type (`--json <bool>`) unless it has a metavar; an empty one shows the
+# flag alone, as `--json`, in every typer version.
+FLAG_METAVAR = ""
+
+
+def flag(*decls: str, help: str, **extra) -> typer.models.OptionInfo:
+    """A boolean option that is off unless given, shown in --help as a bare flag."""
+    return typer.Option(False, *decls, help=help, metavar=FLAG_METAVAR, **extra)
+
+
+def show_help_as_flag() -> None:
+    """Give typer's own ``--help`` option the empty metavar too (typer 0.2x shows ``--help <bool>``).
+
+    Typer makes that option itself, so it is patched where it is made; a typer that uses the click
+    package (which never shows a flag's type) has nothing to patch.
+    """
+    try:
+        from typer._click.core import Command
+    except ImportError:
+        return
+    if getattr(Command.get_help_option, "_chipq", False):
+        return
+    original = Command.get_help_option
+
+    def get_help_option(self, ctx):
+        option = original(self, ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = FLAG_METAVAR
+        return option
+
+    get_help_option._chipq = True
+    Command.get_help_option = get_help_option
 
 
 def parse_size(text: str, option: str = "--input") -> tuple[int, int]:
@@ -33,3 +68,8 @@ def parse_size(text: str, option: str = "--input") -> tuple[int, int]:
         if not 1 <= side <= C.MAX_INPUT_SIDE:
             raise UsageError(f"{option} {text}: each side must be 1..{C.MAX_INPUT_SIDE} pixels")
     return height, width
+
+
+def format_size(hw: tuple[int, int]) -> str:
+    """(height, width) as the WxH text every option and report uses: (480, 640) -> '640x480'."""
+    return f"{hw[1]}x{hw[0]}"

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chipq.cli import app, err_console
+from chipq.cli.options import flag
 from chipq.errors import CheckFailed, UsageError
 
 _HELP = "\n\n".join(
@@ -44,23 +45,30 @@ def verify_command(
     min_cosine: Optional[float] = typer.Option(
         None, "--min-cosine", help="Fail when the mean NIP descriptor cosine to the float model is below this (needs --model).", show_default=False
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    as_json: bool = flag("--json", help="Print the report as one JSON object."),
 ) -> None:
     """Verify a blob; see `_HELP`."""
+    from chipq.executor.memory import check_fits
+    from chipq.formats.fileio import check_output_dir
     from chipq.formats.reader import read_blob
     from chipq.quant.compress import calibration_images, default_calib_dir
     from chipq.reports.verify import verify, write_vectors
 
     if min_cosine is not None and model is None:
         raise UsageError("--min-cosine needs --model")
+    if vectors is not None:
+        check_output_dir(vectors, "test-vector folder", "--vectors")
     chip = read_blob(blob)  # integrity: raises a FormatError (exit 2) on any failed check
-    source = images if images is not None else default_calib_dir()
-    batch, names = calibration_images(source, (chip.input_height, chip.input_width), limit=limit)
+    hw = (chip.input_height, chip.input_width)
+    check_fits(chip.layers, hw, 8, str(blob), keep_maps=limit if model is not None else 0)
     stack = None
     if model is not None:
         from chipq.importers import load_model
 
         stack = load_model(model)
+        check_same_chain(chip, stack.without_trailing_pool(), blob, model)
+    source = images if images is not None else default_calib_dir()
+    batch, names = calibration_images(source, hw, limit=limit)
     with err_console.status("verifying") as status:
         report = verify(chip, batch, names, stack=stack, golden_count=golden, progress=lambda text: status.update(escape(text)))
         if vectors is not None:
@@ -77,6 +85,31 @@ def verify_command(
         _render(data, chip)
     if report.failures:
         raise CheckFailed("; ".join(report.failures))
+
+
+def check_same_chain(chip, stack, blob: Path, model: Path) -> None:
+    """Refuse a float model whose layers are not the blob's (another model, or another plan's source).
+
+    Raises:
+        UsageError: naming both files and the first layer that differs.
+    """
+    def chain(layers) -> list[tuple[str, int, int]]:
+        return [
+            ("conv" if hasattr(layer, "weight") or hasattr(layer, "mask") else "pool", layer.in_channels, layer.out_channels)
+            if hasattr(layer, "weight") or hasattr(layer, "mask") else ("pool", 0, 0)
+            for layer in layers
+        ]
+
+    theirs, mine = chain(stack.layers), chain(chip.layers)
+    if theirs == mine:
+        return
+    for index, (a, b) in enumerate(zip(theirs, mine)):
+        if a != b:
+            raise UsageError(
+                f"--model {model}: layer {index} is {a[0]} {a[1]}->{a[2]}, {blob} has {b[0]} {b[1]}->{b[2]}: "
+                "the blob was not made from this model"
+            )
+    raise UsageError(f"--model {model}: {len(theirs)} layers, {blob} has {len(mine)}: the blob was not made from this model")
 
 
 def _render(data: dict, chip) -> None:

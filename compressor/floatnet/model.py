@@ -7,6 +7,7 @@ Names follow VGG: ``conv<block>_<index>`` and ``pool<block>``, blocks counted by
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +54,15 @@ class FloatStack:
 
     def conv_layers(self) -> list[FloatConv]:
         return [layer for layer in self.layers if isinstance(layer, FloatConv)]
+
+    def weights_sha256(self) -> str:
+        """SHA-256 over every conv's name, weights and bias: the model's identity, whatever its file."""
+        digest = hashlib.sha256()
+        for conv in self.conv_layers():
+            digest.update(conv.name.encode())
+            digest.update(np.ascontiguousarray(conv.weight, np.float32).tobytes())
+            digest.update(np.ascontiguousarray(conv.bias, np.float32).tobytes())
+        return digest.hexdigest()
 
     def without_trailing_pool(self) -> "FloatStack":
         """The chain up to its last conv: retrieval pools the last conv map (SPEC.md 6)."""

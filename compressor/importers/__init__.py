@@ -13,8 +13,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from chipq.floatnet.model import FloatStack
-from chipq.importers.errors import ModelNotFound, TruncatedModel, UnknownModelFormat
+from chipq.formats.fileio import FileRefused, open_regular
+from chipq.importers.errors import ModelNotFound, NonFiniteWeights, TruncatedModel, UnknownModelFormat
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save (since 1.6) and TorchScript write zip archives
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -32,12 +35,11 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         UnknownModelFormat: neither format.
     """
     path = Path(path)
-    if not path.exists():
-        raise ModelNotFound(f"{path}: no such file")
-    if not path.is_file():
-        raise ModelNotFound(f"{path}: not a regular file")
-    with path.open("rb") as handle:
-        head = handle.read(4)
+    try:
+        with open_regular(path, "model") as handle:
+            head = handle.read(4)
+    except FileRefused as exc:
+        raise ModelNotFound(str(exc)) from None
     if not head:
         raise TruncatedModel(f"{path}: empty file")
     if head in (ZIP_MAGIC, EMPTY_ZIP_MAGIC) or head[0] == PICKLE_PROTO:
@@ -65,10 +67,24 @@ def load_model(path: str | os.PathLike[str]) -> FloatStack:
     if kind == "torch":
         from chipq.importers.torch_import import load_torch
 
-        return load_torch(path)
-    from chipq.importers.onnx_import import load_onnx
+        stack = load_torch(path)
+    else:
+        from chipq.importers.onnx_import import load_onnx
 
-    return load_onnx(path)
+        stack = load_onnx(path)
+    check_finite(stack, path)
+    return stack
+
+
+def check_finite(stack: FloatStack, path: str | os.PathLike[str]) -> None:
+    """Refuse a model with a NaN or infinite weight or bias, naming the file and the layer."""
+    for conv in stack.conv_layers():
+        for what, values in (("weight", conv.weight), ("bias", conv.bias)):
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise NonFiniteWeights(
+                    f"{path}: layer {conv.name}: {int(bad.sum())} {what} values are NaN or infinite"
+                )
 
 
 __all__ = ["detect_format", "load_model"]

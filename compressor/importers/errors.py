@@ -41,5 +41,13 @@ class TensorShapeMismatch(ModelImportError):
     """A tensor's shape or dtype disagrees with the layer it belongs to."""
 
 
+class NonFiniteWeights(ModelImportError):
+    """A weight or bias is NaN or infinite: no quantization of it means anything."""
+
+
+class TensorTooLarge(ModelImportError):
+    """A tensor announces more elements than any VGG layer has; refused before its data is read."""
+
+
 class UnsafeExternalData(ModelImportError):
     """An ONNX external-data location that leaves the model's folder, or data out of bounds."""

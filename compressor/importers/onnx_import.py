@@ -23,12 +23,14 @@ from chipq.floatnet.batchnorm import fold_batchnorm
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack, vgg_names
 from chipq.importers.errors import (
     TensorShapeMismatch,
+    TensorTooLarge,
     TruncatedModel,
     UnsafeExternalData,
     UnsupportedLayer,
     UnsupportedLayout,
 )
 
+MAX_TENSOR_BYTES = 512 << 20  # torchvision's VGG classifier weight (25088 x 4096 float32) is 392 MiB
 CHAIN_OPS = frozenset({"Conv", "BatchNormalization", "Relu", "MaxPool"})
 # The first of these after the convs starts the classifier head, which retrieval does not use.
 TAIL_OPS = frozenset({"Flatten", "Reshape", "Gemm", "GlobalAveragePool", "AveragePool"})
@@ -114,6 +116,24 @@ def _tensor_nbytes(tensor: TensorProto) -> int:
     return count * itemsize
 
 
+def _check_declared(tensor: TensorProto) -> None:
+    """Dims non-negative and the declared size within `MAX_TENSOR_BYTES`, from the header alone."""
+    if any(dim < 0 for dim in tensor.dims):
+        raise TensorShapeMismatch(f"initializer {tensor.name!r}: negative dimension in {list(tensor.dims)}")
+    try:
+        itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        return  # no fixed size (strings, undefined): refused where such a tensor is used
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    if count * itemsize > MAX_TENSOR_BYTES:
+        raise TensorTooLarge(
+            f"initializer {tensor.name!r}: dims {list(tensor.dims)} declare {count * itemsize} bytes, more "
+            f"than any VGG tensor ({MAX_TENSOR_BYTES} at most); refused before reading its data"
+        )
+
+
 class _Tensors:
     """Constant tensors (initializers and Constant nodes), external data checked up front."""
 
@@ -124,7 +144,10 @@ class _Tensors:
                 attr = next((a for a in node.attribute if a.name == "value"), None)
                 if attr is not None:
                     self._protos[node.output[0]] = attr.t
-        # Validate every location, used or not, before reading any: the file is hostile.
+        # Every declared shape and size, then every location, used or not, before reading any
+        # data: the file is hostile.
+        for proto in self._protos.values():
+            _check_declared(proto)
         self._external = {
             name: _check_location(proto, folder)
             for name, proto in self._protos.items()
@@ -335,6 +358,9 @@ def load_onnx(path: str | os.PathLike[str]) -> FloatStack:
         ModelImportError: any other refusal, see `stack_from_onnx`.
     """
     path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_TENSOR_BYTES * 2:
+        raise TensorTooLarge(f"{path}: {size} bytes, more than the {MAX_TENSOR_BYTES * 2} an ONNX VGG needs")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
@@ -342,5 +368,5 @@ def load_onnx(path: str | os.PathLike[str]) -> FloatStack:
         raise TruncatedModel(f"{path}: cannot parse ONNX (truncated or corrupt): {first_line}") from None
     try:
         return stack_from_onnx(model, path.absolute().parent, source=path.name)
-    except (UnsupportedLayer, UnsupportedLayout, TensorShapeMismatch, UnsafeExternalData, TruncatedModel) as exc:
+    except (UnsupportedLayer, UnsupportedLayout, TensorShapeMismatch, UnsafeExternalData, TruncatedModel, TensorTooLarge) as exc:
         raise type(exc)(f"{path}: {exc}") from None

@@ -23,6 +23,7 @@ from chipq.floatnet.batchnorm import BN_EPS
 from chipq.floatnet.model import FloatStack
 from chipq.importers.errors import (
     TensorShapeMismatch,
+    TensorTooLarge,
     TruncatedModel,
     UnknownModelFormat,
     UnsafePickle,
@@ -30,6 +31,9 @@ from chipq.importers.errors import (
     UnsupportedLayout,
 )
 from chipq.importers.torchvision_layout import stack_from_state_dict
+
+MAX_RECORD_BYTES = 512 << 20  # torchvision's VGG classifier weight (25088 x 4096 float32) is 392 MiB
+MAX_ARCHIVE_BYTES = 1 << 30  # a whole torchvision VGG-19-BN with its classifier is 549 MiB
 
 # Keys under which training scripts commonly wrap the state dict, tried in this order.
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -54,6 +58,36 @@ def archive_kind(path: Path) -> str:
     if any(name.split("/", 1)[-1] == "data.pkl" for name in names):
         return "state"
     raise UnknownModelFormat(f"{path}: a zip archive but not a PyTorch file (no data.pkl)")
+
+
+def check_declared_sizes(path: Path) -> None:
+    """Refuse, from the zip directory alone, an archive whose records could not be VGG tensors.
+
+    A record's declared (uncompressed) size is what torch would allocate to read it, so it is
+    checked before torch opens the file: no record may exceed `MAX_RECORD_BYTES` (the largest VGG
+    tensor, torchvision's 25088x4096 classifier weight, is 392 MiB) and all of them together
+    `MAX_ARCHIVE_BYTES`. A bare pickle (no zip) is bounded by its file size the same way.
+
+    Raises:
+        TensorTooLarge: naming the record and its declared size.
+    """
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        if size > MAX_ARCHIVE_BYTES:
+            raise TensorTooLarge(f"{path}: {size} bytes, more than the {MAX_ARCHIVE_BYTES} a VGG state dict needs")
+        return
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+    total = 0
+    for info in infos:
+        if info.file_size > MAX_RECORD_BYTES:
+            raise TensorTooLarge(
+                f"{path}: record {info.filename!r} declares {info.file_size} bytes, more than any VGG "
+                f"tensor ({MAX_RECORD_BYTES} at most); refused before reading it"
+            )
+        total += info.file_size
+    if total > MAX_ARCHIVE_BYTES:
+        raise TensorTooLarge(f"{path}: records declare {total} bytes in all, more than the {MAX_ARCHIVE_BYTES} a VGG needs")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -159,6 +193,11 @@ def load_torch(path: str | os.PathLike[str]) -> FloatStack:
         UnsupportedLayer, UnsupportedLayout, TensorShapeMismatch: not a torchvision-layout VGG.
     """
     path = Path(path)
-    if archive_kind(path) == "script":
+    kind = archive_kind(path)
+    try:
+        check_declared_sizes(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise TruncatedModel(f"{path}: unreadable zip archive (truncated or corrupt): {exc}") from None
+    if kind == "script":
         return _load_script(path)
     return _stack(path, unwrap_state_dict(_load_pickle(path), path))

@@ -200,7 +200,10 @@ def quantize_conv(conv: FloatConv, bits: int, in_frac: int, out_frac: int) -> Co
     """
     alpha, codes, shift = quantize_kernels(conv.weight, bits)
     acc_frac = in_frac + shift
-    bias, bias_shift = quantize_bias(conv.bias, acc_frac)
+    try:
+        bias, bias_shift = quantize_bias(conv.bias, acc_frac)
+    except QuantizationError as exc:
+        raise QuantizationError(f"layer {conv.name}: {exc}") from None
     out_shift = acc_frac - min(out_frac, acc_frac)
     if out_shift > C.OUT_SHIFT_MAX:
         raise QuantizationError(f"layer {conv.name}: out_shift {out_shift} exceeds {C.OUT_SHIFT_MAX}")

@@ -19,11 +19,15 @@ from typing import Callable
 
 import numpy as np
 
+from chipq.errors import ChipqError
+from chipq.floatnet.model import vgg_names
 from chipq.formats import constants as C
+from chipq.formats.fileio import check_output_dir
 from chipq.formats.reader import from_bytes, load_blob_bytes
 from chipq.formats.writer import write_blob
 from chipq.images import image_names, list_images
 from chipq.importers import load_model
+from chipq.importers.torchvision_layout import VGG_CFGS
 from chipq.quant.compress import calibration_batch, compress, default_calib_dir
 from chipq.quant.plan import parse_plan
 from chipq.reports.inspect import summarize
@@ -48,6 +52,16 @@ MODELS = ("float", "post-training", "retrained")
 KINDS = (DescriptorKind.FLOAT, DescriptorKind.BYTE, DescriptorKind.BIT)
 
 Say = Callable[[str], None]
+
+
+class DemoInputError(ChipqError):
+    """An input of the demo that cannot be used."""
+
+
+def vgg16_conv_names() -> list[str]:
+    """conv1_1 .. conv5_3: the layers a demo plan covers."""
+    kinds = ["pool" if entry == "M" else "conv" for entry in VGG_CFGS["D"]]
+    return [name for name in vgg_names(kinds) if name.startswith("conv")]
 
 
 def samples_dir() -> Path:
@@ -93,11 +107,19 @@ def run_demo(
         on_image: called once per described image (progress bars).
         on_step: called with (step, steps) after each retraining step.
     """
-    from chipq.importers.fetch import fetch_vgg16
+    from chipq.importers.fetch import check_fetch_paths, fetch_vgg16
 
-    workdir.mkdir(parents=True, exist_ok=True)
     images = images or samples_dir()
     gt_path = gt or samples_dir() / "groundtruth.json"
+    # Every input and output is checked before the first download or computation.
+    check_output_dir(workdir, "work folder", "--workdir", parents=True)
+    check_fetch_paths(workdir / "models")
+    parse_plan(plan, vgg16_conv_names())
+    truth = load_ground_truth(gt_path)
+    paths = list_images(images)
+    if not paths:
+        raise DemoInputError(f"{images}: no JPEG or PNG image found")
+    workdir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 

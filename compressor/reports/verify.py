@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,6 +24,7 @@ from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
+from chipq.formats.fileio import atomic_write, check_output_dir
 from chipq.formats.model import ChipModel, ConvLayer
 from chipq.retrieval.describe import quarter_turns
 from chipq.retrieval.pooling import nip_from_maps
@@ -183,6 +183,7 @@ def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_di
     ``img<i>/<l:02d>_<name>_in.npy`` / ``_out.npy`` (uint8, or int16 for the conv1 input x0 =
     p − mean), (C, H, W) C-order. Written by the golden executor.
     """
+    check_output_dir(out_dir, "test-vector folder", "--vectors")
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {"format": "chipq test vectors v1", "input_mean": list(model.input_mean), "images": []}
     for index, (image, name) in enumerate(zip(images, names)):
@@ -200,14 +201,9 @@ def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_di
         _save_npy(folder / "pixels.npy", image)
         manifest["images"].append({"name": name, "pixels": f"img{index}/pixels.npy", "layers": layers})
     path = out_dir / "manifest.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(manifest, indent=2).encode(), what="test-vector manifest")
     return path
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False), what="test vector")

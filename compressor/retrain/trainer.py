@@ -27,8 +27,6 @@ checkpoint needs: a run resumed from it ends with the same bytes as an uninterru
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -43,6 +41,7 @@ from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
+from chipq.formats.fileio import FileRefused, atomic_write, open_regular
 from chipq.formats.model import ChipModel
 from chipq.images import ImageError, list_images, load_image, resize
 from chipq.quant.quantize import LayerReport, quantize_stack
@@ -307,12 +306,7 @@ class Retrainer:
 
 def stack_hash(stack: FloatStack) -> str:
     """SHA-256 over every conv's name, weights and bias (a checkpoint belongs to one model)."""
-    digest = hashlib.sha256()
-    for conv in stack.conv_layers():
-        digest.update(conv.name.encode())
-        digest.update(np.ascontiguousarray(conv.weight, np.float32).tobytes())
-        digest.update(np.ascontiguousarray(conv.bias, np.float32).tobytes())
-    return digest.hexdigest()
+    return stack.weights_sha256()
 
 
 def _model_head(model: ChipModel) -> tuple:
@@ -326,25 +320,20 @@ def save_checkpoint(path: Path, trainer: Retrainer) -> None:
         CheckpointError: the file system refused the write; `path` is left as it was.
     """
     path = Path(path)
-    tmp = None
+    state = trainer.state()
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(trainer.state(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        atomic_write(path, lambda handle: torch.save(state, handle), what="checkpoint")
+    except FileRefused as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def load_checkpoint(path: Path) -> dict:
     """Read a checkpoint with ``weights_only=True`` (no code runs while loading)."""
     try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        with open_regular(path, "checkpoint") as handle:
+            state = torch.load(handle, map_location="cpu", weights_only=True)
+    except FileRefused as exc:
+        raise CheckpointError(str(exc)) from None
     except Exception as exc:  # torch raises many types for a bad file; all mean "unusable"
         raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__})") from exc
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:

@@ -22,6 +22,7 @@ resume), skipping and reporting the images that cannot be decoded.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 
 from chipq import __version__
 from chipq.formats import constants as C
+from chipq.formats.fileio import FileRefused, open_regular
 from chipq.images import ImageError, check_rgb, load_image, resize
 from chipq.retrieval.descriptors import DescriptorStore
 from chipq.retrieval.pooling import finish, nip_rotation_vector, whole_map_pool
@@ -114,8 +116,32 @@ def _map_vectors(
     return np.stack(vectors)
 
 
+def images_sha256(names: Sequence[str], paths: Sequence[Path]) -> str:
+    """SHA-256 over every image's name and the SHA-256 of its bytes: a run's image set, by content.
+
+    A file that cannot be read as a regular file (missing, a FIFO) counts by its name and the
+    reason, so hashing never blocks; it is skipped later when it is decoded.
+    """
+    digest = hashlib.sha256()
+    for name, path in zip(names, paths):
+        try:
+            with open_regular(path, "image") as handle:
+                content = hashlib.sha256()
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    content.update(block)
+                token = content.hexdigest()
+        except (FileRefused, OSError) as exc:
+            token = f"unreadable: {exc}"
+        digest.update(f"{name}\0{token}\n".encode())
+    return digest.hexdigest()
+
+
 def run_metadata(*, model: str, rnip: int | None, size: tuple[int, int], **extra) -> dict:
-    """The metadata a descriptor file records about the run that made it (JSON-ready)."""
+    """The metadata a descriptor file records about the run that made it (JSON-ready).
+
+    It is also what a checkpoint must match to be resumed (`DescriptorStore`): callers pass the
+    content hashes of the blob or model and of the images (`images_sha256`) in `extra`.
+    """
     return {"model": model, "rnip": rnip, "size": list(size), "chipq_version": __version__, **extra}
 
 

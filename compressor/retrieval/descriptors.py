@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import time
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
@@ -45,6 +45,7 @@ import numpy as np
 from numpy.lib import format as npy
 
 from chipq.errors import ChipqError
+from chipq.formats.fileio import FileRefused, atomic_write, open_regular
 
 FILE_VERSION = 1
 READABLE_VERSIONS = frozenset({1})
@@ -168,16 +169,10 @@ def save_descriptors(path: Path, dset: DescriptorSet) -> None:
         "descriptors": np.ascontiguousarray(dset.codes, dtype=code_dtype(dset.kind)),
         "metadata": np.array(json.dumps(dset.metadata, sort_keys=True), dtype=str),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda handle: np.savez(handle, **arrays), what="descriptor file")
+    except FileRefused as exc:
+        raise DescriptorFileUnreadable(str(exc)) from None
 
 
 def load_descriptors(path: Path) -> DescriptorSet:
@@ -188,21 +183,24 @@ def load_descriptors(path: Path) -> DescriptorSet:
     """
     path = Path(path)
     try:
-        archive = zipfile.ZipFile(path)
-    except FileNotFoundError as exc:
-        raise DescriptorFileUnreadable(f"{path}: no such file") from exc
-    except zipfile.BadZipFile as exc:
-        raise NotADescriptorFile(f"{path}: not an .npz descriptor file ({exc})") from exc
-    except OSError as exc:
-        raise DescriptorFileUnreadable(f"{path}: cannot read ({exc})") from exc
-    with archive:
-        members = sorted(info.filename for info in archive.infolist())
-        if "format_version.npy" in members:  # the version decides which members to expect
-            _check_version(path, _read_member(path, archive, "format_version"))
-        expected = sorted(f"{name}.npy" for name in MEMBERS)
-        if members != expected:  # also catches a name stored twice in the zip
-            raise NotADescriptorFile(f"{path}: members {members}, expected {expected}")
-        fields = {name: _read_member(path, archive, name) for name in MEMBERS}
+        handle = open_regular(path, "descriptor file")
+    except FileRefused as exc:
+        raise DescriptorFileUnreadable(str(exc)) from None
+    with handle:
+        try:
+            archive = zipfile.ZipFile(handle)
+        except zipfile.BadZipFile as exc:
+            raise NotADescriptorFile(f"{path}: not an .npz descriptor file ({exc})") from exc
+        except OSError as exc:
+            raise DescriptorFileUnreadable(f"{path}: cannot read ({exc})") from exc
+        with archive:
+            members = sorted(info.filename for info in archive.infolist())
+            if "format_version.npy" in members:  # the version decides which members to expect
+                _check_version(path, _read_member(path, archive, "format_version"))
+            expected = sorted(f"{name}.npy" for name in MEMBERS)
+            if members != expected:  # also catches a name stored twice in the zip
+                raise NotADescriptorFile(f"{path}: members {members}, expected {expected}")
+            fields = {name: _read_member(path, archive, name) for name in MEMBERS}
     return _from_fields(path, fields)
 
 
@@ -331,9 +329,13 @@ def partial_path(out: Path) -> Path:
 class DescriptorStore:
     """The descriptors of a run in progress, checkpointed so an interrupted run can resume.
 
-    Every `checkpoint_every` added descriptors the store rewrites `partial_path(out)` atomically.
-    A new store for the same `out` reloads that checkpoint if its kind and metadata equal this
-    run's and every name in it is in `order`, and refuses it (`PartialMismatch`) otherwise; the
+    Every `checkpoint_every` added descriptors, and at the first one added `checkpoint_seconds`
+    after the last checkpoint, the store rewrites `partial_path(out)` atomically. A new store for
+    the same `out` reloads that checkpoint if its kind and metadata equal this run's and every name
+    in it is in `order`, and refuses it (`PartialMismatch`, naming the fields that differ)
+    otherwise. The metadata is what identifies a run: callers put in it the content hashes of the
+    model and the images and every setting, so a changed file is never resumed (see
+    `chipq.retrieval.describe.run_metadata`); the
     names it holds are left out of `pending`. `finish` writes `out` with the descriptors in `order`
     order and deletes the checkpoint, so a resumed run gives the same file, byte for byte, as an
     uninterrupted one. Each checkpoint rewrites everything so far: for very large runs choose a
@@ -348,6 +350,7 @@ class DescriptorStore:
         kind: DescriptorKind,
         metadata: dict,
         checkpoint_every: int = 100,
+        checkpoint_seconds: float = 30.0,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
@@ -360,19 +363,24 @@ class DescriptorStore:
         # Round-trip through JSON so a reloaded checkpoint compares equal (tuples become lists).
         self.metadata = json.loads(json.dumps(metadata, sort_keys=True))
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self._last_checkpoint = time.monotonic()
         self.dim: int | None = None
         self._codes: dict[str, np.ndarray] = {}
         self._since_checkpoint = 0
         self.resumed = 0
-        if self.partial.exists():
+        if os.path.lexists(self.partial):
             self._resume()
 
     def _resume(self) -> None:
         previous = load_descriptors(self.partial)
         if previous.kind is not self.kind or previous.metadata != self.metadata:
+            differ = [] if previous.kind is self.kind else ["descriptor kind"]
+            keys = sorted(set(previous.metadata) | set(self.metadata))
+            differ += [key for key in keys if previous.metadata.get(key) != self.metadata.get(key)]
             raise PartialMismatch(
-                f"{self.partial}: checkpoint of a different run (kind {previous.kind.value}, "
-                f"metadata {json.dumps(previous.metadata, sort_keys=True)}); delete it to start over"
+                f"{self.partial}: checkpoint of a different run ({', '.join(differ)} differ: "
+                "another model, other images or other settings); delete it to start over"
             )
         wanted = set(self.order)
         stray = [name for name in previous.names if name not in wanted]
@@ -404,7 +412,8 @@ class DescriptorStore:
             raise ValueError(f"{name!r}: descriptor shape {vector.shape}, expected ({self.dim},)")
         self._codes[name] = encode(vector, self.kind)
         self._since_checkpoint += 1
-        if self._since_checkpoint >= self.checkpoint_every:
+        due = time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+        if self._since_checkpoint >= self.checkpoint_every or due:
             self.checkpoint()
 
     def snapshot(self) -> DescriptorSet:
@@ -423,6 +432,7 @@ class DescriptorStore:
         """Write the checkpoint now."""
         save_descriptors(self.partial, self.snapshot())
         self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
 
     def finish(self) -> DescriptorSet:
         """Write `out`, delete the checkpoint, and return what was written."""

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from chipq.errors import ChipqError
+from chipq.formats.fileio import FileRefused, read_regular
 from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet
 
 GroundTruth = dict[str, list[str]]  # query name -> positive names
@@ -122,10 +123,9 @@ def load_ground_truth(path: Path) -> GroundTruth:
     """Read a JSON ground-truth file (`parse_ground_truth`)."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_GT_BYTES:
-            raise GroundTruthError(f"{path}: {size} bytes, more than the {MAX_GT_BYTES} allowed")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path, MAX_GT_BYTES, "ground truth").decode("utf-8"))
+    except FileRefused as exc:
+        raise GroundTruthError(str(exc)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise GroundTruthError(f"{path}: cannot read the ground truth ({exc})") from exc
     return parse_ground_truth(data, str(path))

@@ -1,0 +1,137 @@
+"""How much memory a run at a given input size needs, known from the sizes before anything runs.
+
+The caps on a blob's input size (65535 a side) and on `--input` allow sizes that no machine can
+run: VGG-16 at 4096x4096 needs tens of GiB of activations. `check_fits` estimates the activation
+memory of one network call from the layer chain, the input size and the batch, and refuses the
+run with a message when it exceeds the memory this process can get (`available_bytes`: the
+smaller of the system's available memory and what the address-space limit leaves), instead of
+letting a 17 GB allocation fail halfway (or the kernel kill the process).
+
+The estimate is deliberately generous (it counts every map of the widest layer as float64,
+accumulators and copies included) so that a run it allows does not fail for memory; it is not a
+measurement. `check_input_size` refuses sizes too small for the chain's max-pools.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Iterable
+
+from chipq.errors import ChipqError
+
+BYTES_PER_VALUE = 8  # float64 / int64 maps (the golden executor), or float32 plus int32 copies
+COPIES = 3  # input map, output map and one temporary of the widest layer alive at once
+RESERVE_BYTES = 256 << 20  # left free for the interpreter, libraries and the images themselves
+
+
+class NotEnoughMemory(ChipqError):
+    """The run needs more memory than this process can get."""
+
+
+class InputTooSmall(ChipqError):
+    """The input size leaves a map smaller than 2x2 before a max-pool."""
+
+
+def _chain(layers: Iterable) -> list[tuple[str, int]]:
+    """('conv', out_channels) or ('pool', 0) per layer of a ChipModel or a FloatStack."""
+    chain = []
+    for layer in layers:
+        if hasattr(layer, "weight") or hasattr(layer, "mask"):
+            chain.append(("conv", int(layer.out_channels)))
+        else:
+            chain.append(("pool", 0))
+    return chain
+
+
+def check_input_size(layers: Iterable, hw: tuple[int, int], what: str) -> None:
+    """Refuse an input (height, width) that a max-pool of the chain cannot halve (a map under 2x2).
+
+    Raises:
+        InputTooSmall: naming `what` (the option or file that set the size) and the smallest size.
+    """
+    pools = sum(1 for kind, _ in _chain(layers) if kind == "pool")
+    smallest = 2**pools
+    height, width = hw
+    if height < smallest or width < smallest:
+        raise InputTooSmall(
+            f"{what}: input {width}x{height} is too small: the model's {pools} max-pools need at least "
+            f"{smallest}x{smallest} pixels"
+        )
+
+
+def activation_bytes(layers: Iterable, hw: tuple[int, int], batch: int, in_channels: int = 3) -> int:
+    """Generous activation memory of one call on `batch` inputs of (height, width) (module docstring)."""
+    height, width = hw
+    channels, peak = in_channels, 0
+    for kind, out in _chain(layers):
+        if kind == "pool":
+            height, width = height // 2, width // 2
+            continue
+        peak = max(peak, (channels + out) * height * width)
+        channels = out
+    return peak * BYTES_PER_VALUE * COPIES * max(1, batch)
+
+
+def kept_maps_bytes(layers: Iterable, hw: tuple[int, int], images: int) -> int:
+    """Memory of every conv map of `images` inputs kept at once as float32 (calibration taps)."""
+    height, width = hw
+    total = 0
+    for kind, out in _chain(layers):
+        if kind == "pool":
+            height, width = height // 2, width // 2
+        else:
+            total += out * height * width * 4
+    return total * images + images * 3 * hw[0] * hw[1]
+
+
+def available_bytes() -> int | None:
+    """Memory this process can still get: MemAvailable, and what RLIMIT_AS leaves; None if unknown."""
+    limits = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        limits.append(max(0, soft - _address_space_in_use()))
+    return min(limits) if limits else None
+
+
+def _address_space_in_use() -> int:
+    try:
+        with open(f"/proc/{os.getpid()}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def check_fits(layers: Iterable, hw: tuple[int, int], batch: int, what: str, keep_maps: int = 0) -> int:
+    """Refuse a run whose estimated activation memory exceeds what is available; return the estimate.
+
+    `keep_maps` images have all their conv maps kept at once (calibration) on top of one call.
+
+    Raises:
+        NotEnoughMemory: naming `what` (the option or file that set the size), the estimate and
+            what is available.
+    """
+    layers = list(layers)
+    need = activation_bytes(layers, hw, batch) + kept_maps_bytes(layers, hw, keep_maps)
+    have = available_bytes()
+    if have is not None and need + RESERVE_BYTES > have:
+        raise NotEnoughMemory(
+            f"{what}: a {hw[1]}x{hw[0]} input needs about {_gib(need)} of activation memory "
+            f"({f'{keep_maps} calibration images' if keep_maps else f'batch {batch}'}), {_gib(max(0, have - RESERVE_BYTES))} is available; use a smaller input size"
+            + (" or --batch" if batch > 1 else "")
+        )
+    return need
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"

@@ -1,0 +1,235 @@
+"""Files in and out, the one way every chipq reader and writer does it (standard library only).
+
+Inputs: `open_regular` opens a path without blocking and refuses anything but a regular file
+(a FIFO would block a reader forever, a device such as /dev/zero never ends, a folder is not a
+file). `read_regular` reads one, refusing it before reading when it is larger than a cap.
+
+Outputs: `check_output` is called before any work, so a run that cannot write its result fails
+at once, not after an hour: the parent folder must exist and be writable, and the path must not
+exist or be a regular file (a FIFO, a device node or a folder is never replaced).
+`atomic_write` writes a temp file ``.NAME.<random>.tmp`` in the same folder, fsyncs it, gives it
+the mode a plain ``open`` would (0666 less the umask, not mkstemp's 0600) and renames it over the
+path; on any failure the temp file is removed and the path is left as it was. A temp file left by
+a killed run (``kill -9`` runs no cleanup) is removed by the next successful write of the same
+path (`remove_stale_temps`).
+
+This module lives in `chipq.formats` because the blob writer needs it and the chip format depends
+on nothing above it; every other writer (descriptor files, retraining checkpoints, test vectors,
+fetched weights) imports it from here.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from chipq.errors import ChipqError
+
+TEMP_SUFFIX = ".tmp"
+
+
+class FileRefused(ChipqError):
+    """A path that cannot be read or written as asked: missing, not a regular file, no permission."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOENT:
+        return "no such file"
+    return exc.strerror or str(exc)
+
+
+def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
+    """Open `path` for reading if it is a regular file, without ever blocking on it.
+
+    Raises:
+        FileRefused: missing, unreadable, or a folder, FIFO, device or socket.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError:
+        raise FileRefused(f"{path}: is a folder, expected a {what}") from None
+    except OSError as exc:
+        raise FileRefused(f"{path}: cannot read the {what} ({_reason(exc)})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FileRefused(f"{path}: is {_kind(mode)}, expected a regular {what} file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_regular(path: str | os.PathLike, what: str = "file") -> int:
+    """The size of the regular file `path`; `FileRefused` for anything else (see `open_regular`)."""
+    with open_regular(path, what) as handle:
+        return os.fstat(handle.fileno()).st_size
+
+
+def read_regular(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file `path`, refused before reading when larger than `limit`.
+
+    Raises:
+        FileRefused: not a readable regular file, or larger than `limit` bytes.
+    """
+    path = Path(path)
+    with open_regular(path, what) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise FileRefused(f"{path}: {size} bytes, more than the {limit} a {what} may have")
+        try:
+            data = handle.read(limit + 1)  # bounded even if the file grows meanwhile
+        except OSError as exc:
+            raise FileRefused(f"{path}: cannot read the {what} ({_reason(exc)})") from None
+    if len(data) > limit:
+        raise FileRefused(f"{path}: grew past the {limit} bytes a {what} may have while being read")
+    return data
+
+
+def check_output(path: str | os.PathLike, what: str = "output", option: str = "") -> Path:
+    """Refuse, before any work, an output path that `atomic_write` could not write or must not replace.
+
+    Args:
+        path: the file to be written.
+        what: the kind of file, for messages.
+        option: the command-line option that named it (``--output``), for messages.
+
+    Raises:
+        FileRefused: the folder is missing or not writable, or the path exists and is not a
+            regular file (a folder, FIFO, device node or socket is never replaced).
+    """
+    path = Path(path)
+    where = f"{option} {path}" if option else str(path)
+    parent = path.parent
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise FileRefused(f"{where}: cannot use as the {what} ({_reason(exc)})") from None
+    if mode is not None and stat.S_ISLNK(mode):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = None  # a dangling link: the rename replaces the link itself
+    if mode is not None and not stat.S_ISREG(mode):
+        raise FileRefused(f"{where}: exists and is {_kind(mode)}; the {what} must be a regular file")
+    if not parent.is_dir():
+        raise FileRefused(f"{where}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FileRefused(f"{where}: folder {parent} is not writable")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output folder", option: str = "", parents: bool = False) -> Path:
+    """Refuse a folder to be created or filled: it must be a writable folder, or not exist under a
+    writable parent (with `parents`, under a writable existing ancestor: the caller makes the rest)."""
+    path = Path(path)
+    where = f"{option} {path}" if option else str(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise FileRefused(f"{where}: cannot use as the {what} ({_reason(exc)})") from None
+    if mode is not None:
+        if not stat.S_ISDIR(mode):
+            raise FileRefused(f"{where}: exists and is {_kind(mode) if not stat.S_ISREG(mode) else 'a file'}, expected a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise FileRefused(f"{where}: folder is not writable")
+        return path
+    parent = path.parent
+    if not parent.is_dir():
+        if not parents:
+            raise FileRefused(f"{where}: folder {parent} does not exist")
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise FileRefused(f"{where}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FileRefused(f"{where}: folder {parent} is not writable")
+    return path
+
+
+def temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temp files a killed writer of `path` left (``.NAME.*.tmp``, regular files only)."""
+    path = Path(path)
+    removed = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    prefix = temp_prefix(path)
+    for entry in entries:
+        if entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX):
+            try:
+                if stat.S_ISREG(entry.lstat().st_mode):
+                    entry.unlink()
+                    removed.append(entry)
+            except OSError:
+                pass
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None] | bytes, what: str = "file") -> None:
+    """Write `path` atomically (module docstring); `write` is bytes or a function given the open file.
+
+    Raises:
+        FileRefused: the path cannot be written (see `check_output`), or the file system refused
+            the write (disk full, no permission); `path` is left as it was and no temp file stays.
+    """
+    import tempfile
+
+    path = Path(path)
+    check_output(path, what)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
+        with os.fdopen(fd, "wb") as handle:
+            if isinstance(write, (bytes, bytearray, memoryview)):
+                handle.write(write)
+            else:
+                write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise FileRefused(f"{path}: cannot write the {what} ({_reason(exc)})") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    remove_stale_temps(path)
