@@ -30,6 +30,10 @@ _HELP = "\n\n".join(
         "--descriptor float (2 KB), byte (512 bytes) or bit (512 bits). Images that cannot be decoded "
         "are skipped with a warning and counted. An interrupted run resumes from OUT.partial.npz and "
         "gives the same file as an uninterrupted one.",
+        "--workers N runs on Ray (pip install 'chipq[ray]'): a local cluster of N workers, or an existing "
+        "cluster with --ray-address; each worker loads the model once and reads and decodes its images "
+        "itself. Work goes to shards in OUT.shards/ with a manifest; a killed run resumes shard by shard "
+        "(only with the same model, images and settings), and the result equals a single-process run's.",
         "Example: chipq extract samples --blob vgg16.blob --rnip 9 -o desc.npz",
     ]
 )
@@ -48,6 +52,9 @@ def extract_command(
     ),
     batch: int = typer.Option(8, "--batch", min=1, help="Network inputs per executor call."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as one JSON object."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N", help="Run on Ray with N workers.", show_default=False),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", help="An existing Ray cluster (with --workers).", show_default=False),
+    shard_size: int = typer.Option(64, "--shard-size", min=1, metavar="N", help="Images per shard (with --workers)."),
 ) -> None:
     """Extract descriptors; see `_HELP`."""
     from ..descriptors import DescriptorKind, DescriptorStore
@@ -62,12 +69,20 @@ def extract_command(
         kind = DescriptorKind[descriptor.upper()]
     except KeyError:
         raise UsageError(f"--descriptor {descriptor!r}: choose float, byte or bit") from None
+    if ray_address is not None and workers is None:
+        raise UsageError("--ray-address needs --workers N")
+    if workers is not None:
+        from ..retrieval.distributed import require_ray
+
+        require_ray()  # before any work: one line saying how to install it
+        return _extract_on_ray(images, blob, model, output, rnip, kind, size, batch, as_json, workers, ray_address, shard_size)
     features, source, default_size = _features(blob, model, batch)
     input_hw = parse_size(size) if size else default_size
     paths = list_images(images)
     names = image_names(paths, images)
     store = DescriptorStore(
-        output, names, kind=kind, metadata=run_metadata(model=source, rnip=rnip, size=input_hw)
+        output, names, kind=kind,
+        metadata=run_metadata(model=source, rnip=rnip, size=input_hw, source_sha256=_sha256(blob or model)),
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=as_json) as progress:
@@ -110,3 +125,64 @@ def _features(blob: Path | None, model: Path | None, batch: int):
     from ..importers import load_model
 
     return float_features(load_model(model), batch), f"model:{model.name}", (224, 224)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc})") from exc
+
+
+def _extract_on_ray(images, blob, model, output, rnip, kind, size, batch, as_json, workers, ray_address, shard_size):
+    """`chipq extract --workers N`: the same file on Ray (`chipq.retrieval.distributed`)."""
+    from ..describe import run_metadata
+    from ..images import image_names, list_images
+    from ..retrieval.distributed import Source, extract_distributed
+
+    source = Source.from_file("blob" if blob is not None else "model", blob if blob is not None else model)
+    if blob is not None:
+        from ..formats.reader import read_blob
+
+        chip = read_blob(blob)  # refuse a bad blob here, before a cluster starts
+        default_size = (chip.input_height, chip.input_width)
+    else:
+        default_size = (224, 224)
+    input_hw = parse_size(size) if size else default_size
+    paths = list_images(images)
+    names = image_names(paths, images)
+    label = f"{source.kind}:{source.name}"
+    metadata = run_metadata(model=label, rnip=rnip, size=input_hw, source_sha256=source.sha256)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=as_json) as progress:
+        task = progress.add_task(f"extracting on Ray ({workers} workers)", total=len(names))
+        summary = extract_distributed(
+            list(zip(names, paths)), output, source, kind=kind, rnip=rnip, size=input_hw, batch=batch,
+            metadata=metadata, workers=workers, ray_address=ray_address, shard_size=shard_size,
+            on_shard=lambda count, _done: progress.advance(task, count),
+        )
+    for name, reason in summary.skipped:
+        err_console.print(f"warning: skipped {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)
+    result = {
+        "output": str(output),
+        "images": len(names),
+        "described": summary.described,
+        "resumed": summary.resumed,
+        "skipped": len(summary.skipped),
+        "descriptor": kind.name.lower(),
+        "rnip": rnip,
+        "size": list(input_hw),
+        "source": label,
+        "workers": workers,
+        "shards": summary.shards,
+        "shards_resumed": summary.shards_resumed,
+    }
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        Console(highlight=False).print(
+            f"{summary.described + summary.resumed} descriptors ({kind.name.lower()}) → {escape(str(output))}"
+            f"  [{summary.shards_resumed} of {summary.shards} shards resumed, {len(summary.skipped)} skipped]"
+        )

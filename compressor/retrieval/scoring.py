@@ -26,8 +26,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .descriptors import DescriptorKind, DescriptorSet
-from .errors import ChipqError
+from ..descriptors import DescriptorKind, DescriptorSet
+from ..errors import ChipqError
 
 GroundTruth = dict[str, list[str]]  # query name -> positive names
 
@@ -247,47 +247,29 @@ def evaluate(
     evaluation = Evaluation([], 0.0, dset.kind, int(in_db.sum()))
     queries = [q for q in selected if selected[q]]
     evaluation.no_positives = [q for q in selected if not selected[q]]
-    block = max(1, SCORE_CHUNK_BYTES // (8 * max(1, len(dset.names))))
-    for start in range(0, len(queries), block):
-        rows = [lookup.find(q) for q in queries[start : start + block]]
-        scores = similarities(dset.codes[rows], dset.codes, dset.kind, dset.dim)
-        for query, row, score in zip(queries[start : start + block], rows, scores):
-            result = _score_query(query, row, score, selected[query], lookup, in_db)
-            if result is None:
-                evaluation.no_positives.append(query)
-                continue
-            evaluation.results.append(result)
-            evaluation.missing_positives += result.missing
+    # Ranks come from the search index (chipq.retrieval.index): memory per block of queries grows
+    # with the database size, never with N x N.
+    from .index import PositiveRanker
+
+    ranker = PositiveRanker(dset, in_db)
+    scored = []
+    for query in queries:
+        row = lookup.find(query)
+        found = [lookup.find(name) for name in selected[query]]
+        missing = sum(index is None for index in found)
+        # Two spellings of one image count once; the query never counts as its own positive.
+        present = [i for i in dict.fromkeys(found) if i is not None and i != row]
+        scored.append((query, row, present, missing))
+    all_ranks = ranker.ranks([row for _, row, _, _ in scored], [present for _, _, present, _ in scored], block_bytes=SCORE_CHUNK_BYTES)
+    for (query, _, present, missing), ranks in zip(scored, all_ranks):
+        n_positives = len(present) + missing
+        if n_positives == 0:  # every positive was the query itself under another name
+            evaluation.no_positives.append(query)
+            continue
+        result = QueryResult(query, average_precision(ranks, n_positives), n_positives, missing)
+        evaluation.results.append(result)
+        evaluation.missing_positives += result.missing
     if not evaluation.results:
         raise NothingToEvaluate(f"none of the {len(selected)} queries has a positive")
     evaluation.mean_ap = float(np.mean([r.ap for r in evaluation.results]))
     return evaluation
-
-
-def _score_query(
-    query: str, row: int, score: np.ndarray, positives: list[str], lookup: _Names, in_db: np.ndarray
-) -> QueryResult | None:
-    found = [lookup.find(name) for name in positives]
-    missing = sum(index is None for index in found)
-    # Two spellings of one image count once; the query never counts as its own positive.
-    present = [i for i in dict.fromkeys(found) if i is not None and i != row]
-    n_positives = len(present) + missing
-    if n_positives == 0:  # every positive was the query itself under another name
-        return None
-    ranks = _ranks(score, row, in_db, present)
-    return QueryResult(query, average_precision(ranks, n_positives), n_positives, missing)
-
-
-def _ranks(score: np.ndarray, query_row: int, in_db: np.ndarray, positives: list[int]) -> list[int]:
-    """0-based ranks of the positives in the query's ranking; positives outside it are left out."""
-    candidates = np.flatnonzero(in_db)
-    candidates = candidates[candidates != query_row]  # the query is not ranked against itself
-    order = np.argsort(-score[candidates], kind="stable")  # stable: ties keep file order
-    rank_of = np.empty(len(candidates), dtype=np.int64)
-    rank_of[order] = np.arange(len(candidates))
-    slots = np.searchsorted(candidates, positives)
-    return [
-        int(rank_of[slot])
-        for slot, index in zip(slots, positives)
-        if slot < len(candidates) and candidates[slot] == index
-    ]

@@ -1,0 +1,1 @@
+"""Reports a person looks at (HTML pages of retrieval results)."""
