@@ -7,3 +7,5 @@ from . import verify_cmd  # noqa: F401
 from . import extract_cmd  # noqa: F401
 from . import eval_cmd  # noqa: F401
 from . import demo_cmd  # noqa: F401
+from . import index_cmd  # noqa: F401
+from . import search_cmd  # noqa: F401

@@ -501,3 +501,90 @@ def recall_at(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
     """Mean fraction of the exact top-k found in the approximate top-k."""
     hits = [len(set(a[:k][a[:k] >= 0]) & set(e[:k][e[:k] >= 0])) / max(1, min(k, int((e[:k] >= 0).sum()))) for a, e in zip(approx_ids, exact_ids)]
     return float(np.mean(hits)) if hits else 0.0
+
+
+# --- queries ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Query:
+    """One query: its name, its code in the index's kind, and its image file when it has one."""
+
+    name: str
+    code: np.ndarray
+    image: Path | None = None
+
+
+class QueryMismatch(ChipqError):
+    """A query was made by another model or with other settings than the index."""
+
+
+def check_source(index: SearchIndex, kind: str, path: Path, data: bytes) -> None:
+    """Refuse to describe queries with another network than the one that made the index."""
+    import hashlib
+
+    meta = index.dset.metadata
+    label = f"{kind}:{Path(path).name}"
+    made_with = meta.get("model")
+    sha = meta.get("source_sha256")
+    if isinstance(sha, str):
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha:
+            raise QueryMismatch(
+                f"--{kind} {path}: sha256 {got[:12]}…, but the index was made with {made_with} "
+                f"(sha256 {sha[:12]}…); describe queries with the same model"
+            )
+    elif made_with != label:
+        raise QueryMismatch(f"--{kind} {path}: the index was made with {made_with!r}; describe queries with the same model")
+
+
+def image_queries(index: SearchIndex, images: list[Path], kind: str, path: Path, *, batch: int = 8) -> list[Query]:
+    """Describe query images with the index's own settings (RNIP, input size) and encode them."""
+    from ..describe import describe
+    from ..descriptors import encode
+    from ..features import chip_features, float_features
+    from ..images import load_image
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--{kind} {path}: cannot read ({exc})") from exc
+    check_source(index, kind, path, data)
+    meta = index.dset.metadata
+    rnip = meta.get("rnip")
+    size = meta.get("size")
+    if rnip not in (None, 5, 9, 14) or not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 1 <= v <= 8192 for v in size)):
+        raise QueryMismatch(f"the index's metadata has no usable rnip/size ({rnip!r}, {size!r})")
+    if kind == "blob":
+        from ..formats.reader import read_blob
+
+        features = chip_features(read_blob(path), batch)
+    else:
+        from ..importers import load_model
+
+        features = float_features(load_model(path), batch)
+    queries = []
+    for image in images:
+        vector = describe(load_image(image), features, size=(size[0], size[1]), rnip=rnip, batch_size=batch)
+        if len(vector) != index.dset.dim:
+            raise QueryMismatch(f"{image}: descriptor of dim {len(vector)}, the index holds dim {index.dset.dim}")
+        queries.append(Query(Path(image).name, encode(vector, index.kind), Path(image)))
+    return queries
+
+
+def descriptor_queries(index: SearchIndex, path: Path) -> list[Query]:
+    """Every descriptor of a descriptor file, as queries (same kind, dim and settings as the index)."""
+    from ..descriptors import load_descriptors
+
+    dset = load_descriptors(path)
+    if dset.kind is not index.kind or dset.dim != index.dset.dim:
+        raise QueryMismatch(
+            f"{path}: {dset.kind.value} descriptors of dim {dset.dim}, the index holds "
+            f"{index.kind.value} descriptors of dim {index.dset.dim}"
+        )
+    for key in ("model", "source_sha256", "rnip", "size"):
+        if key in index.dset.metadata and dset.metadata.get(key) != index.dset.metadata.get(key):
+            raise QueryMismatch(
+                f"{path}: made with {key} {dset.metadata.get(key)!r}, the index with {index.dset.metadata.get(key)!r}"
+            )
+    return [Query(name, code) for name, code in zip(dset.names, dset.codes)]

@@ -206,6 +206,22 @@ def select_queries(gt: GroundTruth, wanted: Sequence[str]) -> GroundTruth:
     return {keys[index]: gt[keys[index]] for index in found}
 
 
+def database_mask(dset: DescriptorSet, gt: GroundTruth, *, exclude_queries: bool = False) -> np.ndarray:
+    """Which descriptors the queries are ranked against: all, or (``exclude_queries``) all but the
+    ground truth's queries that are nobody's positive."""
+    lookup = _Names(dset.names)
+    in_db = np.ones(len(dset.names), dtype=bool)
+    if exclude_queries:
+        for query in gt:
+            if lookup.find(query) is not None:
+                in_db[lookup.find(query)] = False
+        for positives in gt.values():
+            for name in positives:
+                if lookup.find(name) is not None:
+                    in_db[lookup.find(name)] = True
+    return in_db
+
+
 def evaluate(
     dset: DescriptorSet,
     gt: GroundTruth,
@@ -235,15 +251,7 @@ def evaluate(
             f"{len(absent)} of {len(selected)} queries have no descriptor (first {absent[0]!r}); "
             "restrict the evaluation with --queries"
         )
-    in_db = np.ones(len(dset.names), dtype=bool)
-    if exclude_queries:
-        for query in gt:
-            if lookup.find(query) is not None:
-                in_db[lookup.find(query)] = False
-        for positives in gt.values():
-            for name in positives:
-                if lookup.find(name) is not None:
-                    in_db[lookup.find(name)] = True
+    in_db = database_mask(dset, gt, exclude_queries=exclude_queries)
     evaluation = Evaluation([], 0.0, dset.kind, int(in_db.sum()))
     queries = [q for q in selected if selected[q]]
     evaluation.no_positives = [q for q in selected if not selected[q]]
