@@ -140,7 +140,7 @@ def _extract_on_ray(images, blob, model, output, rnip, kind, size, batch, as_jso
     """`chipq extract --workers N`: the same file on Ray (`chipq.retrieval.distributed`)."""
     from ..describe import run_metadata
     from ..images import image_names, list_images
-    from ..retrieval.distributed import Source, extract_distributed
+    from ..retrieval.distributed import Source, plan_distributed, run_distributed
 
     source = Source.from_file("blob" if blob is not None else "model", blob if blob is not None else model)
     if blob is not None:
@@ -156,12 +156,15 @@ def _extract_on_ray(images, blob, model, output, rnip, kind, size, batch, as_jso
     label = f"{source.kind}:{source.name}"
     metadata = run_metadata(model=label, rnip=rnip, size=input_hw, source_sha256=source.sha256)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    plan = plan_distributed(  # refuses another run's shards before anything starts
+        list(zip(names, paths)), output, source, kind=kind, rnip=rnip, size=input_hw, batch=batch,
+        metadata=metadata, shard_size=shard_size,
+    )
+    already = sum(len(plan.slices[i]) for i in plan.done)
     with Progress(*columns, console=err_console, transient=as_json) as progress:
-        task = progress.add_task(f"extracting on Ray ({workers} workers)", total=len(names))
-        summary = extract_distributed(
-            list(zip(names, paths)), output, source, kind=kind, rnip=rnip, size=input_hw, batch=batch,
-            metadata=metadata, workers=workers, ray_address=ray_address, shard_size=shard_size,
-            on_shard=lambda count, _done: progress.advance(task, count),
+        task = progress.add_task(f"extracting on Ray ({workers} workers)", total=len(names), completed=already)
+        summary = run_distributed(
+            plan, workers=workers, ray_address=ray_address, on_shard=lambda count, _done: progress.advance(task, count)
         )
     for name, reason in summary.skipped:
         err_console.print(f"warning: skipped {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)

@@ -372,7 +372,30 @@ def _start_ray(workers: int, address: str | None):
     return ray
 
 
-def extract_distributed(
+@dataclass
+class Plan:
+    """A checked distributed run: its shards, the ones already done, where they go."""
+
+    out: Path
+    images: list[tuple[str, Path]]
+    source: Source
+    kind: DescriptorKind
+    rnip: int | None
+    size: tuple[int, int]
+    batch: int
+    metadata: dict
+    manifest: dict
+    folder: Path
+    slices: list[list[tuple[str, Path]]]
+    done: dict
+    summary: DistributedSummary
+
+    @property
+    def pending(self) -> list[int]:
+        return [i for i in range(len(self.slices)) if i not in self.done]
+
+
+def plan_distributed(
     images: Sequence[tuple[str, Path]],
     out: Path,
     source: Source,
@@ -382,29 +405,13 @@ def extract_distributed(
     size: tuple[int, int],
     batch: int,
     metadata: dict,
-    workers: int,
-    ray_address: str | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
-    on_shard: Callable[[int, int], None] | None = None,
-) -> DistributedSummary:
-    """Describe `images` on Ray and write `out` (module docstring).
-
-    Args:
-        images: (name, path) pairs in output order (`chipq.images.list_images`, `image_names`).
-        out: the descriptor file to write.
-        source: the blob or float model.
-        kind, rnip, size, batch: as for a single-process `chipq extract`.
-        metadata: the descriptor file's metadata (`chipq.describe.run_metadata`).
-        workers: actors in the pool (and CPUs of the local cluster when `ray_address` is None).
-        ray_address: an existing cluster ("auto", "ray://host:10001", "host:6379").
-        shard_size: images per shard (the unit of resumption).
-        on_shard: called with (images in the shard, shards done) after each shard is stored.
+) -> Plan:
+    """Check a run against the shards an earlier one left (refusing another run's) and load them.
 
     Raises:
-        RayMissing, RayFailed, ShardMismatch, UsageError.
+        RayMissing, ShardMismatch, UsageError.
     """
-    if workers < 1:
-        raise UsageError(f"--workers {workers}: need at least 1")
     if shard_size < 1:
         raise UsageError(f"--shard-size {shard_size}: need at least 1")
     kind = DescriptorKind(kind)
@@ -434,27 +441,85 @@ def extract_distributed(
                     path.unlink(missing_ok=True)  # redo it
         summary.shards_resumed = len(done)
         summary.resumed = sum(len(done[i][0]) for i in done)
-    else:
+    return Plan(Path(out), images, source, kind, rnip, size, batch, metadata, manifest, folder, slices, done, summary)
+
+
+def run_distributed(
+    plan: Plan,
+    *,
+    workers: int,
+    ray_address: str | None = None,
+    on_shard: Callable[[int, int], None] | None = None,
+) -> DistributedSummary:
+    """Describe the pending shards of `plan` on Ray and write the descriptor file.
+
+    Raises:
+        RayFailed, ShardMismatch, UsageError.
+    """
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: need at least 1")
+    folder, done, summary = plan.folder, plan.done, plan.summary
+    if not (folder / MANIFEST).exists():
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-    pending = [i for i in range(len(slices)) if i not in done]
+        _write_atomic(folder / MANIFEST, json.dumps(plan.manifest, indent=1, sort_keys=True).encode())
+    pending = plan.pending
     if pending:
         ray = _start_ray(workers, ray_address)
         try:
-            _run_shards(ray, slices, pending, folder, source, kind, rnip, size, batch, workers, done, summary, on_shard)
+            _run_shards(ray, plan.slices, pending, folder, plan.source, plan.kind, plan.rnip, plan.size, plan.batch, workers, done, summary, on_shard)
         finally:
             ray.shutdown()
+    summary.skipped = []
     for index in sorted(done):
         summary.skipped.extend(done[index][2])
-    _assemble(out, images, done, kind, metadata)
-    for index in range(len(slices)):
+    summary.resumed = sum(len(done[i][0]) for i in done) - summary.described
+    _assemble(plan.out, plan.images, done, plan.kind, plan.metadata)
+    for index in range(len(plan.slices)):
         shard_path(folder, index).unlink(missing_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)
+    for stale in folder.glob(".*.tmp"):  # half-written by a killed run (our own temp-file names)
+        if stale.name.startswith((".shard-", f".{MANIFEST}.")):
+            stale.unlink(missing_ok=True)
     try:
         folder.rmdir()
     except OSError:
         pass  # something else was put there: leave it
     return summary
+
+
+def extract_distributed(
+    images: Sequence[tuple[str, Path]],
+    out: Path,
+    source: Source,
+    *,
+    kind: DescriptorKind,
+    rnip: int | None,
+    size: tuple[int, int],
+    batch: int,
+    metadata: dict,
+    workers: int,
+    ray_address: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    on_shard: Callable[[int, int], None] | None = None,
+) -> DistributedSummary:
+    """Describe `images` on Ray and write `out` (module docstring): `plan_distributed`, then
+    `run_distributed`.
+
+    Args:
+        images: (name, path) pairs in output order (`chipq.images.list_images`, `image_names`).
+        out: the descriptor file to write.
+        source: the blob or float model.
+        kind, rnip, size, batch: as for a single-process `chipq extract`.
+        metadata: the descriptor file's metadata (`chipq.describe.run_metadata`).
+        workers: actors in the pool (and CPUs of the local cluster when `ray_address` is None).
+        ray_address: an existing cluster ("auto", "ray://host:10001", "host:6379").
+        shard_size: images per shard (the unit of resumption).
+        on_shard: called with (images in the shard, shards done) after each shard is stored.
+    """
+    plan = plan_distributed(
+        images, out, source, kind=kind, rnip=rnip, size=size, batch=batch, metadata=metadata, shard_size=shard_size
+    )
+    return run_distributed(plan, workers=workers, ray_address=ray_address, on_shard=on_shard)
 
 
 def _run_shards(ray, slices, pending, folder, source, kind, rnip, size, batch, workers, done, summary, on_shard):
