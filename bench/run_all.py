@@ -240,7 +240,13 @@ def write_page(results_dir: Path, page: Path) -> Path:
         retrain = cm.read_result(results_dir, "retrain")
     except ValueError:  # another script's file, mid-write or changed format: leave its section out
         retrain = None
-    cm.write_atomic(page, render_page(results, retrain if isinstance(retrain, dict) else None))
+    text = render_page(results, retrain if isinstance(retrain, dict) else None)
+    scale = cm.read_result(results_dir, "scale")  # bench/scale.py, run on its own
+    if isinstance(scale, dict):
+        import scale as scale_bench
+
+        text = text.rstrip("\n") + "\n\n" + scale_bench.render(scale) + "\n"
+    cm.write_atomic(page, text)
     return page
 
 

@@ -9,3 +9,5 @@ from chipq.cli import export_cmd  # noqa: F401
 from chipq.cli import extract_cmd  # noqa: F401
 from chipq.cli import eval_cmd  # noqa: F401
 from chipq.cli import demo_cmd  # noqa: F401
+from chipq.cli import index_cmd  # noqa: F401
+from chipq.cli import search_cmd  # noqa: F401

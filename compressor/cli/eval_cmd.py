@@ -38,6 +38,10 @@ _HELP = "\n\n".join(
         "distractors). --gt GT.json reads {query: \\[positive, ...]} or UKBench-style "
         '{"relevant": {query: \\[...]}}. Names match exactly, or by file name when only one image has it.',
         "A query without a descriptor is an error (exit 2); use --queries to evaluate the others.",
+        "--html PAGE writes a self-contained page: each query with its top --top matches as thumbnails "
+        "(--images DIR: the folder the descriptors were extracted from), scores, relevant ones marked and "
+        "the AP; --compare OTHER.npz (e.g. the float model's descriptors beside the chip's) adds a second "
+        "column scored the same way.",
         "Example: chipq eval desc.npz --gt holidays --worst 10",
     ]
 )
@@ -77,6 +81,10 @@ def eval_command(
         help="Show only the N queries with the lowest AP (0: all, file order).",
     ),
     as_json: bool = flag("--json", help="Print one JSON object instead of a table."),
+    html_out: Optional[Path] = typer.Option(None, "--html", metavar="PAGE", help="Write an HTML page of the rankings.", show_default=False),
+    compare: Optional[Path] = typer.Option(None, "--compare", metavar="OTHER", help="A second descriptor file, shown beside (with --html; its mAP also printed).", show_default=False),
+    images_dir: Optional[Path] = typer.Option(None, "--images", metavar="DIR", help="Where the images are (thumbnails for --html).", show_default=False),
+    top: int = typer.Option(10, "--top", min=1, max=100, help="Matches per query on the --html page."),
 ) -> None:
     """Score a descriptor file; see `_HELP`."""
     dset = load_descriptors(descriptors)
@@ -92,6 +100,8 @@ def eval_command(
         ground_truth = load_ground_truth(Path(gt))
     wanted = parse_queries(queries) if queries is not None else None
     result = evaluate(dset, ground_truth, queries=wanted, exclude_queries=exclude_queries)
+    if html_out is not None or compare is not None:
+        _html_and_compare(descriptors, dset, result, compare, ground_truth, wanted, exclude_queries, html_out, images_dir, top, as_json)
     if as_json:
         print(json.dumps(_as_dict(result, descriptors, distractors), indent=2))
         return
@@ -175,3 +185,26 @@ def _as_dict(result: Evaluation, path: Path, distractors: int) -> dict:
             for r in result.results
         ],
     }
+
+
+def _html_and_compare(path, dset, result, compare, ground_truth, wanted, exclude_queries, html_out, images_dir, top, as_json):
+    """--compare: score the second file the same way; --html: write the page."""
+    sets = [(_label(path, dset), dset, result)]
+    if compare is not None:
+        other = load_descriptors(compare)
+        other_result = evaluate(other, ground_truth, queries=wanted, exclude_queries=exclude_queries)
+        sets.append((_label(compare, other), other, other_result))
+        if not as_json:
+            err_console.print(f"--compare {escape(str(compare))}: mAP {other_result.mean_ap:.4f}", highlight=False)
+    if html_out is not None:
+        from chipq.reports.html import evaluation_rows, render_report, write_report
+
+        rows = evaluation_rows(sets, ground_truth, exclude_queries=exclude_queries, images_dir=images_dir, k=top)
+        maps = ", ".join(f"{label}: mAP {ev.mean_ap:.4f}" for label, _, ev in sets)
+        write_report(html_out, render_report("chipq eval", rows, subtitle=f"{len(rows)} queries; {maps}"))
+        if not as_json:
+            err_console.print(f"report → {escape(str(html_out))}", highlight=False)
+
+
+def _label(path: Path, dset) -> str:
+    return f"{dset.metadata.get('model', Path(path).name)} ({dset.kind.value})"

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from chipq.cli import app, err_console
 from chipq.cli.options import flag, format_size, parse_size
+from chipq.cli.progress import ProgressLog
 from chipq.errors import ChipqError, UsageError
 from chipq.formats import constants as C
 from chipq.formats.errors import FormatError
@@ -36,6 +37,10 @@ _HELP = "\n\n".join(
         "an interrupted run resumes from it and gives the same file as an uninterrupted one. A "
         "checkpoint is resumed only by the same run: same blob or model (by content, SHA-256), same "
         "images (names and contents), same settings; otherwise it is refused.",
+        "--workers N runs on Ray (pip install 'chipq[ray]'): a local cluster of N workers, or an existing "
+        "cluster with --ray-address; each worker loads the model once and reads and decodes its images "
+        "itself. Work goes to shards in OUT.shards/ with a manifest; a killed run resumes shard by shard "
+        "(only with the same model, images and settings), and the result equals a single-process run's.",
         "Example: chipq extract samples --blob vgg16.blob --rnip 9 -o desc.npz",
     ]
 )
@@ -55,6 +60,9 @@ def extract_command(
     old_size: Optional[str] = typer.Option(None, "--size", hidden=True, help="Deprecated name of --input."),
     batch: int = typer.Option(8, "--batch", min=1, help="Network inputs per executor call."),
     as_json: bool = flag("--json", help="Print the run summary as one JSON object."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N", help="Run on Ray with N workers.", show_default=False),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", help="An existing Ray cluster (with --workers).", show_default=False),
+    shard_size: int = typer.Option(64, "--shard-size", min=1, metavar="N", help="Images per shard (with --workers)."),
 ) -> None:
     """Extract descriptors; see `_HELP`."""
     from chipq.executor.memory import check_fits, check_input_size
@@ -76,8 +84,16 @@ def extract_command(
     size_option = "--input" if old_size is None else "--size"
     size_text = input_size if input_size is not None else old_size
     requested_hw = parse_size(size_text, size_option) if size_text is not None else None
+    if ray_address is not None and workers is None:
+        raise UsageError("--ray-address needs --workers N")
     # Everything that can be refused is refused before the first image is described.
     check_output(output, "descriptor file", "--output")
+    if workers is not None:
+        from chipq.retrieval.distributed import require_ray
+
+        require_ray()  # before any work: one line saying how to install it
+        return _extract_on_ray(images, blob, model, output, rnip, kind, requested_hw, size_option, batch, as_json,
+                               workers, ray_address, shard_size)
     check_output(partial_path(output), "checkpoint", "--output")
     paths = list_images(images)
     if not paths:
@@ -94,13 +110,25 @@ def extract_command(
     )
     store = DescriptorStore(output, names, kind=kind, metadata=metadata)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    # Not drawn when stderr is not a terminal: a script sees only warnings and errors there.
-    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
-        task = progress.add_task("extracting", total=len(names), completed=store.resumed)
-        summary = describe_all(
-            list(zip(names, paths)), features, store, size=input_hw, rnip=rnip, batch_size=batch,
-            on_image=lambda name: progress.advance(task),
-        )
+    # A bar in a terminal; plain progress lines (after 10 s, every 10 s or 5 %) in a pipe or a log.
+    log = None if err_console.is_terminal or as_json else ProgressLog("extract", err_console)
+    done = [store.resumed]
+
+    def on_image(name: str) -> None:
+        progress.advance(task)
+        done[0] += 1
+        if log:
+            log.update("describing", done[0], len(names))
+
+    try:
+        with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
+            task = progress.add_task("extracting", total=len(names), completed=store.resumed)
+            summary = describe_all(
+                list(zip(names, paths)), features, store, size=input_hw, rnip=rnip, batch_size=batch, on_image=on_image,
+            )
+    finally:
+        if log:
+            log.close()
     if summary.described + summary.resumed == 0:
         first = summary.skipped[0] if summary.skipped else ("", "")
         raise NoImageUsable(
@@ -159,3 +187,57 @@ def _features(loaded, batch: int):
     if isinstance(loaded, ChipModel):
         return chip_features(loaded, batch)
     return float_features(loaded, batch)
+
+
+def _extract_on_ray(images, blob, model, output, rnip, kind, requested_hw, size_option, batch, as_json, workers, ray_address, shard_size):
+    """`chipq extract --workers N`: the same file on Ray (`chipq.retrieval.distributed`)."""
+    from chipq.executor.memory import check_fits, check_input_size
+    from chipq.images import image_names, list_images
+    from chipq.retrieval.describe import images_sha256, run_metadata
+    from chipq.retrieval.distributed import Source, plan_distributed, run_distributed
+
+    source = Source.from_file("blob" if blob is not None else "model", blob if blob is not None else model)
+    # the same checks and the same metadata as a single-process run (a bad blob is refused here,
+    # before a cluster starts), so the finished files are identical
+    _, layers, label, identity, default_size = _source(blob, model)
+    input_hw = requested_hw or default_size
+    what = f"{size_option} {format_size(input_hw)}" if requested_hw else str(blob)
+    check_input_size(layers, input_hw, what)
+    check_fits(layers, input_hw, batch, what)
+    paths = list_images(images)
+    names = image_names(paths, images)
+    metadata = run_metadata(model=label, rnip=rnip, size=input_hw, **identity, images_sha256=images_sha256(names, paths))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    plan = plan_distributed(  # refuses another run's shards before anything starts
+        list(zip(names, paths)), output, source, kind=kind, rnip=rnip, size=input_hw, batch=batch,
+        metadata=metadata, shard_size=shard_size,
+    )
+    already = sum(len(plan.slices[i]) for i in plan.done)
+    with Progress(*columns, console=err_console, transient=as_json) as progress:
+        task = progress.add_task(f"extracting on Ray ({workers} workers)", total=len(names), completed=already)
+        summary = run_distributed(
+            plan, workers=workers, ray_address=ray_address, on_shard=lambda count, _done: progress.advance(task, count)
+        )
+    for name, reason in summary.skipped:
+        err_console.print(f"warning: skipped {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)
+    result = {
+        "output": str(output),
+        "images": len(names),
+        "described": summary.described,
+        "resumed": summary.resumed,
+        "skipped": len(summary.skipped),
+        "descriptor": kind.name.lower(),
+        "rnip": rnip,
+        "size": list(input_hw),
+        "source": label,
+        "workers": workers,
+        "shards": summary.shards,
+        "shards_resumed": summary.shards_resumed,
+    }
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        Console(highlight=False).print(
+            f"{summary.described + summary.resumed} descriptors ({kind.name.lower()}) → {escape(str(output))}"
+            f"  [{summary.shards_resumed} of {summary.shards} shards resumed, {len(summary.skipped)} skipped]"
+        )

@@ -1,1 +1,2 @@
-"""retrieval"""
+"""Retrieval: ROIs, NIP/RNIP pooling, descriptors and their files, scoring (mAP), the search index,
+and distributed extraction."""

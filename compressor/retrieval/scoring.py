@@ -206,6 +206,22 @@ def select_queries(gt: GroundTruth, wanted: Sequence[str]) -> GroundTruth:
     return {keys[index]: gt[keys[index]] for index in found}
 
 
+def database_mask(dset: DescriptorSet, gt: GroundTruth, *, exclude_queries: bool = False) -> np.ndarray:
+    """Which descriptors the queries are ranked against: all, or (``exclude_queries``) all but the
+    ground truth's queries that are nobody's positive."""
+    lookup = _Names(dset.names)
+    in_db = np.ones(len(dset.names), dtype=bool)
+    if exclude_queries:
+        for query in gt:
+            if lookup.find(query) is not None:
+                in_db[lookup.find(query)] = False
+        for positives in gt.values():
+            for name in positives:
+                if lookup.find(name) is not None:
+                    in_db[lookup.find(name)] = True
+    return in_db
+
+
 def evaluate(
     dset: DescriptorSet,
     gt: GroundTruth,
@@ -235,59 +251,33 @@ def evaluate(
             f"{len(absent)} of {len(selected)} queries have no descriptor (first {absent[0]!r}); "
             "restrict the evaluation with --queries"
         )
-    in_db = np.ones(len(dset.names), dtype=bool)
-    if exclude_queries:
-        for query in gt:
-            if lookup.find(query) is not None:
-                in_db[lookup.find(query)] = False
-        for positives in gt.values():
-            for name in positives:
-                if lookup.find(name) is not None:
-                    in_db[lookup.find(name)] = True
+    in_db = database_mask(dset, gt, exclude_queries=exclude_queries)
     evaluation = Evaluation([], 0.0, dset.kind, int(in_db.sum()))
     queries = [q for q in selected if selected[q]]
     evaluation.no_positives = [q for q in selected if not selected[q]]
-    block = max(1, SCORE_CHUNK_BYTES // (8 * max(1, len(dset.names))))
-    for start in range(0, len(queries), block):
-        rows = [lookup.find(q) for q in queries[start : start + block]]
-        scores = similarities(dset.codes[rows], dset.codes, dset.kind, dset.dim)
-        for query, row, score in zip(queries[start : start + block], rows, scores):
-            result = _score_query(query, row, score, selected[query], lookup, in_db)
-            if result is None:
-                evaluation.no_positives.append(query)
-                continue
-            evaluation.results.append(result)
-            evaluation.missing_positives += result.missing
+    # Ranks come from the search index (chipq.retrieval.index): memory per block of queries grows
+    # with the database size, never with N x N.
+    from .index import PositiveRanker
+
+    ranker = PositiveRanker(dset, in_db)
+    scored = []
+    for query in queries:
+        row = lookup.find(query)
+        found = [lookup.find(name) for name in selected[query]]
+        missing = sum(index is None for index in found)
+        # Two spellings of one image count once; the query never counts as its own positive.
+        present = [i for i in dict.fromkeys(found) if i is not None and i != row]
+        scored.append((query, row, present, missing))
+    all_ranks = ranker.ranks([row for _, row, _, _ in scored], [present for _, _, present, _ in scored], block_bytes=SCORE_CHUNK_BYTES)
+    for (query, _, present, missing), ranks in zip(scored, all_ranks):
+        n_positives = len(present) + missing
+        if n_positives == 0:  # every positive was the query itself under another name
+            evaluation.no_positives.append(query)
+            continue
+        result = QueryResult(query, average_precision(ranks, n_positives), n_positives, missing)
+        evaluation.results.append(result)
+        evaluation.missing_positives += result.missing
     if not evaluation.results:
         raise NothingToEvaluate(f"none of the {len(selected)} queries has a positive")
     evaluation.mean_ap = float(np.mean([r.ap for r in evaluation.results]))
     return evaluation
-
-
-def _score_query(
-    query: str, row: int, score: np.ndarray, positives: list[str], lookup: _Names, in_db: np.ndarray
-) -> QueryResult | None:
-    found = [lookup.find(name) for name in positives]
-    missing = sum(index is None for index in found)
-    # Two spellings of one image count once; the query never counts as its own positive.
-    present = [i for i in dict.fromkeys(found) if i is not None and i != row]
-    n_positives = len(present) + missing
-    if n_positives == 0:  # every positive was the query itself under another name
-        return None
-    ranks = _ranks(score, row, in_db, present)
-    return QueryResult(query, average_precision(ranks, n_positives), n_positives, missing)
-
-
-def _ranks(score: np.ndarray, query_row: int, in_db: np.ndarray, positives: list[int]) -> list[int]:
-    """0-based ranks of the positives in the query's ranking; positives outside it are left out."""
-    candidates = np.flatnonzero(in_db)
-    candidates = candidates[candidates != query_row]  # the query is not ranked against itself
-    order = np.argsort(-score[candidates], kind="stable")  # stable: ties keep file order
-    rank_of = np.empty(len(candidates), dtype=np.int64)
-    rank_of[order] = np.arange(len(candidates))
-    slots = np.searchsorted(candidates, positives)
-    return [
-        int(rank_of[slot])
-        for slot, index in zip(slots, positives)
-        if slot < len(candidates) and candidates[slot] == index
-    ]

@@ -1,0 +1,80 @@
+"""`chipq index` and `chipq search`: the photo itself first, model checks, descriptor queries, --html."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from chipq.cli import app
+
+pytest.importorskip("faiss", reason="faiss is an optional part: pip install 'chipq[index]'")
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def indexed(tiny_vgg_files, tmp_path_factory):
+    _, blob, photos = tiny_vgg_files
+    root = tmp_path_factory.mktemp("search")
+    desc = root / "s.npz"
+    assert runner.invoke(app, ["extract", str(photos), "--blob", str(blob), "-d", "bit", "-o", str(desc)]).exit_code == 0
+    index = root / "idx"
+    result = runner.invoke(app, ["index", str(desc), "-o", str(index), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metric"] == "hamming"
+    return blob, photos, desc, index
+
+
+def test_each_photo_finds_itself_first(indexed):
+    blob, photos, _, index = indexed
+    queries = sorted(photos.iterdir())
+    result = runner.invoke(app, ["search", str(index), *map(str, queries), "--blob", str(blob), "-k", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [q["results"][0]["name"] for q in data["queries"]] == [p.name for p in queries]
+    assert all(q["results"][0]["hamming"] == 0 and q["results"][0]["score"] == 1.0 for q in data["queries"])
+    assert all(len(q["results"]) == 3 for q in data["queries"])
+
+
+def test_descriptor_file_queries_and_html(indexed, tmp_path):
+    blob, photos, desc, index = indexed
+    page = tmp_path / "r.html"
+    result = runner.invoke(app, ["search", str(index), str(desc), "-k", "2", "--html", str(page), "--images", str(photos), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [q["results"][0]["name"] for q in data["queries"]] == [q["query"] for q in data["queries"]]
+    text = page.read_text(encoding="utf-8")
+    assert text.count("data:image/jpeg;base64,") == 4 * 3  # 4 queries, each with its thumbnail and 2 hits
+    assert "http://" not in text and "https://" not in text
+
+
+def test_another_model_is_refused(indexed, tiny_vgg_files, tmp_path):
+    blob, photos, _, index = indexed
+    other = tmp_path / "other.blob"
+    other.write_bytes(blob.read_bytes())
+    other_bytes = bytearray(blob.read_bytes())
+    result = runner.invoke(app, ["search", str(index), str(next(photos.iterdir())), "--blob", str(other)])
+    assert result.exit_code == 0  # same bytes under another name: same model
+    pt, _, _ = tiny_vgg_files
+    result = runner.invoke(app, ["search", str(index), str(next(photos.iterdir())), "--model", str(pt)])
+    assert result.exit_code != 0 and "sha256" in str(result.exception)
+    result = runner.invoke(app, ["search", str(index), str(next(photos.iterdir()))])
+    assert result.exit_code != 0 and "--blob or --model" in str(result.exception)
+    del other_bytes
+
+
+def test_ivf_on_bits_and_bad_files_are_one_line_errors(indexed, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, _, desc, _ = indexed
+    chipq = Path(sys.executable).with_name("chipq")
+    done = subprocess.run([str(chipq), "index", str(desc), "--method", "ivf", "-o", str(tmp_path / "i")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert not (tmp_path / "i").exists()
+    (tmp_path / "junk").write_bytes(b"PK\x03\x04junk")
+    done = subprocess.run([str(chipq), "search", str(tmp_path / "junk"), str(desc)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
