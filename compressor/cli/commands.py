@@ -3,6 +3,7 @@
 from . import fetch_cmd  # noqa: F401
 from . import compress_cmd  # noqa: F401
 from . import inspect_cmd  # noqa: F401
+from . import export_cmd  # noqa: F401
 from . import verify_cmd  # noqa: F401
 from . import extract_cmd  # noqa: F401
 from . import eval_cmd  # noqa: F401

@@ -1,0 +1,1 @@
+"""What a chip team takes into its own flow: weight memory images (and, beside them, a C model)."""
