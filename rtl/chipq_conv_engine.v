@@ -127,18 +127,18 @@ module chipq_conv_engine #(
         if (in_we) in_ram[in_waddr] <= in_wdata;
     end
 
-    reg  [8:0] line1 [0:MAX_W];  // row sy-1, by column
-    reg  [8:0] line2 [0:MAX_W];  // row sy-2, by column
-    wire [8:0] p  = b_inside ? b_pix[8:0] : 9'd0;
-    wire [8:0] r1 = line1[b_sx];
-    wire [8:0] r2 = line2[b_sx];
+    // the line buffer: one word per column, {row sy-2, row sy-1}; one read and one write port
+    reg  [17:0] lines [0:MAX_W];
+    wire [8:0]  p = b_inside ? b_pix[8:0] : 9'd0;
+    wire [17:0] above = lines[b_sx];
+    wire [8:0]  r1 = above[8:0];
+    wire [8:0]  r2 = above[17:9];
     reg  [26:0] col0, col1, col2;  // {row sy, row sy-1, row sy-2} at columns sx, sx-1, sx-2
     reg         c_valid;
     reg  [7:0]  c_sy, c_sx;
     always @(posedge clk) begin
         if (b_valid) begin
-            line1[b_sx] <= p;
-            line2[b_sx] <= r1;
+            lines[b_sx] <= {r1, p};
             col2 <= col1;
             col1 <= col0;
             col0 <= {p, r1, r2};
