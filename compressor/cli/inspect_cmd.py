@@ -15,6 +15,7 @@ from chipq.cli import app
 from chipq.cli.options import flag, format_size, parse_size
 from chipq.formats.errors import FormatError
 from chipq.formats.reader import from_bytes, load_blob_bytes
+from chipq.reports.hwcost import describe_bytes, format_ms, format_rate, hardware_cost, parse_hw
 from chipq.reports.inspect import summarize
 
 _WIDE = 160  # columns when the output is not a terminal (piped, captured): do not wrap the table
@@ -27,7 +28,15 @@ _HELP = "\n\n".join(
         "32*9/(9m+8), the actual ratio (fp32 weight bytes / stored mask+alpha bytes), and the signed bits "
         "the worst-case accumulator needs (the chip has 32). Totals compare the fp32 conv weights with "
         "the whole blob file.",
-        "Example: chipq inspect vgg16.blob --input 224x224",
+        "--hw MACS@MHZ adds a cost model (e.g. --hw 256@200: 256 MAC units at 200 MHz): per layer MACs, "
+        "weight bits, cycles and SRAM bytes; totals: frames per second, the cost of one NIP descriptor "
+        "(4 rotations at the input buffer) and of an RNIP-9 descriptor of a 640x480 photo (9 crops x 4 "
+        "rotations at the buffer), weight-ROM and SRAM sizes. Assumptions: every MAC unit busy every "
+        "cycle (a conv takes ceil(O*I*9*H*W / MACS) cycles); requantisation and max-pool fused into the "
+        "conv write-back (0 cycles); weights in on-chip ROM read once per frame, never stalling; SRAM "
+        "holds a layer's whole uint8 input and output map; host resizing, cropping and pooling not counted. "
+        "It is a bound, not a simulation.",
+        "Example: chipq inspect vgg16.blob --input 224x224 --hw 256@200",
         "A damaged or hostile blob is refused with a one-line error and exit code 2.",
     ]
 )
@@ -48,17 +57,30 @@ def inspect_command(
             "its output map, and the peak over all layers."
         ),
     ),
+    hw_text: Optional[str] = typer.Option(
+        None,
+        "--hw",
+        metavar="MACS@MHZ",
+        help=(
+            "Add the cost model for MACS multiply-accumulate units at MHZ (e.g. 256@200): cycles per "
+            "layer, frames per second, NIP and RNIP-9 (640x480) descriptor cost, ROM and SRAM sizes. "
+            "Per-layer rows and the frame rate are at --input (default: the blob's input buffer)."
+        ),
+    ),
     as_json: bool = flag("--json", help="Print one JSON object (the same numbers, unrounded) instead of tables."
     ),
 ) -> None:
     """Describe a blob; see `_HELP`."""
     input_hw = parse_size(input_size) if input_size is not None else None
+    hw = parse_hw(hw_text) if hw_text is not None else None
     data = load_blob_bytes(blob)
     try:
         model = from_bytes(data)  # raises a FormatError (exit 2) on any failed check, CRCs included
     except FormatError as exc:
         raise type(exc)(f"{blob}: {exc}") from None
     summary = summarize(model, len(data), crc_ok=True, input_hw=input_hw)
+    if hw is not None:
+        summary["hw"] = hardware_cost(model, hw, input_hw)
     if as_json:
         print(json.dumps({"blob": str(blob), **summary}, indent=2))
         return
@@ -67,6 +89,9 @@ def inspect_command(
         console = Console(width=_WIDE)
     console.print(_layer_table(summary, str(blob)))
     console.print(_totals_table(summary))
+    if hw is not None:
+        console.print(_cost_table(summary["hw"]))
+        console.print(_cost_totals_table(summary["hw"]))
 
 
 def _layer_table(summary: dict[str, Any], blob: str) -> Table:
@@ -136,6 +161,56 @@ def _totals_table(summary: dict[str, Any]) -> Table:
         )
         out_hw = format_size(buf["output_hw"])
         rows.append(("output map", f"{out_hw}, {buf['output_bytes']:,} bytes"))
+    for what, value in rows:
+        table.add_row(what, value)
+    return table
+
+
+def _cost_table(cost: dict[str, Any]) -> Table:
+    frame = f"{cost['frame_hw'][1]}x{cost['frame_hw'][0]}"
+    table = Table(
+        title=f"cost model: {cost['macs_per_cycle']} MACs/cycle at {cost['mhz']:g} MHz, {frame} frame",
+        caption="cycles = ceil(MACs / MACs per cycle), every unit busy; pools fused (0 cycles); "
+        "SRAM = uint8 input + output map",
+    )
+    for header in ("layer", "in map", "MACs", "weight bits", "cycles", "time", "SRAM B"):
+        table.add_column(header, justify="left" if header == "layer" else "right")
+    for row in cost["layers"]:
+        table.add_row(
+            escape(row["name"]),
+            f"{row['map_hw'][1]}x{row['map_hw'][0]}",
+            f"{row['macs']:,}" if row["kind"] == "conv" else "-",
+            f"{row['weight_bits']:,}" if row["kind"] == "conv" else "-",
+            f"{row['cycles']:,}",
+            format_ms(row["ms"]) if row["kind"] == "conv" else "-",
+            f"{row['sram_bytes']:,}",
+        )
+    return table
+
+
+def _cost_totals_table(cost: dict[str, Any]) -> Table:
+    totals = cost["totals"]
+    nip, rnip = totals["nip"], totals["rnip"]
+    buffer = f"{cost['buffer_hw'][1]}x{cost['buffer_hw'][0]}"
+    frame = f"{cost['frame_hw'][1]}x{cost['frame_hw'][0]}"
+    photo = f"{rnip['photo_hw'][1]}x{rnip['photo_hw'][0]}"
+    table = Table(title="cost model totals", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        (f"MACs per {frame} frame", f"{totals['macs_per_frame']:,}"),
+        ("cycles per frame", f"{totals['cycles_per_frame']:,}"),
+        ("time per frame", format_ms(totals["ms_per_frame"])),
+        (f"frames per second at {frame}", format_rate(totals["frames_per_second"])),
+        (f"NIP descriptor ({nip['frames']} rotations at {buffer})", f"{format_ms(nip['ms'])}, {format_rate(nip['per_second'])}"),
+        (
+            f"RNIP-{rnip['n']} of a {photo} photo ({rnip['crops']} crops x 4 rotations at {buffer})",
+            f"{format_ms(rnip['ms'])}, {format_rate(rnip['per_second'])}",
+        ),
+        ("weight ROM (bits)", f"{totals['weight_rom_bits']:,}"),
+        ("weight ROM as stored (alpha + bias + mask regions)", describe_bytes(totals["weight_rom_bytes"])),
+        (f"activation SRAM at {buffer} (peak: {escape(totals['sram_peak_layer'])})", describe_bytes(totals["sram_bytes"])),
+    ]
     for what, value in rows:
         table.add_row(what, value)
     return table

@@ -27,7 +27,8 @@ _HELP = "\n\n".join(
         "is slow (about 15 s per 224x224 VGG-16 image), so it checks the first --golden images; the "
         "fast executor and the float model see all of them.",
         "--vectors DIR writes each layer's integer input and output for the first --golden images "
-        "(.npy + manifest.json) for checking an RTL simulation layer by layer.",
+        "(.npy + manifest.json) for checking an RTL simulation layer by layer; --vectors-hex adds a "
+        "$readmemh .hex beside each (uint8 as 2 hex digits, the int16 conv1 input as 4).",
         "Exit code 0 when every check passes, 1 when one fails (the reason is printed), 2 for bad input.",
         "Example: chipq verify vgg16.blob --model vgg16.pt --images samples/photos",
     ]
@@ -42,6 +43,9 @@ def verify_command(
     limit: int = typer.Option(8, "--limit", min=1, help="Use at most this many images."),
     golden: int = typer.Option(1, "--golden", min=0, help="How many images the golden executor checks."),
     vectors: Optional[Path] = typer.Option(None, "--vectors", metavar="OUT", help="Write per-layer test vectors into this folder.", show_default=False),
+    vectors_hex: bool = typer.Option(
+        False, "--vectors-hex", help="With --vectors: also write every vector as a $readmemh .hex file (one element per line, C order)."
+    ),
     min_cosine: Optional[float] = typer.Option(
         None, "--min-cosine", help="Fail when the mean NIP descriptor cosine to the float model is below this (needs --model).", show_default=False
     ),
@@ -54,6 +58,8 @@ def verify_command(
     from chipq.quant.compress import calibration_images, default_calib_dir
     from chipq.reports.verify import verify, write_vectors
 
+    if vectors_hex and vectors is None:
+        raise UsageError("--vectors-hex needs --vectors")
     if min_cosine is not None and model is None:
         raise UsageError("--min-cosine needs --model")
     if vectors is not None:
@@ -73,7 +79,7 @@ def verify_command(
         report = verify(chip, batch, names, stack=stack, golden_count=golden, progress=lambda text: status.update(escape(text)))
         if vectors is not None:
             status.update("writing test vectors")
-            write_vectors(chip, batch[: max(golden, 1)], names[: max(golden, 1)], vectors)
+            write_vectors(chip, batch[: max(golden, 1)], names[: max(golden, 1)], vectors, readmemh=vectors_hex)
     data = report.as_dict()
     if min_cosine is not None and data["nip_cosine"]["mean"] is not None and data["nip_cosine"]["mean"] < min_cosine:
         report.failures.append(f"mean NIP cosine {data['nip_cosine']['mean']:.4f} < --min-cosine {min_cosine}")

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from chipq import __version__
 from chipq.errors import ChipqError, UsageError
-from chipq.export import c_model
+from chipq.export import c_model, memimage
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, ConvLayer
 from chipq.formats.reader import from_bytes, load_blob_bytes
@@ -48,8 +48,18 @@ class ExportFormat:
     write: Callable[[ChipModel, bytes, Path], dict[str, Any]]
 
 
+def _memory_images(fmt: str) -> Callable[[ChipModel, bytes, Path], dict[str, Any]]:
+    def write(model: ChipModel, blob: bytes, folder: Path) -> dict[str, Any]:
+        return memimage.write_memory_images(model, blob, folder, formats=[fmt])
+
+    return write
+
+
 FORMATS: dict[str, ExportFormat] = {
     "c": ExportFormat("c", c_model.HELP, c_model.export_c),
+    "hex": ExportFormat("hex", memimage.HELP["hex"], _memory_images("hex")),
+    "coe": ExportFormat("coe", memimage.HELP["coe"], _memory_images("coe")),
+    "h": ExportFormat("h", memimage.HELP["h"], _memory_images("h")),
 }
 
 

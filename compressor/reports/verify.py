@@ -176,12 +176,13 @@ def _fidelity(report, model, stack, images, fast_taps, fast) -> None:
         report.nip_cosines.append(float(np.dot(a, b)))
 
 
-def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_dir: Path) -> Path:
+def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_dir: Path, *, readmemh: bool = False) -> Path:
     """Test vectors for an RTL simulation: every layer's integer input and output per image.
 
     Layout (README, "Test vectors"): ``out_dir/manifest.json`` and, per image i and layer l,
     ``img<i>/<l:02d>_<name>_in.npy`` / ``_out.npy`` (uint8, or int16 for the conv1 input x0 =
-    p − mean), (C, H, W) C-order. Written by the golden executor.
+    p − mean), (C, H, W) C-order. Written by the golden executor. With `readmemh`, each array is
+    also written as a ``.hex`` beside it (`_save_hex`).
     """
     check_output_dir(out_dir, "test-vector folder", "--vectors")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,13 +197,33 @@ def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_di
             stem = f"{number:02d}_{layer.name}"
             _save_npy(folder / f"{stem}_in.npy", x)
             _save_npy(folder / f"{stem}_out.npy", out)
-            layers.append({"layer": layer.name, "input": f"img{index}/{stem}_in.npy", "output": f"img{index}/{stem}_out.npy"})
+            row = {"layer": layer.name, "input": f"img{index}/{stem}_in.npy", "output": f"img{index}/{stem}_out.npy"}
+            if readmemh:
+                _save_hex(folder / f"{stem}_in.hex", x)
+                _save_hex(folder / f"{stem}_out.hex", out)
+                row.update(input_hex=f"img{index}/{stem}_in.hex", output_hex=f"img{index}/{stem}_out.hex")
+            layers.append(row)
             x = out
         _save_npy(folder / "pixels.npy", image)
-        manifest["images"].append({"name": name, "pixels": f"img{index}/pixels.npy", "layers": layers})
+        entry = {"name": name, "pixels": f"img{index}/pixels.npy", "layers": layers}
+        if readmemh:
+            _save_hex(folder / "pixels.hex", image)
+            entry["pixels_hex"] = f"img{index}/pixels.hex"
+        manifest["images"].append(entry)
     path = out_dir / "manifest.json"
     atomic_write(path, json.dumps(manifest, indent=2).encode(), what="test-vector manifest")
     return path
+
+
+def _save_hex(path: Path, array: np.ndarray) -> None:
+    """A `$readmemh` file: one element per line in C order (address ``(c*H + y)*W + x``); uint8 as
+    2 hex digits, int16 (the conv1 input x0) as 4 digits of 16-bit two's complement."""
+    width = {np.dtype(np.uint8): 8, np.dtype(np.int16): 16}[array.dtype]
+    words = np.ascontiguousarray(array).reshape(-1).astype(np.int64) & ((1 << width) - 1)
+    fmt = f"{{:0{width // 4}x}}".format
+    comment = f"// chipq test vector: {width}-bit words, shape {'x'.join(map(str, array.shape))} (C, H, W), C order\n"
+    text = comment + "\n".join(map(fmt, words.tolist())) + "\n"
+    atomic_write(path, text.encode("ascii"), what="test vector")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -1,0 +1,345 @@
+"""Weight memory images for ROM initialisation: `$readmemh` (.hex), Xilinx .coe and a C header.
+
+Every conv layer has three read-only banks, each one word per address (SPEC 7, "Memory images"):
+
+- ``alpha``: 8-bit words, depth O*I, address ``o*I + i`` holds ``alpha[o][i]``;
+- ``bias``: 12-bit words, depth O, address ``o`` holds the low 12 bits of ``bias[o]`` (two's
+  complement);
+- ``mask``: 9*m-bit words, depth O*I, address ``o*I + i`` holds the nine m-bit codes of kernel
+  (o, i): tap ``t = ky*3 + kx`` at bits ``t*m .. t*m + m - 1`` (LSB first).
+
+Laid end to end LSB first, the words of a bank are exactly the bit stream of the blob's region
+(SPEC 3.2): the images carry the payload bit for bit, and `rebuild_payload` turns them back into it.
+`DIR/memory_map.json` names every file, word width, depth and address formula, and the registers
+(shifts, sizes) each layer needs.
+
+Nothing here reads a blob file: the caller passes a checked `ChipModel` and the blob bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from chipq.errors import ChipqError
+from chipq.formats import constants as C
+from chipq.formats.model import ChipModel, ConvLayer
+from chipq.formats.packing import conv_region_sizes
+
+MAP_FORMAT = "chipq memory images v1"
+MAP_NAME = "memory_map.json"
+HEADER_NAME = "chipq_rom.h"
+BANKS = ("alpha", "bias", "mask")
+FORMATS = ("hex", "coe", "h")
+HELP = {  # one line per `chipq export --format` (memory_map.json beside each; SPEC.md section 7)
+    "hex": "$readmemh files, one per conv layer and bank (alpha, bias, mask), and memory_map.json",
+    "coe": "Xilinx .coe files, one per conv layer and bank, and memory_map.json",
+    "h": "one C99 header chipq_rom.h with a const array per layer and bank, and memory_map.json",
+}
+
+
+class MemoryImageError(ChipqError):
+    """A memory image that cannot be written or read back (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Bank:
+    """One ROM of one layer: its words and how to address them."""
+
+    name: str
+    width: int
+    words: np.ndarray  # uint64, one per address
+    address: str  # the address formula, for people
+    word: str  # what a word holds, for people
+
+    @property
+    def depth(self) -> int:
+        return int(self.words.size)
+
+    @property
+    def digits(self) -> int:
+        return (self.width + 3) // 4
+
+
+def layer_banks(layer: ConvLayer) -> list[Bank]:
+    """The alpha, bias and mask banks of `layer` (module docstring)."""
+    out_ch, in_ch, bits = layer.out_channels, layer.in_channels, layer.mask_bits
+    alpha = layer.alpha.astype(np.uint64).reshape(-1)
+    bias = (layer.bias.astype(np.int64) & ((1 << C.BIAS_BITS) - 1)).astype(np.uint64)
+    codes = layer.mask.astype(np.uint64).reshape(out_ch * in_ch, C.KERNEL_TAPS)
+    mask = np.zeros(out_ch * in_ch, dtype=np.uint64)
+    for tap in range(C.KERNEL_TAPS):
+        mask |= codes[:, tap] << np.uint64(tap * bits)
+    return [
+        Bank("alpha", C.ALPHA_BITS, alpha, f"o*{in_ch} + i", "alpha[o][i], unsigned"),
+        Bank("bias", C.BIAS_BITS, bias, "o", "bias[o], 12-bit two's complement"),
+        Bank(
+            "mask",
+            C.KERNEL_TAPS * bits,
+            mask,
+            f"o*{in_ch} + i",
+            f"code of tap t = ky*3 + kx at bits t*{bits} .. t*{bits}+{bits - 1}, LSB first",
+        ),
+    ]
+
+
+def rebuild_payload(alpha: Iterable[int], bias: Iterable[int], mask: Iterable[int], mask_bits: int) -> bytes:
+    """The conv payload (SPEC 3.1) from the three banks' words: their streams, LSB first, concatenated.
+
+    >>> rebuild_payload([7], [0xFFE], [0b101_010_111_000_001_011_100_110_111], 3).hex(" ")
+    '07 fe 0f 37 17 5c 05'
+    """
+    return (
+        _stream(np.asarray(list(alpha), dtype=np.uint64), C.ALPHA_BITS)
+        + _stream(np.asarray(list(bias), dtype=np.uint64), C.BIAS_BITS)
+        + _stream(np.asarray(list(mask), dtype=np.uint64), C.KERNEL_TAPS * mask_bits)
+    )
+
+
+def _stream(words: np.ndarray, width: int) -> bytes:
+    """Words of `width` bits (<= 64) laid end to end LSB first, zero-padded to a whole byte."""
+    if words.size and int(words.max()) >> width:
+        raise MemoryImageError(f"a word does not fit {width} bits")
+    as_bytes = words.astype("<u8").view(np.uint8).reshape(-1, 8)
+    bits = np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :width]
+    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+
+
+# -- file formats -------------------------------------------------------------------------------
+
+
+def _words_text(bank: Bank, separator: str) -> str:
+    fmt = f"{{:0{bank.digits}x}}".format
+    return separator.join(map(fmt, bank.words.tolist()))
+
+
+def hex_text(stem: str, bank: Bank) -> str:
+    """A `$readmemh` file: a comment line, then one word per line, hex, no address markers."""
+    comment = f"// chipq {stem}.{bank.name}: {bank.depth} words of {bank.width} bits, address {bank.address}"
+    return comment + "\n" + _words_text(bank, "\n") + "\n"
+
+
+def coe_text(stem: str, bank: Bank) -> str:
+    """A Xilinx .coe file (radix 16, one word per line)."""
+    comment = f"; chipq {stem}.{bank.name}: {bank.depth} words of {bank.width} bits, address {bank.address}"
+    body = _words_text(bank, ",\n")
+    return f"{comment}\nmemory_initialization_radix=16;\nmemory_initialization_vector=\n{body};\n"
+
+
+def read_hex(path: Path, width: int) -> np.ndarray:
+    """The words of a `$readmemh` file written by `hex_text` (comments and blank lines skipped)."""
+    lines = [line.split("//", 1)[0].strip() for line in _read_text(path).splitlines()]
+    return _parse_words(path, [line for line in lines if line], width)
+
+
+def read_coe(path: Path, width: int) -> np.ndarray:
+    """The words of a .coe file written by `coe_text`."""
+    lines = [line.split(";", 1)[0] if line.lstrip().startswith(";") else line for line in _read_text(path).splitlines()]
+    text = "\n".join(lines)
+    match = re.search(r"memory_initialization_radix\s*=\s*16\s*;\s*memory_initialization_vector\s*=(.*?);", text, re.S)
+    if not match:
+        raise MemoryImageError(f"{path}: not a radix-16 .coe file")
+    items = [item.strip() for item in match.group(1).replace("\n", ",").split(",")]
+    return _parse_words(path, [item for item in items if item], width)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MemoryImageError(f"{path}: cannot read ({exc})") from None
+
+
+def _parse_words(path: Path, items: list[str], width: int) -> np.ndarray:
+    try:
+        values = [int(item, 16) for item in items]
+    except ValueError:
+        raise MemoryImageError(f"{path}: a word is not hexadecimal") from None
+    words = np.asarray(values, dtype=np.uint64)
+    if words.size and int(words.max()) >> width:
+        raise MemoryImageError(f"{path}: a word does not fit {width} bits")
+    return words
+
+
+def c_identifier(index: int, name: str) -> str:
+    """``chipq_l03_conv2_1``: a C name for layer `index` (layer names may hold '.' and '-')."""
+    return f"chipq_l{index:02d}_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def header_text(model: ChipModel, blob_sha256: str) -> str:
+    """A C99 header with one ``static const`` array per layer and bank, and the layer registers."""
+    lines = [
+        "/* chipq weight ROM images (chip format v1), generated by `chipq export --format h`.",
+        f" * blob sha256 {blob_sha256}",
+        " * Per conv layer: <id>_alpha[o*I + i] (8 bits), <id>_bias[o] (12-bit two's complement in the",
+        " * low bits), <id>_mask[o*I + i] (tap t = ky*3 + kx at bits t*m .. t*m + m - 1). SPEC.md section 7. */",
+        "#ifndef CHIPQ_ROM_H",
+        "#define CHIPQ_ROM_H",
+        "#include <stdint.h>",
+        "",
+    ]
+    for index, layer in enumerate(model.layers):
+        if not isinstance(layer, ConvLayer):
+            continue
+        ident = c_identifier(index, layer.name)
+        upper = ident.upper()
+        for key, value in (
+            ("IN_CHANNELS", layer.in_channels),
+            ("OUT_CHANNELS", layer.out_channels),
+            ("MASK_BITS", layer.mask_bits),
+            ("WEIGHT_SHIFT", layer.weight_shift),
+            ("BIAS_SHIFT", layer.bias_shift),
+            ("OUT_SHIFT", layer.out_shift),
+        ):
+            lines.append(f"#define {upper}_{key} {value}")
+        for bank in layer_banks(layer):
+            ctype = _c_type(bank.width)
+            suffix = "u" if bank.width <= 32 else "ull"
+            fmt = f"0x{{:0{bank.digits}x}}{suffix}".format
+            body = ",\n".join(
+                "    " + ", ".join(map(fmt, chunk))
+                for chunk in _chunks(bank.words.tolist(), 8)
+            )
+            lines.append(f"/* {bank.name}: {bank.width}-bit words, address {bank.address} */")
+            lines.append(f"static const {ctype} {ident}_{bank.name}[{bank.depth}] = {{\n{body}\n}};")
+        lines.append("")
+    lines.append("#endif /* CHIPQ_ROM_H */")
+    return "\n".join(lines) + "\n"
+
+
+def _c_type(width: int) -> str:
+    for bits in (8, 16, 32, 64):
+        if width <= bits:
+            return f"uint{bits}_t"
+    raise MemoryImageError(f"no C type holds {width} bits")  # pragma: no cover - 9*5 = 45 at most
+
+
+def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# -- the map and the writer ---------------------------------------------------------------------
+
+
+def memory_map(model: ChipModel, blob: bytes, formats: Iterable[str]) -> dict[str, Any]:
+    """`memory_map.json`: every layer's registers and banks, and the files of `formats`."""
+    formats = list(formats)
+    layers = []
+    region_end = C.HEADER_SIZE + len(model.layers) * C.LAYER_RECORD_SIZE
+    for index, layer in enumerate(model.layers):
+        stem = f"{index:02d}_{layer.name}"
+        if not isinstance(layer, ConvLayer):
+            layers.append({"index": index, "name": layer.name, "kind": "maxpool2x2", "channels": layer.channels})
+            continue
+        offset = -(-region_end // C.ALIGNMENT) * C.ALIGNMENT
+        size = sum(conv_region_sizes(layer.out_channels, layer.in_channels, layer.mask_bits))
+        region_end = offset + size
+        banks = {}
+        for bank in layer_banks(layer):
+            files = {fmt: f"{stem}.{bank.name}.{fmt}" for fmt in formats if fmt in ("hex", "coe")}
+            if "h" in formats:
+                files["h"] = f"{HEADER_NAME}:{c_identifier(index, layer.name)}_{bank.name}"
+            banks[bank.name] = {
+                "width": bank.width,
+                "depth": bank.depth,
+                "address": bank.address,
+                "word": bank.word,
+                "files": files,
+            }
+        layers.append(
+            {
+                "index": index,
+                "name": layer.name,
+                "kind": "conv3x3_relu",
+                "in_channels": layer.in_channels,
+                "out_channels": layer.out_channels,
+                "mask_bits": layer.mask_bits,
+                "weight_shift": layer.weight_shift,
+                "bias_shift": layer.bias_shift,
+                "out_shift": layer.out_shift,
+                "payload_offset": offset,
+                "payload_size": size,
+                "payload_crc32": zlib.crc32(blob[offset : offset + size]),
+                "banks": banks,
+            }
+        )
+    return {
+        "format": MAP_FORMAT,
+        "blob": {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), "format_version": C.FORMAT_VERSION},
+        "input": {
+            "height": model.input_height,
+            "width": model.input_width,
+            "channel_order": C.ChannelOrder(model.channel_order).name,
+            "mean": [int(v) for v in model.input_mean],
+        },
+        "bit_order": "a word's bit 0 is its least significant bit; the words of a bank laid end to end, "
+        "LSB first, are the blob region's bit stream (SPEC 3.2)",
+        "formats": formats,
+        "layers": layers,
+    }
+
+
+def write_memory_images(model: ChipModel, blob: bytes, out_dir: Path, formats: Iterable[str]) -> dict[str, Any]:
+    """Write the images of `formats` (a subset of ``hex``, ``coe``, ``h``) and the map into `out_dir`.
+
+    Files appear only when all are written: they are made in a staging folder inside `out_dir`
+    and moved in at the end, `memory_map.json` last.
+
+    Returns:
+        The memory map (also written as `out_dir/memory_map.json`).
+
+    Raises:
+        MemoryImageError: an unknown format, or the folder cannot be written.
+    """
+    formats = list(dict.fromkeys(formats))
+    unknown = [fmt for fmt in formats if fmt not in FORMATS]
+    if unknown or not formats:
+        raise MemoryImageError(f"memory image formats {unknown or formats} not in {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    mapping = memory_map(model, blob, formats)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".chipq-export-", dir=out_dir))
+    except OSError as exc:
+        raise MemoryImageError(f"{out_dir}: cannot write ({exc.strerror or exc})") from None
+    try:
+        names = _write_all(model, mapping, staging, formats)
+        for name in names:
+            os.replace(staging / name, out_dir / name)
+    except OSError as exc:
+        raise MemoryImageError(f"{out_dir}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return mapping
+
+
+def _write_all(model: ChipModel, mapping: dict[str, Any], staging: Path, formats: list[str]) -> list[str]:
+    names = []
+    writers: dict[str, Callable[[str, Bank], str]] = {"hex": hex_text, "coe": coe_text}
+    for index, layer in enumerate(model.layers):
+        if not isinstance(layer, ConvLayer):
+            continue
+        stem = f"{index:02d}_{layer.name}"
+        for bank in layer_banks(layer):
+            for fmt in formats:
+                if fmt in writers:
+                    name = f"{stem}.{bank.name}.{fmt}"
+                    (staging / name).write_text(writers[fmt](stem, bank), encoding="ascii")
+                    names.append(name)
+    if "h" in formats:
+        (staging / HEADER_NAME).write_text(header_text(model, mapping["blob"]["sha256"]), encoding="ascii")
+        names.append(HEADER_NAME)
+    (staging / MAP_NAME).write_text(json.dumps(mapping, indent=2) + "\n", encoding="ascii")
+    names.append(MAP_NAME)  # last: its presence means every file it names is in place
+    return names

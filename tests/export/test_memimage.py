@@ -1,0 +1,177 @@
+"""Memory images: read back from the files, they rebuild every conv payload of the blob bit for bit."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chipq.export.memimage import (
+    HEADER_NAME,
+    MAP_NAME,
+    MemoryImageError,
+    c_identifier,
+    read_coe,
+    read_hex,
+    rebuild_payload,
+    write_memory_images,
+)
+from chipq.formats.reader import check_header, check_table, from_bytes
+from chipq.formats.synthetic import random_model
+from chipq.formats.writer import to_bytes
+
+
+def _header_arrays(text: str) -> dict[str, list[int]]:
+    """Every ``static const uintN_t name[n] = { ... };`` of a generated header, as ints."""
+    arrays = {}
+    for match in re.finditer(r"static const uint\d+_t (\w+)\[(\d+)\] = \{(.*?)\};", text, re.S):
+        values = [int(v.rstrip("ul"), 16) for v in re.findall(r"0x[0-9a-f]+u(?:ll)?", match.group(3))]
+        assert len(values) == int(match.group(2))
+        arrays[match.group(1)] = values
+    return arrays
+
+
+def rebuilt_payloads(folder: Path, fmt: str) -> dict[str, bytes]:
+    """Layer name -> payload rebuilt from the `fmt` files that memory_map.json names."""
+    mapping = json.loads((folder / MAP_NAME).read_text())
+    arrays = _header_arrays((folder / HEADER_NAME).read_text()) if fmt == "h" else {}
+    payloads = {}
+    for layer in mapping["layers"]:
+        if layer["kind"] != "conv3x3_relu":
+            continue
+        words = {}
+        for bank, info in layer["banks"].items():
+            if fmt == "h":
+                words[bank] = arrays[info["files"]["h"].split(":", 1)[1]]
+            else:
+                reader = read_hex if fmt == "hex" else read_coe
+                words[bank] = reader(folder / info["files"][fmt], info["width"]).tolist()
+            assert len(words[bank]) == info["depth"]
+        payloads[layer["name"]] = rebuild_payload(words["alpha"], words["bias"], words["mask"], layer["mask_bits"])
+        assert layer["payload_size"] == len(payloads[layer["name"]])
+    return payloads
+
+
+def payload_slices(blob: bytes, folder: Path) -> dict[str, bytes]:
+    """Layer name -> payload bytes, located by the reader's layer table (not by the map)."""
+    view = memoryview(blob)
+    slices = {}
+    for record in check_table(view, check_header(view)):
+        if record.kind == 1:
+            name = record.name.rstrip(b"\0").decode()
+            slices[name] = blob[record.payload_offset : record.payload_offset + record.payload_size]
+    mapping = json.loads((folder / MAP_NAME).read_text())
+    for row in mapping["layers"]:
+        if row["kind"] == "conv3x3_relu":
+            assert slices[row["name"]] == blob[row["payload_offset"] : row["payload_offset"] + row["payload_size"]]
+    return slices
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    bits=st.lists(st.integers(1, 5), min_size=2, max_size=2),
+    widths=st.tuples(st.integers(1, 6), st.integers(1, 5)),
+    seed=st.integers(0, 2**16),
+)
+def test_every_format_rebuilds_the_payloads_bit_for_bit(tmp_path_factory, bits, widths, seed):
+    """For any mask widths and channel counts, the hex, coe and C words give back the payload bytes."""
+    model = random_model(bits, [widths[0], "M", widths[1]], input_hw=(8, 8), seed=seed)
+    blob = to_bytes(model)
+    folder = tmp_path_factory.mktemp("img")
+    for fmt in ("hex", "coe", "h"):
+        write_memory_images(model, blob, folder / fmt, [fmt])
+        expected = payload_slices(blob, folder / fmt)
+        assert rebuilt_payloads(folder / fmt, fmt) == expected
+        assert set(expected) == {"conv1_1", "conv2_1"}
+
+
+def test_the_map_states_widths_depths_and_registers(tiny_model, tmp_path):
+    blob = to_bytes(tiny_model)
+    mapping = write_memory_images(tiny_model, blob, tmp_path, ["hex"])
+    assert json.loads((tmp_path / MAP_NAME).read_text()) == mapping
+    conv1, pool, conv2 = mapping["layers"]
+    assert pool == {"index": 1, "name": "pool1", "kind": "maxpool2x2", "channels": 4}
+    assert conv1["banks"]["mask"]["width"] == 27 and conv1["banks"]["mask"]["depth"] == 4 * 3
+    assert conv2["banks"]["mask"]["width"] == 9 and conv2["banks"]["alpha"]["depth"] == 8 * 4
+    assert conv2["banks"]["bias"] == {
+        "width": 12,
+        "depth": 8,
+        "address": "o",
+        "word": "bias[o], 12-bit two's complement",
+        "files": {"hex": "02_conv2_1.bias.hex"},
+    }
+    layer = tiny_model.layers[2]
+    assert (conv2["weight_shift"], conv2["bias_shift"], conv2["out_shift"]) == (
+        layer.weight_shift,
+        layer.bias_shift,
+        layer.out_shift,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{stem}.{bank}.hex" for stem in ("00_conv1_1", "02_conv2_1") for bank in ("alpha", "bias", "mask")] + [MAP_NAME]
+    )
+
+
+def test_a_mask_word_holds_tap_ky_3_plus_kx_at_bits_t_times_m(tiny_model, tmp_path):
+    """The bit order within a word, checked on one kernel against the model's own codes."""
+    write_memory_images(tiny_model, to_bytes(tiny_model), tmp_path, ["hex"])
+    layer = tiny_model.layers[0]
+    words = read_hex(tmp_path / "00_conv1_1.mask.hex", 27)
+    o, i = 3, 2
+    word = int(words[o * layer.in_channels + i])
+    for ky in range(3):
+        for kx in range(3):
+            assert (word >> ((ky * 3 + kx) * 3)) & 7 == layer.mask[o, i, ky, kx]
+    bias = read_hex(tmp_path / "00_conv1_1.bias.hex", 12)
+    assert [(int(b) ^ 0x800) - 0x800 for b in bias] == layer.bias.tolist()  # sign from bit 11
+
+
+def test_the_c_header_compiles_as_c99(tiny_model, tmp_path):
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    write_memory_images(tiny_model, to_bytes(tiny_model), tmp_path, ["h"])
+    ident = c_identifier(2, "conv2_1")
+    source = tmp_path / "use.c"
+    source.write_text(
+        f'#include "{HEADER_NAME}"\nint main(void) {{ return (int)({ident}_mask[0] & 1u) + '
+        f"{ident.upper()}_MASK_BITS - 1; }}\n"
+    )
+    subprocess.run(
+        [compiler, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o", str(tmp_path / "use"), str(source)],
+        check=True,
+        cwd=tmp_path,
+    )
+
+
+def test_a_failed_write_leaves_nothing_behind(tiny_model, tmp_path):
+    with pytest.raises(MemoryImageError, match="formats"):
+        write_memory_images(tiny_model, to_bytes(tiny_model), tmp_path / "out", ["hex", "bin"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_readers_refuse_words_wider_than_the_bank(tmp_path):
+    path = tmp_path / "x.hex"
+    path.write_text("// c\n1ff\n")
+    with pytest.raises(MemoryImageError, match="does not fit 8 bits"):
+        read_hex(path, 8)
+    path.write_text("zz\n")
+    with pytest.raises(MemoryImageError, match="not hexadecimal"):
+        read_hex(path, 8)
+
+
+@pytest.mark.slow
+def test_the_real_vgg16_images_rebuild_every_payload(real_vgg16_blob, tmp_path):
+    """The real VGG-16 3x7,1x6 blob: hex and coe images of all 13 conv layers rebuild its payloads."""
+    model = from_bytes(real_vgg16_blob)
+    for fmt in ("hex", "coe"):
+        write_memory_images(model, real_vgg16_blob, tmp_path / fmt, [fmt])
+        rebuilt = rebuilt_payloads(tmp_path / fmt, fmt)
+        assert len(rebuilt) == 13
+        assert rebuilt == payload_slices(real_vgg16_blob, tmp_path / fmt)
+    assert sum(map(len, rebuilt.values())) > 3_900_000
