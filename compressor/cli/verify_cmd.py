@@ -13,6 +13,7 @@ from rich.table import Table
 
 from chipq.cli import app, err_console
 from chipq.cli.options import flag
+from chipq.cli.progress import status as progress_status
 from chipq.errors import CheckFailed, UsageError
 
 _HELP = "\n\n".join(
@@ -75,8 +76,8 @@ def verify_command(
         check_same_chain(chip, stack.without_trailing_pool(), blob, model)
     source = images if images is not None else default_calib_dir()
     batch, names = calibration_images(source, hw, limit=limit)
-    with err_console.status("verifying") as status:
-        report = verify(chip, batch, names, stack=stack, golden_count=golden, progress=lambda text: status.update(escape(text)))
+    with progress_status("verify", err_console, quiet=as_json) as status:
+        report = verify(chip, batch, names, stack=stack, golden_count=golden, progress=status.update)
         if vectors is not None:
             status.update("writing test vectors")
             write_vectors(chip, batch[: max(golden, 1)], names[: max(golden, 1)], vectors, readmemh=vectors_hex)
