@@ -34,17 +34,13 @@ Writer = Callable[[ChipModel, bytes, Path], dict[str, Any]]
 
 
 def _memory_images(fmt: str) -> Writer:
-    from ..export.memimage import write_memory_images
+    from ..export.memimage import writer
 
-    return partial(write_memory_images, formats=[fmt])
+    return writer(fmt)
 
 
-# One entry per --format; each writer takes (model, blob bytes, DIR) and returns a summary dict.
-WRITERS: dict[str, Callable[[], Writer]] = {
-    "hex": partial(_memory_images, "hex"),
-    "coe": partial(_memory_images, "coe"),
-    "h": partial(_memory_images, "h"),
-}
+# One entry per --format; each gives a writer taking (model, blob bytes, DIR) and returning a summary.
+WRITERS: dict[str, Callable[[], Writer]] = {fmt: partial(_memory_images, fmt) for fmt in ("hex", "coe", "h")}
 
 
 @app.command("export", help=_HELP, short_help="Export a blob for a hardware flow: ROM images (hex, coe, C header).")
