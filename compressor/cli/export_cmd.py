@@ -30,7 +30,7 @@ _HELP = "\n\n".join(
 FormatName = Enum("FormatName", {name: name for name in FORMATS}, type=str)
 
 
-@app.command("export", help=_HELP, short_help="Hand-off for a chip team: a C reference model of the blob's arithmetic.")
+@app.command("export", help=_HELP, short_help="Hand-off for a chip team: a C reference model, ROM images (hex, coe, C header).")
 def export_command(
     blob: Path = typer.Argument(..., metavar="BLOB", help="A chip blob.", show_default=False),
     fmt: FormatName = typer.Option(..., "--format", "-f", help="What to write.", show_default=False),

@@ -41,11 +41,6 @@ MAP_NAME = "memory_map.json"
 HEADER_NAME = "chipq_rom.h"
 BANKS = ("alpha", "bias", "mask")
 FORMATS = ("hex", "coe", "h")
-HELP = {  # one line per `chipq export --format` (memory_map.json beside each; SPEC.md section 7)
-    "hex": "$readmemh files, one per conv layer and bank (alpha, bias, mask), and memory_map.json",
-    "coe": "Xilinx .coe files, one per conv layer and bank, and memory_map.json",
-    "h": "one C99 header chipq_rom.h with a const array per layer and bank, and memory_map.json",
-}
 
 
 class MemoryImageError(ChipqError):
@@ -343,3 +338,21 @@ def _write_all(model: ChipModel, mapping: dict[str, Any], staging: Path, formats
     (staging / MAP_NAME).write_text(json.dumps(mapping, indent=2) + "\n", encoding="ascii")
     names.append(MAP_NAME)  # last: its presence means every file it names is in place
     return names
+
+
+HELP = {
+    "hex": "$readmemh files, one per conv layer and bank: <ll>_<name>.{alpha,bias,mask}.hex",
+    "coe": "Xilinx .coe files, one per conv layer and bank: <ll>_<name>.{alpha,bias,mask}.coe",
+    "h": "one C99 header, chipq_rom.h, with a static const array per conv layer and bank",
+}
+
+
+def writer(fmt: str) -> Callable[[ChipModel, bytes, Path], dict[str, Any]]:
+    """The `write(model, blob_bytes, folder) -> summary` of one format, for an export registry."""
+    if fmt not in FORMATS:
+        raise MemoryImageError(f"memory image format {fmt!r} not in {', '.join(FORMATS)}")
+
+    def write(model: ChipModel, blob: bytes, folder: Path) -> dict[str, Any]:
+        return write_memory_images(model, blob, folder, [fmt])
+
+    return write

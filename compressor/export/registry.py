@@ -48,18 +48,9 @@ class ExportFormat:
     write: Callable[[ChipModel, bytes, Path], dict[str, Any]]
 
 
-def _memory_images(fmt: str) -> Callable[[ChipModel, bytes, Path], dict[str, Any]]:
-    def write(model: ChipModel, blob: bytes, folder: Path) -> dict[str, Any]:
-        return memimage.write_memory_images(model, blob, folder, formats=[fmt])
-
-    return write
-
-
 FORMATS: dict[str, ExportFormat] = {
     "c": ExportFormat("c", c_model.HELP, c_model.export_c),
-    "hex": ExportFormat("hex", memimage.HELP["hex"], _memory_images("hex")),
-    "coe": ExportFormat("coe", memimage.HELP["coe"], _memory_images("coe")),
-    "h": ExportFormat("h", memimage.HELP["h"], _memory_images("h")),
+    **{fmt: ExportFormat(fmt, memimage.HELP[fmt], memimage.writer(fmt)) for fmt in memimage.FORMATS},
 }
 
 
