@@ -27,11 +27,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chipq.reports.errors import UsageError
-from chipq.reports.formats import constants as C
-from chipq.reports.formats.model import ChipModel, ConvLayer
-from chipq.reports.formats.packing import conv_region_sizes
-from chipq.reports.rois import rnip_count
+from chipq.errors import UsageError
+from chipq.formats import constants as C
+from chipq.formats.model import ChipModel, ConvLayer
+from chipq.formats.packing import conv_region_sizes
+from chipq.retrieval.rois import rnip_count
 
 _HW = re.compile(r"^\s*(\d{1,7})\s*@\s*(\d{1,5}(?:\.\d{1,6})?)\s*$")
 MAX_MACS = 1 << 20
