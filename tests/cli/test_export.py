@@ -25,7 +25,8 @@ def test_export_writes_the_images_and_the_map(monkeypatch, capsys, tmp_path, tin
     blob.write_bytes(to_bytes(tiny_model))
     code, out, _ = run_main(monkeypatch, capsys, "export", str(blob), "--format", fmt, "-o", str(tmp_path / "rom"), "--json")
     assert code in (0, None)
-    assert json.loads(out)["formats"] == [fmt]
+    data = json.loads(out)  # the export manifest; the memory map under the format name
+    assert data["format"] == fmt and data[fmt]["formats"] == [fmt]
     assert (tmp_path / "rom" / first).is_file() and (tmp_path / "rom" / "memory_map.json").is_file()
     assert not [p for p in (tmp_path / "rom").iterdir() if p.name.startswith(".")]  # no staging left
 
