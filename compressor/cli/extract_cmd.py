@@ -54,6 +54,7 @@ def extract_command(
     old_size: Optional[str] = typer.Option(None, "--size", hidden=True, help="Deprecated name of --input."),
     batch: int = typer.Option(8, "--batch", min=1, help="Network inputs per executor call."),
     as_json: bool = flag("--json", help="Print the run summary as one JSON object."),
+    checkpoint_seconds: float = typer.Option(30.0, "--checkpoint-seconds", min=0, hidden=True, help="Seconds between checkpoints (tests)."),
 ) -> None:
     """Extract descriptors; see `_HELP`."""
     from chipq.executor.memory import check_fits, check_input_size
@@ -91,7 +92,7 @@ def extract_command(
     metadata = run_metadata(
         model=source, rnip=rnip, size=input_hw, **identity, images_sha256=images_sha256(names, paths)
     )
-    store = DescriptorStore(output, names, kind=kind, metadata=metadata)
+    store = DescriptorStore(output, names, kind=kind, metadata=metadata, checkpoint_seconds=checkpoint_seconds)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     # Not drawn when stderr is not a terminal: a script sees only warnings and errors there.
     with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
