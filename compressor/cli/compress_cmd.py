@@ -122,7 +122,10 @@ def compress_command(
     with err_console.status("writing blob"):
         write_blob(result.model, output)  # validates, proves the accumulator bound, then renames
     if config is not None:
+        from chipq.formats.fileio import remove_stale_temps
+
         checkpoint_path(output).unlink(missing_ok=True)
+        remove_stale_temps(checkpoint_path(output))  # a checkpoint write that a kill -9 cut short
     summary = _summary(result, output.stat().st_size, model_path, output, plan_text)
     if as_json:
         print(json.dumps(summary, indent=2))

@@ -11,7 +11,14 @@ import numpy as np
 from chipq.floatnet.model import FloatStack
 from chipq.quant.compress import DEFAULT_INPUT, CompressResult, calibrate
 from chipq.retrain.config import RetrainConfig, StepStats
-from chipq.retrain.trainer import SAVE_EVERY_SECONDS, Retrainer, RetrainHooks, load_checkpoint, run_training, torch_settings
+from chipq.retrain.trainer import (
+    SAVE_EVERY_SECONDS,
+    Retrainer,
+    RetrainHooks,
+    load_checkpoint,
+    run_training,
+    torch_settings,
+)
 
 FINAL_COSINE_STEPS = 20  # the reported training cosine is the mean over this many last steps
 

@@ -157,3 +157,10 @@ def test_real_process_json(sample_blob_path):
     command = [str(CHIPQ), "inspect", str(sample_blob_path), "--json"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and json.loads(proc.stdout)["totals"]["blob_bytes"] == 768
+
+
+def test_input_size_is_reported_width_x_height(sample_blob_path):
+    """`--input 64x32` is 64 wide and 32 high, and the report says 64x32 (it said 32x64)."""
+    table = CliRunner().invoke(app, ["inspect", str(sample_blob_path), "--input", "64x32"], env=WIDE)
+    assert table.exit_code == 0, table.output
+    assert "peak activation buffer at 64x32" in table.output and "32x64" not in table.output
