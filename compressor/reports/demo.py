@@ -7,6 +7,7 @@ interrupted demo continues where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -27,13 +28,15 @@ from chipq.quant.compress import calibration_batch, compress
 from chipq.quant.plan import parse_plan
 from chipq.reports.inspect import summarize
 from chipq.reports.verify import verify
-from chipq.retrieval.describe import describe_all, run_metadata
+from chipq.retrieval.describe import describe_all, images_sha256, run_metadata
 from chipq.retrieval.descriptors import (
     DescriptorKind,
     DescriptorSet,
     DescriptorStore,
+    PartialMismatch,
     encode,
     load_descriptors,
+    partial_path,
 )
 from chipq.retrieval.features import chip_features, float_features
 from chipq.retrieval.scoring import evaluate, load_ground_truth
@@ -148,12 +151,19 @@ def run_demo(
         seconds=seconds,
     )
     extractors = {"float": float_features(stack), "chip": chip_features(chip)}
+    # What a reused descriptor file must have been made from (the resume-identity rule).
+    identities = {
+        "float": {"model_sha256": stack.weights_sha256()},
+        "chip": {"blob_sha256": hashlib.sha256(data).hexdigest()},
+    }
+    images_hash = images_sha256(names, paths)
     for rnip, label in METHODS:
         sets = {}
         for model_name, features in extractors.items():
             say(f"extract: {label} descriptors, {model_name} model, {len(paths)} images")
             out = workdir / f"desc_{model_name}_{label.lower()}.npz"
-            sets[model_name] = _extract(out, names, paths, features, rnip, model_name, on_image)
+            meta = run_metadata(model=model_name, rnip=rnip, size=(224, 224), **identities[model_name], images_sha256=images_hash)
+            sets[model_name] = _extract(out, names, paths, features, rnip, meta, say, on_image)
             seconds[f"extract {model_name} {label}"], clock = time.perf_counter() - clock, time.perf_counter()
         cosine = _paired_cosine(sets["float"], sets["chip"])
         for kind in KINDS:
@@ -165,12 +175,19 @@ def run_demo(
     return result
 
 
-def _extract(out, names, paths, features, rnip, model_name, on_image) -> DescriptorSet:
+def _extract(out, names, paths, features, rnip, meta, say, on_image) -> DescriptorSet:
+    """The descriptors of `out`, reused only when made by this very run (`meta`), else computed."""
     if out.exists():
-        return load_descriptors(out)
-    store = DescriptorStore(
-        out, names, kind=DescriptorKind.FLOAT, metadata=run_metadata(model=model_name, rnip=rnip, size=(224, 224))
-    )
+        previous = load_descriptors(out)
+        if previous.metadata == json.loads(json.dumps(meta, sort_keys=True)):
+            return previous
+        say(f"{out.name} was made from another model, other images or settings: computing it again")
+    try:
+        store = DescriptorStore(out, names, kind=DescriptorKind.FLOAT, metadata=meta)
+    except PartialMismatch:
+        say(f"{partial_path(out).name} belongs to another run: starting it again")
+        partial_path(out).unlink()
+        store = DescriptorStore(out, names, kind=DescriptorKind.FLOAT, metadata=meta)
     describe_all(list(zip(names, paths)), features, store, rnip=rnip, on_image=on_image)
     return store.finish()
 
