@@ -24,7 +24,7 @@ def test_the_estimate_grows_with_the_pixels_and_the_batch(vgg16):
 def test_4096_square_vgg16_is_refused_and_224_fits(vgg16, monkeypatch):
     monkeypatch.setattr("chipq.executor.memory.available_bytes", lambda: 8 << 30)  # an 8 GiB machine
     check_fits(vgg16.layers, (224, 224), 8, "blob")
-    with pytest.raises(NotEnoughMemory, match=r"--input 4096x4096: a 4096x4096 input needs about 32\.0 GiB"):
+    with pytest.raises(NotEnoughMemory, match=r"--input 4096x4096: a 4096x4096 input needs about 16\.0 GiB"):
         check_fits(vgg16.layers, (4096, 4096), 1, "--input 4096x4096")
 
 
