@@ -155,7 +155,7 @@ def load_image(path: Path) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"{path}: refused as a decompression bomb ({exc})") from exc
     except UnidentifiedImageError:
-        raise UndecodableImage(f"{path}: not a JPEG or PNG image") from None
+        raise UndecodableImage(f"{path}: cannot decode: not a JPEG or PNG image") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, struct.error) as exc:
         # Pillow reports corrupt data through several exception types; all mean "cannot decode".
         raise UndecodableImage(f"{path}: cannot decode ({type(exc).__name__}: {exc})") from exc

@@ -65,13 +65,13 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except IsADirectoryError:
-        raise FileRefused(f"{path}: is a folder, expected a {what}") from None
+        raise FileRefused(f"{path}: the {what} is not a regular file (it is a folder)") from None
     except OSError as exc:
         raise FileRefused(f"{path}: cannot read the {what} ({_reason(exc)})") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise FileRefused(f"{path}: is {_kind(mode)}, expected a regular {what} file")
+            raise FileRefused(f"{path}: the {what} is not a regular file (it is {_kind(mode)})")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -132,11 +132,11 @@ def check_output(path: str | os.PathLike, what: str = "output", option: str = ""
         except OSError:
             mode = None  # a dangling link: the rename replaces the link itself
     if mode is not None and not stat.S_ISREG(mode):
-        raise FileRefused(f"{where}: exists and is {_kind(mode)}; the {what} must be a regular file")
+        raise FileRefused(f"{where}: cannot write the {what}: the path is {_kind(mode)}; only a regular file is replaced")
     if not parent.is_dir():
-        raise FileRefused(f"{where}: folder {parent} does not exist")
+        raise FileRefused(f"{where}: cannot write the {what}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise FileRefused(f"{where}: folder {parent} is not writable")
+        raise FileRefused(f"{where}: cannot write the {what}: folder {parent} is not writable")
     return path
 
 

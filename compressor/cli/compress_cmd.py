@@ -84,6 +84,7 @@ def compress_command(
         None, "--train-from", metavar="LAYER", help="First conv layer to train (default: the first with the plan's fewest mask bits).", show_default=False
     ),
     resume: bool = flag("--resume", help="Continue the retraining saved in BLOB.ckpt."),
+    checkpoint_seconds: float = typer.Option(60.0, "--checkpoint-seconds", min=0, hidden=True, help="Seconds between retraining checkpoints (tests)."),
 ) -> None:
     """Compress a model; see `_HELP`."""
     # PyTorch loads here, not when the CLI starts (other commands do not pay for it)
@@ -130,11 +131,14 @@ def compress_command(
         except QuantizationError as exc:
             raise QuantizationError(f"{model_path}: {exc}") from None
     if config is not None:
-        result = _retrain(stack, bits, images, train_images, config, input_hw, output, resume, quiet=as_json)
+        result = _retrain(stack, bits, images, train_images, config, input_hw, output, resume, as_json, checkpoint_seconds)
     with err_console.status("writing blob"):
         write_blob(result.model, output)  # validates, proves the accumulator bound, then renames
     if config is not None:
+        from chipq.formats.fileio import remove_stale_temps
+
         checkpoint_path(output).unlink(missing_ok=True)
+        remove_stale_temps(checkpoint_path(output))  # a checkpoint write that a kill -9 cut short
     summary = _summary(result, output.stat().st_size, model_path, output, plan_text)
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -223,7 +227,7 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _retrain(stack, bits, images, train_images, config, input_hw, output, resume, quiet):
+def _retrain(stack, bits, images, train_images, config, input_hw, output, resume, quiet, save_every):
     from chipq.retrain.pipeline import compress_retrained
     from chipq.retrain.trainer import RetrainHooks
 
@@ -268,7 +272,7 @@ def _retrain(stack, bits, images, train_images, config, input_hw, output, resume
             hooks = RetrainHooks(cache=on_cache, step=on_step, stop=stop)
             return compress_retrained(
                 stack, bits, images, train_images, config,
-                input_hw=input_hw, checkpoint=checkpoint_path(output), resume=resume, hooks=hooks,
+                input_hw=input_hw, checkpoint=checkpoint_path(output), resume=resume, hooks=hooks, save_every=save_every,
             )  # fmt: skip
     finally:
         progress.stop()

@@ -63,6 +63,7 @@ def extract_command(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N", help="Run on Ray with N workers.", show_default=False),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", help="An existing Ray cluster (with --workers).", show_default=False),
     shard_size: int = typer.Option(64, "--shard-size", min=1, metavar="N", help="Images per shard (with --workers)."),
+    checkpoint_seconds: float = typer.Option(30.0, "--checkpoint-seconds", min=0, hidden=True, help="Seconds between checkpoints (tests)."),
 ) -> None:
     """Extract descriptors; see `_HELP`."""
     from chipq.executor.memory import check_fits, check_input_size
@@ -108,7 +109,7 @@ def extract_command(
     metadata = run_metadata(
         model=source, rnip=rnip, size=input_hw, **identity, images_sha256=images_sha256(names, paths)
     )
-    store = DescriptorStore(output, names, kind=kind, metadata=metadata)
+    store = DescriptorStore(output, names, kind=kind, metadata=metadata, checkpoint_seconds=checkpoint_seconds)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     # A bar in a terminal; plain progress lines (after 10 s, every 10 s or 5 %) in a pipe or a log.
     log = None if err_console.is_terminal or as_json else ProgressLog("extract", err_console)

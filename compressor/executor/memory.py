@@ -7,9 +7,10 @@ run with a message when it exceeds the memory this process can get (`available_b
 smaller of the system's available memory and what the address-space limit leaves), instead of
 letting a 17 GB allocation fail halfway (or the kernel kill the process).
 
-The estimate is deliberately generous (it counts every map of the widest layer as float64,
-accumulators and copies included) so that a run it allows does not fail for memory; it is not a
-measurement. `check_input_size` refuses sizes too small for the chain's max-pools.
+The estimate is an order of magnitude, not a measurement: the widest layer's input and output
+maps as 4-byte values, twice (a temporary each), times the batch; for calibration every conv map of
+every image. It is meant to catch the runs that need ten or a hundred times the memory there is,
+before they start; a run near the limit may still be refused or fail. `check_input_size` refuses sizes too small for the chain's max-pools.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import Iterable
 
 from chipq.errors import ChipqError
 
-BYTES_PER_VALUE = 8  # float64 / int64 maps (the golden executor), or float32 plus int32 copies
-COPIES = 3  # input map, output map and one temporary of the widest layer alive at once
+BYTES_PER_VALUE = 4  # float32 / int32 maps of the fast executor and the float model
+COPIES = 2  # a temporary per map of the widest layer (input and output counted separately)
 RESERVE_BYTES = 256 << 20  # left free for the interpreter, libraries and the images themselves
 
 

@@ -11,9 +11,10 @@ interrupted demo continues where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -35,13 +36,15 @@ from chipq.reports.verify import verify
 from chipq.retrain.config import RetrainConfig
 from chipq.retrain.pipeline import compress_retrained
 from chipq.retrain.trainer import RetrainHooks, load_training_images
-from chipq.retrieval.describe import describe_all, run_metadata
+from chipq.retrieval.describe import describe_all, images_sha256, run_metadata
 from chipq.retrieval.descriptors import (
     DescriptorKind,
     DescriptorSet,
     DescriptorStore,
+    PartialMismatch,
     encode,
     load_descriptors,
+    partial_path,
 )
 from chipq.retrieval.features import chip_features, float_features
 from chipq.retrieval.scoring import evaluate, load_ground_truth
@@ -141,12 +144,23 @@ def run_demo(
     onnx_blob.unlink()
     seconds["compress --no-retrain"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    if not retrained_path.exists():
+    # The retrained blob is reused only when this very run made it: same model, plan, photos, settings.
+    config = RetrainConfig()
+    made_from = {
+        "model_sha256": stack.weights_sha256(),
+        "plan": bits,
+        "photos_sha256": images_sha256(image_names(list_images(photos), photos), list_images(photos)),
+        "config": asdict(config),
+    }
+    made_from_path = retrained_path.with_name(retrained_path.name + ".json")
+    reusable = retrained_path.exists() and made_from_path.exists() and _read_json(made_from_path) == made_from
+    if not reusable:
         say("compress (default: Algorithm 1 retraining on the shipped photos)")
-        config = RetrainConfig()
         hooks = RetrainHooks(step=lambda stats: on_step(stats.step, config.steps) if on_step else None)
         result = compress_retrained(stack, bits, calib, load_training_images(photos), config, hooks=hooks)
+        made_from_path.unlink(missing_ok=True)
         write_blob(result.model, retrained_path)
+        made_from_path.write_text(json.dumps(made_from, indent=2))
     seconds["compress"], clock = time.perf_counter() - clock, time.perf_counter()
 
     say("inspect")
@@ -176,12 +190,20 @@ def run_demo(
         "post-training": chip_features(from_bytes(load_blob_bytes(post_path))),
         "retrained": chip_features(chip),
     }
+    # What a reused descriptor file must have been made from (the resume-identity rule).
+    identities = {
+        "float": {"model_sha256": stack.weights_sha256()},
+        "post-training": {"blob_sha256": hashlib.sha256(load_blob_bytes(post_path)).hexdigest()},
+        "retrained": {"blob_sha256": hashlib.sha256(data).hexdigest()},
+    }
+    images_hash = images_sha256(names, paths)
     for rnip, label in METHODS:
         sets = {}
         for model_name, features in extractors.items():
             say(f"extract: {label} descriptors, {model_name} model, {len(paths)} images")
             out = workdir / f"desc_{model_name}_{label.lower()}.npz"
-            sets[model_name] = _extract(out, names, paths, features, rnip, model_name, on_image)
+            meta = run_metadata(model=model_name, rnip=rnip, size=C.CHIP_INPUT_HW, **identities[model_name], images_sha256=images_hash)
+            sets[model_name] = _extract(out, names, paths, features, rnip, meta, say, on_image)
             seconds[f"extract {model_name} {label}"], clock = time.perf_counter() - clock, time.perf_counter()
         for kind in KINDS:
             row = {"method": label, "descriptor": kind.value}
@@ -194,14 +216,28 @@ def run_demo(
     return result
 
 
-def _extract(out, names, paths, features, rnip, model_name, on_image) -> DescriptorSet:
+def _extract(out, names, paths, features, rnip, meta, say, on_image) -> DescriptorSet:
+    """The descriptors of `out`, reused only when made by this very run (`meta`), else computed."""
     if out.exists():
-        return load_descriptors(out)
-    store = DescriptorStore(
-        out, names, kind=DescriptorKind.FLOAT, metadata=run_metadata(model=model_name, rnip=rnip, size=C.CHIP_INPUT_HW)
-    )
+        previous = load_descriptors(out)
+        if previous.metadata == json.loads(json.dumps(meta, sort_keys=True)):
+            return previous
+        say(f"{out.name} was made from another model, other images or settings: computing it again")
+    try:
+        store = DescriptorStore(out, names, kind=DescriptorKind.FLOAT, metadata=meta)
+    except PartialMismatch:
+        say(f"{partial_path(out).name} belongs to another run: starting it again")
+        partial_path(out).unlink()
+        store = DescriptorStore(out, names, kind=DescriptorKind.FLOAT, metadata=meta)
     describe_all(list(zip(names, paths)), features, store, rnip=rnip, on_image=on_image)
     return store.finish()
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _as_kind(dset: DescriptorSet, kind: DescriptorKind) -> DescriptorSet:

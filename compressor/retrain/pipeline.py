@@ -11,7 +11,14 @@ import numpy as np
 from chipq.floatnet.model import FloatStack
 from chipq.quant.compress import DEFAULT_INPUT, CompressResult, calibrate
 from chipq.retrain.config import RetrainConfig, StepStats
-from chipq.retrain.trainer import Retrainer, RetrainHooks, load_checkpoint, run_training, torch_settings
+from chipq.retrain.trainer import (
+    SAVE_EVERY_SECONDS,
+    Retrainer,
+    RetrainHooks,
+    load_checkpoint,
+    run_training,
+    torch_settings,
+)
 
 FINAL_COSINE_STEPS = 20  # the reported training cosine is the mean over this many last steps
 
@@ -27,6 +34,7 @@ def compress_retrained(
     checkpoint: Path | None = None,
     resume: bool = False,
     hooks: RetrainHooks | None = None,
+    save_every: float = SAVE_EVERY_SECONDS,
 ) -> CompressResult:
     """Calibrate, retrain (Algorithm 1, distilling the float model) and quantize.
 
@@ -71,7 +79,7 @@ def compress_retrained(
         cache_start = time.monotonic()
         trainer.build_cache(train_images, hooks)
         train_start = time.monotonic()
-        run_training(trainer, checkpoint, replace(hooks, step=on_step))
+        run_training(trainer, checkpoint, replace(hooks, step=on_step), save_every=save_every)
         end = time.monotonic()
     model, reports = trainer.chip_model()
     summary = {

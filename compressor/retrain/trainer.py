@@ -272,6 +272,7 @@ class Retrainer:
             "plan": self.plan,
             "fracs": self.fracs,
             "layers": [c.name for c in self.stack.conv_layers()],
+            "input_hw": list(self.input_hw),
             "model": self.model_hash,
             "data": self.data_hash,
             "step": self.step,
@@ -289,6 +290,7 @@ class Retrainer:
             ("plan", mine["plan"], state.get("plan")),
             ("activation shifts", mine["fracs"], state.get("fracs")),
             ("layers", mine["layers"], state.get("layers")),
+            ("chip input size", mine["input_hw"], state.get("input_hw")),
             ("model weights hash", mine["model"], state.get("model")),
         ):
             if mine_value != theirs:

@@ -45,7 +45,7 @@ import numpy as np
 from numpy.lib import format as npy
 
 from chipq.errors import ChipqError
-from chipq.formats.fileio import FileRefused, atomic_write, open_regular
+from chipq.formats.fileio import FileRefused, atomic_write, open_regular, remove_stale_temps
 
 FILE_VERSION = 1
 READABLE_VERSIONS = frozenset({1})
@@ -439,4 +439,5 @@ class DescriptorStore:
         dset = self.snapshot()
         save_descriptors(self.out, dset)
         self.partial.unlink(missing_ok=True)
+        remove_stale_temps(self.partial)  # a checkpoint write that a kill -9 cut short
         return dset

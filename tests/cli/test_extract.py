@@ -29,7 +29,7 @@ def test_float_model_and_chip_descriptors_are_comparable(tiny_vgg_files, tmp_pat
     pt, blob, photos = tiny_vgg_files
     for source, name in (("--blob", blob), ("--model", pt)):
         out = tmp_path / f"{source[2:]}.npz"
-        result = runner.invoke(app, ["extract", str(photos), source, str(name), "--size", "32x32", "--rnip", "5", "-o", str(out)])
+        result = runner.invoke(app, ["extract", str(photos), source, str(name), "--input", "32x32", "--rnip", "5", "-o", str(out)])
         assert result.exit_code == 0, result.output
     chip, ref = load_descriptors(tmp_path / "blob.npz"), load_descriptors(tmp_path / "model.npz")
     norms = np.linalg.norm(chip.codes, axis=1)

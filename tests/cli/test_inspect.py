@@ -170,3 +170,10 @@ def test_a_bad_size_names_the_option_given():
         parse_size("foo", "--size")
     with pytest.raises(UsageError, match="^--input 0x5"):
         parse_size("0x5")
+
+
+def test_input_size_is_reported_width_x_height(sample_blob_path):
+    """`--input 64x32` is 64 wide and 32 high, and the report says 64x32 (it said 32x64)."""
+    table = CliRunner().invoke(app, ["inspect", str(sample_blob_path), "--input", "64x32"], env=WIDE)
+    assert table.exit_code == 0, table.output
+    assert "peak activation buffer at 64x32" in table.output and "32x64" not in table.output

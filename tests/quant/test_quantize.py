@@ -121,3 +121,13 @@ def test_dequantized_weights_are_alpha_m_shifted():
 def test_plan_length_mismatch_is_refused():
     with pytest.raises(QuantizationError, match="plan has 1"):
         quantize_stack(_tiny_stack(), [3], [4, 4])
+
+
+def test_a_bias_too_large_for_12_bits_names_its_layer():
+    from chipq.floatnet.model import FloatConv
+    from chipq.quant.quantize import quantize_conv
+
+    weight = np.full((2, 3, 3, 3), 0.1, dtype=np.float32)
+    conv = FloatConv("conv3_1", weight, np.array([1e12, 0.0], dtype=np.float32))
+    with pytest.raises(QuantizationError, match="layer conv3_1: bias too large for 12 bits"):
+        quantize_conv(conv, 1, 8, 0)

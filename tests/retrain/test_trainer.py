@@ -150,6 +150,10 @@ def test_resume_refuses_other_settings_and_other_images(calib, tmp_path):
         longer.build_cache(photos(seed=5))
     with pytest.raises(RetrainConfigError, match="model weights"):
         Retrainer(tiny_stack(seed=1), PLAN, fracs, CONFIG, (32, 32)).restore(load_checkpoint(ckpt))
+    with pytest.raises(RetrainConfigError, match="chip input size"):
+        Retrainer(stack, PLAN, fracs, CONFIG, (32, 48)).restore(load_checkpoint(ckpt))
+    with pytest.raises(RetrainConfigError, match="activation shifts"):  # other calibration images
+        Retrainer(stack, PLAN, [f + 1 for f in fracs], CONFIG, (32, 32)).restore(load_checkpoint(ckpt))
 
 
 def test_a_damaged_checkpoint_is_refused(tmp_path):
