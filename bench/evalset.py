@@ -360,14 +360,14 @@ a rerun with the same Pillow writes the same bytes.
 
 - `photos/`: {n_photos} database photos, copied from the repo's `bench/evalset/photos/` (their
   sources, licences and hashes: `photos/LICENSES.md`).
-- `queries/`: {n_queries} edited copies, {n_edits} per database photo: {edits}
-  (see the table in `bench/evalset.py`). Each query's only relevant item is its photo.
+- `queries/`: {n_queries} edited copies: {n_edits} per database photo ({edits}; see the table in
+  `bench/evalset.py`), whose only relevant item is that photo{ukbench_queries}.
 {ukbench_line}- `groundtruth.json`: {{query: [relevant, ...]}}, names relative to this folder; {n_gt} queries.
 
 Disjoint from every training and calibration image of chipq (`compressor/data/photos/`, `samples/`):
 checked by SHA-256 and by 32x32 high-pass thumbnail correlation (4 rotations, against 28 windows of
-each training image);
-highest correlation with any training image {max_corr} (`{pair0}` vs `{pair1}`), threshold {thr}.
+each training image); highest correlation with any training image {max_corr}, threshold {thr}
+(`{pair0}` vs `{pair1}`).
 
 Evaluate (NIP at 224x224, Holidays-rule mAP; `--exclude-queries` keeps the edited copies out of
 the database, the UKBench views stay in since they are each other's positives):
@@ -412,15 +412,17 @@ def build(out: Path, ukbench: Path | None) -> dict:
                 fn, quality = EDITS["strong"]
                 _save(fn(_load(src), _rng(f"{src.name}/strong")), out / name, quality)
                 gt[name] = names
-        ukbench_line = (f"- `ukbench/`: the {sum(len(g) for g in groups)} UKBench-56 images ({len(groups)} objects x 4 real "
-                        "views; research-use images, not redistributed by chipq): each is a query whose\n"
-                        "  relevant items are the other 3 views, and its `strong` edit "
-                        "(`queries/ukbench_*_strong.jpg`) a query whose relevant items are all 4.\n")
+        ukbench_line = (
+            f"- `ukbench/`: the {sum(len(g) for g in groups)} UKBench-56 images ({len(groups)} objects x 4 real views;\n"
+            "  research-use images, not redistributed by chipq): each is a query whose relevant items are\n"
+            "  the other 3 views, and its `strong` edit (`queries/ukbench_*_strong.jpg`) a query whose\n"
+            "  relevant items are all 4 views.\n")
     (out / "groundtruth.json").write_text(json.dumps(gt, indent=1, sort_keys=True) + "\n")
     n_queries = sum(1 for _ in (out / "queries").glob("*.jpg"))
     (out / "README.md").write_text(README.format(
         seed=SEED, n_photos=len(photos), n_queries=n_queries, n_edits=len(EDITS),
-        edits=", ".join(EDITS), ukbench_line=ukbench_line, n_gt=len(gt),
+        edits=", ".join(EDITS), ukbench_line=ukbench_line,
+        ukbench_queries=", plus one `strong` edit per UKBench image" if ukbench is not None else "", n_gt=len(gt),
         max_corr=report["max_thumbnail_correlation"], pair0=report["closest_pair"][0],
         pair1=report["closest_pair"][1], thr=NEAR_DUPLICATE))
     summary = {"out": str(out), "database_photos": len(photos), "queries": len(gt),
