@@ -60,6 +60,12 @@ Evaluate (NIP at 224x224)::
     python bench/evalset.py build --out /tmp/evalset --ukbench /work/shared/data/ukbench56
     chipq extract /tmp/evalset --model vgg16.pt -o float.npz
     chipq eval float.npz --gt /tmp/evalset/groundtruth.json --exclude-queries
+    chipq extract /tmp/evalset --blob b.blob -o chip.npz
+    python bench/evalset.py score --gt /tmp/evalset/groundtruth.json --float float.npz \\
+        --chip post-training=chip.npz -o bench/results/evalset.json
+
+``score`` runs ``chipq eval`` on each file and adds the mAP per edit and, for chip descriptors,
+the mean cosine of each image's descriptor to the float one.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ import io
 import json
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import zlib
@@ -430,6 +437,54 @@ def build(out: Path, ukbench: Path | None) -> dict:
     return summary
 
 
+# ---------------------------------------------------------------------------------------------
+# score: mAP per edit and descriptor cosine to float, from `chipq extract` files
+
+
+def _group(query: str) -> str:
+    if query.startswith("ukbench/"):
+        return "ukbench-views"
+    edit = Path(query).stem.rsplit("_", 1)[1]
+    return f"ukbench-{edit}" if Path(query).name.startswith("ukbench_") else edit
+
+
+def _eval(npz: Path, gt: Path) -> dict:
+    chipq = Path(sys.executable).with_name("chipq")
+    out = subprocess.run([str(chipq) if chipq.exists() else "chipq", "eval", str(npz), "--gt", str(gt), "--exclude-queries", "--json"],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"chipq eval {npz}: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def score(gt: Path, float_npz: Path, chips: dict[str, Path]) -> dict:
+    """mAP (all queries and per edit) of each descriptor file; for chips, the mean cosine to float."""
+    ref = np.load(float_npz)
+    ref_rows = dict(zip(ref["names"].tolist(), ref["descriptors"]))
+    result = {"groundtruth": str(gt), "protocol": "chipq eval --exclude-queries (Holidays-rule mAP)",
+              "models": {}}
+    for label, npz in {"float": float_npz, **chips}.items():
+        ev = _eval(npz, gt)
+        groups: dict[str, list[float]] = {}
+        for row in ev["results"]:
+            groups.setdefault(_group(row["query"]), []).append(row["ap"])
+        entry = {"descriptors": str(npz), "metadata": json.loads(str(np.load(npz)["metadata"])),
+                 "map": round(ev["map"], 4), "queries": ev["queries"], "database": ev["database_size"],
+                 "map_by_edit": {k: round(float(np.mean(v)), 4) for k, v in sorted(groups.items())}}
+        if label != "float":
+            data = np.load(npz)
+            cos = []
+            for name, d in zip(data["names"].tolist(), data["descriptors"]):
+                f = ref_rows[name]
+                d = d.astype(np.float64)
+                cos.append(float(d @ f / (np.linalg.norm(d) * np.linalg.norm(f) + 1e-12)))
+            entry["mean_cosine_to_float"] = round(float(np.mean(cos)), 4)
+            entry["min_cosine_to_float"] = round(float(np.min(cos)), 4)
+            entry["map_gap_to_float"] = round(ev["map"] - result["models"]["float"]["map"], 4)
+        result["models"][label] = entry
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -441,7 +496,20 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--ukbench", type=Path, default=None, help="UKBench-56 folder (jpg/, groundtruth.json)")
         if name == "build":
             q.add_argument("--out", type=Path, required=True)
+    q = sub.add_parser("score", help="mAP per edit and cosine to float from `chipq extract` files")
+    q.add_argument("--gt", type=Path, required=True)
+    q.add_argument("--float", dest="float_npz", type=Path, required=True)
+    q.add_argument("--chip", action="append", default=[], metavar="LABEL=NPZ")
+    q.add_argument("-o", "--output", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
+    if args.cmd == "score":
+        chips = dict(item.split("=", 1) for item in args.chip)
+        result = score(args.gt, args.float_npz, {k: Path(v) for k, v in chips.items()})
+        text = json.dumps(result, indent=1)
+        if args.output:
+            args.output.write_text(text + "\n")
+        print(text)
+        return 0
     if args.cmd == "photos":
         make_eval_photos(args.out, args.debs)
     elif args.cmd == "check":

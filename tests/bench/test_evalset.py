@@ -100,3 +100,27 @@ def test_build_writes_queries_and_ground_truth_deterministically(tmp_path, monke
     evalset.build(tmp_path / "b", ukbench)
     for path in sorted((tmp_path / "a").rglob("*.jpg")):
         assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes(), path
+
+
+def _npz(path, names, descriptors):
+    np.savez(path, format_version=np.array(1), kind=np.array("float"), dim=np.array(descriptors.shape[1]),
+             names=np.array(names), descriptors=descriptors.astype(np.float32),
+             metadata=np.array(json.dumps({"model": "test"})))
+
+
+def test_score_reports_map_per_edit_and_cosine_to_float(tmp_path):
+    rng = np.random.default_rng(1)
+    names = ["photos/a.jpg", "photos/b.jpg", "queries/a_crop25.jpg", "queries/b_crop25.jpg",
+             "queries/a_jpeg10.jpg", "queries/b_jpeg10.jpg"]
+    base = rng.normal(size=(2, 16))
+    ref = np.concatenate([base, base + 0.1 * rng.normal(size=(2, 16)), base[::-1]])  # jpeg10: swapped
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    gt = {q: [f"photos/{q.split('/')[1].split('_')[0]}.jpg"] for q in names[2:]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    _npz(tmp_path / "f.npz", names, ref)
+    _npz(tmp_path / "c.npz", names, -ref)
+    result = evalset.score(tmp_path / "gt.json", tmp_path / "f.npz", {"chip": tmp_path / "c.npz"})
+    float_row, chip = result["models"]["float"], result["models"]["chip"]
+    assert float_row["map_by_edit"] == {"crop25": 1.0, "jpeg10": 0.25}  # Holidays rule: rank 2 -> 0.25
+    assert float_row["map"] == 0.625 and float_row["queries"] == 4
+    assert chip["mean_cosine_to_float"] == -1.0 and chip["map_gap_to_float"] == round(chip["map"] - 0.625, 4)
