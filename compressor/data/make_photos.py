@@ -69,6 +69,7 @@ LICENCE_NAMES = {
     "CC-BY-SA-4.0": "CC BY-SA 4.0",
 }
 
+RASTER = {"jpg", "jpeg", "png", "webp"}
 GCOMPRIS = ("gcompris-qt-data", "3.1-2")
 GCOMPRIS_COPYRIGHT = "usr/share/doc/gcompris-qt-data/copyright"
 GCOMPRIS_RCC = "usr/share/gcompris-qt/rcc"
@@ -133,11 +134,11 @@ def parse_dep5(text: str) -> list[dict[str, str]]:
             if match and not line[:1].isspace():
                 key = match.group(1)
                 fields[key] = match.group(2).strip()
-            elif key is not None:
+            elif key is not None and line.strip():
                 stripped = line.strip()
                 fields[key] += "\n" + ("" if stripped == "." else stripped)
         if "Files" in fields:
-            stanzas.append(fields)
+            stanzas.append({k: v.strip() for k, v in fields.items()})
     return stanzas
 
 
@@ -145,15 +146,18 @@ def dep5_stanza(stanzas: list[dict[str, str]], path: str) -> dict[str, str] | No
     """The stanza that governs `path` (the last matching one, as DEP-5 says).
 
     GCompris' copyright names the files of its source tree (``.jpg``/``.png``); the package ships
-    them re-encoded (``.webp``) under the same name, so patterns are compared without extension.
+    them re-encoded (``.webp``) under the same name, so a pattern ending in a raster image
+    extension is also compared without its extension (``x/*.jpg`` governs ``x/a.webp``).
     """
     stem = path.rsplit(".", 1)[0]
     stem = GCOMPRIS_ALIASES.get(stem, stem)
     hit = None
     for stanza in stanzas:
         for pattern in stanza["Files"].split():
+            base, _, ext = pattern.rpartition(".")
+            pattern_stem = base if ext.lower() in RASTER and "/" not in ext else None
             if fnmatch.fnmatchcase(path, pattern) or (
-                "*" not in pattern and pattern.rsplit(".", 1)[0] == stem
+                pattern_stem is not None and fnmatch.fnmatchcase(stem, pattern_stem)
             ):
                 hit = stanza
     return hit
