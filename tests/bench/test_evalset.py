@@ -7,11 +7,10 @@ import io
 import json
 import re
 
+import evalset
 import numpy as np
 import pytest
 from PIL import Image
-
-import evalset
 
 ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|([^|]*)\|([^|]*)\|([^|]*)\|\s*`([0-9a-f]{64})`\s*\|\s*$")
 ALLOWED = {"Public domain", "CC0 1.0", "CC BY 1.0", "CC BY 2.0", "CC BY 2.5", "CC BY 3.0", "CC BY 4.0",
