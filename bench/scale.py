@@ -209,9 +209,9 @@ def synthetic(crops: dict[str, np.ndarray], count: int, sigma: float, seed: int)
 
 
 def scale(model_path: Path, blob: Path, work: Path, n_crops: int, n_distractors: int, sigma: float) -> dict:
+    from chipq.retrieval import index as idx
     from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode
     from chipq.retrieval.scoring import evaluate, load_ground_truth
-    from chipq.retrieval.scoring import index as idx
 
     gt = load_ground_truth(cm.UKBENCH / "groundtruth.json")
     t0 = time.perf_counter()

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from chipq.retrieval import distributed as dist
 from chipq.retrieval.descriptors import DescriptorKind
-from chipq.retrieval.scoring import distributed as dist
 
 
 def test_shard_round_trip_and_hostile_shards():

@@ -7,9 +7,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from chipq.retrieval import index as idx
 from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode, save_descriptors
 from chipq.retrieval.scoring import database_mask, evaluate, holidays_ground_truth, similarities
-from chipq.retrieval.scoring import index as idx
 
 pytest.importorskip("faiss", reason="faiss is an optional part: pip install 'chipq[index]'")
 
@@ -54,7 +54,7 @@ def test_ranks_through_the_index_equal_the_full_ranking(kind, exclude, use_faiss
 
 
 def test_tiny_blocks_change_nothing(monkeypatch):
-    from chipq.retrieval.scoring import scoring
+    from chipq.retrieval import scoring
 
     dset = _dataset(DescriptorKind.FLOAT)
     gt, _ = holidays_ground_truth(dset.names)
