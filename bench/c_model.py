@@ -150,10 +150,12 @@ def run(model: Path | None = None, blob: Path | None = None, work: Path = cm.DEF
 
 def render(result: dict) -> str:
     """The BENCHMARKS.md section."""
-    rows = [
-        [LABELS[name], f"{row['seconds']:,.2f}", cm.fmt(row.get("cpu_seconds"), 2), f"{row['ratio_to_golden']:.3f}x", row["runs"]]
-        for name, row in result["engines"].items()
-    ]
+    golden_cpu = result["engines"]["chipq_golden"].get("cpu_seconds")
+    rows = []
+    for name, row in result["engines"].items():
+        cpu = row.get("cpu_seconds")
+        cpu_ratio = f"{cpu / golden_cpu:.3f}x" if cpu is not None and golden_cpu else "—"
+        rows.append([LABELS[name], f"{row['seconds']:,.2f}", cm.fmt(cpu, 2), f"{row['ratio_to_golden']:.3f}x", cpu_ratio, row["runs"]])
     other = result.get("other_cpu_share")
     hw = cm.hw_text(result["input_hw"])
     return "\n".join(
@@ -164,9 +166,11 @@ def render(result: dict) -> str:
             f"({result['compiler']}, {result['cflags']}) on the post-training `{cm.MAIN_PLAN}` blob, one photo "
             f"(`{Path(result['image']).name}`) at {hw}, all {result['layers']} layers. chipq_ref's time is a "
             "whole process (read and check the blob, run, write every layer's map); median of "
-            f"{result['method']['repeats']} rounds, golden executor once.",
+            f"{result['method']['repeats']} rounds, golden executor once. *CPU s* is the CPU time the run used "
+            "(chipq_ref: the child process; golden and fast: this process, all threads); on a busy machine it "
+            "is the steadier figure.",
             "",
-            cm.md_table(["executor", "seconds / image", "CPU s", "× golden", "runs"], rows),
+            cm.md_table(["executor", "seconds / image", "CPU s", "× golden", "× golden, CPU", "runs"], rows),
             "",
             f"chipq_ref equal to golden on every element of every layer: {'yes' if result['c_model_equal_to_golden'] else 'NO'}; "
             f"fast == golden: {'yes' if result['fast_equal_to_golden'] else 'NO'}"

@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 from cmodel_build import REPO
 
-CHIPQ = Path(sys.executable).parent / "chipq"
+# The chipq of the interpreter running the tests, whatever PATH or the console script say.
+CHIPQ = (sys.executable, "-c", "import sys; from chipq.cli import main; sys.argv[0] = 'chipq'; main()")
 PHOTOS = REPO / "samples" / "photos"
 
 
 def sh(*args, cwd: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=1800)
+    command = [str(a) for arg in args for a in (arg if isinstance(arg, tuple) else (arg,))]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=1800)
     assert done.returncode == 0, f"{args}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done
 
