@@ -79,7 +79,7 @@ def kill_and_rerun(base: Path, tmp_path: Path, argv: list[str], out: str, resume
 
 
 def test_compress_killed_then_rerun(base, tmp_path):
-    argv = ["compress", "model.pt", "--plan", corpus.PLAN, "--calib", "photos", "--input", "32x32", "-o", "out.blob"]
+    argv = ["compress", "model.pt", "--plan", corpus.PLAN, "--calib", "photos", "--input", "32x32", "--no-retrain", "-o", "out.blob"]
     kill_and_rerun(base, tmp_path, argv, "out.blob")
 
 
