@@ -21,6 +21,7 @@ from .float_ref import FloatReference
 from .floatmodel import FloatConv, FloatStack
 from .formats.model import ChipModel
 from .images import ImageError, list_images, load_image, resize
+from .quant.reconstruct import ReconstructConfig, reconstruct
 from .quantize import LayerReport, quantize_stack
 from .retrain import RetrainConfig, Retrainer, RetrainHooks, StepStats, load_checkpoint, run_training, torch_settings
 
@@ -97,8 +98,15 @@ def compress(
     calib: np.ndarray,
     input_hw: tuple[int, int] = DEFAULT_INPUT,
     step: Callable[[str], None] | None = None,
+    reconstruction: ReconstructConfig | None = ReconstructConfig(),
+    reconstruct_images: int = RetrainConfig.init_images,
 ) -> CompressResult:
     """Quantize `stack` with mask widths `plan`, shifts calibrated on `calib`.
+
+    By default each layer's α·M, bias and output shift are chosen for the layer's output on the
+    first `reconstruct_images` calibration images (`chipq.quant.reconstruct`); with
+    ``reconstruction=None`` every kernel is the least-squares fit of its float weights (the
+    weight-only quantization of `quantize_stack`).
 
     Args:
         stack: the float model (a trailing max-pool is dropped).
@@ -106,6 +114,8 @@ def compress(
         calib: uint8 (N, 3, H, W) calibration images at the chip input size.
         input_hw: the chip's input buffer size stored in the blob.
         step: called with a short description as each stage starts (for progress display).
+        reconstruction: settings of the data-driven reconstruction, None for weight-only.
+        reconstruct_images: how many of the calibration images the reconstruction uses.
 
     Returns:
         The model, the per-layer weight error reports and the activation fraction bits.
@@ -114,10 +124,28 @@ def compress(
     if step:
         step("calibrating activations")
     fracs = calibrate(stack, calib)
+    quantized = stack
+    if reconstruction is not None:
+        quantized, fracs, _ = reconstruct(stack, plan, fracs, calib[:reconstruct_images], reconstruction, step)
     if step:
         step("quantizing weights")
-    model, reports = quantize_stack(stack, plan, fracs, input_hw)
+    model, reports = quantize_stack(quantized, plan, fracs, input_hw)
+    if reconstruction is not None:  # report the error against the float weights, not the shadow's
+        reports = _weight_reports(stack, model)
     return CompressResult(model, reports, fracs, int(calib.shape[0]))
+
+
+def _weight_reports(stack: FloatStack, model: ChipModel) -> list[LayerReport]:
+    from .quantize import _report, fold_input_normalisation, input_mean_int
+
+    convs = stack.conv_layers()
+    first = fold_input_normalisation(convs[0], stack.mean, stack.std, input_mean_int(stack.mean))
+    return [_report(first if i == 0 else conv, layer) for i, (conv, layer) in enumerate(zip(convs, model.conv_layers()))]
+
+
+def reconstruct_config(config: RetrainConfig) -> ReconstructConfig:
+    """The reconstruction settings a retraining configuration asks for."""
+    return ReconstructConfig(positions=config.init_positions, seed=config.seed, threads=config.threads)
 
 
 def compress_retrained(
@@ -166,7 +194,12 @@ def compress_retrained(
         raise ValueError("resume needs a checkpoint path")
     stack = stack.without_trailing_pool()
     fracs = calibrate(stack, calib)
-    trainer = Retrainer(stack, plan, fracs, config, input_hw)
+    init_start = time.monotonic()
+    init = None
+    if config.init == "reconstruct":
+        init, fracs, _ = reconstruct(stack, plan, fracs, calib[: config.init_images], reconstruct_config(config))
+    init_seconds = time.monotonic() - init_start
+    trainer = Retrainer(stack, plan, fracs, config, input_hw, init=init)
     resumed_at = 0
     if resume:
         trainer.restore(load_checkpoint(checkpoint), str(checkpoint))
@@ -184,6 +217,7 @@ def compress_retrained(
         "steps": trainer.step,
         "resumed_at_step": resumed_at,
         "trained_layers": list(trainer.net.weights.keys()),
+        "init_seconds": init_seconds,
         "cache_seconds": train_start - cache_start,
         "train_seconds": end - train_start,
         "seconds_per_step": (end - train_start) / max(1, trainer.step - resumed_at),
