@@ -45,13 +45,23 @@ class EvalSet:
         images = folder / "jpg" if (folder / "jpg").is_dir() else folder
         raw = json.loads((folder / "groundtruth.json").read_text())
         gt = parse_ground_truth(raw, str(folder))
-        paths = [p for p in list_images(images) if keep is None or p.name in keep]
-        names = [p.name for p in paths]
+        paths = list_images(images)
+        relative = [p.relative_to(images).as_posix() for p in paths]
+        if not set(gt) & set(relative):  # ground truth by file name (UKBench-56)
+            relative = [p.name for p in paths]
+        chosen = [(p, n) for p, n in zip(paths, relative) if keep is None or n in keep or p.name in keep]
+        paths, names = [p for p, _ in chosen], [n for _, n in chosen]
         stacked = np.stack([np.stack(rotated_inputs(load_image(p), SIZE)) for p in paths])
         pixels = np.ascontiguousarray(stacked.reshape(-1, *SIZE, 3).transpose(0, 3, 1, 2))
         inside = set(names)
         gt = {q: [p for p in pos if p in inside] for q, pos in gt.items() if q in inside}
         return cls(names, pixels, {q: pos for q, pos in gt.items() if pos})
+
+    def every(self, step: int) -> "EvalSet":
+        """Every `step`-th image (for cheap curve points: cosine only, no ground truth)."""
+        rows = np.arange(0, len(self.names), step)
+        pixel_rows = (rows[:, None] * ROTATIONS + np.arange(ROTATIONS)).ravel()
+        return EvalSet([self.names[i] for i in rows], self.pixels[pixel_rows], {})
 
 
 def descriptors(maps: np.ndarray) -> np.ndarray:
@@ -60,10 +70,11 @@ def descriptors(maps: np.ndarray) -> np.ndarray:
 
 
 def scores(eset: EvalSet, desc: np.ndarray, reference: np.ndarray) -> dict:
+    """mAP (`chipq eval --exclude-queries`) and mean cosine of `desc` to `reference`."""
     dset = DescriptorSet(eset.names, encode(desc, DescriptorKind.FLOAT), DescriptorKind.FLOAT, desc.shape[1])
     unit = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-30)
     ref = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-30)
-    return {"map": evaluate(dset, eset.gt).mean_ap, "cosine": float(np.mean((unit * ref).sum(axis=1)))}
+    return {"map": evaluate(dset, eset.gt, exclude_queries=True).mean_ap if eset.gt else None, "cosine": float(np.mean((unit * ref).sum(axis=1)))}
 
 
 def float_descriptors(stack: FloatStack, eset: EvalSet) -> np.ndarray:
