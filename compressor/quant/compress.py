@@ -20,8 +20,10 @@ from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel
 from chipq.images import ImageError, list_images, load_image, resize
+from chipq.quant import RECONSTRUCT_IMAGES
 from chipq.quant.calibrate import choose_fracs
 from chipq.quant.quantize import LayerReport, quantize_stack
+from chipq.quant.reconstruct import ReconstructConfig, reconstruct
 
 DEFAULT_INPUT = C.CHIP_INPUT_HW
 MAX_CALIB_IMAGES = 64  # enough for stable shifts; the first N in sorted order, so runs repeat
@@ -97,8 +99,15 @@ def compress(
     calib: np.ndarray,
     input_hw: tuple[int, int] = DEFAULT_INPUT,
     step: Callable[[str], None] | None = None,
+    reconstruction: ReconstructConfig | None = ReconstructConfig(),
+    reconstruct_images: int = RECONSTRUCT_IMAGES,
 ) -> CompressResult:
     """Quantize `stack` with mask widths `plan`, shifts calibrated on `calib`.
+
+    By default each layer's α·M, bias and output shift are chosen for the layer's output on the
+    first `reconstruct_images` calibration images (`chipq.quant.reconstruct`); with
+    ``reconstruction=None`` every kernel is the least-squares fit of its float weights (the
+    weight-only quantization of `quantize_stack`).
 
     Args:
         stack: the float model (a trailing max-pool is dropped).
@@ -106,6 +115,8 @@ def compress(
         calib: uint8 (N, 3, H, W) calibration images at the chip input size.
         input_hw: the chip's input buffer size stored in the blob.
         step: called with a short description as each stage starts (for progress display).
+        reconstruction: settings of the data-driven reconstruction, None for weight-only.
+        reconstruct_images: how many of the calibration images the reconstruction uses.
 
     Returns:
         The model, the per-layer weight error reports and the activation fraction bits.
@@ -114,7 +125,21 @@ def compress(
     if step:
         step("calibrating activations")
     fracs = calibrate(stack, calib)
+    quantized = stack
+    if reconstruction is not None:
+        quantized, fracs, _ = reconstruct(stack, plan, fracs, calib[:reconstruct_images], reconstruction, step)
     if step:
         step("quantizing weights")
-    model, reports = quantize_stack(stack, plan, fracs, input_hw)
+    model, reports = quantize_stack(quantized, plan, fracs, input_hw)
+    if reconstruction is not None:  # report the error against the float weights, not the shadow's
+        reports = weight_reports(stack, model)
     return CompressResult(model, reports, fracs, int(calib.shape[0]))
+
+
+def weight_reports(stack: FloatStack, model: ChipModel) -> list[LayerReport]:
+    """Each conv layer's weight error of `model` against the float `stack` (conv1 input-folded)."""
+    from chipq.quant.quantize import _report, fold_input_normalisation, input_mean_int
+
+    convs = stack.conv_layers()
+    first = fold_input_normalisation(convs[0], stack.mean, stack.std, input_mean_int(stack.mean))
+    return [_report(first if i == 0 else conv, layer) for i, (conv, layer) in enumerate(zip(convs, model.conv_layers()))]

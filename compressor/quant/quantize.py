@@ -79,6 +79,15 @@ def fit_kernels(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
         err = ((w - alpha[:, None] * m) ** 2).sum(axis=1)
         better = err < best_err
         best_alpha[better], best_m[better], best_err[better] = alpha[better], m[better], err[better]
+    # One more start: alpha = the smallest |w|. A kernel that already is alpha * M with some level
+    # of magnitude 1 (what `chipq.quant.reconstruct` makes) is then found exactly, whatever its peak.
+    alpha = np.abs(w).min(axis=1)
+    for _ in range(_LLOYD_ITERATIONS):
+        m = nearest_level(w / np.where(alpha > 0, alpha, 1.0)[:, None], bits)
+        alpha = np.maximum((w * m).sum(axis=1) / (m * m).sum(axis=1), 0.0)
+    err = ((w - alpha[:, None] * m) ** 2).sum(axis=1)
+    better = err <= best_err  # on a tie (an all-equal |w| kernel) the smaller levels: alpha rounds exactly
+    best_alpha[better], best_m[better] = alpha[better], m[better]
     return best_alpha, best_m
 
 
@@ -208,6 +217,11 @@ def quantize_conv(conv: FloatConv, bits: int, in_frac: int, out_frac: int) -> Co
     if out_shift > C.OUT_SHIFT_MAX:
         raise QuantizationError(f"layer {conv.name}: out_shift {out_shift} exceeds {C.OUT_SHIFT_MAX}")
     return ConvLayer(conv.name, bits, shift, bias_shift, out_shift, alpha, codes, bias)
+
+
+def dequantized_bias(layer: ConvLayer, in_frac: int) -> np.ndarray:
+    """The real value of a conv layer's integer bias (SPEC 4.4), float64."""
+    return layer.bias.astype(np.float64) * 2.0 ** (layer.bias_shift - layer.weight_shift - in_frac)
 
 
 def quantize_stack(

@@ -10,6 +10,9 @@ import math
 from dataclasses import dataclass
 
 from chipq.errors import ChipqError
+from chipq.quant import RECONSTRUCT_IMAGES
+
+INITS = ("reconstruct", "weights")
 
 
 class RetrainConfigError(ChipqError):
@@ -30,8 +33,15 @@ class RetrainConfig:
     map_weight: float = 1.0
     desc_weight: float = 1.0
     threads: int = 2
+    init: str = "reconstruct"  # where training starts: "reconstruct" (chipq.quant.reconstruct) or "weights"
+    init_images: int = RECONSTRUCT_IMAGES  # calibration images the reconstruction uses (the first N)
+    init_positions: int = 4096  # sampled positions per layer for the reconstruction's statistics
 
     def check(self) -> None:
+        if self.init not in INITS:
+            raise RetrainConfigError(f"retraining init {self.init!r}: one of {', '.join(INITS)}")
+        if self.init_images < 1 or self.init_positions < 1:
+            raise RetrainConfigError("retraining init_images and init_positions must be at least 1")
         for name in ("steps", "batch", "crop", "samples", "threads"):
             least = 0 if name == "steps" else 1
             if getattr(self, name) < least:

@@ -10,6 +10,7 @@ import numpy as np
 
 from chipq.floatnet.model import FloatStack
 from chipq.quant.compress import DEFAULT_INPUT, CompressResult, calibrate
+from chipq.quant.reconstruct import ReconstructConfig, reconstruct
 from chipq.retrain.config import RetrainConfig, StepStats
 from chipq.retrain.trainer import (
     SAVE_EVERY_SECONDS,
@@ -21,6 +22,11 @@ from chipq.retrain.trainer import (
 )
 
 FINAL_COSINE_STEPS = 20  # the reported training cosine is the mean over this many last steps
+
+
+def reconstruct_config(config: RetrainConfig) -> ReconstructConfig:
+    """The reconstruction settings a retraining configuration asks for."""
+    return ReconstructConfig(positions=config.init_positions, seed=config.seed, threads=config.threads)
 
 
 def compress_retrained(
@@ -70,7 +76,12 @@ def compress_retrained(
         raise ValueError("resume needs a checkpoint path")
     stack = stack.without_trailing_pool()
     fracs = calibrate(stack, calib)
-    trainer = Retrainer(stack, plan, fracs, config, input_hw)
+    init_start = time.monotonic()
+    init = None
+    if config.init == "reconstruct":
+        init, fracs, _ = reconstruct(stack, plan, fracs, calib[: config.init_images], reconstruct_config(config))
+    init_seconds = time.monotonic() - init_start
+    trainer = Retrainer(stack, plan, fracs, config, input_hw, init=init)
     resumed_at = 0
     if resume:
         trainer.restore(load_checkpoint(checkpoint), str(checkpoint))
@@ -88,6 +99,7 @@ def compress_retrained(
         "steps": trainer.step,
         "resumed_at_step": resumed_at,
         "trained_layers": list(trainer.net.weights.keys()),
+        "init_seconds": init_seconds,
         "cache_seconds": train_start - cache_start,
         "train_seconds": end - train_start,
         "seconds_per_step": (end - train_start) / max(1, trainer.step - resumed_at),

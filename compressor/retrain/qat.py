@@ -12,17 +12,16 @@ rounding (STE): the gradient of the quantized weight is applied to the shadow we
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
+from chipq.floatnet.model import FloatConv, FloatPool
 from chipq.formats import constants as C
 from chipq.formats.model import ConvLayer
-from chipq.quant.quantize import dequantized_weights, fold_input_normalisation, input_mean_int, quantize_conv
+from chipq.quant.fold import InputFold  # noqa: F401 (part of this module's interface)
+from chipq.quant.quantize import dequantized_bias, dequantized_weights, input_mean_int, quantize_conv  # noqa: F401
 
 
 def round_half_up_ste(x: torch.Tensor) -> torch.Tensor:
@@ -39,35 +38,6 @@ def fake_quant_activations(x: torch.Tensor, frac: int) -> torch.Tensor:
     step = 2.0**-frac
     clipped = torch.clamp(x, 0.0, C.ACT_MAX * step)
     return round_half_up_ste(clipped / step) * step
-
-
-def dequantized_bias(layer: ConvLayer, in_frac: int) -> np.ndarray:
-    """The real value of a conv layer's integer bias (SPEC 4.4), float64."""
-    return layer.bias.astype(np.float64) * 2.0 ** (layer.bias_shift - layer.weight_shift - in_frac)
-
-
-@dataclass(frozen=True)
-class InputFold:
-    """conv1's input normalisation: the chip feeds ``x0 = p − mean_int`` (SPEC 4.1, 6)."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    mean_int: tuple[int, ...]
-
-    @classmethod
-    def of(cls, stack: FloatStack) -> "InputFold":
-        return cls(stack.mean, stack.std, input_mean_int(stack.mean))
-
-    def apply(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`fold_input_normalisation` in torch (differentiable): the weights and bias seen by x0."""
-        scale = 1.0 / (255.0 * torch.tensor(self.std, dtype=torch.float64))
-        folded_w = weight.double() * scale[None, :, None, None]
-        rest = torch.tensor(self.mean_int, dtype=torch.float64) - 255.0 * torch.tensor(self.mean, dtype=torch.float64)
-        folded_b = bias.double() + (folded_w.sum(dim=(2, 3)) * rest[None, :]).sum(dim=1)
-        return folded_w.float(), folded_b.float()
-
-    def apply_numpy(self, conv: FloatConv) -> FloatConv:
-        return fold_input_normalisation(conv, self.mean, self.std, self.mean_int)
 
 
 class QatNet(nn.Module):

@@ -163,6 +163,8 @@ class Retrainer:
         fracs: calibrated output fraction bits per conv layer.
         config: the settings.
         input_hw: the chip input size stored in the blob.
+        init: the weights training starts from (and the frozen prefix's), e.g. the output of
+            `chipq.quant.reconstruct.reconstruct`; None: `stack` itself. The teacher is `stack`.
     """
 
     def __init__(
@@ -172,18 +174,22 @@ class Retrainer:
         fracs: list[int],
         config: RetrainConfig,
         input_hw: tuple[int, int] = C.CHIP_INPUT_HW,
+        init: FloatStack | None = None,
     ) -> None:
         config.check()
         self.stack = stack.without_trailing_pool()
+        self.init = self.stack if init is None else init.without_trailing_pool()
         self.plan, self.fracs, self.config, self.input_hw = list(plan), list(fracs), config, input_hw
-        convs = self.stack.conv_layers()
+        convs = self.init.conv_layers()
+        if [c.name for c in convs] != [c.name for c in self.stack.conv_layers()]:
+            raise ValueError("the starting weights have other layers than the model")
         start = first_trained([c.name for c in convs], self.plan, config.train_from)
-        self.split = self.stack.layers.index(convs[start])  # layers[split:] are trained
-        ptq, _ = quantize_stack(self.stack, self.plan, self.fracs, input_hw)
+        self.split = self.init.layers.index(convs[start])  # layers[split:] are trained
+        ptq, _ = quantize_stack(self.init, self.plan, self.fracs, input_hw)
         self.prefix = ChipModel(*_model_head(ptq), tuple(ptq.layers[: self.split]))
         in_frac = self.prefix.activation_fracs()[-1] if self.split else 0
         self.net = QatNet(
-            self.stack.layers[self.split :],
+            self.init.layers[self.split :],
             self.plan[start:],
             self.fracs[start:],
             in_frac,
@@ -192,7 +198,7 @@ class Retrainer:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.step = 0
         self.updating = False
-        self.model_hash = stack_hash(self.stack)
+        self.model_hash = stack_hash(self.stack) + ("" if init is None else "+" + stack_hash(self.init))
         self.data_hash = ""
         self.resume_data_hash = ""  # set by `restore`: the cache must be built from the same samples
         self.inputs: torch.Tensor | None = None
@@ -255,7 +261,7 @@ class Retrainer:
 
     def float_stack(self) -> FloatStack:
         """The float stack with the trained layers' shadow weights in place."""
-        layers = list(self.stack.layers[: self.split]) + self.net.float_layers()
+        layers = list(self.init.layers[: self.split]) + self.net.float_layers()
         return FloatStack(layers, self.stack.mean, self.stack.std, self.stack.source)
 
     def chip_model(self) -> tuple[ChipModel, list[LayerReport]]:

@@ -26,7 +26,7 @@ def batch(n: int = 3, seed: int = 0) -> np.ndarray:
 
 def test_compress_is_quantize_stack_with_calibrated_shifts():
     stack, calib = tiny_stack(), batch()
-    result = compress(stack, [3, 1], calib, (16, 16))
+    result = compress(stack, [3, 1], calib, (16, 16), reconstruction=None)  # weight-only
     fracs = calibrate(stack, calib)
     assert result.act_fracs == fracs and len(fracs) == 2 and result.calib_count == 3
     want, _ = quantize_stack(stack, [3, 1], fracs, (16, 16))
@@ -38,7 +38,7 @@ def test_compress_is_quantize_stack_with_calibrated_shifts():
 def test_compress_reports_stages_and_repeats_bytes():
     seen = []
     first = compress(tiny_stack(), [2, 2], batch(), (16, 16), step=seen.append)
-    assert seen == ["calibrating activations", "quantizing weights"]
+    assert seen == ["calibrating activations", "reconstructing conv1_1", "reconstructing conv2_1", "quantizing weights"]
     assert to_bytes(compress(tiny_stack(), [2, 2], batch(), (16, 16)).model) == to_bytes(first.model)
 
 

@@ -1,0 +1,207 @@
+"""The compress recipe on the real VGG-16 `3x7,1x6`: cosine and mAP vs minutes, and the loss budget.
+
+Run (nohup it; tens of minutes on the 2-core machine):
+
+    .venv/bin/python bench/recipe.py --model /work/models/vgg16.pt \\
+        --train /work/shared_sets/train/photos --eval /work/shared_sets/eval
+
+Training and calibration images: --train (default the shipped photo set); evaluation: --eval, a
+set disjoint from them (`bench/evalset.py`), every image described by NIP at 224x224 (four
+rotations), mAP as `chipq eval --exclude-queries`, cosine = mean cosine of the chip's descriptor to
+the float model's for the same image. Rows:
+
+- float VGG-16; post-training weight-only (`quantize_stack`, the old default); post-training
+  reconstructed (`chipq.quant.reconstruct`, the `--no-retrain` route); the retrained blob.
+- ablation: the post-training loss of each part alone, the rest float (8-bit activations only,
+  3-bit layers only, 1-bit layers only), and of the 1-bit layers after reconstruction.
+- curve: the retraining run (started from the reconstruction) evaluated at a few points, minutes
+  counted from the start of compression (calibration, reconstruction, caching, steps; evaluation
+  excluded). Curve points use the QAT forward (the chip's arithmetic in float32) on every
+  --curve-every-th evaluation image (cosine only); the final row runs the blob through the integer
+  executor on the whole set.
+
+The machine is shared: the JSON records the load average and the process CPU seconds of each stage
+beside the wall time.
+
+Results: bench/results/recipe.json and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipe_eval import EvalSet, chip_descriptors, descriptors, float_descriptors, scores, simulate  # noqa: E402
+
+from chipq.executor.fast import FastExecutor  # noqa: E402
+from chipq.formats.writer import write_blob  # noqa: E402
+from chipq.importers import load_model  # noqa: E402
+from chipq.quant.compress import calibrate, calibration_batch  # noqa: E402
+from chipq.quant.quantize import quantize_stack  # noqa: E402
+from chipq.quant.reconstruct import reconstruct  # noqa: E402
+from chipq.retrain.config import RetrainConfig
+from chipq.retrain.pipeline import reconstruct_config  # noqa: E402
+from chipq.retrain.trainer import Retrainer, load_training_images, torch_settings  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+PLAN = [3] * 7 + [1] * 6
+
+
+class Clock:
+    """Wall and process CPU seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict] = {}
+
+    def run(self, name, fn, *args, **kwargs):
+        wall, cpu = time.monotonic(), time.process_time()
+        out = fn(*args, **kwargs)
+        self.stages[name] = {"wall_s": time.monotonic() - wall, "cpu_s": time.process_time() - cpu, "load": os.getloadavg()[0]}
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("/work/models/vgg16.pt"))
+    parser.add_argument("--train", type=Path, default=Path("/work/shared_sets/train/photos"))
+    parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"))
+    parser.add_argument("--steps", type=int, default=RetrainConfig.steps)
+    parser.add_argument("--points", default="0,25,50,100,150,200,300", help="curve points, steps")
+    parser.add_argument("--curve-every", type=int, default=4, help="curve points use every N-th eval image")
+    parser.add_argument("--crop", type=int, default=RetrainConfig.crop)
+    parser.add_argument("--batch", type=int, default=RetrainConfig.batch)
+    parser.add_argument("--samples", type=int, default=RetrainConfig.samples)
+    parser.add_argument("--lr", type=float, default=RetrainConfig.lr)
+    parser.add_argument("--train-from", default="")
+    parser.add_argument("--queries-every", type=int, default=1, help="keep every N-th edited query (1: all)")
+    parser.add_argument("--skip-ablation", action="store_true")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/chipq-bench-recipe"))
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "recipe.json")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
+    torch.set_num_threads(2)
+    clock = Clock()
+    result: dict = {"model": str(args.model), "plan": "3x7,1x6", "train": str(args.train), "eval": str(args.eval),
+                    "load_at_start": os.getloadavg(), "cpus": os.cpu_count()}  # fmt: skip
+
+    stack = load_model(args.model).without_trailing_pool()
+    keep = None
+    if args.queries_every > 1:  # every database image, every N-th edited query (a quicker run)
+        names = sorted(json.loads((args.eval / "groundtruth.json").read_text()))
+        edited = [n for n in names if n.startswith("queries/")]
+        keep = {n for n in names if not n.startswith("queries/")} | set(edited[:: args.queries_every])
+        keep |= {p for n in keep for p in json.loads((args.eval / "groundtruth.json").read_text()).get(n, [])}
+    eset = EvalSet.load(args.eval, keep)
+    result["queries_every"] = args.queries_every
+    small = eset.every(args.curve_every)
+    log(f"{len(eset.names)} evaluation images ({len(eset.gt)} queries), curve on {len(small.names)}")
+    float_desc = float_descriptors(stack, eset)
+    float_small = float_desc[:: args.curve_every]
+    rows = {"float": scores(eset, float_desc, float_desc)}
+    log(f"float {rows['float']}")
+
+    # --- compress as the default route does it, stage by stage --------------------------------
+    config = RetrainConfig(steps=args.steps, batch=args.batch, crop=args.crop, samples=args.samples, lr=args.lr,
+                           train_from=args.train_from)  # fmt: skip
+    calib = clock.run("read_calibration", calibration_batch, args.train)
+    fracs = clock.run("calibrate", calibrate, stack, calib)
+    rstack, rfracs, stats = clock.run(
+        "reconstruct", reconstruct, stack, PLAN, fracs, calib[: config.init_images], reconstruct_config(config)
+    )
+    result["reconstruct_layers"] = [vars(s) for s in stats]
+    weight_only, _ = quantize_stack(stack, PLAN, fracs)
+    rebuilt, _ = quantize_stack(rstack, PLAN, rfracs)
+    rows["post_training_weight_only"] = scores(eset, chip_descriptors(weight_only, eset), float_desc)
+    log(f"post-training weight-only {rows['post_training_weight_only']}")
+    rows["post_training_reconstructed"] = scores(eset, chip_descriptors(rebuilt, eset), float_desc)
+    log(f"post-training reconstructed {rows['post_training_reconstructed']}")
+    post_s = sum(clock.stages[k]["wall_s"] for k in ("read_calibration", "calibrate", "reconstruct"))
+    result["no_retrain_seconds"] = post_s
+
+    if not args.skip_ablation:
+        convs = [c.name for c in stack.conv_layers()]
+        parts = {"8-bit activations only": (stack, fracs, set(), True), "3-bit layers only": (stack, fracs, set(convs[:7]), False),
+                 "1-bit layers only": (stack, fracs, set(convs[7:]), False),
+                 "1-bit layers only, reconstructed": (_mix(stack, rstack, convs[7:]), fracs, set(convs[7:]), False),
+                 "3-bit layers only, reconstructed": (_mix(stack, rstack, convs[:7]), fracs, set(convs[:7]), False)}  # fmt: skip
+        result["ablation"] = {}
+        for label, (s, f, quant, acts) in parts.items():
+            maps = simulate(s, PLAN, f, small.pixels, quant, acts)
+            result["ablation"][label] = scores(small, descriptors(maps), float_small)["cosine"]
+            log(f"ablation {label}: cosine {result['ablation'][label]:.4f}")
+
+    # --- retraining from the reconstruction ----------------------------------------------------
+    points = sorted({int(p) for p in args.points.split(",") if int(p) <= args.steps} | {args.steps})
+    curve = []
+    with torch_settings(config.threads):
+        trainer = Retrainer(stack, PLAN, rfracs, config, (224, 224), init=rstack)
+        prefix_out = None
+        if trainer.split:
+            prefix_out = torch.from_numpy(FastExecutor(trainer.prefix).run(small.pixels)).float()
+            prefix_out *= 2.0 ** -trainer.prefix.activation_fracs()[-1]
+        images = clock.run("read_training", load_training_images, args.train)
+        clock.run("cache", trainer.build_cache, images)
+        done_s = sum(v["wall_s"] for v in clock.stages.values())
+        train_wall = train_cpu = 0.0
+        while True:
+            if trainer.step in points:
+                with torch.no_grad():
+                    maps = torch.cat([trainer.net(prefix_out[i : i + 16]) for i in range(0, len(prefix_out), 16)])
+                row = {"step": trainer.step, "minutes": (done_s + train_wall) / 60, "train_cpu_s": train_cpu, "load": os.getloadavg()[0],
+                       **scores(small, descriptors(maps.numpy()), float_small)}  # fmt: skip
+                curve.append(row)
+                log(f"curve {row}")
+            if trainer.step >= args.steps:
+                break
+            wall, cpu = time.monotonic(), time.process_time()
+            trainer.train_step()
+            train_wall += time.monotonic() - wall
+            train_cpu += time.process_time() - cpu
+        clock.stages["train"] = {"wall_s": train_wall, "cpu_s": train_cpu, "load": os.getloadavg()[0]}
+        final, _ = trainer.chip_model()
+    write_blob(final, args.work / "retrained.blob")
+    rows["retrained"] = scores(eset, chip_descriptors(final, eset), float_desc)
+    log(f"retrained {rows['retrained']}")
+    result.update(
+        config={k: v for k, v in vars(config).items()}, rows=rows, curve=curve, stages=clock.stages,
+        compress_seconds=sum(v["wall_s"] for v in clock.stages.values()),
+        seconds_per_step=train_wall / max(1, args.steps), cpu_seconds_per_step=train_cpu / max(1, args.steps),
+        load_at_end=os.getloadavg(),
+    )  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    render(result)
+
+
+def _mix(stack, rebuilt, names):
+    """`stack` with the layers `names` taken from `rebuilt`."""
+    from chipq.floatnet.model import FloatStack
+
+    chosen = {layer.name: layer for layer in rebuilt.layers}
+    layers = [chosen[layer.name] if layer.name in names else layer for layer in stack.layers]
+    return FloatStack(layers, stack.mean, stack.std, stack.source)
+
+
+def render(result: dict) -> None:
+    print("\nmodel | mAP | gap to float | cosine")
+    fl = result["rows"]["float"]["map"]
+    for name, row in result["rows"].items():
+        print(f"{name} | {row['map']:.4f} | {row['map'] - fl:+.4f} | {row['cosine']:.4f}")
+    print("\nstep | minutes | cosine (curve subset)")
+    for row in result["curve"]:
+        print(f"{row['step']} | {row['minutes']:.1f} | {row['cosine']:.4f}")
+    for label, cos in result.get("ablation", {}).items():
+        print(f"ablation | {label} | {cos:.4f}")
+    print(f"stages: {json.dumps(result['stages'])}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

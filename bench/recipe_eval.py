@@ -1,0 +1,138 @@
+"""Evaluation helpers for bench/recipe.py: held-out photos, NIP descriptors, cosine and mAP.
+
+An evaluation set is a folder with `jpg/` (or the images directly) and `groundtruth.json`
+(``{query: [positives]}`` or the UKBench ``{"groups", "relevant"}`` form). `EvalSet.subset` keeps
+some of its images (the provisional split of UKBench-56 uses groups 7-13 only). Descriptors are NIP
+at 224x224 (four rotations, R-MAC regions, max over rotations, L2), as `chipq extract` computes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from chipq.executor.fast import FastExecutor
+from chipq.floatnet.model import FloatPool, FloatStack
+from chipq.floatnet.reference import FloatReference
+from chipq.formats import constants as C
+from chipq.formats.model import ChipModel
+from chipq.images import list_images, load_image
+from chipq.quant.quantize import dequantized_weights
+from chipq.retrain.qat import InputFold, dequantized_bias, quantize_conv
+from chipq.retrieval.describe import rotated_inputs
+from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode
+from chipq.retrieval.pooling import finish, nip_rotation_vector
+from chipq.retrieval.scoring import evaluate, parse_ground_truth
+
+SIZE = (224, 224)
+ROTATIONS = 4
+
+
+@dataclass
+class EvalSet:
+    names: list[str]
+    pixels: np.ndarray  # uint8 (4N, 3, 224, 224): every image's four rotations
+    gt: dict[str, list[str]]
+
+    @classmethod
+    def load(cls, folder: Path, keep: set[str] | None = None) -> "EvalSet":
+        folder = Path(folder)
+        images = folder / "jpg" if (folder / "jpg").is_dir() else folder
+        raw = json.loads((folder / "groundtruth.json").read_text())
+        gt = parse_ground_truth(raw, str(folder))
+        paths = list_images(images)
+        relative = [p.relative_to(images).as_posix() for p in paths]
+        if not set(gt) & set(relative):  # ground truth by file name (UKBench-56)
+            relative = [p.name for p in paths]
+        chosen = [(p, n) for p, n in zip(paths, relative) if keep is None or n in keep or p.name in keep]
+        paths, names = [p for p, _ in chosen], [n for _, n in chosen]
+        stacked = np.stack([np.stack(rotated_inputs(load_image(p), SIZE)) for p in paths])
+        pixels = np.ascontiguousarray(stacked.reshape(-1, *SIZE, 3).transpose(0, 3, 1, 2))
+        inside = set(names)
+        gt = {q: [p for p in pos if p in inside] for q, pos in gt.items() if q in inside}
+        return cls(names, pixels, {q: pos for q, pos in gt.items() if pos})
+
+    def every(self, step: int) -> "EvalSet":
+        """Every `step`-th image (for cheap curve points: cosine only, no ground truth)."""
+        rows = np.arange(0, len(self.names), step)
+        pixel_rows = (rows[:, None] * ROTATIONS + np.arange(ROTATIONS)).ravel()
+        return EvalSet([self.names[i] for i in rows], self.pixels[pixel_rows], {})
+
+
+def descriptors(maps: np.ndarray) -> np.ndarray:
+    grouped = maps.reshape(-1, ROTATIONS, *maps.shape[1:])
+    return np.stack([finish(np.stack([nip_rotation_vector(m) for m in group])) for group in grouped])
+
+
+def scores(eset: EvalSet, desc: np.ndarray, reference: np.ndarray) -> dict:
+    """mAP (`chipq eval --exclude-queries`) and mean cosine of `desc` to `reference`."""
+    dset = DescriptorSet(eset.names, encode(desc, DescriptorKind.FLOAT), DescriptorKind.FLOAT, desc.shape[1])
+    unit = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-30)
+    ref = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-30)
+    return {"map": evaluate(dset, eset.gt, exclude_queries=True).mean_ap if eset.gt else None, "cosine": float(np.mean((unit * ref).sum(axis=1)))}
+
+
+def float_descriptors(stack: FloatStack, eset: EvalSet) -> np.ndarray:
+    return descriptors(FloatReference(stack).run(eset.pixels))
+
+
+def chip_descriptors(model: ChipModel, eset: EvalSet) -> np.ndarray:
+    scale = 2.0 ** -model.activation_fracs()[-1]
+    return descriptors(FastExecutor(model).run(eset.pixels).astype(np.float32) * scale)
+
+
+def simulate(
+    stack: FloatStack,
+    plan: list[int],
+    fracs: list[int],
+    pixels: np.ndarray,
+    quant_weights: set[str],
+    quant_acts: bool,
+    batch: int = 8,
+) -> np.ndarray:
+    """The last conv map with only some parts quantized (the ablation): the layers named in
+    `quant_weights` get their Eq. 1 weights and 12-bit bias (the rest stay float), and with
+    `quant_acts` every conv output goes through the chip's 8-bit activations at `fracs`.
+
+    Runs in the chip's input units (conv1 folded), float32.
+    """
+    stack = stack.without_trailing_pool()
+    fold = InputFold.of(stack)
+    params, in_frac, index = [], 0, 0
+    for item in stack.layers:
+        if isinstance(item, FloatPool):
+            params.append(None)
+            continue
+        conv = fold.apply_numpy(item) if index == 0 else item
+        layer = quantize_conv(conv, plan[index], in_frac, fracs[index])
+        if item.name in quant_weights:
+            w = dequantized_weights(layer)
+            b = dequantized_bias(layer, in_frac)
+        else:
+            w, b = conv.weight, conv.bias
+        params.append((torch.from_numpy(np.asarray(w, np.float32)), torch.from_numpy(np.asarray(b, np.float32)), fracs[index]))
+        in_frac = in_frac + layer.weight_shift - layer.out_shift
+        index += 1
+    mean = torch.tensor(fold.mean_int, dtype=torch.float32).reshape(1, -1, 1, 1)
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), batch):
+            x = torch.from_numpy(pixels[start : start + batch]).float() - mean
+            for p in params:
+                if p is None:
+                    x = F.max_pool2d(x, 2)
+                    continue
+                w, b, frac = p
+                x = F.conv2d(x, w, b, padding=1)
+                if quant_acts:
+                    step = 2.0**-frac
+                    x = torch.floor(torch.clamp(x, 0.0, C.ACT_MAX * step) / step + 0.5) * step
+                else:
+                    x = F.relu(x)
+            outs.append(x.numpy())
+    return np.concatenate(outs)

@@ -1,0 +1,300 @@
+"""Data-driven post-training quantization: each layer's α·M chosen for its output, not its weights.
+
+`chipq.quantize` picks, per 3x3 kernel, the α and M closest to the float weights. What retrieval
+needs is the layer *output* close to the float model's, on the inputs the quantized network really
+gives the layer. `reconstruct` goes through the conv layers in order; for each it has, on
+calibration images, the quantized network's own input to the layer (X_q, the chip's 8-bit grid) and
+the float model's output of the layer (Y, before ReLU). Then:
+
+1. **Target weights.** The least-squares weights V (and bias) that best map X_q to Y:
+   ``V = Y Z^T (Z Z^T + λ I)^-1`` with Z the 3x3 patches of X_q (and a constant 1 for the bias) at
+   sampled positions. This corrects, at each layer, what the layers before it lost (the error does
+   not pile up along the network).
+2. **Quantization with error feedback** (GPTQ, Frantar et al. 2023, with one α per 3x3 kernel):
+   the columns of V (input channel, tap) are quantized one at a time; a kernel's α is chosen (least
+   squares on the weights, rounded to the layer's 8-bit grid) when its first tap comes up; each
+   column's rounding error is pushed onto the columns not yet quantized through the inverse of
+   H = Z Z^T, so the layer output error, not the weight error, is what is minimised. The bias,
+   unquantized until the end, takes up the output's mean error (bias correction).
+3. **Activation shift.** The layer's output fraction bits are chosen again, by the calibration
+   rule (`chipq.calibrate.choose_frac`), on the quantized layer's own output.
+
+The result is a float stack whose weights are exactly ``α·M·2^-s`` per kernel (the dequantized
+chip weights) and the chosen fraction bits: `chipq.quantize.quantize_stack` of it gives the chip
+model, and retraining can start from it (its shadow weights are these, the teacher stays the
+original float model).
+
+Determinism: the sampled positions come from a generator seeded by ``seed``; torch runs float64
+solves and float32 products with a fixed thread count (`threads`), deterministic algorithms on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
+from chipq.formats import constants as C
+from chipq.quant.calibrate import choose_frac, subsample
+from chipq.quant.fold import InputFold
+from chipq.quant.quantize import dequantized_bias, fit_kernels, nearest_level, quantize_conv, weight_shift_for
+
+TAPS = C.KERNEL_TAPS
+
+CHUNK = 8  # calibration images per forward pass
+GPTQ_BLOCK = 16  # kernels per lazy-update block of the error feedback
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """Settings of `reconstruct`.
+
+    Attributes:
+        positions: sampled output positions per layer for the statistics (Z Z^T costs
+            positions x (9·in + 1)^2 multiply-adds).
+        damp: λ as a share of the mean diagonal of Z Z^T (regularises the solve and the feedback).
+        refit_fracs: choose each output's fraction bits on the quantized output (step 3).
+        least_squares_target: step 1 (False: quantize the float weights themselves with feedback).
+        error_feedback: step 2's feedback (False: each kernel rounded on its own, as `quantize`).
+        seed: seeds the position sampling.
+        threads: torch intra-op threads.
+    """
+
+    positions: int = 8192
+    damp: float = 0.01
+    refit_fracs: bool = True
+    least_squares_target: bool = True
+    error_feedback: bool = True
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class LayerStat:
+    """What reconstruction did to one layer (for reports and benches)."""
+
+    name: str
+    bits: int
+    frac: int
+    float_frac: int
+    rel_out_err: float  # ||Y_q - Y|| / ||Y|| before the ReLU, on the sampled positions
+    seconds: float
+
+
+def reconstruct(
+    stack: FloatStack,
+    plan: list[int],
+    fracs: list[int],
+    calib: np.ndarray,
+    config: ReconstructConfig = ReconstructConfig(),
+    step: Callable[[str], None] | None = None,
+) -> tuple[FloatStack, list[int], list[LayerStat]]:
+    """Choose every conv layer's α·M, bias and output shift for its output on `calib` (module doc).
+
+    Args:
+        stack: the float model (a trailing max-pool is dropped).
+        plan: mask bits per conv layer.
+        fracs: output fraction bits from float calibration (kept where `refit_fracs` is off, and
+            the starting point of each layer's choice otherwise).
+        calib: uint8 (N, 3, H, W) calibration images.
+        config: the settings.
+        step: called with a short text as each layer starts (progress display).
+
+    Returns:
+        (stack with the quantized weights, output fraction bits per conv, per-layer stats).
+    """
+    stack = stack.without_trailing_pool()
+    convs = stack.conv_layers()
+    if len(plan) != len(convs) or len(fracs) != len(convs):
+        raise ValueError(f"{len(plan)} bits and {len(fracs)} fracs for {len(convs)} conv layers")
+    fold = InputFold.of(stack)
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.no_grad():
+            return _run(stack, plan, fracs, calib, config, fold, step)
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+def _run(stack, plan, fracs, calib, config, fold, step):
+    mean = torch.tensor(fold.mean_int, dtype=torch.float32).reshape(1, -1, 1, 1)
+    x0 = torch.from_numpy(np.ascontiguousarray(calib)).float() - mean  # the chip input, real units
+    x_q, x_f = x0, x0  # quantized network's and float network's input of the current layer
+    in_frac = 0
+    out_layers: list[FloatConv | FloatPool] = []
+    out_fracs: list[int] = []
+    stats: list[LayerStat] = []
+    rng = np.random.default_rng([config.seed, 7])
+    index = 0
+    for item in stack.layers:
+        if isinstance(item, FloatPool):
+            x_q, x_f = F.max_pool2d(x_q, C.POOL_SIZE), F.max_pool2d(x_f, C.POOL_SIZE)
+            out_layers.append(item)
+            continue
+        start = time.monotonic()
+        if step:
+            step(f"reconstructing {item.name}")
+        first = index == 0
+        conv = fold.apply_numpy(item) if first else item  # work in the chip's input units
+        bits = plan[index]
+        weight = torch.from_numpy(np.asarray(conv.weight, np.float32))
+        bias = torch.from_numpy(np.asarray(conv.bias, np.float32))
+        y_f = _conv(x_f, weight, bias)  # float output of the float input (the target), pre-ReLU
+        rows = _positions(x_q.shape, config.positions, rng)
+        z = _patches(x_q, rows)  # (P, 9C + 1)
+        target = _at(y_f, rows)  # (P, O)
+        q_w, q_b = _solve_layer(conv, bits, z, target, config)
+        q_conv = FloatConv(conv.name, q_w, q_b)
+        frac = fracs[index]
+        layer = quantize_conv(q_conv, bits, in_frac, frac)
+        real_w = torch.from_numpy(_dequantized(layer).astype(np.float32))
+        real_b = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
+        y_q = _conv(x_q, real_w, real_b)
+        if config.refit_fracs:
+            frac = choose_frac(subsample(F.relu(y_q).numpy()))
+            layer = quantize_conv(q_conv, bits, in_frac, frac)
+            new_b = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
+            if not torch.equal(new_b, real_b):  # the bias is rounded at the new output scale
+                y_q = _conv(x_q, real_w, new_b)
+        frac = in_frac + layer.weight_shift - layer.out_shift  # what the chip can reach
+        err = float(torch.linalg.vector_norm(_at(y_q, rows) - target) / torch.linalg.vector_norm(target).clamp_min(1e-30))
+        shadow = _unfold_first(q_conv, item, fold) if first else q_conv
+        out_layers.append(shadow)
+        out_fracs.append(frac)
+        stats.append(LayerStat(item.name, bits, frac, fracs[index], err, time.monotonic() - start))
+        x_q = _act(y_q, frac)
+        x_f = F.relu(y_f)
+        in_frac = frac
+        index += 1
+    return FloatStack(out_layers, stack.mean, stack.std, stack.source), out_fracs, stats
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return torch.cat([F.conv2d(x[i : i + CHUNK], weight, bias, padding=1) for i in range(0, len(x), CHUNK)])
+
+
+def _act(y: torch.Tensor, frac: int) -> torch.Tensor:
+    """The chip's ReLU and uint8 activations at `frac` fraction bits, in real units."""
+    step = 2.0**-frac
+    return torch.floor(torch.clamp(y, 0.0, C.ACT_MAX * step) / step + 0.5) * step
+
+
+def _positions(shape: torch.Size, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` distinct (image, y, x) output positions as flat indices, sorted (deterministic)."""
+    n, _, h, w = shape
+    total = n * h * w
+    if count >= total:
+        return np.arange(total)
+    return np.sort(rng.choice(total, size=count, replace=False))
+
+
+def _patches(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    """The 3x3 zero-padded patches of `x` at the flat positions `rows`, plus a constant 1: (P, 9C+1)."""
+    n, c, h, w = x.shape
+    img, rest = np.divmod(rows, h * w)
+    yy, xx = np.divmod(rest, w)
+    padded = F.pad(x, (1, 1, 1, 1))
+    parts = []
+    for dy in range(3):
+        for dx in range(3):
+            parts.append(padded[torch.from_numpy(img), :, torch.from_numpy(yy + dy), torch.from_numpy(xx + dx)])
+    z = torch.stack(parts, dim=2).reshape(len(rows), c * TAPS)  # channel-major, taps (dy, dx) inside
+    return torch.cat([z, torch.ones(len(rows), 1)], dim=1)
+
+
+def _at(y: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    n, o, h, w = y.shape
+    return y.permute(0, 2, 3, 1).reshape(n * h * w, o)[torch.from_numpy(rows)]
+
+
+def _solve_layer(conv: FloatConv, bits: int, z: torch.Tensor, target: torch.Tensor, config: ReconstructConfig):
+    """Steps 1 and 2 of the module docstring for one layer: quantized weights (α·M·2^-s) and bias."""
+    out_ch, in_ch = conv.weight.shape[:2]
+    d = in_ch * TAPS
+    hessian = (z.T @ z).double()  # (d+1, d+1)
+    diag = torch.diagonal(hessian)
+    dead = diag[:d] <= 0
+    hessian[torch.arange(d)[dead], torch.arange(d)[dead]] = 1.0
+    lam = config.damp * float(diag.mean())
+    hessian += lam * torch.eye(d + 1, dtype=torch.float64)
+    float_v = torch.cat(
+        [torch.from_numpy(np.asarray(conv.weight, np.float64).reshape(out_ch, d)), torch.from_numpy(np.asarray(conv.bias, np.float64))[:, None]],
+        dim=1,
+    )
+    if config.least_squares_target:
+        cross = (target.T @ z).double()  # (O, d+1)
+        v = torch.linalg.solve(hessian, cross.T).T  # Y Z^T H^-1 (H symmetric)
+    else:
+        v = float_v.clone()
+    v[:, :d][:, dead] = 0.0
+    # the layer's weight exponent, from the target weights' own least-squares fit
+    alpha0, _ = fit_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits)
+    shift = weight_shift_for(float(alpha0.max(initial=0.0)))
+    scale = float(1 << shift)
+    if config.error_feedback:
+        q = _gptq(v, hessian, d, bits, scale)
+    else:
+        q = v.clone()
+        q[:, :d] = torch.from_numpy(_round_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits, scale).reshape(out_ch, d))
+    weight = q[:, :d].numpy().reshape(out_ch, in_ch, 3, 3).astype(np.float32)
+    return weight, q[:, d].numpy().astype(np.float32)
+
+
+def _round_kernels(w: np.ndarray, bits: int, scale: float) -> np.ndarray:
+    """α·M for each row (kernel) of `w`: least-squares α rounded to the 8-bit grid 1/scale, then M."""
+    alpha, _ = fit_kernels(w, bits)
+    alpha = np.clip(np.floor(alpha * scale + 0.5), 0, C.ACT_MAX) / scale
+    m = nearest_level(w / np.where(alpha > 0, alpha, 1.0)[:, None], bits)
+    return alpha[:, None] * m
+
+
+def _gptq(v: torch.Tensor, hessian: torch.Tensor, d: int, bits: int, scale: float) -> torch.Tensor:
+    """Quantize columns 0..d-1 of `v` (O, d+1) in order with error feedback through H^-1."""
+    w = v.clone()
+    hinv = torch.cholesky_inverse(torch.linalg.cholesky(hessian))
+    u = torch.linalg.cholesky(hinv, upper=True)  # upper Cholesky factor of H^-1
+    block = GPTQ_BLOCK * TAPS
+    for b0 in range(0, d, block):
+        b1 = min(b0 + block, d)
+        w1 = w[:, b0:b1].clone()
+        err1 = torch.zeros_like(w1)
+        u1 = u[b0:b1, b0:b1]
+        alpha = None
+        for j in range(b1 - b0):
+            if j % TAPS == 0:  # a new kernel: its α from the (already corrected) taps
+                kernel = w1[:, j : j + TAPS].numpy()
+                a, _ = fit_kernels(kernel, bits)
+                alpha = np.clip(np.floor(a * scale + 0.5), 0, C.ACT_MAX) / scale
+                alpha_t = torch.from_numpy(alpha)
+                safe = torch.where(alpha_t > 0, alpha_t, torch.ones_like(alpha_t))
+            col = w1[:, j]
+            qcol = alpha_t * torch.from_numpy(nearest_level((col / safe).numpy(), bits))
+            e = (col - qcol) / u1[j, j]
+            w1[:, j:] -= e[:, None] * u1[j, j:][None, :]
+            w1[:, j] = qcol
+            err1[:, j] = e
+        w[:, b0:b1] = w1
+        w[:, b1:] -= err1 @ u[b0:b1, b1:]
+    return w
+
+
+def _dequantized(layer) -> np.ndarray:
+    return layer.int_weights().astype(np.float64) / 2.0**layer.weight_shift
+
+
+def _unfold_first(q_conv: FloatConv, original: FloatConv, fold: InputFold) -> FloatConv:
+    """conv1's shadow weights in the model's own input units (the inverse of the input fold)."""
+    scale = 255.0 * np.asarray(fold.std, dtype=np.float64)
+    weight = q_conv.weight.astype(np.float64) * scale[None, :, None, None]
+    rest = np.asarray(fold.mean_int, dtype=np.float64) - 255.0 * np.asarray(fold.mean, dtype=np.float64)
+    folded_w = q_conv.weight.astype(np.float64)
+    bias = q_conv.bias.astype(np.float64) - (folded_w.sum(axis=(2, 3)) * rest[None, :]).sum(axis=1)
+    return FloatConv(original.name, weight.astype(np.float32), bias.astype(np.float32))
