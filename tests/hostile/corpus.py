@@ -722,7 +722,7 @@ def top_cases() -> list[Case]:
 
 def _needs_faiss(cases: list[Case]) -> list[Case]:
     for case in cases:
-        case.needs = case.needs or "faiss"
+        case.tags.add("faiss")
     return cases
 
 
