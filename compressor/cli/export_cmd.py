@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from chipq.cli import app
+from chipq.cli.options import flag
 from chipq.export import FORMATS, MANIFEST, export_blob
 
 _HELP = "\n\n".join(
@@ -35,7 +36,7 @@ def export_command(
     blob: Path = typer.Argument(..., metavar="BLOB", help="A chip blob.", show_default=False),
     fmt: FormatName = typer.Option(..., "--format", "-f", help="What to write.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="The folder to write.", show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print the export manifest as one JSON object."),
+    as_json: bool = flag("--json", help="Print the export manifest as one JSON object."),
 ) -> None:
     """Export a blob; see `_HELP`."""
     fmt = fmt.value

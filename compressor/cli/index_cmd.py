@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from chipq.cli import app
+from chipq.cli.options import flag
 
 _HELP = "\n\n".join(
     [
@@ -36,7 +37,7 @@ def index_command(
     method: str = typer.Option("flat", "--method", help="flat (exact) or ivf (approximate)."),
     nlist: Optional[int] = typer.Option(None, "--nlist", metavar="N", help="ivf: number of cells.", show_default=False),
     nprobe: Optional[int] = typer.Option(None, "--nprobe", metavar="N", help="ivf: cells visited per query.", show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = flag("--json", help="Print one JSON object."),
 ) -> None:
     """Build an index; see `_HELP`."""
     from chipq.retrieval.descriptors import load_descriptors

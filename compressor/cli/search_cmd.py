@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chipq.cli import app
+from chipq.cli.options import flag
 from chipq.errors import UsageError
 
 _HELP = "\n\n".join(
@@ -40,7 +41,7 @@ def search_command(
     model: Optional[Path] = typer.Option(None, "--model", "-m", metavar="MODEL", help="Describe query images with this float model.", show_default=False),
     k: int = typer.Option(10, "-k", min=1, max=10000, help="Matches per query."),
     nprobe: Optional[int] = typer.Option(None, "--nprobe", min=1, metavar="N", help="ivf: cells visited per query.", show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = flag("--json", help="Print one JSON object."),
     html_out: Optional[Path] = typer.Option(None, "--html", metavar="PAGE", help="Write an HTML page of the results.", show_default=False),
     images_dir: Optional[Path] = typer.Option(None, "--images", metavar="DIR", help="Where the indexed images are (for thumbnails).", show_default=False),
     gt: Optional[Path] = typer.Option(None, "--gt", metavar="GT.json", help="Mark relevant matches (JSON ground truth).", show_default=False),

@@ -44,8 +44,7 @@ def verify_command(
     limit: int = typer.Option(8, "--limit", min=1, help="Use at most this many images."),
     golden: int = typer.Option(1, "--golden", min=0, help="How many images the golden executor checks."),
     vectors: Optional[Path] = typer.Option(None, "--vectors", metavar="OUT", help="Write per-layer test vectors into this folder.", show_default=False),
-    vectors_hex: bool = typer.Option(
-        False, "--vectors-hex", help="With --vectors: also write every vector as a $readmemh .hex file (one element per line, C order)."
+    vectors_hex: bool = flag("--vectors-hex", help="With --vectors: also write every vector as a $readmemh .hex file (one element per line, C order)."
     ),
     min_cosine: Optional[float] = typer.Option(
         None, "--min-cosine", help="Fail when the mean NIP descriptor cosine to the float model is below this (needs --model).", show_default=False

@@ -25,6 +25,7 @@ from chipq import __version__
 from chipq.errors import ChipqError, UsageError
 from chipq.export import c_model, memimage
 from chipq.formats import constants as C
+from chipq.formats.errors import FormatError
 from chipq.formats.model import ChipModel, ConvLayer
 from chipq.formats.reader import from_bytes, load_blob_bytes
 
@@ -131,7 +132,10 @@ def export_blob(blob: Path, fmt: str, out_dir: Path) -> dict[str, Any]:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     blob, out_dir = Path(blob), Path(out_dir)
     data = load_blob_bytes(blob)
-    model = from_bytes(data)  # every check of SPEC 5: a refused blob writes nothing
+    try:
+        model = from_bytes(data)  # every check of SPEC 5: a refused blob writes nothing
+    except FormatError as exc:
+        raise type(exc)(f"{blob}: {exc}") from None
     exists = check_target(out_dir)
     parent = out_dir.absolute().parent
     try:

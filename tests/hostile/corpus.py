@@ -82,6 +82,7 @@ def build_base(folder: Path) -> Path:
     codes = np.random.default_rng(0).random((4, 32)).astype(np.float32)
     codes /= np.linalg.norm(codes, axis=1, keepdims=True)
     save_descriptors(folder / "desc.npz", DescriptorSet(names, codes, DescriptorKind.FLOAT, 32, {"model": "test"}))
+    (folder / "q.npz").write_bytes((folder / "desc.npz").read_bytes())  # a query file for search
     (folder / "gt.json").write_text(json.dumps({"img0.jpg": ["img1.jpg"], "img2.jpg": ["img3.jpg"]}))
     return folder
 
@@ -353,7 +354,8 @@ class Case:
         setup: spoils inputs in the case folder before the run.
         expect: allowed exit codes.
         mention: text the single stderr line must contain (the file or option at fault).
-        needs: "mknod" (device nodes) or "readonly" (a read-only folder; root needs chattr +i).
+        needs: "mknod" (device nodes), "readonly" (a read-only folder; root needs chattr +i) or
+            "faiss" (index and search, the optional `chipq[index]` extra).
         timeout: seconds before the run counts as a hang.
     """
 
@@ -417,6 +419,12 @@ def swap(argv: list[str], option: str, value: str) -> list[str]:
     """`argv` with the value after `option` replaced."""
     at = argv.index(option) + 1
     return argv[:at] + [value] + argv[at + 1 :]
+
+
+def without(argv: list[str], option: str) -> list[str]:
+    """`argv` without `option` and its value."""
+    at = argv.index(option)
+    return argv[:at] + argv[at + 2 :]
 
 
 def _usage(command: str, cases: list[tuple[str, list[str], str]]) -> list[Case]:
@@ -515,8 +523,9 @@ def compress_cases() -> list[Case]:
         Case("compress/input-too-small", swap(base, "--input", "8x8"), mention="8x8"),
         Case("compress/input-4096-wide-model", ["compress", "wide.pt", "--plan", PLAN, "--calib", "photos", "--input", "4096x4096", "-o", "new.blob"],
              lambda d: _wide_pt(d / "wide.pt"), mention="4096x4096", timeout=120),
-        Case("compress/retrain-empty", base + ["--retrain", "nothing", "--steps", "1"], lambda d: (d / "nothing").mkdir(), mention="nothing"),
-        Case("compress/retrain-fifo", base + ["--retrain", "list.txt", "--steps", "1"], lambda d: fifo(d / "list.txt"), mention="list.txt"),
+        # one photo set serves calibration and retraining: --retrain alone, without --calib
+        Case("compress/retrain-empty", without(base, "--calib") + ["--retrain", "nothing", "--steps", "1"], lambda d: (d / "nothing").mkdir(), mention="nothing"),
+        Case("compress/retrain-fifo", without(base, "--calib") + ["--retrain", "list.txt", "--steps", "1"], lambda d: fifo(d / "list.txt"), mention="list.txt"),
         Case("compress/resume-without-ckpt", base + ["--retrain", "photos", "--steps", "1", "--resume"], mention="ckpt"),
         Case("compress/ckpt-garbage", base + ["--retrain", "photos", "--steps", "1", "--resume"],
              lambda d: write(d / "new.blob.ckpt", os.urandom(500)), mention="new.blob.ckpt"),
@@ -527,7 +536,6 @@ def compress_cases() -> list[Case]:
         ("bad-plan", swap(base, "--plan", "9x13"), "plan"),
         ("plan-short", swap(base, "--plan", "3,3"), "plan"),
         ("bad-input", swap(base, "--input", "abc"), "--input"),
-        ("steps-without-retrain", base + ["--steps", "3"], "--steps"),
         ("steps-zero", base + ["--retrain", "photos", "--steps", "0"], "--steps"),
         ("lr-text", base + ["--retrain", "photos", "--lr", "fast"], "--lr"),
         ("train-from-unknown", base + ["--retrain", "photos", "--steps", "1", "--train-from", "conv9_9"], "conv9_9"),
@@ -654,6 +662,57 @@ def demo_cases() -> list[Case]:
     return cases
 
 
+def export_cases() -> list[Case]:
+    base = ["export", "model.blob", "-f", "c", "-o", "outdir"]
+    cases = _cases_for_path("export", base, "model.blob", kind="blob")
+    # export creates missing parent folders of --out by design
+    cases += [c for c in _output_cases("export", lambda out: base[:-1] + [out], is_dir=True) if c.id != "export/out-missing-parent"]
+    cases += [Case("export/huge-header-lie", base, lambda d: blob_with_header(d / "model.blob", d / "model.blob", layer_count=4096), mention="model.blob")]
+    cases += _usage("export", [
+        ("bad-format", swap(base, "-f", "verilog"), "verilog"),
+        ("missing-out", base[:-2], "--out"),
+        ("unknown-option", base + ["--bogus"], "--bogus"),
+    ])
+    return cases
+
+
+def index_cases() -> list[Case]:
+    base = ["index", "desc.npz", "-o", "out.index"]
+    cases = _cases_for_path("index", base, "desc.npz", kind="descriptors")
+    cases += _output_cases("index", lambda out: base[:-1] + [out])
+    cases += [
+        Case("index/desc-declares-huge", base, lambda d: npz_declaring_huge(d / "desc.npz"), mention="desc.npz"),
+        Case("index/desc-pickled-member", base, lambda d: npz_with_members(d / "desc.npz", {**_valid_members(), "names": np.array([object()], dtype=object)}, allow_pickle=True), mention="desc.npz"),
+    ]
+    cases += _usage("index", [
+        ("bad-method", base + ["--method", "hnsw"], "hnsw"),
+        ("nlist-zero", base + ["--method", "ivf", "--nlist", "0"], "--nlist"),
+        ("unknown-option", base + ["--bogus"], "--bogus"),
+    ])
+    return cases
+
+
+def search_cases() -> list[Case]:
+    base = ["search", "desc.npz", "q.npz"]
+    cases = _cases_for_path("search", base, "desc.npz", kind="index")
+    cases += [
+        Case(case.id.replace("/descriptors-", "/query-"), case.argv, case.setup, case.expect, case.mention, case.needs)
+        for case in _cases_for_path("search", base, "q.npz", kind="descriptors")
+    ]
+    cases += _output_cases("search", lambda out: base + ["--html", out])
+    cases += [
+        Case("search/gt-fifo", base + ["--gt", "gt2.json"], lambda d: fifo(d / "gt2.json"), mention="gt2.json"),
+        Case("search/query-image-fifo", ["search", "desc.npz", "a.jpg", "--blob", "model.blob"], lambda d: fifo(d / "a.jpg"), mention="a.jpg"),
+        Case("search/query-image-blob-fifo", ["search", "desc.npz", "photos/img0.jpg", "--blob", "b.blob"], lambda d: fifo(d / "b.blob"), mention="b.blob"),
+    ]
+    cases += _usage("search", [
+        ("k-zero", base + ["-k", "0"], "-k"),
+        ("unknown-option", base + ["--bogus"], "--bogus"),
+        ("missing-query", ["search", "desc.npz"], "QUERY"),
+    ])
+    return cases
+
+
 def top_cases() -> list[Case]:
     return [
         Case("chipq/unknown-command", ["frobnicate"], mention="frobnicate"),
@@ -661,9 +720,15 @@ def top_cases() -> list[Case]:
     ]
 
 
+def _needs_faiss(cases: list[Case]) -> list[Case]:
+    for case in cases:
+        case.tags.add("faiss")
+    return cases
+
+
 def all_cases() -> list[Case]:
     cases = top_cases() + inspect_cases() + verify_cases() + compress_cases() + extract_cases() + eval_cases()
-    cases += fetch_cases() + demo_cases()
+    cases += fetch_cases() + demo_cases() + export_cases() + _needs_faiss(index_cases() + search_cases())
     ids = [case.id for case in cases]
     duplicates = {i for i in ids if ids.count(i) > 1}
     assert not duplicates, duplicates

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import resource
 import shutil
@@ -121,6 +122,9 @@ class Runner:
         outcome = Outcome(case)
         if case.needs == "mknod" and not self.has_mknod:
             outcome.skipped = "cannot create device nodes here"
+            return outcome
+        if "faiss" in case.tags and importlib.util.find_spec("faiss") is None:
+            outcome.skipped = "faiss (the chipq[index] extra) is not installed"
             return outcome
         if case.needs == "readonly" and not self.readonly:
             outcome.skipped = "cannot make a read-only folder here"
