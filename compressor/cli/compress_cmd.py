@@ -100,7 +100,10 @@ def compress_command(
     input_hw = parse_size(input_size) if input_size else DEFAULT_INPUT
     sources = [path for path in (images_dir, calib, retrain) if path is not None]
     if len(set(sources)) > 1:
-        raise UsageError("--images, --calib and --retrain name the same photo set: give one folder")
+        raise UsageError(
+            "--images, --calib and --retrain all name the one photo set for calibration and training; "
+            f"they name different folders here ({', '.join(sorted(map(str, set(sources))))}): give one"
+        )
     if no_retrain and retrain is not None:
         raise UsageError("--no-retrain and --retrain: give one of them")
     image_dir = sources[0] if sources else default_calib_dir()

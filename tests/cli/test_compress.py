@@ -172,7 +172,7 @@ def test_retraining_is_the_default_and_old_flags_still_work(model_file, images, 
     compress_ok(monkeypatch, capsys, model_file, "-o", old, "--calib", images, "--retrain", images, *SIZE, *RETRAIN)
     assert old.read_bytes() == new.read_bytes()
     code, _, err = run(monkeypatch, capsys, model_file, "-o", tmp_path / "c.blob", "--images", images, "--retrain", tmp_path, *SIZE)
-    assert code == 2 and "give one folder" in err
+    assert code == 2 and "different folders" in err
 
 
 def test_progress_lines_in_a_log(model_file, images, tmp_path):
