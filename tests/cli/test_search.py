@@ -19,11 +19,11 @@ def indexed(tiny_vgg_files, tmp_path_factory):
     _, blob, photos = tiny_vgg_files
     root = tmp_path_factory.mktemp("search")
     desc = root / "s.npz"
-    assert runner.invoke(app, ["extract", str(photos), "--blob", str(blob), "-d", "bit", "-o", str(desc)]).exit_code == 0
+    assert runner.invoke(app, ["extract", str(photos), "--blob", str(blob), "-o", str(desc)]).exit_code == 0
     index = root / "idx"
     result = runner.invoke(app, ["index", str(desc), "-o", str(index), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["metric"] == "hamming"
+    assert json.loads(result.stdout)["metric"] == "cosine"
     return blob, photos, desc, index
 
 
@@ -34,7 +34,7 @@ def test_each_photo_finds_itself_first(indexed):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [q["results"][0]["name"] for q in data["queries"]] == [p.name for p in queries]
-    assert all(q["results"][0]["hamming"] == 0 and q["results"][0]["score"] == 1.0 for q in data["queries"])
+    assert all(abs(q["results"][0]["score"] - 1.0) < 1e-5 for q in data["queries"])
     assert all(len(q["results"]) == 3 for q in data["queries"])
 
 
@@ -65,14 +65,17 @@ def test_another_model_is_refused(indexed, tiny_vgg_files, tmp_path):
     del other_bytes
 
 
-def test_ivf_on_bits_and_bad_files_are_one_line_errors(indexed, tmp_path):
+def test_ivf_on_bits_and_bad_files_are_one_line_errors(indexed, tiny_vgg_files, tmp_path):
     import subprocess
     import sys
     from pathlib import Path
 
     _, _, desc, _ = indexed
+    _, blob, photos = tiny_vgg_files
+    bits = tmp_path / "b.npz"
+    assert runner.invoke(app, ["extract", str(photos), "--blob", str(blob), "-d", "bit", "-o", str(bits)]).exit_code == 0
     chipq = Path(sys.executable).with_name("chipq")
-    done = subprocess.run([str(chipq), "index", str(desc), "--method", "ivf", "-o", str(tmp_path / "i")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([str(chipq), "index", str(bits), "--method", "ivf", "-o", str(tmp_path / "i")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert not (tmp_path / "i").exists()
     (tmp_path / "junk").write_bytes(b"PK\x03\x04junk")
