@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_photos  # tests/cli/conftest.py (rootdir-relative import mode)
 from PIL import Image
 from typer.testing import CliRunner
 
