@@ -46,9 +46,9 @@ def real_vgg16(tmp_path_factory) -> tuple[Path, Path]:
 def real_vgg16_blob(real_vgg16) -> bytes:
     """The real VGG-16 compressed post-training (weight-only, no reconstruction: seconds, not minutes)
     with the paper's plan 3x7,1x6, for the slow tests of exactness (C model, RTL, memory images)."""
-    from chipq.quant.compress import calibration_batch, compress, default_calib_dir
     from chipq.formats.writer import to_bytes
     from chipq.importers import load_model
+    from chipq.quant.compress import calibration_batch, compress, default_calib_dir
 
     stack = load_model(real_vgg16[0])
     return to_bytes(compress(stack, [3] * 7 + [1] * 6, calibration_batch(default_calib_dir()), reconstruction=None).model)
