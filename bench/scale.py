@@ -71,7 +71,7 @@ def throughput(blob: Path, photos: Path, work: Path) -> dict:
     names = image_names(paths, photos)
     items = list(zip(names, paths))
     source = Source.from_file("blob", blob)
-    metadata = run_metadata(model=f"blob:{blob.name}", rnip=None, size=(224, 224), source_sha256=source.sha256)
+    metadata = run_metadata(model=f"blob:{blob.name}", rnip=None, size=(224, 224), blob_sha256=source.sha256)
     out = {"images": len(items), "shard_size": SHARD, "runs": {}}
     single = work / "tp-single.npz"
     for stale in work.glob("tp-*"):

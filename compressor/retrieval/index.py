@@ -520,22 +520,29 @@ class QueryMismatch(ChipqError):
 
 
 def check_source(index: SearchIndex, kind: str, path: Path, data: bytes) -> None:
-    """Refuse to describe queries with another network than the one that made the index."""
+    """Refuse to describe queries with another network than the one that made the index.
+
+    The descriptor metadata names the network by content (`chipq extract`): ``blob_sha256`` (the
+    blob file's bytes) or ``model_sha256`` (the float weights, `FloatStack.weights_sha256`).
+    """
     import hashlib
 
     meta = index.dset.metadata
-    label = f"{kind}:{Path(path).name}"
     made_with = meta.get("model")
-    sha = meta.get("source_sha256")
-    if isinstance(sha, str):
-        got = hashlib.sha256(data).hexdigest()
-        if got != sha:
-            raise QueryMismatch(
-                f"--{kind} {path}: sha256 {got[:12]}…, but the index was made with {made_with} "
-                f"(sha256 {sha[:12]}…); describe queries with the same model"
-            )
-    elif made_with != label:
-        raise QueryMismatch(f"--{kind} {path}: the index was made with {made_with!r}; describe queries with the same model")
+    if kind == "blob":
+        want, got = meta.get("blob_sha256"), hashlib.sha256(data).hexdigest()
+    else:
+        from chipq.importers import load_model
+
+        want = meta.get("model_sha256")
+        got = load_model(path).without_trailing_pool().weights_sha256() if isinstance(want, str) else None
+    if not isinstance(want, str):
+        raise QueryMismatch(f"--{kind} {path}: the index was made with {made_with!r}, not a {kind}; describe queries with the same model")
+    if got != want:
+        raise QueryMismatch(
+            f"--{kind} {path}: sha256 {got[:12]}…, but the index was made with {made_with} "
+            f"(sha256 {want[:12]}…); describe queries with the same model"
+        )
 
 
 def image_queries(index: SearchIndex, images: list[Path], kind: str, path: Path, *, batch: int = 8) -> list[Query]:
@@ -582,7 +589,7 @@ def descriptor_queries(index: SearchIndex, path: Path) -> list[Query]:
             f"{path}: {dset.kind.value} descriptors of dim {dset.dim}, the index holds "
             f"{index.kind.value} descriptors of dim {index.dset.dim}"
         )
-    for key in ("model", "source_sha256", "rnip", "size"):
+    for key in ("blob_sha256", "model_sha256", "rnip", "size"):
         if key in index.dset.metadata and dset.metadata.get(key) != index.dset.metadata.get(key):
             raise QueryMismatch(
                 f"{path}: made with {key} {dset.metadata.get(key)!r}, the index with {index.dset.metadata.get(key)!r}"

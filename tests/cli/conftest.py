@@ -43,5 +43,5 @@ def tiny_vgg_files(tmp_path_factory):
     stack = load_model(pt)
     plan = [3] * len(stack.conv_layers())
     blob = root / "model.blob"
-    write_blob(compress(stack, plan, calibration_batch(photos, (32, 32)), (32, 32)).model, blob)
+    write_blob(compress(stack, plan, calibration_batch(photos, (32, 32)), (32, 32), reconstruction=None).model, blob)
     return pt, blob, photos
