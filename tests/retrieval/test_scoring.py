@@ -166,7 +166,7 @@ def test_query_blocks_do_not_change_the_result(monkeypatch):
     dset = DescriptorSet(names, encode(rng.random((40, 16)), DescriptorKind.BIT), DescriptorKind.BIT, 16)
     gt, _ = holidays_ground_truth(names)
     whole = evaluate(dset, gt)
-    monkeypatch.setattr(retrieval.scoring, "SCORE_CHUNK_BYTES", 100)  # one query per block, tiny popcount blocks
+    monkeypatch.setattr(retrieval, "SCORE_CHUNK_BYTES", 100)  # one query per block, tiny popcount blocks
     assert [r.ap for r in evaluate(dset, gt).results] == [r.ap for r in whole.results]
 
 
