@@ -22,7 +22,13 @@ from torch.nn import functional as F
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats import constants as C
 from chipq.formats.model import ConvLayer
-from chipq.quant.quantize import dequantized_weights, fold_input_normalisation, input_mean_int, quantize_conv
+from chipq.quant.quantize import (  # dequantized_bias is re-exported: it used to live here
+    dequantized_bias,
+    dequantized_weights,
+    fold_input_normalisation,
+    input_mean_int,
+    quantize_conv,
+)
 
 
 def round_half_up_ste(x: torch.Tensor) -> torch.Tensor:
@@ -39,11 +45,6 @@ def fake_quant_activations(x: torch.Tensor, frac: int) -> torch.Tensor:
     step = 2.0**-frac
     clipped = torch.clamp(x, 0.0, C.ACT_MAX * step)
     return round_half_up_ste(clipped / step) * step
-
-
-def dequantized_bias(layer: ConvLayer, in_frac: int) -> np.ndarray:
-    """The real value of a conv layer's integer bias (SPEC 4.4), float64."""
-    return layer.bias.astype(np.float64) * 2.0 ** (layer.bias_shift - layer.weight_shift - in_frac)
 
 
 @dataclass(frozen=True)
