@@ -6,13 +6,13 @@ import itertools
 
 import numpy as np
 import pytest
+from floatcraft import random_stack
 
 from chipq.formats.writer import to_bytes
 from chipq.quant import allocate
 from chipq.quant.allocate import BudgetError, Layout, best_plan, blob_bytes, pareto_front, parse_budget, plan_text
 from chipq.quant.compress import compress
 from chipq.quant.plan import parse_plan
-from floatcraft import random_stack
 
 # Odd channel counts, so mask regions end off the 8-byte grid and alignment gaps depend on the plan.
 CFG = [3, 5, "M", 7, "M", 6]

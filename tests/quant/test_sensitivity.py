@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from floatcraft import random_stack
 
 from chipq.executor import golden
 from chipq.quant import sensitivity
 from chipq.quant.compress import calibrate, compress
 from chipq.quant.sensitivity import SensitivityError, measure
-from floatcraft import random_stack
 
 
 def _pool(maps):
