@@ -253,6 +253,10 @@ def plot_front(result: PlanResult, path: Path) -> None:
         if result.paper["measured"]:
             ax.plot([paper_mb], [result.paper["measured"]["cosine"]], "^", color="tab:red", mfc="none", label="paper, measured")
     ax.axvline(result.budget / 1e6, color="grey", ls=":", label="budget")
+    marked = [result.predicted["cosine"]] + [v["cosine"] for v in (result.measured,) if v]
+    if result.paper:
+        marked += [result.paper["predicted"]["cosine"]] + [v["cosine"] for v in (result.paper["measured"],) if v]
+    ax.set_ylim(max(min(ys), min(marked) - 0.1), min(1.0, max(ys)) + 0.005)  # the 1-bit end predicts far below
     ax.set_xlabel("blob size (MB)")
     ax.set_ylabel("mean NIP descriptor cosine to float")
     ax.set_title("chipq plan: size vs fidelity")
