@@ -246,6 +246,11 @@ def write_page(results_dir: Path, page: Path) -> Path:
         import scale as scale_bench
 
         text = text.rstrip("\n") + "\n\n" + scale_bench.render(scale) + "\n"
+    plan = cm.read_result(results_dir, "plan")  # bench/plan.py, run on its own
+    if isinstance(plan, dict):
+        import plan as plan_bench
+
+        text = text.rstrip("\n") + "\n\n" + plan_bench.render(plan) + "\n"
     cm.write_atomic(page, text)
     return page
 

@@ -3,6 +3,7 @@
 
 from chipq.cli import fetch_cmd  # noqa: F401
 from chipq.cli import compress_cmd  # noqa: F401
+from chipq.cli import plan_cmd  # noqa: F401
 from chipq.cli import inspect_cmd  # noqa: F401
 from chipq.cli import verify_cmd  # noqa: F401
 from chipq.cli import export_cmd  # noqa: F401

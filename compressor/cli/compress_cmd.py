@@ -46,7 +46,10 @@ _HELP = "\n\n".join(
         "continues from it (same model, plan, images and settings; --steps may grow). It is deleted "
         "once the blob is written. The same model, plan, images and seed give byte-identical blobs "
         "(torch deterministic algorithms, 2 threads).",
+        "--plan auto --budget B chooses the plan first, as `chipq plan MODEL --budget B` does (measured "
+        "per-layer sensitivity on the first 4 calibration photos, cached; an exact search under B bytes).",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 -o vgg16.blob",
+        "Example: chipq compress vgg16.pt --plan auto --budget 4MB -o vgg16.blob",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 --no-retrain -o fast.blob",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 --images my_photos --steps 600 -o vgg16.blob",
     ]
@@ -56,7 +59,8 @@ _HELP = "\n\n".join(
 @app.command("compress", help=_HELP, short_help='Quantize a float VGG-16 (.pt/.onnx) into a chip blob.')
 def compress_command(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Float model: .pt / .pth (state dict or TorchScript) or .onnx.", show_default=False),
-    plan_text: str = typer.Option("3x7,1x6", "--plan", "-p", metavar="PLAN", help="Mask bits per conv layer (see above)."),
+    plan_text: str = typer.Option("3x7,1x6", "--plan", "-p", metavar="PLAN", help="Mask bits per conv layer (see above), or auto with --budget."),
+    budget: Optional[str] = typer.Option(None, "--budget", metavar="B", help="With --plan auto: most blob bytes (3914104, 4MB, 15x).", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", metavar="BLOB", help="Where to write the blob.", show_default=False),
     images_dir: Optional[Path] = typer.Option(
         None,
@@ -98,6 +102,9 @@ def compress_command(
     from chipq.retrain.trainer import load_training_images
 
     input_hw = parse_size(input_size) if input_size else DEFAULT_INPUT
+    auto = plan_text.strip().lower() == "auto"
+    if auto != (budget is not None):
+        raise UsageError("--budget goes with --plan auto (and --plan auto needs --budget)")
     sources = [path for path in (images_dir, calib, retrain) if path is not None]
     if len(set(sources)) > 1:
         raise UsageError(
@@ -118,13 +125,19 @@ def compress_command(
     with status("compress", err_console, quiet=as_json) as shown:
         shown.update("loading model")
         stack = load_model(model_path).without_trailing_pool()
-        bits = parse_plan(plan_text, [layer.name for layer in stack.conv_layers()])
+        if not auto:
+            bits = parse_plan(plan_text, [layer.name for layer in stack.conv_layers()])
         what = f"--input {format_size(input_hw)}"
         check_input_size(stack.layers, input_hw, what)
         listed = len(list_images(image_dir))
         check_fits(stack.layers, input_hw, 4, what, keep_maps=min(listed, MAX_CALIB_IMAGES))
         shown.update("reading calibration images")
         images = calibration_batch(image_dir, input_hw)
+        if auto:
+            from chipq.reports.planner import make_plan
+
+            chosen = make_plan(stack, budget, images, [], status=lambda stage, done=None, total=None: shown.update(stage, done, total))
+            bits, plan_text = chosen.bits, chosen.plan
         try:
             if config is None:
                 result = compress(stack, bits, images, input_hw, step=lambda text: shown.update(text))

@@ -195,6 +195,11 @@ def dequantized_weights(layer: ConvLayer) -> np.ndarray:
     return layer.int_weights().astype(np.float64) / 2.0**layer.weight_shift
 
 
+def dequantized_bias(layer: ConvLayer, in_frac: int) -> np.ndarray:
+    """The real value of a conv layer's integer bias (SPEC 4.4), float64, for an input at `in_frac`."""
+    return layer.bias.astype(np.float64) * 2.0 ** (layer.bias_shift - layer.weight_shift - in_frac)
+
+
 def quantize_conv(conv: FloatConv, bits: int, in_frac: int, out_frac: int) -> ConvLayer:
     """One conv layer: kernels as alpha * M at the layer shift, bias at 12 bits, output shift.
 

@@ -1,0 +1,152 @@
+"""`chipq plan MODEL --budget B`: the mask bits of each layer under a size budget, by measured sensitivity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from chipq.cli import app, err_console
+from chipq.cli.options import flag, parse_size
+from chipq.cli.progress import status as progress_status
+from chipq.errors import UsageError
+
+_HELP = "\n\n".join(
+    [
+        "Choose the mask width (1-5 bits) of every conv layer so that the blob fits BUDGET and the "
+        "retrieval descriptor stays as close to the float model's as possible, and show the trade-off.",
+        "1. Sensitivity: for each conv layer and width, only that layer is quantized (the others float, "
+        "all with the chip's 8-bit activations) and the NIP descriptor (four quarter turns) and the conv5_3 "
+        "map are compared with the float model's on the first --sens-images calibration photos. The "
+        "result is cached in $CHIPQ_CACHE/sensitivity (else ~/.cache/chipq), keyed by the weights, the "
+        "photos and the settings.",
+        "2. Allocation: the exact blob size of every plan follows from the format (header, layer table, "
+        "8-byte-aligned payloads); an exact dynamic programme finds the plan of least predicted loss "
+        "(the sum over layers of half the squared descriptor distance each layer adds) under the budget, "
+        "and the whole Pareto front of size against predicted cosine.",
+        "3. Check: the chosen plan is compressed post-training (as `chipq compress --no-retrain`) and its "
+        "mean NIP descriptor cosine to float is measured on held-out photos (--eval, default: the --images "
+        "photos after the first 64, which calibration never reads). On a VGG-16 the paper's 3x7,1x6 is "
+        "measured beside it.",
+        "BUDGET: bytes (3914104), a size (4MB = 4,000,000 B, 3.5MiB) or a ratio to the fp32 conv weights "
+        "(15x). The plan string printed is valid for `chipq compress --plan`; `chipq compress --plan auto "
+        "--budget B` plans and compresses in one go.",
+        "Example: chipq plan vgg16.pt --budget 3914104 --json",
+        "Example: chipq plan vgg16.pt --budget 15x --plot front.png",
+    ]
+)
+
+
+@app.command("plan", help=_HELP, short_help="Choose each layer's mask bits under a size budget (measured).")
+def plan_command(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help="Float model: .pt / .pth or .onnx.", show_default=False),
+    budget: str = typer.Option(..., "--budget", "-b", metavar="B", help="Most blob bytes: 3914104, 4MB, 3.5MiB or a ratio 15x.", show_default=False),
+    images_dir: Optional[Path] = typer.Option(
+        None, "--images", metavar="DIR", help="Calibration photos (default: the photo set shipped with chipq).", show_default=False
+    ),
+    eval_dir: Optional[Path] = typer.Option(
+        None, "--eval", metavar="DIR", help="Held-out photos for the measured fidelity (default: --images after the first 64).", show_default=False
+    ),
+    input_size: str = typer.Option("224x224", "--input", metavar="WxH", help="The chip's input buffer, width x height."),
+    sens_images: str = typer.Option("4", "--sens-images", metavar="N", help="Calibration photos the sensitivity is measured on."),
+    no_measure: bool = flag("--no-measure", help="Skip compressing and measuring the chosen plan."),
+    no_cache: bool = flag("--no-cache", help="Measure the sensitivity again (and do not store it)."),
+    as_json: bool = flag("--json", help="Print the result as one JSON object (key `plan`: the plan string)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PNG", help="Draw the front, the chosen and the paper's plan.", show_default=False),
+) -> None:
+    """Plan a model; see `_HELP`."""
+    from chipq.formats.fileio import check_output
+    from chipq.images import list_images
+    from chipq.importers import load_model
+    from chipq.quant.compress import MAX_CALIB_IMAGES, calibration_images, default_calib_dir
+    from chipq.reports import planner
+
+    try:
+        count = int(sens_images)
+    except ValueError:
+        raise UsageError(f"--sens-images {sens_images!r}: expected a whole number") from None
+    if not 1 <= count <= MAX_CALIB_IMAGES:
+        raise UsageError(f"--sens-images {count}: must be 1..{MAX_CALIB_IMAGES}")
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'chipq[plot]'") from None
+        check_output(plot, "plot", "--plot")
+    input_hw = parse_size(input_size)
+    image_dir = images_dir if images_dir is not None else default_calib_dir()
+    with progress_status("plan", err_console, quiet=as_json) as shown:
+        shown.update("loading model")
+        stack = load_model(model_path).without_trailing_pool()
+        shown.update("reading calibration images")
+        calib, calib_names = calibration_images(image_dir, input_hw)
+        heldout: list[Path] = []
+        if not no_measure:
+            if eval_dir is not None:
+                heldout = list_images(eval_dir)
+            else:
+                used = set(calib_names)
+                heldout = [p for p in list_images(image_dir) if p.name not in used][: len(calib_names)]
+            used_paths = {p.resolve() for p in list_images(image_dir)[: len(calib_names)]}
+            overlap = [p.name for p in heldout if p.resolve() in used_paths]
+            if overlap:
+                raise UsageError(f"--eval shares {len(overlap)} photos with the calibration set (e.g. {overlap[0]}): give photos calibration never sees")
+        result = planner.make_plan(
+            stack, budget, calib, heldout, sens_images=count, use_cache=not no_cache,
+            status=lambda stage, done=None, total=None: shown.update(stage, done, total),
+        )  # fmt: skip
+    if plot is not None:
+        planner.plot_front(result, plot)
+    data = result.to_json()
+    data["model"] = str(model_path)
+    data["heldout_photos"] = len(heldout)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    _render(data, result, no_measure or not heldout, plot)
+
+
+def _render(data: dict, result, unmeasured: bool, plot: Path | None) -> None:
+    from chipq.reports.planner import thin_front
+
+    console = Console() if Console().is_terminal else Console(width=120)
+    sens = data["sensitivity"]
+    how = "cached" if sens["cached"] else f"measured in {sens['seconds']:.1f} s"
+    console.print(f"plan [bold]{escape(data['plan'])}[/]  (chipq compress --plan {escape(data['plan'])})")
+    console.print(
+        f"blob {data['bytes']:,} B of budget {data['budget']:,} B, ratio {data['ratio']:.2f}x to fp32 conv weights"
+    )
+    pred = data["predicted"]
+    console.print(
+        f"predicted: descriptor cosine {pred['cosine']:.4f}, conv5_3 SQNR {pred['sqnr_db']:.1f} dB  "
+        f"(sensitivity on {sens['images']} photos x {sens['views']} views, {how})"
+    )
+    measured = data["measured"]
+    if measured:
+        console.print(
+            f"measured (post-training, {measured['photos']} held-out photos): mean descriptor cosine "
+            f"{measured['cosine']:.4f} (lowest {measured['min_cosine']:.4f})"
+        )
+    elif unmeasured:
+        console.print("measured: skipped (no held-out photos: give --eval DIR)")
+    paper = data["paper_plan"]
+    if paper:
+        line = f"paper {paper['plan']}: {paper['bytes']:,} B, predicted cosine {paper['predicted']['cosine']:.4f}"
+        if paper["measured"]:
+            line += f", measured {paper['measured']['cosine']:.4f}"
+        console.print(line)
+    shown_rows = thin_front(data["front"], plan=data["plan"])
+    table = Table(title=f"Pareto front of size against predicted cosine ({len(data['front'])} plans, {len(shown_rows)} shown)")
+    for column in ("plan", "bytes", "ratio", "predicted cosine"):
+        table.add_column(column, justify="left" if column == "plan" else "right")
+    for row in shown_rows:
+        mark = " ◀" if row["plan"] == data["plan"] else ""
+        table.add_row(escape(row["plan"]) + mark, f"{row['bytes']:,}", f"{row['ratio']:.2f}x", f"{row['predicted_cosine']:.4f}")
+    console.print(table)
+    if plot is not None:
+        console.print(f"front drawn in {escape(str(plot))}")

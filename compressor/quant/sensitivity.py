@@ -1,0 +1,349 @@
+"""How much each conv layer's mask width costs in fidelity, measured one layer at a time.
+
+For every conv layer L and mask width m in 1..5, the network is run with **only L quantized** at m
+bits (Eq. 1 exactly as `quantize_conv` builds it: 8-bit alpha, m-bit masks, the layer's weight
+shift, the 12-bit bias) and every other layer in float, all of them with the chip's 8-bit
+activations ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f`` at the calibrated fraction bits, and
+conv1 on the chip's input ``p − mean_int`` with the normalisation folded in (SPEC 6). The conv5_3
+maps of the calibration images are compared with those of the float model:
+
+- the retrieval descriptor (a `pool` function given by the caller, e.g. NIP over four rotations:
+  this package sits below `chipq.retrieval`, so the descriptor is passed in) — mean cosine to the
+  float descriptor, and the mean squared distance to the descriptor of the *reference* run
+  (8-bit activations, every layer float);
+- the conv5_3 SQNR to float, and the noise power relative to the reference run.
+
+The reference is what every plan shares; the per-layer numbers are what choosing m for L adds to
+it. Under the usual assumption that quantization errors of different layers are uncorrelated, their
+squared distances add (``||a + e1 + e2 − f||² ≈ ||a − f||² + ||e1||² + ||e2||²``), which for unit
+descriptors gives the additive prediction `Sensitivity.predict` uses and `chipq.quant.allocate`
+optimises:
+
+    1 − cos(plan) ≈ (1 − cos(reference)) + ½ Σ_L dist²(L, m_L)
+
+A run is cached in ``$CHIPQ_CACHE/sensitivity`` (else ``~/.cache/chipq/sensitivity``) as JSON,
+keyed by the model's weights SHA-256, the images' SHA-256 and the settings; a cache hit costs
+nothing. The run itself is one shared prefix pass plus, per layer, five passes of the layers after
+it: about 3.5 full forward passes per width, per image view, on VGG-16.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from chipq.errors import ChipqError
+from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
+from chipq.floatnet.reference import FloatReference
+from chipq.formats import constants as C
+from chipq.quant.quantize import (
+    dequantized_bias,
+    dequantized_weights,
+    fold_input_normalisation,
+    input_mean_int,
+    quantize_conv,
+)
+
+SENSITIVITY_VERSION = 1  # bump when the measurement changes: old cache entries are then ignored
+WIDTHS = tuple(range(C.MIN_MASK_BITS, C.MAX_MASK_BITS + 1))
+
+Pool = Callable[[np.ndarray], np.ndarray]  # one image's views' maps (R, C, h, w) -> descriptor (D,)
+Progress = Callable[[int, int], None]  # (done, total) passes
+
+
+class SensitivityError(ChipqError):
+    """The images or settings cannot be measured (wrong shape, no conv layer)."""
+
+
+@dataclass
+class Sensitivity:
+    """Per-layer, per-width fidelity of a model on a set of images (see the module docstring).
+
+    Lists indexed ``[layer][m - 1]``, layers in conv order.
+    """
+
+    layers: list[str]
+    images: int
+    views: int
+    ref_cosine: float  # 8-bit activations, float weights: mean descriptor cosine to float
+    ref_noise: float  # its conv5_3 noise power / signal power
+    cosine: list[list[float]]  # only L at m bits: mean descriptor cosine to float
+    dist2: list[list[float]]  # mean ||d(L, m) − d(reference)||² per image
+    sqnr_db: list[list[float]]  # conv5_3 SQNR to float, dB
+    noise: list[list[float]]  # ||map(L, m) − map(reference)||² / ||map(float)||²
+    seconds: float  # what the measurement cost (wall clock), cached or not
+    key: str = ""
+    cached: bool = field(default=False)
+
+    def loss(self, layer: int, bits: int) -> float:
+        """The additive cost `chipq.quant.allocate` minimises: half the squared descriptor distance."""
+        return 0.5 * self.dist2[layer][bits - 1]
+
+    def predict(self, plan: list[int]) -> dict[str, float]:
+        """Predicted mean descriptor cosine and conv5_3 SQNR of a whole plan (additive model)."""
+        if len(plan) != len(self.layers):
+            raise SensitivityError(f"plan has {len(plan)} widths for {len(self.layers)} conv layers")
+        cosine = self.ref_cosine - sum(self.loss(i, m) for i, m in enumerate(plan))
+        noise = self.ref_noise + sum(self.noise[i][m - 1] for i, m in enumerate(plan))
+        return {"cosine": cosine, "sqnr_db": _db(noise)}
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.pop("cached")
+        return data
+
+
+def _db(noise: float) -> float:
+    return float("inf") if noise <= 0 else -10.0 * math.log10(noise)
+
+
+def default_cache_dir() -> Path:
+    """``$CHIPQ_CACHE`` if set, else ``~/.cache/chipq`` (the same rule as `chipq fetch-vgg16`)."""
+    return Path(os.environ.get("CHIPQ_CACHE") or Path.home() / ".cache" / "chipq")
+
+
+def cache_key(stack: FloatStack, views: np.ndarray, act_fracs: list[int], pool_name: str) -> str:
+    """SHA-256 of what the measurement depends on: weights, images, fractions, descriptor, version."""
+    images = hashlib.sha256(np.ascontiguousarray(views).tobytes()).hexdigest()
+    settings = {
+        "version": SENSITIVITY_VERSION,
+        "weights_sha256": stack.weights_sha256(),
+        "mean": list(stack.mean),
+        "std": list(stack.std),
+        "images_sha256": images,
+        "shape": list(views.shape),
+        "act_fracs": [int(f) for f in act_fracs],
+        "pool": pool_name,
+        "widths": list(WIDTHS),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _act(x: torch.Tensor, frac: int) -> torch.Tensor:
+    """ReLU and the chip's uint8 activations in real units (`chipq.quant.calibrate.quantize_activations`)."""
+    step = 2.0**-frac
+    return torch.floor(torch.clamp(x, 0.0, C.ACT_MAX * step) / step + 0.5) * step
+
+
+@dataclass
+class _Tally:
+    """Running sums for one (layer, width) over images."""
+
+    cosine: float = 0.0
+    dist2: float = 0.0
+    err_float: float = 0.0
+    err_ref: float = 0.0
+
+
+def measure(
+    stack: FloatStack,
+    views: np.ndarray,
+    act_fracs: list[int],
+    pool: Pool,
+    pool_name: str,
+    *,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    batch: int = 2,
+    progress: Progress | None = None,
+) -> Sensitivity:
+    """Measure (or read from the cache) the sensitivity of every conv layer at every width.
+
+    Args:
+        stack: the float model (a trailing pool is dropped).
+        views: uint8 (N, R, 3, H, W): N calibration images, R network inputs each (e.g. the four
+            NIP rotations), every one the chip's input size.
+        act_fracs: each conv layer's calibrated output fraction bits (`chipq.quant.compress.calibrate`).
+        pool: one image's R conv5_3 maps -> its descriptor.
+        pool_name: names `pool` in the cache key (change it when `pool` changes).
+        cache_dir: default `default_cache_dir()`.
+        use_cache: read and write the cache.
+        batch: images per pass (memory: VGG-16 at 224x224 needs ~50 MB per view).
+        progress: called with (done, total) after each image's passes.
+    """
+    started = time.perf_counter()
+    stack = stack.without_trailing_pool()
+    convs = stack.conv_layers()
+    if not convs:
+        raise SensitivityError("the model has no conv layer")
+    if not isinstance(views, np.ndarray) or views.dtype != np.uint8 or views.ndim != 5 or views.shape[2] != 3:
+        raise SensitivityError(f"views: expected uint8 (N, R, 3, H, W), got {getattr(views, 'shape', views)}")
+    if views.shape[0] == 0 or views.shape[1] == 0:
+        raise SensitivityError("views: no image")
+    if len(act_fracs) != len(convs):
+        raise SensitivityError(f"{len(act_fracs)} fraction bits for {len(convs)} conv layers")
+    key = cache_key(stack, views, act_fracs, pool_name)
+    path = (cache_dir or default_cache_dir()) / "sensitivity" / f"{key}.json"
+    if use_cache:
+        hit = _read_cache(path, key, [c.name for c in convs])
+        if hit is not None:
+            hit.seconds = time.perf_counter() - started
+            return hit
+    result = _measure(stack, views, act_fracs, pool, batch, progress)
+    result.key = key
+    result.seconds = time.perf_counter() - started
+    if use_cache:
+        _write_cache(path, result)
+    return result
+
+
+def _read_cache(path: Path, key: str, names: list[str]) -> Sensitivity | None:
+    """The cached run, or None when absent or unreadable (a damaged entry is measured again)."""
+    try:
+        data = json.loads(path.read_text())
+        result = Sensitivity(**{**data, "cached": True})
+    except (OSError, ValueError, TypeError):
+        return None
+    shape_ok = all(len(getattr(result, f)) == len(names) for f in ("cosine", "dist2", "sqnr_db", "noise"))
+    if result.key != key or result.layers != names or not shape_ok:
+        return None
+    return result
+
+
+def _write_cache(path: Path, result: Sensitivity) -> None:
+    """Atomic write (temporary file + rename); a cache that cannot be written is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(result.to_json(), indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+class _Runner:
+    """The float stack on the chip's input with 8-bit activations, any one conv quantized."""
+
+    def __init__(self, stack: FloatStack, act_fracs: list[int]) -> None:
+        self.mean_int = input_mean_int(stack.mean)
+        self.ops: list[tuple[str, object]] = []  # ("conv", index) | ("pool", None) in order
+        self.weights: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.convs: list[FloatConv] = []
+        for item in stack.layers:
+            if isinstance(item, FloatPool):
+                self.ops.append(("pool", None))
+                continue
+            conv = item
+            if not self.convs:
+                conv = fold_input_normalisation(conv, stack.mean, stack.std, self.mean_int)
+            self.ops.append(("conv", len(self.convs)))
+            self.convs.append(conv)
+            self.weights.append(
+                (torch.from_numpy(np.asarray(conv.weight, np.float32)), torch.from_numpy(np.asarray(conv.bias, np.float32)))
+            )
+        self.fracs = [int(f) for f in act_fracs]
+
+    def chip_input(self, pixels: np.ndarray) -> torch.Tensor:
+        mean = np.asarray(self.mean_int, np.float32).reshape(1, 3, 1, 1)
+        return torch.from_numpy(pixels.astype(np.float32) - mean)
+
+    def quantized(self, index: int, bits: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Layer `index` at `bits` bits: real weights, real bias and its output fraction bits."""
+        in_frac = 0 if index == 0 else self.fracs[index - 1]
+        layer = quantize_conv(self.convs[index], bits, in_frac, self.fracs[index])
+        weight = torch.from_numpy(dequantized_weights(layer).astype(np.float32))
+        bias = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
+        return weight, bias, in_frac + layer.weight_shift - layer.out_shift
+
+    def run(self, x: torch.Tensor, start: int, swap: tuple[int, torch.Tensor, torch.Tensor, int] | None = None):
+        """Run ops[start:] on `x`; `swap` = (conv index, weight, bias, out frac) replaces one conv."""
+        for kind, index in self.ops[start:]:
+            if kind == "pool":
+                x = F.max_pool2d(x, C.POOL_SIZE)
+                continue
+            weight, bias = self.weights[index]
+            frac = self.fracs[index]
+            if swap is not None and swap[0] == index:
+                _, weight, bias, frac = swap
+            x = _act(F.conv2d(x, weight, bias, padding=1), frac)
+        return x
+
+
+def _measure(
+    stack: FloatStack, views: np.ndarray, act_fracs: list[int], pool: Pool, batch: int, progress: Progress | None
+) -> Sensitivity:
+    runner = _Runner(stack, act_fracs)
+    reference = FloatReference(stack, batch=8)
+    n_images, n_views = views.shape[:2]
+    n_convs = len(runner.convs)
+    quantized = {(i, m): runner.quantized(i, m) for i in range(n_convs) for m in WIDTHS}
+    tallies = {(i, m): _Tally() for i in range(n_convs) for m in WIDTHS}
+    ref_cos, ref_err, signal = 0.0, 0.0, 0.0
+    conv_op = [pos for pos, (kind, _) in enumerate(runner.ops) if kind == "conv"]
+    total = n_images
+    batch = max(1, int(batch))
+    with torch.no_grad():
+        for start in range(0, n_images, batch):
+            chunk = views[start : start + batch]
+            k = chunk.shape[0]
+            flat = chunk.reshape(k * n_views, *chunk.shape[2:])
+            f_maps = reference.run(np.ascontiguousarray(flat)).astype(np.float64)
+            f_desc = _descriptors(f_maps, k, n_views, pool)
+            signal += float(np.sum(f_maps**2))
+            x = runner.chip_input(flat)
+            r_maps = runner.run(x, 0).numpy().astype(np.float64)
+            r_desc = _descriptors(r_maps, k, n_views, pool)
+            ref_cos += float(np.sum(_cosines(r_desc, f_desc)))
+            ref_err += float(np.sum((r_maps - f_maps) ** 2))
+            pos = 0  # x is the reference input of ops[pos]
+            for index in range(n_convs):
+                while pos < conv_op[index]:
+                    x = _step(runner, x, pos)
+                    pos += 1
+                for m in WIDTHS:
+                    weight, bias, frac = quantized[(index, m)]
+                    maps = runner.run(x, pos, (index, weight, bias, frac)).numpy().astype(np.float64)
+                    desc = _descriptors(maps, k, n_views, pool)
+                    tally = tallies[(index, m)]
+                    tally.cosine += float(np.sum(_cosines(desc, f_desc)))
+                    tally.dist2 += float(np.sum((desc - r_desc) ** 2))
+                    tally.err_float += float(np.sum((maps - f_maps) ** 2))
+                    tally.err_ref += float(np.sum((maps - r_maps) ** 2))
+            if progress:
+                progress(min(start + k, total), total)
+    signal = signal or 1.0
+
+    def grid(fn) -> list[list[float]]:
+        return [[fn(tallies[(i, m)]) for m in WIDTHS] for i in range(n_convs)]
+
+    return Sensitivity(
+        layers=[c.name for c in runner.convs],
+        images=int(n_images),
+        views=int(n_views),
+        ref_cosine=ref_cos / n_images,
+        ref_noise=ref_err / signal,
+        cosine=grid(lambda t: t.cosine / n_images),
+        dist2=grid(lambda t: t.dist2 / n_images),
+        sqnr_db=grid(lambda t: _db(t.err_float / signal)),
+        noise=grid(lambda t: t.err_ref / signal),
+        seconds=0.0,
+    )
+
+
+def _step(runner: _Runner, x: torch.Tensor, pos: int) -> torch.Tensor:
+    """One op of the reference run."""
+    kind, index = runner.ops[pos]
+    if kind == "pool":
+        return F.max_pool2d(x, C.POOL_SIZE)
+    weight, bias = runner.weights[index]
+    return _act(F.conv2d(x, weight, bias, padding=1), runner.fracs[index])
+
+
+def _descriptors(maps: np.ndarray, images: int, views: int, pool: Pool) -> np.ndarray:
+    grouped = maps.reshape(images, views, *maps.shape[1:])
+    return np.stack([np.asarray(pool(grouped[i]), np.float64) for i in range(images)])
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(norms > 0, np.sum(a * b, axis=1) / np.where(norms > 0, norms, 1.0), 0.0)

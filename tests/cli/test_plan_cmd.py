@@ -1,0 +1,141 @@
+"""`chipq plan` and `chipq compress --plan auto`: a plan under the budget, valid for compress, checked."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chipq.cli import main
+from chipq.formats.reader import read_blob
+from chipq.importers.torchvision_layout import vgg_cfg
+from chipq.importers.torchvision_vgg import VGG
+from chipq.quant.plan import parse_plan
+
+SIZE = ["--input", "32x32"]
+
+
+def write_photos(folder, count, seed):
+    """Smooth random colour JPEGs (40x48), different enough to describe."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        coarse = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize((48, 40), Image.BILINEAR).save(folder / f"img{index}.jpg", quality=95)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A VGG-16-shaped model (channels / 16, 13 convs), calibration and held-out photos."""
+    root = tmp_path_factory.mktemp("plan")
+    torch.manual_seed(0)
+    model = root / "tiny16.pt"
+    torch.save(VGG(vgg_cfg("D", 16)).state_dict(), model)
+    write_photos(root / "calib", 3, seed=1)
+    write_photos(root / "eval", 2, seed=7)
+    return model, root / "calib", root / "eval"
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHIPQ_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def run(monkeypatch, capsys, *args):
+    """Run the real entry point; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["chipq", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_plan_json_fits_the_budget_and_compress_reproduces_its_bytes(files, monkeypatch, capsys, tmp_path, cache):
+    model, calib, heldout = files
+    code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", "40kB", "--images", calib, "--eval", heldout, *SIZE, "--sens-images", "2", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    names = data["sensitivity"]["layers"]
+    assert len(names) == 13
+    assert parse_plan(data["plan"], names) == data["bits"]
+    assert data["bytes"] <= data["budget"] == 40_000
+    assert data["measured"]["photos"] == 2 and data["measured"]["bytes"] == data["bytes"]
+    assert 0 < data["measured"]["cosine"] <= 1 + 1e-6
+    assert data["paper_plan"]["plan"] == "3x7,1x6" and data["paper_plan"]["measured"] is not None
+    assert data["front"][0]["bytes"] < data["front"][-1]["bytes"]
+    assert not data["sensitivity"]["cached"]
+    assert len(list((cache / "sensitivity").glob("*.json"))) == 1
+    # the plan string is valid for compress, and the blob has exactly the planned size
+    blob = tmp_path / "planned.blob"
+    code, _, err = run(monkeypatch, capsys, "compress", model, "--plan", data["plan"], "--no-retrain", "--images", calib, *SIZE, "-o", blob, "--json")
+    assert code == 0, err
+    assert blob.stat().st_size == data["bytes"]
+    assert [layer.mask_bits for layer in read_blob(blob).conv_layers()] == data["bits"]
+    # the second run hits the sensitivity cache and finds the same plan
+    code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", "40kB", "--images", calib, "--no-measure", *SIZE, "--sens-images", "2", "--json")
+    again = json.loads(out)
+    assert code == 0 and again["sensitivity"]["cached"] and again["plan"] == data["plan"]
+    assert again["measured"] is None
+
+
+def test_plan_text_output_and_plot(files, monkeypatch, capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    model, calib, heldout = files
+    png = tmp_path / "front.png"
+    code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", "9x", "--images", calib, "--eval", heldout, *SIZE, "--sens-images", "1", "--plot", png)
+    assert code == 0, err
+    assert "plan " in out and "Pareto front" in out and "paper 3x7,1x6" in out and "measured" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_one_line(files, monkeypatch, capsys, tmp_path):
+    model, calib, _ = files
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", "40kB", "--images", calib, *SIZE, "--plot", tmp_path / "f.png")
+    assert code == 2 and out == ""
+    assert err.strip().count("\n") == 0 and "pip install 'chipq[plan]'".replace("plan", "plot") in err
+    assert not (tmp_path / "f.png").exists()
+
+
+@pytest.mark.parametrize(
+    "budget, message",
+    [("lots", "expected bytes"), ("0x", "positive"), ("100", "smallest blob")],
+)
+def test_bad_budgets_are_one_line_errors(files, monkeypatch, capsys, budget, message):
+    model, calib, _ = files
+    code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", budget, "--images", calib, *SIZE)
+    assert code == 2 and out == ""
+    assert message in err and err.strip().count("\n") == 0
+
+
+def test_eval_photos_must_not_be_calibration_photos(files, monkeypatch, capsys):
+    model, calib, _ = files
+    code, _, err = run(monkeypatch, capsys, "plan", model, "--budget", "40kB", "--images", calib, "--eval", calib, *SIZE)
+    assert code == 2 and "calibration" in err
+
+
+def test_compress_plan_auto(files, monkeypatch, capsys, tmp_path):
+    model, calib, _ = files
+    blob = tmp_path / "auto.blob"
+    code, out, err = run(monkeypatch, capsys, "compress", model, "--plan", "auto", "--budget", "30kB", "--no-retrain", "--images", calib, *SIZE, "-o", blob, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert blob.stat().st_size == summary["blob_bytes"] <= 30_000
+    names = [layer.name for layer in read_blob(blob).conv_layers()]
+    assert parse_plan(summary["plan"], names) == [layer.mask_bits for layer in read_blob(blob).conv_layers()]
+
+
+@pytest.mark.parametrize("args", [["--plan", "auto"], ["--plan", "3x7,1x6", "--budget", "4MB"]])
+def test_compress_budget_goes_with_auto(files, monkeypatch, capsys, tmp_path, args):
+    model, calib, _ = files
+    blob = tmp_path / "x.blob"
+    code, _, err = run(monkeypatch, capsys, "compress", model, *args, "--no-retrain", "--images", calib, *SIZE, "-o", blob)
+    assert code == 2 and "--budget" in err and not blob.exists()

@@ -1,0 +1,107 @@
+"""Per-layer sensitivity: the quantized layer is the chip's, the numbers make sense, the cache hits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from floatcraft import random_stack
+
+from chipq.executor import golden
+from chipq.quant import sensitivity
+from chipq.quant.compress import calibrate, compress
+from chipq.quant.sensitivity import SensitivityError, measure
+
+
+def _pool(maps):
+    """A simple descriptor: per channel RMS over the map, max over the views, L2-normalised."""
+    vector = np.sqrt(np.mean(np.square(maps), axis=(2, 3))).max(axis=0)
+    return vector / max(np.linalg.norm(vector), 1e-30)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    stack = random_stack([6, "M", 8, 8, "M", 6], seed=2)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:24, 0:24]
+    images = []
+    for i in range(3):
+        base = np.stack([np.sin(xx / (2 + i + c)) * np.cos(yy / (3 + c)) for c in range(3)])
+        images.append(np.clip(128 + 90 * base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
+    calib = np.stack(images)
+    return stack, calib, calibrate(stack, calib)
+
+
+def _views(calib):
+    return np.stack([np.stack([img, np.rot90(img, 2, axes=(1, 2))]) for img in calib]).copy()
+
+
+def test_the_quantized_layer_is_the_chip_layer(setup):
+    """A one-conv model: the sensitivity run at m bits is the golden executor's output, in real units."""
+    stack = random_stack([6], seed=4)
+    _, calib, _ = setup
+    fracs = calibrate(stack, calib)
+    runner = sensitivity._Runner(stack, fracs)
+    for bits in sensitivity.WIDTHS:
+        weight, bias, frac = runner.quantized(0, bits)
+        got = runner.run(runner.chip_input(calib), 0, (0, weight, bias, frac)).numpy()
+        model = compress(stack, [bits], calib, (24, 24)).model
+        want = golden.GoldenExecutor(model).run(calib).astype(np.float64) * 2.0 ** -model.activation_fracs()[-1]
+        # float32 convolution: a value on a rounding boundary may land one step away, rarely
+        step = 2.0**-frac
+        assert np.max(np.abs(got - want)) <= step + 1e-9
+        assert np.mean(np.abs(got - want) > 1e-9) < 0.01
+
+
+def test_measure_shapes_sense_and_additive_prediction(setup, tmp_path):
+    stack, calib, fracs = setup
+    result = measure(stack, _views(calib), fracs, _pool, "rms", cache_dir=tmp_path)
+    assert result.layers == ["conv1_1", "conv2_1", "conv2_2", "conv3_1"]
+    assert (result.images, result.views) == (3, 2)
+    assert 0.9 < result.ref_cosine <= 1.0 + 1e-9
+    for layer in range(4):
+        assert len(result.cosine[layer]) == 5
+        # 5-bit masks are closer to float than 1-bit masks, on both measures
+        assert result.cosine[layer][4] > result.cosine[layer][0]
+        assert result.sqnr_db[layer][4] > result.sqnr_db[layer][0]
+        assert result.dist2[layer][4] < result.dist2[layer][0]
+    plan = [1, 5, 3, 2]
+    predicted = result.predict(plan)
+    assert predicted["cosine"] == pytest.approx(result.ref_cosine - sum(result.loss(i, m) for i, m in enumerate(plan)))
+    noise = result.ref_noise + sum(result.noise[i][m - 1] for i, m in enumerate(plan))
+    assert predicted["sqnr_db"] == pytest.approx(-10 * np.log10(noise))
+    with pytest.raises(SensitivityError):
+        result.predict([1, 2])
+
+
+def test_cache_hit_miss_and_damage(setup, tmp_path):
+    stack, calib, fracs = setup
+    views = _views(calib)
+    first = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path)
+    assert not first.cached
+    files = list((tmp_path / "sensitivity").glob("*.json"))
+    assert [f.stem for f in files] == [first.key]
+    second = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path)
+    assert second.cached and second.cosine == first.cosine and second.dist2 == first.dist2
+    # other images, other fractions, another descriptor or other weights: other keys, measured anew
+    assert not measure(stack, views[:2], fracs, _pool, "rms", cache_dir=tmp_path).cached
+    assert not measure(stack, views, [f + 1 for f in fracs], _pool, "rms", cache_dir=tmp_path).cached
+    assert not measure(stack, views, fracs, _pool, "rms-v2", cache_dir=tmp_path).cached
+    other = random_stack([6, "M", 8, 8, "M", 6], seed=9)
+    assert not measure(other, views, fracs, _pool, "rms", cache_dir=tmp_path).cached
+    # a damaged entry is measured again and rewritten
+    files[0].write_text("{not json")
+    again = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path)
+    assert not again.cached and again.cosine == first.cosine
+    assert json.loads(files[0].read_text())["key"] == first.key
+    # use_cache=False neither reads nor writes
+    assert not measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, use_cache=False).cached
+
+
+def test_bad_inputs_are_refused(setup, tmp_path):
+    stack, calib, fracs = setup
+    with pytest.raises(SensitivityError, match="uint8"):
+        measure(stack, calib, fracs, _pool, "rms", cache_dir=tmp_path)
+    with pytest.raises(SensitivityError, match="fraction bits"):
+        measure(stack, _views(calib), fracs[:2], _pool, "rms", cache_dir=tmp_path)
