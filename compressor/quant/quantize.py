@@ -224,9 +224,6 @@ def quantize_conv(conv: FloatConv, bits: int, in_frac: int, out_frac: int) -> Co
     return ConvLayer(conv.name, bits, shift, bias_shift, out_shift, alpha, codes, bias)
 
 
-def dequantized_bias(layer: ConvLayer, in_frac: int) -> np.ndarray:
-    """The real value of a conv layer's integer bias (SPEC 4.4), float64."""
-    return layer.bias.astype(np.float64) * 2.0 ** (layer.bias_shift - layer.weight_shift - in_frac)
 
 
 def quantize_stack(
