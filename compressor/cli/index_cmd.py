@@ -40,8 +40,11 @@ def index_command(
     as_json: bool = flag("--json", help="Print one JSON object."),
 ) -> None:
     """Build an index; see `_HELP`."""
+    from chipq.formats.fileio import check_output
     from chipq.retrieval.descriptors import load_descriptors
     from chipq.retrieval.index import build_index, require_faiss, save_index
+
+    check_output(output, "index file", "--output")
 
     require_faiss()
     dset = load_descriptors(descriptors)

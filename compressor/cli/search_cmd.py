@@ -50,7 +50,18 @@ def search_command(
     compare_model: Optional[Path] = typer.Option(None, "--compare-model", metavar="MODEL", help="Model of INDEX2 (a float model).", show_default=False),
 ) -> None:
     """Search; see `_HELP`."""
+    from chipq.formats.fileio import check_output, open_regular
     from chipq.retrieval.index import load_searchable, require_faiss
+
+    if html_out is not None:
+        check_output(html_out, "HTML page", "--html")
+    # every file named must be a readable regular file before any other work (a FIFO would block)
+    for path, what in [(index_path, "index file"), (compare, "index file"), (blob, "blob"), (model, "model"),
+                       (compare_blob, "blob"), (compare_model, "model"), (gt, "ground truth")]:
+        if path is not None:
+            open_regular(path, what).close()
+    for query in queries:
+        open_regular(query, "query").close()
 
     require_faiss()
     if blob is not None and model is not None:

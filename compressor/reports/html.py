@@ -17,7 +17,6 @@ import base64
 import html
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,17 +150,10 @@ def render_report(title: str, rows: Sequence[QueryRow], *, subtitle: str = "", t
 
 
 def write_report(path: Path, page: str) -> None:
-    """Write the page atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o644)  # a page to share, not a secret (mkstemp makes 0600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the page atomically (`chipq.formats.fileio.atomic_write`: checked, umask mode, no temp left)."""
+    from chipq.formats.fileio import atomic_write
+
+    atomic_write(Path(path), page.encode("utf-8"), what="HTML page")
 
 
 def resolve_image(root: Path | None, name: str) -> Path | None:

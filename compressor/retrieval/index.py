@@ -42,8 +42,6 @@ Memory per block of queries grows with the database size N, never with N².
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +50,7 @@ import numpy as np
 from numpy.lib import format as npy
 
 from chipq.errors import ChipqError, UsageError
+from chipq.formats.fileio import FileRefused, atomic_write, open_regular
 from chipq.retrieval.descriptors import (
     MAX_NPY_HEADER,
     MEMBERS,
@@ -285,16 +284,7 @@ def save_index(path: Path, index: SearchIndex) -> None:
     if index.method == "ivf":
         arrays["centroids"] = np.ascontiguousarray(index.centroids, dtype=np.float32)
         arrays["assign"] = np.ascontiguousarray(index.assign, dtype=np.int32)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays), what="index file")
 
 
 def load_index(path: Path) -> SearchIndex:
@@ -305,7 +295,9 @@ def load_index(path: Path) -> SearchIndex:
     """
     path = Path(path)
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(open_regular(path, "index file"))
+    except FileRefused as exc:
+        raise DescriptorFileUnreadable(str(exc)) from None
     except FileNotFoundError as exc:
         raise DescriptorFileUnreadable(f"{path}: no such file") from exc
     except zipfile.BadZipFile as exc:

@@ -676,6 +676,18 @@ def export_cases() -> list[Case]:
     return cases
 
 
+def plan_cases() -> list[Case]:
+    base = ["plan", "model.pt", "--budget", "15x", "--images", "photos", "--input", f"{INPUT}x{INPUT}", "--no-measure"]
+    cases = _cases_for_path("plan", base, "model.pt", kind="model")
+    cases += _model_cases("plan", base, "model.pt")
+    cases += _usage("plan", [
+        ("bad-budget", swap(base, "--budget", "lots"), "lots"),
+        ("missing-budget", [a for a in base if a not in ("--budget", "15x")], "--budget"),
+        ("unknown-option", base + ["--bogus"], "--bogus"),
+    ])
+    return cases
+
+
 def index_cases() -> list[Case]:
     base = ["index", "desc.npz", "-o", "out.index"]
     cases = _cases_for_path("index", base, "desc.npz", kind="descriptors")
@@ -728,7 +740,7 @@ def _needs_faiss(cases: list[Case]) -> list[Case]:
 
 def all_cases() -> list[Case]:
     cases = top_cases() + inspect_cases() + verify_cases() + compress_cases() + extract_cases() + eval_cases()
-    cases += fetch_cases() + demo_cases() + export_cases() + _needs_faiss(index_cases() + search_cases())
+    cases += fetch_cases() + demo_cases() + export_cases() + plan_cases() + _needs_faiss(index_cases() + search_cases())
     ids = [case.id for case in cases]
     duplicates = {i for i in ids if ids.count(i) > 1}
     assert not duplicates, duplicates
