@@ -6,16 +6,21 @@ gives the layer. `reconstruct` goes through the conv layers in order; for each i
 calibration images, the quantized network's own input to the layer (X_q, the chip's 8-bit grid) and
 the float model's output of the layer (Y, before ReLU). Then:
 
-1. **Target weights.** The least-squares weights V (and bias) that best map X_q to Y:
-   ``V = Y Z^T (Z Z^T + λ I)^-1`` with Z the 3x3 patches of X_q (and a constant 1 for the bias) at
-   sampled positions. This corrects, at each layer, what the layers before it lost (the error does
-   not pile up along the network).
+1. **Target weights.** The least-squares weights V (and bias) that best map X_q to Y, pulled
+   towards the float weights W: ``V = (Y Z^T + λ W)(Z Z^T + λ I)^-1`` with Z the 3x3 patches of X_q
+   (and a constant 1 for the bias) at sampled positions. This corrects, at each layer, what the
+   layers before it lost (the error does not pile up along the network). A 512-channel layer has
+   4609 weights per output and a few thousand sampled positions: without the pull towards W the
+   solve overfits the calibration images (measured: descriptor cosine 0.81 with a pull towards
+   zero, 0.94 towards W, `bench/reconstruct_sweep.py`).
 2. **Quantization with error feedback** (GPTQ, Frantar et al. 2023, with one α per 3x3 kernel):
    the columns of V (input channel, tap) are quantized one at a time; a kernel's α is chosen (least
    squares on the weights, rounded to the layer's 8-bit grid) when its first tap comes up; each
    column's rounding error is pushed onto the columns not yet quantized through the inverse of
    H = Z Z^T, so the layer output error, not the weight error, is what is minimised. The bias,
    unquantized until the end, takes up the output's mean error (bias correction).
+   Then, masks kept, all α's of the layer and its bias are solved jointly for the output
+   (`refit_alphas`): GPTQ picks each α greedily when its kernel comes up.
 3. **Activation shift.** The layer's output fraction bits are chosen again, by the calibration
    rule (`chipq.calibrate.choose_frac`), on the quantized layer's own output.
 
@@ -24,8 +29,8 @@ chip weights) and the chosen fraction bits: `chipq.quantize.quantize_stack` of i
 model, and retraining can start from it (its shadow weights are these, the teacher stays the
 original float model).
 
-Determinism: the sampled positions come from a generator seeded by ``seed``; torch runs float64
-solves and float32 products with a fixed thread count (`threads`), deterministic algorithms on.
+Determinism: the sampled positions come from a generator seeded by ``seed``; torch runs float32
+solves and products with a fixed thread count (`threads`), deterministic algorithms on.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ TAPS = C.KERNEL_TAPS
 
 CHUNK = 8  # calibration images per forward pass
 GPTQ_BLOCK = 16  # kernels per lazy-update block of the error feedback
+SOLVE = torch.float32  # the statistics and solves (damped: float32 is enough, and twice as fast)
 
 
 @dataclass(frozen=True)
@@ -61,17 +67,26 @@ class ReconstructConfig:
         refit_fracs: choose each output's fraction bits on the quantized output (step 3).
         least_squares_target: step 1 (False: quantize the float weights themselves with feedback).
         error_feedback: step 2's feedback (False: each kernel rounded on its own, as `quantize`).
+        float_prior: step 1's ridge pulls towards the float weights (False: towards zero);
+            with fewer sampled positions than weights per output the solve is underdetermined,
+            and the float weights are the better guess.
+        refit_alphas: after step 2, all α's of the layer solved jointly for its output, the masks
+            kept (`refit_alphas`).
+        alpha_ridge: that solve's regularisation, a share of its mean diagonal.
         seed: seeds the position sampling.
         threads: torch intra-op threads.
     """
 
     positions: int = 8192
-    damp: float = 0.01
+    damp: float = 0.3
     refit_fracs: bool = True
     least_squares_target: bool = True
     error_feedback: bool = True
     seed: int = 0
     threads: int = 2
+    float_prior: bool = True
+    refit_alphas: bool = True
+    alpha_ridge: float = 1e-3
 
 
 @dataclass
@@ -89,7 +104,7 @@ class LayerStat:
 def reconstruct(
     stack: FloatStack,
     plan: list[int],
-    fracs: list[int],
+    fracs: list[int] | None,
     calib: np.ndarray,
     config: ReconstructConfig = ReconstructConfig(),
     step: Callable[[str], None] | None = None,
@@ -100,7 +115,9 @@ def reconstruct(
         stack: the float model (a trailing max-pool is dropped).
         plan: mask bits per conv layer.
         fracs: output fraction bits from float calibration (kept where `refit_fracs` is off, and
-            the starting point of each layer's choice otherwise).
+            the starting point of each layer's choice otherwise); None: chosen by the calibration
+            rule on the float model's outputs on `calib`, which this pass computes anyway (no
+            separate calibration pass needed).
         calib: uint8 (N, 3, H, W) calibration images.
         config: the settings.
         step: called with a short text as each layer starts (progress display).
@@ -110,8 +127,8 @@ def reconstruct(
     """
     stack = stack.without_trailing_pool()
     convs = stack.conv_layers()
-    if len(plan) != len(convs) or len(fracs) != len(convs):
-        raise ValueError(f"{len(plan)} bits and {len(fracs)} fracs for {len(convs)} conv layers")
+    if len(plan) != len(convs) or (fracs is not None and len(fracs) != len(convs)):
+        raise ValueError(f"{len(plan)} bits and {len(fracs or [])} fracs for {len(convs)} conv layers")
     fold = InputFold.of(stack)
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(config.threads)
@@ -153,7 +170,8 @@ def _run(stack, plan, fracs, calib, config, fold, step):
         target = _at(y_f, rows)  # (P, O)
         q_w, q_b = _solve_layer(conv, bits, z, target, config)
         q_conv = FloatConv(conv.name, q_w, q_b)
-        frac = fracs[index]
+        float_frac = fracs[index] if fracs is not None else choose_frac(subsample(F.relu(y_f).numpy()))
+        frac = float_frac
         layer = quantize_conv(q_conv, bits, in_frac, frac)
         real_w = torch.from_numpy(_dequantized(layer).astype(np.float32))
         real_b = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
@@ -163,13 +181,13 @@ def _run(stack, plan, fracs, calib, config, fold, step):
             layer = quantize_conv(q_conv, bits, in_frac, frac)
             new_b = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
             if not torch.equal(new_b, real_b):  # the bias is rounded at the new output scale
-                y_q = _conv(x_q, real_w, new_b)
+                y_q = y_q + (new_b - real_b).reshape(1, -1, 1, 1)  # the same conv, the new bias
         frac = in_frac + layer.weight_shift - layer.out_shift  # what the chip can reach
         err = float(torch.linalg.vector_norm(_at(y_q, rows) - target) / torch.linalg.vector_norm(target).clamp_min(1e-30))
         shadow = _unfold_first(q_conv, item, fold) if first else q_conv
         out_layers.append(shadow)
         out_fracs.append(frac)
-        stats.append(LayerStat(item.name, bits, frac, fracs[index], err, time.monotonic() - start))
+        stats.append(LayerStat(item.name, bits, frac, float_frac, err, time.monotonic() - start))
         x_q = _act(y_q, frac)
         x_f = F.relu(y_f)
         in_frac = frac
@@ -219,19 +237,27 @@ def _solve_layer(conv: FloatConv, bits: int, z: torch.Tensor, target: torch.Tens
     """Steps 1 and 2 of the module docstring for one layer: quantized weights (α·M·2^-s) and bias."""
     out_ch, in_ch = conv.weight.shape[:2]
     d = in_ch * TAPS
-    hessian = (z.T @ z).double()  # (d+1, d+1)
+    hessian = gram(z)  # (d+1, d+1)
     diag = torch.diagonal(hessian)
     dead = diag[:d] <= 0
     hessian[torch.arange(d)[dead], torch.arange(d)[dead]] = 1.0
+    raw = hessian.clone() if config.refit_alphas else None
     lam = config.damp * float(diag.mean())
-    hessian += lam * torch.eye(d + 1, dtype=torch.float64)
+    hessian += lam * torch.eye(d + 1, dtype=SOLVE)
     float_v = torch.cat(
-        [torch.from_numpy(np.asarray(conv.weight, np.float64).reshape(out_ch, d)), torch.from_numpy(np.asarray(conv.bias, np.float64))[:, None]],
+        [torch.from_numpy(np.asarray(conv.weight, np.float32).reshape(out_ch, d)), torch.from_numpy(np.asarray(conv.bias, np.float32))[:, None]],
         dim=1,
     )
+    cross = (target.T @ z).to(SOLVE)  # (O, d+1)
+    u = inverse_factor(hessian) if config.error_feedback else None  # H^-1 = U^T U
     if config.least_squares_target:
-        cross = (target.T @ z).double()  # (O, d+1)
-        v = torch.linalg.solve(hessian, cross.T).T  # Y Z^T H^-1 (H symmetric)
+        # ridge towards the float weights, not towards 0: (Y Z^T + λ W) (Z Z^T + λ I)^-1
+        prior = float_v if config.float_prior else torch.zeros_like(float_v)
+        right = cross + lam * prior
+        if u is not None:
+            v = (right @ u.T) @ u
+        else:
+            v = torch.cholesky_solve(right.T.contiguous(), torch.linalg.cholesky(hessian)).T
     else:
         v = float_v.clone()
     v[:, :d][:, dead] = 0.0
@@ -240,27 +266,67 @@ def _solve_layer(conv: FloatConv, bits: int, z: torch.Tensor, target: torch.Tens
     shift = weight_shift_for(float(alpha0.max(initial=0.0)))
     scale = float(1 << shift)
     if config.error_feedback:
-        q = _gptq(v, hessian, d, bits, scale)
+        q, masks = _gptq(v, u, d, bits, scale)
     else:
         q = v.clone()
-        q[:, :d] = torch.from_numpy(_round_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits, scale).reshape(out_ch, d))
+        rounded, levels = _round_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits, scale)
+        q[:, :d] = torch.from_numpy(rounded.reshape(out_ch, d)).to(q.dtype)
+        masks = torch.from_numpy(levels.reshape(out_ch, d))
+    if raw is not None and masks is not None:
+        q = refit_alphas(masks.reshape(out_ch, in_ch, TAPS), raw, cross, config.alpha_ridge)
     weight = q[:, :d].numpy().reshape(out_ch, in_ch, 3, 3).astype(np.float32)
     return weight, q[:, d].numpy().astype(np.float32)
 
 
-def _round_kernels(w: np.ndarray, bits: int, scale: float) -> np.ndarray:
-    """α·M for each row (kernel) of `w`: least-squares α rounded to the 8-bit grid 1/scale, then M."""
+def _round_kernels(w: np.ndarray, bits: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """α·M for each row (kernel) of `w`: least-squares α rounded to the 8-bit grid 1/scale, then M; and M."""
     alpha, _ = fit_kernels(w, bits)
     alpha = np.clip(np.floor(alpha * scale + 0.5), 0, C.ACT_MAX) / scale
     m = nearest_level(w / np.where(alpha > 0, alpha, 1.0)[:, None], bits)
-    return alpha[:, None] * m
+    return alpha[:, None] * m, m
 
 
-def _gptq(v: torch.Tensor, hessian: torch.Tensor, d: int, bits: int, scale: float) -> torch.Tensor:
-    """Quantize columns 0..d-1 of `v` (O, d+1) in order with error feedback through H^-1."""
+def gram(z: torch.Tensor, block: int = 512) -> torch.Tensor:
+    """``Z^T Z`` of `z` (P, d): the upper block rows only, mirrored (half the work).
+
+    >>> z = torch.arange(12.0).reshape(4, 3)
+    >>> bool(torch.equal(gram(z, block=2), z.T @ z))
+    True
+    """
+    d = z.shape[1]
+    out = torch.empty(d, d, dtype=z.dtype)
+    for i0 in range(0, d, block):
+        i1 = min(i0 + block, d)
+        rows = z[:, i0:i1].T @ z[:, i0:]
+        out[i0:i1, i0:] = rows
+        out[i0:, i0:i1] = rows.T
+    return out
+
+
+def inverse_factor(hessian: torch.Tensor) -> torch.Tensor:
+    """The upper-triangular U with ``U^T U = H^-1`` (H symmetric positive definite).
+
+    One Cholesky factorisation and one triangular inverse: with J the order reversal,
+    ``J H J = L L^T`` gives ``H^-1 = (J L^-T J)(J L^-1 J)``, and ``J L^-1 J`` is upper triangular.
+
+    >>> h = torch.tensor([[4.0, 2.0], [2.0, 3.0]], dtype=torch.float64)
+    >>> u = inverse_factor(h)
+    >>> bool(torch.allclose(u.T @ u, torch.linalg.inv(h))), bool(torch.equal(u, torch.triu(u)))
+    (True, True)
+    """
+    low = torch.linalg.cholesky(torch.flip(hessian, (0, 1)))
+    eye = torch.eye(len(hessian), dtype=hessian.dtype)
+    return torch.flip(torch.linalg.solve_triangular(low, eye, upper=False), (0, 1))
+
+
+def _gptq(v: torch.Tensor, u: torch.Tensor, d: int, bits: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize columns 0..d-1 of `v` (O, d+1) in order with error feedback; U^T U = H^-1 (U upper).
+
+    Returns:
+        (the quantized `v`, α·M in its first d columns; the mask levels M (O, d)).
+    """
     w = v.clone()
-    hinv = torch.cholesky_inverse(torch.linalg.cholesky(hessian))
-    u = torch.linalg.cholesky(hinv, upper=True)  # upper Cholesky factor of H^-1
+    masks = torch.ones(v.shape[0], d, dtype=v.dtype)
     block = GPTQ_BLOCK * TAPS
     for b0 in range(0, d, block):
         b1 = min(b0 + block, d)
@@ -276,14 +342,77 @@ def _gptq(v: torch.Tensor, hessian: torch.Tensor, d: int, bits: int, scale: floa
                 alpha_t = torch.from_numpy(alpha)
                 safe = torch.where(alpha_t > 0, alpha_t, torch.ones_like(alpha_t))
             col = w1[:, j]
-            qcol = alpha_t * torch.from_numpy(nearest_level((col / safe).numpy(), bits))
+            level = torch.from_numpy(nearest_level((col / safe).numpy(), bits))
+            masks[:, b0 + j] = level
+            qcol = alpha_t * level
             e = (col - qcol) / u1[j, j]
             w1[:, j:] -= e[:, None] * u1[j, j:][None, :]
             w1[:, j] = qcol
             err1[:, j] = e
         w[:, b0:b1] = w1
         w[:, b1:] -= err1 @ u[b0:b1, b1:]
-    return w
+    return w, masks
+
+
+REFIT_CHUNK = 64  # output channels per batched solve of `refit_alphas`
+
+
+def refit_alphas(masks: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Every α of a layer (and the bias) re-chosen jointly for the output, the masks kept.
+
+    With the masks M fixed, output channel o is linear in its α's: ``y_o = Σ_k α_ok (M_ok · z_k) + b_o``,
+    so the α's minimising ``||y_o - t_o||²`` on the sampled positions solve a (K+1)x(K+1) system
+    whose matrix comes from the 9x9 blocks of ``H = Z^T Z``: ``G_kl = M_ok^T H_kl M_ol``. (GPTQ picks
+    each α greedily when its kernel comes up; this solves them together.) A negative α flips its
+    mask (the levels are symmetric); the α's are rounded to the 8-bit grid of the layer's new weight
+    shift, and the bias is solved again for the rounded α's.
+
+    Args:
+        masks: (O, K, 9) mask levels.
+        hessian: undamped ``Z^T Z`` (9K+1, 9K+1), the bias column last.
+        cross: ``T^T Z`` (O, 9K+1).
+        ridge: added to the α part of the diagonal, as a share of its mean.
+
+    Returns:
+        (O, 9K+1): α·M in the first 9K columns, the bias last.
+    """
+    out_ch, k, taps = masks.shape
+    d = k * taps
+    h32 = hessian[:d, :d].contiguous()
+    m32 = masks.to(hessian.dtype).contiguous()
+    gram_ = torch.empty(out_ch, k, k, dtype=hessian.dtype)
+    for kk in range(k):  # row kk of every output's Gram matrix, from the upper triangle only
+        part = m32[:, kk, :] @ h32[kk * taps : (kk + 1) * taps, kk * taps :]  # (O, 9(K-kk))
+        row = (part.view(out_ch, k - kk, taps) * m32[:, kk:, :]).sum(dim=2)
+        gram_[:, kk, kk:] = row
+        gram_[:, kk:, kk] = row
+    m = m32
+    side = torch.einsum("oki,ki->ok", m, hessian[:d, d].reshape(k, taps))
+    rhs = torch.einsum("oki,oki->ok", m, cross[:, :d].reshape(out_ch, k, taps))
+    count = hessian[d, d]
+    alphas = torch.empty(out_ch, k, dtype=hessian.dtype)
+    idx = torch.arange(k)
+    for o0 in range(0, out_ch, REFIT_CHUNK):
+        o1 = min(o0 + REFIT_CHUNK, out_ch)
+        c = o1 - o0
+        system = torch.zeros(c, k + 1, k + 1, dtype=hessian.dtype)
+        system[:, :k, :k] = gram_[o0:o1]
+        system[:, :k, k] = side[o0:o1]
+        system[:, k, :k] = side[o0:o1]
+        system[:, k, k] = count
+        diag = torch.diagonal(system[:, :k, :k], dim1=1, dim2=2)
+        system[:, idx, idx] += ridge * diag.mean(dim=1, keepdim=True).clamp_min(1e-30)
+        right = torch.cat([rhs[o0:o1], cross[o0:o1, d : d + 1]], dim=1)[:, :, None].contiguous()
+        solution = torch.cholesky_solve(right, torch.linalg.cholesky(system))  # symmetric positive definite
+        alphas[o0:o1] = solution[:, :k, 0]
+    masks = torch.where(alphas[:, :, None] < 0, -m, m)
+    alphas = alphas.abs()
+    scale = float(1 << weight_shift_for(float(alphas.max())))
+    alphas = torch.clamp(torch.floor(alphas * scale + 0.5), 0, C.ACT_MAX) / scale
+    weights = (alphas[:, :, None] * masks).reshape(out_ch, d)
+    # the bias for the rounded α's: mean output error over the positions
+    bias = (cross[:, d] - weights @ hessian[:d, d]) / count.clamp_min(1.0)
+    return torch.cat([weights, bias[:, None]], dim=1)
 
 
 def _dequantized(layer) -> np.ndarray:

@@ -11,7 +11,7 @@ from chipq.floatnet.reference import FloatReference
 from chipq.formats.writer import to_bytes as blob_bytes
 from chipq.quant.compress import calibrate, compress
 from chipq.quant.quantize import dequantized_weights, fit_kernels, quantize_kernels, quantize_stack
-from chipq.quant.reconstruct import ReconstructConfig, _gptq, reconstruct
+from chipq.quant.reconstruct import ReconstructConfig, _gptq, gram, inverse_factor, reconstruct, refit_alphas
 from chipq.retrain.config import RetrainConfig, RetrainConfigError
 from chipq.retrain.qat import InputFold
 from chipq.retrain.trainer import Retrainer, torch_settings, training_samples
@@ -95,7 +95,9 @@ def test_deterministic_bytes(done):
 
 def test_ablations_each_run_and_differ(done):
     s, calib, fracs, (rstack, rfracs, _) = done
-    for change in ({"least_squares_target": False}, {"error_feedback": False}, {"refit_fracs": False}):
+    changes = ({"least_squares_target": False}, {"error_feedback": False}, {"refit_fracs": False},
+               {"float_prior": False}, {"refit_alphas": False})  # fmt: skip
+    for change in changes:
         other, other_fracs, _ = reconstruct(s, PLAN, fracs, calib, ReconstructConfig(positions=512, threads=1, **change))
         if change == {"refit_fracs": False}:
             assert other_fracs == fracs  # the float calibration's shifts are kept
@@ -109,7 +111,7 @@ def test_gptq_without_correlation_is_plain_rounding():
     rng = np.random.default_rng(4)
     w = rng.normal(size=(5, 18))
     v = torch.from_numpy(np.concatenate([w, np.zeros((5, 1))], axis=1))
-    q = _gptq(v, torch.eye(19, dtype=torch.float64), 18, 1, 64.0).numpy()
+    q = _gptq(v, torch.eye(19, dtype=torch.float64), 18, 1, 64.0)[0].numpy()
     alpha, m = fit_kernels(w.reshape(-1, 9), 1)
     alpha = np.floor(alpha * 64 + 0.5) / 64
     np.testing.assert_allclose(q[:, :18], (alpha[:, None] * m).reshape(5, 18))
@@ -159,3 +161,36 @@ def test_retrain_config_checks_init():
         RetrainConfig(init="magic").check()
     with pytest.raises(RetrainConfigError):
         RetrainConfig(init_images=0).check()
+
+
+def test_refit_alphas_recovers_the_alphas_and_bias_that_made_the_output():
+    """Outputs made by known α·M (α on an 8-bit grid) and a bias: the joint solve finds them again."""
+    rng = np.random.default_rng(7)
+    out_ch, in_ch, positions = 6, 4, 400
+    masks = torch.from_numpy(np.where(rng.random((out_ch, in_ch, 9)) < 0.5, -1.0, 1.0))
+    alphas = torch.from_numpy(rng.integers(1, 256, size=(out_ch, in_ch)) / 1024.0)
+    bias = torch.from_numpy(rng.normal(size=out_ch))
+    z = torch.from_numpy(np.concatenate([rng.normal(size=(positions, in_ch * 9)), np.ones((positions, 1))], axis=1))
+    weights = (alphas[:, :, None] * masks).reshape(out_ch, -1)
+    target = z[:, :-1] @ weights.T + bias
+    flipped = masks.clone()
+    flipped[0, 0] = -flipped[0, 0]  # a flipped mask comes back as a negative α, i.e. the mask flipped again
+    q = refit_alphas(flipped, z.T @ z, target.T @ z, ridge=0.0)
+    np.testing.assert_allclose(q[:, :-1].numpy(), weights.numpy(), atol=1e-6)
+    np.testing.assert_allclose(q[:, -1].numpy(), bias.numpy(), atol=1e-4)
+
+
+def test_gram_and_inverse_factor_on_a_real_sized_block():
+    z = torch.randn(300, 37, generator=torch.Generator().manual_seed(0))
+    h = gram(z, block=8)
+    torch.testing.assert_close(h, z.T @ z, rtol=1e-5, atol=1e-4)
+    u = inverse_factor(h.double() + torch.eye(37, dtype=torch.float64))
+    torch.testing.assert_close(u.T @ u, torch.linalg.inv(h.double() + torch.eye(37, dtype=torch.float64)))
+
+
+def test_without_float_fracs_the_shifts_come_from_the_same_pass(done):
+    """fracs=None: the float shifts are chosen on the reconstruction's own images (no calibration pass)."""
+    s, calib, fracs, (rstack, rfracs, stats) = done
+    other, other_fracs, other_stats = reconstruct(s, PLAN, None, calib, CONFIG)
+    assert [st.float_frac for st in other_stats] == fracs  # calibrate() on the same images agrees
+    assert blob_bytes(quantize_stack(other, PLAN, other_fracs, (32, 32))[0]) == blob_bytes(quantize_stack(rstack, PLAN, rfracs, (32, 32))[0])
