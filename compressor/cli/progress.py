@@ -3,7 +3,7 @@
 When stderr is not a terminal (a pipe, a log file, CI) a live display prints nothing useful, so
 long commands write plain lines instead::
 
-    chipq compress: retraining 40/300 (13%) loss 0.0123 cos 0.9310 [1m20s]
+    chipq compress: retraining 40/60 (66%) loss 0.0123 cos 0.9310 [1m20s]
 
 A line is written when the stage changes, when the work advanced by 5 % since the last line, and
 at least every 10 s while the command runs (a heartbeat thread repeats the current state, so a

@@ -23,7 +23,7 @@ class RetrainConfigError(ChipqError):
 class RetrainConfig:
     """Retraining settings; every field is recorded in the checkpoint."""
 
-    steps: int = 300
+    steps: int = 60  # bench/recipe.py: the 5-minute budget on 2 cores (reconstruction start, 2.1 s a step)
     batch: int = 8
     crop: int = 224
     samples: int = 256
@@ -35,7 +35,7 @@ class RetrainConfig:
     threads: int = 2
     init: str = "reconstruct"  # where training starts: "reconstruct" (chipq.quant.reconstruct) or "weights"
     init_images: int = RECONSTRUCT_IMAGES  # calibration images the reconstruction uses (the first N)
-    init_positions: int = 4096  # sampled positions per layer for the reconstruction's statistics
+    init_positions: int = 8192  # sampled positions per layer for the reconstruction's statistics
 
     def check(self) -> None:
         if self.init not in INITS:

@@ -75,11 +75,14 @@ def compress_retrained(
     if resume and checkpoint is None:
         raise ValueError("resume needs a checkpoint path")
     stack = stack.without_trailing_pool()
-    fracs = calibrate(stack, calib)
     init_start = time.monotonic()
     init = None
-    if config.init == "reconstruct":
-        init, fracs, _ = reconstruct(stack, plan, fracs, calib[: config.init_images], reconstruct_config(config))
+    if config.init == "reconstruct":  # its float pass calibrates the shifts too
+        init, fracs, _ = reconstruct(stack, plan, None, calib[: config.init_images], reconstruct_config(config), hooks.stage)
+    else:
+        if hooks.stage:
+            hooks.stage("calibrating activations")
+        fracs = calibrate(stack, calib)
     init_seconds = time.monotonic() - init_start
     trainer = Retrainer(stack, plan, fracs, config, input_hw, init=init)
     resumed_at = 0
@@ -106,4 +109,5 @@ def compress_retrained(
         "final_cosine": float(np.mean(recent)) if recent else None,
         "config": asdict(config),
     }
-    return CompressResult(model, reports, fracs, int(calib.shape[0]), retrain=summary)
+    used = int(calib[: config.init_images].shape[0]) if config.init == "reconstruct" else int(calib.shape[0])
+    return CompressResult(model, reports, fracs, used, retrain=summary)

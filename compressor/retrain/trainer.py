@@ -354,6 +354,8 @@ class RetrainHooks:
     """What the caller sees of a run (all optional): progress and a polite stop request.
 
     Attributes:
+        stage: called with a short text as each stage before training starts (the reconstruction's
+            layers).
         cache: called with (done, total) while the training samples are cached.
         step: called with each step's `StepStats`.
         stop: polled between cache chunks and after every step; True ends the run with a
@@ -362,6 +364,7 @@ class RetrainHooks:
 
     cache: Callable[[int, int], None] | None = None
     step: Callable[[StepStats], None] | None = None
+    stage: Callable[[str], None] | None = None
     stop: Callable[[], bool] | None = None
 
 
