@@ -269,9 +269,15 @@ def _retrain(stack, bits, images, train_images, config, input_hw, output, resume
 
     def on_cache(done: int, total: int) -> None:
         show()
-        progress.update(cache, completed=done)
+        progress.update(cache, completed=done, description="caching samples")
         if log:
             log.update("caching training samples", done, total)
+
+    def on_stage(text: str) -> None:
+        show()
+        progress.update(cache, description=text)
+        if log:
+            log.update(text)
 
     def on_step(stats: StepStats) -> None:
         show()
@@ -285,7 +291,7 @@ def _retrain(stack, bits, images, train_images, config, input_hw, output, resume
 
     try:
         with _deferred_interrupt() as stop:
-            hooks = RetrainHooks(cache=on_cache, step=on_step, stop=stop)
+            hooks = RetrainHooks(cache=on_cache, step=on_step, stop=stop, stage=on_stage)
             return compress_retrained(
                 stack, bits, images, train_images, config,
                 input_hw=input_hw, checkpoint=checkpoint_path(output), resume=resume, hooks=hooks, save_every=save_every,
