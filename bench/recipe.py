@@ -43,7 +43,7 @@ from recipe_eval import EvalSet, chip_descriptors, descriptors, float_descriptor
 from chipq.executor.fast import FastExecutor  # noqa: E402
 from chipq.formats.writer import write_blob  # noqa: E402
 from chipq.importers import load_model  # noqa: E402
-from chipq.quant.compress import calibrate, calibration_batch  # noqa: E402
+from chipq.quant.compress import calibrate, calibration_batch, compress  # noqa: E402
 from chipq.quant.quantize import quantize_stack  # noqa: E402
 from chipq.quant.reconstruct import reconstruct  # noqa: E402
 from chipq.retrain.config import RetrainConfig
@@ -112,19 +112,24 @@ def main() -> None:
     config = RetrainConfig(steps=args.steps, batch=args.batch, crop=args.crop, samples=args.samples, lr=args.lr,
                            train_from=args.train_from)  # fmt: skip
     calib = clock.run("read_calibration", calibration_batch, args.train)
-    fracs = clock.run("calibrate", calibrate, stack, calib)
-    rstack, rfracs, stats = clock.run(
-        "reconstruct", reconstruct, stack, PLAN, fracs, calib[: config.init_images], reconstruct_config(config)
-    )
-    result["reconstruct_layers"] = [vars(s) for s in stats]
+    # the --no-retrain route, as `chipq compress --no-retrain` runs it (timed on its own)
+    wall = time.monotonic()
+    fast = compress(stack, PLAN, calib).model
+    result["no_retrain_seconds"] = time.monotonic() - wall
+    rows["post_training"] = scores(eset, chip_descriptors(fast, eset), float_desc)
+    log(f"post-training (--no-retrain) {rows['post_training']} in {result['no_retrain_seconds']:.0f} s")
+    fracs = calibrate(stack, calib)  # float calibration: the weight-only rows and the ablation
     weight_only, _ = quantize_stack(stack, PLAN, fracs)
-    rebuilt, _ = quantize_stack(rstack, PLAN, rfracs)
     rows["post_training_weight_only"] = scores(eset, chip_descriptors(weight_only, eset), float_desc)
     log(f"post-training weight-only {rows['post_training_weight_only']}")
-    rows["post_training_reconstructed"] = scores(eset, chip_descriptors(rebuilt, eset), float_desc)
-    log(f"post-training reconstructed {rows['post_training_reconstructed']}")
-    post_s = sum(clock.stages[k]["wall_s"] for k in ("read_calibration", "calibrate", "reconstruct"))
-    result["no_retrain_seconds"] = post_s
+    # where the default route's training starts: the full reconstruction
+    rstack, rfracs, stats = clock.run(
+        "reconstruct", reconstruct, stack, PLAN, None, calib[: config.init_images], reconstruct_config(config)
+    )
+    result["reconstruct_layers"] = [vars(s) for s in stats]
+    rebuilt, _ = quantize_stack(rstack, PLAN, rfracs)
+    rows["retraining_start"] = scores(eset, chip_descriptors(rebuilt, eset), float_desc)
+    log(f"full reconstruction (retraining start) {rows['retraining_start']}")
 
     if not args.skip_ablation:
         convs = [c.name for c in stack.conv_layers()]
@@ -205,3 +210,107 @@ def render(result: dict) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+ROW_LABELS = {
+    "float": "float VGG-16",
+    "post_training_weight_only": "post-training, weight-only (release 0.1 default)",
+    "post_training": "`compress --no-retrain` (fast reconstruction)",
+    "post_training_reconstructed": "full reconstruction (where retraining starts)",
+    "retraining_start": "full reconstruction (where retraining starts)",
+    "retrained": "`compress` default (reconstruction + Algorithm 1)",
+}
+
+
+def render_markdown(result: dict, longer: dict | None = None, sweep: dict | None = None) -> str:
+    """The BENCHMARKS.md section (appended by `bench/run_all.py` when bench/results/recipe.json exists).
+
+    `longer`: another recipe run with more steps (its curve is shown too); `sweep`:
+    bench/results/reconstruct_sweep.json.
+    """
+    import common as cm
+
+    rows = result["rows"]
+    fl = rows["float"]["map"]
+    queries_every = result.get("queries_every", 1)
+    lines = [
+        "## The default compress: fidelity vs minutes (`bench/recipe.py`)",
+        "",
+        f"Real VGG-16, plan `3x7,1x6`, trained and calibrated on the photo set shipped with chipq; evaluated on the "
+        f"disjoint evaluation set of `bench/evalset.py` ({'every ' + str(queries_every) + 'th edited query, ' if queries_every > 1 else ''}"
+        "every database photo; NIP at 224x224, four rotations; mAP as `chipq eval --exclude-queries`; cosine = mean cosine of "
+        "the chip's descriptor to the float model's for the same image). Descriptors of the blobs come from the integer "
+        f"executor. {result.get('cpus', 2)} cores, load average {result['load_at_start'][0]:.1f} at the start.",
+        "",
+        cm.md_table(
+            ["model", "mAP", "gap to float", "descriptor cosine"],
+            [[ROW_LABELS.get(k, k), f"{r['map']:.4f}", "" if k == "float" else f"{r['map'] - fl:+.4f}", f"{r['cosine']:.4f}"]
+             for k, r in rows.items()],  # fmt: skip
+            "lrrr",
+        ),
+        "",
+    ]
+    if "no_retrain_seconds" in result:
+        lines += [f"`--no-retrain` route (`chipq.quant.compress.compress`, as the CLI calls it): "
+                  f"{result['no_retrain_seconds']:.0f} s wall.", ""]
+    stages = result.get("stages", {})
+    product = [k for k in ("read_calibration", "reconstruct", "read_training", "cache", "train") if k in stages]
+    if product:
+        total = sum(stages[k]["wall_s"] for k in product)
+        lines += [
+            "Default route, stage by stage (wall / CPU seconds): "
+            + ", ".join(f"{k} {stages[k]['wall_s']:.0f} / {stages[k]['cpu_s']:.0f}" for k in product)
+            + f"; total {total / 60:.1f} min for {result['config']['steps']} steps "
+            f"({result['seconds_per_step']:.2f} s a step).",
+            "",
+        ]
+    curves = [("this run", result)] + ([("a longer run", longer)] if longer else [])
+    curve_rows = []
+    for label, data in curves:
+        for point in data.get("curve", []):
+            curve_rows.append([label, point["step"], f"{point['minutes']:.1f}", f"{point['cosine']:.4f}"])
+    if curve_rows:
+        lines += [
+            "Curve (retraining from the full reconstruction; minutes from the start of compression, evaluations "
+            "excluded; cosine on every 4th evaluation image through the training network's forward, the chip's "
+            "arithmetic in float32):",
+            "",
+            cm.md_table(["run", "step", "minutes", "cosine"], curve_rows, "lrrr"),
+            "",
+        ]
+        if longer and "calibrate" in longer.get("stages", {}):
+            lines += [
+                f"The longer run (`bench/results/recipe_longer.json`, `--steps {longer['config']['steps']}`) was made by an "
+                f"earlier version of this script whose minutes include a {longer['stages']['calibrate']['wall_s']:.0f} s float "
+                "calibration pass the product no longer makes; the same seed gives the same curve.",
+                "",
+            ]
+        if longer and "rows" in longer and "retrained" in longer["rows"]:
+            r = longer["rows"]["retrained"]
+            lines += [
+                f"The longer run's blob after {longer['config']['steps']} steps: mAP {r['map']:.4f} "
+                f"({r['map'] - longer['rows']['float']['map']:+.4f}), cosine {r['cosine']:.4f}.",
+                "",
+            ]
+    if result.get("ablation"):
+        lines += [
+            "Where the loss comes from (each part quantized alone, the rest float; cosine on every 4th evaluation image):",
+            "",
+            cm.md_table(["quantized part", "cosine"], [[k, f"{v:.4f}"] for k, v in result["ablation"].items()], "lr"),
+            "",
+        ]
+    if sweep:
+        lines += [
+            f"Reconstruction settings (`bench/reconstruct_sweep.py`, cosine on {sweep['eval_images']} evaluation images, "
+            "no training; the cosines are deterministic, the wall seconds depend on the load average beside them, "
+            "2 = the machine's two cores busy with this alone):",
+            "",
+            cm.md_table(
+                ["setting", "images", "wall s", "load", "cosine"],
+                [[f"`{json.dumps(r['setting'])}`", r["images"], f"{r['wall_s']:.0f}", f"{r['load']:.1f}", f"{r['cosine']:.4f}"]
+                 for r in sweep["rows"]],  # fmt: skip
+                "lrrrr",
+            ),
+            "",
+        ]
+    return "\n".join(lines)

@@ -251,6 +251,13 @@ def write_page(results_dir: Path, page: Path) -> Path:
         import plan as plan_bench
 
         text = text.rstrip("\n") + "\n\n" + plan_bench.render(plan) + "\n"
+    recipe = cm.read_result(results_dir, "recipe")  # bench/recipe.py, run on its own
+    if isinstance(recipe, dict):
+        import recipe as recipe_bench
+
+        longer = cm.read_result(results_dir, "recipe_longer")
+        sweep = cm.read_result(results_dir, "reconstruct_sweep")
+        text = text.rstrip("\n") + "\n\n" + recipe_bench.render_markdown(recipe, longer, sweep) + "\n"
     cm.write_atomic(page, text)
     return page
 
