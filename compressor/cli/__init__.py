@@ -77,11 +77,18 @@ HEAVY_COMMANDS = {"compress", "plan", "demo", "verify", "extract"}
 MALLOC_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": str(1 << 33), "MALLOC_TRIM_THRESHOLD_": str(1 << 34), "MALLOC_TOP_PAD_": str(1 << 29)}
 
 
+def _memory_limited() -> bool:
+    import resource
+
+    return any(resource.getrlimit(kind)[0] != resource.RLIM_INFINITY for kind in (resource.RLIMIT_AS, resource.RLIMIT_DATA))
+
+
 def _with_allocator_settings() -> None:
     """Start again (same process, `os.execve`) with `MALLOC_SETTINGS` for a heavy command on glibc.
 
     Nothing happens when any of the settings is already in the environment (the user's own, or
-    this very re-start), off glibc, or when ``CHIPQ_NO_MALLOC_TUNING`` is set.
+    this very re-start), off glibc, under an address-space or data-size limit (the padding would
+    spend it), or when ``CHIPQ_NO_MALLOC_TUNING`` is set.
     """
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     if (
@@ -91,6 +98,7 @@ def _with_allocator_settings() -> None:
         or os.environ.get("CHIPQ_NO_MALLOC_TUNING")
         or any(key in os.environ for key in MALLOC_SETTINGS)
         or not getattr(sys, "orig_argv", None)
+        or _memory_limited()
     ):
         return
     try:

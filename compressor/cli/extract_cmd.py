@@ -139,6 +139,11 @@ def extract_command(
     store.finish()
     for name, reason in summary.skipped:
         err_console.print(f"warning: skipped {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)
+    _report(output, names, summary, kind, rnip, input_hw, source, as_json, {}, f"{summary.resumed} resumed")
+
+
+def _report(output, names, summary, kind, rnip, input_hw, source, as_json, extra: dict, resumed_text: str) -> None:
+    """The run summary, the same keys for one process and for Ray (`extra`: Ray's own)."""
     result = {
         "output": str(output),
         "images": len(names),
@@ -149,13 +154,14 @@ def extract_command(
         "rnip": rnip,
         "input": format_size(input_hw),
         "source": source,
+        **extra,
     }
     if as_json:
         print(json.dumps(result, indent=2))
     else:
         Console(highlight=False).print(
             f"{summary.described + summary.resumed} descriptors ({kind.name.lower()}) → {escape(str(output))}"
-            f"  [{summary.resumed} resumed, {len(summary.skipped)} skipped]"
+            f"  [{resumed_text}, {len(summary.skipped)} skipped]"
         )
 
 
@@ -221,24 +227,6 @@ def _extract_on_ray(images, blob, model, output, rnip, kind, requested_hw, size_
         )
     for name, reason in summary.skipped:
         err_console.print(f"warning: skipped {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)
-    result = {
-        "output": str(output),
-        "images": len(names),
-        "described": summary.described,
-        "resumed": summary.resumed,
-        "skipped": len(summary.skipped),
-        "descriptor": kind.name.lower(),
-        "rnip": rnip,
-        "size": list(input_hw),
-        "source": label,
-        "workers": workers,
-        "shards": summary.shards,
-        "shards_resumed": summary.shards_resumed,
-    }
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        Console(highlight=False).print(
-            f"{summary.described + summary.resumed} descriptors ({kind.name.lower()}) → {escape(str(output))}"
-            f"  [{summary.shards_resumed} of {summary.shards} shards resumed, {len(summary.skipped)} skipped]"
-        )
+    extra = {"workers": workers, "shards": summary.shards, "shards_resumed": summary.shards_resumed}
+    _report(output, names, summary, kind, rnip, input_hw, label, as_json, extra,
+            f"{summary.shards_resumed} of {summary.shards} shards resumed")  # fmt: skip

@@ -47,3 +47,14 @@ def test_the_installed_script_runs_a_heavy_command_once(tmp_path):
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "none.blob")], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert done.stderr.count("error:") == 1, done.stderr
+
+
+def test_no_restart_under_a_memory_limit(calls, monkeypatch):
+    """An address-space limit (the hostile suite runs every command under one) keeps the defaults."""
+    import resource
+
+    monkeypatch.setattr(sys, "argv", ["chipq", "verify", "b.blob"])
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (3 << 30, 3 << 30) if kind == resource.RLIMIT_AS else real(kind))
+    cli._with_allocator_settings()
+    assert calls == []

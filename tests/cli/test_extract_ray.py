@@ -51,11 +51,14 @@ def test_two_workers_equal_one_process_with_a_skipped_image(tiny_vgg_files, tmp_
     write_photos(folder, count=7, seed=5)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8not a jpeg")
     single, ray_out = tmp_path / "s.npz", tmp_path / "r.npz"
-    done = _run("extract", folder, "--blob", blob, "-d", "byte", "--rnip", "5", "-o", single)
+    done = _run("extract", folder, "--blob", blob, "-d", "byte", "--rnip", "5", "-o", single, "--json")
     assert done.returncode == 0, done.stderr
+    one = json.loads(done.stdout)
     done = _run("extract", folder, "--blob", blob, "-d", "byte", "--rnip", "5", "--workers", "2", "--shard-size", "3", "-o", ray_out, "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
+    shared = set(one) - {"output"}  # the same summary keys and values, Ray adds its own
+    assert {k: summary[k] for k in shared} == {k: one[k] for k in shared}
     assert summary["shards"] == 3 and summary["skipped"] == 1 and summary["described"] == 7
     assert "skipped broken.jpg" in done.stderr
     _same(single, ray_out)
