@@ -197,6 +197,19 @@ def default_photos() -> Path:
     return folder if folder.is_dir() else SAMPLES / "photos"
 
 
+def code_fingerprint(*packages: str) -> str:
+    """sha256 of the installed chipq sources of these subpackages: a cached result made by other code
+    is not reused."""
+    import chipq
+
+    root = Path(chipq.__file__).parent
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def ptq_blob(model_path: Path, plan_text: str, work: Path, calib: Path, input_hw: tuple[int, int]) -> Path:
     """A post-training blob of `model_path` with `plan_text`, made once and kept in the work folder.
 
@@ -212,6 +225,7 @@ def ptq_blob(model_path: Path, plan_text: str, work: Path, calib: Path, input_hw
     key = hashlib.sha256()
     key.update(sha256_file(model_path).encode())
     key.update(f"{plan_text}|{input_hw}".encode())
+    key.update(code_fingerprint("quant", "formats", "floatnet", "importers").encode())
     for path in list_images(calib):
         key.update(path.name.encode() + sha256_file(path).encode())
     slug = plan_text.replace(",", "_")

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chipq.cli import app, err_console
 from chipq.cli.options import flag, format_size, parse_size
 from chipq.cli.progress import ProgressLog
-from chipq.errors import ChipqError, UsageError
+from chipq.errors import UsageError
 from chipq.formats import constants as C
 from chipq.formats.errors import FormatError
 from chipq.retrieval.rois import rnip_levels
@@ -69,7 +69,7 @@ def extract_command(
     from chipq.executor.memory import check_fits, check_input_size
     from chipq.formats.fileio import check_output
     from chipq.images import image_names, list_images
-    from chipq.retrieval.describe import describe_all, images_sha256, run_metadata
+    from chipq.retrieval.describe import NoImageUsable, describe_all, images_sha256, run_metadata
     from chipq.retrieval.descriptors import DescriptorKind, DescriptorStore, partial_path
 
     if (blob is None) == (model is None):
@@ -165,10 +165,6 @@ def _report(output, names, summary, kind, rnip, input_hw, source, as_json, extra
         )
 
 
-class NoImageUsable(ChipqError):
-    """Every image of the run was skipped: there is nothing to write."""
-
-
 def _source(blob: Path | None, model: Path | None):
     """(chip model or float stack, its layers, source label, identity for resuming, default input (h, w))."""
     if blob is not None:
@@ -200,7 +196,7 @@ def _extract_on_ray(images, blob, model, output, rnip, kind, requested_hw, size_
     """`chipq extract --workers N`: the same file on Ray (`chipq.retrieval.distributed`)."""
     from chipq.executor.memory import check_fits, check_input_size
     from chipq.images import image_names, list_images
-    from chipq.retrieval.describe import images_sha256, run_metadata
+    from chipq.retrieval.describe import NoImageUsable, images_sha256, run_metadata
     from chipq.retrieval.distributed import Source, plan_distributed, run_distributed
 
     source = Source.from_file("blob" if blob is not None else "model", blob if blob is not None else model)
@@ -212,6 +208,8 @@ def _extract_on_ray(images, blob, model, output, rnip, kind, requested_hw, size_
     check_input_size(layers, input_hw, what)
     check_fits(layers, input_hw, batch, what)
     paths = list_images(images)
+    if not paths:
+        raise UsageError(f"{images}: no JPEG or PNG image found")
     names = image_names(paths, images)
     metadata = run_metadata(model=label, rnip=rnip, size=input_hw, **identity, images_sha256=images_sha256(names, paths))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
@@ -220,11 +218,25 @@ def _extract_on_ray(images, blob, model, output, rnip, kind, requested_hw, size_
         metadata=metadata, shard_size=shard_size,
     )
     already = sum(len(plan.slices[i]) for i in plan.done)
-    with Progress(*columns, console=err_console, transient=as_json) as progress:
-        task = progress.add_task(f"extracting on Ray ({workers} workers)", total=len(names), completed=already)
-        summary = run_distributed(
-            plan, workers=workers, ray_address=ray_address, on_shard=lambda count, _done: progress.advance(task, count)
-        )
+    # A bar in a terminal; plain progress lines in a pipe or a log, as a single-process run.
+    log = None if err_console.is_terminal or as_json else ProgressLog("extract", err_console)
+    done = [already]
+
+    def on_shard(count: int, _shards: int) -> None:
+        progress.advance(task, count)
+        done[0] += count
+        if log:
+            log.update("describing", done[0], len(names))
+
+    try:
+        with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
+            task = progress.add_task(f"extracting on Ray ({workers} workers)", total=len(names), completed=already)
+            summary = run_distributed(plan, workers=workers, ray_address=ray_address, on_shard=on_shard)
+    except NoImageUsable as exc:
+        raise NoImageUsable(f"{images}: {exc}") from None
+    finally:
+        if log:
+            log.close()
     for name, reason in summary.skipped:
         err_console.print(f"warning: skipped {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)
     extra = {"workers": workers, "shards": summary.shards, "shards_resumed": summary.shards_resumed}

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from chipq import __version__
+from chipq.errors import ChipqError
 from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, open_regular
 from chipq.images import ImageError, check_rgb, load_image, resize
@@ -114,6 +115,10 @@ def _map_vectors(
             )
         vectors.extend(reduce_map(fmap) for fmap in maps)
     return np.stack(vectors)
+
+
+class NoImageUsable(ChipqError):
+    """Every image of the run was skipped: there is nothing to write (exit code 2)."""
 
 
 def images_sha256(names: Sequence[str], paths: Sequence[Path]) -> str:

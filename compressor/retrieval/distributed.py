@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from chipq.errors import ChipqError, UsageError
+from chipq.retrieval.describe import NoImageUsable
 from chipq.retrieval.descriptors import (
     DescriptorKind,
     DescriptorSet,
@@ -461,7 +462,8 @@ def run_distributed(
     """Describe the pending shards of `plan` on Ray and write the descriptor file.
 
     Raises:
-        RayFailed, ShardMismatch, UsageError.
+        RayFailed, ShardMismatch, UsageError; NoImageUsable when every image was skipped (nothing
+        is written and the shard folder is removed).
     """
     if workers < 1:
         raise UsageError(f"--workers {workers}: need at least 1")
@@ -480,8 +482,22 @@ def run_distributed(
     for index in sorted(done):
         summary.skipped.extend(done[index][2])
     summary.resumed = sum(len(done[i][0]) for i in done) - summary.described
+    if summary.described + summary.resumed == 0:
+        # as a single-process run: no descriptor file; the shards hold only skips, so they go too
+        _remove_shards(folder, len(plan.slices))
+        first = summary.skipped[0] if summary.skipped else ("", "")
+        raise NoImageUsable(
+            f"no image could be used ({len(plan.images)} listed, {len(summary.skipped)} skipped; "
+            f"first: {first[1]}); nothing written"
+        )
     _assemble(plan.out, plan.images, done, plan.kind, plan.metadata)
-    for index in range(len(plan.slices)):
+    _remove_shards(folder, len(plan.slices))
+    return summary
+
+
+def _remove_shards(folder: Path, count: int) -> None:
+    """Delete the shard folder of a finished (or empty) run: shards, manifest, our stale temp files."""
+    for index in range(count):
         shard_path(folder, index).unlink(missing_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)
     for stale in folder.glob(".*.tmp"):  # half-written by a killed run (our own temp-file names)
@@ -491,7 +507,6 @@ def run_distributed(
         folder.rmdir()
     except OSError:
         pass  # something else was put there: leave it
-    return summary
 
 
 def extract_distributed(

@@ -65,6 +65,23 @@ def test_two_workers_equal_one_process_with_a_skipped_image(tiny_vgg_files, tmp_
     assert not (tmp_path / "r.shards").exists()
 
 
+def test_every_image_skipped_exits_2_and_writes_nothing_as_one_process(tiny_vgg_files, tmp_path):
+    _, blob, _ = tiny_vgg_files
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for index in range(3):
+        (folder / f"broken{index}.jpg").write_bytes(b"\xff\xd8not a jpeg")
+    for extra in ([], ["--workers", "1", "--shard-size", "2"]):
+        out = tmp_path / f"out{len(extra)}.npz"
+        done = _run("extract", folder, "--blob", blob, "-o", out, *extra)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr
+        assert "no image could be used (3 listed, 3 skipped" in lines[0] and "nothing written" in lines[0]
+        assert not out.exists() and not (tmp_path / f"out{len(extra)}.shards").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
 def test_float_model_on_one_worker_equals_one_process(tiny_vgg_files, tmp_path):
     pt, _, photos = tiny_vgg_files
     single, ray_out = tmp_path / "s.npz", tmp_path / "r.npz"
