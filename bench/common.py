@@ -95,30 +95,74 @@ def set_threads(threads: int = THREADS) -> None:
 class CpuMeter:
     """The share of the machine's CPU time used by *other* processes while a block runs.
 
-    Read from /proc/stat (all processes) minus this process's own CPU time; 0.0 means the
-    machine was ours, 0.5 on 2 cores means one core was busy elsewhere. None off Linux.
+    Read from /proc/stat (all processes) minus the CPU time of this process and of every process
+    started under it (Ray's raylet and workers are not children we wait for, so `os.times` misses
+    them): a thread samples /proc every 0.25 s and adds up each descendant's CPU ticks as they grow.
+    0.0 means the machine was ours, 0.5 on 2 cores means one core was busy elsewhere. None off Linux.
+    Call `other_share()` once, at the end (it stops the sampler).
     """
 
+    INTERVAL = 0.25
+
     def __init__(self) -> None:
-        self.start = self._snap()
+        import threading
+
+        self.start = self._busy()
+        self.seen: dict[int, int] = {}  # pid -> CPU ticks at its last sample (descendants and us)
+        self.ours = 0  # ticks used by us and our descendants since the start
+        self.me = os.getpid()
+        self._stop = threading.Event()
+        self._sample(first=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
 
     @staticmethod
-    def _snap() -> tuple[float, float, float] | None:
+    def _busy() -> tuple[float, float] | None:
         try:
             fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
         except (OSError, ValueError, IndexError):
             return None
-        ticks = os.sysconf("SC_CLK_TCK")
-        busy = (sum(fields) - fields[3] - fields[4]) / ticks  # everything but idle and iowait
-        own = os.times()
-        return busy, own.user + own.system, time.perf_counter()
+        return float(sum(fields) - fields[3] - fields[4]), time.perf_counter()  # ticks but idle and iowait
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self._sample()
+
+    def _sample(self, first: bool = False) -> None:
+        parents, ticks = {}, {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            rest = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+            parents[int(entry.name)] = int(rest[1])
+            ticks[int(entry.name)] = int(rest[11]) + int(rest[12])  # utime + stime
+        ours = set()
+        for pid in ticks:
+            chain, node = [], pid
+            while node > 1 and node not in ours and node != self.me:
+                chain.append(node)
+                node = parents.get(node, 0)
+            if node == self.me or node in ours:
+                ours.update(chain)
+        ours.add(self.me)
+        for pid in ours & ticks.keys():
+            if not first:
+                self.ours += ticks[pid] - self.seen.get(pid, 0)
+            self.seen[pid] = ticks[pid]
 
     def other_share(self) -> float | None:
-        end = self._snap()
-        if self.start is None or end is None or end[2] <= self.start[2]:
+        self._stop.set()
+        self._thread.join()
+        end = self._busy()
+        if self.start is None or end is None or end[1] <= self.start[1]:
             return None
-        other = (end[0] - self.start[0]) - (end[1] - self.start[1])
-        return max(0.0, other / ((end[2] - self.start[2]) * (os.cpu_count() or 1)))
+        self._sample()
+        other = (end[0] - self.start[0] - self.ours) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, other / ((end[1] - self.start[1]) * (os.cpu_count() or 1)))
 
 
 # --- numbers --------------------------------------------------------------------------------------

@@ -2,18 +2,18 @@
 
 Protocol:
 
-- calibration (activation shifts): the photo set shipped with chipq, its first 64 photos in sorted
-  order (what `chipq compress` uses);
-- sensitivity: the first ``--sens-images`` of those, NIP over the four quarter turns;
-- held-out: UKBench-56 (/work/shared/data/ukbench56/jpg, 56 photos, 14 objects x 4 views), never
-  used for calibration or sensitivity. For the float model, the chosen plan and `3x7,1x6` (both
-  post-training, i.e. `chipq compress --no-retrain`): mean NIP (224x224) descriptor cosine to the
-  float descriptor of the same photo, and mAP with every photo a query against the other 55
-  (`chipq.retrieval.scoring.average_precision`);
-- the predicted front (bytes vs predicted cosine) at 3, 4, 5 and 7 MB from the same sensitivity.
+- calibration (activation shifts, reconstruction): the photo set shipped with chipq, as `chipq
+  compress` uses it;
+- sensitivity: the first ``--sens-images`` of those (as `chipq plan`), NIP over the four quarter turns;
+- held out: the evaluation set of `bench/evalset.py` (``--eval``; disjoint from every calibration
+  and training photo): for the float model, the chosen plan and `3x7,1x6` post-training (`chipq
+  compress --no-retrain`), and with ``--retrain`` both retrained (the default `chipq compress`):
+  mean NIP (224x224) descriptor cosine to float and mAP (`chipq eval --exclude-queries`);
+- the front from the same sensitivity at 3, 4, 5 and 7 MB, each plan compressed post-training and
+  measured the same way.
 
-Run: ``python bench/plan.py [--sens-images 2] [--budget 3914104] [--heldout DIR] [--heldout-limit N]``;
-writes bench/results/plan.json and, with matplotlib, bench/results/plan_front.png.
+Run: ``python bench/plan.py [--budget 3914104] [--retrain] [--queries-every N]``; writes
+bench/results/plan.json and, with matplotlib, bench/results/plan_front.png.
 """
 
 from __future__ import annotations
@@ -25,31 +25,28 @@ import time
 from pathlib import Path
 
 import common as cm
-import numpy as np
 
 
-def ukbench_map(names: list[str], vectors: np.ndarray) -> float:
-    """mAP on UKBench-56: each photo a query, its 3 same-object photos the positives, itself excluded."""
-    from chipq.retrieval.scoring import average_precision
+def load_eval(folder: Path, queries_every: int):
+    """The held-out set of `bench/evalset.py` (as bench/recipe.py loads it): every database photo,
+    every `queries_every`-th edited query and the positives of those."""
+    from recipe_eval import EvalSet
 
-    groups = [int(Path(n).stem[-5:]) // 4 for n in names]
-    sims = vectors @ vectors.T
-    aps = []
-    for q in range(len(names)):
-        order = [i for i in np.argsort(-sims[q], kind="stable") if i != q]
-        ranks = [r for r, i in enumerate(order) if groups[i] == groups[q]]
-        aps.append(average_precision(ranks, len(ranks)))
-    return float(np.mean(aps))
-
-
-def len_heldout(result: dict) -> int:
-    return int(result["heldout"].rsplit("(", 1)[1].split()[0])
+    keep = None
+    if queries_every > 1:
+        gt = json.loads((folder / "groundtruth.json").read_text())
+        names = sorted(gt)
+        edited = [n for n in names if n.startswith("queries/")]
+        keep = {n for n in names if not n.startswith("queries/")} | set(edited[::queries_every])
+        keep |= {p for n in keep for p in gt.get(n, [])}
+    return EvalSet.load(folder, keep)
 
 
 def render(result: dict) -> str:
     """The BENCHMARKS.md section (appended by `bench/run_all.py` when bench/results/plan.json exists)."""
     rows = result["rows"]
     sens = result["sensitivity"]
+    fl = rows["float"]["map"]
     lines = [
         "## Plan: mask bits per layer under a budget (`chipq plan`)",
         "",
@@ -57,36 +54,30 @@ def render(result: dict) -> str:
         f"{result['sensitivity_images']} of the {result['calibration_images']} calibration photos (the photo set shipped "
         f"with chipq; {result['sensitivity_views']} NIP views each), "
         + ("read from the cache an earlier run of this script wrote" if result.get("sensitivity_cached")
-           else f"measured in {result['seconds']['sensitivity']:.0f} s on this (heavily shared) machine")
-        + "; activation shifts calibrated on all "
-        f"{result['calibration_images']}. Held out: {result['heldout']}, never calibration or sensitivity photos; "
-        f"NIP at 224x224, mAP with every photo a query against the other {len_heldout(result) - 1}. Both blobs post-training "
-        "(`chipq compress --no-retrain`).",
+           else f"measured in {result['seconds']['sensitivity']:.0f} s")
+        + f". Held out: {result['heldout']}, the disjoint set of `bench/evalset.py`, never a calibration, "
+        "sensitivity or training photo; NIP at 224x224, mAP as `chipq eval --exclude-queries`, cosine = mean cosine "
+        "of the chip descriptor to the float one for the same image. Post-training = `chipq compress --no-retrain`; "
+        "retrained = the default `chipq compress`.",
         "",
         f"Budget {result['budget']:,} B (the paper's `3x7,1x6` blob).",
         "",
         cm.md_table(
-            ["model", "plan", "blob bytes", "fits", "predicted cos", "measured cos", "lowest cos", "mAP"],
-            [["float", "", "", "", "", "", "", f"{rows['float']['map']:.4f}"]]
+            ["model", "plan", "blob bytes", "fits", "predicted cos", "measured cos", "mAP", "gap to float", "compress s"],
+            [["float VGG-16", "", "", "", "", "1", f"{fl:.4f}", "", ""]]
             + [
-                [label, f"`{row['plan']}`", f"{row['bytes']:,}", "yes" if row["fits_budget"] else "NO",
-                 f"{row['predicted_cosine']:.4f}", f"{row['cosine']:.4f}", f"{row['min_cosine']:.4f}", f"{row['map']:.4f}"]
-                for label, row in (("found by chipq plan", rows["chosen"]), ("paper 3x7,1x6", rows["paper"]))
+                [label, f"`{row['plan']}`", f"{row['bytes']:,}", "yes" if row["fits_budget"] else "no",
+                 f"{row['predicted_cosine']:.4f}", f"{row['cosine']:.4f}", f"{row['map']:.4f}", f"{row['map'] - fl:+.4f}",
+                 cm.fmt(row.get("compress_s"), 0)]
+                for label, row in _labelled(rows)
             ],
-            "llrlrrrr",
-        ),
-        "",
-        "Predicted front (same sensitivity) at the issue's sizes:",
-        "",
-        cm.md_table(
-            ["budget", "plan", "blob bytes", "predicted cos"],
-            [[k, f"`{v['plan']}`", f"{v['bytes']:,}", f"{v['predicted_cosine']:.4f}"] if (v := result["front_at"].get(k))
-             else [k, "none fits (1 bit everywhere is larger)", "", ""] for k in ("3MB", "4MB", "5MB", "7MB")],
-            "llrr",
+            "llrlrrrrr",
         ),
         "",
         "Per-layer sensitivity: mean NIP cosine to float with only that layer quantized at m bits "
-        f"(8-bit activations everywhere; activations alone: {sens['reference_cosine']:.4f}):",
+        f"(weight-only α·M, 8-bit activations everywhere; activations alone: {sens['reference_cosine']:.4f}). "
+        "The predicted cosine of a plan sums these losses; it ranks plans, its level is pessimistic for the "
+        "reconstructed blobs compress makes:",
         "",
         cm.md_table(
             ["layer"] + [f"m={m}" for m in range(1, 6)],
@@ -94,29 +85,50 @@ def render(result: dict) -> str:
             "lrrrrr",
         ),
     ]
+    missing = [k for k in ("3MB", "4MB", "5MB", "7MB") if k not in result["front_at"]]
+    if missing:
+        lines += ["", f"No plan fits {', '.join(missing)}: 1 bit everywhere is larger."]
     return "\n".join(lines)
+
+
+LABELS = {
+    "chosen": "found by chipq plan, post-training",
+    "paper": "paper 3x7,1x6, post-training",
+    "chosen, retrained": "found by chipq plan, retrained",
+    "paper, retrained": "paper 3x7,1x6, retrained",
+}
+
+
+def _labelled(rows: dict):
+    for key, row in rows.items():
+        if key == "float":
+            continue
+        yield LABELS.get(key, key.replace("front ", "front at ") + ", post-training"), row
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("/work/models/vgg16.pt"))
     parser.add_argument("--budget", default="3914104")
-    parser.add_argument("--sens-images", type=int, default=2)
-    parser.add_argument("--heldout", type=Path, default=cm.UKBENCH / "jpg")
-    parser.add_argument("--heldout-limit", type=int, help="the first N held-out photos only (sorted; UKBench: 4 per object)")
+    parser.add_argument("--sens-images", type=int, default=4, help="as `chipq plan --sens-images` (default 4)")
+    parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"), help="held-out set (bench/evalset.py)")
+    parser.add_argument("--queries-every", type=int, default=1, help="every N-th edited query only (1: all)")
+    parser.add_argument("--retrain", action="store_true", help="also the default (retrained) compress of both plans")
     parser.add_argument("--results", type=Path, default=cm.RESULTS_DIR)
     args = parser.parse_args(argv)
     cm.set_threads()
+    from recipe_eval import chip_descriptors, float_descriptors, scores
+
     from chipq.data import default_photos_dir
     from chipq.formats.writer import to_bytes
-    from chipq.images import list_images, load_image
     from chipq.importers import load_model
     from chipq.quant import allocate
     from chipq.quant.compress import calibrate, calibration_images, compress
     from chipq.quant.plan import parse_plan
     from chipq.reports import planner
-    from chipq.retrieval.describe import describe
-    from chipq.retrieval.features import chip_features, float_features
+    from chipq.retrain.config import RetrainConfig
+    from chipq.retrain.pipeline import compress_retrained
+    from chipq.retrain.trainer import load_training_images
 
     clock: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -125,8 +137,6 @@ def main(argv: list[str] | None = None) -> None:
     layout = allocate.Layout.of(stack)
     budget = allocate.parse_budget(args.budget, layout)
     calib, calib_names = calibration_images(default_photos_dir())
-    heldout = list_images(args.heldout)[: args.heldout_limit]
-    assert not {p.name for p in heldout} & set(calib_names), "held-out photos overlap calibration"
     fracs = calibrate(stack, calib)
     clock["load_and_calibrate"] = time.perf_counter() - t0
 
@@ -142,41 +152,51 @@ def main(argv: list[str] | None = None) -> None:
     plans = {"chosen": list(best.plan), "paper": parse_plan(planner.PAPER_PLAN, names)}
 
     t1 = time.perf_counter()
-    ref = float_features(stack)
-    images = [(p.name, load_image(p)) for p in heldout]
-    float_vecs = np.stack([describe(img, ref) for _, img in images])
-    rows = {"float": {"plan": "float", "map": ukbench_map([n for n, _ in images], float_vecs)}}
-    for label, bits in plans.items():
-        model = compress(stack, bits, calib).model
+    eset = load_eval(args.eval, args.queries_every)
+    assert not {Path(n).name for n in eset.names} & set(calib_names), "held-out photos overlap calibration"
+    float_desc = float_descriptors(stack, eset)
+    rows = {"float": {"plan": "float", **scores(eset, float_desc, float_desc)}}
+    say(f"float on {len(eset.names)} held-out images: {rows['float']}")
+    front_at = {}
+    for mb in (3, 4, 5, 7):
+        fitting = [p for p in front if p.bytes <= mb * 10**6]
+        if fitting:
+            front_at[f"{mb}MB"] = list(fitting[-1].plan)
+    measured = dict(plans, **{f"front {k}": v for k, v in front_at.items()})
+    if args.retrain:
+        measured.update({"chosen, retrained": plans["chosen"], "paper, retrained": plans["paper"]})
+    train_images = load_training_images(default_photos_dir()) if args.retrain else None
+    done: dict[tuple, dict] = {}
+    for label, bits in measured.items():
+        key = (tuple(bits), label.endswith("retrained"))
+        if key in done:  # a front plan that is also the chosen one: measured once
+            rows[label] = done[key]
+            continue
+        t2 = time.perf_counter()
+        if label.endswith("retrained"):
+            model = compress_retrained(stack, bits, calib, train_images, RetrainConfig()).model
+        else:
+            model = compress(stack, bits, calib).model
+        compress_s = time.perf_counter() - t2
         size = len(to_bytes(model))
         assert size == allocate.blob_bytes(layout, bits)
-        chip = chip_features(model)
-        vecs = np.stack([describe(img, chip) for _, img in images])
-        cos = np.sum(vecs * float_vecs, axis=1) / np.maximum(
-            np.linalg.norm(vecs, axis=1) * np.linalg.norm(float_vecs, axis=1), 1e-30
-        )
         rows[label] = {
             "plan": allocate.plan_text(layout, bits),
             "bytes": size,
             "fits_budget": size <= budget,
             "predicted_cosine": sens.predict(bits)["cosine"],
             "predicted_sqnr_db": sens.predict(bits)["sqnr_db"],
-            "cosine": float(cos.mean()),
-            "min_cosine": float(cos.min()),
-            "map": ukbench_map([n for n, _ in images], vecs),
+            "compress_s": compress_s,
+            **scores(eset, chip_descriptors(model, eset), float_desc),
         }
+        done[key] = rows[label]
         say(f"measured {label} {rows[label]['plan']}: cos {rows[label]['cosine']:.4f} mAP {rows[label]['map']:.4f}")
     clock["heldout"] = time.perf_counter() - t1
-    at_sizes = {}
-    for mb in (3, 4, 5, 7):
-        fitting = [p for p in front if p.bytes <= mb * 10**6]
-        if fitting:
-            p = fitting[-1]
-            at_sizes[f"{mb}MB"] = {
-                "plan": allocate.plan_text(layout, p.plan),
-                "bytes": p.bytes,
-                "predicted_cosine": sens.predict(list(p.plan))["cosine"],
-            }
+    at_sizes = {
+        k: {"plan": allocate.plan_text(layout, bits), "bytes": allocate.blob_bytes(layout, bits),
+            "predicted_cosine": sens.predict(bits)["cosine"]}
+        for k, bits in front_at.items()
+    }  # fmt: skip
     result = {
         "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": cm.machine_info(),
@@ -186,7 +206,10 @@ def main(argv: list[str] | None = None) -> None:
         "sensitivity_images": sens.images,
         "sensitivity_views": sens.views,
         "sensitivity_cached": sens.cached,
-        "heldout": f"{args.heldout} ({len(images)} photos)",
+        "heldout": f"{args.eval} ({len(eset.names)} images, {len(eset.gt)} queries"
+        + (f", every {args.queries_every}th edited query" if args.queries_every > 1 else "") + ")",
+        "eval_images": len(eset.names),
+        "eval_queries": len(eset.gt),
         "chosen_plan": chosen,
         "rows": rows,
         "front_at": at_sizes,

@@ -212,6 +212,43 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def plot_curve(result: dict, longer: dict | None, path: Path) -> bool:
+    """Cosine (curve points) and the blobs' cosine and mAP gap against minutes; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax_cos, ax_map) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, data, style in (("default run", result, "o-"), ("longer run", longer, "s--")):
+        if data and data.get("curve"):
+            ax_cos.plot([p["minutes"] for p in data["curve"]], [p["cosine"] for p in data["curve"]], style, label=f"{label} (training net)")
+    rows, fl = result["rows"], result["rows"]["float"]["map"]
+    stages = result.get("stages", {})
+    start = sum(stages[k]["wall_s"] for k in ("read_calibration", "reconstruct") if k in stages) / 60
+    points = [("--no-retrain", result.get("no_retrain_seconds", 0) / 60, rows.get("post_training")),
+              ("reconstruction", start, rows.get("retraining_start")),
+              (f"default ({result['config']['steps']} steps)", result.get("compress_seconds", 0) / 60, rows.get("retrained"))]  # fmt: skip
+    for label, minutes, row in points:
+        if row:
+            ax_cos.plot(minutes, row["cosine"], "k^")
+            ax_cos.annotate(label, (minutes, row["cosine"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+            ax_map.plot(minutes, row["map"] - fl, "k^")
+            ax_map.annotate(label, (minutes, row["map"] - fl), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax_cos.axhline(0.95, color="grey", lw=0.8, ls=":")
+    ax_map.axhline(-0.005, color="grey", lw=0.8, ls=":")
+    ax_map.axhline(0, color="black", lw=0.5)
+    ax_cos.set(xlabel="minutes of compress (2 cores)", ylabel="mean descriptor cosine to float", title="cosine")
+    ax_map.set(xlabel="minutes of compress (2 cores)", ylabel="mAP − float mAP", title="mAP gap (held-out set)")
+    ax_cos.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 ROW_LABELS = {
     "float": "float VGG-16",
     "post_training_weight_only": "post-training, weight-only (release 0.1 default)",

@@ -258,6 +258,13 @@ def write_page(results_dir: Path, page: Path) -> Path:
         longer = cm.read_result(results_dir, "recipe_longer")
         sweep = cm.read_result(results_dir, "reconstruct_sweep")
         text = text.rstrip("\n") + "\n\n" + recipe_bench.render_markdown(recipe, longer, sweep) + "\n"
+        retrain_sweep = cm.read_result(results_dir, "retrain_sweep")  # bench/retrain_sweep.py
+        if isinstance(retrain_sweep, dict):
+            import retrain_sweep as retrain_sweep_bench
+
+            text = text.rstrip("\n") + "\n\n" + retrain_sweep_bench.render_markdown(retrain_sweep) + "\n"
+        if recipe_bench.plot_curve(recipe, longer, results_dir / "recipe_curve.png"):
+            text = text.rstrip("\n") + "\n\n![cosine and mAP against minutes](bench/results/recipe_curve.png)\n"
     cm.write_atomic(page, text)
     return page
 

@@ -99,11 +99,23 @@ def have_faiss() -> bool:
     return True
 
 
+UNIT_BLOCK_ROWS = 4096  # rows normalised at a time: the float64 work copy stays ~ tens of MB
+
+
 def unit_float32(codes: np.ndarray) -> np.ndarray:
-    """L2-normalised float32 rows of float or byte codes (all-zero rows stay zero)."""
-    v = np.asarray(codes, dtype=np.float64)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0).astype(np.float32)
+    """L2-normalised float32 rows of float or byte codes (all-zero rows stay zero).
+
+    Each row is normalised in float64 and rounded once to float32, a block of rows at a time, so
+    the memory needed beyond `codes` is the float32 result (one float64 copy of a 100k x 512 set
+    would add 400 MB twice).
+    """
+    codes = np.atleast_2d(np.asarray(codes))
+    out = np.zeros(codes.shape, dtype=np.float32)
+    for start in range(0, len(codes), UNIT_BLOCK_ROWS):
+        v = codes[start : start + UNIT_BLOCK_ROWS].astype(np.float64)
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        out[start : start + UNIT_BLOCK_ROWS] = np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+    return out
 
 
 def default_nlist(n: int) -> int:

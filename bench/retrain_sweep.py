@@ -1,0 +1,141 @@
+"""Algorithm 1 settings against the held-out set: mAP and cosine of each retrained blob.
+
+Run (nohup it; ~5 minutes per setting on the 2-core machine):
+
+    .venv/bin/python bench/retrain_sweep.py --model /work/models/vgg16.pt \\
+        --train compressor/data/photos --eval /work/shared_sets/eval \\
+        --settings '{}' '{"lr": 3e-5}' '{"map_weight": 0}'
+
+Every setting starts from the same full reconstruction (the default route's start, made once) and
+changes only `RetrainConfig` fields (JSON objects, the default config's values otherwise); settings
+with the same samples share one cache (its seconds are repeated in their rows). Each
+blob is evaluated through the integer executor on the whole evaluation set (every edited query:
+the mAP of `bench/recipe.py --queries-every 4` moves by ~0.006 with one query); the
+reconstruction itself is the `{"steps": 0}` row. Training wall seconds are measured with this
+script alone on the machine (the load average is recorded beside them).
+
+Results: bench/results/retrain_sweep.json (rows appended per setting, so a run cut short keeps
+what it measured) and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipe_eval import EvalSet, chip_descriptors, float_descriptors, scores  # noqa: E402
+
+from chipq.importers import load_model  # noqa: E402
+from chipq.quant.compress import calibration_batch  # noqa: E402
+from chipq.quant.quantize import quantize_stack  # noqa: E402
+from chipq.quant.reconstruct import reconstruct  # noqa: E402
+from chipq.retrain.config import RetrainConfig  # noqa: E402
+from chipq.retrain.pipeline import reconstruct_config  # noqa: E402
+from chipq.retrain.trainer import Retrainer, load_training_images, torch_settings  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+PLAN = [3] * 7 + [1] * 6
+TRAINING_FIELDS = {"steps", "batch", "crop", "samples", "lr", "seed", "train_from", "map_weight", "desc_weight"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("/work/models/vgg16.pt"))
+    parser.add_argument("--train", type=Path, default=REPO / "compressor" / "data" / "photos")
+    parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"))
+    parser.add_argument("--settings", nargs="+", default=["{}"], help="JSON objects of RetrainConfig fields")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "retrain_sweep.json")
+    args = parser.parse_args()
+    log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
+    settings = [json.loads(s) for s in args.settings]
+    for s in settings:
+        if set(s) - TRAINING_FIELDS:
+            parser.error(f"{s}: only training fields ({', '.join(sorted(TRAINING_FIELDS))})")
+    torch.set_num_threads(2)
+    stack = load_model(args.model).without_trailing_pool()
+    eset = EvalSet.load(args.eval)
+    log(f"{len(eset.names)} evaluation images, {len(eset.gt)} queries")
+    float_desc = float_descriptors(stack, eset)
+    result = {
+        "model": str(args.model), "plan": "3x7,1x6", "train": str(args.train), "eval": str(args.eval),
+        "eval_images": len(eset.names), "queries": len(eset.gt), "cpus": os.cpu_count(),
+        "float": scores(eset, float_desc, float_desc), "rows": [],
+    }  # fmt: skip
+    log(f"float {result['float']}")
+    base = RetrainConfig()
+    calib = calibration_batch(args.train)
+    start = time.monotonic()
+    rstack, rfracs, _ = reconstruct(stack, PLAN, None, calib[: base.init_images], reconstruct_config(base))
+    result["reconstruct_s"] = time.monotonic() - start
+    images = load_training_images(args.train)
+
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    caches: dict = {}
+    for setting in settings:
+        config = dataclasses.replace(base, **setting)
+        load = os.getloadavg()[0]
+        if config.steps == 0:
+            model, _ = quantize_stack(rstack, PLAN, rfracs)
+            cache_s = train_s = 0.0
+        else:
+            with torch_settings(config.threads):
+                trainer = Retrainer(stack, PLAN, rfracs, config, (224, 224), init=rstack)
+                key = (config.samples, config.crop, config.seed, config.train_from)
+                if key in caches:  # the same samples through the same frozen prefix: reuse
+                    trainer.inputs, trainer.targets, trainer.data_hash, cache_s = caches[key]
+                else:
+                    t0 = time.monotonic()
+                    trainer.build_cache(images)
+                    cache_s = time.monotonic() - t0
+                    caches[key] = (trainer.inputs, trainer.targets, trainer.data_hash, cache_s)
+                t0 = time.monotonic()
+                for _ in range(config.steps):
+                    trainer.train_step()
+                train_s = time.monotonic() - t0
+                model, _ = trainer.chip_model()
+        row = {"setting": setting, "config": dataclasses.asdict(config), "cache_s": cache_s, "train_s": train_s,
+               "load": load, **scores(eset, chip_descriptors(model, eset), float_desc)}  # fmt: skip
+        row["gap"] = row["map"] - result["float"]["map"]
+        result["rows"].append(row)
+        save()
+        log(f"{json.dumps(setting)}: mAP {row['map']:.4f} ({row['gap']:+.4f}) cosine {row['cosine']:.4f} "
+            f"cache {cache_s:.0f} s, {config.steps} steps {train_s:.0f} s")  # fmt: skip
+    save()
+    print(render_markdown(result))
+
+
+def render_markdown(result: dict) -> str:
+    """The BENCHMARKS.md table of bench/results/retrain_sweep.json."""
+    import common as cm
+
+    fl = result["float"]["map"]
+    lines = [
+        f"Algorithm 1 settings (`bench/retrain_sweep.py`): every blob from the same full reconstruction, evaluated "
+        f"through the integer executor on the whole evaluation set ({result['eval_images']} images, "
+        f"{result['queries']} queries); float mAP {fl:.4f}. Other fields as the default "
+        "(60 steps, lr 1e-4, batch 8, 256 samples of 224 px, map + descriptor loss).",
+        "",
+        cm.md_table(
+            ["setting", "mAP", "gap to float", "cosine", "cache s", "train s"],
+            [[f"`{json.dumps(r['setting'])}`", f"{r['map']:.4f}", f"{r['gap']:+.4f}", f"{r['cosine']:.4f}",
+              f"{r['cache_s']:.0f}", f"{r['train_s']:.0f}"] for r in result["rows"]],  # fmt: skip
+            "lrrrrr",
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
