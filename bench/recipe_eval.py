@@ -8,7 +8,10 @@ at 224x224 (four rotations, R-MAC regions, max over rotations, L2), as `chipq ex
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +80,25 @@ def scores(eset: EvalSet, desc: np.ndarray, reference: np.ndarray) -> dict:
     return {"map": evaluate(dset, eset.gt, exclude_queries=True).mean_ap if eset.gt else None, "cosine": float(np.mean((unit * ref).sum(axis=1)))}
 
 
+CACHE = Path(os.environ.get("CHIPQ_BENCH_WORK", Path.home() / ".cache" / "chipq" / "bench")) / "float_descriptors"
+
+
 def float_descriptors(stack: FloatStack, eset: EvalSet) -> np.ndarray:
-    return descriptors(FloatReference(stack).run(eset.pixels))
+    """The float model's descriptors of `eset`, kept in the bench work folder (keyed by the weights,
+    the pixels and the descriptor code) so that the next bench run on the same set skips them."""
+    key = hashlib.sha256(stack.weights_sha256().encode())
+    key.update(hashlib.sha256(eset.pixels.tobytes()).digest())
+    for module in (descriptors, finish, nip_rotation_vector, FloatReference):
+        key.update(inspect.getsource(module).encode())
+    path = CACHE / f"{key.hexdigest()[:24]}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    desc = descriptors(FloatReference(stack).run(eset.pixels))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, desc, allow_pickle=False)
+    os.replace(tmp, path)
+    return desc
 
 
 def chip_descriptors(model: ChipModel, eset: EvalSet) -> np.ndarray:

@@ -6,8 +6,8 @@ Run (nohup it; ~5 minutes per setting on the 2-core machine):
         --train compressor/data/photos --eval /work/shared_sets/eval \\
         --settings '{}' '{"lr": 3e-5}' '{"map_weight": 0}'
 
-Every setting starts from the same full reconstruction (the default route's start, made once) and
-changes only `RetrainConfig` fields (JSON objects, the default config's values otherwise); settings
+Every setting starts from the full reconstruction (the default route's start; made once per
+`init_images`/`init_positions`) and changes only `RetrainConfig` fields (JSON objects, the default config's values otherwise); settings
 with the same samples share one cache (its seconds are repeated in their rows). Each
 blob is evaluated through the integer executor on the whole evaluation set (every edited query:
 the mAP of `bench/recipe.py --queries-every 4` moves by ~0.006 with one query); the
@@ -43,7 +43,8 @@ from chipq.retrain.trainer import Retrainer, load_training_images, torch_setting
 
 REPO = Path(__file__).resolve().parent.parent
 PLAN = [3] * 7 + [1] * 6
-TRAINING_FIELDS = {"steps", "batch", "crop", "samples", "lr", "seed", "train_from", "map_weight", "desc_weight"}
+TRAINING_FIELDS = {"steps", "batch", "crop", "samples", "lr", "seed", "train_from", "map_weight", "desc_weight",
+                   "init_images", "init_positions"}
 
 
 def main() -> None:
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"))
     parser.add_argument("--settings", nargs="+", default=["{}"], help="JSON objects of RetrainConfig fields")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "retrain_sweep.json")
+    parser.add_argument("--append", action="store_true", help="add the rows to those already in --out")
     args = parser.parse_args()
     log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
     settings = [json.loads(s) for s in args.settings]
@@ -68,13 +70,27 @@ def main() -> None:
         "model": str(args.model), "plan": "3x7,1x6", "train": str(args.train), "eval": str(args.eval),
         "eval_images": len(eset.names), "queries": len(eset.gt), "cpus": os.cpu_count(),
         "float": scores(eset, float_desc, float_desc), "rows": [],
+        "base_config": dataclasses.asdict(RetrainConfig()),
     }  # fmt: skip
+    if args.append and args.out.is_file():  # keep an earlier run's rows (same set, same float mAP)
+        earlier = json.loads(args.out.read_text())
+        if earlier.get("float") != result["float"] or earlier.get("eval_images") != result["eval_images"]:
+            parser.error(f"{args.out}: measured on another evaluation set; not appending")
+        result["rows"] = earlier["rows"]
+        result.setdefault("base_config", earlier.get("base_config"))
     log(f"float {result['float']}")
     base = RetrainConfig()
     calib = calibration_batch(args.train)
-    start = time.monotonic()
-    rstack, rfracs, _ = reconstruct(stack, PLAN, None, calib[: base.init_images], reconstruct_config(base))
-    result["reconstruct_s"] = time.monotonic() - start
+    starts: dict = {}  # (init_images, init_positions) -> (reconstructed stack, fracs, seconds)
+
+    def start_of(config: RetrainConfig):
+        key = (config.init_images, config.init_positions)
+        if key not in starts:
+            t0 = time.monotonic()
+            rstack, rfracs, _ = reconstruct(stack, PLAN, None, calib[: config.init_images], reconstruct_config(config))
+            starts[key] = (rstack, rfracs, time.monotonic() - t0)
+        return starts[key]
+
     images = load_training_images(args.train)
 
     def save() -> None:
@@ -85,13 +101,14 @@ def main() -> None:
     for setting in settings:
         config = dataclasses.replace(base, **setting)
         load = os.getloadavg()[0]
+        rstack, rfracs, reconstruct_s = start_of(config)
         if config.steps == 0:
             model, _ = quantize_stack(rstack, PLAN, rfracs)
             cache_s = train_s = 0.0
         else:
             with torch_settings(config.threads):
                 trainer = Retrainer(stack, PLAN, rfracs, config, (224, 224), init=rstack)
-                key = (config.samples, config.crop, config.seed, config.train_from)
+                key = (config.samples, config.crop, config.seed, config.train_from, config.init_images, config.init_positions)
                 if key in caches:  # the same samples through the same frozen prefix: reuse
                     trainer.inputs, trainer.targets, trainer.data_hash, cache_s = caches[key]
                 else:
@@ -104,7 +121,8 @@ def main() -> None:
                     trainer.train_step()
                 train_s = time.monotonic() - t0
                 model, _ = trainer.chip_model()
-        row = {"setting": setting, "config": dataclasses.asdict(config), "cache_s": cache_s, "train_s": train_s,
+        row = {"setting": setting, "config": dataclasses.asdict(config), "reconstruct_s": reconstruct_s,
+               "cache_s": cache_s, "train_s": train_s,
                "load": load, **scores(eset, chip_descriptors(model, eset), float_desc)}  # fmt: skip
         row["gap"] = row["map"] - result["float"]["map"]
         result["rows"].append(row)
@@ -115,6 +133,13 @@ def main() -> None:
     print(render_markdown(result))
 
 
+SHOWN = ("steps", "lr", "batch", "samples", "crop", "map_weight", "desc_weight", "init_images", "init_positions")
+
+
+def _base(result: dict) -> dict:
+    return result.get("base_config") or dataclasses.asdict(RetrainConfig())
+
+
 def render_markdown(result: dict) -> str:
     """The BENCHMARKS.md table of bench/results/retrain_sweep.json."""
     import common as cm
@@ -123,14 +148,16 @@ def render_markdown(result: dict) -> str:
     lines = [
         f"Algorithm 1 settings (`bench/retrain_sweep.py`): every blob from the same full reconstruction, evaluated "
         f"through the integer executor on the whole evaluation set ({result['eval_images']} images, "
-        f"{result['queries']} queries); float mAP {fl:.4f}. Other fields as the default "
-        "(60 steps, lr 1e-4, batch 8, 256 samples of 224 px, map + descriptor loss).",
+        f"{result['queries']} queries); float mAP {fl:.4f}. Other fields as the default of the time "
+        f"({', '.join(f'{k} {v}' for k, v in _base(result).items() if k in SHOWN)}). Seconds are wall "
+        "time; the machine ran another job beside some rows (load average in the JSON).",
         "",
         cm.md_table(
-            ["setting", "mAP", "gap to float", "cosine", "cache s", "train s"],
+            ["setting", "mAP", "gap to float", "cosine", "reconstruct s", "cache s", "train s"],
             [[f"`{json.dumps(r['setting'])}`", f"{r['map']:.4f}", f"{r['gap']:+.4f}", f"{r['cosine']:.4f}",
-              f"{r['cache_s']:.0f}", f"{r['train_s']:.0f}"] for r in result["rows"]],  # fmt: skip
-            "lrrrrr",
+              cm.fmt(r.get("reconstruct_s", result.get("reconstruct_s")), 0), f"{r['cache_s']:.0f}", f"{r['train_s']:.0f}"]
+             for r in result["rows"]],  # fmt: skip
+            "lrrrrrr",
         ),
         "",
     ]

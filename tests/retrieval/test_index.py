@@ -63,6 +63,18 @@ def test_tiny_blocks_change_nothing(monkeypatch):
     assert [r.ap for r in evaluate(dset, gt).results] == whole
 
 
+@pytest.mark.parametrize("kind", [DescriptorKind.FLOAT, DescriptorKind.BYTE])
+def test_unit_vectors_in_row_blocks_are_the_whole_array_bits(kind, monkeypatch):
+    codes = _dataset(kind, n=37).codes
+    whole = codes.astype(np.float64)
+    norms = np.linalg.norm(whole, axis=1, keepdims=True)
+    expected = np.divide(whole, norms, out=np.zeros_like(whole), where=norms > 0).astype(np.float32)
+    monkeypatch.setattr(idx, "UNIT_BLOCK_ROWS", 5)  # 37 rows: 7 full blocks and a short one
+    got = idx.unit_float32(codes)
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    assert not got[20].any()  # the zero vector stays zero
+
+
 @pytest.mark.parametrize("kind", list(DescriptorKind))
 def test_flat_search_finds_each_descriptor_first_and_round_trips(kind, tmp_path):
     dset = _dataset(kind, seed=2)
