@@ -44,7 +44,7 @@ from chipq.retrain.trainer import Retrainer, load_training_images, torch_setting
 REPO = Path(__file__).resolve().parent.parent
 PLAN = [3] * 7 + [1] * 6
 TRAINING_FIELDS = {"steps", "batch", "crop", "samples", "lr", "seed", "train_from", "map_weight", "desc_weight",
-                   "init_images", "init_positions"}
+                   "init_images", "init_positions", "desc_center"}
 
 
 def main() -> None:
@@ -133,7 +133,8 @@ def main() -> None:
     print(render_markdown(result))
 
 
-SHOWN = ("steps", "lr", "batch", "samples", "crop", "map_weight", "desc_weight", "init_images", "init_positions")
+SHOWN = ("steps", "lr", "batch", "samples", "crop", "map_weight", "desc_weight", "desc_center", "init_images",
+         "init_positions")
 
 
 def _base(result: dict) -> dict:

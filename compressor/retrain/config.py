@@ -32,6 +32,7 @@ class RetrainConfig:
     train_from: str = ""  # first conv to train; "" = the first conv with the plan's fewest bits
     map_weight: float = 1.0
     desc_weight: float = 1.0
+    desc_center: bool = False  # descriptor term on descriptors minus the cache's mean teacher descriptor
     threads: int = 2
     init: str = "reconstruct"  # where training starts: "reconstruct" (chipq.quant.reconstruct) or "weights"
     init_images: int = RECONSTRUCT_IMAGES  # calibration images the reconstruction uses (the first N)

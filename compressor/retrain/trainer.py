@@ -35,6 +35,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from chipq.errors import ChipqError
 from chipq.executor.fast import FastExecutor
@@ -131,13 +132,23 @@ def first_trained(conv_names: list[str], plan: list[int], train_from: str) -> in
 
 
 def distillation_loss(
-    student: torch.Tensor, teacher: torch.Tensor, config: RetrainConfig
+    student: torch.Tensor, teacher: torch.Tensor, config: RetrainConfig, center: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss and the per-sample descriptor cosines of a batch of last-conv maps."""
+    """The loss and the per-sample descriptor cosines of a batch of last-conv maps.
+
+    `center` (with ``config.desc_center``): the mean teacher descriptor of the cache; the descriptor
+    term then compares the descriptors minus it, i.e. only what tells one image from another (the
+    plain cosine is dominated by what every image's descriptor shares). The cosines returned are
+    the plain ones either way.
+    """
     dims = tuple(range(1, teacher.ndim))
     rel_sq = (student - teacher).square().sum(dim=dims) / teacher.square().sum(dim=dims).clamp_min(1e-12)
-    cosine = (region_descriptors(student) * region_descriptors(teacher)).sum(dim=1)
-    loss = config.map_weight * rel_sq.mean() + config.desc_weight * (1.0 - cosine).mean()
+    d_student, d_teacher = region_descriptors(student), region_descriptors(teacher)
+    cosine = (d_student * d_teacher).sum(dim=1)
+    matched = cosine
+    if center is not None:
+        matched = (F.normalize(d_student - center, dim=1) * F.normalize(d_teacher - center, dim=1)).sum(dim=1)
+    loss = config.map_weight * rel_sq.mean() + config.desc_weight * (1.0 - matched).mean()
     return loss, cosine.detach()
 
 
@@ -203,6 +214,7 @@ class Retrainer:
         self.resume_data_hash = ""  # set by `restore`: the cache must be built from the same samples
         self.inputs: torch.Tensor | None = None
         self.targets: torch.Tensor | None = None
+        self.center: torch.Tensor | None = None  # the mean teacher descriptor (config.desc_center)
 
     def build_cache(self, images: list[np.ndarray], hooks: "RetrainHooks | None" = None) -> None:
         """Step 2 of the module docstring: the prefix's chip output and the teacher's map per sample.
@@ -229,6 +241,12 @@ class Retrainer:
             if hooks.cache:
                 hooks.cache(min(start + CACHE_CHUNK, len(pixels)), len(pixels))
         self.inputs, self.targets = torch.cat(inputs), torch.cat(targets)
+        self.center = None
+        if self.config.desc_center:
+            with torch.no_grad():
+                self.center = torch.cat(
+                    [region_descriptors(self.targets[i : i + CACHE_CHUNK]) for i in range(0, len(self.targets), CACHE_CHUNK)]
+                ).mean(dim=0)
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached samples `rows` as (input of the trained layers in real units, teacher map)."""
@@ -251,7 +269,7 @@ class Retrainer:
         """One optimisation step; the state changes only in ``optimizer.step``."""
         inputs, targets = self.batch(torch.from_numpy(self.batch_indices(self.step)))
         self.optimizer.zero_grad(set_to_none=True)
-        loss, cosine = distillation_loss(self.net(inputs), targets, self.config)
+        loss, cosine = distillation_loss(self.net(inputs), targets, self.config, self.center)
         loss.backward()
         self.updating = True  # a stop in here leaves a half-updated state: not checkpointed
         self.optimizer.step()

@@ -196,6 +196,31 @@ def test_loss_is_zero_for_a_perfect_student_and_cosine_one():
     assert region_descriptors(maps).norm(dim=1).tolist() == pytest.approx([1.0, 1.0])
 
 
+def test_centred_descriptor_loss_compares_descriptors_minus_the_mean():
+    torch.manual_seed(0)
+    student, teacher = torch.rand(3, 8, 7, 7), torch.rand(3, 8, 7, 7)
+    center = region_descriptors(teacher).mean(dim=0)
+    config = RetrainConfig(**{**vars(CONFIG), "map_weight": 0.0, "desc_center": True})
+    loss, cosine = distillation_loss(student, teacher, config, center)
+    a = torch.nn.functional.normalize(region_descriptors(student) - center, dim=1)
+    b = torch.nn.functional.normalize(region_descriptors(teacher) - center, dim=1)
+    assert float(loss) == pytest.approx(float((1 - (a * b).sum(dim=1)).mean()), rel=1e-6)
+    plain_loss, plain_cosine = distillation_loss(student, teacher, RetrainConfig(**{**vars(config), "desc_center": False}))
+    assert torch.equal(cosine, plain_cosine)  # the reported cosines are the plain ones
+    assert float(loss) > float(plain_loss)  # the shared part no longer hides the differences
+
+
+def test_centred_run_caches_the_mean_teacher_descriptor_and_repeats(calib):
+    config = RetrainConfig(**{**vars(CONFIG), "desc_center": True})
+    stack = tiny_stack()
+    trainer = Retrainer(stack, PLAN, calibrate(stack, calib), config, (32, 32))
+    with torch_settings(config.threads):
+        trainer.build_cache(photos())
+    assert torch.allclose(trainer.center, region_descriptors(trainer.targets).mean(dim=0))
+    first = blob_bytes(run(calib, config).model)
+    assert first == blob_bytes(run(calib, config).model) and first != blob_bytes(run(calib).model)
+
+
 def test_training_lowers_the_loss(calib):
     config = RetrainConfig(**{**vars(CONFIG), "steps": 30})
     stack = tiny_stack()
