@@ -36,7 +36,7 @@ class RetrainConfig:
     threads: int = 2
     init: str = "reconstruct"  # where training starts: "reconstruct" (chipq.quant.reconstruct) or "weights"
     init_images: int = RECONSTRUCT_IMAGES  # calibration images the reconstruction uses (the first N)
-    init_positions: int = 8192  # sampled positions per layer for the reconstruction's statistics
+    init_positions: int = 16384  # sampled positions per layer for the reconstruction's statistics (bench/retrain_sweep.py)
 
     def check(self) -> None:
         if self.init not in INITS:
