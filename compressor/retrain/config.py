@@ -23,7 +23,7 @@ class RetrainConfigError(ChipqError):
 class RetrainConfig:
     """Retraining settings; every field is recorded in the checkpoint."""
 
-    steps: int = 60  # bench/recipe.py: the 5-minute budget on 2 cores (reconstruction start, 2.1 s a step)
+    steps: int = 40  # bench/retrain_sweep.py: the 5-minute budget on 2 cores (64-photo reconstruction start, 2.3 s a step)
     batch: int = 8
     crop: int = 224
     samples: int = 256
