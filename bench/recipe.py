@@ -212,8 +212,11 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def plot_curve(result: dict, longer: dict | None, path: Path) -> bool:
-    """Cosine (curve points) and the blobs' cosine and mAP gap against minutes; False without matplotlib."""
+def plot_curve(result: dict, longer: dict | None, path: Path, sweep: dict | None = None) -> bool:
+    """Cosine (curve points) and the blobs' cosine and mAP gap against minutes; False without matplotlib.
+
+    `sweep`: bench/results/retrain_sweep.json, whose rows (the whole evaluation set, today's
+    reconstruction settings only) are drawn as their own series."""
     try:
         import matplotlib
 
@@ -222,7 +225,7 @@ def plot_curve(result: dict, longer: dict | None, path: Path) -> bool:
     except ImportError:
         return False
     fig, (ax_cos, ax_map) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, data, style in (("default run", result, "o-"), ("longer run", longer, "s--")):
+    for label, data, style in (("this run", result, "o-"), ("longer run", longer, "s--")):
         if data and data.get("curve"):
             ax_cos.plot([p["minutes"] for p in data["curve"]], [p["cosine"] for p in data["curve"]], style, label=f"{label} (training net)")
     rows, fl = result["rows"], result["rows"]["float"]["map"]
@@ -231,12 +234,26 @@ def plot_curve(result: dict, longer: dict | None, path: Path) -> bool:
     points = [("--no-retrain", result.get("no_retrain_seconds", 0) / 60, rows.get("post_training")),
               ("reconstruction", start, rows.get("retraining_start")),
               (f"default ({result['config']['steps']} steps)", result.get("compress_seconds", 0) / 60, rows.get("retrained"))]  # fmt: skip
+    first = True
     for label, minutes, row in points:
         if row:
-            ax_cos.plot(minutes, row["cosine"], "k^")
+            ax_cos.plot(minutes, row["cosine"], "k^", label="blobs of this run (its eval subset)" if first else None)
+            first = False
             ax_cos.annotate(label, (minutes, row["cosine"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
             ax_map.plot(minutes, row["map"] - fl, "k^")
             ax_map.annotate(label, (minutes, row["map"] - fl), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if sweep:
+        today = vars(RetrainConfig())
+        rows_now = [r for r in sweep["rows"] if all(r["config"].get(k) == today[k] for k in ("init_images", "init_positions"))
+                    and r.get("reconstruct_s") is not None]  # fmt: skip
+        rows_now.sort(key=lambda r: r["config"]["steps"])
+        minutes = [(r["reconstruct_s"] + r["cache_s"] + r["train_s"]) / 60 for r in rows_now]
+        labels = [f"{r['config']['steps']} steps" for r in rows_now]
+        ax_cos.plot(minutes, [r["cosine"] for r in rows_now], "D-", color="tab:green", label="whole set, today's start")
+        ax_map.plot(minutes, [r["gap"] for r in rows_now], "D-", color="tab:green", label="whole set, today's start")
+        for m, r, label in zip(minutes, rows_now, labels):
+            ax_map.annotate(label, (m, r["gap"]), textcoords="offset points", xytext=(4, 4), fontsize=8, color="tab:green")
+        ax_map.legend(fontsize=8, loc="lower left")
     ax_cos.axhline(0.95, color="grey", lw=0.8, ls=":")
     ax_map.axhline(-0.005, color="grey", lw=0.8, ls=":")
     ax_map.axhline(0, color="black", lw=0.5)
@@ -287,6 +304,15 @@ def render_markdown(result: dict, longer: dict | None = None, sweep: dict | None
         ),
         "",
     ]
+    config, today = result.get("config", {}), vars(RetrainConfig())
+    stale = {k: v for k, v in config.items() if k in today and today[k] != v}
+    if stale:
+        lines += [
+            "This run used " + ", ".join(f"{k} {v}" for k, v in stale.items()) + " where today's default is "
+            + ", ".join(f"{k} {today[k]}" for k in stale) + ": its `compress` default row is that older default "
+            "(today's is measured on the whole set by `bench/retrain_sweep.py`, below).",
+            "",
+        ]
     if "no_retrain_seconds" in result:
         lines += [f"`--no-retrain` route (`chipq.quant.compress.compress`, as the CLI calls it): "
                   f"{result['no_retrain_seconds']:.0f} s wall.", ""]

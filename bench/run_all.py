@@ -263,7 +263,8 @@ def write_page(results_dir: Path, page: Path) -> Path:
             import retrain_sweep as retrain_sweep_bench
 
             text = text.rstrip("\n") + "\n\n" + retrain_sweep_bench.render_markdown(retrain_sweep) + "\n"
-        if recipe_bench.plot_curve(recipe, longer, results_dir / "recipe_curve.png"):
+        sweep_rows = retrain_sweep if isinstance(retrain_sweep, dict) else None
+        if recipe_bench.plot_curve(recipe, longer, results_dir / "recipe_curve.png", sweep_rows):
             text = text.rstrip("\n") + "\n\n![cosine and mAP against minutes](bench/results/recipe_curve.png)\n"
     cm.write_atomic(page, text)
     return page
