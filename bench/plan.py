@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
             **scores(eset, chip_descriptors(model, eset), float_desc),
         }
         done[key] = rows[label]
+        # a run cut short keeps its rows (bench/results/plan_partial.json; the finished run writes plan.json)
+        cm.write_result(args.results, "plan_partial", {"chosen_plan": chosen, "budget": budget, "rows": rows})
         say(f"measured {label} {rows[label]['plan']}: cos {rows[label]['cosine']:.4f} mAP {rows[label]['map']:.4f}")
     clock["heldout"] = time.perf_counter() - t1
     at_sizes = {
@@ -218,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": clock,
     }
     path = cm.write_result(args.results, "plan", result)
+    (args.results / "plan_partial.json").unlink(missing_ok=True)
     print(json.dumps({k: result[k] for k in ("chosen_plan", "rows", "front_at", "seconds")}, indent=1))
     print(f"wrote {path}", file=sys.stderr)
     try:
