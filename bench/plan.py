@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"), help="held-out set (bench/evalset.py)")
     parser.add_argument("--queries-every", type=int, default=1, help="every N-th edited query only (1: all)")
     parser.add_argument("--retrain", action="store_true", help="also the default (retrained) compress of both plans")
+    parser.add_argument("--reuse-partial", action="store_true", help="take rows from a cut-short run's plan_partial.json")
+    parser.add_argument("--skip", default="", help="comma-separated row labels not to measure (left out of the table)")
     parser.add_argument("--results", type=Path, default=cm.RESULTS_DIR)
     args = parser.parse_args(argv)
     cm.set_threads()
@@ -167,10 +169,21 @@ def main(argv: list[str] | None = None) -> None:
         measured.update({"chosen, retrained": plans["chosen"], "paper, retrained": plans["paper"]})
     train_images = load_training_images(default_photos_dir()) if args.retrain else None
     done: dict[tuple, dict] = {}
+    earlier = {}
+    if args.reuse_partial:  # rows a cut-short run of the same plan and budget measured
+        partial = cm.read_result(args.results, "plan_partial") or {}
+        if partial.get("chosen_plan") == chosen and partial.get("budget") == budget:
+            earlier = partial["rows"]
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     for label, bits in measured.items():
         key = (tuple(bits), label.endswith("retrained"))
         if key in done:  # a front plan that is also the chosen one: measured once
             rows[label] = done[key]
+            continue
+        if label in earlier:
+            rows[label] = done[key] = earlier[label]
+            continue
+        if label in skip:
             continue
         t2 = time.perf_counter()
         if label.endswith("retrained"):

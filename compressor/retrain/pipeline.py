@@ -75,6 +75,8 @@ def compress_retrained(
     if resume and checkpoint is None:
         raise ValueError("resume needs a checkpoint path")
     stack = stack.without_trailing_pool()
+    # read before the reconstruction: an unreadable checkpoint is refused at once, not minutes later
+    state = load_checkpoint(checkpoint) if resume else None
     init_start = time.monotonic()
     init = None
     if config.init == "reconstruct":  # its float pass calibrates the shifts too
@@ -87,7 +89,7 @@ def compress_retrained(
     trainer = Retrainer(stack, plan, fracs, config, input_hw, init=init)
     resumed_at = 0
     if resume:
-        trainer.restore(load_checkpoint(checkpoint), str(checkpoint))
+        trainer.restore(state, str(checkpoint))
         resumed_at = trainer.step
     with torch_settings(config.threads):  # deterministic algorithms, fixed thread count
         cache_start = time.monotonic()
