@@ -16,6 +16,7 @@ from chipq.retrain.trainer import (
     SAVE_EVERY_SECONDS,
     Retrainer,
     RetrainHooks,
+    first_trained,
     load_checkpoint,
     run_training,
     torch_settings,
@@ -75,7 +76,9 @@ def compress_retrained(
     if resume and checkpoint is None:
         raise ValueError("resume needs a checkpoint path")
     stack = stack.without_trailing_pool()
-    # read before the reconstruction: an unreadable checkpoint is refused at once, not minutes later
+    # refused before the reconstruction, not minutes later: bad settings, an unreadable checkpoint
+    config.check()
+    first_trained([c.name for c in stack.conv_layers()], list(plan), config.train_from)
     state = load_checkpoint(checkpoint) if resume else None
     init_start = time.monotonic()
     init = None
