@@ -27,21 +27,6 @@ from pathlib import Path
 import common as cm
 
 
-def load_eval(folder: Path, queries_every: int):
-    """The held-out set of `bench/evalset.py` (as bench/recipe.py loads it): every database photo,
-    every `queries_every`-th edited query and the positives of those."""
-    from recipe_eval import EvalSet
-
-    keep = None
-    if queries_every > 1:
-        gt = json.loads((folder / "groundtruth.json").read_text())
-        names = sorted(gt)
-        edited = [n for n in names if n.startswith("queries/")]
-        keep = {n for n in names if not n.startswith("queries/")} | set(edited[::queries_every])
-        keep |= {p for n in keep for p in gt.get(n, [])}
-    return EvalSet.load(folder, keep)
-
-
 def render(result: dict) -> str:
     """The BENCHMARKS.md section (appended by `bench/run_all.py` when bench/results/plan.json exists)."""
     rows = result["rows"]
@@ -119,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=cm.RESULTS_DIR)
     args = parser.parse_args(argv)
     cm.set_threads()
-    from recipe_eval import chip_descriptors, float_descriptors, scores
+    from recipe_eval import chip_descriptors, float_descriptors, load_subset, scores
 
     from chipq.data import default_photos_dir
     from chipq.formats.writer import to_bytes
@@ -154,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     plans = {"chosen": list(best.plan), "paper": parse_plan(planner.PAPER_PLAN, names)}
 
     t1 = time.perf_counter()
-    eset = load_eval(args.eval, args.queries_every)
+    eset = load_subset(args.eval, args.queries_every)
     assert not {Path(n).name for n in eset.names} & set(calib_names), "held-out photos overlap calibration"
     float_desc = float_descriptors(stack, eset)
     rows = {"float": {"plan": "float", **scores(eset, float_desc, float_desc)}}

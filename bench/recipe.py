@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipe_eval import EvalSet, chip_descriptors, descriptors, float_descriptors, scores, simulate  # noqa: E402
+from recipe_eval import chip_descriptors, descriptors, float_descriptors, load_subset, scores, simulate  # noqa: E402
 
 from chipq.executor.fast import FastExecutor  # noqa: E402
 from chipq.formats.writer import write_blob  # noqa: E402
@@ -93,13 +93,7 @@ def main() -> None:
                     "load_at_start": os.getloadavg(), "cpus": os.cpu_count()}  # fmt: skip
 
     stack = load_model(args.model).without_trailing_pool()
-    keep = None
-    if args.queries_every > 1:  # every database image, every N-th edited query (a quicker run)
-        names = sorted(json.loads((args.eval / "groundtruth.json").read_text()))
-        edited = [n for n in names if n.startswith("queries/")]
-        keep = {n for n in names if not n.startswith("queries/")} | set(edited[:: args.queries_every])
-        keep |= {p for n in keep for p in json.loads((args.eval / "groundtruth.json").read_text()).get(n, [])}
-    eset = EvalSet.load(args.eval, keep)
+    eset = load_subset(args.eval, args.queries_every)
     result["queries_every"] = args.queries_every
     small = eset.every(args.curve_every)
     log(f"{len(eset.names)} evaluation images ({len(eset.gt)} queries), curve on {len(small.names)}")

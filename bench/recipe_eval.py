@@ -67,6 +67,18 @@ class EvalSet:
         return EvalSet([self.names[i] for i in rows], self.pixels[pixel_rows], {})
 
 
+def load_subset(folder: Path, queries_every: int = 1) -> EvalSet:
+    """The set of `bench/evalset.py` with every database photo, every `queries_every`-th edited query
+    and the positives of those (1: everything)."""
+    keep = None
+    if queries_every > 1:
+        gt = json.loads((Path(folder) / "groundtruth.json").read_text())
+        edited = [n for n in sorted(gt) if n.startswith("queries/")]
+        keep = {n for n in gt if not n.startswith("queries/")} | set(edited[::queries_every])
+        keep |= {p for n in keep for p in gt.get(n, [])}
+    return EvalSet.load(folder, keep)
+
+
 def descriptors(maps: np.ndarray) -> np.ndarray:
     grouped = maps.reshape(-1, ROTATIONS, *maps.shape[1:])
     return np.stack([finish(np.stack([nip_rotation_vector(m) for m in group])) for group in grouped])

@@ -70,14 +70,12 @@ def main() -> None:
         "model": str(args.model), "plan": "3x7,1x6", "train": str(args.train), "eval": str(args.eval),
         "eval_images": len(eset.names), "queries": len(eset.gt), "cpus": os.cpu_count(),
         "float": scores(eset, float_desc, float_desc), "rows": [],
-        "base_config": dataclasses.asdict(RetrainConfig()),
     }  # fmt: skip
     if args.append and args.out.is_file():  # keep an earlier run's rows (same set, same float mAP)
         earlier = json.loads(args.out.read_text())
         if earlier.get("float") != result["float"] or earlier.get("eval_images") != result["eval_images"]:
             parser.error(f"{args.out}: measured on another evaluation set; not appending")
         result["rows"] = earlier["rows"]
-        result.setdefault("base_config", earlier.get("base_config"))
     log(f"float {result['float']}")
     base = RetrainConfig()
     calib = calibration_batch(args.train)
