@@ -4,7 +4,8 @@ Protocol:
 
 - calibration (activation shifts, reconstruction): the photo set shipped with chipq, as `chipq
   compress` uses it;
-- sensitivity: the first ``--sens-images`` of those (as `chipq plan`), NIP over the four quarter turns;
+- sensitivity: ``--sens-images`` of those, chosen and measured as `chipq plan` does (``--sensitivity``), NIP over
+  the four quarter turns;
 - held out: the evaluation set of `bench/evalset.py` (``--eval``; disjoint from every calibration
   and training photo): for the float model, the chosen plan and `3x7,1x6` post-training (`chipq
   compress --no-retrain`), and with ``--retrain`` both retrained (the default `chipq compress`):
@@ -35,9 +36,13 @@ def render(result: dict) -> str:
     lines = [
         "## Plan: mask bits per layer under a budget (`chipq plan`)",
         "",
-        f"`bench/plan.py`{' (measured ' + result['measured'] + ' UTC)' if result.get('measured') else ''}. Sensitivity on the first "
-        f"{result['sensitivity_images']} of the {result['calibration_images']} calibration photos (the photo set shipped "
-        f"with chipq; {result['sensitivity_views']} NIP views each), "
+        f"`bench/plan.py`{' (measured ' + result['measured'] + ' UTC)' if result.get('measured') else ''}. "
+        f"{result.get('sensitivity_kind', 'weight-only').capitalize()} sensitivity on calibration photos "
+        f"{result.get('sensitivity_first_image', 0) + 1}-{result.get('sensitivity_first_image', 0) + result['sensitivity_images']} "
+        f"of the {result['calibration_images']} (the photo set shipped "
+        f"with chipq; {result['sensitivity_views']} NIP views each"
+        + ("; each layer fitted on photos 1-32 as post-training compress does" if result.get("sensitivity_kind") == "reconstructed" else "")
+        + "), "
         + ("read from the cache an earlier run of this script wrote" if result.get("sensitivity_cached")
            else f"measured in {result['seconds']['sensitivity']:.0f} s")
         + f". Held out: {result['heldout']}, the disjoint set of `bench/evalset.py`, never a calibration, "
@@ -48,19 +53,25 @@ def render(result: dict) -> str:
         f"Budget {result['budget']:,} B (the paper's `3x7,1x6` blob).",
         "",
         cm.md_table(
-            ["model", "plan", "blob bytes", "fits", "predicted cos", "measured cos", "mAP", "gap to float", "compress s"],
-            [["float VGG-16", "", "", "", "", "1", f"{fl:.4f}", "", ""]]
+            ["model", "plan", "blob bytes", "fits", "predicted cos", "measured cos", "mAP", "gap to float", "mAP − paper's (95% CI)", "compress s"],
+            [["float VGG-16", "", "", "", "", "1", f"{fl:.4f}", "", _versus(rows["float"], rows, "paper"), ""]]
             + [
                 [label, f"`{row['plan']}`", f"{row['bytes']:,}", "yes" if row["fits_budget"] else "no",
                  f"{row['predicted_cosine']:.4f}", f"{row['cosine']:.4f}", f"{row['map']:.4f}", f"{row['map'] - fl:+.4f}",
+                 _versus(row, rows, "paper, retrained" if key.endswith("retrained") else "paper"),
                  cm.fmt(row.get("compress_s"), 0)]
-                for label, row in _labelled(rows)
+                for key, label, row in _labelled(rows)
             ],
-            "llrlrrrrr",
+            "llrlrrrrrr",
         ),
         "",
+        "mAP − paper's: the row's mAP minus that of `3x7,1x6` compressed the same way, over the same queries, "
+        "with a paired bootstrap 95% interval (queries resampled, `recipe_eval.paired_gap`): an interval "
+        "across 0 is a difference these queries cannot tell from none.",
+        "",
         "Per-layer sensitivity: mean NIP cosine to float with only that layer quantized at m bits "
-        f"(weight-only α·M, 8-bit activations everywhere; activations alone: {sens['reference_cosine']:.4f}). "
+        f"({'as post-training compress reconstructs it' if result.get('sensitivity_kind') == 'reconstructed' else 'weight-only α·M'}, "
+        f"8-bit activations everywhere; activations alone: {sens['reference_cosine']:.4f}). "
         "The predicted cosine of a plan sums these losses; it ranks plans, its level is pessimistic for the "
         "reconstructed blobs compress makes:",
         "",
@@ -88,14 +99,32 @@ def _labelled(rows: dict):
     for key, row in rows.items():
         if key == "float":
             continue
-        yield LABELS.get(key, key.replace("front ", "front at ") + ", post-training"), row
+        yield key, LABELS.get(key, key.replace("front ", "front at ") + ", post-training"), row
+
+
+def _versus(row: dict, rows: dict, other: str) -> str:
+    """`row`'s mAP minus `rows[other]`'s with its paired bootstrap interval ("" without per-query APs)."""
+    from recipe_eval import paired_gap
+
+    base = rows.get(other)
+    if row is base or not base or "ap" not in row or "ap" not in base or len(row["ap"]) != len(base["ap"]):
+        return ""
+    gap = paired_gap(row["ap"], base["ap"])
+    return f"{gap['gap']:+.4f} ({gap['low']:+.4f}, {gap['high']:+.4f})"
+
+
+def planner_default_sens() -> int:
+    from chipq.reports.planner import DEFAULT_SENS_IMAGES
+
+    return DEFAULT_SENS_IMAGES
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("/work/models/vgg16.pt"))
     parser.add_argument("--budget", default="3914104")
-    parser.add_argument("--sens-images", type=int, default=4, help="as `chipq plan --sens-images` (default 4)")
+    parser.add_argument("--sens-images", type=int, default=planner_default_sens(), help="as `chipq plan --sens-images`")
+    parser.add_argument("--sensitivity", default=None, help="as `chipq plan --sensitivity` (default: its default)")
     parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"), help="held-out set (bench/evalset.py)")
     parser.add_argument("--queries-every", type=int, default=1, help="every N-th edited query only (1: all)")
     parser.add_argument("--retrain", action="store_true", help="also the default (retrained) compress of both plans")
@@ -130,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     def say(stage, done=None, total=None):
         print(f"plan bench: {stage} {done}/{total} [{time.perf_counter() - t0:.0f}s]", file=sys.stderr, flush=True)
 
-    sens = planner.measure_sensitivity(stack, calib, args.sens_images, act_fracs=fracs, status=say)
+    kind = args.sensitivity or planner.DEFAULT_SENSITIVITY
+    sens = planner.measure_sensitivity(stack, calib, args.sens_images, act_fracs=fracs, status=say, kind=kind)
+    sens_first = planner.sensitivity_images(calib, args.sens_images, kind)[0]
     clock["sensitivity"] = sens.seconds
     losses = [[sens.loss(i, m) for m in allocate.WIDTHS] for i in range(len(names))]
     best, _ = allocate.best_plan(layout, losses, budget)
@@ -140,10 +171,11 @@ def main(argv: list[str] | None = None) -> None:
 
     t1 = time.perf_counter()
     eset = load_subset(args.eval, args.queries_every)
+    eval_key = f"{args.eval}:{args.queries_every}"
     assert not {Path(n).name for n in eset.names} & set(calib_names), "held-out photos overlap calibration"
     float_desc = float_descriptors(stack, eset)
-    rows = {"float": {"plan": "float", **scores(eset, float_desc, float_desc)}}
-    say(f"float on {len(eset.names)} held-out images: {rows['float']}")
+    rows = {"float": {"plan": "float", **scores(eset, float_desc, float_desc, per_query=True)}}
+    say(f"float on {len(eset.names)} held-out images: mAP {rows['float']['map']:.4f}")
     front_at = {}
     for mb in (3, 4, 5, 7):
         fitting = [p for p in front if p.bytes <= mb * 10**6]
@@ -157,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     earlier = {}
     if args.reuse_partial:  # rows a cut-short run of the same plan and budget measured
         partial = cm.read_result(args.results, "plan_partial") or {}
-        if partial.get("chosen_plan") == chosen and partial.get("budget") == budget:
+        if partial.get("chosen_plan") == chosen and partial.get("budget") == budget and partial.get("eval") == eval_key:
             earlier = partial["rows"]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     for label, bits in measured.items():
@@ -185,11 +217,11 @@ def main(argv: list[str] | None = None) -> None:
             "predicted_cosine": sens.predict(bits)["cosine"],
             "predicted_sqnr_db": sens.predict(bits)["sqnr_db"],
             "compress_s": compress_s,
-            **scores(eset, chip_descriptors(model, eset), float_desc),
+            **scores(eset, chip_descriptors(model, eset), float_desc, per_query=True),
         }
         done[key] = rows[label]
         # a run cut short keeps its rows (bench/results/plan_partial.json; the finished run writes plan.json)
-        cm.write_result(args.results, "plan_partial", {"chosen_plan": chosen, "budget": budget, "rows": rows})
+        cm.write_result(args.results, "plan_partial", {"chosen_plan": chosen, "budget": budget, "eval": eval_key, "rows": rows})
         say(f"measured {label} {rows[label]['plan']}: cos {rows[label]['cosine']:.4f} mAP {rows[label]['map']:.4f}")
     clock["heldout"] = time.perf_counter() - t1
     at_sizes = {
@@ -204,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         "budget": budget,
         "calibration_images": int(calib.shape[0]),
         "sensitivity_images": sens.images,
+        "sensitivity_kind": kind,
+        "sensitivity_first_image": sens_first,
         "sensitivity_views": sens.views,
         "sensitivity_cached": sens.cached,
         "heldout": f"{args.eval} ({len(eset.names)} images, {len(eset.gt)} queries"
@@ -229,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                    "measured": {"cosine": rows["paper"]["cosine"]}},
             front=[{"plan": allocate.plan_text(layout, p.plan), "bytes": p.bytes,
                     "predicted_cosine": sens.predict(list(p.plan))["cosine"]} for p in front],
-            sensitivity=sens, calib_images=int(calib.shape[0]), seconds=clock,
+            sensitivity=sens, calib_images=int(calib.shape[0]), seconds=clock, sens_first=sens_first,
         )  # fmt: skip
         planner.plot_front(res, args.results / "plan_front.png")
     except Exception as exc:  # the plot is optional (matplotlib)

@@ -84,12 +84,31 @@ def descriptors(maps: np.ndarray) -> np.ndarray:
     return np.stack([finish(np.stack([nip_rotation_vector(m) for m in group])) for group in grouped])
 
 
-def scores(eset: EvalSet, desc: np.ndarray, reference: np.ndarray) -> dict:
-    """mAP (`chipq eval --exclude-queries`) and mean cosine of `desc` to `reference`."""
+def scores(eset: EvalSet, desc: np.ndarray, reference: np.ndarray, per_query: bool = False) -> dict:
+    """mAP (`chipq eval --exclude-queries`) and mean cosine of `desc` to `reference`; with
+    `per_query` also each query's AP (key ``ap``, ground-truth order) for paired comparisons."""
     dset = DescriptorSet(eset.names, encode(desc, DescriptorKind.FLOAT), DescriptorKind.FLOAT, desc.shape[1])
     unit = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-30)
     ref = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-30)
-    return {"map": evaluate(dset, eset.gt, exclude_queries=True).mean_ap if eset.gt else None, "cosine": float(np.mean((unit * ref).sum(axis=1)))}
+    found = evaluate(dset, eset.gt, exclude_queries=True) if eset.gt else None
+    out = {"map": found.mean_ap if found else None, "cosine": float(np.mean((unit * ref).sum(axis=1)))}
+    if per_query and found:
+        out["ap"] = [round(float(r.ap), 6) for r in found.results]
+    return out
+
+
+def paired_gap(ap_a: list[float], ap_b: list[float], draws: int = 10000, seed: int = 0) -> dict:
+    """mAP(a) − mAP(b) over the same queries with a paired bootstrap 95% interval (queries resampled).
+
+    >>> g = paired_gap([1.0, 0.5, 1.0], [1.0, 0.5, 1.0])
+    >>> g["gap"], g["low"], g["high"]
+    (0.0, 0.0, 0.0)
+    """
+    diff = np.asarray(ap_a, np.float64) - np.asarray(ap_b, np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(draws, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"gap": float(diff.mean()), "low": float(low), "high": float(high), "queries": int(len(diff))}
 
 
 CACHE = Path(os.environ.get("CHIPQ_BENCH_WORK", Path.home() / ".cache" / "chipq" / "bench")) / "float_descriptors"

@@ -22,8 +22,11 @@ _HELP = "\n\n".join(
         "retrieval descriptor stays as close to the float model's as possible, and show the trade-off.",
         "1. Sensitivity: for each conv layer and width, only that layer is quantized (the others float, "
         "all with the chip's 8-bit activations) and the NIP descriptor (four quarter turns) and the conv5_3 "
-        "map are compared with the float model's on the first --sens-images calibration photos. The "
-        "result is cached in $CHIPQ_CACHE/sensitivity (else ~/.cache/chipq), keyed by the weights, the "
+        "map are compared with the float model's on --sens-images calibration photos. By default "
+        "(--sensitivity reconstructed) the layer is quantized as post-training compress makes it: fitted "
+        "for its output on the first 32 calibration photos, and measured on the photos after those; "
+        "--sensitivity weight-only quantizes its float weights alone (faster, measured on the first photos). "
+        "The result is cached in $CHIPQ_CACHE/sensitivity (else ~/.cache/chipq), keyed by the weights, the "
         "photos and the settings.",
         "2. Allocation: the exact blob size of every plan follows from the format (header, layer table, "
         "8-byte-aligned payloads); an exact dynamic programme finds the plan of least predicted loss "
@@ -53,7 +56,10 @@ def plan_command(
         None, "--eval", metavar="DIR", help="Held-out photos for the measured fidelity (default: --images after the first 64).", show_default=False
     ),
     input_size: str = typer.Option("224x224", "--input", metavar="WxH", help="The chip's input buffer, width x height."),
-    sens_images: str = typer.Option("4", "--sens-images", metavar="N", help="Calibration photos the sensitivity is measured on."),
+    sens_images: str = typer.Option("16", "--sens-images", metavar="N", help="Calibration photos the sensitivity is measured on."),
+    sens_kind: str = typer.Option(
+        "reconstructed", "--sensitivity", metavar="KIND", help="How each layer is quantized for the sensitivity: reconstructed or weight-only."
+    ),
     no_measure: bool = flag("--no-measure", help="Skip compressing and measuring the chosen plan."),
     no_cache: bool = flag("--no-cache", help="Measure the sensitivity again (and do not store it)."),
     as_json: bool = flag("--json", help="Print the result as one JSON object (key `plan`: the plan string)."),
@@ -66,6 +72,8 @@ def plan_command(
     from chipq.quant.compress import MAX_CALIB_IMAGES, calibration_images, default_calib_dir
     from chipq.reports import planner
 
+    if sens_kind not in planner.SENSITIVITY_KINDS:
+        raise UsageError(f"--sensitivity {sens_kind!r}: expected {' or '.join(planner.SENSITIVITY_KINDS)}")
     try:
         count = int(sens_images)
     except ValueError:
@@ -97,7 +105,7 @@ def plan_command(
             if overlap:
                 raise UsageError(f"--eval shares {len(overlap)} photos with the calibration set (e.g. {overlap[0]}): give photos calibration never sees")
         result = planner.make_plan(
-            stack, budget, calib, heldout, sens_images=count, use_cache=not no_cache,
+            stack, budget, calib, heldout, sens_images=count, use_cache=not no_cache, kind=sens_kind,
             status=lambda stage, done=None, total=None: shown.update(stage, done, total),
         )  # fmt: skip
     if plot is not None:
@@ -124,7 +132,7 @@ def _render(data: dict, result, unmeasured: bool, plot: Path | None) -> None:
     pred = data["predicted"]
     console.print(
         f"predicted: descriptor cosine {pred['cosine']:.4f}, conv5_3 SQNR {pred['sqnr_db']:.1f} dB  "
-        f"(sensitivity on {sens['images']} photos x {sens['views']} views, {how})"
+        f"({sens['kind']} sensitivity on {sens['images']} photos x {sens['views']} views, {how})"
     )
     measured = data["measured"]
     if measured:

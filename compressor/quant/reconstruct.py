@@ -196,6 +196,61 @@ def _run(stack, plan, fracs, calib, config, fold, step):
     return FloatStack(out_layers, stack.mean, stack.std, stack.source), out_fracs, stats
 
 
+def layer_candidates(
+    stack: FloatStack,
+    fracs: list[int],
+    calib: np.ndarray,
+    widths: tuple[int, ...],
+    config: ReconstructConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[int, FloatConv]]:
+    """Each conv layer reconstructed alone at every width in `widths`, for sensitivity measurement.
+
+    Layer L's candidate at m bits is what `reconstruct` makes of L when every layer before it is
+    float (with the chip's 8-bit activations at `fracs`): its α·M and bias fitted so that, on `calib`,
+    its output from that input is close to the float model's. Step 1 (the target weights) is shared by
+    the widths; only step 2 runs once per width. conv1's candidates act on the chip input
+    ``p − mean_int`` (the normalisation folded in, as `chipq.quant.sensitivity` runs it).
+
+    Returns:
+        ``[layer][m] -> FloatConv`` whose weights are exactly α·M·2^-s.
+    """
+    stack = stack.without_trailing_pool()
+    convs = stack.conv_layers()
+    if len(fracs) != len(convs):
+        raise ValueError(f"{len(fracs)} fracs for {len(convs)} conv layers")
+    fold = InputFold.of(stack)
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.no_grad():
+            mean = torch.tensor(fold.mean_int, dtype=torch.float32).reshape(1, -1, 1, 1)
+            x_ref = x_f = torch.from_numpy(np.ascontiguousarray(calib)).float() - mean
+            rng = np.random.default_rng([config.seed, 7])
+            out: list[dict[int, FloatConv]] = []
+            for item in stack.layers:
+                if isinstance(item, FloatPool):
+                    x_ref, x_f = F.max_pool2d(x_ref, C.POOL_SIZE), F.max_pool2d(x_f, C.POOL_SIZE)
+                    continue
+                index = len(out)
+                conv = fold.apply_numpy(item) if index == 0 else item
+                weight = torch.from_numpy(np.asarray(conv.weight, np.float32))
+                bias = torch.from_numpy(np.asarray(conv.bias, np.float32))
+                y_f = _conv(x_f, weight, bias)
+                rows = _positions(x_ref.shape, config.positions, rng)
+                target = _target(conv, _patches(x_ref, rows), _at(y_f, rows), config)
+                out.append({m: FloatConv(conv.name, *_quantize_target(target, m, config)) for m in widths})
+                x_ref = _act(_conv(x_ref, weight, bias), int(fracs[index]))
+                x_f = F.relu(y_f)
+                if progress:
+                    progress(index + 1, len(convs))
+            return out
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return torch.cat([F.conv2d(x[i : i + CHUNK], weight, bias, padding=1) for i in range(0, len(x), CHUNK)])
 
@@ -236,6 +291,22 @@ def _at(y: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
 
 def _solve_layer(conv: FloatConv, bits: int, z: torch.Tensor, target: torch.Tensor, config: ReconstructConfig):
     """Steps 1 and 2 of the module docstring for one layer: quantized weights (α·M·2^-s) and bias."""
+    return _quantize_target(_target(conv, z, target, config), bits, config)
+
+
+@dataclass
+class _Target:
+    """Step 1 of one layer, which does not depend on the mask width: what step 2 quantizes."""
+
+    v: torch.Tensor  # (O, d+1) least-squares target weights, the bias last
+    raw: torch.Tensor | None  # undamped Z^T Z (for `refit_alphas`)
+    cross: torch.Tensor  # T^T Z
+    u: torch.Tensor | None  # H^-1 = U^T U (error feedback)
+    out_ch: int
+    in_ch: int
+
+
+def _target(conv: FloatConv, z: torch.Tensor, target: torch.Tensor, config: ReconstructConfig) -> _Target:
     out_ch, in_ch = conv.weight.shape[:2]
     d = in_ch * TAPS
     hessian = gram(z)  # (d+1, d+1)
@@ -262,6 +333,13 @@ def _solve_layer(conv: FloatConv, bits: int, z: torch.Tensor, target: torch.Tens
     else:
         v = float_v.clone()
     v[:, :d][:, dead] = 0.0
+    return _Target(v, raw, cross, u, out_ch, in_ch)
+
+
+def _quantize_target(t: _Target, bits: int, config: ReconstructConfig):
+    """Step 2 of one layer at `bits` mask bits: (weights (O, I, 3, 3), bias (O,)), float32."""
+    out_ch, in_ch, v, u = t.out_ch, t.in_ch, t.v, t.u
+    d = in_ch * TAPS
     # the layer's weight exponent, from the target weights' own least-squares fit
     alpha0, _ = fit_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits)
     shift = weight_shift_for(float(alpha0.max(initial=0.0)))
@@ -273,8 +351,8 @@ def _solve_layer(conv: FloatConv, bits: int, z: torch.Tensor, target: torch.Tens
         rounded, levels = _round_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits, scale)
         q[:, :d] = torch.from_numpy(rounded.reshape(out_ch, d)).to(q.dtype)
         masks = torch.from_numpy(levels.reshape(out_ch, d))
-    if raw is not None and masks is not None:
-        q = refit_alphas(masks.reshape(out_ch, in_ch, TAPS), raw, cross, config.alpha_ridge)
+    if t.raw is not None and masks is not None:
+        q = refit_alphas(masks.reshape(out_ch, in_ch, TAPS), t.raw, t.cross, config.alpha_ridge)
     weight = q[:, :d].numpy().reshape(out_ch, in_ch, 3, 3).astype(np.float32)
     return weight, q[:, d].numpy().astype(np.float32)
 

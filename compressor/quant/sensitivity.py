@@ -57,6 +57,8 @@ from chipq.quant.quantize import (
 SENSITIVITY_VERSION = 1  # bump when the measurement changes: old cache entries are then ignored
 WIDTHS = tuple(range(C.MIN_MASK_BITS, C.MAX_MASK_BITS + 1))
 
+WEIGHT_ONLY = "weight-only"  # each (layer, m) quantized from its float weights (`quantize_conv`)
+
 Pool = Callable[[np.ndarray], np.ndarray]  # one image's views' maps (R, C, h, w) -> descriptor (D,)
 Progress = Callable[[int, int], None]  # (done, total) passes
 
@@ -84,6 +86,7 @@ class Sensitivity:
     seconds: float  # what the measurement cost (wall clock), cached or not
     key: str = ""
     cached: bool = field(default=False)
+    weights: str = WEIGHT_ONLY  # how each (layer, m) was quantized (`measure`'s weights_name)
 
     def loss(self, layer: int, bits: int) -> float:
         """The additive cost `chipq.quant.allocate` minimises: half the squared descriptor distance."""
@@ -112,8 +115,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CHIPQ_CACHE") or Path.home() / ".cache" / "chipq")
 
 
-def cache_key(stack: FloatStack, views: np.ndarray, act_fracs: list[int], pool_name: str) -> str:
-    """SHA-256 of what the measurement depends on: weights, images, fractions, descriptor, version."""
+def cache_key(
+    stack: FloatStack, views: np.ndarray, act_fracs: list[int], pool_name: str, weights_name: str = WEIGHT_ONLY
+) -> str:
+    """SHA-256 of what the measurement depends on: weights, images, fractions, descriptor, how each
+    layer is quantized, version."""
     images = hashlib.sha256(np.ascontiguousarray(views).tobytes()).hexdigest()
     settings = {
         "version": SENSITIVITY_VERSION,
@@ -126,6 +132,8 @@ def cache_key(stack: FloatStack, views: np.ndarray, act_fracs: list[int], pool_n
         "pool": pool_name,
         "widths": list(WIDTHS),
     }
+    if weights_name != WEIGHT_ONLY:  # weight-only keys stay what they were (their cache entries still hit)
+        settings["layer_weights"] = weights_name
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
@@ -156,6 +164,8 @@ def measure(
     use_cache: bool = True,
     batch: int = 2,
     progress: Progress | None = None,
+    layer_weights: Callable[[], list[dict[int, FloatConv]]] | None = None,
+    weights_name: str = WEIGHT_ONLY,
 ) -> Sensitivity:
     """Measure (or read from the cache) the sensitivity of every conv layer at every width.
 
@@ -170,6 +180,11 @@ def measure(
         use_cache: read and write the cache.
         batch: images per pass (memory: VGG-16 at 224x224 needs ~50 MB per view).
         progress: called with (done, total) after each image's passes.
+        layer_weights: None: layer L at m bits is `quantize_conv` of its float weights. Else called
+            (only when the cache misses) for ``[layer][m] -> FloatConv``, the float weights each
+            (layer, m) is quantized from instead, conv1's acting on the chip input
+            (e.g. `chipq.quant.reconstruct.layer_candidates`).
+        weights_name: names `layer_weights` in the cache key (it must change when they do).
     """
     started = time.perf_counter()
     stack = stack.without_trailing_pool()
@@ -182,15 +197,19 @@ def measure(
         raise SensitivityError("views: no image")
     if len(act_fracs) != len(convs):
         raise SensitivityError(f"{len(act_fracs)} fraction bits for {len(convs)} conv layers")
-    key = cache_key(stack, views, act_fracs, pool_name)
+    if (layer_weights is None) != (weights_name == WEIGHT_ONLY):
+        raise SensitivityError("layer_weights and weights_name go together")
+    key = cache_key(stack, views, act_fracs, pool_name, weights_name)
     path = (cache_dir or default_cache_dir()) / "sensitivity" / f"{key}.json"
     if use_cache:
         hit = _read_cache(path, key, [c.name for c in convs])
         if hit is not None:
             hit.seconds = time.perf_counter() - started
             return hit
-    result = _measure(stack, views, act_fracs, pool, batch, progress)
+    candidates = layer_weights() if layer_weights is not None else None
+    result = _measure(stack, views, act_fracs, pool, batch, progress, candidates)
     result.key = key
+    result.weights = weights_name
     result.seconds = time.perf_counter() - started
     if use_cache:
         _write_cache(path, result)
@@ -224,7 +243,7 @@ def _write_cache(path: Path, result: Sensitivity) -> None:
 class _Runner:
     """The float stack on the chip's input with 8-bit activations, any one conv quantized."""
 
-    def __init__(self, stack: FloatStack, act_fracs: list[int]) -> None:
+    def __init__(self, stack: FloatStack, act_fracs: list[int], candidates: list[dict[int, FloatConv]] | None = None) -> None:
         self.mean_int = input_mean_int(stack.mean)
         self.ops: list[tuple[str, object]] = []  # ("conv", index) | ("pool", None) in order
         self.weights: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -242,6 +261,9 @@ class _Runner:
                 (torch.from_numpy(np.asarray(conv.weight, np.float32)), torch.from_numpy(np.asarray(conv.bias, np.float32)))
             )
         self.fracs = [int(f) for f in act_fracs]
+        if candidates is not None and len(candidates) != len(self.convs):
+            raise SensitivityError(f"layer weights for {len(candidates)} of {len(self.convs)} conv layers")
+        self.candidates = candidates
 
     def chip_input(self, pixels: np.ndarray) -> torch.Tensor:
         mean = np.asarray(self.mean_int, np.float32).reshape(1, 3, 1, 1)
@@ -250,7 +272,8 @@ class _Runner:
     def quantized(self, index: int, bits: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Layer `index` at `bits` bits: real weights, real bias and its output fraction bits."""
         in_frac = 0 if index == 0 else self.fracs[index - 1]
-        layer = quantize_conv(self.convs[index], bits, in_frac, self.fracs[index])
+        conv = self.convs[index] if self.candidates is None else self.candidates[index][bits]
+        layer = quantize_conv(conv, bits, in_frac, self.fracs[index])
         weight = torch.from_numpy(dequantized_weights(layer).astype(np.float32))
         bias = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
         return weight, bias, in_frac + layer.weight_shift - layer.out_shift
@@ -270,9 +293,15 @@ class _Runner:
 
 
 def _measure(
-    stack: FloatStack, views: np.ndarray, act_fracs: list[int], pool: Pool, batch: int, progress: Progress | None
+    stack: FloatStack,
+    views: np.ndarray,
+    act_fracs: list[int],
+    pool: Pool,
+    batch: int,
+    progress: Progress | None,
+    candidates: list[dict[int, FloatConv]] | None = None,
 ) -> Sensitivity:
-    runner = _Runner(stack, act_fracs)
+    runner = _Runner(stack, act_fracs, candidates)
     reference = FloatReference(stack, batch=8)
     n_images, n_views = views.shape[:2]
     n_convs = len(runner.convs)

@@ -3,8 +3,9 @@
 The steps, each in its own layer of the package:
 
 1. calibrate the activation shifts on the calibration images (`chipq.quant.compress.calibrate`);
-2. measure every (layer, width) on the first `sens_images` of them with NIP over the four quarter
-   turns as the descriptor (`chipq.quant.sensitivity`, cached);
+2. measure every (layer, width) on `sens_images` of them with NIP over the four quarter turns as
+   the descriptor (`chipq.quant.sensitivity`, cached), each layer quantized as post-training
+   compress makes it (`chipq.quant.reconstruct.layer_candidates`; or weight-only);
 3. the exact Pareto front of blob bytes against predicted loss and its best plan under the budget
    (`chipq.quant.allocate`);
 4. compress the chosen plan post-training (what `chipq compress --no-retrain` does) and measure its
@@ -14,6 +15,7 @@ The steps, each in its own layer of the package:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +28,9 @@ from chipq.floatnet.model import FloatStack
 from chipq.formats.writer import to_bytes
 from chipq.images import ImageError, load_image
 from chipq.quant import allocate, sensitivity
-from chipq.quant.compress import calibrate, compress
+from chipq.quant import FAST_RECONSTRUCT_IMAGES
+from chipq.quant.compress import FAST_RECONSTRUCTION, calibrate, compress
+from chipq.quant.reconstruct import layer_candidates
 from chipq.quant.plan import parse_plan
 from chipq.retrieval.describe import describe, quarter_turns
 from chipq.retrieval.features import chip_features, float_features
@@ -34,7 +38,10 @@ from chipq.retrieval.pooling import nip_from_maps
 
 PAPER_PLAN = "3x7,1x6"
 POOL_NAME = "nip-quarter-turns-v1"
-DEFAULT_SENS_IMAGES = 4
+DEFAULT_SENS_IMAGES = 16  # two sets of 4 gave two plans (bench/plan.py, BENCHMARKS.md)
+RECONSTRUCTED = "reconstructed"  # each (layer, m) as post-training compress makes it
+SENSITIVITY_KINDS = (RECONSTRUCTED, sensitivity.WEIGHT_ONLY)
+DEFAULT_SENSITIVITY = RECONSTRUCTED
 
 Status = Callable[[str, int | None, int | None], None]
 
@@ -49,6 +56,20 @@ def nip_views(images: np.ndarray) -> np.ndarray:
     return np.stack([np.stack([image, np.rot90(image, 2, axes=(1, 2))]) for image in images]).copy()
 
 
+def sensitivity_images(calib: np.ndarray, sens_images: int, kind: str) -> tuple[int, int]:
+    """The slice ``calib[a:b]`` the sensitivity is measured on.
+
+    Weight-only: the first `sens_images`. Reconstructed: the layers are fitted on the first
+    `FAST_RECONSTRUCT_IMAGES` (as `compress` does), so the sensitivity is measured on the photos
+    after them when there are enough, else (a small folder) on the first ones, in sample.
+    """
+    count = max(1, sens_images)
+    fitted = min(FAST_RECONSTRUCT_IMAGES, len(calib))
+    if kind == RECONSTRUCTED and len(calib) >= fitted + count:
+        return fitted, fitted + count
+    return 0, min(count, len(calib))
+
+
 def measure_sensitivity(
     stack: FloatStack,
     calib: np.ndarray,
@@ -58,21 +79,47 @@ def measure_sensitivity(
     use_cache: bool = True,
     cache_dir: Path | None = None,
     status: Status | None = None,
+    kind: str = DEFAULT_SENSITIVITY,
 ) -> sensitivity.Sensitivity:
-    """Step 2 on the first `sens_images` calibration images (fractions from all of them)."""
+    """Step 2 on `sensitivity_images` of `calib` (fractions from all of them).
+
+    `kind` reconstructed: layer L at m bits is what post-training `compress` makes of it, fitted
+    on its first `FAST_RECONSTRUCT_IMAGES` calibration images with every layer before it float
+    (`chipq.quant.reconstruct.layer_candidates`); weight-only: `quantize_conv` of the float weights.
+    """
+    if kind not in SENSITIVITY_KINDS:
+        raise UsageError(f"sensitivity {kind!r}: expected one of {', '.join(SENSITIVITY_KINDS)}")
     stack = stack.without_trailing_pool()
     fracs = act_fracs if act_fracs is not None else calibrate(stack, calib)
-    views = nip_views(calib[: max(1, sens_images)])
+    lo, hi = sensitivity_images(calib, sens_images, kind)
+    views = nip_views(calib[lo:hi])
 
     def progress(done: int, total: int) -> None:
         if status:
             status("measuring layer sensitivity", done, total)
 
+    layer_weights, name = None, sensitivity.WEIGHT_ONLY
+    if kind == RECONSTRUCTED:
+        fitted = np.ascontiguousarray(calib[:FAST_RECONSTRUCT_IMAGES])
+        config = FAST_RECONSTRUCTION
+        digest = hashlib.sha256(fitted.tobytes()).hexdigest()
+        name = f"{RECONSTRUCTED}-v1:{digest}:{fitted.shape}:{config}"
+
+        def layer_weights():
+            def step(done: int, total: int) -> None:
+                if status:
+                    status("reconstructing each layer at each width", done, total)
+
+            step(0, len(fracs))
+            return layer_candidates(stack, fracs, fitted, sensitivity.WIDTHS, config, step)
+
     if status:
         status("measuring layer sensitivity", 0, len(views))
-    return sensitivity.measure(
-        stack, views, fracs, nip_from_maps, POOL_NAME, use_cache=use_cache, cache_dir=cache_dir, progress=progress
-    )
+    result = sensitivity.measure(
+        stack, views, fracs, nip_from_maps, POOL_NAME, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
+        layer_weights=layer_weights, weights_name=name,
+    )  # fmt: skip
+    return result
 
 
 def heldout_fidelity(
@@ -111,6 +158,7 @@ class PlanResult:
     sensitivity: sensitivity.Sensitivity
     calib_images: int
     seconds: dict
+    sens_first: int = 0  # the sensitivity photos are calibration photos sens_first.. (`sensitivity_images`)
 
     def to_json(self) -> dict:
         sens = self.sensitivity
@@ -125,7 +173,9 @@ class PlanResult:
             "paper_plan": self.paper,
             "front": self.front,
             "sensitivity": {
+                "kind": RECONSTRUCTED if sens.weights.startswith(RECONSTRUCTED) else sens.weights,
                 "images": sens.images,
+                "first_image": self.sens_first,
                 "views": sens.views,
                 "cached": sens.cached,
                 "seconds": sens.seconds,
@@ -150,6 +200,7 @@ def make_plan(
     use_cache: bool = True,
     cache_dir: Path | None = None,
     status: Status | None = None,
+    kind: str = DEFAULT_SENSITIVITY,
 ) -> PlanResult:
     """Steps 1-4 (module docstring); `heldout` empty skips step 4 (``measured`` is None)."""
     stack = stack.without_trailing_pool()
@@ -164,7 +215,7 @@ def make_plan(
     fracs = calibrate(stack, calib)
     clock["calibrate"] = time.perf_counter() - started
     sens = measure_sensitivity(
-        stack, calib, sens_images, act_fracs=fracs, use_cache=use_cache, cache_dir=cache_dir, status=status
+        stack, calib, sens_images, act_fracs=fracs, use_cache=use_cache, cache_dir=cache_dir, status=status, kind=kind
     )
     clock["sensitivity"] = sens.seconds
     losses = [[sens.loss(i, m) for m in allocate.WIDTHS] for i in range(len(names))]
@@ -219,6 +270,7 @@ def make_plan(
         sensitivity=sens,
         calib_images=int(calib.shape[0]),
         seconds=clock,
+        sens_first=sensitivity_images(calib, sens_images, kind)[0],
     )
 
 

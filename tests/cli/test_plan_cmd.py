@@ -86,6 +86,35 @@ def test_plan_json_fits_the_budget_and_compress_reproduces_its_bytes(files, monk
     assert again["measured"] is None
 
 
+def test_sensitivity_kinds(files, monkeypatch, capsys, cache):
+    """reconstructed (the default) and weight-only are separate measurements with separate cache
+    entries; a photo folder too small to keep the sensitivity photos out of the reconstruction says
+    where they came from (first_image 0); an unknown kind is a one-line error."""
+    model, calib, _ = files
+    args = ["plan", model, "--budget", "40kB", "--images", calib, "--no-measure", *SIZE, "--sens-images", "1", "--json"]
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    rebuilt = json.loads(out)["sensitivity"]
+    code, out, err = run(monkeypatch, capsys, *args, "--sensitivity", "weight-only")
+    assert code == 0, err
+    plain = json.loads(out)["sensitivity"]
+    assert (rebuilt["kind"], plain["kind"]) == ("reconstructed", "weight-only")
+    assert rebuilt["first_image"] == plain["first_image"] == 0  # 3 photos: all of them fit the layers
+    assert rebuilt["cosine"] != plain["cosine"] and not plain["cached"]
+    assert len(list((cache / "sensitivity").glob("*.json"))) == 2
+    code, out, err = run(monkeypatch, capsys, *args[:-1], "--sensitivity", "exact")
+    assert code == 2 and out == "" and "--sensitivity" in err and err.strip().count("\n") == 0
+
+
+def test_sensitivity_photos_come_after_the_reconstruction_photos():
+    from chipq.reports.planner import sensitivity_images
+
+    calib = np.zeros((64, 3, 8, 8), np.uint8)
+    assert sensitivity_images(calib, 4, "reconstructed") == (32, 36)
+    assert sensitivity_images(calib, 4, "weight-only") == (0, 4)
+    assert sensitivity_images(calib[:34], 4, "reconstructed") == (0, 4)  # too few: in sample
+
+
 def test_plan_text_output_and_plot(files, monkeypatch, capsys, tmp_path):
     pytest.importorskip("matplotlib")
     model, calib, heldout = files

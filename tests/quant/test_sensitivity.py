@@ -105,3 +105,58 @@ def test_bad_inputs_are_refused(setup, tmp_path):
         measure(stack, calib, fracs, _pool, "rms", cache_dir=tmp_path)
     with pytest.raises(SensitivityError, match="fraction bits"):
         measure(stack, _views(calib), fracs[:2], _pool, "rms", cache_dir=tmp_path)
+
+
+def test_reconstructed_layer_weights(setup, tmp_path):
+    """Sensitivity of the layers as post-training compress makes them (`layer_candidates`): its own
+    cache key, the candidates computed only on a miss, each one exactly α·M, and on the images they
+    were fitted to closer to float than the weight-only quantization."""
+    from chipq.quant.quantize import dequantized_weights, quantize_conv
+    from chipq.quant.reconstruct import ReconstructConfig, layer_candidates
+
+    stack, calib, fracs = setup
+    config = ReconstructConfig(positions=512, threads=1, error_feedback=False)
+    calls = []
+
+    def candidates():
+        calls.append(1)
+        return layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config)
+
+    views = _views(calib)
+    rebuilt = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, layer_weights=candidates, weights_name="rec")
+    plain = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path)
+    assert rebuilt.key != plain.key and (rebuilt.weights, plain.weights) == ("rec", sensitivity.WEIGHT_ONLY)
+    again = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, layer_weights=candidates, weights_name="rec")
+    assert again.cached and again.noise == rebuilt.noise and again.weights == "rec" and len(calls) == 1
+    assert sum(map(sum, rebuilt.noise)) < sum(map(sum, plain.noise))
+    in_frac = 0
+    for index, per_width in enumerate(candidates()):
+        for bits, conv in per_width.items():
+            layer = quantize_conv(conv, bits, in_frac, fracs[index])
+            got = dequantized_weights(layer)
+            if index:
+                assert np.array_equal(got, conv.weight.astype(np.float64))
+            else:  # in the chip's input units, float32 of folded weights: a kernel may refit to a neighbour
+                assert np.linalg.norm(got - conv.weight) < 0.05 * np.linalg.norm(conv.weight)
+        in_frac = fracs[index]
+    with pytest.raises(SensitivityError, match="together"):
+        measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, layer_weights=candidates)
+
+
+def test_first_candidate_is_what_reconstruct_makes_of_conv1(setup):
+    """conv1's input is the chip input either way: its candidate is reconstruct's conv1 at that width."""
+    from chipq.quant.compress import FAST_RECONSTRUCTION
+    from chipq.quant.quantize import quantize_stack
+    from chipq.quant.reconstruct import ReconstructConfig, layer_candidates, reconstruct
+
+    stack, calib, fracs = setup
+    config = ReconstructConfig(**{**FAST_RECONSTRUCTION.__dict__, "positions": 512, "threads": 1})
+    first = layer_candidates(stack, fracs, calib, (2, 4), config)[0]
+    for bits in (2, 4):
+        rstack, rfracs, _ = reconstruct(stack, [bits, 1, 1, 1], fracs, calib, config)
+        want = quantize_stack(rstack, [bits, 1, 1, 1], rfracs, (24, 24))[0].conv_layers()[0]
+        from chipq.quant.quantize import quantize_conv
+
+        got = quantize_conv(first[bits], bits, 0, rfracs[0])
+        assert np.array_equal(got.int_weights(), want.int_weights())
+        assert got.weight_shift == want.weight_shift

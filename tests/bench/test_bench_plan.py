@@ -1,0 +1,42 @@
+"""bench/plan.py's report: the paired mAP comparison with the paper's plan and the table it renders."""
+
+from __future__ import annotations
+
+import plan as plan_bench
+import pytest
+from recipe_eval import paired_gap
+
+
+def test_paired_gap_interval_contains_the_gap_and_excludes_zero_for_a_clear_win():
+    worse = [0.5] * 50 + [1.0] * 50
+    better = [1.0] * 100
+    gap = paired_gap(better, worse)
+    assert gap["gap"] == pytest.approx(0.25) and gap["queries"] == 100
+    assert 0 < gap["low"] < 0.25 < gap["high"]
+    noisy = paired_gap([1.0, 0.0] * 50, [0.0, 1.0] * 50)  # as many wins as losses
+    assert noisy["low"] < 0 < noisy["high"]
+
+
+def _row(plan, ap, cosine):
+    return {"plan": plan, "bytes": 100, "fits_budget": True, "predicted_cosine": cosine - 0.05, "predicted_sqnr_db": 1.0,
+            "compress_s": 1.0, "map": sum(ap) / len(ap), "cosine": cosine, "ap": ap}  # fmt: skip
+
+
+def test_render_shows_the_gap_to_the_paper_plan_per_row():
+    paper = [1.0] * 8 + [0.5] * 2
+    chosen = [1.0] * 9 + [0.5]
+    result = {
+        "rows": {"float": {"plan": "float", "map": 0.9, "cosine": 1.0, "ap": [0.9] * 10},
+                 "chosen": _row("4x1,2x12", chosen, 0.93), "paper": _row("3x7,1x6", paper, 0.92)},
+        "sensitivity": {"layers": ["a"], "cosine": [[0.9, 0.95, 0.97, 0.98, 0.99]], "reference_cosine": 0.999},
+        "sensitivity_images": 4, "sensitivity_views": 4, "sensitivity_kind": "reconstructed", "sensitivity_first_image": 32,
+        "calibration_images": 64, "sensitivity_cached": True, "heldout": "eval (10 images, 10 queries)",
+        "budget": 100, "front_at": {"4MB": {}}, "seconds": {},
+    }  # fmt: skip
+    text = plan_bench.render(result)
+    assert "Reconstructed sensitivity on calibration photos 33-36" in text
+    chosen_line = next(line for line in text.splitlines() if "found by chipq plan" in line)
+    assert "+0.0500 (" in chosen_line  # 0.95 - 0.90
+    paper_line = next(line for line in text.splitlines() if "paper 3x7,1x6" in line)
+    assert "(" not in paper_line.split("|")[9]  # the paper against itself: no interval
+    assert "No plan fits 3MB, 5MB, 7MB" in text
