@@ -119,6 +119,13 @@ def plan_command(
     _render(data, result, no_measure or not heldout, plot)
 
 
+def _in_sample(sens: dict) -> str:
+    """A note when the reconstructed layers were fitted on the photos the sensitivity was measured on."""
+    if sens["kind"] == "reconstructed" and sens["first_image"] == 0:
+        return "; too few photos to keep them out of the layers' fit: in sample"
+    return ""
+
+
 def _render(data: dict, result, unmeasured: bool, plot: Path | None) -> None:
     from chipq.reports.planner import thin_front
 
@@ -132,7 +139,8 @@ def _render(data: dict, result, unmeasured: bool, plot: Path | None) -> None:
     pred = data["predicted"]
     console.print(
         f"predicted: descriptor cosine {pred['cosine']:.4f}, conv5_3 SQNR {pred['sqnr_db']:.1f} dB  "
-        f"({sens['kind']} sensitivity on {sens['images']} photos x {sens['views']} views, {how})"
+        f"({sens['kind']} sensitivity on photos {sens['first_image'] + 1}-{sens['first_image'] + sens['images']} "
+        f"x {sens['views']} views{_in_sample(sens)}, {how})"
     )
     measured = data["measured"]
     if measured:

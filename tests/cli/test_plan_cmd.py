@@ -122,6 +122,7 @@ def test_plan_text_output_and_plot(files, monkeypatch, capsys, tmp_path):
     code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", "9x", "--images", calib, "--eval", heldout, *SIZE, "--sens-images", "1", "--plot", png)
     assert code == 0, err
     assert "plan " in out and "Pareto front" in out and "paper 3x7,1x6" in out and "measured" in out
+    assert "reconstructed sensitivity on photos 1-1 x 4 views; too few photos" in " ".join(out.split())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
