@@ -251,6 +251,11 @@ def write_page(results_dir: Path, page: Path) -> Path:
         import plan as plan_bench
 
         text = text.rstrip("\n") + "\n\n" + plan_bench.render(plan) + "\n"
+    stability = cm.read_result(results_dir, "plan_stability")  # bench/plan_stability.py, run on its own
+    if isinstance(stability, dict) and "measured" in stability:  # a finished run, not a partial one
+        import plan_stability
+
+        text = text.rstrip("\n") + "\n\n" + plan_stability.render(stability) + "\n"
     recipe = cm.read_result(results_dir, "recipe")  # bench/recipe.py, run on its own
     if isinstance(recipe, dict):
         import recipe as recipe_bench

@@ -40,3 +40,18 @@ def test_render_shows_the_gap_to_the_paper_plan_per_row():
     paper_line = next(line for line in text.splitlines() if "paper 3x7,1x6" in line)
     assert "(" not in paper_line.split("|")[9]  # the paper against itself: no interval
     assert "No plan fits 3MB, 5MB, 7MB" in text
+
+
+def test_plan_stability_render_has_a_row_per_setting_and_the_gap_to_the_paper():
+    import plan_stability
+
+    paper = [1.0] * 8 + [0.5] * 2
+    result = {
+        "measured": "2026-12-01 20:00", "budget": 100, "heldout": "eval (10 images, 10 queries)", "float_map": 0.9,
+        "rows": {"paper": {**_row("3x7,1x6", paper, 0.92), "label": "paper `3x7,1x6`", "predicted_cosine": None},
+                 "a": {**_row("4x1,2x12", [1.0] * 10, 0.93), "label": "weight-only, photos 1-4"}},
+    }  # fmt: skip
+    text = plan_stability.render(result)
+    row = next(line for line in text.splitlines() if "weight-only, photos 1-4" in line)
+    assert "`4x1,2x12`" in row and "+0.1000 (" in row
+    assert "| paper `3x7,1x6` |" in text
