@@ -72,8 +72,9 @@ def render(result: dict) -> str:
         "Per-layer sensitivity: mean NIP cosine to float with only that layer quantized at m bits "
         f"({'as post-training compress reconstructs it' if result.get('sensitivity_kind') == 'reconstructed' else 'weight-only α·M'}, "
         f"8-bit activations everywhere; activations alone: {sens['reference_cosine']:.4f}). "
-        "The predicted cosine of a plan sums these losses; it ranks plans, its level is pessimistic for the "
-        "reconstructed blobs compress makes:",
+        "The predicted cosine of a plan sums these losses; it ranks plans, its level is "
+        + _level(rows)
+        + ":",
         "",
         cm.md_table(
             ["layer"] + [f"m={m}" for m in range(1, 6)],
@@ -83,7 +84,8 @@ def render(result: dict) -> str:
     ]
     missing = [k for k in ("3MB", "4MB", "5MB", "7MB") if k not in result["front_at"]]
     if missing:
-        lines += ["", f"No plan fits {', '.join(missing)}: 1 bit everywhere is larger."]
+        smallest = f" ({result['smallest_bytes']:,} B)" if result.get("smallest_bytes") else ""
+        lines += ["", f"No plan fits {', '.join(missing)}: 1 bit everywhere is larger{smallest}."]
     return "\n".join(lines)
 
 
@@ -100,6 +102,14 @@ def _labelled(rows: dict):
         if key == "float":
             continue
         yield key, LABELS.get(key, key.replace("front ", "front at ") + ", post-training"), row
+
+
+def _level(rows: dict) -> str:
+    """How the predicted cosines of the post-training rows compare with the measured ones."""
+    diffs = [row["predicted_cosine"] - row["cosine"] for key, row in rows.items() if key != "float" and not key.endswith("retrained")]
+    if not diffs:
+        return "not checked"
+    return f"off the measured post-training cosine by {min(diffs):+.3f} to {max(diffs):+.3f} (predicted − measured)"
 
 
 def _versus(row: dict, rows: dict, other: str) -> str:
@@ -131,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reuse-partial", action="store_true", help="take rows from a cut-short run's plan_partial.json")
     parser.add_argument("--skip", default="", help="comma-separated row labels not to measure (left out of the table)")
     parser.add_argument("--results", type=Path, default=cm.RESULTS_DIR)
+    parser.add_argument("--replot", action="store_true", help="only redraw plan_front.png from plan.json (sensitivity cached)")
     args = parser.parse_args(argv)
     cm.set_threads()
     from recipe_eval import chip_descriptors, float_descriptors, load_subset, scores
@@ -160,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"plan bench: {stage} {done}/{total} [{time.perf_counter() - t0:.0f}s]", file=sys.stderr, flush=True)
 
     kind = args.sensitivity or planner.DEFAULT_SENSITIVITY
+    if args.replot:  # the run's own sensitivity settings, from the cache
+        done_run = cm.read_result(args.results, "plan")
+        kind, args.sens_images = done_run["sensitivity_kind"], done_run["sensitivity_images"]
     sens = planner.measure_sensitivity(stack, calib, args.sens_images, act_fracs=fracs, status=say, kind=kind)
     sens_first = planner.sensitivity_images(calib, args.sens_images, kind)[0]
     clock["sensitivity"] = sens.seconds
@@ -169,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     chosen = allocate.plan_text(layout, best.plan)
     plans = {"chosen": list(best.plan), "paper": parse_plan(planner.PAPER_PLAN, names)}
 
+    if args.replot:
+        _draw(done_run, layout, sens, best, front, budget, calib, clock, plans, args.results / "plan_front.png")
+        return
     t1 = time.perf_counter()
     eset = load_subset(args.eval, args.queries_every)
     eval_key = f"{args.eval}:{args.queries_every}"
@@ -248,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "front_at": at_sizes,
         "front_points": len(front),
+        "smallest_bytes": allocate.blob_bytes(layout, [1] * len(names)),
         "sensitivity": {"layers": sens.layers, "reference_cosine": sens.ref_cosine, "cosine": sens.cosine, "sqnr_db": sens.sqnr_db},
         "seconds": clock,
     }
@@ -255,17 +273,28 @@ def main(argv: list[str] | None = None) -> None:
     (args.results / "plan_partial.json").unlink(missing_ok=True)
     print(json.dumps({k: result[k] for k in ("chosen_plan", "rows", "front_at", "seconds")}, indent=1))
     print(f"wrote {path}", file=sys.stderr)
+    _draw(result, layout, sens, best, front, budget, calib, clock, plans, args.results / "plan_front.png")
+
+
+def _draw(result, layout, sens, best, front, budget, calib, clock, plans, path) -> None:
+    """plan_front.png: the predicted front, the chosen and the paper's plan, the measured front plans."""
+    from chipq.quant import allocate
+    from chipq.reports import planner
+
+    rows = result["rows"]
     try:
         res = planner.PlanResult(
-            plan=chosen, bits=list(best.plan), bytes=best.bytes, budget=budget, ratio=layout.fp32_weight_bytes() / best.bytes,
+            plan=allocate.plan_text(layout, best.plan), bits=list(best.plan), bytes=best.bytes, budget=budget,
+            ratio=layout.fp32_weight_bytes() / best.bytes,
             predicted=sens.predict(list(best.plan)), measured={"cosine": rows["chosen"]["cosine"]},
             paper={"plan": planner.PAPER_PLAN, "bytes": rows["paper"]["bytes"], "predicted": sens.predict(plans["paper"]),
                    "measured": {"cosine": rows["paper"]["cosine"]}},
             front=[{"plan": allocate.plan_text(layout, p.plan), "bytes": p.bytes,
                     "predicted_cosine": sens.predict(list(p.plan))["cosine"]} for p in front],
-            sensitivity=sens, calib_images=int(calib.shape[0]), seconds=clock, sens_first=sens_first,
+            sensitivity=sens, calib_images=int(calib.shape[0]), seconds=clock,
         )  # fmt: skip
-        planner.plot_front(res, args.results / "plan_front.png")
+        measured_front = [(row["bytes"], row["cosine"]) for key, row in rows.items() if key.startswith("front ")]
+        planner.plot_front(res, path, measured_front)
     except Exception as exc:  # the plot is optional (matplotlib)
         print(f"no plot: {exc}", file=sys.stderr)
 

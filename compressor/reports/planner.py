@@ -283,8 +283,9 @@ def thin_front(rows: list[dict], keep: int = 15, plan: str | None = None) -> lis
     return [rows[i] for i in sorted(picks)]
 
 
-def plot_front(result: PlanResult, path: Path) -> None:
-    """The front (bytes vs predicted cosine) as a PNG, the chosen plan and the paper's marked."""
+def plot_front(result: PlanResult, path: Path, measured_front: Sequence[tuple[int, float]] = ()) -> None:
+    """The front (bytes vs predicted cosine) as a PNG, the chosen plan and the paper's marked;
+    `measured_front`: (bytes, measured cosine) of front plans that were compressed and measured."""
     try:
         import matplotlib
 
@@ -304,6 +305,9 @@ def plot_front(result: PlanResult, path: Path) -> None:
         ax.plot([paper_mb], [result.paper["predicted"]["cosine"]], "^", color="tab:red", label=f"paper {PAPER_PLAN}")
         if result.paper["measured"]:
             ax.plot([paper_mb], [result.paper["measured"]["cosine"]], "^", color="tab:red", mfc="none", label="paper, measured")
+    if measured_front:
+        ax.plot([b / 1e6 for b, _ in measured_front], [c for _, c in measured_front], "x", color="tab:blue",
+                label="front plans, measured")  # fmt: skip
     ax.axvline(result.budget / 1e6, color="grey", ls=":", label="budget")
     marked = [result.predicted["cosine"]] + [v["cosine"] for v in (result.measured,) if v]
     if result.paper:
