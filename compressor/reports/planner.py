@@ -27,11 +27,10 @@ from chipq.errors import UsageError
 from chipq.floatnet.model import FloatStack
 from chipq.formats.writer import to_bytes
 from chipq.images import ImageError, load_image
-from chipq.quant import allocate, sensitivity
-from chipq.quant import FAST_RECONSTRUCT_IMAGES
+from chipq.quant import FAST_RECONSTRUCT_IMAGES, allocate, sensitivity
 from chipq.quant.compress import FAST_RECONSTRUCTION, calibrate, compress
-from chipq.quant.reconstruct import layer_candidates
 from chipq.quant.plan import parse_plan
+from chipq.quant.reconstruct import layer_candidates
 from chipq.retrieval.describe import describe, quarter_turns
 from chipq.retrieval.features import chip_features, float_features
 from chipq.retrieval.pooling import nip_from_maps
