@@ -2,7 +2,9 @@
 
 For every conv layer L and mask width m in 1..5, the network is run with **only L quantized** at m
 bits (Eq. 1 exactly as `quantize_conv` builds it: 8-bit alpha, m-bit masks, the layer's weight
-shift, the 12-bit bias) and every other layer in float, all of them with the chip's 8-bit
+shift, the 12-bit bias — of L's float weights, or of the weights `layer_weights` gives for (L, m),
+e.g. L as post-training reconstruction fits it, `chipq.quant.reconstruct.layer_candidates`) and
+every other layer in float, all of them with the chip's 8-bit
 activations ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f`` at the calibrated fraction bits, and
 conv1 on the chip's input ``p − mean_int`` with the normalisation folded in (SPEC 6). The conv5_3
 maps of the calibration images are compared with those of the float model:
