@@ -123,6 +123,21 @@ def _versus(row: dict, rows: dict, other: str) -> str:
     return f"{gap['gap']:+.4f} ({gap['low']:+.4f}, {gap['high']:+.4f})"
 
 
+def setup(model: Path, budget_text: str):
+    """The float model, its conv names, blob layout, the budget in bytes, the calibration photos
+    (as `chipq compress` reads them), their names and the calibrated fraction bits."""
+    from chipq.data import default_photos_dir
+    from chipq.importers import load_model
+    from chipq.quant import allocate
+    from chipq.quant.compress import calibrate, calibration_images
+
+    stack = load_model(model).without_trailing_pool()
+    layout = allocate.Layout.of(stack)
+    calib, calib_names = calibration_images(default_photos_dir())
+    names = [c.name for c in stack.conv_layers()]
+    return stack, names, layout, allocate.parse_budget(budget_text, layout), calib, calib_names, calibrate(stack, calib)
+
+
 def planner_default_sens() -> int:
     from chipq.reports.planner import DEFAULT_SENS_IMAGES
 
@@ -148,9 +163,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from chipq.data import default_photos_dir
     from chipq.formats.writer import to_bytes
-    from chipq.importers import load_model
     from chipq.quant import allocate
-    from chipq.quant.compress import calibrate, calibration_images, compress
+    from chipq.quant.compress import compress
     from chipq.quant.plan import parse_plan
     from chipq.reports import planner
     from chipq.retrain.config import RetrainConfig
@@ -159,12 +173,7 @@ def main(argv: list[str] | None = None) -> None:
 
     clock: dict[str, float] = {}
     t0 = time.perf_counter()
-    stack = load_model(args.model).without_trailing_pool()
-    names = [c.name for c in stack.conv_layers()]
-    layout = allocate.Layout.of(stack)
-    budget = allocate.parse_budget(args.budget, layout)
-    calib, calib_names = calibration_images(default_photos_dir())
-    fracs = calibrate(stack, calib)
+    stack, names, layout, budget, calib, calib_names, fracs = setup(args.model, args.budget)
     clock["load_and_calibrate"] = time.perf_counter() - t0
 
     def say(stage, done=None, total=None):

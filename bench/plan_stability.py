@@ -73,12 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=cm.RESULTS_DIR)
     args = parser.parse_args(argv)
     cm.set_threads()
+    from plan import setup
     from recipe_eval import chip_descriptors, float_descriptors, load_subset, scores
 
-    from chipq.data import default_photos_dir
-    from chipq.importers import load_model
     from chipq.quant import allocate
-    from chipq.quant.compress import calibrate, calibration_images, compress
+    from chipq.quant.compress import compress
     from chipq.quant.plan import parse_plan
     from chipq.reports import planner
 
@@ -88,12 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         tail = f" {done}/{total}" if total else ""
         print(f"plan stability: {text}{tail} [{time.perf_counter() - t0:.0f}s]", file=sys.stderr, flush=True)
 
-    stack = load_model(args.model).without_trailing_pool()
-    names = [c.name for c in stack.conv_layers()]
-    layout = allocate.Layout.of(stack)
-    budget = allocate.parse_budget(args.budget, layout)
-    calib, calib_names = calibration_images(default_photos_dir())
-    fracs = calibrate(stack, calib)
+    stack, names, layout, budget, calib, calib_names, fracs = setup(args.model, args.budget)
     eset = load_subset(args.eval, 1)
     assert not {Path(n).name for n in eset.names} & set(calib_names), "held-out photos overlap calibration"
     float_desc = float_descriptors(stack, eset)
@@ -103,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     for label, kind, first, count in SETTINGS:
         if kind == "reconstructed" and first != planner.sensitivity_images(calib, count, kind)[0]:
             raise SystemExit(f"{label}: the planner no longer measures there")
-        # the planner picks the photos from the kind; weight-only from photo 33 is a slice given directly
-        photos = calib if (kind, first) != ("weight-only", 32) else calib[32:]
+        # the planner places reconstructed photos itself; weight-only ones start at the slice given
+        photos = calib[first:] if kind == "weight-only" else calib
         sens = planner.measure_sensitivity(stack, photos, count, act_fracs=fracs, kind=kind, status=say)
         losses = [[sens.loss(i, m) for m in allocate.WIDTHS] for i in range(len(names))]
         best, _ = allocate.best_plan(layout, losses, budget)

@@ -37,8 +37,9 @@ solves and products with a fixed thread count (`threads`), deterministic algorit
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -131,12 +132,18 @@ def reconstruct(
     if len(plan) != len(convs) or (fracs is not None and len(fracs) != len(convs)):
         raise ValueError(f"{len(plan)} bits and {len(fracs or [])} fracs for {len(convs)} conv layers")
     fold = InputFold.of(stack)
+    with torch_settings(config.threads), torch.no_grad():
+        return _run(stack, plan, fracs, calib, config, fold, step)
+
+
+@contextmanager
+def torch_settings(threads: int) -> Iterator[None]:
+    """Deterministic algorithms and a fixed intra-op thread count, restored afterwards."""
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        with torch.no_grad():
-            return _run(stack, plan, fracs, calib, config, fold, step)
+        yield
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
@@ -220,35 +227,28 @@ def layer_candidates(
     if len(fracs) != len(convs):
         raise ValueError(f"{len(fracs)} fracs for {len(convs)} conv layers")
     fold = InputFold.of(stack)
-    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(config.threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        with torch.no_grad():
-            mean = torch.tensor(fold.mean_int, dtype=torch.float32).reshape(1, -1, 1, 1)
-            x_ref = x_f = torch.from_numpy(np.ascontiguousarray(calib)).float() - mean
-            rng = np.random.default_rng([config.seed, 7])
-            out: list[dict[int, FloatConv]] = []
-            for item in stack.layers:
-                if isinstance(item, FloatPool):
-                    x_ref, x_f = F.max_pool2d(x_ref, C.POOL_SIZE), F.max_pool2d(x_f, C.POOL_SIZE)
-                    continue
-                index = len(out)
-                conv = fold.apply_numpy(item) if index == 0 else item
-                weight = torch.from_numpy(np.asarray(conv.weight, np.float32))
-                bias = torch.from_numpy(np.asarray(conv.bias, np.float32))
-                y_f = _conv(x_f, weight, bias)
-                rows = _positions(x_ref.shape, config.positions, rng)
-                target = _target(conv, _patches(x_ref, rows), _at(y_f, rows), config)
-                out.append({m: FloatConv(conv.name, *_quantize_target(target, m, config)) for m in widths})
-                x_ref = _act(_conv(x_ref, weight, bias), int(fracs[index]))
-                x_f = F.relu(y_f)
-                if progress:
-                    progress(index + 1, len(convs))
-            return out
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
+    with torch_settings(config.threads), torch.no_grad():
+        mean = torch.tensor(fold.mean_int, dtype=torch.float32).reshape(1, -1, 1, 1)
+        x_ref = x_f = torch.from_numpy(np.ascontiguousarray(calib)).float() - mean
+        rng = np.random.default_rng([config.seed, 7])
+        out: list[dict[int, FloatConv]] = []
+        for item in stack.layers:
+            if isinstance(item, FloatPool):
+                x_ref, x_f = F.max_pool2d(x_ref, C.POOL_SIZE), F.max_pool2d(x_f, C.POOL_SIZE)
+                continue
+            index = len(out)
+            conv = fold.apply_numpy(item) if index == 0 else item
+            weight = torch.from_numpy(np.asarray(conv.weight, np.float32))
+            bias = torch.from_numpy(np.asarray(conv.bias, np.float32))
+            y_f = _conv(x_f, weight, bias)
+            rows = _positions(x_ref.shape, config.positions, rng)
+            target = _target(conv, _patches(x_ref, rows), _at(y_f, rows), config)
+            out.append({m: FloatConv(conv.name, *_quantize_target(target, m, config)) for m in widths})
+            x_ref = _act(_conv(x_ref, weight, bias), int(fracs[index]))
+            x_f = F.relu(y_f)
+            if progress:
+                progress(index + 1, len(convs))
+        return out
 
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -114,11 +114,10 @@ def measure_sensitivity(
 
     if status:
         status("measuring layer sensitivity", 0, len(views))
-    result = sensitivity.measure(
+    return sensitivity.measure(
         stack, views, fracs, nip_from_maps, POOL_NAME, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
         layer_weights=layer_weights, weights_name=name,
     )  # fmt: skip
-    return result
 
 
 def heldout_fidelity(

@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -46,6 +45,7 @@ from chipq.formats.fileio import FileRefused, atomic_write, open_regular
 from chipq.formats.model import ChipModel
 from chipq.images import ImageError, list_images, load_image, resize
 from chipq.quant.quantize import LayerReport, quantize_stack
+from chipq.quant.reconstruct import torch_settings  # noqa: F401 (re-exported: pipeline, tests)
 from chipq.retrain.config import RetrainConfig, RetrainConfigError, StepStats  # noqa: F401 (re-exported)
 from chipq.retrain.qat import InputFold, QatNet
 from chipq.retrieval.pooling_torch import region_descriptors
@@ -150,19 +150,6 @@ def distillation_loss(
         matched = (F.normalize(d_student - center, dim=1) * F.normalize(d_teacher - center, dim=1)).sum(dim=1)
     loss = config.map_weight * rel_sq.mean() + config.desc_weight * (1.0 - matched).mean()
     return loss, cosine.detach()
-
-
-@contextmanager
-def torch_settings(threads: int) -> Iterator[None]:
-    """Deterministic algorithms and a fixed intra-op thread count, restored afterwards."""
-    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
 
 
 class Retrainer:
