@@ -6,11 +6,10 @@ a bug and shows a traceback only under `--debug`.
 
 from __future__ import annotations
 
+# The root lives in the format package, which imports nothing from the rest of chipq.
+from chipq.formats.errors import ChipqError
 
-class ChipqError(Exception):
-    """A failure the user can act on: bad input, a refused file, a failed check."""
-
-    exit_code = 2  # bad input
+__all__ = ["ChipqError", "CheckFailed", "UsageError"]
 
 
 class CheckFailed(ChipqError):

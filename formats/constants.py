@@ -37,6 +37,7 @@ POOL_SIZE = 2  # every max-pool is 2x2, stride 2, floor
 MIN_MASK_BITS = 1
 MAX_MASK_BITS = 5
 ALPHA_BITS = 8  # unsigned
+ALPHA_MAX = (1 << ALPHA_BITS) - 1  # the largest kernel scale code
 WEIGHT_SHIFT_MAX = 15  # the per-layer weight exponent is a 4-bit field
 BIAS_BITS = 12  # signed two's complement
 BIAS_MIN = -(1 << (BIAS_BITS - 1))

@@ -1,14 +1,23 @@
 """One exception class per way a blob (or a model about to become one) can be wrong.
 
-Every class derives from `FormatError`, itself a `chipq.errors.ChipqError`, so the CLI prints the
-message as one line and exits 2. Messages name the field or layer and the values seen, e.g.
+Every class derives from `FormatError`, itself a `ChipqError` (defined here, so that the format
+package imports nothing from the rest of chipq; `chipq.errors` re-exports it as the root of every
+chipq failure), so the CLI prints the message as one line and exits 2. Messages name the field or layer and the values seen, e.g.
 ``layer conv4_2: mask_bits 7 not in 1..5``. Text that came from a file (a layer name that failed
 its check) is shown with `repr` so it cannot carry control characters.
 """
 
 from __future__ import annotations
 
-from chipq.errors import ChipqError
+
+class ChipqError(Exception):
+    """A failure the user can act on: bad input, a refused file, a failed check.
+
+    The root of every chipq exception (`chipq.errors` re-exports it). The CLI turns one into a line
+    on stderr and exits with its `exit_code`.
+    """
+
+    exit_code = 2  # bad input
 
 
 class FormatError(ChipqError):

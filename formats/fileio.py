@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from chipq.errors import ChipqError
+from chipq.formats.errors import ChipqError
 
 TEMP_SUFFIX = ".tmp"
 

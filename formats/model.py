@@ -39,6 +39,14 @@ class ConvLayer:
     bias: np.ndarray
     kind: C.LayerKind = field(default=C.LayerKind.CONV3X3_RELU, init=False)
 
+    def out_frac(self, in_frac: int) -> int:
+        """Fraction bits of this layer's output when its input has `in_frac` (SPEC §4).
+
+        The accumulator holds ``in_frac + weight_shift`` fraction bits and the requantisation
+        removes ``out_shift`` of them: the one home of this rule.
+        """
+        return in_frac + self.weight_shift - self.out_shift
+
     @property
     def in_channels(self) -> int:
         return int(self.alpha.shape[1])
@@ -118,7 +126,7 @@ class ChipModel:
         fracs, frac = [], 0
         for layer in self.layers:
             if isinstance(layer, ConvLayer):
-                frac = frac + layer.weight_shift - layer.out_shift
+                frac = layer.out_frac(frac)
             fracs.append(frac)
         return fracs
 

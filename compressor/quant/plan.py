@@ -19,6 +19,8 @@ import re
 from chipq.errors import UsageError
 from chipq.formats.constants import MAX_MASK_BITS, MIN_MASK_BITS
 
+PAPER_PLAN = "3x7,1x6"  # the paper's plan: 3-bit masks on conv1_1..conv3_3, 1-bit on conv4_1..conv5_3
+
 _RUN = re.compile(r"^(\d+)x(\d+)$")
 _NUMBER = re.compile(r"^\d+$")
 _NAMED = re.compile(r"^([A-Za-z0-9_.-]+)=(\d+)$")

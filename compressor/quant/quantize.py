@@ -98,7 +98,7 @@ def weight_shift_for(max_alpha: float) -> int:
     (14, 7, 15)
     """
     for shift in range(C.WEIGHT_SHIFT_MAX, -1, -1):
-        if max_alpha * (1 << shift) <= C.ACT_MAX:
+        if max_alpha * (1 << shift) <= C.ALPHA_MAX:
             return shift
     return 0
 
@@ -122,11 +122,11 @@ def quantize_kernels(
     scale = float(1 << shift)
     # Two rounds in the integer domain: round alpha, re-pick M for the rounded alpha, refit alpha.
     for _ in range(2):
-        alpha_int = np.clip(np.floor(alpha * scale + 0.5), 0, C.ACT_MAX)
+        alpha_int = np.clip(np.floor(alpha * scale + 0.5), 0, C.ALPHA_MAX)
         real = np.where(alpha_int > 0, alpha_int / scale, 1.0)
         m = nearest_level(flat / real[:, None], bits)
         alpha = np.maximum((flat * m).sum(axis=1) / (m * m).sum(axis=1), 0.0)
-    alpha_int = np.clip(np.floor(alpha * scale + 0.5), 0, C.ACT_MAX)
+    alpha_int = np.clip(np.floor(alpha * scale + 0.5), 0, C.ALPHA_MAX)
     real = np.where(alpha_int > 0, alpha_int / scale, 1.0)
     m = nearest_level(flat / real[:, None], bits)
     codes = ((m + top_level(bits)) / 2).astype(np.uint8)

@@ -360,7 +360,7 @@ def _quantize_target(t: _Target, bits: int, config: ReconstructConfig):
 def _round_kernels(w: np.ndarray, bits: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """α·M for each row (kernel) of `w`: least-squares α rounded to the 8-bit grid 1/scale, then M; and M."""
     alpha, _ = fit_kernels(w, bits)
-    alpha = np.clip(np.floor(alpha * scale + 0.5), 0, C.ACT_MAX) / scale
+    alpha = np.clip(np.floor(alpha * scale + 0.5), 0, C.ALPHA_MAX) / scale
     m = nearest_level(w / np.where(alpha > 0, alpha, 1.0)[:, None], bits)
     return alpha[:, None] * m, m
 
@@ -417,7 +417,7 @@ def _gptq(v: torch.Tensor, u: torch.Tensor, d: int, bits: int, scale: float) -> 
             if j % TAPS == 0:  # a new kernel: its α from the (already corrected) taps
                 kernel = w1[:, j : j + TAPS].numpy()
                 a, _ = fit_kernels(kernel, bits)
-                alpha = np.clip(np.floor(a * scale + 0.5), 0, C.ACT_MAX) / scale
+                alpha = np.clip(np.floor(a * scale + 0.5), 0, C.ALPHA_MAX) / scale
                 alpha_t = torch.from_numpy(alpha)
                 safe = torch.where(alpha_t > 0, alpha_t, torch.ones_like(alpha_t))
             col = w1[:, j]
@@ -487,7 +487,7 @@ def refit_alphas(masks: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor
     masks = torch.where(alphas[:, :, None] < 0, -m, m)
     alphas = alphas.abs()
     scale = float(1 << weight_shift_for(float(alphas.max())))
-    alphas = torch.clamp(torch.floor(alphas * scale + 0.5), 0, C.ACT_MAX) / scale
+    alphas = torch.clamp(torch.floor(alphas * scale + 0.5), 0, C.ALPHA_MAX) / scale
     weights = (alphas[:, :, None] * masks).reshape(out_ch, d)
     # the bias for the rounded α's: mean output error over the positions
     bias = (cross[:, d] - weights @ hessian[:d, d]) / count.clamp_min(1.0)
