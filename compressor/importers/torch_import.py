@@ -2,8 +2,8 @@
 
 Pickles are opened with ``torch.load(weights_only=True)``: only tensors and plain containers can be
 built, so a pickle that would run code (a saved ``nn.Module`` object, or a hostile ``__reduce__``)
-is refused before any of it runs. TorchScript archives are loaded with ``torch.jit.load`` on the
-CPU: that interprets TorchScript (a restricted language, no Python), never a Python pickle of code.
+is refused before any of it runs. TorchScript archives are never given to ``torch.jit.load`` (it
+runs the archive's code): `chipq.importers.torchscript` reads their tensors as data.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from chipq.importers.errors import (
     UnsupportedLayer,
     UnsupportedLayout,
 )
+from chipq.importers.torchscript import read_script_archive
 from chipq.importers.torchvision_layout import stack_from_state_dict
 
 MAX_RECORD_BYTES = 512 << 20  # torchvision's VGG classifier weight (25088 x 4096 float32) is 392 MiB
@@ -40,7 +40,6 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 _MAX_UNWRAP = 2  # e.g. {"model": {"state_dict": ...}}
 
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
-_FEATURE_MODULE_RE = re.compile(r"(?:^|\.)features\.(\d+)$")
 
 
 def archive_kind(path: Path) -> str:
@@ -141,39 +140,10 @@ def unwrap_state_dict(obj: Any, path: Path | str = "") -> Mapping[str, torch.Ten
     raise UnsupportedLayout(f"{path}: holds a {type(obj).__name__}, not a state dict")
 
 
-def _script_bn_eps(module: torch.jit.ScriptModule) -> dict[int, float]:
-    """Batch-norm eps per ``features`` index of a TorchScript module (a state dict omits it).
-
-    A scripted BatchNorm2d keeps ``eps`` as an attribute; a traced one only has it as a constant
-    argument of its ``aten::batch_norm`` call. Where neither is found, torchvision's default applies.
-    """
-    found: dict[int, float] = {}
-    for name, sub in module.named_modules():
-        match = _FEATURE_MODULE_RE.search(name)
-        if not match or getattr(sub, "original_name", "") != "BatchNorm2d":
-            continue
-        eps = None
-        try:
-            eps = float(sub.eps)
-        except (AttributeError, RuntimeError, TypeError):
-            for node in sub.graph.nodes():
-                if node.kind() == "aten::batch_norm":
-                    eps = float(list(node.inputs())[7].toIValue())
-                    break
-        if eps is not None:
-            found[int(match.group(1))] = eps
-    return found
-
-
 def _load_script(path: Path) -> FloatStack:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # still the way to read these files
-            module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:
-        raise TruncatedModel(f"{path}: cannot load TorchScript archive: {_first_line(exc)}") from None
     # Batch norms without a recoverable eps fall back to BN_EPS inside stack_from_state_dict.
-    return _stack(path, dict(module.state_dict()), _script_bn_eps(module))
+    state, bn_eps = read_script_archive(path)
+    return _stack(path, state, bn_eps)
 
 
 def _stack(path: Path, state: Mapping[str, Any], bn_eps: Mapping[int, float] | None = None) -> FloatStack:
