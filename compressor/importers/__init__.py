@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from chipq.floatnet.model import FloatStack
+from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, open_regular
 from chipq.importers.errors import ModelNotFound, NonFiniteWeights, TruncatedModel, UnknownModelFormat
 
@@ -76,14 +77,30 @@ def load_model(path: str | os.PathLike[str]) -> FloatStack:
     return stack
 
 
+# The largest weight the chip can hold: alpha at its cap times the largest 5-bit mask level, shift 0.
+MAX_WEIGHT = C.ALPHA_MAX * (2**C.MAX_MASK_BITS - 1)
+# A bias beyond what a 32-bit accumulator holds even at 0 fraction bits cannot be carried either.
+MAX_BIAS = C.ACC_MAX
+
+
 def check_finite(stack: FloatStack, path: str | os.PathLike[str]) -> None:
-    """Refuse a model with a NaN or infinite weight or bias, naming the file and the layer."""
+    """Refuse a model with a NaN, infinite or out-of-range weight or bias, naming the file and the layer.
+
+    Out of range: a weight above `MAX_WEIGHT` in magnitude, or a bias above `MAX_BIAS`. No chip
+    model can represent them, and the float arithmetic of the reconstruction would overflow on them.
+    """
     for conv in stack.conv_layers():
-        for what, values in (("weight", conv.weight), ("bias", conv.bias)):
+        for what, values, limit in (("weight", conv.weight, MAX_WEIGHT), ("bias", conv.bias, MAX_BIAS)):
             bad = ~np.isfinite(values)
             if bad.any():
                 raise NonFiniteWeights(
                     f"{path}: layer {conv.name}: {int(bad.sum())} {what} values are NaN or infinite"
+                )
+            peak = float(np.max(np.abs(values))) if values.size else 0.0
+            if peak > limit:
+                raise NonFiniteWeights(
+                    f"{path}: layer {conv.name}: a {what} of magnitude {peak:.3g}, beyond the {limit:,} "
+                    f"the chip can hold; not a trained VGG's {what}s"
                 )
 
 

@@ -52,13 +52,22 @@ def _external_entries(tensor: TensorProto) -> dict[str, str]:
     return {entry.key: entry.value for entry in tensor.external_data}
 
 
-def _check_location(tensor: TensorProto, folder: Path) -> tuple[Path, int, int]:
-    """The file, offset and length of an external tensor, after proving they stay in `folder`."""
+MAX_LOCATION_CHARS = 255  # one file name; a longer location is refused, echoed cut short
+
+
+def _check_location(tensor: TensorProto, folder: Path, model_file: Path | None = None) -> tuple[Path, int, int]:
+    """The file, offset and length of an external tensor, after proving they stay in `folder`
+    and are not the model file itself."""
     entries = _external_entries(tensor)
     location = entries.get("location", "")
-    where = f"initializer {tensor.name!r}: external data location {location!r}"
+    shown = location if len(location) <= 80 else location[:80] + "…"
+    where = f"initializer {tensor.name[:80]!r}: external data location {shown!r}"
     if not location:
-        raise UnsafeExternalData(f"initializer {tensor.name!r}: external data without a location")
+        raise UnsafeExternalData(f"initializer {tensor.name[:80]!r}: external data without a location")
+    if len(location) > MAX_LOCATION_CHARS:
+        raise UnsafeExternalData(f"{where}: {len(location)} characters, more than a file name ({MAX_LOCATION_CHARS})")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in location):
+        raise UnsafeExternalData(f"{where} holds a control character (NUL, newline…); not a file name")
     posix, windows = PurePosixPath(location), PureWindowsPath(location)
     if posix.is_absolute() or windows.is_absolute() or windows.drive:
         raise UnsafeExternalData(f"{where} is absolute; it must be relative to the model's folder")
@@ -69,6 +78,8 @@ def _check_location(tensor: TensorProto, folder: Path) -> tuple[Path, int, int]:
         raise UnsafeExternalData(f"{where} resolves to {target}, outside the model's folder {folder}")
     if not target.is_file():
         raise UnsafeExternalData(f"{where}: no such file in the model's folder")
+    if model_file is not None and target == model_file.resolve():
+        raise UnsafeExternalData(f"{where} is the model file itself, not a data file")
     try:
         offset = int(entries.get("offset", "0"))
         size = target.stat().st_size
@@ -137,7 +148,7 @@ def _check_declared(tensor: TensorProto) -> None:
 class _Tensors:
     """Constant tensors (initializers and Constant nodes), external data checked up front."""
 
-    def __init__(self, graph: onnx.GraphProto, folder: Path) -> None:
+    def __init__(self, graph: onnx.GraphProto, folder: Path, model_file: Path | None = None) -> None:
         self._protos: dict[str, TensorProto] = {t.name: t for t in graph.initializer}
         for node in graph.node:
             if node.op_type == "Constant" and len(node.output) == 1:
@@ -149,7 +160,7 @@ class _Tensors:
         for proto in self._protos.values():
             _check_declared(proto)
         self._external = {
-            name: _check_location(proto, folder)
+            name: _check_location(proto, folder, model_file)
             for name, proto in self._protos.items()
             if proto.data_location == TensorProto.EXTERNAL
         }
@@ -297,8 +308,23 @@ def _next_node(tensor: str, consumers: dict[str, list[onnx.NodeProto]]) -> onnx.
     return users[0]
 
 
-def stack_from_onnx(model: onnx.ModelProto, folder: Path, source: str = "") -> FloatStack:
+def _check_tail(users: list[onnx.NodeProto], layers: list) -> None:
+    """An average pool ends the chain only as a classifier's pooling, after the last max-pool.
+
+    Anywhere else it stands where VGG max-pools: taking it for the classifier would silently cut
+    the network short.
+    """
+    if users and users[0].op_type == "AveragePool" and (not layers or layers[-1] is not None):
+        raise UnsupportedLayer(
+            f"{_label(users[0])}: an average pool inside the conv chain (the chip max-pools); only a "
+            "classifier's pooling after the last MaxPool is ignored"
+        )
+
+
+def stack_from_onnx(model: onnx.ModelProto, folder: Path, source: str = "", model_file: Path | None = None) -> FloatStack:
     """The `FloatStack` of an ONNX model whose external data (if any) lives in `folder`.
+
+    `model_file`, when given, is the file the model was read from: no external data may point at it.
 
     Raises:
         UnsupportedLayer: a node that is not part of a plain VGG conv chain, named by op and name.
@@ -307,7 +333,7 @@ def stack_from_onnx(model: onnx.ModelProto, folder: Path, source: str = "") -> F
         UnsafeExternalData: external data outside `folder` or out of bounds.
     """
     graph = model.graph
-    tensors = _Tensors(graph, folder.resolve())
+    tensors = _Tensors(graph, folder.resolve(), model_file)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in dict.fromkeys(node.input):
@@ -340,6 +366,7 @@ def stack_from_onnx(model: onnx.ModelProto, folder: Path, source: str = "") -> F
         tensor = node.output[0]
     if pending is not None:
         raise UnsupportedLayer(f"{_label(pending.node)}: not followed by a Relu")
+    _check_tail(consumers.get(tensor, []), layers)
     if all(layer is None for layer in layers):
         raise UnsupportedLayout("no Conv node reachable from the graph input")
     names = vgg_names(["pool" if layer is None else "conv" for layer in layers])
@@ -367,6 +394,6 @@ def load_onnx(path: str | os.PathLike[str]) -> FloatStack:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TruncatedModel(f"{path}: cannot parse ONNX (truncated or corrupt): {first_line}") from None
     try:
-        return stack_from_onnx(model, path.absolute().parent, source=path.name)
+        return stack_from_onnx(model, path.absolute().parent, source=path.name, model_file=path)
     except (UnsupportedLayer, UnsupportedLayout, TensorShapeMismatch, UnsafeExternalData, TruncatedModel, TensorTooLarge) as exc:
         raise type(exc)(f"{path}: {exc}") from None

@@ -64,6 +64,10 @@ _FEATURE_PARAMS = frozenset({"weight", "bias", "running_mean", "running_var", "n
 
 def _as_float32(key: str, value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
+        if value.is_meta:
+            raise TensorShapeMismatch(f"{key}: a meta tensor (a shape without data): the file holds no weights for it")
+        if value.layout != torch.strided:
+            raise TensorShapeMismatch(f"{key}: a {str(value.layout).replace('torch.', '')} tensor, expected a dense one")
         if not value.is_floating_point():
             raise TensorShapeMismatch(f"{key}: dtype {value.dtype}, expected a floating-point tensor")
         return value.detach().to("cpu", torch.float32).numpy().copy()
@@ -131,7 +135,9 @@ def _match_cfg(found: dict[int, str], batch_norm: bool) -> str:
     )
 
 
-def _conv_from_params(index: int, params: dict[str, Any], in_channels: int) -> tuple[np.ndarray, np.ndarray]:
+def _conv_from_params(
+    index: int, params: dict[str, Any], in_channels: int, batch_norm: bool
+) -> tuple[np.ndarray, np.ndarray]:
     weight = _as_float32(f"features.{index}.weight", params["weight"])
     out_ch, in_ch = weight.shape[:2]
     if in_ch != in_channels:
@@ -141,8 +147,11 @@ def _conv_from_params(index: int, params: dict[str, Any], in_channels: int) -> t
         )
     if "bias" in params:
         bias = _as_float32(f"features.{index}.bias", params["bias"])
+    elif batch_norm:
+        bias = np.zeros(out_ch, np.float32)  # a conv built with bias=False before its batch norm adds zero
     else:
-        bias = np.zeros(out_ch, np.float32)  # a conv built with bias=False adds zero
+        # Without batch norm every VGG conv has a bias: a missing one is a damaged file, not a zero.
+        raise TensorShapeMismatch(f"features.{index}.bias: missing (a VGG conv without batch norm has a bias)")
     if bias.shape != (out_ch,):
         raise TensorShapeMismatch(f"features.{index}.bias: shape {tuple(bias.shape)}, expected ({out_ch},)")
     return weight, bias
@@ -199,7 +208,7 @@ def stack_from_state_dict(
         if kind == "pool":
             layers.append(FloatPool(next(names)))
         elif kind == "conv":
-            weight, bias = _conv_from_params(index, groups[index], in_channels)
+            weight, bias = _conv_from_params(index, groups[index], in_channels, batch_norm)
             if batch_norm:
                 eps = bn_eps.get(index + 1, BN_EPS) if isinstance(bn_eps, Mapping) else bn_eps
                 weight, bias = _fold_bn_params(index + 1, groups[index + 1], weight, bias, eps)
