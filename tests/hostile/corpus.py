@@ -174,6 +174,50 @@ def pt_with_code(path: Path) -> None:
     torch.save({"features.0.weight": _Payload()}, path)
 
 
+def pt_edited(path: Path, edit: Callable) -> None:
+    """The tiny model's state dict with ``edit(state)`` applied (a lie about one tensor)."""
+    import torch
+
+    state = tiny_state_dict()
+    edit(state)
+    torch.save(state, path)
+
+
+def _set(state: dict, key: str, value) -> None:
+    state[key] = value
+
+
+def script_looping_on_load(path: Path) -> None:
+    """A TorchScript archive whose __setstate__ never returns: torch.jit.load hangs on it."""
+    from typing import Tuple
+
+    import torch
+    from torch import nn
+
+    class LoopsOnLoad(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(4, 3, 3, 3))
+            self.n = 0
+
+        def forward(self, x):
+            return torch.conv2d(x, self.w)
+
+        @torch.jit.export
+        def __getstate__(self) -> Tuple[torch.Tensor, int, bool]:
+            return (self.w, self.n, self.training)
+
+        @torch.jit.export
+        def __setstate__(self, state: Tuple[torch.Tensor, int, bool]) -> None:
+            self.w = state[0]
+            self.n = state[1]
+            self.training = state[2]
+            while True:
+                self.n += 1
+
+    torch.jit.script(LoopsOnLoad()).save(str(path))
+
+
 def onnx_variant(base: Path, path: Path, edit: Callable) -> None:
     """The base ONNX model with `edit(model)` applied to its protobuf."""
     import onnx
@@ -496,6 +540,13 @@ def _model_cases(command: str, argv: list[str], name: str) -> list[Case]:
         Case(f"{command}/model-huge-shape", argv, lambda d: pt_with_tensor_shape(d / name, "features.0.weight", (4096, 3, 3, 3)), mention=name),
         Case(f"{command}/model-code-pickle", argv, lambda d: pt_with_code(d / name), mention=name),
         Case(f"{command}/model-truncated", argv, lambda d: write(d / name, (d / "model.pt").read_bytes()[:5000]), mention=name),
+        Case(f"{command}/model-script-loops-on-load", argv, lambda d: script_looping_on_load(d / name), mention=name),
+        Case(f"{command}/model-no-conv1-bias", argv, lambda d: pt_edited(d / name, lambda s: s.pop("features.0.bias")), mention=name),
+        Case(f"{command}/model-extreme-weight", argv, lambda d: pt_with_value(d / name, 3e38), mention=name),
+        Case(f"{command}/model-meta-tensor", argv,
+             lambda d: pt_edited(d / name, lambda s: _set(s, "features.0.weight", s["features.0.weight"].to("meta"))), mention=name),
+        Case(f"{command}/model-sparse-tensor", argv,
+             lambda d: pt_edited(d / name, lambda s: _set(s, "features.0.weight", s["features.0.weight"].to_sparse())), mention=name),
     ]
     if ext == ".pt":
         onnx_argv = [a if a != name else "model.onnx" for a in argv]
