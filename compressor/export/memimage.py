@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -33,6 +32,7 @@ import numpy as np
 
 from chipq.errors import ChipqError
 from chipq.formats import constants as C
+from chipq.formats.fileio import replace_file
 from chipq.formats.model import ChipModel, ConvLayer
 from chipq.formats.packing import conv_region_sizes
 
@@ -311,7 +311,7 @@ def write_memory_images(model: ChipModel, blob: bytes, out_dir: Path, formats: I
     try:
         names = _write_all(model, mapping, staging, formats)
         for name in names:
-            os.replace(staging / name, out_dir / name)
+            replace_file(staging / name, out_dir / name)
     except OSError as exc:
         raise MemoryImageError(f"{out_dir}: cannot write ({exc.strerror or exc})") from None
     finally:
