@@ -27,7 +27,7 @@ from chipq.export import c_model, memimage
 from chipq.formats import constants as C
 from chipq.formats.errors import FormatError
 from chipq.formats.fileio import replace_dir
-from chipq.formats.model import ChipModel, ConvLayer
+from chipq.formats.model import ChipModel, ConvLayer, layer_stem
 from chipq.formats.reader import from_bytes, load_blob_bytes
 
 MANIFEST = "chipq-export.json"
@@ -67,7 +67,7 @@ def layer_outputs(model: ChipModel) -> list[dict[str, Any]]:
                 "index": index,
                 "name": layer.name,
                 "kind": "conv" if isinstance(layer, ConvLayer) else "maxpool",
-                "file": f"{index:02d}_{layer.name}.u8",
+                "file": f"{layer_stem(index, layer.name)}.u8",
                 "shape": [layer.out_channels, height, width],
             }
         )
