@@ -252,17 +252,18 @@ def ptq_blob(model_path: Path, plan_text: str, work: Path, calib: Path, input_hw
     size), and compression is deterministic, so a kept blob is the blob a new run would write.
     """
     from chipq.formats.writer import write_blob
-    from chipq.images import list_images
+    from chipq.images import image_names, list_images
     from chipq.importers import load_model
     from chipq.quant.compress import calibration_batch, compress
     from chipq.quant.plan import parse_plan
+    from chipq.retrieval.describe import images_sha256
 
     key = hashlib.sha256()
     key.update(sha256_file(model_path).encode())
     key.update(f"{plan_text}|{input_hw}".encode())
     key.update(code_fingerprint("quant", "formats", "floatnet", "importers").encode())
-    for path in list_images(calib):
-        key.update(path.name.encode() + sha256_file(path).encode())
+    paths = list_images(calib)
+    key.update(images_sha256(image_names(paths, calib), paths).encode())  # "same images?" by content, as extract decides it
     slug = plan_text.replace(",", "_")
     out = Path(work) / "blobs" / f"{slug}-{key.hexdigest()[:16]}.bin"
     if not out.is_file():
