@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -194,20 +193,12 @@ def sha256_file(path: Path) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same folder and a rename."""
+    """Write `text` to `path` (its folders made first) with `chipq.formats.fileio.atomic_write_text`."""
+    from chipq.formats.fileio import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; results are for everyone to read
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text, what="bench result")
 
 
 def write_result(results_dir: Path, name: str, data: dict) -> Path:
@@ -261,17 +252,18 @@ def ptq_blob(model_path: Path, plan_text: str, work: Path, calib: Path, input_hw
     size), and compression is deterministic, so a kept blob is the blob a new run would write.
     """
     from chipq.formats.writer import write_blob
-    from chipq.images import list_images
+    from chipq.images import image_names, list_images
     from chipq.importers import load_model
     from chipq.quant.compress import calibration_batch, compress
     from chipq.quant.plan import parse_plan
+    from chipq.retrieval.describe import images_sha256
 
     key = hashlib.sha256()
     key.update(sha256_file(model_path).encode())
     key.update(f"{plan_text}|{input_hw}".encode())
     key.update(code_fingerprint("quant", "formats", "floatnet", "importers").encode())
-    for path in list_images(calib):
-        key.update(path.name.encode() + sha256_file(path).encode())
+    paths = list_images(calib)
+    key.update(images_sha256(image_names(paths, calib), paths).encode())  # "same images?" by content, as extract decides it
     slug = plan_text.replace(",", "_")
     out = Path(work) / "blobs" / f"{slug}-{key.hexdigest()[:16]}.bin"
     if not out.is_file():

@@ -11,7 +11,14 @@ exist or be a regular file (a FIFO, a device node or a folder is never replaced)
 the mode a plain ``open`` would (0666 less the umask, not mkstemp's 0600) and renames it over the
 path; on any failure the temp file is removed and the path is left as it was. A temp file left by
 a killed run (``kill -9`` runs no cleanup) is removed by the next successful write of the same
-path (`remove_stale_temps`).
+path (`remove_stale_temps`). It takes the bytes, or a function that writes into the open temp
+file (``lambda f: np.savez(f, **arrays)``, ``lambda f: fig.savefig(f, format="png")``,
+``lambda f: torch.save(state, f)``); `atomic_write_text` takes a string.
+
+Moves: `replace_file` puts a finished file (made elsewhere in the same file system, e.g. by pip
+or in a staging folder) at its path in one rename; `replace_dir` does the same for a staging
+folder, keeping the old folder until the new one is in place. These and `atomic_write` are the
+only renames in chipq: no other module calls ``os.replace`` or ``os.rename``.
 
 This module lives in `chipq.formats` because the blob writer needs it and the chip format depends
 on nothing above it; every other writer (descriptor files, retraining checkpoints, test vectors,
@@ -203,6 +210,12 @@ def _umask() -> int:
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None] | bytes, what: str = "file") -> None:
     """Write `path` atomically (module docstring); `write` is bytes or a function given the open file.
 
+    Args:
+        path: the file to write; its folder must exist.
+        write: the bytes, or a function that writes them into the open binary temp file
+            (``lambda f: np.savez(f, **arrays)``); it must not close the file.
+        what: the kind of file, for messages.
+
     Raises:
         FileRefused: the path cannot be written (see `check_output`), or the file system refused
             the write (disk full, no permission); `path` is left as it was and no temp file stays.
@@ -233,3 +246,54 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None] | by
             except OSError:
                 pass
     remove_stale_temps(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, what: str = "file", encoding: str = "utf-8") -> None:
+    """Write the string `text` to `path` atomically, encoded with `encoding` (see `atomic_write`).
+
+    The text is written as given: no newline is added or translated.
+
+    Raises:
+        FileRefused: as `atomic_write`.
+    """
+    atomic_write(path, text.encode(encoding), what)
+
+
+def replace_file(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move the finished regular file `source` to `path` in one rename, replacing a file there.
+
+    `source` must be on the same file system (e.g. in `path`'s folder or a staging folder beside
+    it), so a reader of `path` sees the old file or the new one, never a part.
+
+    Raises:
+        OSError: the rename failed; `path` is left as it was.
+    """
+    os.replace(source, path)
+
+
+def replace_dir(staging: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Put the finished folder `staging` at `path`: one rename, or two around an existing folder.
+
+    An existing `path` is first renamed to a free name beside it, then `staging` takes its place
+    and the old folder is deleted; if that second rename fails the old folder is put back. `staging`
+    must be beside `path` (same file system).
+
+    Raises:
+        OSError: a rename failed; `path` holds the old folder (or nothing, if it had none).
+    """
+    import shutil
+    import tempfile
+
+    staging, path = Path(staging), Path(path)
+    if not os.path.lexists(path):
+        os.rename(staging, path)
+        return
+    old = Path(tempfile.mkdtemp(dir=staging.parent, prefix=f".{path.name}.old-"))
+    os.rmdir(old)  # a free name next to path
+    os.rename(path, old)
+    try:
+        os.rename(staging, path)
+    except OSError:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -131,5 +131,17 @@ class ChipModel:
         return fracs
 
 
+def layer_stem(index: int, name: str) -> str:
+    """The file stem that names layer `index` (its place in `ChipModel.layers`) of a chip model.
+
+    Test vectors, memory images, the C model's outputs and the export manifest all name a layer's
+    files ``<l:02d>_<name>`` (SPEC 7), so that they sort in run order and match one another.
+
+    >>> layer_stem(3, "conv2_1")
+    '03_conv2_1'
+    """
+    return f"{index:02d}_{name}"
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.array_equal(a, b))

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import tempfile
 import zlib
 from collections.abc import Callable
@@ -52,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from chipq.formats.fileio import atomic_write, atomic_write_text
 
 SEED = 20240505
 QUERY_QUALITY = 75
@@ -192,18 +193,6 @@ def jpeg_bytes(img: Image.Image, quality: int) -> bytes:
         return buf.read()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temp file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def build(photos_dir: Path, out_dir: Path) -> dict[str, list[str]]:
     """Write ``out_dir/queries/*.jpg`` and ``out_dir/groundtruth.json``.
 
@@ -225,14 +214,14 @@ def build(photos_dir: Path, out_dir: Path) -> dict[str, list[str]]:
     groundtruth: dict[str, list[str]] = {}
     for path in photos:
         for name, (img, quality) in make_queries(path.stem, load_photo(path)).items():
-            write_atomic(queries_dir / name, jpeg_bytes(img, quality))
+            atomic_write(queries_dir / name, jpeg_bytes(img, quality), what="query photo")
             groundtruth[f"{QUERIES_DIR}/{name}"] = [f"{PHOTOS_DIR}/{path.name}"]
     made = {name.split("/", 1)[1] for name in groundtruth}
     for stale in queries_dir.glob("*.jpg"):
         if stale.name not in made:
             stale.unlink()
     text = json.dumps(groundtruth, indent=2, sort_keys=True) + "\n"
-    write_atomic(out_dir / GROUNDTRUTH_FILE, text.encode("utf-8"))
+    atomic_write_text(out_dir / GROUNDTRUTH_FILE, text, what="ground truth")
     return groundtruth
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import SAMPLE_BLOB
 
 from chipq.formats.model import ChipModel
 from chipq.formats.synthetic import random_model
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE_BLOB = REPO / "samples" / "tiny.blob"
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 from PIL import Image
 
 from chipq import images
@@ -21,7 +22,7 @@ from chipq.images import (
     resize,
 )
 
-UKBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "ukbench56" / "jpg"
+UKBENCH = SHARED_DATA / "ukbench56" / "jpg"
 
 
 def _gradient(height: int, width: int) -> np.ndarray:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SAMPLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 PHOTOS = SAMPLES / "photos"
 QUERIES = SAMPLES / "queries"
 GROUNDTRUTH = SAMPLES / "groundtruth.json"

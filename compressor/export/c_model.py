@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chipq.formats import constants as C
-from chipq.formats.model import ChipModel
+from chipq.formats.model import ChipModel, layer_stem
 
 HELP = "C99 reference executor (chipq_ref.c + Makefile; `make -C DIR`, then `DIR/chipq_ref BLOB PIXELS.u8 OUTDIR`)"
 SOURCES = ("chipq_ref.c", "Makefile")
@@ -52,7 +52,7 @@ def readme(model: ChipModel) -> str:
     for index, layer in enumerate(model.layers):
         if layer.kind == C.LayerKind.MAXPOOL2X2:
             height, width = height // C.POOL_SIZE, width // C.POOL_SIZE
-        lines.append(f"    {index:02d}_{layer.name}.u8  {layer.out_channels}x{height}x{width}")
+        lines.append(f"    {layer_stem(index, layer.name)}.u8  {layer.out_channels}x{height}x{width}")
     return "\n".join(
         [
             "# chipq C reference model",

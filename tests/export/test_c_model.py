@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cmodel_build import REPO, WARNINGS, make
+from cmodel_build import WARNINGS, make
 from cmodel_run import assert_equal_to_golden, read_outputs, run_and_compare, run_c
+from helpers import REPO
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

@@ -24,8 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from cmodel_build import REPO
 from cmodel_run import SANITIZER_ENV, assert_equal_to_golden, read_outputs, run_c
+from helpers import REPO
 from mutations import mutate
 
 from chipq.formats import constants as C

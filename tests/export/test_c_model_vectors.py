@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cmodel_build import REPO
+from helpers import REPO
 
 # The chipq of the interpreter running the tests, whatever PATH or the console script say.
 CHIPQ = (sys.executable, "-c", "import sys; from chipq.cli import main; sys.argv[0] = 'chipq'; main()")

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from cmodel_build import REPO
+from helpers import REPO, run_main
 
 import chipq.export.registry as registry
-from chipq.cli import main
 from chipq.export import FORMATS, MANIFEST, ExportFailed, export_blob
 
 TINY = REPO / "samples" / "tiny.blob"
 FILES = ["Makefile", "README.md", "SPEC.md", MANIFEST, "chipq_ref.c"]
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["chipq", *args])
-    with pytest.raises(SystemExit) as info:
-        main()
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def leftovers(parent: Path) -> list[str]:

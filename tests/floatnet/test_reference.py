@@ -7,18 +7,17 @@ import doctest
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_vgg
 
 import chipq.floatnet.reference
 from chipq.floatnet.model import IMAGENET_MEAN, IMAGENET_STD
 from chipq.floatnet.reference import FloatReference, ImageBatchError, normalise
-from chipq.importers.torchvision_layout import stack_from_state_dict, vgg_cfg
-from chipq.importers.torchvision_vgg import VGG
+from chipq.importers.torchvision_layout import stack_from_state_dict
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    model = VGG(vgg_cfg("D", 16)).eval()
+    model = tiny_vgg("D")
     return model, stack_from_state_dict(model.state_dict())
 
 

@@ -8,7 +8,17 @@ import stat
 import pytest
 
 from chipq.formats import fileio
-from chipq.formats.fileio import FileRefused, atomic_write, check_output, open_regular, read_regular, remove_stale_temps
+from chipq.formats.fileio import (
+    FileRefused,
+    atomic_write,
+    atomic_write_text,
+    check_output,
+    open_regular,
+    read_regular,
+    remove_stale_temps,
+    replace_dir,
+    replace_file,
+)
 from chipq.formats.writer import write_blob
 
 
@@ -83,3 +93,28 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
     with pytest.raises(FileRefused, match="No space left"):
         atomic_write(out, boom)
     assert out.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_text_and_a_callback_are_written_like_bytes(tmp_path):
+    atomic_write_text(tmp_path / "t.txt", "héllo\n")
+    atomic_write(tmp_path / "c.bin", lambda handle: handle.write(b"from a callback"))
+    assert (tmp_path / "t.txt").read_bytes() == "héllo\n".encode()
+    assert (tmp_path / "c.bin").read_bytes() == b"from a callback"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.bin", "t.txt"]
+
+
+def test_replace_file_and_replace_dir_swap_in_whole(tmp_path):
+    made = tmp_path / "made"
+    made.write_bytes(b"new")
+    (tmp_path / "target").write_bytes(b"old")
+    replace_file(made, tmp_path / "target")
+    assert (tmp_path / "target").read_bytes() == b"new" and not made.exists()
+
+    out = tmp_path / "out"
+    for content in (b"first", b"second"):  # once into nothing, once over an existing folder
+        staging = tmp_path / ".staging"
+        staging.mkdir()
+        (staging / "f").write_bytes(content)
+        replace_dir(staging, out)
+        assert (out / "f").read_bytes() == content and not staging.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "target"]

@@ -26,35 +26,19 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from helpers import REPO, SAMPLE_BLOB, tiny_vgg, write_photos
 
 INPUT = 32  # the tiny model's input side (five pools leave 1x1)
 PLAN = "3x8"  # the tiny VGG-11 has 8 convs
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE_BLOB = REPO / "samples" / "tiny.blob"  # 3 layers at 16x16, a different shape from model.pt
+# SAMPLE_BLOB (samples/tiny.blob) has 3 layers at 16x16, a different shape from model.pt
 
 
 # --- the valid base ------------------------------------------------------------------------------
 
 
-def write_photos(folder: Path, count: int = 4, size=(40, 48), seed: int = 0) -> None:
-    """Smooth random colour JPEGs, different enough to rank."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        coarse = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
-        Image.fromarray(coarse).resize((size[1], size[0]), Image.BILINEAR).save(folder / f"img{index}.jpg", quality=95)
-
-
 def tiny_state_dict(seed: int = 0) -> dict:
-    import torch
-
-    from chipq.importers.torchvision_layout import vgg_cfg
-    from chipq.importers.torchvision_vgg import VGG
-
-    torch.manual_seed(seed)
-    return VGG(vgg_cfg("A", 16), batch_norm=False).state_dict()
+    """The base model's weights: a VGG-11 with channels / 16 (`helpers.tiny_vgg`)."""
+    return tiny_vgg("A", seed=seed).state_dict()
 
 
 def build_base(folder: Path) -> Path:

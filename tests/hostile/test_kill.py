@@ -21,6 +21,7 @@ from pathlib import Path
 import corpus
 import harness
 import pytest
+from helpers import write_photos
 
 KILLS = 3
 SEED = 16
@@ -29,7 +30,7 @@ SEED = 16
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     folder = corpus.build_base(tmp_path_factory.mktemp("kill") / "base")
-    corpus.write_photos(folder / "many", count=10, seed=5)
+    write_photos(folder / "many", count=10, seed=5)
     return folder
 
 

@@ -1,7 +1,7 @@
-"""Tiny torchvision-layout VGGs and their files, for the importer tests.
+"""Files and inputs of tiny torchvision-layout VGGs (`helpers.tiny_vgg`), for the importer tests.
 
-Channels are divided by 16 (VGG-16: 4..32 channels), so every model is built, saved and exported
-in milliseconds while keeping torchvision's ``features.N`` indices.
+The models' channels are divided by 16 (VGG-16: 4..32 channels), so every model is built, saved
+and exported in milliseconds while keeping torchvision's ``features.N`` indices.
 """
 
 from __future__ import annotations
@@ -14,31 +14,7 @@ import onnx
 import torch
 from torch import nn
 
-from chipq.importers.torchvision_layout import vgg_cfg
-from chipq.importers.torchvision_vgg import VGG
-
-WIDTH_DIVISOR = 16
 INPUT_HW = (32, 32)  # five pools leave 1x1
-
-
-def tiny_vgg(
-    cfg: str = "D", batch_norm: bool = False, classifier: bool = False, seed: int = 0, bn_eps: float = 1e-5
-) -> VGG:
-    """A tiny VGG in eval mode with random weights and, for BN, random running statistics."""
-    torch.manual_seed(seed)
-    model = VGG(vgg_cfg(cfg, WIDTH_DIVISOR), batch_norm=batch_norm, classifier=classifier, hidden=16,
-                num_classes=10, pool_size=1)  # fmt: skip
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.eps = bn_eps
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-    return model.eval()
 
 
 def image_batch(n: int = 2, hw: tuple[int, int] = INPUT_HW, seed: int = 0) -> torch.Tensor:

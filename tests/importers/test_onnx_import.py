@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from modelcraft import export_onnx, image_batch, last_relu_output, run_onnx_tap, tiny_vgg, with_external_data
+from helpers import tiny_vgg
+from modelcraft import export_onnx, image_batch, last_relu_output, run_onnx_tap, with_external_data
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 

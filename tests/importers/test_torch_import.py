@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from modelcraft import image_batch, tiny_vgg
+from helpers import tiny_vgg
+from modelcraft import image_batch
 
 from chipq.errors import ChipqError
 from chipq.floatnet.torchnet import stack_to_torch

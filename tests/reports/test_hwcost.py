@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
+from helpers import run_main
 
-from chipq.cli import main
 from chipq.errors import UsageError
 from chipq.formats.writer import to_bytes
 from chipq.reports.hwcost import Hardware, hardware_cost, parse_hw
@@ -59,14 +58,6 @@ def test_a_larger_frame_scales_the_rows_but_not_the_descriptors(tiny_model):
 def test_parse_hw_refuses(text):
     with pytest.raises(UsageError, match="--hw"):
         parse_hw(text)
-
-
-def run_main(monkeypatch, capsys, *args: str):
-    monkeypatch.setattr(sys, "argv", ["chipq", *args])
-    with pytest.raises(SystemExit) as info:
-        main()
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def test_inspect_hw_json_and_table(monkeypatch, capsys, tmp_path, tiny_model):

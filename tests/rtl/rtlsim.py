@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from helpers import REPO
+
 HERE = Path(__file__).resolve().parent
-RTL = HERE.parent.parent / "rtl"
+RTL = REPO / "rtl"
 SOURCES = sorted(RTL.glob("chipq_*.v"))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SAMPLES
 from rtlsim import run_cocotb, verilog_string
 
 from chipq.export.memimage import write_memory_images
@@ -23,8 +24,7 @@ from chipq.formats.writer import to_bytes
 from chipq.images import load_image, resize
 from chipq.reports.verify import write_vectors
 
-REPO = Path(__file__).resolve().parents[2]
-PHOTO = REPO / "samples" / "photos" / "china.jpg"
+PHOTO = SAMPLES / "photos" / "china.jpg"
 LANES = 16
 
 
