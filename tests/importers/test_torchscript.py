@@ -8,7 +8,8 @@ from typing import Tuple
 
 import pytest
 import torch
-from modelcraft import image_batch, tiny_vgg
+from helpers import tiny_vgg
+from modelcraft import image_batch
 from torch import nn
 
 from chipq.importers import load_model

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from modelcraft import tiny_vgg
+from helpers import tiny_vgg
 from onnx import TensorProto, helper, numpy_helper
 from test_external_data import set_external, write_model
 
