@@ -491,7 +491,7 @@ def run_shards(
 def _consume(results, plan: ShardPlan, on_shard) -> int:
     """Check and store each shard as Ray hands it over; the number of images described."""
     described = 0
-    rows = results.iter_rows()
+    rows = iter(results.iter_rows())
     while True:
         try:
             row = next(rows, None)
