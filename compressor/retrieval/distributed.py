@@ -1,24 +1,27 @@
 """`chipq extract --workers N`: descriptor extraction on a Ray cluster, in resumable shards.
 
-How a run goes:
+How a run goes (`chipq.pipeline.extract` sequences it: `plan_shards`, `run_shards`, `write_descriptors`):
 
 1. The driver lists the images (the same list and names as a single-process run), cuts the list
-   into shards of `shard_size` consecutive images, and writes ``OUT.shards/manifest.json``: the
-   sha256 of the blob or float model, every setting that changes a descriptor (descriptor kind,
-   RNIP, input size) or the shard layout (shard size, executor batch), the sha256 of the image list
-   (names and paths), and a content fingerprint of the images.
+   into shards of `shard_size` consecutive images (`ShardPlan`), and writes
+   ``OUT.shards/manifest.json``: the sha256 of the blob or float model, every setting that changes
+   a descriptor (descriptor kind, RNIP, input size) or the shard layout (shard size, executor
+   batch), the sha256 of the image list (names and paths), and a content fingerprint of the images.
 2. Ray Data runs ``map_batches`` over one row per pending shard with a pool of `ShardDescriber`
    actors: each actor receives the model bytes once (through Ray's object store, so the workers
-   need no copy of the model file), loads it once, then for every shard reads and decodes the
+   need no copy of the model file), turns them into a feature function once with the loader the
+   caller passes (this package loads no model), then for every shard reads and decodes the
    images itself (the paths must be readable on every node) and runs `chipq.retrieval.describe.describe_all`
    — the very function a single-process `chipq extract` runs, image by image.
-3. The driver writes each finished shard atomically to ``OUT.shards/shard-NNNNN.npz`` as it
-   arrives. A killed run leaves the manifest and its finished shards; the next run with the same
-   manifest redoes only the missing shards. A manifest that differs (another model, another
-   setting, other images, or changed image files) is refused with a message naming what changed.
-4. When every shard is there, the driver encodes the float descriptors in image-list order exactly
-   as `chipq.retrieval.descriptors.DescriptorStore` does and writes OUT with `save_descriptors`, then deletes
-   the shard folder. Names, descriptors and metadata equal a single-process run's.
+3. The driver writes each finished shard atomically (`chipq.formats.fileio.atomic_write`) to
+   ``OUT.shards/shard-NNNNN.npz`` as it arrives. A killed run leaves the manifest and its finished
+   shards; the next run with the same manifest redoes only the missing shards. A manifest that
+   differs (another model, another setting, other images, or changed image files) is refused with
+   a message naming what changed.
+4. When every shard is there, the driver encodes the float descriptors and assembles them in
+   image-list order with `chipq.retrieval.descriptors.assemble`, as `DescriptorStore` does, writes
+   OUT with `save_descriptors`, then deletes the shard folder. Names, descriptors and metadata
+   equal a single-process run's, and so does the summary (`ShardPlan.summary`).
 
 The content fingerprint is the sha256 of every image's name, size in bytes and modification time
 (nanoseconds): a stat per file, no read at the driver, so that resuming a million-image run costs
