@@ -16,6 +16,7 @@ from chipq.cli import app, err_console
 from chipq.cli.options import flag, format_size, one_of_two, parse_size
 from chipq.cli.progress import ProgressLog
 from chipq.retrieval.descriptors import DescriptorKind
+from chipq.retrieval.rois import RNIP_LEVELS
 
 _HELP = "\n\n".join(
     [
@@ -43,12 +44,8 @@ _HELP = "\n\n".join(
 )
 
 
-class RnipCrops(str, Enum):
-    """--rnip N: the RNIP crop counts (`chipq.retrieval.rois.RNIP_LEVELS`)."""
-
-    FIVE = "5"
-    NINE = "9"
-    FOURTEEN = "14"
+# --rnip N: the RNIP crop counts the library knows (5, 9, 14), as choices the parser checks
+RnipCrops = Enum("RnipCrops", [(f"RNIP_{n}", str(n)) for n in RNIP_LEVELS], type=str)
 
 
 @app.command("extract", help=_HELP, short_help='NIP / RNIP descriptors of images (chip or float model).')
