@@ -90,6 +90,10 @@ class IndexError_(ChipqError):
     """An index file cannot be used (named with a trailing underscore: `IndexError` is a builtin)."""
 
 
+class NotAnIndex(IndexError_):
+    """The file is a descriptor file, not an index (`load_searchable` indexes it on the fly)."""
+
+
 class FaissMissing(UsageError):
     """A command needs faiss and it is not installed."""
 
@@ -332,7 +336,7 @@ def load_index(path: Path) -> SearchIndex:
         base = sorted(f"{name}.npy" for name in INDEX_MEMBERS)
         with_ivf = sorted(base + [f"{name}.npy" for name in IVF_MEMBERS])
         if members == sorted(f"{name}.npy" for name in MEMBERS):
-            raise IndexError_(f"{path}: a descriptor file, not an index; make one with `chipq index {path} -o INDEX`")
+            raise NotAnIndex(f"{path}: a descriptor file, not an index; make one with `chipq index {path} -o INDEX`")
         if members not in (base, with_ivf):
             raise IndexError_(f"{path}: members {members[:12]}, expected {base} (+ {list(IVF_MEMBERS)} for ivf)")
         _check_version(path, _read_member(path, archive, "format_version"))
@@ -401,10 +405,8 @@ def load_searchable(path: Path) -> SearchIndex:
 
     try:
         return load_index(path)
-    except IndexError_ as exc:
-        if "a descriptor file, not an index" in str(exc):
-            return SearchIndex(load_descriptors(path), "flat")
-        raise
+    except NotAnIndex:
+        return SearchIndex(load_descriptors(path), "flat")
 
 
 # --- exact ranks for evaluation ------------------------------------------------------------------
