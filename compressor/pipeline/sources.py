@@ -14,24 +14,8 @@ from pathlib import Path
 
 from chipq.errors import UsageError
 from chipq.formats import constants as C
-from chipq.formats.errors import FormatError
 from chipq.formats.model import ChipModel
 from chipq.retrieval.describe import FeatureFn
-
-
-def read_blob_file(path: Path) -> tuple[ChipModel, bytes]:
-    """A blob file, read as hostile input, and its bytes; a format error names the file.
-
-    Raises:
-        FormatError: a subclass, ``"PATH: what is wrong"``; `FileRefused` for an unreadable file.
-    """
-    from chipq.formats.reader import from_bytes, load_blob_bytes
-
-    data = load_blob_bytes(path)
-    try:
-        return from_bytes(data), data
-    except FormatError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -57,11 +41,14 @@ class Network:
 
 
 def load_network(*, blob: Path | None = None, model: Path | None = None) -> Network:
-    """Load exactly one of a blob (`read_blob_file`) or a float model (`chipq.importers.load_model`)."""
+    """Load exactly one of a blob (`chipq.formats.reader.read_blob_bytes`: a format error names the
+    file) or a float model (`chipq.importers.load_model`)."""
     if (blob is None) == (model is None):
         raise UsageError("give exactly one of --blob BLOB or --model MODEL")
     if blob is not None:
-        chip, data = read_blob_file(blob)
+        from chipq.formats.reader import read_blob_bytes
+
+        chip, data = read_blob_bytes(blob)
         identity = {"blob_sha256": hashlib.sha256(data).hexdigest()}
         return Network(chip, f"blob:{Path(blob).name}", identity, (chip.input_height, chip.input_width))
     from chipq.importers import load_model

@@ -10,19 +10,20 @@ import pytest
 
 from chipq.errors import UsageError
 from chipq.formats.errors import FormatError
-from chipq.pipeline.sources import features_from_source, load_network, read_blob_file
+from chipq.formats.reader import read_blob_bytes
+from chipq.pipeline.sources import features_from_source, load_network
 from chipq.retrieval.distributed import Source
 
 TINY = Path(__file__).resolve().parents[2] / "samples" / "tiny.blob"
 
 
-def test_read_blob_file_returns_the_model_and_its_bytes_and_names_the_path_in_errors(tmp_path):
-    model, data = read_blob_file(TINY)
+def test_a_blob_is_read_with_its_bytes_and_errors_name_the_path(tmp_path):
+    model, data = read_blob_bytes(TINY)
     assert data == TINY.read_bytes() and model.input_height == 32
     bad = tmp_path / "bad.blob"
     bad.write_bytes(data[:100])
     with pytest.raises(FormatError, match=f"^{bad}: "):
-        read_blob_file(bad)
+        load_network(blob=bad)
 
 
 def test_a_blob_network_is_labelled_and_identified_by_its_bytes():
