@@ -190,7 +190,7 @@ def _checked_input(network: Network, settings: ExtractSettings, blob: Path | Non
     from chipq.executor.memory import check_fits, check_input_size
 
     input_hw = settings.input_hw or network.default_input
-    what = settings.input_label if settings.input_hw else str(blob)
+    what = (settings.input_label or f"input (height, width) {input_hw}") if settings.input_hw else str(blob)
     check_input_size(network.layers, input_hw, what)
     check_fits(network.layers, input_hw, settings.batch, what)
     return input_hw
