@@ -84,9 +84,10 @@ def throughput(blob: Path, photos: Path, work: Path) -> dict:
 
     from chipq.formats.reader import read_blob
     from chipq.images import image_names, list_images
+    from chipq.pipeline.sources import features_from_source
     from chipq.retrieval.describe import describe_all, run_metadata
     from chipq.retrieval.descriptors import DescriptorKind, DescriptorStore, load_descriptors
-    from chipq.retrieval.distributed import Source, plan_distributed, run_distributed
+    from chipq.retrieval.distributed import Source, plan_shards, run_shards, write_descriptors
     from chipq.retrieval.features import chip_features
 
     torch.set_num_threads(1)
@@ -120,8 +121,9 @@ def throughput(blob: Path, photos: Path, work: Path) -> dict:
         times = []
         meter = cm.CpuMeter()
         start = time.perf_counter()
-        plan = plan_distributed(items, target, source, kind=DescriptorKind.FLOAT, rnip=None, size=(224, 224), batch=8, metadata=metadata, shard_size=SHARD)
-        run_distributed(plan, workers=workers, on_shard=lambda count, done: times.append((time.perf_counter(), count)))
+        plan = plan_shards(items, target, source, kind=DescriptorKind.FLOAT, rnip=None, size=(224, 224), batch=8, metadata=metadata, shard_size=SHARD)
+        run_shards(plan, workers=workers, load_features=features_from_source, on_shard=lambda count, done: times.append((time.perf_counter(), count)))
+        write_descriptors(plan)
         end = time.perf_counter()
         got = load_descriptors(target)
         equal = got.names == reference.names and np.array_equal(got.codes, reference.codes)

@@ -12,18 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from chipq.cli import app, err_console
-from chipq.cli.options import flag
+from chipq.cli.options import flag, one_of_two
 from chipq.errors import UsageError
-from chipq.retrieval.descriptors import DescriptorKind, load_descriptors
-from chipq.retrieval.scoring import (
-    Evaluation,
-    NothingToEvaluate,
-    evaluate,
-    holidays_ground_truth,
-    load_ground_truth,
-)
+from chipq.retrieval.descriptors import DescriptorKind
+from chipq.retrieval.scoring import Evaluation
 
-HOLIDAYS = "holidays"
 _WIDE = 160  # columns when the output is not a terminal: do not wrap the table
 
 _HELP = "\n\n".join(
@@ -38,8 +31,8 @@ _HELP = "\n\n".join(
         "distractors). --gt GT.json reads {query: \\[positive, ...]} or UKBench-style "
         '{"relevant": {query: \\[...]}}. Names match exactly, or by file name when only one image has it.',
         "A query without a descriptor is an error (exit 2); use --queries to evaluate the others.",
-        "--html PAGE writes a self-contained page: each query with its top --top matches as thumbnails "
-        "(--images DIR: the folder the descriptors were extracted from), scores, relevant ones marked and "
+        "--html PAGE writes a self-contained page: each query with its top -k matches as thumbnails "
+        "(--image-root DIR: the folder the descriptors were extracted from), scores, relevant ones marked and "
         "the AP; --compare OTHER.npz (e.g. the float model's descriptors beside the chip's) adds a second "
         "column scored the same way.",
         "Example: chipq eval desc.npz --gt holidays --worst 10",
@@ -83,25 +76,27 @@ def eval_command(
     as_json: bool = flag("--json", help="Print one JSON object instead of a table."),
     html_out: Optional[Path] = typer.Option(None, "--html", metavar="PAGE", help="Write an HTML page of the rankings.", show_default=False),
     compare: Optional[Path] = typer.Option(None, "--compare", metavar="OTHER", help="A second descriptor file, shown beside (with --html; its mAP also printed).", show_default=False),
-    images_dir: Optional[Path] = typer.Option(None, "--images", metavar="DIR", help="Where the images are (thumbnails for --html).", show_default=False),
-    top: int = typer.Option(10, "--top", min=1, max=100, help="Matches per query on the --html page."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", metavar="DIR", help="Where the images are (thumbnails for --html).", show_default=False),
+    old_images: Optional[Path] = typer.Option(None, "--images", hidden=True, help="Old name of --image-root."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", "-k", min=1, max=100, metavar="N", help="Matches per query on the --html page (default 10).", show_default=False),
+    old_top: Optional[int] = typer.Option(None, "--top", min=1, max=100, hidden=True, help="Old name of --top-k."),
 ) -> None:
     """Score a descriptor file; see `_HELP`."""
-    dset = load_descriptors(descriptors)
-    distractors = 0
-    if gt == HOLIDAYS:
-        ground_truth, distractors = holidays_ground_truth(dset.names)
-        if not ground_truth:
-            raise NothingToEvaluate(
-                f"{descriptors}: no Holidays query (a name NNNNNN.jpg with NNNNNN % 100 == 0) among "
-                f"{len(dset.names)} names"
-            )
-    else:
-        ground_truth = load_ground_truth(Path(gt))
-    wanted = parse_queries(queries) if queries is not None else None
-    result = evaluate(dset, ground_truth, queries=wanted, exclude_queries=exclude_queries)
-    if html_out is not None or compare is not None:
-        _html_and_compare(descriptors, dset, result, compare, ground_truth, wanted, exclude_queries, html_out, images_dir, top, as_json)
+    from chipq.pipeline.search import evaluate_file
+
+    image_root = one_of_two(image_root, "--image-root", old_images, "--images")
+    top_k = one_of_two(top_k, "--top-k", old_top, "--top")
+    run = evaluate_file(
+        descriptors, gt, queries=parse_queries(queries) if queries is not None else None,
+        exclude_queries=exclude_queries, compare=compare, html=html_out, image_root=image_root,
+        top_k=top_k if top_k is not None else 10,
+    )
+    result, distractors = run.evaluation, run.distractors
+    if not as_json:
+        if run.compare is not None:
+            err_console.print(f"--compare {escape(str(compare))}: mAP {run.compare[2].mean_ap:.4f}", highlight=False)
+        if html_out is not None:
+            err_console.print(f"report → {escape(str(html_out))}", highlight=False)
     if as_json:
         print(json.dumps(_as_dict(result, descriptors, distractors), indent=2))
         return
@@ -185,26 +180,3 @@ def _as_dict(result: Evaluation, path: Path, distractors: int) -> dict:
             for r in result.results
         ],
     }
-
-
-def _html_and_compare(path, dset, result, compare, ground_truth, wanted, exclude_queries, html_out, images_dir, top, as_json):
-    """--compare: score the second file the same way; --html: write the page."""
-    sets = [(_label(path, dset), dset, result)]
-    if compare is not None:
-        other = load_descriptors(compare)
-        other_result = evaluate(other, ground_truth, queries=wanted, exclude_queries=exclude_queries)
-        sets.append((_label(compare, other), other, other_result))
-        if not as_json:
-            err_console.print(f"--compare {escape(str(compare))}: mAP {other_result.mean_ap:.4f}", highlight=False)
-    if html_out is not None:
-        from chipq.reports.html import evaluation_rows, render_report, write_report
-
-        rows = evaluation_rows(sets, ground_truth, exclude_queries=exclude_queries, images_dir=images_dir, k=top)
-        maps = ", ".join(f"{label}: mAP {ev.mean_ap:.4f}" for label, _, ev in sets)
-        write_report(html_out, render_report("chipq eval", rows, subtitle=f"{len(rows)} queries; {maps}"))
-        if not as_json:
-            err_console.print(f"report → {escape(str(html_out))}", highlight=False)
-
-
-def _label(path: Path, dset) -> str:
-    return f"{dset.metadata.get('model', Path(path).name)} ({dset.kind.value})"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -13,11 +12,12 @@ from rich.markup import escape
 
 from chipq.cli import app
 from chipq.cli.options import flag
+from chipq.retrieval.index import IndexMethod
 
 _HELP = "\n\n".join(
     [
         "Build a search index of a descriptor file from `chipq extract`, for `chipq search`. Needs faiss "
-        "(pip install 'chipq[index]').",
+        "(pip install 'chipq\\[index]').",
         "--method flat (default) is exact: cosine similarity (inner product of normalised vectors) for "
         "float and byte descriptors, Hamming distance for bit descriptors. --method ivf is approximate, "
         "for large float/byte sets: NLIST k-means cells (default about 4·sqrt(N)), NPROBE of them "
@@ -34,24 +34,17 @@ _HELP = "\n\n".join(
 def index_command(
     descriptors: Path = typer.Argument(..., metavar="DESCRIPTORS", help="A descriptor file (.npz).", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", metavar="INDEX", help="The index file to write.", show_default=False),
-    method: str = typer.Option("flat", "--method", help="flat (exact) or ivf (approximate)."),
-    nlist: Optional[int] = typer.Option(None, "--nlist", metavar="N", help="ivf: number of cells.", show_default=False),
-    nprobe: Optional[int] = typer.Option(None, "--nprobe", metavar="N", help="ivf: cells visited per query.", show_default=False),
+    method: IndexMethod = typer.Option(IndexMethod.FLAT, "--method", case_sensitive=False, help="flat (exact) or ivf (approximate)."),
+    nlist: Optional[int] = typer.Option(None, "--nlist", min=1, metavar="N", help="ivf: number of cells.", show_default=False),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", min=1, metavar="N", help="ivf: cells visited per query.", show_default=False),
     as_json: bool = flag("--json", help="Print one JSON object."),
 ) -> None:
     """Build an index; see `_HELP`."""
-    from chipq.formats.fileio import check_output
-    from chipq.retrieval.descriptors import load_descriptors
-    from chipq.retrieval.index import build_index, require_faiss, save_index
+    from chipq.pipeline.search import build_index_file
 
-    check_output(output, "index file", "--output")
-
-    require_faiss()
-    dset = load_descriptors(descriptors)
-    start = time.perf_counter()
-    index = build_index(dset, method, nlist=nlist, nprobe=nprobe)
-    save_index(output, index)
-    seconds = time.perf_counter() - start
+    run = build_index_file(descriptors, output, method=IndexMethod(method).value, nlist=nlist, nprobe=nprobe)
+    index = run.index
+    dset = index.dset
     result = {
         "index": str(output),
         "descriptors": len(dset.names),
@@ -61,7 +54,7 @@ def index_command(
         "metric": "hamming" if dset.kind.value == "bit" else "cosine",
         "nlist": index.nlist,
         "nprobe": index.nprobe,
-        "seconds": round(seconds, 3),
+        "seconds": round(run.seconds, 3),
     }
     if as_json:
         print(json.dumps(result, indent=2))

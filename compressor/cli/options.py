@@ -21,6 +21,17 @@ def flag(*decls: str, help: str, **extra) -> typer.models.OptionInfo:
     return typer.Option(False, *decls, help=help, metavar=FLAG_METAVAR, **extra)
 
 
+def one_of_two(value, name: str, old_value, old_name: str):
+    """The value of an option given by its name or by its old (hidden) name; refused when both are.
+
+    >>> one_of_two(None, "--image-root", "photos", "--images")
+    'photos'
+    """
+    if value is not None and old_value is not None:
+        raise UsageError(f"{old_name} is the old name of {name}: give one of them")
+    return value if value is not None else old_value
+
+
 def show_help_as_flag() -> None:
     """Give typer's own ``--help`` option the empty metavar too (typer 0.2x shows ``--help <bool>``).
 

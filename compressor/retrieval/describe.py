@@ -152,7 +152,11 @@ def run_metadata(*, model: str, rnip: int | None, size: tuple[int, int], **extra
 
 @dataclass
 class DescribeSummary:
-    """What `describe_all` did: images described now, taken from a checkpoint, and skipped."""
+    """What a run did: images described now, taken from a checkpoint, and skipped.
+
+    The one summary of an extraction: `describe_all` returns it, and a Ray run gives the same
+    (`chipq.retrieval.distributed.ShardPlan.summary`).
+    """
 
     described: int = 0
     resumed: int = 0

@@ -37,6 +37,7 @@ import os
 import time
 import unicodedata
 import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -213,7 +214,24 @@ def _check_version(path: Path, value: np.ndarray) -> None:
 
 
 def _read_member(path: Path, archive: zipfile.ZipFile, name: str) -> np.ndarray:
-    """One .npy member: header checked against the caps, then exactly the data it announces."""
+    """One member of a descriptor file (`read_npy_member` with this format's header rules)."""
+    return read_npy_member(path, archive, name, lambda where, shape, _fortran, dtype: _check_member_header(where, name, shape, dtype))
+
+
+HeaderCheck = Callable[[str, tuple, bool, np.dtype], None]
+
+
+def read_npy_member(path: Path, archive: zipfile.ZipFile, name: str, check: HeaderCheck) -> np.ndarray:
+    """The one reader of a ``.npy`` member of an ``.npz`` read as hostile input.
+
+    The header is read (capped at `MAX_NPY_HEADER`), `check(where, shape, fortran_order, dtype)`
+    refuses what the caller's format does not allow, then the data is refused when it exceeds
+    `MAX_MEMBER_BYTES` or the member's size, and exactly the bytes the header announces are read.
+    Nothing is unpickled and nothing is allocated before the checks.
+
+    Raises:
+        DescriptorError: a subclass naming ``path: name``; whatever `check` raises.
+    """
     where = f"{path}: {name}"
     try:
         with archive.open(f"{name}.npy") as f:
@@ -224,7 +242,7 @@ def _read_member(path: Path, archive: zipfile.ZipFile, name: str) -> np.ndarray:
                 shape, fortran, dtype = npy.read_array_header_2_0(f, max_header_size=MAX_NPY_HEADER)
             else:
                 raise BadDescriptorField(f"{where}: .npy version {version} not supported")
-            _check_member_header(where, name, shape, dtype)
+            check(where, shape, fortran, dtype)
             nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize  # Python int: no overflow
             if nbytes > MAX_MEMBER_BYTES:
                 raise DescriptorLimitExceeded(f"{where}: {nbytes} bytes, cap {MAX_MEMBER_BYTES}")
@@ -235,7 +253,7 @@ def _read_member(path: Path, archive: zipfile.ZipFile, name: str) -> np.ndarray:
             data = f.read(nbytes)
             if len(data) != nbytes or f.read(1):
                 raise BadDescriptorField(f"{where}: {len(data)} data bytes, header announces {nbytes}")
-    except DescriptorError:
+    except ChipqError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
         raise NotADescriptorFile(f"{where}: cannot read the .npy member ({exc})") from exc
@@ -317,6 +335,23 @@ def _check_set(dset: DescriptorSet, where: str) -> None:
         if name in seen:
             raise BadDescriptorField(f"{where}: name {name[:80]!r} appears twice")
         seen.add(name)
+
+
+def assemble(
+    order: Sequence[str], codes: Mapping[str, np.ndarray], kind: DescriptorKind, dim: int | None, metadata: dict
+) -> DescriptorSet:
+    """The descriptor set of a run: the codes of the names in `order` that have one, in that order.
+
+    What `DescriptorStore` and the Ray driver (`chipq.retrieval.distributed`) both write, so a run
+    gives the same file however it ran. `dim` None (nothing described) is stored as 1.
+    """
+    kind = DescriptorKind(kind)
+    names = [name for name in order if name in codes]
+    dim = dim if dim is not None else 1
+    stacked = (
+        np.stack([codes[name] for name in names]) if names else np.zeros((0, code_width(kind, dim)), dtype=code_dtype(kind))
+    )
+    return DescriptorSet(names, stacked, kind, dim, json.loads(json.dumps(metadata, sort_keys=True)))
 
 
 def partial_path(out: Path) -> Path:
@@ -418,15 +453,7 @@ class DescriptorStore:
 
     def snapshot(self) -> DescriptorSet:
         """Everything stored so far, in `order` order."""
-        names = [name for name in self.order if name in self._codes]
-        dim = self.dim if self.dim is not None else 1
-        width = code_width(self.kind, dim)
-        codes = (
-            np.stack([self._codes[name] for name in names])
-            if names
-            else np.zeros((0, width), dtype=code_dtype(self.kind))
-        )
-        return DescriptorSet(names, codes, self.kind, dim, self.metadata)
+        return assemble(self.order, self._codes, self.kind, self.dim, self.metadata)
 
     def checkpoint(self) -> None:
         """Write the checkpoint now."""

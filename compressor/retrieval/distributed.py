@@ -1,24 +1,27 @@
 """`chipq extract --workers N`: descriptor extraction on a Ray cluster, in resumable shards.
 
-How a run goes:
+How a run goes (`chipq.pipeline.extract` sequences it: `plan_shards`, `run_shards`, `write_descriptors`):
 
 1. The driver lists the images (the same list and names as a single-process run), cuts the list
-   into shards of `shard_size` consecutive images, and writes ``OUT.shards/manifest.json``: the
-   sha256 of the blob or float model, every setting that changes a descriptor (descriptor kind,
-   RNIP, input size) or the shard layout (shard size, executor batch), the sha256 of the image list
-   (names and paths), and a content fingerprint of the images.
+   into shards of `shard_size` consecutive images (`ShardPlan`), and writes
+   ``OUT.shards/manifest.json``: the sha256 of the blob or float model, every setting that changes
+   a descriptor (descriptor kind, RNIP, input size) or the shard layout (shard size, executor
+   batch), the sha256 of the image list (names and paths), and a content fingerprint of the images.
 2. Ray Data runs ``map_batches`` over one row per pending shard with a pool of `ShardDescriber`
    actors: each actor receives the model bytes once (through Ray's object store, so the workers
-   need no copy of the model file), loads it once, then for every shard reads and decodes the
+   need no copy of the model file), turns them into a feature function once with the loader the
+   caller passes (this package loads no model), then for every shard reads and decodes the
    images itself (the paths must be readable on every node) and runs `chipq.retrieval.describe.describe_all`
    — the very function a single-process `chipq extract` runs, image by image.
-3. The driver writes each finished shard atomically to ``OUT.shards/shard-NNNNN.npz`` as it
-   arrives. A killed run leaves the manifest and its finished shards; the next run with the same
-   manifest redoes only the missing shards. A manifest that differs (another model, another
-   setting, other images, or changed image files) is refused with a message naming what changed.
-4. When every shard is there, the driver encodes the float descriptors in image-list order exactly
-   as `chipq.retrieval.descriptors.DescriptorStore` does and writes OUT with `save_descriptors`, then deletes
-   the shard folder. Names, descriptors and metadata equal a single-process run's.
+3. The driver writes each finished shard atomically (`chipq.formats.fileio.atomic_write`) to
+   ``OUT.shards/shard-NNNNN.npz`` as it arrives. A killed run leaves the manifest and its finished
+   shards; the next run with the same manifest redoes only the missing shards. A manifest that
+   differs (another model, another setting, other images, or changed image files) is refused with
+   a message naming what changed.
+4. When every shard is there, the driver encodes the float descriptors and assembles them in
+   image-list order with `chipq.retrieval.descriptors.assemble`, as `DescriptorStore` does, writes
+   OUT with `save_descriptors`, then deletes the shard folder. Names, descriptors and metadata
+   equal a single-process run's, and so does the summary (`ShardPlan.summary`).
 
 The content fingerprint is the sha256 of every image's name, size in bytes and modification time
 (nanoseconds): a stat per file, no read at the driver, so that resuming a million-image run costs
@@ -35,25 +38,18 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from chipq.errors import ChipqError, UsageError
-from chipq.retrieval.describe import NoImageUsable
-from chipq.retrieval.descriptors import (
-    DescriptorKind,
-    DescriptorSet,
-    code_dtype,
-    code_width,
-    encode,
-    save_descriptors,
-)
+from chipq.formats.fileio import atomic_write
+from chipq.retrieval.describe import DescribeSummary, FeatureFn, describe_all
+from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, assemble, encode, save_descriptors
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "chipq-extract-shards"
@@ -97,17 +93,6 @@ class Source:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
-
-
-@dataclass
-class DistributedSummary:
-    """What a distributed run did (the CLI prints it like a single-process run's summary)."""
-
-    described: int = 0
-    resumed: int = 0  # images taken from shards of an earlier run
-    shards: int = 0
-    shards_resumed: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def shard_dir(out: Path) -> Path:
@@ -223,19 +208,6 @@ def _read_manifest(path: Path) -> dict:
     return data
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def shard_path(folder: Path, index: int) -> Path:
     return folder / f"shard-{index:05d}.npz"
 
@@ -309,26 +281,18 @@ class _Collector:
         self.vectors[name] = np.asarray(vector, dtype=np.float32)
 
 
-def load_features(source: Source, batch: int):
-    """The feature function of a source, loaded from its bytes (a temporary file for the loaders)."""
-    from chipq.retrieval.features import chip_features, float_features
-
-    with tempfile.TemporaryDirectory(prefix="chipq-worker-") as tmp:
-        path = Path(tmp) / source.name
-        path.write_bytes(source.data)
-        if source.kind == "blob":
-            from chipq.formats.reader import read_blob
-
-            return chip_features(read_blob(path), batch)
-        from chipq.importers import load_model
-
-        return float_features(load_model(path), batch)
+LoadFeatures = Callable[[Source, int], FeatureFn]
 
 
 class ShardDescriber:
-    """A Ray Data actor: loads the network once, then describes one shard per row."""
+    """A Ray Data actor: loads the network once, then describes one shard per row.
 
-    def __init__(self, source: Source, sha256: str, kind: str, rnip: int | None, size: list[int], batch: int) -> None:
+    `load_features(source, batch)` turns the model bytes into a feature function; this package
+    loads no model itself (`chipq.pipeline.sources.features_from_source` is the one the CLI passes;
+    Ray ships it to the workers by reference, so it must be a module-level function).
+    """
+
+    def __init__(self, source: Source, sha256: str, rnip: int | None, size: list[int], batch: int, load_features: LoadFeatures) -> None:
         if source.sha256 != sha256:  # the object store handed over other bytes: never describe with them
             raise RuntimeError("model bytes changed on the way to the worker")
         self.features = load_features(source, batch)
@@ -337,8 +301,6 @@ class ShardDescriber:
         self.batch = batch
 
     def __call__(self, rows: dict) -> dict:
-        from chipq.retrieval.describe import describe_all
-
         out = {"shard": [], "payload": []}
         for shard, items_json in zip(rows["shard"], rows["items"]):
             items = [(name, Path(path)) for name, path in json.loads(str(items_json))]
@@ -380,9 +342,12 @@ def _start_ray(workers: int, address: str | None):
     return ray
 
 
+ShardResult = tuple[list[str], np.ndarray, list[tuple[str, str]]]  # described names, vectors, skipped
+
+
 @dataclass
-class Plan:
-    """A checked distributed run: its shards, the ones already done, where they go."""
+class ShardPlan:
+    """A checked distributed run: its settings, its shards, the ones already done, where they go."""
 
     out: Path
     images: list[tuple[str, Path]]
@@ -395,15 +360,21 @@ class Plan:
     manifest: dict
     folder: Path
     slices: list[list[tuple[str, Path]]]
-    done: dict
-    summary: DistributedSummary
+    done: dict[int, ShardResult]
+    shards_resumed: int = 0  # shards an earlier run left, taken as they are
 
     @property
     def pending(self) -> list[int]:
         return [i for i in range(len(self.slices)) if i not in self.done]
 
+    def summary(self, described: int) -> DescribeSummary:
+        """The run's counts, as a single-process run gives them, `described` of them by this run."""
+        skipped = [item for index in sorted(self.done) for item in self.done[index][2]]
+        total = sum(len(names) for names, _, _ in self.done.values())
+        return DescribeSummary(described=described, resumed=total - described, skipped=skipped)
 
-def plan_distributed(
+
+def plan_shards(
     images: Sequence[tuple[str, Path]],
     out: Path,
     source: Source,
@@ -414,8 +385,16 @@ def plan_distributed(
     batch: int,
     metadata: dict,
     shard_size: int = DEFAULT_SHARD_SIZE,
-) -> Plan:
+) -> ShardPlan:
     """Check a run against the shards an earlier one left (refusing another run's) and load them.
+
+    Args:
+        images: (name, path) pairs in output order (`chipq.images.list_images`, `image_names`).
+        out: the descriptor file to write.
+        source: the blob or float model.
+        kind, rnip, size, batch: as for a single-process `chipq extract`.
+        metadata: the descriptor file's metadata (`chipq.retrieval.describe.run_metadata`).
+        shard_size: images per shard (the unit of resumption).
 
     Raises:
         RayMissing, ShardMismatch, UsageError.
@@ -430,8 +409,7 @@ def plan_distributed(
     )
     folder = shard_dir(out)
     slices = [images[i : i + shard_size] for i in range(0, len(images), shard_size)]
-    summary = DistributedSummary(shards=len(slices))
-    done: dict[int, tuple[list[str], np.ndarray, list[tuple[str, str]]]] = {}
+    done: dict[int, ShardResult] = {}
     if (folder / MANIFEST).exists():
         previous = _read_manifest(folder / MANIFEST)
         changed = _differences(previous, manifest)
@@ -447,57 +425,113 @@ def plan_distributed(
                     done[index] = unpack_shard(path.read_bytes(), [n for n, _ in items], str(path))
                 except (ShardMismatch, OSError):
                     path.unlink(missing_ok=True)  # redo it
-        summary.shards_resumed = len(done)
-        summary.resumed = sum(len(done[i][0]) for i in done)
-    return Plan(Path(out), images, source, kind, rnip, size, batch, metadata, manifest, folder, slices, done, summary)
+    return ShardPlan(Path(out), images, source, kind, rnip, size, batch, metadata, manifest, folder, slices, done, len(done))
 
 
-def run_distributed(
-    plan: Plan,
+def run_shards(
+    plan: ShardPlan,
     *,
     workers: int,
+    load_features: LoadFeatures,
     ray_address: str | None = None,
     on_shard: Callable[[int, int], None] | None = None,
-) -> DistributedSummary:
-    """Describe the pending shards of `plan` on Ray and write the descriptor file.
+) -> int:
+    """Describe the pending shards of `plan` on Ray, storing each as it arrives (module docstring).
+
+    Args:
+        plan: from `plan_shards`; its `done` receives every shard described.
+        workers: actors in the pool (and CPUs of the local cluster when `ray_address` is None).
+        load_features: turns the model bytes into a feature function, once per worker (`ShardDescriber`).
+        ray_address: an existing cluster ("auto", "ray://host:10001", "host:6379").
+        on_shard: called with (images in the shard, shards done) after each shard is stored.
+
+    Returns:
+        How many images this run described.
 
     Raises:
-        RayFailed, ShardMismatch, UsageError; NoImageUsable when every image was skipped (nothing
-        is written and the shard folder is removed).
+        RayFailed, ShardMismatch, UsageError.
     """
     if workers < 1:
         raise UsageError(f"--workers {workers}: need at least 1")
-    folder, done, summary = plan.folder, plan.done, plan.summary
-    if not (folder / MANIFEST).exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / MANIFEST, json.dumps(plan.manifest, indent=1, sort_keys=True).encode())
-    pending = plan.pending
-    if pending:
-        ray = _start_ray(workers, ray_address)
+    if not (plan.folder / MANIFEST).exists():
+        plan.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(plan.folder / MANIFEST, json.dumps(plan.manifest, indent=1, sort_keys=True).encode(), what="shard manifest")
+    if not plan.pending:
+        return 0
+    ray = _start_ray(workers, ray_address)
+    try:
+        import ray.data as rd
+
+        rd.DataContext.get_current().enable_progress_bars = False
+        rows = [
+            {"shard": index, "items": json.dumps([[name, os.fspath(path)] for name, path in plan.slices[index]])}
+            for index in plan.pending
+        ]
+        dataset = rd.from_items(rows, override_num_blocks=len(rows))
+        with warnings.catch_warnings():  # max_restarts=0 goes through Ray's deprecated ray_remote_args
+            warnings.simplefilter("ignore")
+            results = dataset.map_batches(
+                ShardDescriber,
+                fn_constructor_kwargs={
+                    "source": plan.source,
+                    "sha256": plan.source.sha256,
+                    "rnip": plan.rnip,
+                    "size": list(plan.size),
+                    "batch": plan.batch,
+                    "load_features": load_features,
+                },
+                batch_size=1,
+                compute=rd.ActorPoolStrategy(size=workers),
+                num_cpus=1,
+                batch_format="numpy",
+                max_restarts=0,  # a failed worker fails the run (resumable) instead of retrying forever
+            )
+        return _consume(results, plan, on_shard)
+    finally:
+        ray.shutdown()
+
+
+def _consume(results, plan: ShardPlan, on_shard) -> int:
+    """Check and store each shard as Ray hands it over; the number of images described."""
+    described = 0
+    rows = iter(results.iter_rows())
+    while True:
         try:
-            _run_shards(ray, plan.slices, pending, folder, plan.source, plan.kind, plan.rnip, plan.size, plan.batch, workers, done, summary, on_shard)
-        finally:
-            ray.shutdown()
-    summary.skipped = []
-    for index in sorted(done):
-        summary.skipped.extend(done[index][2])
-    summary.resumed = sum(len(done[i][0]) for i in done) - summary.described
-    if summary.described + summary.resumed == 0:
-        # as a single-process run: no descriptor file; the shards hold only skips, so they go too
-        _remove_shards(folder, len(plan.slices))
-        first = summary.skipped[0] if summary.skipped else ("", "")
-        raise NoImageUsable(
-            f"no image could be used ({len(plan.images)} listed, {len(summary.skipped)} skipped; "
-            f"first: {first[1]}); nothing written"
-        )
-    _assemble(plan.out, plan.images, done, plan.kind, plan.metadata)
-    _remove_shards(folder, len(plan.slices))
-    return summary
+            row = next(rows, None)
+        except Exception as exc:  # a worker raised: Ray wraps it
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise RayFailed(f"a Ray worker failed ({type(exc).__name__}: {first})") from exc
+        if row is None:
+            return described
+        index = int(row["shard"])
+        data = bytes(row["payload"])
+        expected = [name for name, _ in plan.slices[index]]
+        plan.done[index] = unpack_shard(data, expected, f"shard {index}")
+        atomic_write(shard_path(plan.folder, index), data, what="shard")
+        described += len(plan.done[index][0])
+        if on_shard is not None:
+            on_shard(len(expected), len(plan.done))
 
 
-def _remove_shards(folder: Path, count: int) -> None:
+def write_descriptors(plan: ShardPlan) -> DescriptorSet:
+    """Write the descriptor file of a finished run, as `DescriptorStore.finish` would, and remove the shards."""
+    vectors: dict[str, np.ndarray] = {}
+    for names, block, _ in plan.done.values():
+        vectors.update(zip(names, block))
+    dims = {vector.shape[-1] for vector in vectors.values()}
+    if len(dims) > 1:
+        raise ShardMismatch(f"{plan.out}: shards hold descriptors of different lengths {sorted(dims)}")
+    codes = {name: encode(vector, plan.kind) for name, vector in vectors.items()}
+    dset = assemble([name for name, _ in plan.images], codes, plan.kind, dims.pop() if dims else None, plan.metadata)
+    save_descriptors(plan.out, dset)
+    remove_shards(plan)
+    return dset
+
+
+def remove_shards(plan: ShardPlan) -> None:
     """Delete the shard folder of a finished (or empty) run: shards, manifest, our stale temp files."""
-    for index in range(count):
+    folder = plan.folder
+    for index in range(len(plan.slices)):
         shard_path(folder, index).unlink(missing_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)
     for stale in folder.glob(".*.tmp"):  # half-written by a killed run (our own temp-file names)
@@ -507,110 +541,3 @@ def _remove_shards(folder: Path, count: int) -> None:
         folder.rmdir()
     except OSError:
         pass  # something else was put there: leave it
-
-
-def extract_distributed(
-    images: Sequence[tuple[str, Path]],
-    out: Path,
-    source: Source,
-    *,
-    kind: DescriptorKind,
-    rnip: int | None,
-    size: tuple[int, int],
-    batch: int,
-    metadata: dict,
-    workers: int,
-    ray_address: str | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    on_shard: Callable[[int, int], None] | None = None,
-) -> DistributedSummary:
-    """Describe `images` on Ray and write `out` (module docstring): `plan_distributed`, then
-    `run_distributed`.
-
-    Args:
-        images: (name, path) pairs in output order (`chipq.images.list_images`, `image_names`).
-        out: the descriptor file to write.
-        source: the blob or float model.
-        kind, rnip, size, batch: as for a single-process `chipq extract`.
-        metadata: the descriptor file's metadata (`chipq.retrieval.describe.run_metadata`).
-        workers: actors in the pool (and CPUs of the local cluster when `ray_address` is None).
-        ray_address: an existing cluster ("auto", "ray://host:10001", "host:6379").
-        shard_size: images per shard (the unit of resumption).
-        on_shard: called with (images in the shard, shards done) after each shard is stored.
-    """
-    plan = plan_distributed(
-        images, out, source, kind=kind, rnip=rnip, size=size, batch=batch, metadata=metadata, shard_size=shard_size
-    )
-    return run_distributed(plan, workers=workers, ray_address=ray_address, on_shard=on_shard)
-
-
-def _run_shards(ray, slices, pending, folder, source, kind, rnip, size, batch, workers, done, summary, on_shard):
-    import ray.data as rd
-
-    context = rd.DataContext.get_current()
-    context.enable_progress_bars = False
-    rows = [
-        {"shard": index, "items": json.dumps([[name, os.fspath(path)] for name, path in slices[index]])}
-        for index in pending
-    ]
-    dataset = rd.from_items(rows, override_num_blocks=len(rows))
-    with warnings.catch_warnings():  # max_restarts=0 goes through Ray's deprecated ray_remote_args
-        warnings.simplefilter("ignore")
-        results = _map(dataset, rd, source, kind, rnip, size, batch, workers)
-    _consume(results, slices, folder, done, summary, on_shard)
-
-
-def _map(dataset, rd, source, kind, rnip, size, batch, workers):
-    return dataset.map_batches(
-        ShardDescriber,
-        fn_constructor_kwargs={
-            "source": source,
-            "sha256": source.sha256,
-            "kind": kind.value,
-            "rnip": rnip,
-            "size": list(size),
-            "batch": batch,
-        },
-        batch_size=1,
-        compute=rd.ActorPoolStrategy(size=workers),
-        num_cpus=1,
-        batch_format="numpy",
-        max_restarts=0,  # a failed worker fails the run (resumable) instead of retrying forever
-    )
-
-
-def _consume(results, slices, folder, done, summary, on_shard):
-    try:
-        for row in results.iter_rows():
-            index = int(row["shard"])
-            data = bytes(row["payload"])
-            expected = [name for name, _ in slices[index]]
-            done[index] = unpack_shard(data, expected, f"shard {index}")
-            _write_atomic(shard_path(folder, index), data)
-            summary.described += len(done[index][0])
-            if on_shard is not None:
-                on_shard(len(expected), len(done))
-    except ShardMismatch:
-        raise
-    except Exception as exc:  # a worker raised: Ray wraps it
-        raise RayFailed(f"a Ray worker failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
-
-
-def _assemble(out, images, done, kind, metadata) -> DescriptorSet:
-    """The descriptor file, as `DescriptorStore.finish` writes it: image-list order, encoded one by one."""
-    vectors: dict[str, np.ndarray] = {}
-    for names, block, _ in done.values():
-        vectors.update(zip(names, block))
-    names = [name for name, _ in images if name in vectors]
-    dims = {vectors[name].shape[-1] for name in names}
-    if len(dims) > 1:
-        raise ShardMismatch(f"{out}: shards hold descriptors of different lengths {sorted(dims)}")
-    dim = dims.pop() if dims else 1
-    codes = (
-        np.stack([encode(vectors[name], kind) for name in names])
-        if names
-        else np.zeros((0, code_width(kind, dim)), dtype=code_dtype(kind))
-    )
-    dset = DescriptorSet(names, codes, kind, dim, json.loads(json.dumps(metadata, sort_keys=True)))
-    save_descriptors(Path(out), dset)
-    return dset

@@ -44,17 +44,16 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.lib import format as npy
 
 from chipq.errors import ChipqError, UsageError
 from chipq.formats.fileio import FileRefused, atomic_write, open_regular
 from chipq.retrieval.descriptors import (
-    MAX_NPY_HEADER,
     MEMBERS,
-    DescriptorError,
     DescriptorFileUnreadable,
     DescriptorKind,
     DescriptorSet,
@@ -63,10 +62,22 @@ from chipq.retrieval.descriptors import (
     _check_version,
     _from_fields,
     _read_member,
+    read_npy_member,
 )
 
+if TYPE_CHECKING:
+    from chipq.retrieval.describe import FeatureFn
+
+
+class IndexMethod(str, Enum):
+    """How an index searches (module docstring)."""
+
+    FLAT = "flat"
+    IVF = "ivf"
+
+
 INDEX_VERSION = 1
-METHODS = ("flat", "ivf")
+METHODS = tuple(method.value for method in IndexMethod)
 INDEX_MEMBERS = (*MEMBERS, "index")
 IVF_MEMBERS = ("centroids", "assign")
 MAX_NLIST = 1 << 16
@@ -77,6 +88,10 @@ RANGE_MARGIN = 1e-4  # float32 cosine error bound used to widen the candidate se
 
 class IndexError_(ChipqError):
     """An index file cannot be used (named with a trailing underscore: `IndexError` is a builtin)."""
+
+
+class NotAnIndex(IndexError_):
+    """The file is a descriptor file, not an index (`load_searchable` indexes it on the fly)."""
 
 
 class FaissMissing(UsageError):
@@ -321,7 +336,7 @@ def load_index(path: Path) -> SearchIndex:
         base = sorted(f"{name}.npy" for name in INDEX_MEMBERS)
         with_ivf = sorted(base + [f"{name}.npy" for name in IVF_MEMBERS])
         if members == sorted(f"{name}.npy" for name in MEMBERS):
-            raise IndexError_(f"{path}: a descriptor file, not an index; make one with `chipq index {path} -o INDEX`")
+            raise NotAnIndex(f"{path}: a descriptor file, not an index; make one with `chipq index {path} -o INDEX`")
         if members not in (base, with_ivf):
             raise IndexError_(f"{path}: members {members[:12]}, expected {base} (+ {list(IVF_MEMBERS)} for ivf)")
         _check_version(path, _read_member(path, archive, "format_version"))
@@ -371,33 +386,17 @@ def _read_info(path: Path, archive: zipfile.ZipFile) -> dict:
 
 def _read_array(path: Path, archive: zipfile.ZipFile, name: str, dtype, shape: tuple) -> np.ndarray:
     """One extra member: header must announce exactly `dtype` (None: a short unicode string) and `shape`."""
-    where = f"{path}: {name}"
-    try:
-        with archive.open(f"{name}.npy") as f:
-            version = npy.read_magic(f)
-            if version == (1, 0):
-                got_shape, fortran, got_dtype = npy.read_array_header_1_0(f, max_header_size=MAX_NPY_HEADER)
-            elif version == (2, 0):
-                got_shape, fortran, got_dtype = npy.read_array_header_2_0(f, max_header_size=MAX_NPY_HEADER)
-            else:
-                raise IndexError_(f"{where}: .npy version {version} not supported")
-            if dtype is None:
-                ok = got_dtype.kind == "U" and got_dtype.itemsize // 4 <= MAX_INDEX_JSON and got_shape == ()
-            else:
-                ok = got_dtype.newbyteorder("=") == np.dtype(dtype).newbyteorder("=") and tuple(got_shape) == tuple(shape)
-            if not ok or fortran:
-                want = "a unicode string" if dtype is None else f"{np.dtype(dtype)} {tuple(shape)}"
-                raise IndexError_(f"{where}: {got_dtype} {tuple(got_shape)}, expected {want}")
-            nbytes = int(np.prod(got_shape, dtype=object)) * got_dtype.itemsize
-            data = f.read(nbytes)
-            if len(data) != nbytes or f.read(1):
-                raise IndexError_(f"{where}: {len(data)} data bytes, header announces {nbytes}")
-    except (IndexError_, DescriptorError):
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
-        raise IndexError_(f"{where}: cannot read the .npy member ({exc})") from exc
-    array = np.frombuffer(data, dtype=got_dtype).reshape(got_shape)
-    return array.astype(got_dtype.newbyteorder("="), order="C")
+
+    def check(where: str, got_shape: tuple, fortran: bool, got_dtype: np.dtype) -> None:
+        if dtype is None:
+            ok = got_dtype.kind == "U" and got_dtype.itemsize // 4 <= MAX_INDEX_JSON and got_shape == ()
+        else:
+            ok = got_dtype.newbyteorder("=") == np.dtype(dtype).newbyteorder("=") and tuple(got_shape) == tuple(shape)
+        if not ok or fortran:
+            want = "a unicode string" if dtype is None else f"{np.dtype(dtype)} {tuple(shape)}"
+            raise IndexError_(f"{where}: {got_dtype} {tuple(got_shape)}, expected {want}")
+
+    return read_npy_member(path, archive, name, check)
 
 
 def load_searchable(path: Path) -> SearchIndex:
@@ -406,10 +405,8 @@ def load_searchable(path: Path) -> SearchIndex:
 
     try:
         return load_index(path)
-    except IndexError_ as exc:
-        if "a descriptor file, not an index" in str(exc):
-            return SearchIndex(load_descriptors(path), "flat")
-        raise
+    except NotAnIndex:
+        return SearchIndex(load_descriptors(path), "flat")
 
 
 # --- exact ranks for evaluation ------------------------------------------------------------------
@@ -523,60 +520,35 @@ class QueryMismatch(ChipqError):
     """A query was made by another model or with other settings than the index."""
 
 
-def check_source(index: SearchIndex, kind: str, path: Path, data: bytes) -> None:
-    """Refuse to describe queries with another network than the one that made the index.
+def query_settings(index: SearchIndex) -> tuple[int | None, tuple[int, int]]:
+    """The RNIP count and input (height, width) the index's descriptors were made with.
 
-    The descriptor metadata names the network by content (`chipq extract`): ``blob_sha256`` (the
-    blob file's bytes) or ``model_sha256`` (the float weights, `FloatStack.weights_sha256`).
+    Query images are described with these, so their descriptors compare with the index's.
+
+    Raises:
+        QueryMismatch: the metadata holds no usable values (not a file `chipq extract` wrote).
     """
-    import hashlib
-
-    meta = index.dset.metadata
-    made_with = meta.get("model")
-    if kind == "blob":
-        want, got = meta.get("blob_sha256"), hashlib.sha256(data).hexdigest()
-    else:
-        from chipq.importers import load_model
-
-        want = meta.get("model_sha256")
-        got = load_model(path).without_trailing_pool().weights_sha256() if isinstance(want, str) else None
-    if not isinstance(want, str):
-        raise QueryMismatch(f"--{kind} {path}: the index was made with {made_with!r}, not a {kind}; describe queries with the same model")
-    if got != want:
-        raise QueryMismatch(
-            f"--{kind} {path}: sha256 {got[:12]}…, but the index was made with {made_with} "
-            f"(sha256 {want[:12]}…); describe queries with the same model"
-        )
-
-
-def image_queries(index: SearchIndex, images: list[Path], kind: str, path: Path, *, batch: int = 8) -> list[Query]:
-    """Describe query images with the index's own settings (RNIP, input size) and encode them."""
-    from chipq.images import load_image
-    from chipq.retrieval.describe import describe
-    from chipq.retrieval.descriptors import encode
-    from chipq.retrieval.features import chip_features, float_features
-
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"--{kind} {path}: cannot read ({exc})") from exc
-    check_source(index, kind, path, data)
     meta = index.dset.metadata
     rnip = meta.get("rnip")
     size = meta.get("size")
     if rnip not in (None, 5, 9, 14) or not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 1 <= v <= 8192 for v in size)):
         raise QueryMismatch(f"the index's metadata has no usable rnip/size ({rnip!r}, {size!r})")
-    if kind == "blob":
-        from chipq.formats.reader import read_blob
+    return rnip, (size[0], size[1])
 
-        features = chip_features(read_blob(path), batch)
-    else:
-        from chipq.importers import load_model
 
-        features = float_features(load_model(path), batch)
+def image_queries(index: SearchIndex, images: list[Path], features: FeatureFn, *, batch: int = 8) -> list[Query]:
+    """Describe query images with `features` and the index's own settings (`query_settings`), encoded.
+
+    `features` must be the network that made the index: the caller checks it (by content).
+    """
+    from chipq.images import load_image
+    from chipq.retrieval.describe import describe
+    from chipq.retrieval.descriptors import encode
+
+    rnip, size = query_settings(index)
     queries = []
     for image in images:
-        vector = describe(load_image(image), features, size=(size[0], size[1]), rnip=rnip, batch_size=batch)
+        vector = describe(load_image(image), features, size=size, rnip=rnip, batch_size=batch)
         if len(vector) != index.dset.dim:
             raise QueryMismatch(f"{image}: descriptor of dim {len(vector)}, the index holds dim {index.dset.dim}")
         queries.append(Query(Path(image).name, encode(vector, index.kind), Path(image)))

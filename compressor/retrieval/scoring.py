@@ -176,8 +176,13 @@ class Evaluation:
     no_positives: list[str] = field(default_factory=list)
 
 
-class _Names:
-    """Ground-truth name -> descriptor index: exact, else by a file name only one descriptor has."""
+class NameLookup:
+    """Ground-truth name -> descriptor index: exact, else by a file name only one descriptor has.
+
+    The one rule by which chipq matches a name of a ground truth to a list of names (descriptor
+    names, or the ground truth's own queries): `evaluate`, `select_queries`, and the relevance
+    marks of `chipq search --gt` (`positives_of`).
+    """
 
     def __init__(self, names: Sequence[str]) -> None:
         self.exact = {name: i for i, name in enumerate(names)}
@@ -192,10 +197,27 @@ class _Names:
         return self.base.get(PurePosixPath(name).name)
 
 
+_Names = NameLookup  # the old name, still imported by chipq.reports.html
+
+
+def positives_of(gt: GroundTruth, query: str, lookup: NameLookup) -> set[int] | None:
+    """The indices `lookup` gives the positives of `query`; the query is matched to the ground
+    truth's queries by the same rule (`NameLookup`).
+
+    Returns:
+        None when `query` is not a query of `gt`; else the positives that `lookup`'s names hold.
+    """
+    keys = list(gt)
+    at = NameLookup(keys).find(query)
+    if at is None:
+        return None
+    return {lookup.find(name) for name in gt[keys[at]]} - {None}
+
+
 def select_queries(gt: GroundTruth, wanted: Sequence[str]) -> GroundTruth:
     """The part of `gt` whose queries are `wanted` (matched like descriptor names), in `wanted` order."""
     keys = list(gt)
-    lookup = _Names(keys)
+    lookup = NameLookup(keys)
     found = [lookup.find(name) for name in wanted]
     unknown = [name for name, index in zip(wanted, found) if index is None]
     if unknown:
@@ -209,7 +231,7 @@ def select_queries(gt: GroundTruth, wanted: Sequence[str]) -> GroundTruth:
 def database_mask(dset: DescriptorSet, gt: GroundTruth, *, exclude_queries: bool = False) -> np.ndarray:
     """Which descriptors the queries are ranked against: all, or (``exclude_queries``) all but the
     ground truth's queries that are nobody's positive."""
-    lookup = _Names(dset.names)
+    lookup = NameLookup(dset.names)
     in_db = np.ones(len(dset.names), dtype=bool)
     if exclude_queries:
         for query in gt:
@@ -244,7 +266,7 @@ def evaluate(
     if not gt:
         raise NothingToEvaluate("the ground truth has no query")
     selected = gt if queries is None else select_queries(gt, queries)
-    lookup = _Names(dset.names)
+    lookup = NameLookup(dset.names)
     absent = [q for q in selected if lookup.find(q) is None]
     if absent:
         raise MissingQueries(

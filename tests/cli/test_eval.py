@@ -94,3 +94,17 @@ def test_holidays_without_holidays_names(tmp_path, monkeypatch, capsys):
     path = _write(tmp_path / "u.npz", {"ukbench00000.jpg": 0, "ukbench00001.jpg": 5})
     code, _, err = run(monkeypatch, capsys, path, "--gt", "holidays")
     assert code == 2 and "no Holidays query" in err and "2 names" in err
+
+
+def test_top_k_and_image_root_with_their_old_names(tmp_path, monkeypatch, capsys):
+    path = _write(tmp_path / "d.npz")
+    for args in (["-k", "2", "--image-root", tmp_path], ["--top", "2", "--images", tmp_path]):
+        page = tmp_path / "p.html"
+        code, out, err = run(monkeypatch, capsys, path, "--gt", "holidays", "--html", page, "--json", *args)
+        assert code == 0, err
+        assert json.loads(out)["map"] == pytest.approx((17 / 24 + 1 / 4) / 2) and page.exists()
+        page.unlink()
+    code, _, err = run(monkeypatch, capsys, path, "--gt", "holidays", "--top-k", "2", "--top", "3")
+    assert code == 2 and "--top is the old name of --top-k" in err
+    code, _, err = run(monkeypatch, capsys, path, "--gt", "holidays", "-k", "0")
+    assert code == 2 and err.count("\n") == 1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from chipq.cli import app
+from chipq.cli import app, main
 from chipq.retrieval.descriptors import load_descriptors
 
 runner = CliRunner()
@@ -55,15 +56,31 @@ def test_undecodable_image_is_skipped_and_counted(tiny_vgg_files, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--rnip", "7"], "--rnip 7"),
-        (["-d", "half"], "--descriptor"),
+        (["--rnip", "7"], "'7' is not one of '5', '9', '14'"),
+        (["-d", "half"], "'half' is not one of 'float', 'byte', 'bit'"),
+        (["--batch", "0"], "--batch"),
     ],
 )
-def test_bad_options_are_one_line_errors(tiny_vgg_files, tmp_path, args, message):
+def test_bad_options_are_usage_errors_checked_by_the_parser(tiny_vgg_files, tmp_path, monkeypatch, capsys, args, message):
     _, blob, photos = tiny_vgg_files
-    result = runner.invoke(app, ["extract", str(photos), "--blob", str(blob), "-o", str(tmp_path / "d.npz"), *args])
-    assert result.exit_code != 0 and message in str(result.exception)
+    argv = ["chipq", "extract", str(photos), "--blob", str(blob), "-o", str(tmp_path / "d.npz"), *args]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "d.npz").exists()
+
+
+def test_descriptor_kind_ignores_case_and_size_is_the_old_input(tiny_vgg_files, tmp_path):
+    _, blob, photos = tiny_vgg_files
+    out = tmp_path / "d.npz"
+    result = runner.invoke(app, ["extract", str(photos), "--blob", str(blob), "-d", "BIT", "--size", "32x32", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["descriptor"] == "bit" and summary["input"] == "32x32"
+    result = runner.invoke(app, ["extract", str(photos), "--blob", str(blob), "--size", "32x32", "--input", "32x32", "-o", str(out)])
+    assert "--size is the old name of --input" in str(result.exception)
 
 
 def test_blob_and_model_are_exclusive(tiny_vgg_files, tmp_path):

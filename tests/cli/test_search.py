@@ -81,3 +81,22 @@ def test_ivf_on_bits_and_bad_files_are_one_line_errors(indexed, tiny_vgg_files, 
     (tmp_path / "junk").write_bytes(b"PK\x03\x04junk")
     done = subprocess.run([str(chipq), "search", str(tmp_path / "junk"), str(desc)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+
+
+def test_top_k_image_root_and_ground_truth_marks(indexed, tmp_path):
+    """`--top-k` is `-k`; `--image-root` names the thumbnails' folder (`--images` is its old name);
+    `--gt` marks hits by the rule of `chipq eval` (exact name, else a file name only one image has)."""
+    blob, photos, desc, index = indexed
+    gt = tmp_path / "gt.json"
+    gt.write_text('{"sub/img0.jpg": ["img1.jpg"]}', encoding="utf-8")
+    page = tmp_path / "r.html"
+    query = photos / "img0.jpg"
+    args = ["search", str(index), str(query), "--blob", str(blob), "--top-k", "4", "--html", str(page), "--gt", str(gt), "--json"]
+    result = runner.invoke(app, [*args, "--image-root", str(photos)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["k"] == 4 and len(data["queries"][0]["results"]) == 4
+    text = page.read_text(encoding="utf-8")
+    assert text.count("&#10003;</span> ") == 1  # img1.jpg, and only it
+    result = runner.invoke(app, [*args, "--image-root", str(photos), "--images", str(photos)])
+    assert result.exit_code != 0 and "--images is the old name of --image-root" in str(result.exception)

@@ -46,7 +46,7 @@ def test_manifest_names_what_changed(tmp_path):
     (folder / dist.MANIFEST).write_text(json.dumps(base))
     pytest.importorskip("ray")
     with pytest.raises(dist.ShardMismatch, match="image files"):
-        dist.plan_distributed(images, tmp_path / "out.npz", source, **args)
+        dist.plan_shards(images, tmp_path / "out.npz", source, **args)
     (folder / dist.MANIFEST).write_text("[1, 2")
     with pytest.raises(dist.ShardMismatch, match="unreadable manifest"):
-        dist.plan_distributed(images, tmp_path / "out.npz", source, **args)
+        dist.plan_shards(images, tmp_path / "out.npz", source, **args)

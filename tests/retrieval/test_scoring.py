@@ -198,3 +198,13 @@ def test_ukbench_ground_truth_file():
     group = [int(n[7:12]) // 4 for n in names]
     angles = {n: g * 90 / 14 for n, g in zip(names, group)}
     assert evaluate(_angles(angles), gt).mean_ap == pytest.approx(1.0)
+
+
+def test_positives_of_matches_names_as_evaluate_does():
+    """One rule for every ground-truth name: exact, else a file name only one of the names has."""
+    gt = {"a/q.jpg": ["p.jpg", "x/r.jpg", "gone.jpg"]}
+    names = ["q.jpg", "one/p.jpg", "x/r.jpg", "y/r.jpg"]
+    lookup = retrieval.NameLookup(names)
+    assert retrieval.positives_of(gt, "q.jpg", lookup) == {1, 2}  # r.jpg twice: only the exact one
+    assert retrieval.positives_of(gt, "b/q.jpg", lookup) == {1, 2}  # the query by its file name
+    assert retrieval.positives_of(gt, "nope.jpg", lookup) is None
