@@ -363,56 +363,6 @@ def render_page(found: dict[str, dict], results_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def readme_section(results: dict[str, dict]) -> str:
-    """A short "Results" section for the README, every number taken from the results."""
-    lines = ["## Results", "", "Measured by `bench/run_all.py`; details, method and machine in `BENCHMARKS.md`.", ""]
-    if "size" in results:
-        row = next((r for r in results["size"]["plans"] if r["plan"] == cm.MAIN_PLAN), None)
-        if row:
-            lines.append(
-                f"- **Size**: VGG-16 conv weights {row['fp32_weight_bytes'] / 1e6:.2f} MB fp32 → "
-                f"`{cm.MAIN_PLAN}` blob {row['blob_bytes'] / 1e6:.2f} MB, **{row['ratio']:.2f}x** "
-                f"(the paper's formula: {row['paper_ratio']:.2f}x; paper: 15.1x)."
-            )
-    if "speed" in results:
-        first = next((s for s in results["speed"]["settings"] if s["key"] == speed.GOLDEN_SETTING), None)
-        if first:
-            engines = first["engines"]
-            ms = {name: engines[name]["ms_per_image"] for name in engines}
-            ref = first["int8_reference"]
-            order = ("chipq_fast", ref, "ort_float", "torch_float")
-            parts = [f"{speed.LABELS[n]} {ms[n]:,.0f} ms" for n in order if n in ms]
-            lines.append(
-                "- **Speed** (one 224x224 view, 2 threads): " + ", ".join(parts)
-                + (f"; the exact-integer fast executor takes **{engines['chipq_fast']['ratio_to_int8']:.2f}x** "
-                   "the time of onnxruntime int8 (target: 1.5x)." if "chipq_fast" in engines else ".")
-            )
-    if "fidelity" in results:
-        fid = results["fidelity"]
-        for method in ("nip", "rnip9"):
-            rows = {m: fidelity.find_row(fid, "ukbench", method, m) for m in ("float", "ptq", "retrained", "random")}
-            rows = {m: r for m, r in rows.items() if r}
-            if not rows:
-                continue
-            maps = ", ".join(f"{fidelity.MODEL_LABELS[m]} {r['map_float']:.3f}" for m, r in rows.items())
-            cosines = ", ".join(f"{fidelity.MODEL_LABELS[m]} {r['cosine_to_float']:.2f}"
-                                for m, r in rows.items() if "cosine_to_float" in r)  # fmt: skip
-            line = f"- **Retrieval, {fid_label(method)}** (UKBench-56 mAP; not Holidays): {maps}"
-            lines.append(line + (f"; descriptor cosine to float: {cosines}." if cosines else "."))
-    if "cost" in results:
-        task = next((t for t in results["cost"]["tasks"] if t["task"] == "compress" and "error" not in t), None)
-        if task:
-            lines.append(
-                f"- **Cost**: post-training compress {task['seconds']:.1f} s, "
-                f"peak memory {task['peak_rss_mib']:,.0f} MiB."
-            )
-    return "\n".join(lines)
-
-
-def fid_label(method: str) -> str:
-    return {"nip": "NIP", "rnip9": "RNIP-9", "nip_large": "NIP 640x480", "rnip14": "RNIP-14"}.get(method, method)
-
-
 def write_page(results_dir: Path, page: Path) -> Path:
     found = read_results(results_dir)
     if not found:
@@ -440,7 +390,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, help="default bench/results (<work>/quick with --quick)")
     parser.add_argument("--page", type=Path, help="default BENCHMARKS.md (<work>/quick/BENCHMARKS.md with --quick)")
     parser.add_argument("--report-only", action="store_true", help="only regenerate the page")
-    parser.add_argument("--readme", action="store_true", help="also print a README 'Results' section")
     parser.add_argument("--list", action="store_true", help="list the benchmarks, their scripts and result files")
     # Inputs, for runs on other data (the tests use a tiny model and generated photos):
     parser.add_argument("--chip-size", default="224x224", help="chip input WxH")
@@ -472,8 +421,6 @@ def main(argv: list[str] | None = None) -> None:
                 path = cm.write_result(results_dir, name, run_one(name, args), command)
             print(f"[{name}] {time.perf_counter() - started:.0f} s -> {path}", flush=True)
     print(f"page -> {write_page(results_dir, page)}")
-    if args.readme:
-        print(readme_section({n: d for n in RENDER if (d := cm.read_result(results_dir, n)) is not None}))
 
 
 if __name__ == "__main__":
