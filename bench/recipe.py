@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
     parser.add_argument("--train", type=Path, default=None, help="training photos (default: the shipped set)")
-    parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into <work>/evalset)")
+    parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into $CHIPQ_BENCH_WORK/evalset)")
     parser.add_argument("--steps", type=int, default=RetrainConfig.steps)
     parser.add_argument("--points", default="0,25,50,100,150,200,300", help="curve points, steps")
     parser.add_argument("--curve-every", type=int, default=4, help="curve points use every N-th eval image")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.model = cm.resolve_model(args.model)
     args.train = args.train or default_photos_dir()
-    args.eval = args.eval or cm.eval_set(args.work)
+    args.eval = args.eval or cm.eval_set(cm.DEFAULT_WORK)  # shared with the other benches, not in --work
     args.work.mkdir(parents=True, exist_ok=True)
     log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
     torch.set_num_threads(2)

@@ -131,34 +131,45 @@ def eval_dir(args: argparse.Namespace) -> Path:
     return out
 
 
+def _given(flag: str, value: object, default: object) -> list[str]:
+    """``[flag, value]`` when `value` is not the script's own default (so the recorded command stays short)."""
+    return [] if value is None or Path(str(value)) == Path(str(default)) else [flag, str(value)]
+
+
 def child_argv(name: str, args: argparse.Namespace, results_dir: Path) -> list[str]:
-    """The command line of a child benchmark's script: this run's inputs, and small settings with --quick."""
-    quick, work, results = args.quick, str(work_dir(args)), str(results_dir)
-    model = ["--model", str(cm.resolve_model(args.model))]
-    train = ["--train", str(args.calib)] if args.calib is not None else []
-    out = lambda file: str(Path(results_dir) / file)  # noqa: E731
+    """The command line of a child benchmark's script: this run's inputs where they differ from the
+    script's defaults, and small settings with --quick."""
+    quick = args.quick
+    model = _given("--model", args.model, None)
+    work = _given("--work", work_dir(args), cm.DEFAULT_WORK)
+    results = _given("--results", results_dir, cm.RESULTS_DIR)
+    out = lambda file: _given("--out", Path(results_dir) / file, cm.RESULTS_DIR / file)  # noqa: E731
+    train = _given("--train", args.calib, None)
     if name == "retrain":
-        argv = [*model, "--work", str(retrain_dir(args)), "--out", out("retrain.json"), "--eval", str(args.ukbench), *train]
+        argv = [*model, *_given("--work", retrain_dir(args), cm.DEFAULT_WORK / "retrain"), *out("retrain.json"),
+                *_given("--eval", args.ukbench, cm.UKBENCH), *train]  # fmt: skip
         return argv + (["--minutes", "1", "--points", "1", "--samples", "16"] if quick else [])
     if name == "scale":
-        argv = [*model, "--work", work, "--results", results, "--ukbench", str(args.ukbench)]
+        argv = [*model, *work, *results, *_given("--ukbench", args.ukbench, cm.UKBENCH)]
         return argv + (["--crops", "20", "--distractors", "200"] if quick else [])
-    held_out = ["--eval", str(eval_dir(args))]
+    # the held-out set: built once here for a quick run or when named; else each script builds the default
+    named = getattr(args, "eval", None) is not None or Path(args.ukbench) != cm.UKBENCH
+    held_out = ["--eval", str(eval_dir(args))] if quick or named else []
     if name == "evalset":
-        return ["measure", *model, "--work", work, "-o", out("evalset.json"), *held_out]
+        return ["measure", *model, *work, *_given("-o", Path(results_dir) / "evalset.json", cm.RESULTS_DIR / "evalset.json"), *held_out]
     if name == "plan":
         fronts = ",".join(f"front {mb}MB" for mb in (3, 4, 5, 7))
-        return [*model, "--work", work, "--results", results, *held_out] + (["--sens-images", "2", "--skip", fronts] if quick else [])
+        return [*model, *work, *results, *held_out] + (["--sens-images", "2", "--skip", fronts] if quick else [])
     if name == "plan_stability":
-        return [*model, "--work", work, "--results", results, *held_out] + (["--settings", "1"] if quick else [])
+        return [*model, *work, *results, *held_out] + (["--settings", "1"] if quick else [])
     if name == "recipe":
-        argv = [*model, "--work", str(work_dir(args) / "recipe"), "--out", out("recipe.json"), *held_out, *train]
+        argv = [*model, *_given("--work", work_dir(args) / "recipe", cm.DEFAULT_WORK / "recipe"), *out("recipe.json"), *held_out, *train]
         return argv + (["--steps", "2", "--points", "0,2", "--samples", "16", "--skip-ablation"] if quick else [])
     if name == "reconstruct_sweep":
-        argv = [*model, "--work", work, "--out", out("reconstruct_sweep.json"), *held_out]
+        argv = [*model, *work, *out("reconstruct_sweep.json"), *held_out]
         return argv + (['{"images": 4}', "--every", "2"] if quick else [])
     if name == "retrain_sweep":
-        argv = [*model, "--work", work, "--out", out("retrain_sweep.json"), *held_out, *train]
+        argv = [*model, *work, *out("retrain_sweep.json"), *held_out, *train]
         return argv + (["--settings", '{"steps": 2, "samples": 16, "init_images": 4}'] if quick else [])
     raise ValueError(f"{name!r} is not a child benchmark")
 

@@ -109,6 +109,14 @@ def test_every_child_benchmark_gets_small_settings_with_quick(tiny_bench, bench_
         assert str(run_all.BENCH / "results") not in " ".join(quick)
 
 
+def test_a_default_run_gives_children_their_own_defaults():
+    """Without options the children run as `python bench/NAME.py`: the command a section records is short."""
+    args = argparse.Namespace(model=None, work=run_all.cm.DEFAULT_WORK, quick=False, calib=None,
+                              ukbench=run_all.cm.UKBENCH, eval=None)  # fmt: skip
+    argv = {b.name: run_all.child_argv(b.name, args, run_all.cm.RESULTS_DIR) for b in run_all.BENCHMARKS if b.child}
+    assert argv == {name: (["measure"] if name == "evalset" else []) for name in argv}
+
+
 def test_stale_results_are_marked_with_the_command_that_remakes_them():
     old = {"machine": {"cpu": "X", "cores": 2, "date_utc": "2026-11-22 01:56 UTC"}}
     line, stale = run_all.provenance(old, "size.json", "size")
