@@ -575,10 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "score":
         chips = dict(item.split("=", 1) for item in args.chip)
         result = score(args.gt, args.float_npz, {k: Path(v) for k, v in chips.items()})
-        text = json.dumps(result, indent=1)
+        print(json.dumps(result, indent=1))
         if args.output:
-            args.output.write_text(text + "\n")
-        print(text)
+            import common as cm
+
+            cm.write_json(args.output, result)
         return 0
     if args.cmd == "photos":
         make_eval_photos(args.out, args.debs)
