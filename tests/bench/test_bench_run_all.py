@@ -141,3 +141,5 @@ def test_quick_runs_every_benchmark(tiny_bench, tmp_path):
         assert (results / bench.results[0]).is_file(), bench.name
     text = page.read_text()
     assert "Stale" not in text and "Not measured yet" not in text
+    for bench in run_all.BENCHMARKS:  # every file's line names the command that made it
+        assert f"`bench/results/{bench.results[0]}`: " in text and "command: `python bench/" in text, bench.name
