@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +26,11 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 PAGE = REPO / "BENCHMARKS.md"
 SAMPLES = REPO / "samples"
-UKBENCH = Path("/work/shared/data/ukbench56")
-DEFAULT_WORK = Path(os.environ.get("CHIPQ_BENCH_WORK", Path.home() / ".cache" / "chipq" / "bench"))
+# Shared data lives beside the checkout (``../shared``), never at one machine's absolute path:
+SHARED = Path(os.environ.get("CHIPQ_BENCH_SHARED") or REPO.parent / "shared")
+UKBENCH = SHARED / "data" / "ukbench56"  # UKBench-56: jpg/ + groundtruth.json (not redistributed)
+DEFAULT_WORK = Path(os.environ.get("CHIPQ_BENCH_WORK") or Path.home() / ".cache" / "chipq" / "bench")
+SUITE = 2  # results stamped with a lower (or no) suite number were made before the suite of issue 22
 
 THREADS = 2  # the machine has 2 cores; every engine gets both, and the count is recorded
 MAIN_PLAN = "3x7,1x6"
@@ -201,11 +206,28 @@ def write_atomic(path: Path, text: str) -> None:
     atomic_write_text(path, text, what="bench result")
 
 
-def write_result(results_dir: Path, name: str, data: dict) -> Path:
-    """Save one script's results as ``<results_dir>/<name>.json``."""
-    path = Path(results_dir) / f"{name}.json"
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-    return path
+def write_result(results_dir: Path, name: str, data: dict, command: str | None = None) -> Path:
+    """Save one script's results as ``<results_dir>/<name>.json`` (stamped, `stamped`)."""
+    return write_json(Path(results_dir) / f"{name}.json", data, command)
+
+
+def write_json(path: Path, data: dict, command: str | None = None) -> Path:
+    """Save a results file, stamped with the suite number, the command and the machine."""
+    write_atomic(Path(path), json.dumps(stamped(data, command), indent=2, sort_keys=False) + "\n")
+    return Path(path)
+
+
+def stamped(data: dict, command: str | None = None) -> dict:
+    """`data` with a ``provenance`` entry: which suite, which command, which machine and when.
+
+    BENCHMARKS.md states these for every section and marks a section stale when its results carry
+    no stamp or an older suite number (`run_all.provenance`).
+    """
+    if command is None:  # the script as it was run, from the checkout's root
+        script = Path(sys.argv[0])
+        shown = f"bench/{script.name}" if script.parent.name == "bench" else script.name
+        command = shlex.join(["python", shown, *sys.argv[1:]])
+    return {**data, "provenance": {"suite": SUITE, "command": command, "machine": machine_info()}}
 
 
 def read_result(results_dir: Path, name: str) -> dict | None:
@@ -216,18 +238,31 @@ def read_result(results_dir: Path, name: str) -> dict | None:
 # --- models and blobs -----------------------------------------------------------------------------
 
 
-def resolve_model(model: Path | None, work: Path) -> Path:
-    """The float model file: the one given, or the real VGG-16 fetched into the work folder."""
+def resolve_model(model: Path | None, work: Path | None = None) -> Path:
+    """The float model file: the one given, or the real VGG-16 as `chipq fetch-vgg16` fetches it,
+    kept in its cache (``$CHIPQ_CACHE/vgg16``, else ``~/.cache/chipq/vgg16``; `work` is not used)."""
     if model is not None:
         return Path(model)
-    from chipq.importers.fetch import fetch_vgg16
+    from chipq.importers.fetch import default_cache_dir, fetch_vgg16
 
-    pt_path, _ = fetch_vgg16(Path(work) / "vgg16")
+    pt_path, _ = fetch_vgg16(default_cache_dir() / "vgg16")
     return pt_path
 
 
+def eval_set(work: Path, ukbench: Path | None = UKBENCH) -> Path:
+    """The held-out evaluation set of `bench/evalset.py` (committed photos, their edits and, when
+    the shared data is there, UKBench-56), built once into ``<work>/evalset``."""
+    import evalset
+
+    out = Path(work) / "evalset"
+    if not (out / "groundtruth.json").is_file():
+        evalset.build(out, ukbench if ukbench is not None and Path(ukbench).is_dir() else None)
+    return out
+
+
 def default_photos() -> Path:
-    """Real photos for timing and calibration: UKBench when the shared data is there, else samples/."""
+    """Real photos for timing and calibration: UKBench when the shared data (``../shared``) is
+    there, else samples/."""
     folder = UKBENCH / "jpg"
     return folder if folder.is_dir() else SAMPLES / "photos"
 

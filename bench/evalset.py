@@ -57,7 +57,7 @@ all 4 views.
 
 Evaluate (NIP at 224x224)::
 
-    python bench/evalset.py build --out /tmp/evalset --ukbench /work/shared/data/ukbench56
+    python bench/evalset.py build --out /tmp/evalset --ukbench ../shared/data/ukbench56
     chipq extract /tmp/evalset --model vgg16.pt -o float.npz
     chipq eval float.npz --gt /tmp/evalset/groundtruth.json --exclude-queries
     chipq extract /tmp/evalset --blob b.blob -o chip.npz
@@ -66,6 +66,13 @@ Evaluate (NIP at 224x224)::
 
 ``score`` runs ``chipq eval`` on each file and adds the mAP per edit and, for chip descriptors,
 the mean cosine of each image's descriptor to the float one.
+
+``measure`` does all of it in one step (what ``bench/run_all.py --only evalset`` runs): builds the
+set into ``<work>/evalset`` (with UKBench-56 when the shared data is there), makes the post-training
+``3x7,1x6`` blob (`common.ptq_blob`, the shipped calibration photos), extracts NIP descriptors with
+``chipq extract`` and scores them into ``bench/results/evalset.json``::
+
+    python bench/evalset.py measure [--model vgg16.pt] [--chip LABEL=BLOB ...]
 """
 
 from __future__ import annotations
@@ -384,9 +391,11 @@ the database, the UKBench views stay in since they are each other's positives):
 """
 
 
-def build(out: Path, ukbench: Path | None) -> dict:
+def build(out: Path, ukbench: Path | None, limit: int | None = None) -> dict:
+    """Write the evaluation folder `out` (see the module docstring); `limit` keeps the first photos
+    only (``bench/run_all.py --quick``)."""
     report = check_disjoint(ukbench)
-    photos = sorted(EVAL_PHOTOS.glob("*.jpg"))
+    photos = sorted(EVAL_PHOTOS.glob("*.jpg"))[:limit]
     if not photos:
         raise SystemExit(f"{EVAL_PHOTOS}: no photos (run `python bench/evalset.py photos`)")
     for sub in ("photos", "queries", "ukbench"):
@@ -485,6 +494,53 @@ def score(gt: Path, float_npz: Path, chips: dict[str, Path]) -> dict:
     return result
 
 
+def _extract(folder: Path, source: list[str], out: Path) -> Path:
+    chipq = Path(sys.executable).with_name("chipq")
+    command = [str(chipq) if chipq.exists() else "chipq", "extract", str(folder), *source, "-o", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"chipq extract {' '.join(source)}: {done.stderr.strip()}")
+    return out
+
+
+def measure(model: Path | None, chips: dict[str, Path], work: Path, eval_dir: Path | None = None) -> dict:
+    """Build (or take) the evaluation set, describe it with the float model, the post-training blob
+    and every blob of `chips`, and score them (`score`)."""
+    import common as cm
+
+    from chipq.quant.compress import default_calib_dir
+
+    model = cm.resolve_model(model)
+    folder = Path(eval_dir) if eval_dir is not None else cm.eval_set(work)
+    blob = cm.ptq_blob(model, cm.MAIN_PLAN, work, default_calib_dir(), (224, 224))
+    blobs = {f"post-training-{cm.MAIN_PLAN}": blob, **chips}
+    out = Path(work) / "evalset_descriptors"
+    out.mkdir(parents=True, exist_ok=True)
+    float_npz = _extract(folder, ["--model", str(model)], out / "float.npz")
+    npz = {label: _extract(folder, ["--blob", str(path)], out / f"chip{i}.npz") for i, (label, path) in enumerate(blobs.items())}
+    return score(folder / "groundtruth.json", float_npz, npz)
+
+
+def render(result: dict) -> str:
+    """The BENCHMARKS.md section: mAP per model and per edit, cosine to float."""
+    import common as cm
+
+    models = result["models"]
+    edits = sorted({edit for entry in models.values() for edit in entry["map_by_edit"]})
+    header = ["model", "mAP", "cos to float", *edits]
+    rows = [[f"`{label}`", cm.fmt(entry["map"], 4), cm.fmt(entry.get("mean_cosine_to_float"), 4),
+             *(cm.fmt(entry["map_by_edit"].get(edit), 3) for edit in edits)] for label, entry in models.items()]  # fmt: skip
+    first = next(iter(models.values()))
+    return "\n".join([
+        "## Held-out evaluation set (`bench/evalset.py`)",
+        "",
+        f"NIP at 224x224, {result['protocol']}: {first['queries']} queries against {first['database']} database "
+        "images, none of them a training or calibration photo; mAP per edit of the queries.",
+        "",
+        cm.md_table(header, rows),
+    ])  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -501,14 +557,29 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--float", dest="float_npz", type=Path, required=True)
     q.add_argument("--chip", action="append", default=[], metavar="LABEL=NPZ")
     q.add_argument("-o", "--output", type=Path, default=None, help="also write the JSON here")
+    q = sub.add_parser("measure", help="build, describe and score in one step (bench/results/evalset.json)")
+    q.add_argument("--model", type=Path, default=None, help="float model (default: `chipq fetch-vgg16`'s cache)")
+    q.add_argument("--chip", action="append", default=[], metavar="LABEL=BLOB", help="another blob to score")
+    q.add_argument("--eval", type=Path, default=None, help="an evaluation folder made by `build` (default: built)")
+    q.add_argument("--work", type=Path, default=None, help="default: $CHIPQ_BENCH_WORK or ~/.cache/chipq/bench")
+    q.add_argument("-o", "--output", type=Path, default=REPO / "bench" / "results" / "evalset.json")
     args = parser.parse_args(argv)
+    if args.cmd == "measure":
+        import common as cm
+
+        chips = {label: Path(path) for label, path in (item.split("=", 1) for item in args.chip)}
+        result = measure(args.model, chips, args.work or cm.DEFAULT_WORK, args.eval)
+        print(render(result))
+        print(f"results -> {cm.write_json(args.output, result)}")
+        return 0
     if args.cmd == "score":
         chips = dict(item.split("=", 1) for item in args.chip)
         result = score(args.gt, args.float_npz, {k: Path(v) for k, v in chips.items()})
-        text = json.dumps(result, indent=1)
+        print(json.dumps(result, indent=1))
         if args.output:
-            args.output.write_text(text + "\n")
-        print(text)
+            import common as cm
+
+            cm.write_json(args.output, result)
         return 0
     if args.cmd == "photos":
         make_eval_photos(args.out, args.debs)

@@ -2,7 +2,7 @@
 
 The analogue of the paper's Tables 1 and 2, on photos we have (the paper's are INRIA Holidays):
 
-- ``ukbench``: /work/shared/data/ukbench56, 56 UKBench photos at 640x480 (14 objects x 4 views);
+- ``ukbench``: ../shared/data/ukbench56 (beside the checkout), 56 UKBench photos at 640x480 (14 objects x 4 views);
   every image is a query, ranked against the other 55 (the query excluded from its own ranking);
   also the UKBench N-S score (relevant images among the top 4, the query included; 4 is perfect).
 - ``samples``: samples/, the 54 query variants (crops, rotations, JPEG 15, ...) against the 9

@@ -146,11 +146,12 @@ def planner_default_sens() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("/work/models/vgg16.pt"))
+    parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
     parser.add_argument("--budget", default="3914104")
     parser.add_argument("--sens-images", type=int, default=planner_default_sens(), help="as `chipq plan --sens-images`")
     parser.add_argument("--sensitivity", default=None, help="as `chipq plan --sensitivity` (default: its default)")
-    parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"), help="held-out set (bench/evalset.py)")
+    parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into <work>/evalset)")
+    parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK, help="where the evaluation set is built")
     parser.add_argument("--queries-every", type=int, default=1, help="every N-th edited query only (1: all)")
     parser.add_argument("--retrain", action="store_true", help="also the default (retrained) compress of both plans")
     parser.add_argument("--reuse-partial", action="store_true", help="take rows from a cut-short run's plan_partial.json")
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=cm.RESULTS_DIR)
     parser.add_argument("--replot", action="store_true", help="only redraw plan_front.png from plan.json (sensitivity cached)")
     args = parser.parse_args(argv)
+    args.model = cm.resolve_model(args.model)
+    args.eval = args.eval or cm.eval_set(args.work)
     cm.set_threads()
     from recipe_eval import chip_descriptors, float_descriptors, load_subset, scores
 

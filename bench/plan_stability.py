@@ -66,12 +66,16 @@ def _gap(row: dict, paper: dict | None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("/work/models/vgg16.pt"))
+    parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
     parser.add_argument("--budget", default="3914104")
-    parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"), help="held-out set (bench/evalset.py)")
+    parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into <work>/evalset)")
+    parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK, help="where the evaluation set is built")
+    parser.add_argument("--settings", type=int, default=len(SETTINGS), help="measure the first N settings only")
     parser.add_argument("--reuse", action="store_true", help="keep rows of plans plan_stability.json already has")
     parser.add_argument("--results", type=Path, default=cm.RESULTS_DIR)
     args = parser.parse_args(argv)
+    args.model = cm.resolve_model(args.model)
+    args.eval = args.eval or cm.eval_set(args.work)
     cm.set_threads()
     from plan import setup
     from recipe_eval import chip_descriptors, float_descriptors, load_subset, scores
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     earlier = (cm.read_result(args.results, "plan_stability") or {}).get("rows", {}) if args.reuse else {}
     by_plan = {row["plan"]: row for row in earlier.values()}
     plans: dict[str, tuple[str, list[int], float | None]] = {"paper": ("paper `3x7,1x6`", parse_plan(planner.PAPER_PLAN, names), None)}
-    for label, kind, first, count in SETTINGS:
+    for label, kind, first, count in SETTINGS[: args.settings]:
         if kind == "reconstructed" and first != planner.sensitivity_images(calib, count, kind)[0]:
             raise SystemExit(f"{label}: the planner no longer measures there")
         # the planner places reconstructed photos itself; weight-only ones start at the slice given

@@ -2,8 +2,7 @@
 
 Run (nohup it; tens of minutes on the 2-core machine):
 
-    .venv/bin/python bench/recipe.py --model /work/models/vgg16.pt \\
-        --train /work/shared_sets/train/photos --eval /work/shared_sets/eval
+    .venv/bin/python bench/recipe.py [--model vgg16.pt] [--train PHOTOS] [--eval EVALSET]
 
 Training and calibration images: --train (default the shipped photo set); evaluation: --eval, a
 set disjoint from them (`bench/evalset.py`), every image described by NIP at 224x224 (four
@@ -38,8 +37,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as cm  # noqa: E402
 from recipe_eval import chip_descriptors, descriptors, float_descriptors, load_subset, scores, simulate  # noqa: E402
 
+from chipq.data import default_photos_dir  # noqa: E402
 from chipq.executor.fast import FastExecutor  # noqa: E402
 from chipq.formats.writer import write_blob  # noqa: E402
 from chipq.importers import load_model  # noqa: E402
@@ -67,11 +68,11 @@ class Clock:
         return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=Path("/work/models/vgg16.pt"))
-    parser.add_argument("--train", type=Path, default=Path("/work/shared_sets/train/photos"))
-    parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"))
+    parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
+    parser.add_argument("--train", type=Path, default=None, help="training photos (default: the shipped set)")
+    parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into $CHIPQ_BENCH_WORK/evalset)")
     parser.add_argument("--steps", type=int, default=RetrainConfig.steps)
     parser.add_argument("--points", default="0,25,50,100,150,200,300", help="curve points, steps")
     parser.add_argument("--curve-every", type=int, default=4, help="curve points use every N-th eval image")
@@ -82,9 +83,12 @@ def main() -> None:
     parser.add_argument("--train-from", default="")
     parser.add_argument("--queries-every", type=int, default=1, help="keep every N-th edited query (1: all)")
     parser.add_argument("--skip-ablation", action="store_true")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/chipq-bench-recipe"))
+    parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK / "recipe")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "recipe.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.model = cm.resolve_model(args.model)
+    args.train = args.train or default_photos_dir()
+    args.eval = args.eval or cm.eval_set(cm.DEFAULT_WORK)  # shared with the other benches, not in --work
     args.work.mkdir(parents=True, exist_ok=True)
     log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
     torch.set_num_threads(2)
@@ -175,8 +179,7 @@ def main() -> None:
         seconds_per_step=train_wall / max(1, args.steps), cpu_seconds_per_step=train_cpu / max(1, args.steps),
         load_at_end=os.getloadavg(),
     )  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    cm.write_json(args.out, result)
     render(result)
 
 

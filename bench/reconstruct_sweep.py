@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as cm  # noqa: E402
 from recipe_eval import EvalSet, chip_descriptors, float_descriptors, scores  # noqa: E402
 
 from chipq.importers import load_model  # noqa: E402
@@ -51,14 +52,17 @@ DEFAULT_SETTINGS = [
 ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("settings", nargs="*", help="JSON objects (default: the module's list)")
-    parser.add_argument("--model", type=Path, default=Path("/work/models/vgg16.pt"))
-    parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"))
+    parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
+    parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into <work>/evalset)")
+    parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK, help="where the evaluation set is built")
     parser.add_argument("--every", type=int, default=10, help="every N-th evaluation image")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "reconstruct_sweep.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.model = cm.resolve_model(args.model)
+    args.eval = args.eval or cm.eval_set(args.work)
     torch.set_num_threads(2)
     settings = [json.loads(s) for s in args.settings] or DEFAULT_SETTINGS
     stack = load_model(args.model).without_trailing_pool()
@@ -80,8 +84,7 @@ def main() -> None:
         rows.append(row)
     result = {"model": str(args.model), "plan": "3x7,1x6", "eval_images": len(small.names), "every": args.every,
               "cpus": os.cpu_count(), "rows": rows}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    cm.write_json(args.out, result)
 
 
 if __name__ == "__main__":

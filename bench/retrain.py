@@ -2,10 +2,10 @@
 
 Run (about 45 minutes on the 2-core machine; nohup it):
 
-    .venv/bin/python bench/retrain.py --model /tmp/lead/run/vgg16.pt --minutes 30
+    .venv/bin/python bench/retrain.py [--model vgg16.pt] --minutes 30
 
 Training images: samples/ (the 9 photos and their 54 query variants). Evaluation images:
-/work/shared/data/ukbench56 (56 UKBench photos, 14 objects x 4 views; every image is a query,
+UKBench-56 in the shared data beside the checkout (``../shared/data/ukbench56``; 56 UKBench photos, 14 objects x 4 views; every image is a query,
 the query excluded from its own ranking). The two sets are disjoint.
 
 Measured, for the float model, the post-training blob and the retrained model at a few points of
@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import common as cm
 import numpy as np
 import torch
 from rich.console import Console
@@ -135,7 +136,7 @@ def cost_only(args, console: Console) -> None:
         costs = {**step_costs(stack, trainer, config.batch, repeats=5), "cache_s_per_sample": per_sample}
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
     result["step_cost_quiet"] = costs
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    cm.write_json(args.out, result)
     console.print(costs)
 
 
@@ -145,20 +146,21 @@ def qat_descriptors(trainer: Retrainer, prefix_out: torch.Tensor) -> np.ndarray:
     return descriptors(maps.numpy())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=Path("/tmp/lead/run/vgg16.pt"))
+    parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
     parser.add_argument("--train", type=Path, default=REPO / "samples")
-    parser.add_argument("--eval", type=Path, default=Path("/work/shared/data/ukbench56"))
+    parser.add_argument("--eval", type=Path, default=cm.UKBENCH, help="UKBench-56 (jpg/, groundtruth.json)")
     parser.add_argument("--minutes", type=float, default=30.0, help="retraining wall time (cache + steps)")
     parser.add_argument("--points", default="2,5,10,15,20,30", help="curve points, minutes")
     parser.add_argument("--lr", type=float, default=RetrainConfig.lr)
     parser.add_argument("--samples", type=int, default=RetrainConfig.samples)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/chipq-bench-retrain"))
+    parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK / "retrain")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "retrain.json")
     parser.add_argument("--cost-only", action="store_true", help="only measure the step costs (add them to --out)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.model = cm.resolve_model(args.model)
     console = Console(width=max(Console().width, 110))
     if args.cost_only:
         cost_only(args, console)
@@ -232,8 +234,7 @@ def main() -> None:
         "qat_vs_blob_max_descriptor_diff": qat_gap,
         "step_cost": costs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    cm.write_json(args.out, result)
     render(result, console)
 
 

@@ -2,8 +2,7 @@
 
 Run (nohup it; ~5 minutes per setting on the 2-core machine):
 
-    .venv/bin/python bench/retrain_sweep.py --model /work/models/vgg16.pt \\
-        --train compressor/data/photos --eval /work/shared_sets/eval \\
+    .venv/bin/python bench/retrain_sweep.py [--model vgg16.pt] [--eval EVALSET] \\
         --settings '{}' '{"lr": 3e-5}' '{"map_weight": 0}'
 
 Every setting starts from the full reconstruction (the default route's start; made once per
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as cm  # noqa: E402
 from recipe_eval import EvalSet, chip_descriptors, float_descriptors, scores  # noqa: E402
 
 from chipq.importers import load_model  # noqa: E402
@@ -47,15 +47,18 @@ TRAINING_FIELDS = {"steps", "batch", "crop", "samples", "lr", "seed", "train_fro
                    "init_images", "init_positions", "desc_center"}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=Path("/work/models/vgg16.pt"))
+    parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
     parser.add_argument("--train", type=Path, default=REPO / "compressor" / "data" / "photos")
-    parser.add_argument("--eval", type=Path, default=Path("/work/shared_sets/eval"))
+    parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into <work>/evalset)")
+    parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK, help="where the evaluation set is built")
     parser.add_argument("--settings", nargs="+", default=["{}"], help="JSON objects of RetrainConfig fields")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "retrain_sweep.json")
     parser.add_argument("--append", action="store_true", help="add the rows to those already in --out")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.model = cm.resolve_model(args.model)
+    args.eval = args.eval or cm.eval_set(args.work)
     log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
     settings = [json.loads(s) for s in args.settings]
     for s in settings:
@@ -92,8 +95,7 @@ def main() -> None:
     images = load_training_images(args.train)
 
     def save() -> None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        cm.write_json(args.out, result)
 
     caches: dict = {}
     for setting in settings:

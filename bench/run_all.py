@@ -1,25 +1,35 @@
 """Every benchmark in one command, and BENCHMARKS.md regenerated from their results.
 
-    .venv/bin/python bench/run_all.py                      # everything (about 2 hours on 2 cores)
+    .venv/bin/python bench/run_all.py                      # everything (many hours on 2 cores)
     .venv/bin/python bench/run_all.py --only size,speed    # some of them
-    .venv/bin/python bench/run_all.py --quick              # a smoke run, results in <work>/quick
+    .venv/bin/python bench/run_all.py --quick              # every one on small settings, results in <work>/quick
     .venv/bin/python bench/run_all.py --report-only        # only rewrite BENCHMARKS.md
+    .venv/bin/python bench/run_all.py --list               # the benchmarks, their scripts and result files
 
-Each benchmark writes ``bench/results/<name>.json``; the page is then written from whatever JSON
-files are there, so every number on it comes from a results file. Order: size, speed, retrain,
-fidelity, cost, c_model (speed first so nothing of ours competes with its timings; retrain, which is
-`bench/retrain.py` run as a child with its own results file, before fidelity, which then scores
-the blob it leaves in ``<work>/retrain`` unless ``--retrained`` names one). Without ``--model``
-the real VGG-16 is fetched into the work folder (`chipq.importers.fetch.fetch_vgg16`) and the blobs are
-made there by `chipq.quant.compress`.
+`BENCHMARKS` lists every benchmark script of bench/ (a test checks that none is missing), in the
+order they run: speed early so nothing of ours competes with its timings; retrain (which leaves a
+retrained blob in ``<work>/retrain``) before fidelity, which scores it unless ``--retrained`` names
+one. size, speed, fidelity, cost and c_model run in this process; the others are their own script run
+as a child with the settings of this command line (`child_argv`).
+
+Inputs, with no machine path: the float model is the real VGG-16 as `chipq fetch-vgg16` fetches it,
+kept in its cache (``$CHIPQ_CACHE/vgg16``, else ``~/.cache/chipq/vgg16``) unless ``--model`` names
+one; photos come from the checkout (samples/, the shipped calibration set, bench/evalset/); UKBench-56
+from the shared data beside the checkout (``../shared/data/ukbench56``, ``$CHIPQ_BENCH_SHARED``).
+
+Every result file is stamped with the suite number, the command and the machine
+(`common.stamped`); each page section states them, and marks results made before this suite
+(no stamp, or an older suite number) stale, with the command that remakes them.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import c_model
@@ -29,12 +39,43 @@ import fidelity
 import size
 import speed
 
-NAMES = ("size", "speed", "retrain", "fidelity", "cost", "c_model")  # the order they run in
+BENCH = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: its --only name, its script in bench/, the result files it writes."""
+
+    name: str
+    script: str
+    results: tuple[str, ...]  # file names in the results folder
+    child: bool  # run as its own script in a child process (else in this process, `run_one`)
+
+
+BENCHMARKS = (
+    Benchmark("size", "size.py", ("size.json",), child=False),
+    Benchmark("speed", "speed.py", ("speed.json",), child=False),
+    Benchmark("retrain", "retrain.py", ("retrain.json",), child=True),
+    Benchmark("fidelity", "fidelity.py", ("fidelity.json",), child=False),
+    Benchmark("cost", "cost.py", ("cost.json",), child=False),
+    Benchmark("c_model", "c_model.py", ("c_model.json",), child=False),
+    Benchmark("scale", "scale.py", ("scale.json",), child=True),
+    Benchmark("evalset", "evalset.py", ("evalset.json",), child=True),
+    Benchmark("plan", "plan.py", ("plan.json", "plan_front.png"), child=True),
+    Benchmark("plan_stability", "plan_stability.py", ("plan_stability.json",), child=True),
+    Benchmark("recipe", "recipe.py", ("recipe.json", "recipe_longer.json", "recipe_curve.png"), child=True),
+    Benchmark("reconstruct_sweep", "reconstruct_sweep.py", ("reconstruct_sweep.json",), child=True),
+    Benchmark("retrain_sweep", "retrain_sweep.py", ("retrain_sweep.json",), child=True),
+)
+NAMES = tuple(b.name for b in BENCHMARKS)  # the order they run in
+BY_NAME = {b.name: b for b in BENCHMARKS}
+HELPERS = ("common.py", "recipe_eval.py", "run_all.py")  # bench/ modules that are not benchmarks
 RENDER = {"size": size.render, "speed": speed.render, "fidelity": fidelity.render, "cost": cost.render,
           "c_model": c_model.render}  # fmt: skip
-RETRAIN_SCRIPT = Path(__file__).resolve().parent / "retrain.py"
+RETRAIN_SCRIPT = BENCH / "retrain.py"
 RETRAINED_BLOB = "retrained.blob"  # what bench/retrain.py leaves in its --work folder
 CONTENTION = 0.10  # other processes' CPU share above which a timing is flagged
+QUICK_EVAL_PHOTOS = 3  # --quick: the evaluation set keeps this many committed photos (and their edits)
 
 
 def run_one(name: str, args: argparse.Namespace) -> dict:
@@ -65,36 +106,119 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     raise ValueError(f"unknown benchmark {name!r}")
 
 
+def work_dir(args: argparse.Namespace) -> Path:
+    """The children's work folder: a --quick run keeps its files apart."""
+    return Path(args.work) / ("quick" if args.quick else "")
+
+
 def retrain_dir(args: argparse.Namespace) -> Path:
     """bench/retrain.py's work folder: a --quick run keeps its short-trained blob apart."""
-    return Path(args.work) / ("quick" if args.quick else "") / "retrain"
+    return work_dir(args) / "retrain"
+
+
+def eval_dir(args: argparse.Namespace) -> Path:
+    """The held-out set of bench/evalset.py the children score on: ``--eval``, else built once into
+    the work folder (with --quick from the first `QUICK_EVAL_PHOTOS` committed photos only)."""
+    if getattr(args, "eval", None) is not None:
+        return Path(args.eval)
+    if not args.quick:
+        return cm.eval_set(work_dir(args), args.ukbench)
+    import evalset
+
+    out = work_dir(args) / "evalset"
+    if not (out / "groundtruth.json").is_file():
+        evalset.build(out, None, limit=QUICK_EVAL_PHOTOS)
+    return out
+
+
+def _given(flag: str, value: object, default: object) -> list[str]:
+    """``[flag, value]`` when `value` is not the script's own default (so the recorded command stays short)."""
+    return [] if value is None or Path(str(value)) == Path(str(default)) else [flag, str(value)]
+
+
+def child_argv(name: str, args: argparse.Namespace, results_dir: Path) -> list[str]:
+    """The command line of a child benchmark's script: this run's inputs where they differ from the
+    script's defaults, and small settings with --quick."""
+    quick = args.quick
+    model = _given("--model", args.model, None)
+    work = _given("--work", work_dir(args), cm.DEFAULT_WORK)
+    results = _given("--results", results_dir, cm.RESULTS_DIR)
+    out = lambda file: _given("--out", Path(results_dir) / file, cm.RESULTS_DIR / file)  # noqa: E731
+    train = _given("--train", args.calib, None)
+    if name == "retrain":
+        argv = [*model, *_given("--work", retrain_dir(args), cm.DEFAULT_WORK / "retrain"), *out("retrain.json"),
+                *_given("--eval", args.ukbench, cm.UKBENCH), *train]  # fmt: skip
+        return argv + (["--minutes", "1", "--points", "1", "--samples", "16"] if quick else [])
+    if name == "scale":
+        argv = [*model, *work, *results, *_given("--ukbench", args.ukbench, cm.UKBENCH)]
+        return argv + (["--crops", "20", "--distractors", "200"] if quick else [])
+    # the held-out set: built once here for a quick run or when named; else each script builds the default
+    named = getattr(args, "eval", None) is not None or Path(args.ukbench) != cm.UKBENCH
+    held_out = ["--eval", str(eval_dir(args))] if quick or named else []
+    if name == "evalset":
+        return ["measure", *model, *work, *_given("-o", Path(results_dir) / "evalset.json", cm.RESULTS_DIR / "evalset.json"), *held_out]
+    if name == "plan":
+        fronts = ",".join(f"front {mb}MB" for mb in (3, 4, 5, 7))
+        return [*model, *work, *results, *held_out] + (["--sens-images", "2", "--skip", fronts] if quick else [])
+    if name == "plan_stability":
+        return [*model, *work, *results, *held_out] + (["--settings", "1"] if quick else [])
+    if name == "recipe":
+        argv = [*model, *_given("--work", work_dir(args) / "recipe", cm.DEFAULT_WORK / "recipe"), *out("recipe.json"), *held_out, *train]
+        return argv + (["--steps", "2", "--points", "0,2", "--samples", "16", "--skip-ablation"] if quick else [])
+    if name == "reconstruct_sweep":
+        argv = [*model, *work, *out("reconstruct_sweep.json"), *held_out]
+        return argv + (['{"images": 4}', "--every", "2"] if quick else [])
+    if name == "retrain_sweep":
+        argv = [*model, *work, *out("retrain_sweep.json"), *held_out, *train]
+        return argv + (["--settings", '{"steps": 2, "samples": 16, "init_images": 4}'] if quick else [])
+    raise ValueError(f"{name!r} is not a child benchmark")
+
+
+def run_child(name: str, args: argparse.Namespace, results_dir: Path) -> Path:
+    """Run a benchmark's own script in a child process (its result file is what it writes)."""
+    script = RETRAIN_SCRIPT if name == "retrain" else BENCH / BY_NAME[name].script
+    subprocess.run([sys.executable, str(script), *child_argv(name, args, results_dir)], check=True)
+    return Path(results_dir) / BY_NAME[name].results[0]
 
 
 def run_retrain(args: argparse.Namespace, results_dir: Path) -> Path:
     """bench/retrain.py (another script, with its own JSON) in a child process; --quick shortens it."""
-    model = cm.resolve_model(args.model, args.work)
-    command = [sys.executable, str(RETRAIN_SCRIPT), "--model", str(model), "--work", str(retrain_dir(args)),
-               "--out", str(Path(results_dir) / "retrain.json")]  # fmt: skip
-    if args.quick:
-        command += ["--minutes", "1", "--points", "1", "--samples", "16"]
-    subprocess.run(command, check=True)
-    return Path(results_dir) / "retrain.json"
+    return run_child("retrain", args, results_dir)
 
 
 # --- the page -------------------------------------------------------------------------------------
 
 
-def machine_block(results: dict[str, dict]) -> str:
-    """The machine and versions (from the first result), and when each benchmark ran."""
-    first = next(iter(results.values()))["machine"]
-    lines = [
-        f"- CPU: {first['cpu']} ({', '.join(first.get('cpu_flags', [])) or 'no SIMD flags read'}), "
-        f"{first['cores']} cores, {first['memory_gib']} GiB",
-        f"- Python {first['python']}, numpy {first['numpy']}, torch {first['torch']}, "
-        f"onnxruntime {first['onnxruntime']}",
-    ]
-    lines += [f"- {name}: measured {data['machine']['date_utc']}" for name, data in results.items()]
-    return "\n".join(lines)
+def provenance(data: dict, file: str, name: str) -> tuple[str, bool]:
+    """One line for a results file: when, on what machine and by which command it was made, and
+    whether it is stale (made before this suite: no stamp, or an older suite number)."""
+    stamp = data.get("provenance") or {}
+    machine = stamp.get("machine") or data.get("machine") or {}
+    when = machine.get("date_utc") or data.get("measured") or "date not recorded"
+    where = f"{machine['cpu']}, {machine.get('cores', '?')} cores" if machine.get("cpu") else "machine not recorded"
+    command = f"command: `{stamp['command']}`" if stamp.get("command") else "command not recorded"
+    stale = stamp.get("suite", 0) < cm.SUITE
+    return f"`bench/results/{file}`: {when}, {where}; {command}", stale
+
+
+def provenance_block(name: str, files: dict[str, dict]) -> list[str]:
+    """The lines under a section's heading: where its numbers come from, and a stale mark."""
+    lines, stale = [], False
+    for file, data in files.items():
+        line, old = provenance(data, file, name)
+        lines.append(f"- {line}")
+        stale |= old
+    if stale:
+        lines += ["", f"**Stale:** measured on older code, before the benchmark suite of this release; rerun "
+                      f"`python bench/run_all.py --only {name}`."]  # fmt: skip
+    return ["", *lines]
+
+
+def with_provenance(section: str, name: str, files: dict[str, dict], extra: list[str] | None = None) -> str:
+    """`section` (a ``## `` heading and its body) with the provenance block after the heading."""
+    heading, _, body = section.partition("\n")
+    extra = ["", *extra] if extra else []
+    return "\n".join([heading, *provenance_block(name, files), *extra, body.rstrip("\n")])
 
 
 def contention_notes(results: dict[str, dict]) -> list[str]:
@@ -160,119 +284,107 @@ def retrain_section(data: dict | None) -> list[str]:
     return parts + [""]
 
 
-def render_page(results: dict[str, dict], retrain: dict | None = None) -> str:
+def read_results(results_dir: Path) -> dict[str, dict]:
+    """Every results file of every benchmark that is there (JSON only), by file name."""
+    found = {}
+    for bench in BENCHMARKS:
+        for file in bench.results:
+            if file.endswith(".json"):
+                try:
+                    data = cm.read_result(results_dir, file.removesuffix(".json"))
+                except ValueError:  # mid-write or another format: leave its section out
+                    data = None
+                if isinstance(data, dict):
+                    found[file] = data
+    return found
+
+
+def section(name: str, found: dict[str, dict], results_dir: Path) -> str | None:
+    """The page section of one benchmark, or None when its results are not there."""
+    bench = BY_NAME[name]
+    own = {file: found[file] for file in bench.results if file in found}
+    main = own.get(bench.results[0])
+    if main is None:
+        return None
+    if name in RENDER:
+        extra = speed_summary(main) if name == "speed" else []
+        return with_provenance(RENDER[name](main), name, own, extra)
+    if name == "retrain":
+        return with_provenance("\n".join(retrain_section(main)), name, own)
+    if name == "scale":
+        import scale as scale_bench
+
+        return with_provenance(scale_bench.render(main), name, own)
+    if name == "evalset":
+        import evalset
+
+        return with_provenance(evalset.render(main), name, own)
+    if name == "plan":
+        import plan as plan_bench
+
+        return with_provenance(plan_bench.render(main), name, own)
+    if name == "plan_stability":
+        import plan_stability
+
+        return with_provenance(plan_stability.render(main), name, own) if "measured" in main else None
+    if name == "recipe":
+        import recipe as recipe_bench
+
+        sweep = found.get("reconstruct_sweep.json")
+        own = {**own, **({"reconstruct_sweep.json": sweep} if sweep else {})}
+        text = recipe_bench.render_markdown(main, own.get("recipe_longer.json"), sweep)
+        rows = found.get("retrain_sweep.json")
+        if recipe_bench.plot_curve(main, own.get("recipe_longer.json"), Path(results_dir) / "recipe_curve.png", rows):
+            text = text.rstrip("\n") + "\n\n![cosine and mAP against minutes](bench/results/recipe_curve.png)"
+        return with_provenance(text, name, own)
+    if name == "reconstruct_sweep":  # its table is part of the recipe section
+        return None
+    if name == "retrain_sweep":
+        import retrain_sweep as retrain_sweep_bench
+
+        text = "## Algorithm 1 settings (`bench/retrain_sweep.py`)\n\n" + retrain_sweep_bench.render_markdown(main)
+        return with_provenance(text, name, own)
+    raise ValueError(f"no section for {name!r}")
+
+
+def render_page(found: dict[str, dict], results_dir: Path) -> str:
+    """BENCHMARKS.md: a header, then one section per benchmark in `BENCHMARKS` order."""
+    stale = [b.name for b in BENCHMARKS if any(provenance(found[f], f, b.name)[1] for f in b.results if f in found)]
+    missing = [b.name for b in BENCHMARKS if b.results[0] not in found]
     parts = [
         "# Benchmarks",
         "",
-        "Generated by `bench/run_all.py` from `bench/results/*.json`: edit the scripts, not this page. "
-        "Reproduce everything with `.venv/bin/python bench/run_all.py` (about 2 hours on 2 cores; "
-        "`--only size,speed,retrain,fidelity,cost,c_model` for some, `--quick` for a smoke run, `--retrained BLOB` "
-        "to score a given retrained blob).",
-        "",
-        machine_block(results),
+        "Generated by `bench/run_all.py` from the files in `bench/results/`: edit the scripts, not this page. "
+        "Every section names the files its numbers come from, when and on which machine they were measured and "
+        "the command that made them. Reproduce everything with `.venv/bin/python bench/run_all.py` (hours on "
+        "2 cores), one benchmark with `--only NAME`, a smoke run of every benchmark on small settings with "
+        "`--quick`; `--list` names each benchmark's script and result files.",
         "",
     ]
-    parts += contention_notes(results)
-    if "speed" in results:
-        parts += speed_summary(results["speed"])
-    for name in NAMES:
-        if name in results and name in RENDER:
-            parts += [RENDER[name](results[name]), ""]
-    parts += retrain_section(retrain)
+    if stale:
+        parts += [f"**Stale sections** (made by older code; rerun on a quiet machine): {', '.join(stale)}.", ""]
+    if missing:
+        parts += [f"Not measured yet: {', '.join(missing)}.", ""]
+    if "speed.json" in found:
+        parts += contention_notes({"speed": found["speed.json"]})
+    for bench in BENCHMARKS:
+        text = section(bench.name, found, results_dir)
+        if text is not None:
+            parts += [text, ""]
     return "\n".join(parts)
 
 
-def readme_section(results: dict[str, dict]) -> str:
-    """A short "Results" section for the README, every number taken from the results."""
-    lines = ["## Results", "", "Measured by `bench/run_all.py`; details, method and machine in `BENCHMARKS.md`.", ""]
-    if "size" in results:
-        row = next((r for r in results["size"]["plans"] if r["plan"] == cm.MAIN_PLAN), None)
-        if row:
-            lines.append(
-                f"- **Size**: VGG-16 conv weights {row['fp32_weight_bytes'] / 1e6:.2f} MB fp32 → "
-                f"`{cm.MAIN_PLAN}` blob {row['blob_bytes'] / 1e6:.2f} MB, **{row['ratio']:.2f}x** "
-                f"(the paper's formula: {row['paper_ratio']:.2f}x; paper: 15.1x)."
-            )
-    if "speed" in results:
-        first = next((s for s in results["speed"]["settings"] if s["key"] == speed.GOLDEN_SETTING), None)
-        if first:
-            engines = first["engines"]
-            ms = {name: engines[name]["ms_per_image"] for name in engines}
-            ref = first["int8_reference"]
-            order = ("chipq_fast", ref, "ort_float", "torch_float")
-            parts = [f"{speed.LABELS[n]} {ms[n]:,.0f} ms" for n in order if n in ms]
-            lines.append(
-                "- **Speed** (one 224x224 view, 2 threads): " + ", ".join(parts)
-                + (f"; the exact-integer fast executor takes **{engines['chipq_fast']['ratio_to_int8']:.2f}x** "
-                   "the time of onnxruntime int8 (target: 1.5x)." if "chipq_fast" in engines else ".")
-            )
-    if "fidelity" in results:
-        fid = results["fidelity"]
-        for method in ("nip", "rnip9"):
-            rows = {m: fidelity.find_row(fid, "ukbench", method, m) for m in ("float", "ptq", "retrained", "random")}
-            rows = {m: r for m, r in rows.items() if r}
-            if not rows:
-                continue
-            maps = ", ".join(f"{fidelity.MODEL_LABELS[m]} {r['map_float']:.3f}" for m, r in rows.items())
-            cosines = ", ".join(f"{fidelity.MODEL_LABELS[m]} {r['cosine_to_float']:.2f}"
-                                for m, r in rows.items() if "cosine_to_float" in r)  # fmt: skip
-            line = f"- **Retrieval, {fid_label(method)}** (UKBench-56 mAP; not Holidays): {maps}"
-            lines.append(line + (f"; descriptor cosine to float: {cosines}." if cosines else "."))
-    if "cost" in results:
-        task = next((t for t in results["cost"]["tasks"] if t["task"] == "compress" and "error" not in t), None)
-        if task:
-            lines.append(
-                f"- **Cost**: post-training compress {task['seconds']:.1f} s, "
-                f"peak memory {task['peak_rss_mib']:,.0f} MiB."
-            )
-    return "\n".join(lines)
-
-
-def fid_label(method: str) -> str:
-    return {"nip": "NIP", "rnip9": "RNIP-9", "nip_large": "NIP 640x480", "rnip14": "RNIP-14"}.get(method, method)
-
-
 def write_page(results_dir: Path, page: Path) -> Path:
-    results = {name: data for name in RENDER if (data := cm.read_result(results_dir, name)) is not None}
-    if not results:
+    found = read_results(results_dir)
+    if not found:
         raise SystemExit(f"no results in {results_dir}: run the benchmarks first")
-    try:
-        retrain = cm.read_result(results_dir, "retrain")
-    except ValueError:  # another script's file, mid-write or changed format: leave its section out
-        retrain = None
-    text = render_page(results, retrain if isinstance(retrain, dict) else None)
-    scale = cm.read_result(results_dir, "scale")  # bench/scale.py, run on its own
-    if isinstance(scale, dict):
-        import scale as scale_bench
-
-        text = text.rstrip("\n") + "\n\n" + scale_bench.render(scale) + "\n"
-    plan = cm.read_result(results_dir, "plan")  # bench/plan.py, run on its own
-    if isinstance(plan, dict):
-        import plan as plan_bench
-
-        text = text.rstrip("\n") + "\n\n" + plan_bench.render(plan) + "\n"
-    stability = cm.read_result(results_dir, "plan_stability")  # bench/plan_stability.py, run on its own
-    if isinstance(stability, dict) and "measured" in stability:  # a finished run, not a partial one
-        import plan_stability
-
-        text = text.rstrip("\n") + "\n\n" + plan_stability.render(stability) + "\n"
-    recipe = cm.read_result(results_dir, "recipe")  # bench/recipe.py, run on its own
-    if isinstance(recipe, dict):
-        import recipe as recipe_bench
-
-        longer = cm.read_result(results_dir, "recipe_longer")
-        sweep = cm.read_result(results_dir, "reconstruct_sweep")
-        text = text.rstrip("\n") + "\n\n" + recipe_bench.render_markdown(recipe, longer, sweep) + "\n"
-        retrain_sweep = cm.read_result(results_dir, "retrain_sweep")  # bench/retrain_sweep.py
-        if isinstance(retrain_sweep, dict):
-            import retrain_sweep as retrain_sweep_bench
-
-            text = text.rstrip("\n") + "\n\n" + retrain_sweep_bench.render_markdown(retrain_sweep) + "\n"
-        sweep_rows = retrain_sweep if isinstance(retrain_sweep, dict) else None
-        if recipe_bench.plot_curve(recipe, longer, results_dir / "recipe_curve.png", sweep_rows):
-            text = text.rstrip("\n") + "\n\n![cosine and mAP against minutes](bench/results/recipe_curve.png)\n"
-    cm.write_atomic(page, text)
+    cm.write_atomic(page, render_page(found, results_dir))
     return page
+
+
+def listing() -> str:
+    """``--list``: each benchmark, its script and its result files."""
+    return "\n".join(f"{b.name:18} bench/{b.script:22} {', '.join(b.results)}" for b in BENCHMARKS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -289,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, help="default bench/results (<work>/quick with --quick)")
     parser.add_argument("--page", type=Path, help="default BENCHMARKS.md (<work>/quick/BENCHMARKS.md with --quick)")
     parser.add_argument("--report-only", action="store_true", help="only regenerate the page")
-    parser.add_argument("--readme", action="store_true", help="also print a README 'Results' section")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks, their scripts and result files")
     # Inputs, for runs on other data (the tests use a tiny model and generated photos):
     parser.add_argument("--chip-size", default="224x224", help="chip input WxH")
     parser.add_argument("--large-size", default="640x480", help="whole-image input WxH")
@@ -297,7 +409,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calib", type=Path, help="calibration photos (default: samples/photos)")
     parser.add_argument("--ukbench", type=Path, default=cm.UKBENCH, help="folder with jpg/ and groundtruth.json")
     parser.add_argument("--samples", type=Path, default=cm.SAMPLES, help="photos/, queries/, groundtruth.json")
+    parser.add_argument("--eval", type=Path, help="held-out set of bench/evalset.py (default: built in the work folder)")
     args = parser.parse_args(argv)
+    if args.list:
+        print(listing())
+        return
+    command = shlex.join(["python", "bench/run_all.py", *(sys.argv[1:] if argv is None else argv)])
     quick_dir = Path(args.work) / "quick"
     results_dir = args.results or (quick_dir if args.quick else cm.RESULTS_DIR)
     page = args.page or (quick_dir / "BENCHMARKS.md" if args.quick else cm.PAGE)
@@ -309,14 +426,12 @@ def main(argv: list[str] | None = None) -> None:
         for name in (n for n in NAMES if n in chosen):  # always in the documented order
             started = time.perf_counter()
             print(f"[{name}] running ...", flush=True)
-            if name == "retrain":
-                path = run_retrain(args, results_dir)
+            if BY_NAME[name].child:
+                path = run_child(name, args, results_dir)
             else:
-                path = cm.write_result(results_dir, name, run_one(name, args))
+                path = cm.write_result(results_dir, name, run_one(name, args), command)
             print(f"[{name}] {time.perf_counter() - started:.0f} s -> {path}", flush=True)
     print(f"page -> {write_page(results_dir, page)}")
-    if args.readme:
-        print(readme_section({n: d for n in RENDER if (d := cm.read_result(results_dir, n)) is not None}))
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ def crop_descriptors(model_path: Path, blob: Path, photos: Path, count: int, wor
     return arrays
 
 
-def held_out(model_path: Path, blob: Path, work: Path) -> dict:
+def held_out(model_path: Path, blob: Path, work: Path, ukbench: Path = cm.UKBENCH) -> dict:
     """UKBench-56 descriptor sets (float model, chip), made with `chipq extract` code, cached."""
     from chipq.formats.reader import read_blob
     from chipq.images import image_names, list_images
@@ -205,7 +205,7 @@ def held_out(model_path: Path, blob: Path, work: Path) -> dict:
     from chipq.retrieval.descriptors import DescriptorKind, DescriptorStore, load_descriptors
     from chipq.retrieval.features import chip_features, float_features
 
-    photos = cm.UKBENCH / "jpg"
+    photos = Path(ukbench) / "jpg"
     paths = list_images(photos)
     names = image_names(paths, photos)
     sets = {}
@@ -233,17 +233,18 @@ def synthetic(crops: dict[str, np.ndarray], count: int, sigma: float, seed: int)
     return out
 
 
-def scale(model_path: Path, blob: Path, work: Path, n_crops: int, n_distractors: int, sigma: float, nlist: int | None = None) -> dict:
+def scale(model_path: Path, blob: Path, work: Path, n_crops: int, n_distractors: int, sigma: float, nlist: int | None = None,
+          ukbench: Path = cm.UKBENCH) -> dict:
     from chipq.retrieval import index as idx
     from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode
     from chipq.retrieval.scoring import evaluate, load_ground_truth
 
-    gt_path = cm.UKBENCH / "groundtruth.json"
+    gt_path = Path(ukbench) / "groundtruth.json"
     gt = load_ground_truth(gt_path)
     t0 = time.perf_counter()
     crops = crop_descriptors(model_path, blob, cm.SAMPLES / "photos", n_crops, work)
     crop_s = time.perf_counter() - t0
-    sets = held_out(model_path, blob, work)
+    sets = held_out(model_path, blob, work, ukbench)
     fake = synthetic(crops, n_distractors, sigma, seed=11)
     result = {
         "held_out": "ukbench56 (56 photos, 14 objects x 4 views; never used for calibration or training)",
@@ -451,6 +452,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK)
+    parser.add_argument("--ukbench", type=Path, default=cm.UKBENCH, help="UKBench-56 (jpg/, groundtruth.json)")
     parser.add_argument("--results", type=Path, default=cm.RESULTS_DIR)
     parser.add_argument("--crops", type=int, default=1000)
     parser.add_argument("--distractors", type=int, default=100_000)
@@ -477,14 +479,14 @@ def main(argv=None) -> int:
     if args.throughput_from is not None:
         data["throughput"] = json.loads(args.throughput_from.read_text())["throughput"]
     elif not args.skip_throughput:
-        data["throughput"] = throughput(blob, cm.UKBENCH / "jpg", args.work)
+        data["throughput"] = throughput(blob, args.ukbench / "jpg", args.work)
         print(json.dumps(data["throughput"], indent=1), flush=True)
     cm.write_result(args.results, "scale", data)  # part 1 kept even if part 2 is cut short
     if not args.skip_scale:
         import torch
 
         torch.set_num_threads(1)
-        data["scale"] = scale(model, blob, args.work, args.crops, args.distractors, args.sigma, args.nlist)
+        data["scale"] = scale(model, blob, args.work, args.crops, args.distractors, args.sigma, args.nlist, args.ukbench)
         print(json.dumps(data["scale"], indent=1), flush=True)
     path = cm.write_result(args.results, "scale", data)
     print(f"results -> {path}")

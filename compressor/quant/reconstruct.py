@@ -12,7 +12,7 @@ the float model's output of the layer (Y, before ReLU). Then:
    layers before it lost (the error does not pile up along the network). A 512-channel layer has
    4609 weights per output and a few thousand sampled positions: without the pull towards W the
    solve overfits the calibration images (`bench/recipe.py` on the evaluation set: the start of
-   retraining at descriptor cosine 0.74 with a pull towards zero, `bench/results/recipe_at_ccba125.json`,
+   retraining at descriptor cosine 0.74 with a pull towards zero, `git show ac4f6d1:bench/results/recipe_at_ccba125.json`,
    0.95 towards W, `bench/results/recipe.json`).
 2. **Quantization with error feedback** (GPTQ, Frantar et al. 2023, with one α per 3x3 kernel):
    the columns of V (input channel, tap) are quantized one at a time; a kernel's α is chosen (least

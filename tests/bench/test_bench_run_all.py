@@ -47,6 +47,11 @@ def test_unknown_benchmark_is_refused(tmp_path):
         run_all.main(["--only", "sizes", "--results", str(tmp_path)])
 
 
+def _quick_args(tiny_bench, work):
+    return argparse.Namespace(model=tiny_bench.model, work=work, quick=True, calib=tiny_bench.photos,
+                              ukbench=tiny_bench.ukbench, eval=None)  # fmt: skip
+
+
 def test_retrain_step_runs_bench_retrain_py_in_a_child(tiny_bench, bench_work, tmp_path, monkeypatch):
     """The retrain step is bench/retrain.py in a child: a stand-in script records the arguments it gets."""
     fake = tmp_path / "fake_retrain.py"
@@ -58,11 +63,83 @@ def test_retrain_step_runs_bench_retrain_py_in_a_child(tiny_bench, bench_work, t
         "pathlib.Path(args['--out']).write_text(json.dumps(out))\n"
     )
     monkeypatch.setattr(run_all, "RETRAIN_SCRIPT", fake)
-    args = argparse.Namespace(model=tiny_bench.model, work=bench_work, quick=True)
     (tmp_path / "results").mkdir()
-    out = run_all.run_retrain(args, tmp_path / "results")
+    out = run_all.run_retrain(_quick_args(tiny_bench, bench_work), tmp_path / "results")
     argv = json.loads(out.read_text())["argv"]
     assert argv[:2] == ["--model", str(tiny_bench.model)] and argv[argv.index("--minutes") + 1] == "1"
     assert argv[argv.index("--work") + 1] == str(bench_work / "quick" / "retrain")  # a quick blob kept apart
     text = "\n".join(run_all.retrain_section(json.loads(out.read_text())))
     assert "| 1.0 | 3 | 0.5000 |" in text and "3 steps in 1.0 minutes of training" in text
+
+
+def test_every_bench_script_is_in_the_suite():
+    """Every script of bench/ is a benchmark run_all runs, or one of its named helpers; none is left over."""
+    scripts = {path.name for path in run_all.BENCH.glob("*.py")}
+    listed = {bench.script for bench in run_all.BENCHMARKS}
+    assert scripts == listed | set(run_all.HELPERS), scripts ^ (listed | set(run_all.HELPERS))
+    assert len(listed) == len(run_all.BENCHMARKS) and not listed & set(run_all.HELPERS)
+    assert not (run_all.BENCH / "explore_exact_conv.py").exists()
+
+
+def test_every_result_file_is_made_by_a_listed_benchmark():
+    made = {file for bench in run_all.BENCHMARKS for file in bench.results}
+    present = {path.name for path in (run_all.BENCH / "results").iterdir() if not path.name.startswith(".")}
+    assert present <= made, present - made
+
+
+def test_no_bench_script_defaults_to_a_machine_path():
+    for path in run_all.BENCH.glob("*.py"):
+        text = path.read_text()
+        for machine_path in ("/work/", "/tmp/lead", "/tmp/chipq-bench", "shared_sets"):
+            assert machine_path not in text, f"{path.name}: {machine_path}"
+
+
+def test_every_child_benchmark_gets_small_settings_with_quick(tiny_bench, bench_work, tmp_path):
+    """--quick changes the command line of every child benchmark, and never writes into bench/results."""
+    args = _quick_args(tiny_bench, bench_work)
+    args.eval = tmp_path / "evalset"  # a given held-out set: nothing is built
+    for bench in run_all.BENCHMARKS:
+        if not bench.child:
+            continue
+        quick = run_all.child_argv(bench.name, args, tmp_path)
+        args.quick = False
+        full = run_all.child_argv(bench.name, args, tmp_path)
+        args.quick = True
+        assert quick != full or bench.name == "evalset", bench.name
+        assert str(run_all.BENCH / "results") not in " ".join(quick)
+
+
+def test_a_default_run_gives_children_their_own_defaults():
+    """Without options the children run as `python bench/NAME.py`: the command a section records is short."""
+    args = argparse.Namespace(model=None, work=run_all.cm.DEFAULT_WORK, quick=False, calib=None,
+                              ukbench=run_all.cm.UKBENCH, eval=None)  # fmt: skip
+    argv = {b.name: run_all.child_argv(b.name, args, run_all.cm.RESULTS_DIR) for b in run_all.BENCHMARKS if b.child}
+    assert argv == {name: (["measure"] if name == "evalset" else []) for name in argv}
+
+
+def test_stale_results_are_marked_with_the_command_that_remakes_them():
+    old = {"machine": {"cpu": "X", "cores": 2, "date_utc": "2026-11-22 01:56 UTC"}}
+    line, stale = run_all.provenance(old, "size.json", "size")
+    assert stale and "2026-11-22 01:56 UTC, X, 2 cores; command not recorded" in line
+    new = run_all.cm.stamped({}, "python bench/run_all.py --only size")
+    line, stale = run_all.provenance(new, "size.json", "size")
+    assert not stale and "command: `python bench/run_all.py --only size`" in line
+    text = run_all.with_provenance("## Size\n\nbody", "size", {"size.json": old})
+    assert text.startswith("## Size\n\n- `bench/results/size.json`") and "rerun `python bench/run_all.py --only size`" in text
+
+
+@pytest.mark.slow
+def test_quick_runs_every_benchmark(tiny_bench, tmp_path):
+    """`run_all.py --quick` on the tiny model: every benchmark runs and has a section on the page."""
+    results, page = tmp_path / "results", tmp_path / "BENCHMARKS.md"
+    run_all.main([
+        "--quick", "--model", str(tiny_bench.model), "--work", str(tmp_path / "work"), "--results", str(results),
+        "--page", str(page), "--chip-size", "32x32", "--large-size", "64x48", "--photos", str(tiny_bench.photos),
+        "--calib", str(tiny_bench.photos), "--ukbench", str(tiny_bench.ukbench), "--samples", str(tiny_bench.samples),
+    ])  # fmt: skip
+    for bench in run_all.BENCHMARKS:
+        assert (results / bench.results[0]).is_file(), bench.name
+    text = page.read_text()
+    assert "Stale" not in text and "Not measured yet" not in text
+    for bench in run_all.BENCHMARKS:  # every file's line names the command that made it
+        assert f"`bench/results/{bench.results[0]}`: " in text and "command: `python bench/" in text, bench.name
