@@ -86,12 +86,6 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
         raise
 
 
-def check_regular(path: str | os.PathLike, what: str = "file") -> int:
-    """The size of the regular file `path`; `FileRefused` for anything else (see `open_regular`)."""
-    with open_regular(path, what) as handle:
-        return os.fstat(handle.fileno()).st_size
-
-
 def read_regular(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
     """The bytes of the regular file `path`, refused before reading when larger than `limit`.
 

@@ -137,7 +137,8 @@ def images_sha256(names: Sequence[str], paths: Sequence[Path]) -> str:
                 token = content.hexdigest()
         except (FileRefused, OSError) as exc:
             token = f"unreadable: {exc}"
-        digest.update(f"{name}\0{token}\n".encode())
+        # surrogateescape: a file name that is not valid UTF-8 hashes by its bytes (valid names hash as before)
+        digest.update(f"{name}\0{token}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

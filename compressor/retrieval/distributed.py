@@ -6,7 +6,7 @@ How a run goes (`chipq.pipeline.extract` sequences it: `plan_shards`, `run_shard
    into shards of `shard_size` consecutive images (`ShardPlan`), and writes
    ``OUT.shards/manifest.json``: the sha256 of the blob or float model, every setting that changes
    a descriptor (descriptor kind, RNIP, input size) or the shard layout (shard size, executor
-   batch), the sha256 of the image list (names and paths), and a content fingerprint of the images.
+   batch), the sha256 of the image list (names and paths), and the content hash of the images.
 2. Ray Data runs ``map_batches`` over one row per pending shard with a pool of `ShardDescriber`
    actors: each actor receives the model bytes once (through Ray's object store, so the workers
    need no copy of the model file), turns them into a feature function once with the loader the
@@ -23,9 +23,9 @@ How a run goes (`chipq.pipeline.extract` sequences it: `plan_shards`, `run_shard
    OUT with `save_descriptors`, then deletes the shard folder. Names, descriptors and metadata
    equal a single-process run's, and so does the summary (`ShardPlan.summary`).
 
-The content fingerprint is the sha256 of every image's name, size in bytes and modification time
-(nanoseconds): a stat per file, no read at the driver, so that resuming a million-image run costs
-seconds. A file rewritten in place with the same size and the same timestamp would go unnoticed.
+The content fingerprint is the run's `chipq.retrieval.describe.images_sha256` (every image's name
+and the sha256 of its bytes): the one rule by which chipq decides "same images", here as in a
+single-process resume. The driver computes it once for the run's metadata anyway.
 
 Shard files and the manifest are read as hostile input (size caps, exact members and shapes, names
 checked against the shard's own slice of the image list); a shard that fails the checks is redone.
@@ -48,12 +48,12 @@ import numpy as np
 
 from chipq.errors import ChipqError, UsageError
 from chipq.formats.fileio import atomic_write
-from chipq.retrieval.describe import DescribeSummary, FeatureFn, describe_all
+from chipq.retrieval.describe import DescribeSummary, FeatureFn, describe_all, images_sha256
 from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, assemble, encode, save_descriptors
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "chipq-extract-shards"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: images by content hash (1: size and modification time)
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_SHARD_BYTES = 1 << 30
 DEFAULT_SHARD_SIZE = 64
@@ -112,19 +112,6 @@ def require_ray():
     return ray
 
 
-def content_fingerprint(images: Sequence[tuple[str, Path]]) -> str:
-    """sha256 of every image's name, size and modification time (module docstring)."""
-    digest = hashlib.sha256()
-    for name, path in images:
-        try:
-            st = os.stat(path)
-            entry = f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n"
-        except OSError:
-            entry = f"{name}\0missing\n"  # skipped by the workers, like a single-process run
-        digest.update(entry.encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
-
-
 def list_digest(images: Sequence[tuple[str, Path]]) -> str:
     digest = hashlib.sha256()
     for name, path in images:
@@ -158,7 +145,8 @@ def make_manifest(
         "images": {
             "count": len(images),
             "list_sha256": list_digest(images),
-            "content_sha256": content_fingerprint(images),
+            # the run's content hash (`describe.images_sha256`), the same rule a single-process run resumes by
+            "content_sha256": metadata.get("images_sha256") or images_sha256([n for n, _ in images], [p for _, p in images]),
         },
         "shards": -(-len(images) // shard_size),
         "metadata": json.loads(json.dumps(metadata, sort_keys=True)),
@@ -178,7 +166,7 @@ def _differences(old: dict, new: dict) -> list[str]:
         (("settings", "shard_size"), "--shard-size"),
         (("images", "count"), "number of images"),
         (("images", "list_sha256"), "image list"),
-        (("images", "content_sha256"), "image files (size or modification time)"),
+        (("images", "content_sha256"), "image files (content)"),
         (("metadata",), "run metadata"),
     ]
     for keys, label in labels:
