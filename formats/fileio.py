@@ -30,7 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -106,20 +106,54 @@ def read_regular(path: str | os.PathLike, limit: int, what: str = "file") -> byt
     return data
 
 
-def check_output(path: str | os.PathLike, what: str = "output", option: str = "") -> Path:
+Inputs = Sequence[tuple[str, "str | os.PathLike | None"]]  # (what it is, path) of a command's inputs
+
+
+def check_not_input(path: str | os.PathLike, inputs: Inputs, what: str = "output", option: str = "") -> None:
+    """Refuse an output that is one of the command's inputs, or lies inside an input folder.
+
+    Writing it would replace (or add files among) what the command reads: the user's model, photo
+    or descriptor file would be lost. Links are followed and hard links compared by identity, so
+    another name for the same file is refused too. None entries in `inputs` are skipped.
+
+    Raises:
+        FileRefused: naming both paths.
+    """
+    where = f"{option} {path}" if option else str(path)
+    target = Path(os.path.realpath(path))
+    for label, given in inputs:
+        if given is None:
+            continue
+        source = Path(os.path.realpath(given))
+        same = target == source
+        if not same:
+            try:
+                same = os.path.samefile(target, source)
+            except OSError:
+                same = False
+        if same:
+            raise FileRefused(f"{where}: is the {label} {given}; writing the {what} there would destroy it: choose another name")
+        if source.is_dir() and target.is_relative_to(source):
+            raise FileRefused(f"{where}: lies inside the {label} {given}; write the {what} outside the folder chipq reads")
+
+
+def check_output(path: str | os.PathLike, what: str = "output", option: str = "", inputs: Inputs = ()) -> Path:
     """Refuse, before any work, an output path that `atomic_write` could not write or must not replace.
 
     Args:
         path: the file to be written.
         what: the kind of file, for messages.
         option: the command-line option that named it (``--output``), for messages.
+        inputs: the command's inputs, ``(what, path)``: the output may be none of them, nor lie
+            inside an input folder (`check_not_input`).
 
     Raises:
         FileRefused: the folder is missing or not writable, or the path exists and is not a
-            regular file (a folder, FIFO, device node or socket is never replaced).
+            regular file (a folder, FIFO, device node or socket is never replaced), or it is an input.
     """
     path = Path(path)
     where = f"{option} {path}" if option else str(path)
+    check_not_input(path, inputs, what, option)
     parent = path.parent
     try:
         mode = path.lstat().st_mode
@@ -141,11 +175,15 @@ def check_output(path: str | os.PathLike, what: str = "output", option: str = ""
     return path
 
 
-def check_output_dir(path: str | os.PathLike, what: str = "output folder", option: str = "", parents: bool = False) -> Path:
+def check_output_dir(
+    path: str | os.PathLike, what: str = "output folder", option: str = "", parents: bool = False, inputs: Inputs = ()
+) -> Path:
     """Refuse a folder to be created or filled: it must be a writable folder, or not exist under a
-    writable parent (with `parents`, under a writable existing ancestor: the caller makes the rest)."""
+    writable parent (with `parents`, under a writable existing ancestor: the caller makes the rest),
+    and be none of `inputs` nor lie inside an input folder (`check_not_input`)."""
     path = Path(path)
     where = f"{option} {path}" if option else str(path)
+    check_not_input(path, inputs, what, option)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

@@ -97,13 +97,14 @@ def extract(
     if settings.ray_address is not None and settings.workers is None:
         raise UsageError("--ray-address needs --workers N")
     # Everything that can be refused is refused before the first image is described.
-    check_output(output, "descriptor file", "--output")
+    inputs = [("image folder" if Path(images).is_dir() else "image list", images), ("blob", blob), ("model", model)]
+    check_output(output, "descriptor file", "--output", inputs=inputs)
     if settings.workers is not None:
         from chipq.retrieval.distributed import require_ray
 
         require_ray()  # before any work: one line saying how to install it
         return _on_ray(images, output, blob, model, settings, on_progress)
-    check_output(partial_path(output), "checkpoint", "--output")
+    check_output(partial_path(output), "checkpoint", "--output", inputs=inputs)
     return _in_one_process(images, output, blob, model, settings, on_progress)
 
 

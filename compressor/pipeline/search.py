@@ -41,7 +41,7 @@ def build_index_file(
     from chipq.retrieval.descriptors import load_descriptors
     from chipq.retrieval.index import build_index, require_faiss, save_index
 
-    check_output(output, "index file", "--output")
+    check_output(output, "index file", "--output", inputs=[("descriptor file", descriptors)])
     require_faiss()
     dset = load_descriptors(descriptors)
     start = time.perf_counter()
@@ -107,7 +107,9 @@ def search(
     from chipq.retrieval.index import load_searchable, require_faiss
 
     if html is not None:
-        check_output(html, "HTML page", "--html")
+        named = [("index file", index_path), ("index file", compare), ("blob", blob), ("model", model),
+                 ("blob", compare_blob), ("model", compare_model), ("ground truth", gt)]  # fmt: skip
+        check_output(html, "HTML page", "--html", inputs=named + [("query", query) for query in queries])
     # every file named must be a readable regular file before any other work (a FIFO would block)
     for path, what in [(index_path, "index file"), (compare, "index file"), (blob, "blob"), (model, "model"),
                        (compare_blob, "blob"), (compare_model, "model"), (gt, "ground truth")]:
@@ -254,9 +256,13 @@ def evaluate_file(
     Raises:
         NothingToEvaluate: `gt` is holidays and no name is a Holidays query; see `evaluate`.
     """
+    from chipq.formats.fileio import check_output
     from chipq.retrieval.descriptors import load_descriptors
     from chipq.retrieval.scoring import NothingToEvaluate, evaluate, holidays_ground_truth, load_ground_truth
 
+    if html is not None:
+        inputs = [("descriptor file", descriptors), ("descriptor file", compare), ("ground truth", None if gt == HOLIDAYS else gt)]
+        check_output(html, "HTML page", "--html", inputs=inputs)
     dset = load_descriptors(descriptors)
     distractors = 0
     if gt == HOLIDAYS:

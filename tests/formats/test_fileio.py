@@ -118,3 +118,22 @@ def test_replace_file_and_replace_dir_swap_in_whole(tmp_path):
         replace_dir(staging, out)
         assert (out / "f").read_bytes() == content and not staging.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "target"]
+
+
+def test_an_output_may_not_be_an_input_under_any_name(tmp_path):
+    from chipq.formats.fileio import check_not_input, check_output, check_output_dir
+
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (tmp_path / "alias.pt").symlink_to(model)
+    os.link(model, tmp_path / "hard.pt")
+    inputs = [("model", model), ("image folder", photos), ("blob", None)]
+    for name in ("model.pt", "alias.pt", "hard.pt", "photos/new.npz", "photos/../model.pt"):
+        with pytest.raises(FileRefused, match="model|image folder"):
+            check_output(tmp_path / name, "blob", "--output", inputs=inputs)
+    with pytest.raises(FileRefused, match="inside the image folder"):
+        check_output_dir(photos / "vectors", "test-vector folder", "--vectors", inputs=inputs)
+    check_not_input(tmp_path / "out.blob", inputs)  # a new name beside the inputs is fine
+    assert model.read_bytes() == b"weights"

@@ -581,6 +581,25 @@ def compress_cases() -> list[Case]:
     return cases
 
 
+def output_is_input_cases() -> list[Case]:
+    """An output path that names an input, or lies in an input folder: refused before any work."""
+    extract = ["extract", "photos", "--blob", "model.blob", "-o"]
+    faiss = [
+        Case("index/out-is-its-input", ["index", "desc.npz", "-o", "desc.npz"], mention="desc.npz"),
+        Case("search/html-is-the-index", ["search", "desc.npz", "q.npz", "--html", "desc.npz"], mention="desc.npz"),
+        Case("search/html-is-a-query", ["search", "desc.npz", "q.npz", "--html", "q.npz"], mention="q.npz"),
+    ]
+    return [
+        Case("extract/out-is-the-blob", extract + ["model.blob"], mention="model.blob"),
+        Case("extract/out-is-a-photo", extract + ["photos/img0.jpg"], mention="photos"),
+        Case("extract/out-inside-the-photos", extract + ["photos/new.npz"], mention="photos"),
+        Case("extract/out-is-the-list", ["extract", "list.txt", "--blob", "model.blob", "-o", "list.txt"],
+             lambda d: write(d / "list.txt", "photos/img0.jpg\n"), mention="list.txt"),
+        Case("eval/html-is-the-gt", ["eval", "desc.npz", "--gt", "gt.json", "--html", "gt.json"], mention="gt.json"),
+        Case("eval/html-is-the-descriptors", ["eval", "desc.npz", "--gt", "gt.json", "--html", "desc.npz"], mention="desc.npz"),
+    ] + _needs_faiss(faiss)
+
+
 def _wide_pt(path: Path) -> None:
     """A real-width VGG-11 (64..512 channels, random weights): its maps at 4096x4096 need many GiB."""
     import torch
@@ -776,6 +795,7 @@ def _needs_faiss(cases: list[Case]) -> list[Case]:
 def all_cases() -> list[Case]:
     cases = top_cases() + inspect_cases() + verify_cases() + compress_cases() + extract_cases() + eval_cases()
     cases += fetch_cases() + demo_cases() + export_cases() + plan_cases() + _needs_faiss(index_cases() + search_cases())
+    cases += output_is_input_cases()
     ids = [case.id for case in cases]
     duplicates = {i for i in ids if ids.count(i) > 1}
     assert not duplicates, duplicates
