@@ -135,7 +135,7 @@ def search(
         sets.append((load_searchable(compare), compare, compare_blob, compare_model))
     answers: list[SearchAnswer] = []
     for index, path, set_blob, set_model in sets:
-        qs = _queries(index, queries, set_blob, set_model, second=len(answers) > 0)
+        qs = _queries(index, path, queries, set_blob, set_model, second=len(answers) > 0)
         if not qs:
             raise UsageError("no query: the descriptor files hold no descriptor")
         scores, ids = index.search(np.stack([q.code for q in qs]), k, nprobe=nprobe)
@@ -147,7 +147,7 @@ def search(
     return answers
 
 
-def _queries(index, paths: list[Path], blob: Path | None, model: Path | None, *, second: bool) -> list:
+def _queries(index, index_path: Path, paths: list[Path], blob: Path | None, model: Path | None, *, second: bool) -> list:
     from chipq.retrieval.index import descriptor_queries, image_queries
 
     images, out = [], []
@@ -164,8 +164,24 @@ def _queries(index, paths: list[Path], blob: Path | None, model: Path | None, *,
             raise UsageError(f"query images need {flag}: the model that made the index")
         kind, path = ("blob", blob) if blob is not None else ("model", model)
         network = _query_network(index, kind, path)
+        _check_query_size(index, index_path, network)
         out.extend(image_queries(index, images, network.features(QUERY_BATCH), batch=QUERY_BATCH))
     return out
+
+
+def _check_query_size(index, index_path: Path, network) -> None:
+    """The input size stored in the index, checked as `chipq extract --input` checks it: large
+    enough for the network's pools, small enough for this machine's memory."""
+    from chipq.executor.memory import check_fits, check_input_size
+    from chipq.retrieval.index import QueryMismatch, query_settings
+
+    try:
+        _, size = query_settings(index)
+    except QueryMismatch as exc:
+        raise QueryMismatch(f"{index_path}: {exc}") from None
+    what = f"{index_path}: stored input {size[1]}x{size[0]}"
+    check_input_size(network.layers, size, what)
+    check_fits(network.layers, size, QUERY_BATCH, what)
 
 
 def _query_network(index, kind: str, path: Path):

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chipq.errors import ChipqError, UsageError
+from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, atomic_write, open_regular
 from chipq.retrieval.descriptors import (
     MEMBERS,
@@ -531,7 +532,10 @@ def query_settings(index: SearchIndex) -> tuple[int | None, tuple[int, int]]:
     meta = index.dset.metadata
     rnip = meta.get("rnip")
     size = meta.get("size")
-    if rnip not in (None, 5, 9, 14) or not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 1 <= v <= 8192 for v in size)):
+    # a number read from a file is checked as the same number given as an option (`--input`): whole
+    # numbers (not booleans) within the format's input cap; the network's own limits are the caller's
+    sides_ok = isinstance(size, list) and len(size) == 2 and all(type(v) is int and 1 <= v <= C.MAX_INPUT_SIDE for v in size)
+    if rnip not in (None, 5, 9, 14) or not sides_ok:
         raise QueryMismatch(f"the index's metadata has no usable rnip/size ({rnip!r}, {size!r})")
     return rnip, (size[0], size[1])
 

@@ -254,6 +254,18 @@ def blob_with_header(base: Path, path: Path, keep_size: bool = False, **fields) 
     path.write_bytes(reseal(set_header(base.read_bytes(), **fields), size=not keep_size))
 
 
+def index_with_size(folder: Path, size: list) -> None:
+    """``sized.npz``: descriptors made (the metadata says) by model.blob at input `size`."""
+    import hashlib
+
+    from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, save_descriptors
+
+    sha = hashlib.sha256((folder / "model.blob").read_bytes()).hexdigest()
+    meta = {"model": "blob:model.blob", "blob_sha256": sha, "rnip": None, "size": size}
+    codes = np.eye(4, 32, dtype=np.float32)
+    save_descriptors(folder / "sized.npz", DescriptorSet([f"img{i}.jpg" for i in range(4)], codes, DescriptorKind.FLOAT, 32, meta))
+
+
 def npz_with_members(path: Path, arrays: dict, allow_pickle: bool = False) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -771,6 +783,10 @@ def search_cases() -> list[Case]:
         Case("search/query-image-fifo", ["search", "desc.npz", "a.jpg", "--blob", "model.blob"], lambda d: fifo(d / "a.jpg"), mention="a.jpg"),
         Case("search/query-image-blob-fifo", ["search", "desc.npz", "photos/img0.jpg", "--blob", "b.blob"], lambda d: fifo(d / "b.blob"), mention="b.blob"),
     ]
+    # an index whose stored input size lies: checked as `extract --input` checks the same number
+    for label, size in (("1x1", [1, 1]), ("8x8", [8, 8]), ("bools", [True, True]), ("1x8192", [1, 8192])):
+        cases.append(Case(f"search/index-size-{label}", ["search", "sized.npz", "photos/img0.jpg", "--blob", "model.blob"],
+                          lambda d, size=size: index_with_size(d, size), mention="sized.npz"))
     cases += _usage("search", [
         ("k-zero", base + ["-k", "0"], "-k"),
         ("unknown-option", base + ["--bogus"], "--bogus"),
