@@ -145,6 +145,8 @@ def _warn(result: Evaluation, distractors: int) -> None:
         warn(f"{count} queries have no positive and are left out of the mAP (first {first})")
     if distractors:
         warn(f"{distractors} names are not Holidays numbers (NNNNNN.jpg) and count as distractors")
+    if result.zero_descriptors:
+        warn(f"{result.zero_descriptors} descriptors are zero vectors: they tie with every query and file order ranks them")
 
 
 def _table(result: Evaluation, worst: int) -> Table:
@@ -175,6 +177,7 @@ def _as_dict(result: Evaluation, path: Path, distractors: int) -> dict:
         "missing_positives": result.missing_positives,
         "queries_without_positives": result.no_positives,
         "distractors": distractors,
+        **({"zero_descriptors": result.zero_descriptors} if result.zero_descriptors else {}),  # only when there are any
         "results": [
             {"query": r.query, "ap": r.ap, "positives": r.positives, "missing": r.missing}
             for r in result.results

@@ -68,6 +68,12 @@ class SearchAnswer:
         return index_label(self.index, self.path)
 
 
+def check_image_root(image_root: Path | None) -> None:
+    """``--image-root`` must be a folder: a page with no thumbnails is no page."""
+    if image_root is not None and not Path(image_root).is_dir():
+        raise UsageError(f"--image-root {image_root}: not a folder (the thumbnails of the page are read from it)")
+
+
 def index_label(index, path: Path) -> str:
     """How a page or a table names an index: its model, descriptor kind and method."""
     return f"{index.dset.metadata.get('model', path.name)} ({index.kind.value}, {index.method})"
@@ -110,6 +116,7 @@ def search(
         named = [("index file", index_path), ("index file", compare), ("blob", blob), ("model", model),
                  ("blob", compare_blob), ("model", compare_model), ("ground truth", gt)]  # fmt: skip
         check_output(html, "HTML page", "--html", inputs=named + [("query", query) for query in queries])
+    check_image_root(image_root)
     # every file named must be a readable regular file before any other work (a FIFO would block)
     for path, what in [(index_path, "index file"), (compare, "index file"), (blob, "blob"), (model, "model"),
                        (compare_blob, "blob"), (compare_model, "model"), (gt, "ground truth")]:
@@ -279,6 +286,7 @@ def evaluate_file(
     if html is not None:
         inputs = [("descriptor file", descriptors), ("descriptor file", compare), ("ground truth", None if gt == HOLIDAYS else gt)]
         check_output(html, "HTML page", "--html", inputs=inputs)
+    check_image_root(image_root)
     dset = load_descriptors(descriptors)
     distractors = 0
     if gt == HOLIDAYS:
@@ -290,7 +298,10 @@ def evaluate_file(
             )
     else:
         ground_truth = load_ground_truth(Path(gt))
-    evaluation = evaluate(dset, ground_truth, queries=queries, exclude_queries=exclude_queries)
+    try:
+        evaluation = evaluate(dset, ground_truth, queries=queries, exclude_queries=exclude_queries)
+    except NothingToEvaluate as exc:
+        raise NothingToEvaluate(f"{descriptors}: {exc}") from None
     run = EvalRun(Path(descriptors), dset, evaluation, distractors)
     if compare is not None:
         other = load_descriptors(compare)

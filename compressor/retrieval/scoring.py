@@ -174,6 +174,15 @@ class Evaluation:
     database_size: int
     missing_positives: int = 0
     no_positives: list[str] = field(default_factory=list)
+    zero_descriptors: int = 0  # float descriptors that are all zero: they tie with everything
+
+
+def zero_rows(dset: DescriptorSet) -> int:
+    """How many float descriptors are zero vectors (their cosine to anything is 0: a tie that file
+    order breaks). Byte and bit codes carry no such sign; they count 0."""
+    if dset.kind is not DescriptorKind.FLOAT or not len(dset.codes):
+        return 0
+    return int(np.count_nonzero(~np.any(dset.codes != 0, axis=1)))
 
 
 class NameLookup:
@@ -265,6 +274,9 @@ def evaluate(
     """
     if not gt:
         raise NothingToEvaluate("the ground truth has no query")
+    zeros = zero_rows(dset)
+    if zeros and zeros == len(dset.codes):
+        raise NothingToEvaluate(f"all {zeros} descriptors are zero vectors: every ranking would be file order, not retrieval")
     selected = gt if queries is None else select_queries(gt, queries)
     lookup = NameLookup(dset.names)
     absent = [q for q in selected if lookup.find(q) is None]
@@ -274,7 +286,7 @@ def evaluate(
             "restrict the evaluation with --queries"
         )
     in_db = database_mask(dset, gt, exclude_queries=exclude_queries)
-    evaluation = Evaluation([], 0.0, dset.kind, int(in_db.sum()))
+    evaluation = Evaluation([], 0.0, dset.kind, int(in_db.sum()), zero_descriptors=zeros)
     queries = [q for q in selected if selected[q]]
     evaluation.no_positives = [q for q in selected if not selected[q]]
     # Ranks come from the search index (chipq.retrieval.index): memory per block of queries grows

@@ -669,6 +669,8 @@ def eval_cases() -> list[Case]:
         Case("eval/desc-pickled-member", base, lambda d: npz_with_members(d / "desc.npz", {**_valid_members(), "names": np.array([object()], dtype=object)}, allow_pickle=True), mention="desc.npz"),
         Case("eval/desc-extra-member", base, lambda d: npz_with_members(d / "desc.npz", {**_valid_members(), "extra": np.zeros(3)}), mention="desc.npz"),
         Case("eval/desc-declares-huge", base, lambda d: npz_declaring_huge(d / "desc.npz"), mention="desc.npz"),
+        Case("eval/desc-all-zero", base, lambda d: npz_with_members(d / "desc.npz", {**_valid_members(), "descriptors": np.zeros((2, 4), np.float32)}), mention="desc.npz"),
+        Case("eval/image-root-nowhere", base + ["--html", "page.html", "--image-root", "nowhere"], mention="nowhere"),
         Case("eval/desc-nan", base, lambda d: npz_with_members(d / "desc.npz", {**_valid_members(), "descriptors": np.full((2, 4), np.nan, np.float32)}), mention="desc.npz"),
         Case("eval/desc-zip-bomb-member", base,
              lambda d: write(d / "desc.npz", crafted_zip([(f"{k}.npy", b"\x93NUMPY", 2 << 30 if k == "descriptors" else None, True) for k in _valid_members()])),
@@ -779,6 +781,7 @@ def search_cases() -> list[Case]:
     ]
     cases += _output_cases("search", lambda out: base + ["--html", out])
     cases += [
+        Case("search/image-root-nowhere", base + ["--html", "page.html", "--image-root", "nowhere"], mention="nowhere"),
         Case("search/gt-fifo", base + ["--gt", "gt2.json"], lambda d: fifo(d / "gt2.json"), mention="gt2.json"),
         Case("search/query-image-fifo", ["search", "desc.npz", "a.jpg", "--blob", "model.blob"], lambda d: fifo(d / "a.jpg"), mention="a.jpg"),
         Case("search/query-image-blob-fifo", ["search", "desc.npz", "photos/img0.jpg", "--blob", "b.blob"], lambda d: fifo(d / "b.blob"), mention="b.blob"),

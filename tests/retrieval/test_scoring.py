@@ -208,3 +208,13 @@ def test_positives_of_matches_names_as_evaluate_does():
     assert retrieval.positives_of(gt, "q.jpg", lookup) == {1, 2}  # r.jpg twice: only the exact one
     assert retrieval.positives_of(gt, "b/q.jpg", lookup) == {1, 2}  # the query by its file name
     assert retrieval.positives_of(gt, "nope.jpg", lookup) is None
+
+
+def test_zero_descriptors_are_counted_and_all_zero_is_refused():
+    names = ["q.jpg", "p.jpg", "x.jpg"]
+    codes = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 0]], np.float32)
+    gt = {"q.jpg": ["p.jpg"]}
+    result = retrieval.evaluate(DescriptorSet(names, codes, DescriptorKind.FLOAT, 3, {}), gt)
+    assert result.zero_descriptors == 1 and result.mean_ap == 1.0
+    with pytest.raises(retrieval.NothingToEvaluate, match="all 3 descriptors are zero"):
+        retrieval.evaluate(DescriptorSet(names, np.zeros((3, 3), np.float32), DescriptorKind.FLOAT, 3, {}), gt)
