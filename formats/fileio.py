@@ -28,9 +28,11 @@ fetched weights) imports it from here.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -207,6 +209,47 @@ def check_output_dir(
     if not os.access(parent, os.W_OK | os.X_OK):
         raise FileRefused(f"{where}: folder {parent} is not writable")
     return path
+
+
+@contextmanager
+def exclusive_output(path: str | os.PathLike, what: str = "output", option: str = "") -> Iterator[None]:
+    """Hold `path` for one writer: a second run writing the same output is refused at once.
+
+    The lock is an advisory ``flock`` on ``.NAME.lock`` beside the output, removed when the run
+    ends; a killed run's lock file is released by the kernel and removed by the next run. Without
+    it, two runs with other settings would both finish and one user would get the other's file.
+
+    Raises:
+        FileRefused: another process holds the lock.
+    """
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    where = f"{option} {path}" if option else str(path)
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise FileRefused(f"{where}: cannot lock the {what} ({_reason(exc)})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FileRefused(f"{where}: another chipq run is writing this {what}; wait for it or choose another name") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a file the previous holder just removed
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(lock)
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def temp_prefix(path: Path) -> str:

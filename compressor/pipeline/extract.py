@@ -87,7 +87,7 @@ def extract(
         UsageError, FileRefused, FormatError...: refused before the first image is described.
         NoImageUsable: no image could be decoded; nothing is written.
     """
-    from chipq.formats.fileio import check_output
+    from chipq.formats.fileio import check_output, exclusive_output
     from chipq.retrieval.descriptors import partial_path
 
     if (blob is None) == (model is None):
@@ -103,9 +103,11 @@ def extract(
         from chipq.retrieval.distributed import require_ray
 
         require_ray()  # before any work: one line saying how to install it
-        return _on_ray(images, output, blob, model, settings, on_progress)
+        with exclusive_output(output, "descriptor file", "--output"):
+            return _on_ray(images, output, blob, model, settings, on_progress)
     check_output(partial_path(output), "checkpoint", "--output", inputs=inputs)
-    return _in_one_process(images, output, blob, model, settings, on_progress)
+    with exclusive_output(output, "descriptor file", "--output"):
+        return _in_one_process(images, output, blob, model, settings, on_progress)
 
 
 def _in_one_process(images, output, blob, model, settings: ExtractSettings, on_progress) -> ExtractResult:

@@ -137,3 +137,18 @@ def test_an_output_may_not_be_an_input_under_any_name(tmp_path):
         check_output_dir(photos / "vectors", "test-vector folder", "--vectors", inputs=inputs)
     check_not_input(tmp_path / "out.blob", inputs)  # a new name beside the inputs is fine
     assert model.read_bytes() == b"weights"
+
+
+def test_one_writer_per_output(tmp_path):
+    from chipq.formats.fileio import exclusive_output
+
+    out = tmp_path / "d.npz"
+    with exclusive_output(out, "descriptor file", "--output"):
+        with pytest.raises(FileRefused, match="another chipq run is writing"):
+            with exclusive_output(out, "descriptor file", "--output"):
+                pass
+    assert list(tmp_path.iterdir()) == []  # the lock file goes with the run
+    (tmp_path / ".d.npz.lock").write_bytes(b"")  # a killed run's lock: taken over, then removed
+    with exclusive_output(out):
+        pass
+    assert list(tmp_path.iterdir()) == []
