@@ -114,7 +114,7 @@ def _in_one_process(images, output, blob, model, settings: ExtractSettings, on_p
     from chipq.retrieval.describe import describe_all
     from chipq.retrieval.descriptors import DescriptorStore
 
-    items = _list_images(images)
+    items, unnamed = _list_images(images)
     network = load_network(blob=blob, model=model)
     input_hw = _checked_input(network, settings, blob)
     features = network.features(settings.batch)
@@ -135,9 +135,10 @@ def _in_one_process(images, output, blob, model, settings: ExtractSettings, on_p
     summary = describe_all(
         items, features, store, size=input_hw, rnip=settings.rnip, batch_size=settings.batch, on_image=on_image
     )
-    _refuse_nothing_usable(images, len(items), summary)
+    summary.skipped[:0] = unnamed
+    _refuse_nothing_usable(images, len(items) + len(unnamed), summary)
     store.finish()
-    return ExtractResult(output, len(items), summary, settings, input_hw, network.label)
+    return ExtractResult(output, len(items) + len(unnamed), summary, settings, input_hw, network.label)
 
 
 def _on_ray(images, output, blob, model, settings: ExtractSettings, on_progress) -> ExtractResult:
@@ -149,7 +150,7 @@ def _on_ray(images, output, blob, model, settings: ExtractSettings, on_progress)
     # before a cluster starts), so the finished files are identical
     network = load_network(blob=blob, model=model)
     input_hw = _checked_input(network, settings, blob)
-    items = _list_images(images)
+    items, unnamed = _list_images(images)
     metadata = _metadata(network, settings, input_hw, items)
     plan = plan_shards(  # refuses another run's shards before anything starts
         items, output, source, kind=settings.kind, rnip=settings.rnip, size=input_hw, batch=settings.batch,
@@ -169,23 +170,33 @@ def _on_ray(images, output, blob, model, settings: ExtractSettings, on_progress)
         load_features=features_from_source, on_shard=on_shard,
     )
     summary = plan.summary(described)
+    summary.skipped[:0] = unnamed
     if summary.described + summary.resumed == 0:
         remove_shards(plan)  # they hold only skips
-    _refuse_nothing_usable(images, len(items), summary)
+    _refuse_nothing_usable(images, len(items) + len(unnamed), summary)
     write_descriptors(plan)
     return ExtractResult(
-        output, len(items), summary, settings, input_hw, network.label, len(plan.slices), plan.shards_resumed
+        output, len(items) + len(unnamed), summary, settings, input_hw, network.label, len(plan.slices), plan.shards_resumed
     )
 
 
-def _list_images(images: Path) -> list[tuple[str, Path]]:
-    """(name, path) of every image, in the order of the descriptor file."""
+def _list_images(images: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
+    """(name, path) of every image, in the order of the descriptor file, and (name, reason) of the
+    images whose names a descriptor file cannot hold (`name_problem`): skipped before any work."""
     from chipq.images import image_names, list_images
+    from chipq.retrieval.descriptors import name_problem
 
     paths = list_images(images)
     if not paths:
         raise UsageError(f"{images}: no JPEG or PNG image found")
-    return list(zip(image_names(paths, images), paths))
+    items, unnamed = [], []
+    for name, path in zip(image_names(paths, images), paths):
+        problem = name_problem(name)
+        if problem:
+            unnamed.append((name, problem))
+        else:
+            items.append((name, path))
+    return items, unnamed
 
 
 def _checked_input(network: Network, settings: ExtractSettings, blob: Path | None) -> tuple[int, int]:

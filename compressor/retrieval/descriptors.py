@@ -328,13 +328,28 @@ def _check_set(dset: DescriptorSet, where: str) -> None:
         raise BadDescriptorField(f"{where}: unused bits of the last byte are not 0 (dim {dim})")
     seen = set()
     for index, name in enumerate(dset.names):
-        if not name or len(name) > MAX_NAME_CHARS or any(unicodedata.category(c) == "Cc" for c in name):
+        if name_problem(name):
             raise BadDescriptorField(
                 f"{where}: name {index} {name[:80]!r} is empty, too long or has control characters"
             )
         if name in seen:
             raise BadDescriptorField(f"{where}: name {name[:80]!r} appears twice")
         seen.add(name)
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be an image name of a descriptor file, or None when it can.
+
+    Names are stored as text and shown on terminals and pages: no control characters, at most
+    `MAX_NAME_CHARS`, and valid Unicode (a file name that is not UTF-8 arrives with surrogates).
+    """
+    if not name:
+        return "empty name"
+    if len(name) > MAX_NAME_CHARS:
+        return f"name longer than {MAX_NAME_CHARS} characters"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        return "name has control characters or is not valid UTF-8"
+    return None
 
 
 def assemble(
