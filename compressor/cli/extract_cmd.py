@@ -64,7 +64,7 @@ def extract_command(
     as_json: bool = flag("--json", help="Print the run summary as one JSON object."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N", help="Run on Ray with N workers.", show_default=False),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", help="An existing Ray cluster (with --workers).", show_default=False),
-    shard_size: int = typer.Option(64, "--shard-size", min=1, metavar="N", help="Images per shard (with --workers)."),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", min=1, metavar="N", help="Images per shard (with --workers; default 64).", show_default=False),
     checkpoint_seconds: float = typer.Option(30.0, "--checkpoint-seconds", min=0, hidden=True, help="Seconds between checkpoints (tests)."),
 ) -> None:
     """Extract descriptors; see `_HELP`."""

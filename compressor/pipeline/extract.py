@@ -47,7 +47,10 @@ class ExtractSettings:
     checkpoint_seconds: float = 30.0
     workers: int | None = None
     ray_address: str | None = None
-    shard_size: int = 64
+    shard_size: int | None = None  # None: DEFAULT_SHARD_SIZE with workers
+
+
+DEFAULT_SHARD_SIZE = 64
 
 
 @dataclass
@@ -96,6 +99,8 @@ def extract(
         rnip_levels(settings.rnip)  # refuses anything but 5, 9, 14
     if settings.ray_address is not None and settings.workers is None:
         raise UsageError("--ray-address needs --workers N")
+    if settings.shard_size is not None and settings.workers is None:
+        raise UsageError("--shard-size needs --workers N (one process writes no shards)")
     # Everything that can be refused is refused before the first image is described.
     inputs = [("image folder" if Path(images).is_dir() else "image list", images), ("blob", blob), ("model", model)]
     check_output(output, "descriptor file", "--output", inputs=inputs)
@@ -154,7 +159,7 @@ def _on_ray(images, output, blob, model, settings: ExtractSettings, on_progress)
     metadata = _metadata(network, settings, input_hw, items)
     plan = plan_shards(  # refuses another run's shards before anything starts
         items, output, source, kind=settings.kind, rnip=settings.rnip, size=input_hw, batch=settings.batch,
-        metadata=metadata, shard_size=settings.shard_size,
+        metadata=metadata, shard_size=settings.shard_size or DEFAULT_SHARD_SIZE,
     )
     done = [sum(len(plan.slices[i]) for i in plan.done)]
     if on_progress is not None:

@@ -602,6 +602,7 @@ def output_is_input_cases() -> list[Case]:
         Case("search/html-is-a-query", ["search", "desc.npz", "q.npz", "--html", "q.npz"], mention="q.npz"),
     ]
     return [
+        Case("extract/shard-size-without-workers", ["extract", "photos", "--blob", "model.blob", "--shard-size", "2", "-o", "out.npz"], mention="--shard-size"),
         Case("extract/out-is-the-blob", extract + ["model.blob"], mention="model.blob"),
         Case("extract/out-is-a-photo", extract + ["photos/img0.jpg"], mention="photos"),
         Case("extract/out-inside-the-photos", extract + ["photos/new.npz"], mention="photos"),
