@@ -76,6 +76,12 @@ def list_images(source: Path) -> list[Path]:
         ImageListError: the source does not exist, the list file cannot be read or repeats a path.
     """
     source = Path(source)
+    try:
+        source.lstat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a name too long, a loop of links
+        raise ImageListError(f"{str(source)[:120]}: cannot use as a folder or list file ({exc.strerror or exc})") from None
     if source.is_dir():
         return _walk(source)
     if source.is_file():

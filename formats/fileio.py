@@ -135,7 +135,7 @@ def check_not_input(path: str | os.PathLike, inputs: Inputs, what: str = "output
                 same = False
         if same:
             raise FileRefused(f"{where}: is the {label} {given}; writing the {what} there would destroy it: choose another name")
-        if source.is_dir() and target.is_relative_to(source):
+        if os.path.isdir(source) and target.is_relative_to(source):
             raise FileRefused(f"{where}: lies inside the {label} {given}; write the {what} outside the folder chipq reads")
 
 

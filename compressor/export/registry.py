@@ -101,6 +101,12 @@ def is_previous_export(folder: Path) -> bool:
 
 def check_target(out_dir: Path) -> bool:
     """Refuse a DIR that is a file or someone else's non-empty folder; returns whether it exists."""
+    try:
+        out_dir.lstat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a name too long, a loop of links, a file where a folder should be
+        raise UsageError(f"-o {str(out_dir)[:120]}: cannot use as the output folder ({exc.strerror or exc})") from None
     if not out_dir.exists():
         if out_dir.is_symlink():
             raise UsageError(f"-o {out_dir}: a dangling symbolic link; choose another folder")

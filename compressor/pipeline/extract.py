@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import os
 from pathlib import Path
 
 from chipq.errors import UsageError
@@ -102,7 +103,7 @@ def extract(
     if settings.shard_size is not None and settings.workers is None:
         raise UsageError("--shard-size needs --workers N (one process writes no shards)")
     # Everything that can be refused is refused before the first image is described.
-    inputs = [("image folder" if Path(images).is_dir() else "image list", images), ("blob", blob), ("model", model)]
+    inputs = [("image folder" if os.path.isdir(images) else "image list", images), ("blob", blob), ("model", model)]
     check_output(output, "descriptor file", "--output", inputs=inputs)
     if settings.workers is not None:
         from chipq.retrieval.distributed import require_ray

@@ -602,6 +602,8 @@ def output_is_input_cases() -> list[Case]:
         Case("search/html-is-a-query", ["search", "desc.npz", "q.npz", "--html", "q.npz"], mention="q.npz"),
     ]
     return [
+        Case("extract/images-name-too-long", ["extract", "photos/" + "x" * 300, "--blob", "model.blob", "-o", "out.npz"], mention="photos/xxx"),
+        Case("export/out-name-too-long", ["export", "model.blob", "--format", "hex", "-o", "x" * 300], mention="xxxx"),
         Case("extract/shard-size-without-workers", ["extract", "photos", "--blob", "model.blob", "--shard-size", "2", "-o", "out.npz"], mention="--shard-size"),
         Case("extract/out-is-the-blob", extract + ["model.blob"], mention="model.blob"),
         Case("extract/out-is-a-photo", extract + ["photos/img0.jpg"], mention="photos"),
