@@ -10,9 +10,9 @@ files are identical. One process checkpoints in ``OUT.partial.npz``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-import os
 from pathlib import Path
 
 from chipq.errors import UsageError
