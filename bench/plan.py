@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     from chipq.pipeline import plan as planner
     from chipq.pipeline.compress import compress
     from chipq.quant import allocate
-    from chipq.quant.plan import parse_plan
-    from chipq.reports.planner import DEFAULT_SENSITIVITY, PAPER_PLAN
+    from chipq.quant.plan import PAPER_PLAN, parse_plan
+    from chipq.reports.planner import DEFAULT_SENSITIVITY
     from chipq.retrain.trainer import load_training_images
 
     clock: dict[str, float] = {}
@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
 def _draw(result, layout, sens, best, front, budget, calib, clock, plans, path) -> None:
     """plan_front.png: the predicted front, the chosen and the paper's plan, the measured front plans."""
     from chipq.quant import allocate
+    from chipq.quant.plan import PAPER_PLAN
     from chipq.reports import planner
 
     rows = result["rows"]
@@ -295,7 +296,7 @@ def _draw(result, layout, sens, best, front, budget, calib, clock, plans, path) 
             plan=allocate.plan_text(layout, best.plan), bits=list(best.plan), bytes=best.bytes, budget=budget,
             ratio=layout.fp32_weight_bytes() / best.bytes,
             predicted=sens.predict(list(best.plan)), measured={"cosine": rows["chosen"]["cosine"]},
-            paper={"plan": planner.PAPER_PLAN, "bytes": rows["paper"]["bytes"], "predicted": sens.predict(plans["paper"]),
+            paper={"plan": PAPER_PLAN, "bytes": rows["paper"]["bytes"], "predicted": sens.predict(plans["paper"]),
                    "measured": {"cosine": rows["paper"]["cosine"]}},
             front=[{"plan": allocate.plan_text(layout, p.plan), "bytes": p.bytes,
                     "predicted_cosine": sens.predict(list(p.plan))["cosine"]} for p in front],

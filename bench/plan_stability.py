@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     from chipq.pipeline import plan as planner
     from chipq.pipeline.compress import compress
     from chipq.quant import allocate
-    from chipq.quant.plan import parse_plan
-    from chipq.reports.planner import PAPER_PLAN
+    from chipq.quant.plan import PAPER_PLAN, parse_plan
 
     t0 = time.perf_counter()
 
