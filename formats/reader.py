@@ -97,9 +97,14 @@ class LayerRecord:
 
 def read_blob(path: str | os.PathLike) -> ChipModel:
     """Read and check the blob at `path`; see `from_bytes`. Every message starts with the path."""
+    return read_blob_bytes(path)[0]
+
+
+def read_blob_bytes(path: str | os.PathLike) -> tuple[ChipModel, bytes]:
+    """`read_blob`, with the bytes it read (their size, their hash). Every message starts with the path."""
     data = load_blob_bytes(path)
     try:
-        return from_bytes(data)
+        return from_bytes(data), data
     except E.FormatError as exc:
         raise type(exc)(f"{path}: {exc}") from None
 
