@@ -62,8 +62,7 @@ def check_request(output: Path | None, retrain: RetrainConfig | None, resume: bo
     Raises:
         UsageError: naming the option at fault.
     """
-    auto = isinstance(plan, str) and plan.strip().lower() == "auto"
-    if auto != (budget is not None):
+    if _is_auto(plan) != (budget is not None):
         raise UsageError("--budget goes with --plan auto (and --plan auto needs --budget)")
     if retrain is None and resume:
         raise UsageError("--resume is a retraining setting: drop --no-retrain to use it")
@@ -136,7 +135,7 @@ def compress(
     check_request(output, retrain, resume, plan, budget)
     say("loading model")
     stack = _load(model)
-    auto = isinstance(plan, str) and plan.strip().lower() == "auto"
+    auto = _is_auto(plan)
     names = [layer.name for layer in stack.conv_layers()]
     bits = None if auto else (parse_plan(plan, names) if isinstance(plan, str) else list(plan))
     image_dir = images if images is not None else default_calib_dir()
@@ -162,6 +161,11 @@ def compress(
     if output is not None:
         write(result, output, retrained=retrain is not None, status=say)
     return Compressed(result, plan_text, list(bits))
+
+
+def _is_auto(plan: str | Sequence[int]) -> bool:
+    """``--plan auto``: the plan is chosen under the budget."""
+    return isinstance(plan, str) and plan.strip().lower() == "auto"
 
 
 def _load(model: Path | FloatStack) -> FloatStack:
