@@ -47,7 +47,7 @@ def demo_command(
     images: Optional[Path] = typer.Option(
         None, "--images", metavar="DIR", help="Images to describe (default: the sample set shipped with chipq, samples/ in a checkout).", show_default=False
     ),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truth JSON (default: the sample set's groundtruth.json).", show_default=False),
+    gt: Optional[Path] = typer.Option(None, "--gt", metavar="FILE", help="Ground truth JSON (default: the sample set's groundtruth.json).", show_default=False),
     plan: str = typer.Option(PAPER_PLAN, "--plan", "-p", metavar="PLAN", help="Mask bits per conv layer."),
     as_json: bool = flag("--json", help="Print the results as one JSON object (progress stays on stderr)."),
 ) -> None:
