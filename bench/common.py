@@ -286,11 +286,8 @@ def ptq_blob(model_path: Path, plan_text: str, work: Path, calib: Path, input_hw
     The key covers everything the bytes depend on (model file, plan, calibration images, input
     size), and compression is deterministic, so a kept blob is the blob a new run would write.
     """
-    from chipq.formats.writer import write_blob
     from chipq.images import image_names, list_images
-    from chipq.importers import load_model
-    from chipq.quant.compress import calibration_batch, compress
-    from chipq.quant.plan import parse_plan
+    from chipq.pipeline.compress import compress
     from chipq.retrieval.describe import images_sha256
 
     key = hashlib.sha256()
@@ -302,11 +299,8 @@ def ptq_blob(model_path: Path, plan_text: str, work: Path, calib: Path, input_hw
     slug = plan_text.replace(",", "_")
     out = Path(work) / "blobs" / f"{slug}-{key.hexdigest()[:16]}.bin"
     if not out.is_file():
-        stack = load_model(model_path)
-        plan = parse_plan(plan_text, [c.name for c in stack.conv_layers()])
-        result = compress(stack, plan, calibration_batch(calib, input_hw), input_hw)
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_blob(result.model, out)
+        compress(Path(model_path), plan_text, images=Path(calib), input_hw=input_hw, retrain=None, output=out)
     return out
 
 

@@ -64,14 +64,16 @@ def child(spec: dict) -> dict:
 
 def _compress(stack, spec: dict, hw: tuple[int, int]) -> dict:
     from chipq.formats.writer import to_bytes
-    from chipq.quant.compress import calibration_batch, compress
+    from chipq.pipeline.compress import compress
+    from chipq.quant.compress import calibration_batch
     from chipq.quant.plan import parse_plan
 
     plan = parse_plan(spec["plan"], [c.name for c in stack.conv_layers()])
     start = time.perf_counter()
     calib = calibration_batch(Path(spec["calib"]), hw)
     marks = {}
-    result = compress(stack, plan, calib, hw, step=lambda name: marks.setdefault(name, time.perf_counter()))
+    mark = lambda stage, done=None, total=None: marks.setdefault(stage, time.perf_counter())  # noqa: E731
+    result = compress(stack, plan, calib=calib, input_hw=hw, retrain=None, status=mark)
     blob = to_bytes(result.model)
     end = time.perf_counter()
     quantize_start = marks.get("quantizing weights", end)

@@ -166,12 +166,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from chipq.data import default_photos_dir
     from chipq.formats.writer import to_bytes
+    from chipq.pipeline import plan as planner
+    from chipq.pipeline.compress import compress
     from chipq.quant import allocate
-    from chipq.quant.compress import compress
-    from chipq.quant.plan import parse_plan
-    from chipq.reports import planner
-    from chipq.retrain.config import RetrainConfig
-    from chipq.retrain.pipeline import compress_retrained
+    from chipq.quant.plan import PAPER_PLAN, parse_plan
+    from chipq.reports.planner import DEFAULT_SENSITIVITY
     from chipq.retrain.trainer import load_training_images
 
     clock: dict[str, float] = {}
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     def say(stage, done=None, total=None):
         print(f"plan bench: {stage} {done}/{total} [{time.perf_counter() - t0:.0f}s]", file=sys.stderr, flush=True)
 
-    kind = args.sensitivity or planner.DEFAULT_SENSITIVITY
+    kind = args.sensitivity or DEFAULT_SENSITIVITY
     if args.replot:  # the run's own sensitivity settings, from the cache
         done_run = cm.read_result(args.results, "plan")
         kind, args.sens_images = done_run["sensitivity_kind"], done_run["sensitivity_images"]
@@ -193,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     best, _ = allocate.best_plan(layout, losses, budget)
     front = allocate.pareto_front(layout, losses)
     chosen = allocate.plan_text(layout, best.plan)
-    plans = {"chosen": list(best.plan), "paper": parse_plan(planner.PAPER_PLAN, names)}
+    plans = {"chosen": list(best.plan), "paper": parse_plan(PAPER_PLAN, names)}
 
     if args.replot:
         _draw(done_run, layout, sens, best, front, budget, calib, clock, plans, args.results / "plan_front.png")
@@ -233,9 +232,9 @@ def main(argv: list[str] | None = None) -> None:
             continue
         t2 = time.perf_counter()
         if label.endswith("retrained"):
-            model = compress_retrained(stack, bits, calib, train_images, RetrainConfig()).model
+            model = compress(stack, bits, calib=calib, train_images=train_images).model
         else:
-            model = compress(stack, bits, calib).model
+            model = compress(stack, bits, calib=calib, retrain=None).model
         compress_s = time.perf_counter() - t2
         size = len(to_bytes(model))
         assert size == allocate.blob_bytes(layout, bits)
@@ -291,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
 def _draw(result, layout, sens, best, front, budget, calib, clock, plans, path) -> None:
     """plan_front.png: the predicted front, the chosen and the paper's plan, the measured front plans."""
     from chipq.quant import allocate
+    from chipq.quant.plan import PAPER_PLAN
     from chipq.reports import planner
 
     rows = result["rows"]
@@ -299,7 +299,7 @@ def _draw(result, layout, sens, best, front, budget, calib, clock, plans, path) 
             plan=allocate.plan_text(layout, best.plan), bits=list(best.plan), bytes=best.bytes, budget=budget,
             ratio=layout.fp32_weight_bytes() / best.bytes,
             predicted=sens.predict(list(best.plan)), measured={"cosine": rows["chosen"]["cosine"]},
-            paper={"plan": planner.PAPER_PLAN, "bytes": rows["paper"]["bytes"], "predicted": sens.predict(plans["paper"]),
+            paper={"plan": PAPER_PLAN, "bytes": rows["paper"]["bytes"], "predicted": sens.predict(plans["paper"]),
                    "measured": {"cosine": rows["paper"]["cosine"]}},
             front=[{"plan": allocate.plan_text(layout, p.plan), "bytes": p.bytes,
                     "predicted_cosine": sens.predict(list(p.plan))["cosine"]} for p in front],

@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     from plan import setup
     from recipe_eval import chip_descriptors, float_descriptors, load_subset, scores
 
+    from chipq.pipeline import plan as planner
+    from chipq.pipeline.compress import compress
     from chipq.quant import allocate
-    from chipq.quant.compress import compress
-    from chipq.quant.plan import parse_plan
-    from chipq.reports import planner
+    from chipq.quant.plan import PAPER_PLAN, parse_plan
 
     t0 = time.perf_counter()
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     float_desc = float_descriptors(stack, eset)
     earlier = (cm.read_result(args.results, "plan_stability") or {}).get("rows", {}) if args.reuse else {}
     by_plan = {row["plan"]: row for row in earlier.values()}
-    plans: dict[str, tuple[str, list[int], float | None]] = {"paper": ("paper `3x7,1x6`", parse_plan(planner.PAPER_PLAN, names), None)}
+    plans: dict[str, tuple[str, list[int], float | None]] = {"paper": ("paper `3x7,1x6`", parse_plan(PAPER_PLAN, names), None)}
     for label, kind, first, count in SETTINGS[: args.settings]:
         if kind == "reconstructed" and first != planner.sensitivity_images(calib, count, kind)[0]:
             raise SystemExit(f"{label}: the planner no longer measures there")
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             rows[key] = {**by_plan[text], "label": label, "predicted_cosine": predicted}
             continue
         say(f"compressing and measuring {text}")
-        model = compress(stack, bits, calib).model
+        model = compress(stack, bits, calib=calib, retrain=None).model
         rows[key] = {"label": label, "plan": text, "bytes": allocate.blob_bytes(layout, bits), "predicted_cosine": predicted,
                      **scores(eset, chip_descriptors(model, eset), float_desc, per_query=True)}  # fmt: skip
         by_plan[text] = rows[key]

@@ -44,7 +44,8 @@ from chipq.data import default_photos_dir  # noqa: E402
 from chipq.executor.fast import FastExecutor  # noqa: E402
 from chipq.formats.writer import write_blob  # noqa: E402
 from chipq.importers import load_model  # noqa: E402
-from chipq.quant.compress import calibrate, calibration_batch, compress  # noqa: E402
+from chipq.pipeline.compress import compress  # noqa: E402
+from chipq.quant.compress import calibrate, calibration_batch  # noqa: E402
 from chipq.quant.quantize import quantize_stack  # noqa: E402
 from chipq.quant.reconstruct import reconstruct  # noqa: E402
 from chipq.retrain.config import RetrainConfig
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     calib = clock.run("read_calibration", calibration_batch, args.train)
     # the --no-retrain route, as `chipq compress --no-retrain` runs it (timed on its own)
     wall = time.monotonic()
-    fast = compress(stack, PLAN, calib).model
+    fast = compress(stack, PLAN, calib=calib, retrain=None).model
     result["no_retrain_seconds"] = time.monotonic() - wall
     rows["post_training"] = scores(eset, chip_descriptors(fast, eset), float_desc)
     log(f"post-training (--no-retrain) {rows['post_training']} in {result['no_retrain_seconds']:.0f} s")
@@ -311,7 +312,7 @@ def render_markdown(result: dict, longer: dict | None = None, sweep: dict | None
             "",
         ]
     if "no_retrain_seconds" in result:
-        lines += [f"`--no-retrain` route (`chipq.quant.compress.compress`, as the CLI calls it): "
+        lines += [f"`--no-retrain` route (`chipq.pipeline.compress`, as the CLI calls it): "
                   f"{result['no_retrain_seconds']:.0f} s wall.", ""]
     stages = result.get("stages", {})
     product = [k for k in ("read_calibration", "reconstruct", "read_training", "cache", "train") if k in stages]

@@ -13,6 +13,11 @@ The public API, for library users (everything else may change between releases):
     maps = chipq.FastExecutor(model).run(calib)                # uint8 conv5_3 maps, bit-exact
     vector = chipq.describe(chipq.load_image("a.jpg"), chipq.chip_features(model))  # NIP, 512-D
 
+`chipq.compress` is the post-training quantization step on objects in memory. The whole of
+`chipq compress` (a model file or stack in, every route: retraining by default, ``retrain=None``
+for post-training only, ``plan="auto"`` with a budget; the blob written when `output` is given) is
+`chipq.pipeline.compress.compress`; the other workflows (plan, verify, demo) live in `chipq.pipeline` too.
+
 Names are loaded on first use, so ``import chipq`` stays light (no PyTorch until needed).
 """
 

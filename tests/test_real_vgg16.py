@@ -10,9 +10,9 @@ from chipq.executor.fast import FastExecutor
 from chipq.formats.reader import from_bytes
 from chipq.formats.writer import to_bytes
 from chipq.importers import load_model
+from chipq.pipeline.verify import verify
 from chipq.quant.compress import calibration_batch, compress, default_calib_dir
 from chipq.reports.inspect import summarize
-from chipq.reports.verify import verify
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chipq.cli import app, err_console
-from chipq.cli.options import flag, format_size, parse_size
-from chipq.cli.progress import ProgressLog, status
+from chipq.cli.options import flag, parse_size
+from chipq.cli.progress import ProgressLog, Status
 from chipq.errors import UsageError
-from chipq.quant.plan import parse_plan
+from chipq.formats.constants import CHIP_INPUT_HW
+from chipq.quant.plan import PAPER_PLAN
 from chipq.retrain.config import RetrainConfig, StepStats
 
 COSINE_WINDOW = 20  # steps averaged for the descriptor cosine shown on the progress bar
@@ -39,7 +39,7 @@ _HELP = "\n\n".join(
         "gradients) is trained to reproduce the float model's conv5_3 maps and NIP region descriptors "
         "on crops of the --images photos (no labels needed). --no-retrain gives the post-training path "
         "only (seconds instead of minutes, lower fidelity). --images DIR replaces the photo set that "
-        "ships with chipq (106 licensed real photos) for calibration and training alike.",
+        "ships with chipq (97 licensed real photos) for calibration and training alike.",
         "Layers from the first one with the plan's fewest mask bits on are trained (--train-from to "
         "change it). Progress: a bar in a terminal, plain lines (at least every 10 s) in a pipe or log. "
         "The training state is saved in BLOB.ckpt every minute, on Ctrl-C and on a crash; --resume "
@@ -61,7 +61,7 @@ _HELP = "\n\n".join(
 @app.command("compress", help=_HELP, short_help='Quantize a float VGG-16 (.pt/.onnx) into a chip blob.')
 def compress_command(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Float model: .pt / .pth (state dict or TorchScript) or .onnx.", show_default=False),
-    plan_text: str = typer.Option("3x7,1x6", "--plan", "-p", metavar="PLAN", help="Mask bits per conv layer (see above), or auto with --budget."),
+    plan_text: str = typer.Option(PAPER_PLAN, "--plan", "-p", metavar="PLAN", help="Mask bits per conv layer (see above), or auto with --budget."),
     budget: Optional[str] = typer.Option(None, "--budget", metavar="B", help="With --plan auto: most blob bytes (3914104, 4MB, 15x).", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", metavar="BLOB", help="Where to write the blob.", show_default=False),
     images_dir: Optional[Path] = typer.Option(
@@ -69,7 +69,7 @@ def compress_command(
         "--images",
         metavar="DIR",
         help="Photos (folder, searched recursively, or a list file) for calibration and retraining. "
-        "Default: the photo set shipped with chipq.",
+        "Default: the photo set shipped with chipq (97 photos).",
         show_default=False,
     ),
     no_retrain: bool = flag("--no-retrain", help="Post-training quantization only: no Algorithm 1 retraining."),
@@ -81,11 +81,11 @@ def compress_command(
     retrain: Optional[Path] = typer.Option(
         None, "--retrain", metavar="DIR", hidden=True, help="Old spelling: retrain on DIR (now the default; same as --images DIR).", show_default=False
     ),
-    steps: Optional[str] = typer.Option(None, "--steps", metavar="N", help=f"Training steps (default {RetrainConfig.steps}).", show_default=False),
-    epochs: Optional[str] = typer.Option(None, "--epochs", metavar="N", help="Training epochs over the cached samples (instead of --steps).", show_default=False),
-    lr: str = typer.Option(str(RetrainConfig.lr), "--lr", metavar="LR", help="Adam learning rate."),
-    seed: str = typer.Option(str(RetrainConfig.seed), "--seed", metavar="N", help="Seed of the crops and the batch order."),
-    samples: str = typer.Option(str(RetrainConfig.samples), "--samples", metavar="N", help="Augmented crops cached for training."),
+    steps: Optional[int] = typer.Option(None, "--steps", metavar="N", min=1, help=f"Training steps (default {RetrainConfig.steps}).", show_default=False),
+    epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", min=1, help="Training epochs over the cached samples (instead of --steps).", show_default=False),
+    lr: float = typer.Option(RetrainConfig.lr, "--lr", metavar="LR", callback=lambda value: _between_0_and_1(value), help="Adam learning rate (between 0 and 1)."),
+    seed: int = typer.Option(RetrainConfig.seed, "--seed", metavar="N", min=0, help="Seed of the crops and the batch order."),
+    samples: int = typer.Option(RetrainConfig.samples, "--samples", metavar="N", min=1, help="Augmented crops cached for training."),
     train_from: Optional[str] = typer.Option(
         None, "--train-from", metavar="LAYER", help="First conv layer to train (default: the first with the plan's fewest mask bits).", show_default=False
     ),
@@ -94,19 +94,37 @@ def compress_command(
 ) -> None:
     """Compress a model; see `_HELP`."""
     # PyTorch loads here, not when the CLI starts (other commands do not pay for it)
-    from chipq.executor.memory import check_fits, check_input_size
-    from chipq.formats.fileio import check_output
-    from chipq.formats.writer import write_blob
-    from chipq.images import list_images
-    from chipq.importers import load_model
-    from chipq.quant.compress import DEFAULT_INPUT, MAX_CALIB_IMAGES, calibration_batch, compress, default_calib_dir
-    from chipq.quant.quantize import QuantizationError
-    from chipq.retrain.trainer import load_training_images
+    from chipq.pipeline.compress import check_request, compress
+    from chipq.reports.compress import compress_summary
 
-    input_hw = parse_size(input_size) if input_size else DEFAULT_INPUT
-    auto = plan_text.strip().lower() == "auto"
-    if auto != (budget is not None):
-        raise UsageError("--budget goes with --plan auto (and --plan auto needs --budget)")
+    input_hw = parse_size(input_size) if input_size else CHIP_INPUT_HW
+    image_dir = _photo_folder(images_dir, calib, retrain, no_retrain)
+    config = None
+    if no_retrain:
+        _refuse_without_retrain(steps=steps, epochs=epochs, train_from=train_from, resume=resume or None)
+    else:
+        config = _retrain_config(steps, epochs, lr, seed, samples, train_from, min(input_hw))
+    check_request(output, config, resume, plan_text, budget)  # refused before the model loads
+    with _Display(as_json, config) as display, _deferred_interrupt(display.retraining) as stop:
+        compressed = compress(
+            model_path, plan_text, budget=budget, images=image_dir, input_hw=input_hw, retrain=config, output=output,
+            resume=resume, status=display.update, hooks=display.hooks(stop), save_every=checkpoint_seconds,
+        )  # fmt: skip
+    summary = compress_summary(compressed.result, output.stat().st_size, model_path, output, compressed.plan)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    _render(summary)
+
+
+def _between_0_and_1(value: float) -> float:
+    if not 0 < value < 1:
+        raise typer.BadParameter(f"{value} must be between 0 and 1")
+    return value
+
+
+def _photo_folder(images_dir: Path | None, calib: Path | None, retrain: Path | None, no_retrain: bool) -> Path | None:
+    """The one photo set of `--images` and its old names (`--calib`, `--retrain DIR`)."""
     sources = [path for path in (images_dir, calib, retrain) if path is not None]
     if len(set(sources)) > 1:
         raise UsageError(
@@ -115,107 +133,18 @@ def compress_command(
         )
     if no_retrain and retrain is not None:
         raise UsageError("--no-retrain and --retrain: give one of them")
-    image_dir = sources[0] if sources else default_calib_dir()
-    # Everything that can be refused is refused before the work starts.
-    check_output(output, "blob", "--output")
-    config = None
-    if not no_retrain:
-        config = _retrain_config(steps, epochs, lr, seed, samples, train_from, min(input_hw))
-        _check_checkpoint(output, resume)
-    else:
-        _refuse_without_retrain(steps=steps, epochs=epochs, train_from=train_from, resume=resume or None)
-    with status("compress", err_console, quiet=as_json) as shown:
-        shown.update("loading model")
-        stack = load_model(model_path).without_trailing_pool()
-        if not auto:
-            bits = parse_plan(plan_text, [layer.name for layer in stack.conv_layers()])
-        what = f"--input {format_size(input_hw)}"
-        check_input_size(stack.layers, input_hw, what)
-        listed = len(list_images(image_dir))
-        check_fits(stack.layers, input_hw, 4, what, keep_maps=min(listed, MAX_CALIB_IMAGES))
-        shown.update("reading calibration images")
-        images = calibration_batch(image_dir, input_hw)
-        if auto:
-            from chipq.reports.planner import make_plan
-
-            chosen = make_plan(stack, budget, images, [], status=lambda stage, done=None, total=None: shown.update(stage, done, total))
-            bits, plan_text = chosen.bits, chosen.plan
-        try:
-            if config is None:
-                result = compress(stack, bits, images, input_hw, step=lambda text: shown.update(text))
-            else:
-                shown.update("reading training images")
-                train_images = load_training_images(image_dir)
-        except QuantizationError as exc:
-            raise QuantizationError(f"{model_path}: {exc}") from None
-    if config is not None:
-        result = _retrain(stack, bits, images, train_images, config, input_hw, output, resume, as_json, checkpoint_seconds)
-    with err_console.status("writing blob"):
-        write_blob(result.model, output)  # validates, proves the accumulator bound, then renames
-    if config is not None:
-        from chipq.formats.fileio import remove_stale_temps
-
-        checkpoint_path(output).unlink(missing_ok=True)
-        remove_stale_temps(checkpoint_path(output))  # a checkpoint write that a kill -9 cut short
-    summary = _summary(result, output.stat().st_size, model_path, output, plan_text)
-    if as_json:
-        print(json.dumps(summary, indent=2))
-        return
-    _render(summary)
-
-
-def checkpoint_path(output: Path) -> Path:
-    """Where a retraining run keeps its state: the blob's name + ``.ckpt``."""
-    return output.with_name(output.name + ".ckpt")
-
-
-def _positive_int(text: str | None, option: str, default: int, minimum: int = 1) -> int:
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{option} {text!r}: expected a whole number") from None
-    if value < minimum:
-        raise UsageError(f"{option} {value}: must be at least {minimum}")
-    return value
+    return sources[0] if sources else None
 
 
 def _retrain_config(
-    steps: str | None, epochs: str | None, lr: str, seed: str, samples: str, train_from: str | None, crop: int
+    steps: int | None, epochs: int | None, lr: float, seed: int, samples: int, train_from: str | None, crop: int
 ) -> RetrainConfig:
     if steps is not None and epochs is not None:
         raise UsageError("--steps and --epochs: give one of them")
-    try:
-        rate = float(lr)
-    except ValueError:
-        raise UsageError(f"--lr {lr!r}: expected a number such as 1e-4") from None
-    if not 0 < rate < 1:
-        raise UsageError(f"--lr {lr}: must be between 0 and 1")
-    config = RetrainConfig(
-        lr=rate,
-        seed=_positive_int(seed, "--seed", 0, minimum=0),
-        samples=_positive_int(samples, "--samples", RetrainConfig.samples),
-        crop=crop,
-        train_from=train_from or "",
-    )
+    config = RetrainConfig(lr=lr, seed=seed, samples=samples, crop=crop, train_from=train_from or "")
     if epochs is not None:
-        return RetrainConfig(**{**vars(config), "steps": _positive_int(epochs, "--epochs", 1) * config.steps_per_epoch()})
-    return RetrainConfig(**{**vars(config), "steps": _positive_int(steps, "--steps", RetrainConfig.steps)})
-
-
-def _check_checkpoint(output: Path, resume: bool) -> None:
-    if not output.parent.is_dir():
-        raise UsageError(f"--output {output}: folder {output.parent} does not exist")
-    ckpt = checkpoint_path(output)
-    if os.path.lexists(ckpt):
-        from chipq.formats.fileio import check_output
-
-        check_output(ckpt, "checkpoint", "--output")
-    if resume and not ckpt.is_file():
-        raise UsageError(f"--resume: no checkpoint {ckpt}")
-    if not resume and ckpt.exists():
-        raise UsageError(f"checkpoint {ckpt} exists: add --resume to continue it, or delete it")
+        return RetrainConfig(**{**vars(config), "steps": epochs * config.steps_per_epoch()})
+    return RetrainConfig(**{**vars(config), "steps": RetrainConfig.steps if steps is None else steps})
 
 
 def _refuse_without_retrain(**options) -> None:
@@ -225,13 +154,14 @@ def _refuse_without_retrain(**options) -> None:
 
 
 @contextmanager
-def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """Ctrl-C asks the run to stop after the current step (a second Ctrl-C stops at once)."""
+def _deferred_interrupt(armed: Callable[[], bool] = lambda: True) -> Iterator[Callable[[], bool]]:
+    """Once `armed()` (retraining started), Ctrl-C asks the run to stop after the current step (a
+    second Ctrl-C stops at once); before that, Ctrl-C stops at once."""
     hit = {"count": 0}
 
     def handler(signum, frame):
         hit["count"] += 1
-        if hit["count"] > 1:
+        if hit["count"] > 1 or not armed():
             raise KeyboardInterrupt
 
     try:
@@ -245,97 +175,85 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _retrain(stack, bits, images, train_images, config, input_hw, output, resume, quiet, save_every):
-    from chipq.retrain.pipeline import compress_retrained
-    from chipq.retrain.trainer import RetrainHooks
+class _Display:
+    """compress's progress on stderr: a status line (or log lines) while the model and photos load,
+    then, once retraining starts, bars for caching and training (or log lines)."""
 
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  cos {task.fields[cos]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    recent: list[float] = []
-    log = None if err_console.is_terminal or quiet else ProgressLog("compress", err_console)
-    # Started on the first callback, so a refusal before any work (a bad checkpoint, a bad
-    # --train-from) is the only thing on stderr.
-    progress = Progress(*columns, console=err_console, transient=quiet, disable=log is not None)
-    cache = progress.add_task("caching samples", total=config.samples, loss="-", cos="-")
-    train = progress.add_task("retraining", total=config.steps, loss="-", cos="-", start=False)
+    def __init__(self, quiet: bool, config: RetrainConfig | None) -> None:
+        self.quiet, self.config = quiet, config
+        self.status = Status("compress", err_console, quiet)
+        self.progress: Progress | None = None
+        self.log: ProgressLog | None = None
 
-    def show() -> None:
-        if not progress.live.is_started:
-            progress.start()
+    def __enter__(self) -> "_Display":
+        self.status.start()
+        return self
 
-    def on_cache(done: int, total: int) -> None:
-        show()
-        progress.update(cache, completed=done, description="caching samples")
-        if log:
-            log.update("caching training samples", done, total)
+    def __exit__(self, *exc) -> None:
+        self.status.stop()
+        if self.progress is not None:
+            self.progress.stop()
+        if self.log is not None:
+            self.log.close()
 
-    def on_stage(text: str) -> None:
-        show()
-        progress.update(cache, description=text)
-        if log:
-            log.update(text)
+    def update(self, stage: str, done: int | None = None, total: int | None = None) -> None:
+        if self.progress is None:
+            self.status.update(stage, done, total)
+        elif self.log is not None:  # after retraining: "writing blob"
+            self.log.update(stage, done, total)
 
-    def on_step(stats: StepStats) -> None:
-        show()
-        recent.append(stats.cosine)
-        del recent[:-COSINE_WINDOW]
-        cosine = sum(recent) / len(recent)
-        progress.start_task(train)
-        progress.update(train, completed=stats.step, loss=f"{stats.loss:.4f}", cos=f"{cosine:.4f}")
-        if log:
-            log.update("retraining", stats.step, config.steps, extra=f"loss {stats.loss:.4f} cos {cosine:.4f}")
+    def retraining(self) -> bool:
+        """Whether retraining has started (from then on Ctrl-C stops after the current step)."""
+        return self.progress is not None
 
-    try:
-        with _deferred_interrupt() as stop:
-            hooks = RetrainHooks(cache=on_cache, step=on_step, stop=stop, stage=on_stage)
-            return compress_retrained(
-                stack, bits, images, train_images, config,
-                input_hw=input_hw, checkpoint=checkpoint_path(output), resume=resume, hooks=hooks, save_every=save_every,
-            )  # fmt: skip
-    finally:
-        progress.stop()
-        if log:
-            log.close()
+    def hooks(self, stop: Callable[[], bool]):
+        """Retraining callbacks; the first one swaps the status line for the bars."""
+        if self.config is None:
+            return None
+        from chipq.retrain.trainer import RetrainHooks
 
+        return RetrainHooks(cache=self._on_cache, step=self._on_step, stop=stop, stage=self._on_stage)
 
-def _summary(result, blob_bytes: int, model_path: Path, output: Path, plan: str) -> dict:
-    from chipq.reports.inspect import summarize
+    def _bars(self) -> Progress:
+        if self.progress is None:
+            # Started on the first callback, so a refusal before any work (a bad checkpoint, a bad
+            # --train-from) is the only thing on stderr.
+            self.status.stop()
+            columns = [
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  cos {task.fields[cos]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            ]
+            self.log = None if err_console.is_terminal or self.quiet else ProgressLog("compress", err_console)
+            self.progress = Progress(*columns, console=err_console, transient=self.quiet, disable=self.log is not None)
+            self.cache = self.progress.add_task("caching samples", total=self.config.samples, loss="-", cos="-")
+            self.train = self.progress.add_task("retraining", total=self.config.steps, loss="-", cos="-", start=False)
+            self.recent: list[float] = []
+            self.progress.start()
+        return self.progress
 
-    sizes = summarize(result.model, blob_bytes, crc_ok=True)
-    rows = [row for row in sizes["layers"] if row["kind"] == "conv"]
-    layers = []
-    for row, layer, report, frac in zip(rows, result.model.conv_layers(), result.reports, result.act_fracs):
-        packed = row["mask_alpha_bits"] / 8  # masks + alphas at the paper's 9m + 8 bits per kernel
-        layers.append(
-            {
-                "name": layer.name,
-                "shape": row["shape"],
-                "mask_bits": layer.mask_bits,
-                "weight_shift": layer.weight_shift,
-                "act_frac": frac,
-                "rel_l2": report.rel_l2,
-                "sqnr_db": report.sqnr_db,
-                "mask_alpha_bytes": packed,
-                "ratio": row["fp32_bytes"] / packed,
-            }
-        )
-    return {
-        "model": str(model_path),
-        "blob": str(output),
-        "plan": plan,
-        "calibration_images": result.calib_count,
-        "layers": layers,
-        "fp32_weight_bytes": sizes["totals"]["fp32_weight_bytes"],
-        "blob_bytes": blob_bytes,
-        "ratio": sizes["totals"]["ratio"],
-        "retrain": result.retrain,
-    }
+    def _on_cache(self, done: int, total: int) -> None:
+        self._bars().update(self.cache, completed=done, description="caching samples")
+        if self.log:
+            self.log.update("caching training samples", done, total)
+
+    def _on_stage(self, text: str) -> None:
+        self._bars().update(self.cache, description=text)
+        if self.log:
+            self.log.update(text)
+
+    def _on_step(self, stats: StepStats) -> None:
+        progress = self._bars()
+        self.recent.append(stats.cosine)
+        del self.recent[:-COSINE_WINDOW]
+        cosine = sum(self.recent) / len(self.recent)
+        progress.start_task(self.train)
+        progress.update(self.train, completed=stats.step, loss=f"{stats.loss:.4f}", cos=f"{cosine:.4f}")
+        if self.log:
+            self.log.update("retraining", stats.step, self.config.steps, extra=f"loss {stats.loss:.4f} cos {cosine:.4f}")
 
 
 def _render(summary: dict) -> None:

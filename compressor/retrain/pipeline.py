@@ -1,4 +1,7 @@
-"""Compression with Algorithm 1: calibrate, retrain with the fixed-point constraint, quantize."""
+"""The retraining step of compression (Algorithm 1): fit, retrain with the fixed-point constraint, quantize.
+
+`chipq.pipeline.compress` sequences it with the model file, the checks, the images and the write.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from chipq.floatnet.model import FloatStack
-from chipq.quant.compress import DEFAULT_INPUT, CompressResult, calibrate
-from chipq.quant.reconstruct import ReconstructConfig, reconstruct
+from chipq.quant.compress import DEFAULT_INPUT, CompressResult, fit_layers
+from chipq.quant.reconstruct import ReconstructConfig
 from chipq.retrain.config import RetrainConfig, StepStats
 from chipq.retrain.trainer import (
     SAVE_EVERY_SECONDS,
@@ -80,39 +83,38 @@ def compress_retrained(
     config.check()
     first_trained([c.name for c in stack.conv_layers()], list(plan), config.train_from)
     state = load_checkpoint(checkpoint) if resume else None
-    init_start = time.monotonic()
-    init = None
-    if config.init == "reconstruct":  # its float pass calibrates the shifts too
-        init, fracs, _ = reconstruct(stack, plan, None, calib[: config.init_images], reconstruct_config(config), hooks.stage)
-    else:
-        if hooks.stage:
-            hooks.stage("calibrating activations")
-        fracs = calibrate(stack, calib)
-    init_seconds = time.monotonic() - init_start
+    clock = {"init": time.monotonic()}
+    reconstruction = reconstruct_config(config) if config.init == "reconstruct" else None
+    init, fracs, used = fit_layers(stack, plan, calib, reconstruction, config.init_images, hooks.stage)
+    clock["init_end"] = time.monotonic()
     trainer = Retrainer(stack, plan, fracs, config, input_hw, init=init)
     resumed_at = 0
     if resume:
         trainer.restore(state, str(checkpoint))
         resumed_at = trainer.step
     with torch_settings(config.threads):  # deterministic algorithms, fixed thread count
-        cache_start = time.monotonic()
+        clock["cache"] = time.monotonic()
         trainer.build_cache(train_images, hooks)
-        train_start = time.monotonic()
+        clock["train"] = time.monotonic()
         run_training(trainer, checkpoint, replace(hooks, step=on_step), save_every=save_every)
-        end = time.monotonic()
+        clock["end"] = time.monotonic()
     model, reports = trainer.chip_model()
-    summary = {
-        "images": len(train_images),
+    summary = _summary(trainer, config, len(train_images), resumed_at, clock, recent)
+    return CompressResult(model, reports, fracs, used, retrain=summary)
+
+
+def _summary(trainer: Retrainer, config: RetrainConfig, images: int, resumed_at: int, clock: dict, recent: list[float]) -> dict:
+    """What retraining did: the ``retrain`` object of `chipq compress --json`."""
+    return {
+        "images": images,
         "samples": config.samples,
         "steps": trainer.step,
         "resumed_at_step": resumed_at,
         "trained_layers": list(trainer.net.weights.keys()),
-        "init_seconds": init_seconds,
-        "cache_seconds": train_start - cache_start,
-        "train_seconds": end - train_start,
-        "seconds_per_step": (end - train_start) / max(1, trainer.step - resumed_at),
+        "init_seconds": clock["init_end"] - clock["init"],
+        "cache_seconds": clock["train"] - clock["cache"],
+        "train_seconds": clock["end"] - clock["train"],
+        "seconds_per_step": (clock["end"] - clock["train"]) / max(1, trainer.step - resumed_at),
         "final_cosine": float(np.mean(recent)) if recent else None,
         "config": asdict(config),
     }
-    used = int(calib[: config.init_images].shape[0]) if config.init == "reconstruct" else int(calib.shape[0])
-    return CompressResult(model, reports, fracs, used, retrain=summary)

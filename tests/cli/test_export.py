@@ -37,3 +37,18 @@ def test_an_unknown_format_is_refused(monkeypatch, capsys, tmp_path, tiny_model)
     blob.write_bytes(to_bytes(tiny_model))
     code, _, err = run_main(monkeypatch, capsys, "export", str(blob), "--format", "bin", "-o", str(tmp_path / "rom"))
     assert code == 2 and "--format" in err and not (tmp_path / "rom").exists()
+
+
+def test_old_output_names_are_still_accepted(monkeypatch, capsys, tmp_path, tiny_model):
+    """export's --out, fetch-vgg16's --out-dir and demo's --workdir/-w are hidden aliases of -o/--output."""
+    blob = tmp_path / "m.blob"
+    blob.write_bytes(to_bytes(tiny_model))
+    code, out, _ = run_main(monkeypatch, capsys, "export", str(blob), "--format", "hex", "--out", str(tmp_path / "rom"), "--json")
+    assert code in (0, None) and json.loads(out)["out"] == str(tmp_path / "rom")
+    code, _, err = run_main(monkeypatch, capsys, "export", str(blob), "--format", "hex")
+    assert code == 2 and "--output" in err and len(err.strip().splitlines()) == 1
+    # the aliases parse; naming two different folders with the new and the old name is refused before any work
+    for argv in (["fetch-vgg16", "--out-dir", "a", "-o", "b"], ["demo", "--workdir", "a", "--output", "b"], ["demo", "-w", "a", "-o", "b"]):
+        code, out, err = run_main(monkeypatch, capsys, *argv)
+        assert code == 2 and out == "" and "old name" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists()

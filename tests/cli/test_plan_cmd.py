@@ -98,7 +98,7 @@ def test_sensitivity_kinds(files, monkeypatch, capsys, cache):
 
 
 def test_sensitivity_photos_come_after_the_reconstruction_photos():
-    from chipq.reports.planner import sensitivity_images
+    from chipq.pipeline.plan import sensitivity_images
 
     calib = np.zeros((64, 3, 8, 8), np.uint8)
     assert sensitivity_images(calib, 4, "reconstructed") == (32, 36)

@@ -8,6 +8,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from chipq.cli import app
+from chipq.errors import UsageError
 
 runner = CliRunner()
 
@@ -75,3 +76,21 @@ def test_report_names_the_fast_route(tiny_vgg_files):
     result = runner.invoke(app, ["verify", str(blob), "--images", str(photos), "--golden", "1", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["fast_route"].split()[0] in ("int8", "float")
+
+
+def test_default_photos_are_the_sample_photos_not_the_calibration_set(tiny_vgg_files, monkeypatch):
+    """Without --images, verify runs the 9 shipped sample photos (fidelity is never measured on
+    the calibration photos); without an installed sample set it asks for --images in one line."""
+    from chipq.data import samples_dir
+
+    pt, blob, _ = tiny_vgg_files
+    result = runner.invoke(app, ["verify", str(blob), "--golden", "0", "--limit", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == len(list((samples_dir() / "photos").glob("*.jpg"))) == 9
+
+    def missing():
+        raise FileNotFoundError("no sample set")
+
+    monkeypatch.setattr("chipq.data.samples_dir", missing)
+    result = runner.invoke(app, ["verify", str(blob), "--golden", "0"])  # main() prints it in one line, exit 2
+    assert isinstance(result.exception, UsageError) and "--images" in str(result.exception)

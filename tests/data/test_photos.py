@@ -88,7 +88,7 @@ def test_a_built_wheel_carries_every_photo(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    for folder in ("compressor", "formats"):
+    for folder in ("compressor", "formats", "samples"):  # samples/ ships as chipq.samples
         shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp_path / "dist"
     result = subprocess.run(
@@ -104,6 +104,10 @@ def test_a_built_wheel_carries_every_photo(tmp_path):
         shipped = {n.rsplit("/", 1)[1]: archive.read(n) for n in archive.namelist()
                    if n.startswith("chipq/data/photos/")}
         assert "chipq/data/__init__.py" in archive.namelist()
+        names = archive.namelist()
+        assert "chipq/samples/groundtruth.json" in names  # verify's default photos and the demo's set
+        assert len([n for n in names if n.startswith("chipq/samples/photos/") and n.endswith(".jpg")]) == 9
+        assert len([n for n in names if n.startswith("chipq/samples/queries/")]) == 54
     expected = {p.name: p.read_bytes() for p in _photos()}
     expected["LICENSES.md"] = (PHOTOS / "LICENSES.md").read_bytes()
     assert shipped == expected

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from floatcraft import random_stack
 
+from chipq.pipeline.plan import make_plan
 from chipq.reports import planner
 
 
@@ -14,7 +15,7 @@ def test_make_plan_records_the_kind_and_the_front_plot_takes_measured_points(tmp
     stack = random_stack([6, "M", 8], seed=3)
     rng = np.random.default_rng(1)
     calib = rng.integers(0, 256, (3, 3, 16, 16), dtype=np.uint8)
-    result = planner.make_plan(stack, "100kB", calib, [], sens_images=1, cache_dir=tmp_path, kind="weight-only")
+    result = make_plan(stack, "100kB", calib, [], sens_images=1, cache_dir=tmp_path, kind="weight-only")
     data = result.to_json()
     assert data["sensitivity"]["kind"] == "weight-only" and data["sensitivity"]["first_image"] == 0
     assert data["measured"] is None and data["bytes"] <= 100_000
@@ -22,4 +23,4 @@ def test_make_plan_records_the_kind_and_the_front_plot_takes_measured_points(tmp
     planner.plot_front(result, png, [(data["front"][0]["bytes"], 0.5)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(planner.UsageError, match="sensitivity"):
-        planner.make_plan(stack, "100kB", calib, [], sens_images=1, cache_dir=tmp_path, kind="exact")
+        make_plan(stack, "100kB", calib, [], sens_images=1, cache_dir=tmp_path, kind="exact")

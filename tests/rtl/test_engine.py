@@ -22,7 +22,7 @@ from chipq.formats.reader import from_bytes
 from chipq.formats.synthetic import random_model
 from chipq.formats.writer import to_bytes
 from chipq.images import load_image, resize
-from chipq.reports.verify import write_vectors
+from chipq.pipeline.verify import write_vectors
 
 PHOTO = SAMPLES / "photos" / "china.jpg"
 LANES = 16

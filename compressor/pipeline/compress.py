@@ -1,0 +1,224 @@
+"""`compress`: a float model in, a chip model (and, when asked, the blob file) out — every route.
+
+The one sequence that `chipq compress`, `chipq demo`, the planner's measured check and the
+benches all run:
+
+1. the model: loaded from a file (a trailing max-pool dropped), or a stack already in memory;
+2. checks: the plan against the model's conv layers, the chip input size, the memory it needs;
+3. calibration images (the first `MAX_CALIB_IMAGES` of a folder; default: the photo set shipped
+   with chipq) and, when retraining, the training photos (the same folder);
+4. with ``plan="auto"``: the plan under `budget` (`chipq.pipeline.plan.make_plan`);
+5. the compression step itself: post-training (`chipq.quant.compress.compress`, ``retrain=None``)
+   or Algorithm 1 (`chipq.retrain.pipeline.compress_retrained`, the default), checkpointed beside
+   the output;
+6. with `output`: the atomic write of the blob, then the checkpoint is removed.
+
+Everything that can be refused (the output path, the checkpoint, the settings) is refused before
+any work starts (`check_request`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from chipq.errors import UsageError
+from chipq.floatnet.model import FloatStack
+from chipq.quant.compress import DEFAULT_INPUT, MAX_CALIB_IMAGES, CompressResult, calibration_batch, default_calib_dir
+from chipq.quant.plan import PAPER_PLAN, parse_plan
+from chipq.retrain.config import RetrainConfig
+
+DEFAULT_RETRAIN = RetrainConfig()  # `chipq compress` retrains by default
+
+# stage, done, total: what the work is doing now (a status line or a log line)
+Status = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """What `compress` made: the chip model with its reports, and the plan it used."""
+
+    result: CompressResult
+    plan: str  # the plan as text: as given, or the one chosen under the budget
+    bits: list[int]
+
+    @property
+    def model(self):
+        return self.result.model
+
+
+def checkpoint_path(output: Path) -> Path:
+    """Where a retraining run keeps its state: the blob's name + ``.ckpt``."""
+    return output.with_name(output.name + ".ckpt")
+
+
+def check_request(output: Path | None, retrain: RetrainConfig | None, resume: bool, plan: str | Sequence[int], budget: str | None) -> None:
+    """Refuse, before any work, what `compress` would refuse late: the output, the checkpoint, the plan form.
+
+    Raises:
+        UsageError: naming the option at fault.
+    """
+    if _is_auto(plan) != (budget is not None):
+        raise UsageError("--budget goes with --plan auto (and --plan auto needs --budget)")
+    if retrain is None and resume:
+        raise UsageError("--resume is a retraining setting: drop --no-retrain to use it")
+    if output is None:
+        if resume:
+            raise ValueError("resume needs an output (the checkpoint lives beside it)")
+        return
+    from chipq.formats.fileio import check_output
+
+    check_output(output, "blob", "--output")
+    if retrain is not None:
+        _check_checkpoint(output, resume)
+
+
+def _check_checkpoint(output: Path, resume: bool) -> None:
+    if not output.parent.is_dir():
+        raise UsageError(f"--output {output}: folder {output.parent} does not exist")
+    ckpt = checkpoint_path(output)
+    if os.path.lexists(ckpt):
+        from chipq.formats.fileio import check_output
+
+        check_output(ckpt, "checkpoint", "--output")
+    if resume and not ckpt.is_file():
+        raise UsageError(f"--resume: no checkpoint {ckpt}")
+    if not resume and ckpt.exists():
+        raise UsageError(f"checkpoint {ckpt} exists: add --resume to continue it, or delete it")
+
+
+def compress(
+    model: Path | FloatStack,
+    plan: str | Sequence[int] = PAPER_PLAN,
+    *,
+    budget: str | None = None,
+    images: Path | None = None,
+    calib: np.ndarray | None = None,
+    train_images: list[np.ndarray] | None = None,
+    input_hw: tuple[int, int] = DEFAULT_INPUT,
+    retrain: RetrainConfig | None = DEFAULT_RETRAIN,
+    output: Path | None = None,
+    resume: bool = False,
+    status: Status | None = None,
+    hooks=None,
+    save_every: float | None = None,
+) -> Compressed:
+    """Compress `model` with `plan` by any route (module docstring).
+
+    Args:
+        model: a model file (.pt / .pth / .onnx) or a float stack.
+        plan: plan text (`chipq.quant.plan.parse_plan`), ``"auto"`` with `budget`, or mask bits per
+            conv layer.
+        budget: with ``plan="auto"``: the most blob bytes (`chipq.quant.allocate.parse_budget`).
+        images: the calibration and training photos (folder or list file); default: the photo set
+            shipped with chipq.
+        calib: calibration images already read (uint8 (N, 3, H, W) at `input_hw`), instead of
+            reading `images`; the file checks (memory, input size) are then the caller's.
+        train_images: training images already read (`chipq.retrain.trainer.load_training_images`).
+        input_hw: the chip's input buffer (height, width).
+        retrain: Algorithm 1 settings; None for post-training quantization only.
+        output: write the blob there (atomically); a retraining run keeps its checkpoint beside it.
+        resume: continue the retraining saved in the checkpoint.
+        status: called with (stage, done=None, total=None) as each step starts.
+        hooks: `chipq.retrain.trainer.RetrainHooks` (progress of retraining, the stop request).
+        save_every: seconds between retraining checkpoints (default: the trainer's).
+
+    Raises:
+        UsageError, QuantizationError, EmptyCalibration, CheckpointError, Interrupted, ...: one
+        ChipqError per failure, naming the file or option at fault.
+    """
+    say = status or (lambda stage, done=None, total=None: None)
+    check_request(output, retrain, resume, plan, budget)
+    say("loading model")
+    stack = _load(model)
+    auto = _is_auto(plan)
+    names = [layer.name for layer in stack.conv_layers()]
+    bits = None if auto else (parse_plan(plan, names) if isinstance(plan, str) else list(plan))
+    image_dir = images if images is not None else default_calib_dir()
+    if calib is None:
+        _check_memory(stack, image_dir, input_hw)
+        say("reading calibration images")
+        calib = calibration_batch(image_dir, input_hw)
+    plan_text = plan if isinstance(plan, str) else ",".join(map(str, bits))
+    if auto:
+        from chipq.pipeline.plan import make_plan
+
+        chosen = make_plan(stack, budget, calib, [], status=say)
+        bits, plan_text = chosen.bits, chosen.plan
+    if retrain is None:
+        result = _post_training(stack, bits, calib, input_hw, model, say)
+    else:
+        if train_images is None:
+            from chipq.retrain.trainer import load_training_images
+
+            say("reading training images")
+            train_images = load_training_images(image_dir)
+        result = _retrained(stack, bits, calib, train_images, retrain, input_hw, output, resume, hooks, save_every)
+    if output is not None:
+        write(result, output, retrained=retrain is not None, status=say)
+    return Compressed(result, plan_text, list(bits))
+
+
+def _is_auto(plan: str | Sequence[int]) -> bool:
+    """``--plan auto``: the plan is chosen under the budget."""
+    return isinstance(plan, str) and plan.strip().lower() == "auto"
+
+
+def _load(model: Path | FloatStack) -> FloatStack:
+    if isinstance(model, FloatStack):
+        return model.without_trailing_pool()
+    from chipq.importers import load_model
+
+    return load_model(Path(model)).without_trailing_pool()
+
+
+def _check_memory(stack: FloatStack, image_dir: Path, input_hw: tuple[int, int]) -> None:
+    """The chip input fits the model, and the calibration maps fit in memory."""
+    from chipq.executor.memory import check_fits, check_input_size
+    from chipq.images import list_images
+
+    what = f"--input {input_hw[1]}x{input_hw[0]}"
+    check_input_size(stack.layers, input_hw, what)
+    listed = len(list_images(image_dir))
+    check_fits(stack.layers, input_hw, 4, what, keep_maps=min(listed, MAX_CALIB_IMAGES))
+
+
+def _post_training(stack, bits, calib, input_hw, model, say) -> CompressResult:
+    from chipq.quant.compress import compress as quantize_post_training
+    from chipq.quant.quantize import QuantizationError
+
+    try:
+        return quantize_post_training(stack, bits, calib, input_hw, step=lambda text: say(text))
+    except QuantizationError as exc:
+        if isinstance(model, FloatStack):
+            raise
+        raise QuantizationError(f"{model}: {exc}") from None
+
+
+def _retrained(stack, bits, calib, train_images, config, input_hw, output, resume, hooks, save_every) -> CompressResult:
+    from chipq.retrain.pipeline import compress_retrained
+    from chipq.retrain.trainer import SAVE_EVERY_SECONDS
+
+    return compress_retrained(
+        stack, bits, calib, train_images, config, input_hw=input_hw,
+        checkpoint=checkpoint_path(output) if output is not None else None, resume=resume, hooks=hooks,
+        save_every=SAVE_EVERY_SECONDS if save_every is None else save_every,
+    )  # fmt: skip
+
+
+def write(result: CompressResult, output: Path, *, retrained: bool = False, status: Status | None = None) -> None:
+    """Write the blob atomically (validated, the accumulator bound proved); after a retraining run,
+    remove its checkpoint (and what a killed checkpoint write left)."""
+    from chipq.formats.fileio import remove_stale_temps
+    from chipq.formats.writer import write_blob
+
+    if status:
+        status("writing blob")
+    write_blob(result.model, output)
+    if retrained:
+        checkpoint_path(output).unlink(missing_ok=True)
+        remove_stale_temps(checkpoint_path(output))  # a checkpoint write that a kill -9 cut short

@@ -1,0 +1,289 @@
+"""`plan`: measured per-layer sensitivity -> the best plan under a byte budget -> checked.
+
+The steps (`chipq.reports.planner` renders what they find):
+
+1. calibrate the activation shifts on the calibration images (`chipq.quant.compress.calibrate`);
+2. measure every (layer, width) on `sens_images` of them with NIP over the four quarter turns as
+   the descriptor (`chipq.quant.sensitivity`, cached), each layer quantized as post-training
+   compress makes it (`chipq.quant.reconstruct.layer_candidates`; or weight-only);
+3. the exact Pareto front of blob bytes against predicted loss and its best plan under the budget
+   (`chipq.quant.allocate`);
+4. compress the chosen plan post-training (`chipq.pipeline.compress`, what `chipq compress
+   --no-retrain` does) and measure its mean NIP descriptor cosine to the float model on held-out
+   photos, which are never calibration or sensitivity images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from chipq.errors import UsageError
+from chipq.floatnet.model import FloatStack
+from chipq.formats.writer import to_bytes
+from chipq.images import ImageError, list_images, load_image
+from chipq.quant import FAST_RECONSTRUCT_IMAGES, allocate, sensitivity
+from chipq.quant.compress import FAST_RECONSTRUCTION, calibrate
+from chipq.quant.plan import PAPER_PLAN, parse_plan
+from chipq.quant.reconstruct import layer_candidates
+from chipq.reports.planner import (
+    DEFAULT_SENS_IMAGES,
+    DEFAULT_SENSITIVITY,
+    POOL_NAME,
+    RECONSTRUCTED,
+    SENSITIVITY_KINDS,
+    PlanResult,
+)
+from chipq.retrieval.describe import describe, quarter_turns
+from chipq.retrieval.features import chip_features, float_features
+from chipq.retrieval.pooling import nip_from_maps
+
+Status = Callable[[str, int | None, int | None], None]
+
+
+def nip_views(images: np.ndarray) -> np.ndarray:
+    """Calibration images (N, 3, H, W) as NIP network inputs (N, 4, 3, H, W): the quarter turns.
+
+    A non-square input keeps the upright and the half turn only (a quarter turn changes its shape).
+    """
+    if images.shape[2] == images.shape[3]:
+        return np.stack([quarter_turns(image) for image in images])
+    return np.stack([np.stack([image, np.rot90(image, 2, axes=(1, 2))]) for image in images]).copy()
+
+
+def sensitivity_images(calib: np.ndarray, sens_images: int, kind: str) -> tuple[int, int]:
+    """The slice ``calib[a:b]`` the sensitivity is measured on.
+
+    Weight-only: the first `sens_images`. Reconstructed: the layers are fitted on the first
+    `FAST_RECONSTRUCT_IMAGES` (as `compress` does), so the sensitivity is measured on the photos
+    after them when there are enough, else (a small folder) on the first ones, in sample.
+    """
+    count = max(1, sens_images)
+    fitted = min(FAST_RECONSTRUCT_IMAGES, len(calib))
+    if kind == RECONSTRUCTED and len(calib) >= fitted + count:
+        return fitted, fitted + count
+    return 0, min(count, len(calib))
+
+
+def measure_sensitivity(
+    stack: FloatStack,
+    calib: np.ndarray,
+    sens_images: int = DEFAULT_SENS_IMAGES,
+    *,
+    act_fracs: list[int] | None = None,
+    use_cache: bool = True,
+    cache_dir: Path | None = None,
+    status: Status | None = None,
+    kind: str = DEFAULT_SENSITIVITY,
+) -> sensitivity.Sensitivity:
+    """Step 2 on `sensitivity_images` of `calib` (fractions from all of them).
+
+    `kind` reconstructed: layer L at m bits is what post-training `compress` makes of it, fitted
+    on its first `FAST_RECONSTRUCT_IMAGES` calibration images with every layer before it float
+    (`chipq.quant.reconstruct.layer_candidates`); weight-only: `quantize_conv` of the float weights.
+    """
+    if kind not in SENSITIVITY_KINDS:
+        raise UsageError(f"sensitivity {kind!r}: expected one of {', '.join(SENSITIVITY_KINDS)}")
+    stack = stack.without_trailing_pool()
+    fracs = act_fracs if act_fracs is not None else calibrate(stack, calib)
+    lo, hi = sensitivity_images(calib, sens_images, kind)
+    views = nip_views(calib[lo:hi])
+
+    def progress(done: int, total: int) -> None:
+        if status:
+            status("measuring layer sensitivity", done, total)
+
+    layer_weights, name = None, sensitivity.WEIGHT_ONLY
+    if kind == RECONSTRUCTED:
+        fitted = np.ascontiguousarray(calib[:FAST_RECONSTRUCT_IMAGES])
+        config = FAST_RECONSTRUCTION
+        digest = hashlib.sha256(fitted.tobytes()).hexdigest()
+        name = f"{RECONSTRUCTED}-v1:{digest}:{fitted.shape}:{config}"
+
+        def layer_weights():
+            def step(done: int, total: int) -> None:
+                if status:
+                    status("reconstructing each layer at each width", done, total)
+
+            step(0, len(fracs))
+            return layer_candidates(stack, fracs, fitted, sensitivity.WIDTHS, config, step)
+
+    if status:
+        status("measuring layer sensitivity", 0, len(views))
+    return sensitivity.measure(
+        stack, views, fracs, nip_from_maps, POOL_NAME, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
+        layer_weights=layer_weights, weights_name=name,
+    )  # fmt: skip
+
+
+def heldout_fidelity(
+    stack: FloatStack, model, photos: Sequence[Path], status: Status | None = None
+) -> dict:
+    """Mean (and lowest) NIP descriptor cosine of the chip model to the float model on `photos`."""
+    chip, ref = chip_features(model), float_features(stack)
+    cosines = []
+    for index, path in enumerate(photos):
+        if status:
+            status("measuring on held-out photos", index, len(photos))
+        try:
+            img = load_image(path)
+        except ImageError:
+            continue
+        a, b = describe(img, chip), describe(img, ref)
+        cosines.append(float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)))
+    if not cosines:
+        raise UsageError("no decodable held-out photo to measure the plan on")
+    return {"cosine": float(np.mean(cosines)), "min_cosine": float(np.min(cosines)), "photos": len(cosines)}
+
+
+def heldout_photos(image_dir: Path, calib_names: list[str], eval_dir: Path | None) -> list[Path]:
+    """The photos the chosen plan is measured on: `eval_dir`'s, or the `image_dir` photos that
+    calibration did not read (as many as it read).
+
+    Raises:
+        UsageError: a held-out photo is one of the calibration photos.
+    """
+    if eval_dir is not None:
+        heldout = list_images(eval_dir)
+    else:
+        used = set(calib_names)
+        heldout = [p for p in list_images(image_dir) if p.name not in used][: len(calib_names)]
+    used_paths = {p.resolve() for p in list_images(image_dir)[: len(calib_names)]}
+    overlap = [p.name for p in heldout if p.resolve() in used_paths]
+    if overlap:
+        raise UsageError(f"--eval shares {len(overlap)} photos with the calibration set (e.g. {overlap[0]}): give photos calibration never sees")
+    return heldout
+
+
+def plan(
+    model: Path,
+    budget: str,
+    *,
+    images: Path | None = None,
+    eval_dir: Path | None = None,
+    input_hw: tuple[int, int],
+    measure: bool = True,
+    sens_images: int = DEFAULT_SENS_IMAGES,
+    use_cache: bool = True,
+    kind: str = DEFAULT_SENSITIVITY,
+    status: Status | None = None,
+) -> tuple[PlanResult, int]:
+    """`chipq plan`: load `model`, read the calibration photos, choose the heldout photos, `make_plan`.
+
+    Returns:
+        The plan and how many held-out photos it was measured on (0 without `measure`).
+    """
+    from chipq.importers import load_model
+    from chipq.quant.compress import calibration_images, default_calib_dir
+
+    say = status or (lambda stage, done=None, total=None: None)
+    image_dir = images if images is not None else default_calib_dir()
+    say("loading model")
+    stack = load_model(model).without_trailing_pool()
+    say("reading calibration images")
+    calib, calib_names = calibration_images(image_dir, input_hw)
+    heldout = heldout_photos(image_dir, calib_names, eval_dir) if measure else []
+    result = make_plan(stack, budget, calib, heldout, sens_images=sens_images, use_cache=use_cache, kind=kind, status=status)
+    return result, len(heldout)
+
+
+def make_plan(
+    stack: FloatStack,
+    budget_text: str,
+    calib: np.ndarray,
+    heldout: Sequence[Path],
+    *,
+    sens_images: int = DEFAULT_SENS_IMAGES,
+    compare_paper: bool = True,
+    use_cache: bool = True,
+    cache_dir: Path | None = None,
+    status: Status | None = None,
+    kind: str = DEFAULT_SENSITIVITY,
+) -> PlanResult:
+    """Steps 1-4 (module docstring); `heldout` empty skips step 4 (``measured`` is None)."""
+    stack = stack.without_trailing_pool()
+    layout = allocate.Layout.of(stack)
+    budget = allocate.parse_budget(budget_text, layout)
+    names = [name for name, _, _ in layout.convs]
+    allocate.best_plan(layout, [[0.0] * 5] * len(names), budget)  # refuse an impossible budget before measuring
+    clock = {}
+    started = time.perf_counter()
+    if status:
+        status("calibrating activations", None, None)
+    fracs = calibrate(stack, calib)
+    clock["calibrate"] = time.perf_counter() - started
+    sens = measure_sensitivity(
+        stack, calib, sens_images, act_fracs=fracs, use_cache=use_cache, cache_dir=cache_dir, status=status, kind=kind
+    )
+    clock["sensitivity"] = sens.seconds
+    losses = [[sens.loss(i, m) for m in allocate.WIDTHS] for i in range(len(names))]
+    t0 = time.perf_counter()
+    best, _ = allocate.best_plan(layout, losses, budget)
+    front = allocate.pareto_front(layout, losses)
+    clock["allocate"] = time.perf_counter() - t0
+    text = allocate.plan_text(layout, best.plan)
+    assert parse_plan(text, names) == list(best.plan)
+    paper = _paper_row(layout, names, sens) if compare_paper and len(names) == 13 else None  # VGG-16-sized
+    t0 = time.perf_counter()
+    measured = _measure(stack, calib, heldout, text, best, paper, names, status) if heldout else None
+    clock["measure"] = time.perf_counter() - t0
+    return PlanResult(
+        plan=text,
+        bits=list(best.plan),
+        bytes=best.bytes,
+        budget=budget,
+        ratio=layout.fp32_weight_bytes() / best.bytes,
+        predicted=sens.predict(list(best.plan)),
+        measured=measured,
+        paper=paper,
+        front=_front_rows(layout, front, sens),
+        sensitivity=sens,
+        calib_images=int(calib.shape[0]),
+        seconds=clock,
+        sens_first=sensitivity_images(calib, sens_images, kind)[0],
+    )
+
+
+def _paper_row(layout: allocate.Layout, names: list[str], sens: sensitivity.Sensitivity) -> dict:
+    """The paper's plan beside the chosen one (its ``measured`` filled by `_measure`)."""
+    paper_bits = parse_plan(PAPER_PLAN, names)
+    return {
+        "plan": PAPER_PLAN,
+        "bytes": allocate.blob_bytes(layout, paper_bits),
+        "predicted": sens.predict(paper_bits),
+        "measured": None,
+    }
+
+
+def _measure(stack, calib, heldout, text, best, paper, names, status) -> dict:
+    """Step 4: the chosen plan (and the paper's, into `paper`) compressed post-training, measured."""
+    from chipq.pipeline.compress import compress
+
+    if status:
+        status("compressing the chosen plan", None, None)
+    model = compress(stack, list(best.plan), calib=calib, retrain=None).model
+    size = len(to_bytes(model))
+    if size != best.bytes:  # the cost model is exact; a difference is a bug, not a rounding
+        raise AssertionError(f"plan {text}: predicted {best.bytes} B, the blob is {size} B")
+    measured = {**heldout_fidelity(stack, model, heldout, status), "bytes": size}
+    if paper is not None:
+        paper_model = compress(stack, parse_plan(PAPER_PLAN, names), calib=calib, retrain=None).model
+        paper["measured"] = heldout_fidelity(stack, paper_model, heldout, status)
+    return measured
+
+
+def _front_rows(layout: allocate.Layout, front, sens: sensitivity.Sensitivity) -> list[dict]:
+    fp32 = layout.fp32_weight_bytes()
+    return [
+        {
+            "plan": allocate.plan_text(layout, point.plan),
+            "bytes": point.bytes,
+            "ratio": fp32 / point.bytes,
+            "predicted_cosine": sens.predict(list(point.plan))["cosine"],
+        }
+        for point in front
+    ]
