@@ -21,8 +21,10 @@ COMMANDS = ["fetch-vgg16", "compress", "plan", "inspect", "verify", "extract", "
 # a count of the photo set inside the package, next to "ship": "the photo set that
 # ships with chipq (97 licensed real photos)", "the 97 photos shipped with chipq"
 SHIPPED_COUNT = re.compile(
-    r"\bship\w*[^.—]{0,30}?\b(\d+) (?:[\w-]+ ){0,2}photos\b|\b(\d+) (?:[\w-]+ ){0,2}photos (?:that |which )?(?:ship|are ship)"
+    r"\bship\w*[^.—]{0,30}?\b(\d+) (?:(?!sample)[\w-]+ ){0,2}photos\b|\b(\d+) (?:(?!sample)[\w-]+ ){0,2}photos (?:that |which )?(?:ship|are ship)"
 )
+# "the 9 sample photos shipped with chipq": the retrieval sample set, samples/photos
+SAMPLE_COUNT = re.compile(r"\b(\d+) sample photos\b")
 # "against 9 original photos": the demo's database, samples/photos
 ORIGINALS_COUNT = re.compile(r"\b(\d+) original photos\b")
 
@@ -44,6 +46,13 @@ def test_the_shipped_photo_set_is_counted_right():
     stated = {command: counts(SHIPPED_COUNT, command) for command in COMMANDS}
     assert stated["compress"], "compress --help no longer counts the shipped photos: update this test"
     assert {c: n for c, n in stated.items() if any(x != shipped for x in n)} == {}, f"{shipped} photos ship"
+
+
+def test_the_sample_photo_set_is_counted_right():
+    samples = len(list_images(SAMPLES / "photos"))
+    stated = {command: counts(SAMPLE_COUNT, command) for command in COMMANDS}
+    assert stated["verify"], "verify --help no longer counts its default photos: update this test"
+    assert {c: n for c, n in stated.items() if any(x != samples for x in n)} == {}
 
 
 def test_the_demo_counts_the_sample_photos_it_searches():
