@@ -20,7 +20,7 @@ from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats.fileio import atomic_write, check_output_dir
-from chipq.formats.model import ChipModel, ConvLayer
+from chipq.formats.model import ChipModel, ConvLayer, layer_stem
 from chipq.reports.verify import VerifyReport, agreement, compare_exact
 from chipq.retrieval.describe import quarter_turns
 from chipq.retrieval.pooling import nip_from_maps
@@ -213,7 +213,7 @@ def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_di
         x = golden.subtract_mean(image, model.input_mean).astype(np.int16)
         layers = []
         for number, (layer, out) in enumerate(zip(model.layers, outputs)):
-            stem = f"{number:02d}_{layer.name}"
+            stem = layer_stem(number, layer.name)
             _save_npy(folder / f"{stem}_in.npy", x)
             _save_npy(folder / f"{stem}_out.npy", out)
             row = {"layer": layer.name, "input": f"img{index}/{stem}_in.npy", "output": f"img{index}/{stem}_out.npy"}

@@ -12,11 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import save_tiny_vgg
 from PIL import Image
-
-from chipq.importers.torchvision_layout import vgg_cfg
-from chipq.importers.torchvision_vgg import VGG
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 if str(BENCH) not in sys.path:
@@ -46,9 +43,7 @@ def _photo(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
 @pytest.fixture(scope="session")
 def tiny_bench(tmp_path_factory) -> TinyBench:
     root = tmp_path_factory.mktemp("bench")
-    torch.manual_seed(0)
-    model = root / "tiny_vgg16.pt"
-    torch.save(VGG(vgg_cfg("D", 16)).state_dict(), model)  # 13 convs, like VGG-16, channels / 16
+    model = save_tiny_vgg(root / "tiny_vgg16.pt")  # 13 convs, like VGG-16, channels / 16
     rng = np.random.default_rng(0)
     photos = root / "photos"
     photos.mkdir()

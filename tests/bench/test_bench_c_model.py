@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import c_model
 import run_all
-
-REPO = Path(__file__).resolve().parents[2]
+from helpers import SAMPLE_BLOB
 
 
 def test_c_model_bench_runs_and_renders(tiny_bench, tmp_path):
-    result = c_model.run(blob=REPO / "samples" / "tiny.blob", work=tmp_path / "work", photos=tiny_bench.photos, repeats=2)
+    result = c_model.run(blob=SAMPLE_BLOB, work=tmp_path / "work", photos=tiny_bench.photos, repeats=2)
     assert result["c_model_equal_to_golden"] and result["fast_equal_to_golden"]
     assert set(result["engines"]) == {"c_model", "chipq_golden", "chipq_fast"}
     assert result["input_hw"] == [32, 32] and result["layers"] == 3

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from helpers import write_photos
+from helpers import save_tiny_vgg, write_photos
 
 from chipq.formats.writer import write_blob
 from chipq.importers import load_model
-from chipq.importers.torchvision_layout import vgg_cfg
-from chipq.importers.torchvision_vgg import VGG
 from chipq.quant.compress import calibration_batch, compress
 
 
@@ -17,10 +14,7 @@ from chipq.quant.compress import calibration_batch, compress
 def tiny_vgg_files(tmp_path_factory):
     """(model.pt, model.blob, photos folder) for a VGG-11 with channels / 16 at a 32x32 input."""
     root = tmp_path_factory.mktemp("tinyvgg")
-    torch.manual_seed(0)
-    net = VGG(vgg_cfg("A", 16), batch_norm=False)
-    pt = root / "model.pt"
-    torch.save(net.state_dict(), pt)
+    pt = save_tiny_vgg(root / "model.pt", "A")
     photos = root / "photos"
     write_photos(photos)
     stack = load_model(pt)

@@ -7,13 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
+from helpers import save_tiny_vgg
 from PIL import Image
 
 from chipq.cli import main
 from chipq.formats.reader import read_blob
-from chipq.importers.torchvision_layout import vgg_cfg
-from chipq.importers.torchvision_vgg import VGG
 from chipq.pipeline.compress import checkpoint_path
 
 SIZE = ["--input", "32x32"]
@@ -22,10 +20,7 @@ SIZE = ["--input", "32x32"]
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     """A VGG-16-shaped model (channels / 16, 13 convs) saved as a torchvision state dict."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny16.pt"
-    torch.save(VGG(vgg_cfg("D", 16)).state_dict(), path)
-    return path
+    return save_tiny_vgg(tmp_path_factory.mktemp("model") / "tiny16.pt")
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-from helpers import write_photos
+from helpers import save_tiny_vgg, write_photos
 
 from chipq.cli import main
 from chipq.formats.reader import read_blob
-from chipq.importers.torchvision_layout import vgg_cfg
-from chipq.importers.torchvision_vgg import VGG
 from chipq.quant.plan import parse_plan
 
 SIZE = ["--input", "32x32"]
@@ -23,9 +20,7 @@ SIZE = ["--input", "32x32"]
 def files(tmp_path_factory):
     """A VGG-16-shaped model (channels / 16, 13 convs), calibration and held-out photos."""
     root = tmp_path_factory.mktemp("plan")
-    torch.manual_seed(0)
-    model = root / "tiny16.pt"
-    torch.save(VGG(vgg_cfg("D", 16)).state_dict(), model)
+    model = save_tiny_vgg(root / "tiny16.pt")
     write_photos(root / "calib", 3, seed=1)
     write_photos(root / "eval", 2, seed=7)
     return model, root / "calib", root / "eval"

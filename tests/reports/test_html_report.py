@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SAMPLES
 from PIL import Image
 
 from chipq.reports.html import Hit, Panel, QueryRow, render_report, resolve_image, write_report
 
-PHOTOS = Path(__file__).resolve().parents[2] / "samples" / "photos"
+PHOTOS = SAMPLES / "photos"
 
 
 def _page(tmp_path) -> Path:
