@@ -94,7 +94,7 @@ def compress_command(
 ) -> None:
     """Compress a model; see `_HELP`."""
     # PyTorch loads here, not when the CLI starts (other commands do not pay for it)
-    from chipq.pipeline.compress import check_request, compress
+    from chipq.pipeline.compress import check_request, compress, request_inputs
     from chipq.reports.compress import compress_summary
 
     input_hw = parse_size(input_size) if input_size else CHIP_INPUT_HW
@@ -104,7 +104,7 @@ def compress_command(
         _refuse_without_retrain(steps=steps, epochs=epochs, train_from=train_from, resume=resume or None)
     else:
         config = _retrain_config(steps, epochs, lr, seed, samples, train_from, min(input_hw))
-    check_request(output, config, resume, plan_text, budget)  # refused before the model loads
+    check_request(output, config, resume, plan_text, budget, request_inputs(model_path, image_dir))  # before the model loads
     with _Display(as_json, config) as display, _deferred_interrupt(display.retraining) as stop:
         compressed = compress(
             model_path, plan_text, budget=budget, images=image_dir, input_hw=input_hw, retrain=config, output=output,

@@ -81,7 +81,7 @@ def plan_command(
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'chipq[plot]'") from None
-        check_output(plot, "plot", "--plot")
+        check_output(plot, "plot", "--plot", inputs=[("model", model_path), ("photo folder", images_dir), ("held-out folder", eval_dir)])
     input_hw = parse_size(input_size)
     with progress_status("plan", err_console, quiet=as_json) as shown:
         result, heldout = plan(

@@ -56,8 +56,12 @@ def checkpoint_path(output: Path) -> Path:
     return output.with_name(output.name + ".ckpt")
 
 
-def check_request(output: Path | None, retrain: RetrainConfig | None, resume: bool, plan: str | Sequence[int], budget: str | None) -> None:
-    """Refuse, before any work, what `compress` would refuse late: the output, the checkpoint, the plan form.
+def check_request(
+    output: Path | None, retrain: RetrainConfig | None, resume: bool, plan: str | Sequence[int], budget: str | None,
+    inputs: Sequence[tuple[str, object]] = (),
+) -> None:
+    """Refuse, before any work, what `compress` would refuse late: the output (an input among them,
+    `inputs` as (what, path)), the checkpoint, the plan form.
 
     Raises:
         UsageError: naming the option at fault.
@@ -72,9 +76,15 @@ def check_request(output: Path | None, retrain: RetrainConfig | None, resume: bo
         return
     from chipq.formats.fileio import check_output
 
-    check_output(output, "blob", "--output")
+    check_output(output, "blob", "--output", inputs=inputs)
     if retrain is not None:
+        check_output(checkpoint_path(output), "checkpoint", "--output", inputs=inputs)
         _check_checkpoint(output, resume)
+
+
+def request_inputs(model: Path | FloatStack, images: Path | None) -> list[tuple[str, object]]:
+    """What a compress run reads from files, for the output checks (`check_request`)."""
+    return [("model", None if isinstance(model, FloatStack) else model), ("photo folder", images)]
 
 
 def _check_checkpoint(output: Path, resume: bool) -> None:
@@ -132,7 +142,7 @@ def compress(
         ChipqError per failure, naming the file or option at fault.
     """
     say = status or (lambda stage, done=None, total=None: None)
-    check_request(output, retrain, resume, plan, budget)
+    check_request(output, retrain, resume, plan, budget, inputs=request_inputs(model, images))
     say("loading model")
     stack = _load(model)
     auto = _is_auto(plan)

@@ -80,7 +80,8 @@ def verify_blob(
     if min_cosine is not None and model is None:
         raise UsageError("--min-cosine needs --model")
     if vectors is not None:
-        check_output_dir(vectors, "test-vector folder", "--vectors")
+        inputs = [("blob", blob), ("model", model), ("photo folder", images or default_photos())]
+        check_output_dir(vectors, "test-vector folder", "--vectors", inputs=inputs)
     chip = read_blob(blob)  # integrity: raises a FormatError (exit 2) on any failed check
     hw = (chip.input_height, chip.input_width)
     check_fits(chip.layers, hw, 8, str(blob), keep_maps=limit if model is not None else 0)

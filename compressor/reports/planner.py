@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chipq.errors import UsageError
+from chipq.formats.fileio import atomic_write
 from chipq.quant.plan import PAPER_PLAN
 
 if TYPE_CHECKING:  # PyTorch is not loaded to render (`chipq --help` imports this module)
@@ -141,5 +142,7 @@ def plot_front(result: PlanResult, path: Path, measured_front: Sequence[tuple[in
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:  # PNG whatever the name says, through the one atomic writer (a link is replaced, not written through)
+        atomic_write(path, lambda handle: fig.savefig(handle, format="png"), what="plot")
+    finally:
+        plt.close(fig)
