@@ -79,6 +79,8 @@ def verify_blob(
         raise UsageError("--vectors-hex needs --vectors")
     if min_cosine is not None and model is None:
         raise UsageError("--min-cosine needs --model")
+    if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:  # NaN fails this too: it passes every check
+        raise UsageError(f"--min-cosine {min_cosine}: a cosine is a number from -1 to 1")
     if vectors is not None:
         inputs = [("blob", blob), ("model", model), ("photo folder", images or default_photos())]
         check_output_dir(vectors, "test-vector folder", "--vectors", inputs=inputs)

@@ -608,6 +608,7 @@ def output_is_input_cases() -> list[Case]:
         Case("compress/out-is-the-model", ["compress", "model.pt", "--plan", PLAN, "--images", "photos", "--input", f"{INPUT}x{INPUT}", "--no-retrain", "-o", "model.pt"], mention="model.pt"),
         Case("compress/out-is-the-onnx", ["compress", "model.onnx", "--plan", PLAN, "--images", "photos", "--input", f"{INPUT}x{INPUT}", "--no-retrain", "-o", "model.onnx"], mention="model.onnx"),
         Case("compress/out-inside-the-photos", ["compress", "model.pt", "--plan", PLAN, "--images", "photos", "--input", f"{INPUT}x{INPUT}", "-o", "photos/new.blob"], mention="photos"),
+        Case("verify/min-cosine-nan", ["verify", "model.blob", "--images", "photos", "--limit", "1", "--model", "model.pt", "--min-cosine", "nan"], mention="--min-cosine"),
         Case("verify/vectors-into-the-photos", ["verify", "model.blob", "--images", "photos", "--limit", "1", "--vectors", "photos"], mention="photos"),
         Case("plan/plot-is-the-model", ["plan", "model.pt", "--budget", "15x", "--images", "photos", "--input", f"{INPUT}x{INPUT}", "--no-measure", "--plot", "model.pt"], mention="model.pt"),
         Case("extract/out-is-the-blob", extract + ["model.blob"], mention="model.blob"),
