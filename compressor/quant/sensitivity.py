@@ -6,7 +6,8 @@ shift, the 12-bit bias — of L's float weights, or of the weights `layer_weight
 e.g. L as post-training reconstruction fits it, `chipq.quant.reconstruct.layer_candidates`) and
 every other layer in float, all of them with the chip's 8-bit
 activations ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f`` at the calibrated fraction bits, and
-conv1 on the chip's input ``p − mean_int`` with the normalisation folded in (SPEC 6). The conv5_3
+conv1 on the chip's input ``p − mean_int`` with the normalisation folded in (SPEC 6), all of it run
+by the torch model of the chip (`chipq.quant.chipnet.ChipNet`, L swapped in). The conv5_3
 maps of the calibration images are compared with those of the float model:
 
 - the retrieval descriptor (a `pool` function given by the caller, e.g. NIP over four rotations:
