@@ -45,10 +45,12 @@ from chipq.formats.model import ChipModel, ConvLayer
 from chipq.quant.quantize import dequantized_bias, dequantized_weights, fold_input_normalisation, input_mean_int
 
 
-def chip_input(pixels: np.ndarray, mean_int: tuple[int, ...]) -> torch.Tensor:
+def chip_input(pixels: np.ndarray | torch.Tensor, mean_int: tuple[int, ...]) -> torch.Tensor:
     """SPEC 4.1 in real units: uint8 (N, 3, H, W) pixels minus the integer mean, float32 (exact)."""
+    if not isinstance(pixels, torch.Tensor):
+        pixels = torch.from_numpy(np.ascontiguousarray(pixels))
     mean = torch.tensor(mean_int, dtype=torch.float32).reshape(1, -1, 1, 1)
-    return torch.from_numpy(np.ascontiguousarray(pixels)).float() - mean
+    return pixels.float() - mean
 
 
 def on_chip_input(stack: FloatStack) -> list[FloatConv | FloatPool]:
