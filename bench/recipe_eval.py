@@ -12,21 +12,20 @@ import hashlib
 import inspect
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatPool, FloatStack
 from chipq.floatnet.reference import FloatReference
-from chipq.formats import constants as C
 from chipq.formats.model import ChipModel
 from chipq.images import list_images, load_image
-from chipq.quant.quantize import dequantized_weights
-from chipq.retrain.qat import InputFold, dequantized_bias, quantize_conv
+from chipq.quant.chipnet import ChipConv, ChipLayer, ChipNet, ChipPool
+from chipq.quant.fold import InputFold
+from chipq.quant.quantize import quantize_conv
 from chipq.retrieval.describe import rotated_inputs
 from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode
 from chipq.retrieval.pooling import finish, nip_rotation_vector
@@ -150,40 +149,30 @@ def simulate(
     `quant_weights` get their Eq. 1 weights and 12-bit bias (the rest stay float), and with
     `quant_acts` every conv output goes through the chip's 8-bit activations at `fracs`.
 
-    Runs in the chip's input units (conv1 folded), float32.
+    Runs in the chip's input units (conv1 folded), float32, on the torch chip
+    (`chipq.quant.chipnet.ChipNet`), `batch` images at a time. A quantized layer's bias is at the
+    fraction bits the chip reaches; every activation at `fracs`.
     """
     stack = stack.without_trailing_pool()
     fold = InputFold.of(stack)
-    params, in_frac, index = [], 0, 0
+    layers: list[ChipLayer] = []
+    in_frac, index = 0, 0
     for item in stack.layers:
         if isinstance(item, FloatPool):
-            params.append(None)
+            layers.append(ChipPool(item.name))
             continue
         conv = fold.apply_numpy(item) if index == 0 else item
         layer = quantize_conv(conv, plan[index], in_frac, fracs[index])
+        frac = fracs[index] if quant_acts else None
         if item.name in quant_weights:
-            w = dequantized_weights(layer)
-            b = dequantized_bias(layer, in_frac)
+            layers.append(replace(ChipConv.of_layer(layer, in_frac), frac=frac))
         else:
-            w, b = conv.weight, conv.bias
-        params.append((torch.from_numpy(np.asarray(w, np.float32)), torch.from_numpy(np.asarray(b, np.float32)), fracs[index]))
-        in_frac = in_frac + layer.weight_shift - layer.out_shift
+            layers.append(ChipConv.of_float(conv, frac))
+        in_frac = layer.out_frac(in_frac)
         index += 1
-    mean = torch.tensor(fold.mean_int, dtype=torch.float32).reshape(1, -1, 1, 1)
+    net = ChipNet(layers, fold.mean_int)
     outs = []
     with torch.no_grad():
         for start in range(0, len(pixels), batch):
-            x = torch.from_numpy(pixels[start : start + batch]).float() - mean
-            for p in params:
-                if p is None:
-                    x = F.max_pool2d(x, 2)
-                    continue
-                w, b, frac = p
-                x = F.conv2d(x, w, b, padding=1)
-                if quant_acts:
-                    step = 2.0**-frac
-                    x = torch.floor(torch.clamp(x, 0.0, C.ACT_MAX * step) / step + 0.5) * step
-                else:
-                    x = F.relu(x)
-            outs.append(x.numpy())
+            outs.append(net.run(net.input(pixels[start : start + batch])).numpy())
     return np.concatenate(outs)

@@ -4,6 +4,9 @@ The rule (README, "Calibration"): for every conv layer, take the float model's R
 calibration images and choose the fraction bits f for which uint8 activations
 ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f`` have the smallest mean squared error to x.
 Candidates run from the largest f that clips nothing up to four more bits of resolution.
+
+`quantize_activations` is the numpy statement of the 8-bit activation rule; its torch form, what
+the torch model of the chip runs, is `chipq.quant.chipnet.activations` (tested equal to it).
 """
 
 from __future__ import annotations

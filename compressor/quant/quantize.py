@@ -263,7 +263,7 @@ def quantize_stack(
         layer = quantize_conv(conv, plan[conv_index], in_frac, act_fracs[conv_index])
         layers.append(layer)
         reports.append(_report(conv, layer))
-        in_frac = in_frac + layer.weight_shift - layer.out_shift
+        in_frac = layer.out_frac(in_frac)
         conv_index += 1
     model = ChipModel(input_hw[0], input_hw[1], C.ChannelOrder.RGB, mean_int, tuple(layers))
     return model, reports

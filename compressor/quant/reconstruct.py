@@ -48,6 +48,7 @@ from torch.nn import functional as F
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats import constants as C
 from chipq.quant.calibrate import choose_frac, subsample
+from chipq.quant.chipnet import ChipConv, activations, chip_input, conv3x3, pool2x2
 from chipq.quant.fold import InputFold
 from chipq.quant.quantize import dequantized_bias, fit_kernels, nearest_level, quantize_conv, weight_shift_for
 
@@ -150,8 +151,7 @@ def torch_settings(threads: int) -> Iterator[None]:
 
 
 def _run(stack, plan, fracs, calib, config, fold, step):
-    mean = torch.tensor(fold.mean_int, dtype=torch.float32).reshape(1, -1, 1, 1)
-    x0 = torch.from_numpy(np.ascontiguousarray(calib)).float() - mean  # the chip input, real units
+    x0 = chip_input(calib, fold.mean_int)  # the chip input, real units
     x_q, x_f = x0, x0  # quantized network's and float network's input of the current layer
     in_frac = 0
     out_layers: list[FloatConv | FloatPool] = []
@@ -161,7 +161,7 @@ def _run(stack, plan, fracs, calib, config, fold, step):
     index = 0
     for item in stack.layers:
         if isinstance(item, FloatPool):
-            x_q, x_f = F.max_pool2d(x_q, C.POOL_SIZE), F.max_pool2d(x_f, C.POOL_SIZE)
+            x_q, x_f = pool2x2(x_q), pool2x2(x_f)
             out_layers.append(item)
             continue
         start = time.monotonic()
@@ -170,9 +170,8 @@ def _run(stack, plan, fracs, calib, config, fold, step):
         first = index == 0
         conv = fold.apply_numpy(item) if first else item  # work in the chip's input units
         bits = plan[index]
-        weight = torch.from_numpy(np.asarray(conv.weight, np.float32))
-        bias = torch.from_numpy(np.asarray(conv.bias, np.float32))
-        y_f = _conv(x_f, weight, bias)  # float output of the float input (the target), pre-ReLU
+        float_layer = ChipConv.of_float(conv, None)
+        y_f = conv3x3(x_f, float_layer.weight, float_layer.bias, chunk=CHUNK)  # the target: float output of the float input, pre-ReLU
         rows = _positions(x_q.shape, config.positions, rng)
         z = _patches(x_q, rows)  # (P, 9C + 1)
         target = _at(y_f, rows)  # (P, O)
@@ -181,22 +180,21 @@ def _run(stack, plan, fracs, calib, config, fold, step):
         float_frac = fracs[index] if fracs is not None else choose_frac(subsample(F.relu(y_f).numpy()))
         frac = float_frac
         layer = quantize_conv(q_conv, bits, in_frac, frac)
-        real_w = torch.from_numpy(_dequantized(layer).astype(np.float32))
-        real_b = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
-        y_q = _conv(x_q, real_w, real_b)
+        chip = ChipConv.of_layer(layer, in_frac)
+        y_q = conv3x3(x_q, chip.weight, chip.bias, chunk=CHUNK)
         if config.refit_fracs:
             frac = choose_frac(subsample(F.relu(y_q).numpy()))
             layer = quantize_conv(q_conv, bits, in_frac, frac)
             new_b = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
-            if not torch.equal(new_b, real_b):  # the bias is rounded at the new output scale
-                y_q = y_q + (new_b - real_b).reshape(1, -1, 1, 1)  # the same conv, the new bias
-        frac = in_frac + layer.weight_shift - layer.out_shift  # what the chip can reach
+            if not torch.equal(new_b, chip.bias):  # the bias is rounded at the new output scale
+                y_q = y_q + (new_b - chip.bias).reshape(1, -1, 1, 1)  # the same conv, the new bias
+        frac = layer.out_frac(in_frac)  # what the chip can reach
         err = float(torch.linalg.vector_norm(_at(y_q, rows) - target) / torch.linalg.vector_norm(target).clamp_min(1e-30))
         shadow = _unfold_first(q_conv, item, fold) if first else q_conv
         out_layers.append(shadow)
         out_fracs.append(frac)
         stats.append(LayerStat(item.name, bits, frac, float_frac, err, time.monotonic() - start))
-        x_q = _act(y_q, frac)
+        x_q = activations(y_q, frac)
         x_f = F.relu(y_f)
         in_frac = frac
         index += 1
@@ -228,37 +226,25 @@ def layer_candidates(
         raise ValueError(f"{len(fracs)} fracs for {len(convs)} conv layers")
     fold = InputFold.of(stack)
     with torch_settings(config.threads), torch.no_grad():
-        mean = torch.tensor(fold.mean_int, dtype=torch.float32).reshape(1, -1, 1, 1)
-        x_ref = x_f = torch.from_numpy(np.ascontiguousarray(calib)).float() - mean
+        x_ref = x_f = chip_input(calib, fold.mean_int)
         rng = np.random.default_rng([config.seed, 7])
         out: list[dict[int, FloatConv]] = []
         for item in stack.layers:
             if isinstance(item, FloatPool):
-                x_ref, x_f = F.max_pool2d(x_ref, C.POOL_SIZE), F.max_pool2d(x_f, C.POOL_SIZE)
+                x_ref, x_f = pool2x2(x_ref), pool2x2(x_f)
                 continue
             index = len(out)
             conv = fold.apply_numpy(item) if index == 0 else item
-            weight = torch.from_numpy(np.asarray(conv.weight, np.float32))
-            bias = torch.from_numpy(np.asarray(conv.bias, np.float32))
-            y_f = _conv(x_f, weight, bias)
+            chip = ChipConv.of_float(conv, int(fracs[index]))  # float weights, the chip's activations
+            y_f = conv3x3(x_f, chip.weight, chip.bias, chunk=CHUNK)
             rows = _positions(x_ref.shape, config.positions, rng)
             target = _target(conv, _patches(x_ref, rows), _at(y_f, rows), config)
             out.append({m: FloatConv(conv.name, *_quantize_target(target, m, config)) for m in widths})
-            x_ref = _act(_conv(x_ref, weight, bias), int(fracs[index]))
+            x_ref = chip.forward(x_ref, chunk=CHUNK)
             x_f = F.relu(y_f)
             if progress:
                 progress(index + 1, len(convs))
         return out
-
-
-def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return torch.cat([F.conv2d(x[i : i + CHUNK], weight, bias, padding=1) for i in range(0, len(x), CHUNK)])
-
-
-def _act(y: torch.Tensor, frac: int) -> torch.Tensor:
-    """The chip's ReLU and uint8 activations at `frac` fraction bits, in real units."""
-    step = 2.0**-frac
-    return torch.floor(torch.clamp(y, 0.0, C.ACT_MAX * step) / step + 0.5) * step
 
 
 def _positions(shape: torch.Size, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -492,10 +478,6 @@ def refit_alphas(masks: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor
     # the bias for the rounded α's: mean output error over the positions
     bias = (cross[:, d] - weights @ hessian[:d, d]) / count.clamp_min(1.0)
     return torch.cat([weights, bias[:, None]], dim=1)
-
-
-def _dequantized(layer) -> np.ndarray:
-    return layer.int_weights().astype(np.float64) / 2.0**layer.weight_shift
 
 
 def _unfold_first(q_conv: FloatConv, original: FloatConv, fold: InputFold) -> FloatConv:

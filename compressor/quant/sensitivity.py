@@ -6,7 +6,8 @@ shift, the 12-bit bias — of L's float weights, or of the weights `layer_weight
 e.g. L as post-training reconstruction fits it, `chipq.quant.reconstruct.layer_candidates`) and
 every other layer in float, all of them with the chip's 8-bit
 activations ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f`` at the calibrated fraction bits, and
-conv1 on the chip's input ``p − mean_int`` with the normalisation folded in (SPEC 6). The conv5_3
+conv1 on the chip's input ``p − mean_int`` with the normalisation folded in (SPEC 6), all of it run
+by the torch model of the chip (`chipq.quant.chipnet.ChipNet`, L swapped in). The conv5_3
 maps of the calibration images are compared with those of the float model:
 
 - the retrieval descriptor (a `pool` function given by the caller, e.g. NIP over four rotations:
@@ -42,19 +43,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from chipq.errors import ChipqError
-from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
+from chipq.floatnet.model import FloatConv, FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
-from chipq.quant.quantize import (
-    dequantized_bias,
-    dequantized_weights,
-    fold_input_normalisation,
-    input_mean_int,
-    quantize_conv,
-)
+from chipq.formats.fileio import FileRefused, atomic_write
+from chipq.quant.chipnet import ChipConv, ChipNet, on_chip_input
+from chipq.quant.quantize import quantize_conv
 
 SENSITIVITY_VERSION = 1  # bump when the measurement changes: old cache entries are then ignored
 WIDTHS = tuple(range(C.MIN_MASK_BITS, C.MAX_MASK_BITS + 1))
@@ -137,12 +133,6 @@ def cache_key(
     if weights_name != WEIGHT_ONLY:  # weight-only keys stay what they were (their cache entries still hit)
         settings["layer_weights"] = weights_name
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
-def _act(x: torch.Tensor, frac: int) -> torch.Tensor:
-    """ReLU and the chip's uint8 activations in real units (`chipq.quant.calibrate.quantize_activations`)."""
-    step = 2.0**-frac
-    return torch.floor(torch.clamp(x, 0.0, C.ACT_MAX * step) / step + 0.5) * step
 
 
 @dataclass
@@ -232,66 +222,32 @@ def _read_cache(path: Path, key: str, names: list[str]) -> Sensitivity | None:
 
 
 def _write_cache(path: Path, result: Sensitivity) -> None:
-    """Atomic write (temporary file + rename); a cache that cannot be written is skipped."""
+    """Atomic write (`chipq.formats.fileio.atomic_write`); a cache that cannot be written is skipped."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result.to_json(), indent=1))
-        os.replace(tmp, path)
-    except OSError:
+        atomic_write(path, json.dumps(result.to_json(), indent=1).encode(), what="sensitivity cache")
+    except (OSError, FileRefused):
         pass
 
 
-class _Runner:
-    """The float stack on the chip's input with 8-bit activations, any one conv quantized."""
+class _Layers:
+    """The float stack on the chip's input with 8-bit activations (`ChipNet.of_stack`), and each conv
+    layer quantized alone at any width, to be swapped into it."""
 
     def __init__(self, stack: FloatStack, act_fracs: list[int], candidates: list[dict[int, FloatConv]] | None = None) -> None:
-        self.mean_int = input_mean_int(stack.mean)
-        self.ops: list[tuple[str, object]] = []  # ("conv", index) | ("pool", None) in order
-        self.weights: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.convs: list[FloatConv] = []
-        for item in stack.layers:
-            if isinstance(item, FloatPool):
-                self.ops.append(("pool", None))
-                continue
-            conv = item
-            if not self.convs:
-                conv = fold_input_normalisation(conv, stack.mean, stack.std, self.mean_int)
-            self.ops.append(("conv", len(self.convs)))
-            self.convs.append(conv)
-            self.weights.append(
-                (torch.from_numpy(np.asarray(conv.weight, np.float32)), torch.from_numpy(np.asarray(conv.bias, np.float32)))
-            )
+        self.net = ChipNet.of_stack(stack, act_fracs)
+        self.convs = [item for item in on_chip_input(stack) if isinstance(item, FloatConv)]
+        self.positions = self.net.conv_positions()  # conv index -> position in the chain
         self.fracs = [int(f) for f in act_fracs]
         if candidates is not None and len(candidates) != len(self.convs):
             raise SensitivityError(f"layer weights for {len(candidates)} of {len(self.convs)} conv layers")
         self.candidates = candidates
 
-    def chip_input(self, pixels: np.ndarray) -> torch.Tensor:
-        mean = np.asarray(self.mean_int, np.float32).reshape(1, 3, 1, 1)
-        return torch.from_numpy(pixels.astype(np.float32) - mean)
-
-    def quantized(self, index: int, bits: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Layer `index` at `bits` bits: real weights, real bias and its output fraction bits."""
+    def quantized(self, index: int, bits: int) -> ChipConv:
+        """Layer `index` at `bits` bits (Eq. 1, its input at the calibrated fraction bits)."""
         in_frac = 0 if index == 0 else self.fracs[index - 1]
         conv = self.convs[index] if self.candidates is None else self.candidates[index][bits]
-        layer = quantize_conv(conv, bits, in_frac, self.fracs[index])
-        weight = torch.from_numpy(dequantized_weights(layer).astype(np.float32))
-        bias = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
-        return weight, bias, in_frac + layer.weight_shift - layer.out_shift
-
-    def run(self, x: torch.Tensor, start: int, swap: tuple[int, torch.Tensor, torch.Tensor, int] | None = None):
-        """Run ops[start:] on `x`; `swap` = (conv index, weight, bias, out frac) replaces one conv."""
-        for kind, index in self.ops[start:]:
-            if kind == "pool":
-                x = F.max_pool2d(x, C.POOL_SIZE)
-                continue
-            weight, bias = self.weights[index]
-            frac = self.fracs[index]
-            if swap is not None and swap[0] == index:
-                _, weight, bias, frac = swap
-            x = _act(F.conv2d(x, weight, bias, padding=1), frac)
-        return x
+        return ChipConv.of_layer(quantize_conv(conv, bits, in_frac, self.fracs[index]), in_frac)
 
 
 def _measure(
@@ -303,14 +259,14 @@ def _measure(
     progress: Progress | None,
     candidates: list[dict[int, FloatConv]] | None = None,
 ) -> Sensitivity:
-    runner = _Runner(stack, act_fracs, candidates)
+    chain = _Layers(stack, act_fracs, candidates)
+    net = chain.net
     reference = FloatReference(stack, batch=8)
     n_images, n_views = views.shape[:2]
-    n_convs = len(runner.convs)
-    quantized = {(i, m): runner.quantized(i, m) for i in range(n_convs) for m in WIDTHS}
+    n_convs = len(chain.convs)
+    quantized = {(i, m): chain.quantized(i, m) for i in range(n_convs) for m in WIDTHS}
     tallies = {(i, m): _Tally() for i in range(n_convs) for m in WIDTHS}
     ref_cos, ref_err, signal = 0.0, 0.0, 0.0
-    conv_op = [pos for pos, (kind, _) in enumerate(runner.ops) if kind == "conv"]
     total = n_images
     batch = max(1, int(batch))
     with torch.no_grad():
@@ -321,19 +277,17 @@ def _measure(
             f_maps = reference.run(np.ascontiguousarray(flat)).astype(np.float64)
             f_desc = _descriptors(f_maps, k, n_views, pool)
             signal += float(np.sum(f_maps**2))
-            x = runner.chip_input(flat)
-            r_maps = runner.run(x, 0).numpy().astype(np.float64)
+            x = net.input(flat)
+            r_maps = net.run(x).numpy().astype(np.float64)
             r_desc = _descriptors(r_maps, k, n_views, pool)
             ref_cos += float(np.sum(_cosines(r_desc, f_desc)))
             ref_err += float(np.sum((r_maps - f_maps) ** 2))
-            pos = 0  # x is the reference input of ops[pos]
+            pos = 0  # x is the reference input of net.layers[pos]
             for index in range(n_convs):
-                while pos < conv_op[index]:
-                    x = _step(runner, x, pos)
-                    pos += 1
+                x = net.run(x, pos, chain.positions[index])
+                pos = chain.positions[index]
                 for m in WIDTHS:
-                    weight, bias, frac = quantized[(index, m)]
-                    maps = runner.run(x, pos, (index, weight, bias, frac)).numpy().astype(np.float64)
+                    maps = net.run(x, pos, swap={pos: quantized[(index, m)]}).numpy().astype(np.float64)
                     desc = _descriptors(maps, k, n_views, pool)
                     tally = tallies[(index, m)]
                     tally.cosine += float(np.sum(_cosines(desc, f_desc)))
@@ -348,7 +302,7 @@ def _measure(
         return [[fn(tallies[(i, m)]) for m in WIDTHS] for i in range(n_convs)]
 
     return Sensitivity(
-        layers=[c.name for c in runner.convs],
+        layers=[c.name for c in chain.convs],
         images=int(n_images),
         views=int(n_views),
         ref_cosine=ref_cos / n_images,
@@ -359,15 +313,6 @@ def _measure(
         noise=grid(lambda t: t.err_ref / signal),
         seconds=0.0,
     )
-
-
-def _step(runner: _Runner, x: torch.Tensor, pos: int) -> torch.Tensor:
-    """One op of the reference run."""
-    kind, index = runner.ops[pos]
-    if kind == "pool":
-        return F.max_pool2d(x, C.POOL_SIZE)
-    weight, bias = runner.weights[index]
-    return _act(F.conv2d(x, weight, bias, padding=1), runner.fracs[index])
 
 
 def _descriptors(maps: np.ndarray, images: int, views: int, pool: Pool) -> np.ndarray:

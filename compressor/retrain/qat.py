@@ -3,11 +3,12 @@
 Every forward rebuilds each conv layer exactly as `chipq.quant.quantize.quantize_stack` would from the
 current shadow weights: conv1's input normalisation folded in, the layer maximum, the weight shift,
 8-bit alpha and m-bit masks per 3x3 kernel (`quantize_kernels`, in float64 numpy), the 12-bit bias
-at the accumulator scale. The conv then runs on the real-valued quantized weights, and its output
-goes through the chip's 8-bit activation rule ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f``.
-So the forward is the integer chip in real units (float32 convolution, so a value that sits on a
-rounding boundary may land on the other side), and the backward goes straight through every
-rounding (STE): the gradient of the quantized weight is applied to the shadow weight.
+at the accumulator scale. The layer then runs as the torch model of the chip runs it
+(`chipq.quant.chipnet.ChipConv`): the conv on the real-valued quantized weights, its output through
+the chip's 8-bit activation rule ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f``. So the forward is
+the integer chip in real units (float32 convolution, so a value that sits on a rounding boundary may
+land on the other side), and the backward goes straight through every rounding (STE): the gradient
+of the quantized weight is applied to the shadow weight, and the activations' is that of the clamp.
 """
 
 from __future__ import annotations
@@ -15,29 +16,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from chipq.floatnet.model import FloatConv, FloatPool
-from chipq.formats import constants as C
 from chipq.formats.model import ConvLayer
+from chipq.quant.chipnet import ChipConv, ChipPool, activations, round_half_up_ste  # noqa: F401 (re-exported)
 from chipq.quant.fold import InputFold  # noqa: F401 (part of this module's interface)
 from chipq.quant.quantize import dequantized_bias, dequantized_weights, input_mean_int, quantize_conv  # noqa: F401
 
 
-def round_half_up_ste(x: torch.Tensor) -> torch.Tensor:
-    """``floor(x + 0.5)`` forward, identity backward (the straight-through estimator)."""
-    return x + (torch.floor(x + 0.5) - x).detach()
-
-
 def fake_quant_activations(x: torch.Tensor, frac: int) -> torch.Tensor:
-    """ReLU and the chip's uint8 activations at `frac` fraction bits, in real units.
-
-    The gradient is that of ``clamp(x, 0, 255 * 2**-frac)``: zero where the chip's ReLU or its
-    saturation cuts, one elsewhere (STE through the rounding).
-    """
-    step = 2.0**-frac
-    clipped = torch.clamp(x, 0.0, C.ACT_MAX * step)
-    return round_half_up_ste(clipped / step) * step
+    """`chipq.quant.chipnet.activations` with the straight-through backward: ReLU and the chip's
+    uint8 activations at `frac` fraction bits in real units, the gradient that of
+    ``clamp(x, 0, 255 * 2**-frac)``."""
+    return activations(x, frac, ste=True)
 
 
 class QatNet(nn.Module):
@@ -96,7 +87,7 @@ class QatNet(nn.Module):
                 conv = self.fold.apply_numpy(conv)
             layer = quantize_conv(conv, self.bits[conv.name], frac, self.out_fracs[conv.name])
             layers.append(layer)
-            frac = frac + layer.weight_shift - layer.out_shift
+            frac = layer.out_frac(frac)
         return layers
 
     def forward(self, x: torch.Tensor, taps: bool = False):
@@ -114,7 +105,7 @@ class QatNet(nn.Module):
         outputs = {}
         for index, (name, kind) in enumerate(self.kinds):
             if kind == "pool":
-                x = F.max_pool2d(x, C.POOL_SIZE)
+                x = ChipPool(name).forward(x)
             else:
                 x, frac = self._conv(x, name, frac, first=index == 0)
             outputs[name] = x
@@ -122,21 +113,18 @@ class QatNet(nn.Module):
 
     def _quantized(self, name: str, in_frac: int, first: bool):
         """Eq. 1 of one layer from its shadow weights, exactly as `chip_layers` (numpy fold in
-        float64 for conv1): real weights, real bias, output fraction bits."""
+        float64 for conv1): real weights, real bias, output fraction bits (no gradient)."""
         conv = FloatConv(name, self.weights[name].detach().numpy(), self.biases[name].detach().numpy())
         if first and self.fold is not None:
             conv = self.fold.apply_numpy(conv)
-        layer = quantize_conv(conv, self.bits[name], in_frac, self.out_fracs[name])
-        q_weight = torch.from_numpy(dequantized_weights(layer).astype(np.float32))
-        q_bias = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
-        return q_weight, q_bias, in_frac + layer.weight_shift - layer.out_shift
+        return ChipConv.of_layer(quantize_conv(conv, self.bits[name], in_frac, self.out_fracs[name]), in_frac)
 
     def _conv(self, x: torch.Tensor, name: str, in_frac: int, first: bool):
         weight, bias = self.weights[name], self.biases[name]
         if first and self.fold is not None:
             weight, bias = self.fold.apply(weight, bias)  # the fold's gradient reaches the shadow
-        q_weight, q_bias, out_frac = self._quantized(name, in_frac, first)
+        chip = self._quantized(name, in_frac, first)
         # STE: the forward sees the chip's values, the gradient lands on the shadow weights.
-        weight = weight + (q_weight - weight).detach()
-        bias = bias + (q_bias - bias).detach()
-        return fake_quant_activations(F.conv2d(x, weight, bias, padding=1), out_frac), out_frac
+        weight = weight + (chip.weight - weight).detach()
+        bias = bias + (chip.bias - bias).detach()
+        return ChipConv(name, weight, bias, chip.frac).forward(x, ste=True), chip.frac

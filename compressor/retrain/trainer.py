@@ -44,6 +44,7 @@ from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, atomic_write, open_regular
 from chipq.formats.model import ChipModel
 from chipq.images import ImageError, list_images, load_image, resize
+from chipq.quant.chipnet import chip_input
 from chipq.quant.quantize import LayerReport, quantize_stack
 from chipq.quant.reconstruct import torch_settings  # noqa: F401 (re-exported: pipeline, tests)
 from chipq.retrain.config import RetrainConfig, RetrainConfigError, StepStats  # noqa: F401 (re-exported)
@@ -239,11 +240,10 @@ class Retrainer:
         """Cached samples `rows` as (input of the trained layers in real units, teacher map)."""
         if self.inputs is None or self.targets is None:
             raise RuntimeError("build_cache() first")
-        raw = self.inputs[rows].float()
+        raw = self.inputs[rows]
         if self.split:  # the chip's uint8 activations at the prefix's output fraction bits
-            return raw * 2.0**-self.prefix.activation_fracs()[-1], self.targets[rows]
-        mean = torch.tensor(self.prefix.input_mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-        return raw - mean, self.targets[rows]  # training starts at conv1: the chip input x0 = p − mean
+            return raw.float() * 2.0**-self.prefix.activation_fracs()[-1], self.targets[rows]
+        return chip_input(raw, self.prefix.input_mean), self.targets[rows]  # training starts at conv1: x0 = p − mean
 
     def batch_indices(self, step: int) -> np.ndarray:
         """The samples of training step `step` (0-based)."""

@@ -42,14 +42,14 @@ def test_the_quantized_layer_is_the_chip_layer(setup):
     stack = random_stack([6], seed=4)
     _, calib, _ = setup
     fracs = calibrate(stack, calib)
-    runner = sensitivity._Runner(stack, fracs)
+    chain = sensitivity._Layers(stack, fracs)
     for bits in sensitivity.WIDTHS:
-        weight, bias, frac = runner.quantized(0, bits)
-        got = runner.run(runner.chip_input(calib), 0, (0, weight, bias, frac)).numpy()
+        layer = chain.quantized(0, bits)
+        got = chain.net.run(chain.net.input(calib), swap={0: layer}).numpy()
         model = compress(stack, [bits], calib, (24, 24), reconstruction=None).model  # weight-only, as measured
         want = golden.GoldenExecutor(model).run(calib).astype(np.float64) * 2.0 ** -model.activation_fracs()[-1]
         # float32 convolution: a value on a rounding boundary may land one step away, rarely
-        step = 2.0**-frac
+        step = 2.0**-layer.frac
         assert np.max(np.abs(got - want)) <= step + 1e-9
         assert np.mean(np.abs(got - want) > 1e-9) < 0.01
 

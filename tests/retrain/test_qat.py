@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 from floatcraft import random_stack
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatStack
 from chipq.quant.calibrate import quantize_activations
+from chipq.quant.chipnet import activations
 from chipq.quant.quantize import quantize_conv, quantize_stack
 from chipq.retrain.qat import InputFold, QatNet, dequantized_bias, fake_quant_activations
 
@@ -28,16 +27,12 @@ def whole_net(stack: FloatStack) -> QatNet:
     return QatNet(stack.layers, PLAN, FRACS, in_frac=0, fold=InputFold.of(stack))
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(st.floats(-100, 400, allow_nan=False, width=32), min_size=1, max_size=20),
-    st.integers(0, 8),
-)
-def test_fake_quant_equals_the_calibration_rule(values, frac):
-    """Property: the forward of `fake_quant_activations` is `quantize_activations` (ReLU included)."""
-    x = np.array(values, dtype=np.float32)
-    got = fake_quant_activations(torch.from_numpy(x), frac).numpy()
-    np.testing.assert_array_equal(got, quantize_activations(x.astype(np.float64), frac).astype(np.float32))
+def test_fake_quant_is_the_chip_models_ste_activations():
+    """`fake_quant_activations` is `chipq.quant.chipnet.activations` with the straight-through
+    backward (tests/quant/test_chipnet.py checks that against the numpy rule)."""
+    x = torch.linspace(-2.0, 20.0, 101)
+    assert torch.equal(fake_quant_activations(x, 4), activations(x, 4, ste=True))
+    np.testing.assert_array_equal(fake_quant_activations(x, 4).numpy(), quantize_activations(x.double().numpy(), 4))
 
 
 def test_fake_quant_gradient_is_one_inside_and_zero_where_the_chip_clips():
