@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chipq.quant.plan import PAPER_PLAN
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 PAGE = REPO / "BENCHMARKS.md"
@@ -33,7 +35,7 @@ DEFAULT_WORK = Path(os.environ.get("CHIPQ_BENCH_WORK") or Path.home() / ".cache"
 SUITE = 2  # results stamped with a lower (or no) suite number were made before the suite of issue 22
 
 THREADS = 2  # the machine has 2 cores; every engine gets both, and the count is recorded
-MAIN_PLAN = "3x7,1x6"
+MAIN_PLAN = PAPER_PLAN  # the paper's plan, chipq.quant.plan.PAPER_PLAN
 PLANS = ("1x13", "2x13", MAIN_PLAN, "3x13", "5x13")
 VGG16_FP32_BYTES = 58_841_856  # 14,710,464 conv weights x 4 bytes (biases not counted)
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
     torch.set_num_threads(2)
     clock = Clock()
-    result: dict = {"model": str(args.model), "plan": "3x7,1x6", "train": str(args.train), "eval": str(args.eval),
+    result: dict = {"model": str(args.model), "plan": cm.MAIN_PLAN, "train": str(args.train), "eval": str(args.eval),
                     "load_at_start": os.getloadavg(), "cpus": os.cpu_count()}  # fmt: skip
 
     stack = load_model(args.model).without_trailing_pool()

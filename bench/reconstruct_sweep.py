@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         row["rel_out_err"] = [round(s.rel_out_err, 3) for s in stats]
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = {"model": str(args.model), "plan": "3x7,1x6", "eval_images": len(small.names), "every": args.every,
+    result = {"model": str(args.model), "plan": cm.MAIN_PLAN, "eval_images": len(small.names), "every": args.every,
               "cpus": os.cpu_count(), "rows": rows}  # fmt: skip
     cm.write_json(args.out, result)
 

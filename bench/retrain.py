@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     costs["qat_step_in_run_s"] = train_s / max(1, trainer.step)
     result = {
         "model": str(args.model),
-        "plan": "3x7,1x6",
+        "plan": cm.MAIN_PLAN,
         "train_images": str(args.train),
         "eval_images": str(args.eval),
         "config": {k: v for k, v in vars(config).items() if k != "steps"},

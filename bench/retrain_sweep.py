@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"{len(eset.names)} evaluation images, {len(eset.gt)} queries")
     float_desc = float_descriptors(stack, eset)
     result = {
-        "model": str(args.model), "plan": "3x7,1x6", "train": str(args.train), "eval": str(args.eval),
+        "model": str(args.model), "plan": cm.MAIN_PLAN, "train": str(args.train), "eval": str(args.eval),
         "eval_images": len(eset.names), "queries": len(eset.gt), "cpus": os.cpu_count(),
         "float": scores(eset, float_desc, float_desc), "rows": [],
     }  # fmt: skip

@@ -6,7 +6,7 @@ The public API, for library users (everything else may change between releases):
 
     stack = chipq.load_model("vgg16.pt")                       # float model (.pt / .onnx)
     calib = chipq.calibration_batch("photos/")                 # uint8 (N, 3, 224, 224)
-    plan = chipq.parse_plan("3x7,1x6", [conv.name for conv in stack.conv_layers()])
+    plan = chipq.parse_plan(chipq.PAPER_PLAN, [conv.name for conv in stack.conv_layers()])
     model = chipq.compress(stack, plan, calib).model
     chipq.write_blob(model, "vgg16.blob")                      # chip format v1 (formats/SPEC.md)
     model = chipq.read_blob("vgg16.blob")                      # hostile-input reader
@@ -32,6 +32,7 @@ _API = {
     "load_model": "chipq.importers",
     "FloatStack": "chipq.floatnet.model",
     "parse_plan": "chipq.quant.plan",
+    "PAPER_PLAN": "chipq.quant.plan",
     "calibration_batch": "chipq.quant.compress",
     "compress": "chipq.quant.compress",
     "CompressResult": "chipq.quant.compress",
