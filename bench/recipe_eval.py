@@ -21,6 +21,7 @@ import torch
 from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatPool, FloatStack
 from chipq.floatnet.reference import FloatReference
+from chipq.formats.fileio import atomic_write
 from chipq.formats.model import ChipModel
 from chipq.images import list_images, load_image
 from chipq.quant.chipnet import ChipConv, ChipLayer, ChipNet, ChipPool
@@ -125,9 +126,7 @@ def float_descriptors(stack: FloatStack, eset: EvalSet) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     desc = descriptors(FloatReference(stack).run(eset.pixels))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, desc, allow_pickle=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: np.save(handle, desc, allow_pickle=False), what="descriptor cache")
     return desc
 
 

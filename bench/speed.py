@@ -111,6 +111,7 @@ def ort_models(stack, work: Path, calib: np.ndarray, key: str) -> dict[str, Path
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from chipq.floatnet.reference import normalise
+    from chipq.formats.fileio import replace_file
     from chipq.importers.fetch import ONNX_INPUT, stack_to_onnx
 
     folder = Path(work) / "onnx"
@@ -119,7 +120,7 @@ def ort_models(stack, work: Path, calib: np.ndarray, key: str) -> dict[str, Path
     if not paths["ort_float"].is_file():
         temp = paths["ort_float"].with_suffix(".tmp")
         onnx.save(stack_to_onnx(stack), str(temp))
-        temp.replace(paths["ort_float"])
+        replace_file(temp, paths["ort_float"])
 
     class Reader(CalibrationDataReader):
         """One normalised photo per call, like the float reference feeds the network."""
@@ -138,7 +139,7 @@ def ort_models(stack, work: Path, calib: np.ndarray, key: str) -> dict[str, Path
         temp = paths[name].with_suffix(".tmp.onnx")
         quantize_static(str(paths["ort_float"]), str(temp), Reader(), quant_format=form, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
-        temp.replace(paths[name])
+        replace_file(temp, paths[name])
     return paths
 
 

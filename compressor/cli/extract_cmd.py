@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chipq.cli import app, err_console
-from chipq.cli.options import flag, format_size, one_of_two, parse_size
+from chipq.cli.options import flag, format_size, one_of_two, parse_size, shown
 from chipq.cli.progress import ProgressLog
 from chipq.retrieval.descriptors import DescriptorKind
 from chipq.retrieval.rois import RNIP_LEVELS
@@ -88,7 +88,7 @@ def extract_command(
     with _ProgressDisplay(title, quiet=as_json) as progress:
         result = extract(images, output, blob=blob, model=model, settings=settings, on_progress=progress.update)
     for name, reason in result.summary.skipped:
-        err_console.print(f"warning: skipped {escape(name)}: {escape(reason)}", highlight=False, soft_wrap=True)
+        err_console.print(f"warning: skipped {shown(name)}: {shown(reason)}", highlight=False, soft_wrap=True)
     summary = result.summary
     if as_json:
         print(json.dumps(_as_dict(result), indent=2))

@@ -16,6 +16,24 @@ _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
 FLAG_METAVAR = ""
 
 
+def shown(text: str) -> str:
+    """Text from a file or an argument, safe for the terminal and for Rich: markup escaped, and
+    control characters (ESC, newline…) and bytes that are not UTF-8 written as visible escapes.
+
+    >>> shown("a\\x1b[31mb [red]c")
+    'a\\\\x1b[31mb \\\\[red]c'
+    """
+    import unicodedata
+
+    from rich.markup import escape
+
+    safe = "".join(
+        ch.encode("unicode_escape", "backslashreplace").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cs") else ch
+        for ch in str(text)
+    )
+    return escape(safe)
+
+
 def flag(*decls: str, help: str, **extra) -> typer.models.OptionInfo:
     """A boolean option that is off unless given, shown in --help as a bare flag."""
     return typer.Option(False, *decls, help=help, metavar=FLAG_METAVAR, **extra)

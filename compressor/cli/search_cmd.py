@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chipq.cli import app
-from chipq.cli.options import flag, one_of_two
+from chipq.cli.options import flag, one_of_two, shown
 
 _HELP = "\n\n".join(
     [
@@ -65,16 +65,16 @@ def search_command(
         return
     console = Console(highlight=False)
     for query in result["queries"]:
-        table = Table(title=f"{query['query']}")
+        table = Table(title=shown(query["query"]))
         table.add_column("rank", justify="right")
         for entry in result["indexes"]:
-            table.add_column(f"{entry['label']}")
+            table.add_column(shown(entry["label"]))
         per_set = [query["results"]] + [extra["results"] for extra in query.get("compare", [])]
         for rank in range(max(len(r) for r in per_set)):
             cells = []
             for results in per_set:
                 if rank < len(results):
-                    cells.append(f"{escape(results[rank]['name'])}  {results[rank]['score']:.4f}")
+                    cells.append(f"{shown(results[rank]['name'])}  {results[rank]['score']:.4f}")
                 else:
                     cells.append("")
             table.add_row(str(rank + 1), *cells)

@@ -18,7 +18,7 @@ import numpy as np
 from chipq.floatnet.model import FloatStack
 from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, open_regular
-from chipq.importers.errors import ModelNotFound, NonFiniteWeights, TruncatedModel, UnknownModelFormat
+from chipq.importers.errors import ModelNotFound, NonFiniteWeights, TruncatedModel, UnknownModelFormat, WeightOutOfRange
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save (since 1.6) and TorchScript write zip archives
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -98,7 +98,7 @@ def check_finite(stack: FloatStack, path: str | os.PathLike[str]) -> None:
                 )
             peak = float(np.max(np.abs(values))) if values.size else 0.0
             if peak > limit:
-                raise NonFiniteWeights(
+                raise WeightOutOfRange(
                     f"{path}: layer {conv.name}: a {what} of magnitude {peak:.3g}, beyond the {limit:,} "
                     f"the chip can hold; not a trained VGG's {what}s"
                 )

@@ -45,6 +45,11 @@ class NonFiniteWeights(ModelImportError):
     """A weight or bias is NaN or infinite: no quantization of it means anything."""
 
 
+class WeightOutOfRange(NonFiniteWeights):
+    """A finite weight or bias beyond what the chip can hold (a `NonFiniteWeights` for callers that
+    catch that: no quantization of it means anything either)."""
+
+
 class TensorTooLarge(ModelImportError):
     """A tensor announces more elements than any VGG layer has; refused before its data is read."""
 

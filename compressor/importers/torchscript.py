@@ -149,6 +149,8 @@ class _ArchiveUnpickler(pickle.Unpickler):
         if not all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride)):
             raise TruncatedModel(f"{self.path}: a tensor with a negative size, stride or offset")
         count = math.prod(size)
+        if count > storage.size:  # a stride of 0 repeats elements: 1 stored float could become 64 GiB
+            raise TruncatedModel(f"{self.path}: a tensor of shape {size} has more elements than its storage ({storage.size})")
         if count and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= storage.size:
             raise TruncatedModel(f"{self.path}: a tensor of shape {size} reaches past its storage of {storage.size} elements")
         if not count and offset > storage.size:

@@ -25,7 +25,7 @@ import numpy as np
 from chipq.data import samples_dir
 from chipq.floatnet.model import FloatStack
 from chipq.formats import constants as C
-from chipq.formats.fileio import check_output_dir
+from chipq.formats.fileio import atomic_write_text, check_output_dir
 from chipq.formats.reader import from_bytes, load_blob_bytes
 from chipq.formats.writer import to_bytes
 from chipq.images import image_names, list_images
@@ -97,7 +97,7 @@ def run_demo(
     images = images or samples_dir()
     gt_path = gt or samples_dir() / "groundtruth.json"
     # Every input and output is checked before the first download or computation.
-    check_output_dir(workdir, "work folder", "--output", parents=True)
+    check_output_dir(workdir, "work folder", "--output", parents=True, inputs=[("image folder", images), ("ground truth", gt_path)])
     check_fetch_paths(workdir / "models")
     parse_plan(plan, vgg16_conv_names())
     load_ground_truth(gt_path)
@@ -128,7 +128,7 @@ def run_demo(
         seconds=clock.seconds,
     )
     result.rows = _retrieval(stack, chip, data, blobs.post, images, gt_path, workdir, say, on_image, clock)
-    (workdir / "demo.json").write_text(json.dumps(result.as_dict(), indent=2))
+    atomic_write_text(workdir / "demo.json", json.dumps(result.as_dict(), indent=2), what="demo result")
     return result
 
 
@@ -170,7 +170,7 @@ def _compress_both(stack: FloatStack, onnx_path: Path, plan: str, workdir: Path,
         result = compress(stack, bits, images=photos, calib=calib, retrain=config, hooks=hooks).result
         made_from_path.unlink(missing_ok=True)
         write(result, retrained_path)
-        made_from_path.write_text(json.dumps(made_from, indent=2))
+        atomic_write_text(made_from_path, json.dumps(made_from, indent=2), what="blob provenance")
     clock.lap("compress")
     return _Blobs(post_path, retrained_path, onnx_identical)
 

@@ -122,7 +122,7 @@ def _in_one_process(images, output, blob, model, settings: ExtractSettings, on_p
 
     items, unnamed = _list_images(images)
     network = load_network(blob=blob, model=model)
-    input_hw = _checked_input(network, settings, blob)
+    input_hw = _checked_input(network, settings, blob, model)
     features = network.features(settings.batch)
     metadata = _metadata(network, settings, input_hw, items)
     store = DescriptorStore(
@@ -155,7 +155,7 @@ def _on_ray(images, output, blob, model, settings: ExtractSettings, on_progress)
     # the same checks and the same metadata as a single-process run (a bad blob is refused here,
     # before a cluster starts), so the finished files are identical
     network = load_network(blob=blob, model=model)
-    input_hw = _checked_input(network, settings, blob)
+    input_hw = _checked_input(network, settings, blob, model)
     items, unnamed = _list_images(images)
     metadata = _metadata(network, settings, input_hw, items)
     plan = plan_shards(  # refuses another run's shards before anything starts
@@ -205,12 +205,12 @@ def _list_images(images: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, 
     return items, unnamed
 
 
-def _checked_input(network: Network, settings: ExtractSettings, blob: Path | None) -> tuple[int, int]:
+def _checked_input(network: Network, settings: ExtractSettings, blob: Path | None, model: Path | None = None) -> tuple[int, int]:
     """The network input size, refused when the chip's buffers cannot hold it (one batch)."""
     from chipq.executor.memory import check_fits, check_input_size
 
     input_hw = settings.input_hw or network.default_input
-    what = (settings.input_label or f"input (height, width) {input_hw}") if settings.input_hw else str(blob)
+    what = (settings.input_label or f"input (height, width) {input_hw}") if settings.input_hw else str(blob or model)
     check_input_size(network.layers, input_hw, what)
     check_fits(network.layers, input_hw, settings.batch, what)
     return input_hw

@@ -201,7 +201,7 @@ def _fidelity(report, model, stack, images, fast_taps, fast) -> None:
 def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_dir: Path, *, readmemh: bool = False) -> Path:
     """Test vectors for an RTL simulation: every layer's integer input and output per image.
 
-    Layout (README, "Test vectors"): ``out_dir/manifest.json`` and, per image i and layer l,
+    Layout (docs/handoff.md, "Test vectors for RTL"): ``out_dir/manifest.json`` and, per image i and layer l,
     ``img<i>/<l:02d>_<name>_in.npy`` / ``_out.npy`` (uint8, or int16 for the conv1 input x0 =
     p − mean), (C, H, W) C-order. Written by the golden executor. With `readmemh`, each array is
     also written as a ``.hex`` beside it (`_save_hex`).

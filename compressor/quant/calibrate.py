@@ -1,6 +1,6 @@
 """Activation calibration: each conv layer's output fraction bits from real images.
 
-The rule (README, "Calibration"): for every conv layer, take the float model's ReLU outputs on the
+The rule (docs/compress.md, "Calibration and reconstruction"): for every conv layer, take the float model's ReLU outputs on the
 calibration images and choose the fraction bits f for which uint8 activations
 ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f`` have the smallest mean squared error to x.
 Candidates run from the largest f that clips nothing up to four more bits of resolution.

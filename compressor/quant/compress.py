@@ -91,7 +91,7 @@ def conv_outputs(stack: FloatStack, images: np.ndarray) -> list[np.ndarray]:
 
 
 def calibrate(stack: FloatStack, calib: np.ndarray) -> list[int]:
-    """Each conv layer's output fraction bits from the float model on `calib` (README, "Calibration")."""
+    """Each conv layer's output fraction bits from the float model on `calib` (docs/compress.md, "Calibration and reconstruction")."""
     return choose_fracs(conv_outputs(stack.without_trailing_pool(), calib))
 
 

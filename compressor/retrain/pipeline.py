@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from chipq.floatnet.model import FloatStack
-from chipq.quant.compress import DEFAULT_INPUT, CompressResult, fit_layers
+from chipq.quant.compress import DEFAULT_INPUT, CompressResult, fit_layers, weight_reports
 from chipq.quant.reconstruct import ReconstructConfig
 from chipq.retrain.config import RetrainConfig, StepStats
 from chipq.retrain.trainer import (
@@ -98,7 +98,8 @@ def compress_retrained(
         clock["train"] = time.monotonic()
         run_training(trainer, checkpoint, replace(hooks, step=on_step), save_every=save_every)
         clock["end"] = time.monotonic()
-    model, reports = trainer.chip_model()
+    model, _ = trainer.chip_model()  # its reports compare with the shadow weights: report against float
+    reports = weight_reports(stack, model)
     summary = _summary(trainer, config, len(train_images), resumed_at, clock, recent)
     return CompressResult(model, reports, fracs, used, retrain=summary)
 

@@ -1,6 +1,6 @@
 """Algorithm 1 without labels: distil the float model into its quantized self on the user's images.
 
-What happens (README, "Retraining"):
+What happens (docs/compress.md, "Retraining"):
 
 1. Training samples. ``samples`` square crops are cut from the images (side 35–100 % of the
    image's short side, anywhere), resized to ``crop`` pixels, flipped or not, and turned by 0, 90,

@@ -100,3 +100,14 @@ def test_a_missing_storage_is_refused(scripted, tmp_path):
                 zout.writestr(info.filename, zin.read(info.filename))
     with pytest.raises(TruncatedModel, match="missing"):
         load_model(gone)
+
+
+def test_a_tensor_that_repeats_its_storage_is_refused(tmp_path):
+    """A stride of 0 would make one stored float a tensor of any size: 2^34 elements here."""
+    import numpy as np
+
+    from chipq.importers.torchscript import _ArchiveUnpickler
+
+    unpickler = _ArchiveUnpickler(b"", None, "x/", tmp_path / "m.pt")
+    with pytest.raises(TruncatedModel, match="more elements than its storage"):
+        unpickler._rebuild_tensor(np.zeros(1, np.float32), 0, (1 << 34,), (0,))

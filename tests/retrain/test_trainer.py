@@ -12,7 +12,7 @@ from floatcraft import random_stack
 import chipq.retrain.trainer
 from chipq.floatnet.model import FloatStack
 from chipq.formats.writer import to_bytes as blob_bytes
-from chipq.quant.compress import calibrate
+from chipq.quant.compress import calibrate, weight_reports
 from chipq.quant.quantize import quantize_stack
 from chipq.retrain.config import RetrainConfig, RetrainConfigError
 from chipq.retrain.pipeline import compress_retrained
@@ -100,6 +100,10 @@ def test_compress_retrained_packs_its_own_shadow_weights(calib):
     result = run(calib)
     assert result.retrain["steps"] == 4 and result.retrain["trained_layers"] == ["conv2_1", "conv2_2"]
     assert result.act_fracs == calibrate(tiny_stack(), calib)
+    # the per-layer error compares the blob with the float model, as on the post-training route
+    # (against the shadow weights it was quantized from, the trained 3-bit layers read 0.000)
+    assert result.reports == weight_reports(tiny_stack(), result.model)
+    assert all(report.rel_l2 > 0 for report in result.reports)
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(calib):
