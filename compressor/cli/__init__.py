@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from chipq import __version__
-from chipq.cli.options import flag, show_help_as_flag
+from chipq.cli.options import flag, show_help_as_flag, shown
 from chipq.errors import ChipqError
 
 app = typer.Typer(
@@ -139,7 +139,7 @@ def main() -> None:
     except ChipqError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(_one_line(str(exc)))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {shown(_one_line(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("error: interrupted", highlight=False)
@@ -153,13 +153,18 @@ def main() -> None:
         if _state["debug"]:
             raise
         err_console.print(
-            f"error: internal error ({type(exc).__name__}: {escape(_one_line(str(exc)))}); rerun with --debug",
+            f"error: internal error ({type(exc).__name__}: {shown(_one_line(str(exc)))}); rerun with --debug",
             highlight=False,
             soft_wrap=True,
         )
         sys.exit(3)
 
 
+MAX_ERROR_CHARS = 1000  # a message quoting a 5 MB name from a file is cut, not echoed whole
+
+
 def _one_line(text: str) -> str:
-    """Messages can quote file content or library text: never let them break the one-line rule."""
-    return " ".join(text.split())
+    """Messages can quote file content or library text: never let them break the one-line rule,
+    nor fill the terminal."""
+    line = " ".join(text.split())
+    return line if len(line) <= MAX_ERROR_CHARS else line[:MAX_ERROR_CHARS] + " …"

