@@ -9,7 +9,9 @@ and images in memory.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from chipq.executor import golden
 from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
-from chipq.formats.fileio import atomic_write, check_output_dir
+from chipq.formats.fileio import atomic_write, check_output_dir, replace_dir
 from chipq.formats.model import ChipModel, ConvLayer, layer_stem
 from chipq.reports.verify import VerifyReport, agreement, compare_exact
 from chipq.retrieval.describe import quarter_turns
@@ -82,8 +84,7 @@ def verify_blob(
     if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:  # NaN fails this too: it passes every check
         raise UsageError(f"--min-cosine {min_cosine}: a cosine is a number from -1 to 1")
     if vectors is not None:
-        inputs = [("blob", blob), ("model", model), ("photo folder", images or default_photos())]
-        check_output_dir(vectors, "test-vector folder", "--vectors", inputs=inputs)
+        check_vectors_target(vectors, inputs=[("blob", blob), ("model", model), ("photo folder", images or default_photos())])
     chip = read_blob(blob)  # integrity: raises a FormatError (exit 2) on any failed check
     hw = (chip.input_height, chip.input_width)
     check_fits(chip.layers, hw, 8, str(blob), keep_maps=limit if model is not None else 0)
@@ -196,8 +197,6 @@ def _fidelity(report, model, stack, images, fast_taps, fast) -> None:
         report.nip_cosines.append(float(np.dot(a, b)))
 
 
-
-
 def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_dir: Path, *, readmemh: bool = False) -> Path:
     """Test vectors for an RTL simulation: every layer's integer input and output per image.
 
@@ -206,9 +205,38 @@ def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_di
     p − mean), (C, H, W) C-order. Written by the golden executor. With `readmemh`, each array is
     also written as a ``.hex`` beside it (`_save_hex`).
     """
-    check_output_dir(out_dir, "test-vector folder", "--vectors")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"format": "chipq test vectors v1", "input_mean": list(model.input_mean), "images": []}
+    out_dir = Path(out_dir)
+    check_vectors_target(out_dir)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:  # the whole set is written beside the target, then swapped in: never half a set
+        _write_vectors(model, images, names, staging, readmemh)
+        replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir / "manifest.json"
+
+
+VECTORS_FORMAT = "chipq test vectors v1"
+
+
+def check_vectors_target(out_dir: Path, inputs: Sequence[tuple[str, object]] = ()) -> None:
+    """Refuse, before any work, a --vectors folder that is a link, an input, or holds other files
+    than an earlier set of test vectors (which the new set replaces whole)."""
+    check_output_dir(out_dir, "test-vector folder", "--vectors", inputs=inputs)
+    if out_dir.is_symlink():
+        raise UsageError(f"--vectors {out_dir}: a symbolic link; give the folder itself")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        try:
+            earlier = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8")).get("format")
+        except (OSError, ValueError, AttributeError):
+            earlier = None
+        if earlier != VECTORS_FORMAT:
+            raise UsageError(f"--vectors {out_dir}: holds other files than test vectors; give a new or empty folder")
+
+
+def _write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_dir: Path, readmemh: bool) -> None:
+    manifest = {"format": VECTORS_FORMAT, "input_mean": list(model.input_mean), "images": []}
     for index, (image, name) in enumerate(zip(images, names)):
         folder = out_dir / f"img{index}"
         folder.mkdir(exist_ok=True)
@@ -232,9 +260,7 @@ def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_di
             _save_hex(folder / "pixels.hex", image)
             entry["pixels_hex"] = f"img{index}/pixels.hex"
         manifest["images"].append(entry)
-    path = out_dir / "manifest.json"
-    atomic_write(path, json.dumps(manifest, indent=2).encode(), what="test-vector manifest")
-    return path
+    atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=2).encode(), what="test-vector manifest")
 
 
 def _save_hex(path: Path, array: np.ndarray) -> None:

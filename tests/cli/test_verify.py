@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from chipq.cli import app
@@ -94,3 +95,26 @@ def test_default_photos_are_the_sample_photos_not_the_calibration_set(tiny_vgg_f
     monkeypatch.setattr("chipq.data.samples_dir", missing)
     result = runner.invoke(app, ["verify", str(blob), "--golden", "0"])  # main() prints it in one line, exit 2
     assert isinstance(result.exception, UsageError) and "--images" in str(result.exception)
+
+
+def test_vectors_are_swapped_in_whole_and_never_into_a_foreign_folder(tmp_path):
+    from helpers import SAMPLE_BLOB
+
+    from chipq.errors import UsageError
+    from chipq.formats.reader import read_blob
+    from chipq.pipeline.verify import write_vectors
+
+    model = read_blob(SAMPLE_BLOB)
+    images = np.zeros((1, 3, model.input_height, model.input_width), np.uint8)
+    out = tmp_path / "vectors"
+    write_vectors(model, images, ["a"], out)
+    first = sorted(p.relative_to(out) for p in out.rglob("*"))
+    write_vectors(model, images, ["a"], out)  # an earlier set is replaced whole
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["vectors"]  # no staging folder left
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    with pytest.raises(UsageError, match="holds other files"):
+        write_vectors(model, images, ["a"], foreign)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
