@@ -109,3 +109,35 @@ def save_tiny_vgg(path: Path, cfg: str = "D", seed: int = 0) -> Path:
 
     torch.save(tiny_vgg(cfg, seed=seed).state_dict(), path)
     return path
+
+
+def save_script_looping_on_load(path: Path) -> Path:
+    """A TorchScript archive whose ``__setstate__`` never returns: ``torch.jit.load`` hangs on it."""
+    from typing import Tuple
+
+    import torch
+    from torch import nn
+
+    class LoopsOnLoad(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(4, 3, 3, 3))
+            self.n = 0
+
+        def forward(self, x):
+            return torch.conv2d(x, self.w)
+
+        @torch.jit.export
+        def __getstate__(self) -> Tuple[torch.Tensor, int, bool]:
+            return (self.w, self.n, self.training)
+
+        @torch.jit.export
+        def __setstate__(self, state: Tuple[torch.Tensor, int, bool]) -> None:
+            self.w = state[0]
+            self.n = state[1]
+            self.training = state[2]
+            while True:
+                self.n += 1
+
+    torch.jit.script(LoopsOnLoad()).save(str(path))
+    return path

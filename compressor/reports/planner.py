@@ -1,16 +1,6 @@
 """What `chipq plan` found, rendered: the result object, its JSON form, the front table and picture.
 
-The steps, run by `chipq.pipeline.plan.make_plan`, each in its own layer of the package:
-
-1. calibrate the activation shifts on the calibration images (`chipq.quant.compress.calibrate`);
-2. measure every (layer, width) on `sens_images` of them with NIP over the four quarter turns as
-   the descriptor (`chipq.quant.sensitivity`, cached), each layer quantized as post-training
-   compress makes it (`chipq.quant.reconstruct.layer_candidates`; or weight-only);
-3. the exact Pareto front of blob bytes against predicted loss and its best plan under the budget
-   (`chipq.quant.allocate`);
-4. compress the chosen plan post-training (what `chipq compress --no-retrain` does) and measure its
-   mean NIP descriptor cosine to the float model on held-out photos, which are never calibration
-   or sensitivity images.
+The steps that find it are `chipq.pipeline.plan.make_plan`'s (its module docstring lists them).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from helpers import REPO, SAMPLE_BLOB, tiny_vgg, write_photos
+from helpers import REPO, SAMPLE_BLOB, save_script_looping_on_load, tiny_vgg, write_photos
 
 INPUT = 32  # the tiny model's input side (five pools leave 1x1)
 PLAN = "3x8"  # the tiny VGG-11 has 8 convs
@@ -169,37 +169,6 @@ def pt_edited(path: Path, edit: Callable) -> None:
 
 def _set(state: dict, key: str, value) -> None:
     state[key] = value
-
-
-def script_looping_on_load(path: Path) -> None:
-    """A TorchScript archive whose __setstate__ never returns: torch.jit.load hangs on it."""
-    from typing import Tuple
-
-    import torch
-    from torch import nn
-
-    class LoopsOnLoad(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(4, 3, 3, 3))
-            self.n = 0
-
-        def forward(self, x):
-            return torch.conv2d(x, self.w)
-
-        @torch.jit.export
-        def __getstate__(self) -> Tuple[torch.Tensor, int, bool]:
-            return (self.w, self.n, self.training)
-
-        @torch.jit.export
-        def __setstate__(self, state: Tuple[torch.Tensor, int, bool]) -> None:
-            self.w = state[0]
-            self.n = state[1]
-            self.training = state[2]
-            while True:
-                self.n += 1
-
-    torch.jit.script(LoopsOnLoad()).save(str(path))
 
 
 def onnx_variant(base: Path, path: Path, edit: Callable) -> None:
@@ -536,7 +505,7 @@ def _model_cases(command: str, argv: list[str], name: str) -> list[Case]:
         Case(f"{command}/model-huge-shape", argv, lambda d: pt_with_tensor_shape(d / name, "features.0.weight", (4096, 3, 3, 3)), mention=name),
         Case(f"{command}/model-code-pickle", argv, lambda d: pt_with_code(d / name), mention=name),
         Case(f"{command}/model-truncated", argv, lambda d: write(d / name, (d / "model.pt").read_bytes()[:5000]), mention=name),
-        Case(f"{command}/model-script-loops-on-load", argv, lambda d: script_looping_on_load(d / name), mention=name),
+        Case(f"{command}/model-script-loops-on-load", argv, lambda d: save_script_looping_on_load(d / name), mention=name),
         Case(f"{command}/model-no-conv1-bias", argv, lambda d: pt_edited(d / name, lambda s: s.pop("features.0.bias")), mention=name),
         Case(f"{command}/model-extreme-weight", argv, lambda d: pt_with_value(d / name, 3e38), mention=name),
         Case(f"{command}/model-meta-tensor", argv,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Tuple
 
 import pytest
 import torch
-from helpers import tiny_vgg
+from helpers import save_script_looping_on_load, tiny_vgg
 from modelcraft import image_batch
 from torch import nn
 
@@ -33,32 +32,8 @@ def test_the_tensors_are_torch_jit_loads_bit_for_bit(tmp_path, how):
     assert eps == {i: pytest.approx(1e-3) for i in batch_norms}
 
 
-class _LoopsOnLoad(nn.Module):
-    """A module whose TorchScript __setstate__ never returns: loading it with torch.jit.load hangs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(4, 3, 3, 3))
-        self.n = 0
-
-    def forward(self, x):
-        return torch.conv2d(x, self.w)
-
-    @torch.jit.export
-    def __getstate__(self) -> Tuple[torch.Tensor, int, bool]:
-        return (self.w, self.n, self.training)
-
-    @torch.jit.export
-    def __setstate__(self, state: Tuple[torch.Tensor, int, bool]) -> None:
-        self.w = state[0]
-        self.n = state[1]
-        self.training = state[2]
-        while True:
-            self.n += 1
-
-
 def test_a_module_with_its_own_setstate_is_refused_without_running_it(tmp_path):
-    torch.jit.script(_LoopsOnLoad()).save(str(tmp_path / "loops.pt"))
+    save_script_looping_on_load(tmp_path / "loops.pt")
     with pytest.raises(UnsupportedLayout, match="__setstate__.*never does"):
         load_model(tmp_path / "loops.pt")  # returns at once: the loop is never entered
 
