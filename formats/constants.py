@@ -1,4 +1,4 @@
-"""Every number of chip format v1 that the reader, writer and executors share.
+"""Every number of the chip format (v1 and v2) that the reader, writer and executors share.
 
 `formats/SPEC.md` is the normative text; this module is its single source in code. No other module
 writes a magic, a width, a limit or a layer kind as a bare number.
@@ -11,9 +11,11 @@ from enum import IntEnum
 # The first 8 bytes. The high-bit byte and CR LF catch 7-bit and text-mode transfers (as PNG does).
 MAGIC = b"\x89CHIPQ\r\n"
 
-# Increased only for structural changes; a reader accepts exactly the versions listed here.
-FORMAT_VERSION = 1
-READABLE_VERSIONS = frozenset({1})
+# Increased only for structural changes; a reader accepts exactly the versions listed here. A model
+# that uses no v2 feature (narrow alpha, kernel presence bitmap) is written as v1, byte for byte.
+FORMAT_V1 = 1
+FORMAT_V2 = 2
+READABLE_VERSIONS = frozenset({FORMAT_V1, FORMAT_V2})
 
 HEADER_SIZE = 64
 LAYER_RECORD_SIZE = 48
@@ -36,8 +38,9 @@ POOL_SIZE = 2  # every max-pool is 2x2, stride 2, floor
 
 MIN_MASK_BITS = 1
 MAX_MASK_BITS = 5
-ALPHA_BITS = 8  # unsigned
-ALPHA_MAX = (1 << ALPHA_BITS) - 1  # the largest kernel scale code
+ALPHA_BITS = 8  # unsigned; the width of the value the chip multiplies by, and v1's stored width
+ALPHA_MAX = (1 << ALPHA_BITS) - 1  # the largest kernel scale
+MIN_ALPHA_BITS = 1  # v2: a layer may store a-bit codes, the chip multiplies by code << (8 - a)
 WEIGHT_SHIFT_MAX = 15  # the per-layer weight exponent is a 4-bit field
 BIAS_BITS = 12  # signed two's complement
 BIAS_MIN = -(1 << (BIAS_BITS - 1))
@@ -61,6 +64,24 @@ class LayerKind(IntEnum):
 
     CONV3X3_RELU = 1
     MAXPOOL2X2 = 2
+
+
+class LayerFlag(IntEnum):
+    """Bits of a v2 conv record's `flags` byte (SPEC 3)."""
+
+    KERNEL_PRESENCE = 1  # the payload starts with a presence bitmap; only present kernels are stored
+
+
+KNOWN_LAYER_FLAGS = int(LayerFlag.KERNEL_PRESENCE)
+
+
+def alpha_step(alpha_bits: int) -> int:
+    """The spacing of the 8-bit alpha values an `alpha_bits`-wide code can stand for (SPEC 3.4).
+
+    >>> alpha_step(8), alpha_step(5)
+    (1, 8)
+    """
+    return 1 << (ALPHA_BITS - alpha_bits)
 
 
 class ChannelOrder(IntEnum):

@@ -1,4 +1,4 @@
-"""The quantized model as chip format v1 holds it, in memory.
+"""The quantized model as the chip format (v1, v2) holds it, in memory.
 
 The reader returns a `ChipModel`, the writer takes one, the executors run one. Arrays hold integers
 exactly as the spec defines them; nothing here is float.
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chipq.formats import constants as C
+from chipq.formats.packing import conv_region_sizes
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,6 +28,11 @@ class ConvLayer:
         mask: uint8 array (out, in, 3, 3) of mask *codes* in [0, 2**m); the signed value of code c
             is ``2c - (2**m - 1)`` (see `constants.mask_levels`).
         bias: int16 array (out,), values in [-2048, 2047].
+        alpha_bits: width a of a stored alpha code, 1..8 (SPEC 3.4). `alpha` always holds the
+            8-bit value the chip multiplies by, ``code << (8 - a)``: every element is a multiple
+            of ``2**(8 - a)``. 8 is v1's width.
+        present: None (every kernel stored, as in v1), or a bool array (out, in) marking the kernels
+            the blob stores (SPEC 3.5). An absent kernel weighs zero: its alpha and mask are 0.
     """
 
     name: str
@@ -37,6 +43,8 @@ class ConvLayer:
     alpha: np.ndarray
     mask: np.ndarray
     bias: np.ndarray
+    alpha_bits: int = C.ALPHA_BITS
+    present: np.ndarray | None = None
     kind: C.LayerKind = field(default=C.LayerKind.CONV3X3_RELU, init=False)
 
     def out_frac(self, in_frac: int) -> int:
@@ -50,6 +58,31 @@ class ConvLayer:
     @property
     def in_channels(self) -> int:
         return int(self.alpha.shape[1])
+
+    @property
+    def pruned(self) -> bool:
+        """Whether the blob stores this layer with a kernel presence bitmap (SPEC 3.5)."""
+        return self.present is not None
+
+    @property
+    def uses_v2(self) -> bool:
+        """Whether this layer needs chip format v2: a narrow alpha or a presence bitmap."""
+        return self.pruned or self.alpha_bits != C.ALPHA_BITS
+
+    def kept_kernels(self) -> int:
+        """Kernels the blob stores: all O*I, or the present ones."""
+        if self.present is None:
+            return self.out_channels * self.in_channels
+        return int(np.count_nonzero(self.present))
+
+    def region_sizes(self) -> tuple[int, int, int, int]:
+        """Bytes of its payload's presence, alpha, bias and mask regions (SPEC 3.1)."""
+        kept = self.kept_kernels() if self.pruned else None
+        return conv_region_sizes(self.out_channels, self.in_channels, self.mask_bits, self.alpha_bits, kept)
+
+    def alpha_codes(self) -> np.ndarray:
+        """The stored alpha codes (uint8, shape (out, in)): ``alpha >> (8 - alpha_bits)``."""
+        return (self.alpha >> (C.ALPHA_BITS - self.alpha_bits)).astype(np.uint8)
 
     @property
     def out_channels(self) -> int:
@@ -68,8 +101,10 @@ class ConvLayer:
         if not isinstance(other, ConvLayer):
             return NotImplemented
         return (
-            (self.name, self.mask_bits, self.weight_shift, self.bias_shift, self.out_shift)
-            == (other.name, other.mask_bits, other.weight_shift, other.bias_shift, other.out_shift)
+            (self.name, self.mask_bits, self.weight_shift, self.bias_shift, self.out_shift, self.alpha_bits)
+            == (other.name, other.mask_bits, other.weight_shift, other.bias_shift, other.out_shift, other.alpha_bits)
+            and (self.present is None) == (other.present is None)
+            and (self.present is None or _same(self.present, other.present))
             and _same(self.alpha, other.alpha)
             and _same(self.mask, other.mask)
             and _same(self.bias, other.bias)
@@ -116,6 +151,10 @@ class ChipModel:
 
     def conv_layers(self) -> list[ConvLayer]:
         return [layer for layer in self.layers if isinstance(layer, ConvLayer)]
+
+    def format_version(self) -> int:
+        """The version its blob carries: 1 unless a layer uses a v2 feature (SPEC 2)."""
+        return C.FORMAT_V2 if any(layer.uses_v2 for layer in self.conv_layers()) else C.FORMAT_V1
 
     def activation_fracs(self) -> list[int]:
         """Fraction bits f of each layer's output: its real value is ``a * 2**-f``.

@@ -1,4 +1,4 @@
-"""Sub-byte packing of chip format v1 (SPEC 3.2) and the region sizes of a conv payload (SPEC 3.1).
+"""Sub-byte packing of the chip format (SPEC 3.2) and the region sizes of a conv payload (SPEC 3.1).
 
 A sequence of w-bit fields is one bit stream: element k occupies bits k*w .. k*w + w - 1, least
 significant bit first, and stream bit j is bit (j mod 8) of byte j // 8. The last byte is padded
@@ -23,7 +23,7 @@ import numpy as np
 
 from chipq.formats import constants as C
 
-MAX_FIELD_BITS = 16  # widest field the packer handles; v1 uses 1..5 (masks) and 12 (biases)
+MAX_FIELD_BITS = 16  # widest field the packer handles; the format uses 1..5 (masks), 1..8 (alpha), 12 (biases)
 
 
 def packed_size(count: int, width: int) -> int:
@@ -37,18 +37,51 @@ def packed_size(count: int, width: int) -> int:
     return (count * width + 7) // 8
 
 
-def conv_region_sizes(out_channels: int, in_channels: int, mask_bits: int) -> tuple[int, int, int]:
-    """Bytes of the alpha, bias and mask regions of a conv payload (SPEC 3.1), in that order.
+def conv_region_sizes(
+    out_channels: int,
+    in_channels: int,
+    mask_bits: int,
+    alpha_bits: int = C.ALPHA_BITS,
+    kept: int | None = None,
+) -> tuple[int, int, int, int]:
+    """Bytes of the presence, alpha, bias and mask regions of a conv payload (SPEC 3.1), in that order.
+
+    Args:
+        out_channels, in_channels, mask_bits, alpha_bits: the layer record's fields.
+        kept: the number of present kernels of a layer with a presence bitmap (SPEC 3.5); None for a
+            layer without one (every kernel stored, presence region empty).
+
+    Python ints throughout, so a hostile field cannot overflow. The payload is the four regions back
+    to back; v1 is ``alpha_bits = 8, kept = None``.
 
     >>> conv_region_sizes(2, 3, 2)
-    (6, 3, 14)
+    (0, 6, 3, 14)
+    >>> conv_region_sizes(2, 3, 2, alpha_bits=4, kept=5)
+    (1, 3, 3, 12)
     """
     kernels = out_channels * in_channels
+    stored = kernels if kept is None else kept
     return (
-        kernels * C.ALPHA_BITS // 8,
+        0 if kept is None else packed_size(kernels, 1),
+        packed_size(stored, alpha_bits),
         packed_size(out_channels, C.BIAS_BITS),
-        packed_size(kernels * C.KERNEL_TAPS, mask_bits),
+        packed_size(stored * C.KERNEL_TAPS, mask_bits),
     )
+
+
+def conv_payload_size(
+    out_channels: int,
+    in_channels: int,
+    mask_bits: int,
+    alpha_bits: int = C.ALPHA_BITS,
+    kept: int | None = None,
+) -> int:
+    """Bytes of a conv payload (SPEC 3.1): the sum of `conv_region_sizes`.
+
+    >>> conv_payload_size(512, 512, 1), conv_payload_size(512, 512, 1, alpha_bits=4, kept=131072)
+    (557824, 246528)
+    """
+    return sum(conv_region_sizes(out_channels, in_channels, mask_bits, alpha_bits, kept))
 
 
 def pack_uint(values: np.ndarray, width: int) -> bytes:

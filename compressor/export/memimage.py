@@ -271,7 +271,7 @@ def memory_map(model: ChipModel, blob: bytes, formats: Iterable[str]) -> dict[st
         )
     return {
         "format": MAP_FORMAT,
-        "blob": {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), "format_version": C.FORMAT_VERSION},
+        "blob": {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), "format_version": model.format_version()},
         "input": {
             "height": model.input_height,
             "width": model.input_width,

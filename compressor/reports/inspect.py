@@ -55,7 +55,7 @@ def summarize(
     region_totals = {key: sum(row[key] for row in layers) for key in regions}
     convs = model.conv_layers()
     summary: dict[str, Any] = {
-        "format_version": C.FORMAT_VERSION,
+        "format_version": model.format_version(),
         "crc": f"ok (header, table, {len(convs)} payloads)" if crc_ok else "FAILED",
         "input": {
             "height": model.input_height,
