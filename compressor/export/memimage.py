@@ -34,7 +34,6 @@ from chipq.errors import ChipqError
 from chipq.formats import constants as C
 from chipq.formats.fileio import replace_file
 from chipq.formats.model import ChipModel, ConvLayer, layer_stem
-from chipq.formats.packing import conv_region_sizes
 
 MAP_FORMAT = "chipq memory images v1"
 MAP_NAME = "memory_map.json"
@@ -238,7 +237,7 @@ def memory_map(model: ChipModel, blob: bytes, formats: Iterable[str]) -> dict[st
             layers.append({"index": index, "name": layer.name, "kind": "maxpool2x2", "channels": layer.channels})
             continue
         offset = -(-region_end // C.ALIGNMENT) * C.ALIGNMENT
-        size = sum(conv_region_sizes(layer.out_channels, layer.in_channels, layer.mask_bits))
+        size = sum(layer.region_sizes())
         region_end = offset + size
         banks = {}
         for bank in layer_banks(layer):

@@ -30,7 +30,6 @@ from typing import Any
 from chipq.errors import UsageError
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, ConvLayer
-from chipq.formats.packing import conv_region_sizes
 from chipq.retrieval.rois import rnip_count
 
 _HW = re.compile(r"^\s*(\d{1,7})\s*@\s*(\d{1,5}(?:\.\d{1,6})?)\s*$")
@@ -94,7 +93,7 @@ def layer_costs(model: ChipModel, hw: Hardware, frame_hw: tuple[int, int]) -> li
                 "map_hw": [height, width],
                 "macs": macs,
                 "weight_bits": bits,
-                "weight_rom_bytes": sum(conv_region_sizes(out_ch, in_ch, layer.mask_bits)),
+                "weight_rom_bytes": sum(layer.region_sizes()),
                 "cycles": -(-macs // hw.macs),
             }
             channels = out_ch

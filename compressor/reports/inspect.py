@@ -21,7 +21,6 @@ from typing import Any
 from chipq.errors import UsageError
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, ConvLayer
-from chipq.formats.packing import conv_region_sizes
 from chipq.formats.writer import accumulator_bound
 
 FP32_BYTES = 4
@@ -82,7 +81,7 @@ def summarize(
 
 def _conv_row(layer: ConvLayer, bound: int) -> dict[str, Any]:
     out_ch, in_ch, bits = layer.out_channels, layer.in_channels, layer.mask_bits
-    alpha_bytes, bias_bytes, mask_bytes = conv_region_sizes(out_ch, in_ch, bits)
+    presence_bytes, alpha_bytes, bias_bytes, mask_bytes = layer.region_sizes()
     kernels = out_ch * in_ch
     fp32 = kernels * C.KERNEL_TAPS * FP32_BYTES
     return {

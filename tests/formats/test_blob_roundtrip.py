@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from chipq.formats import constants as C
 from chipq.formats import errors as E
 from chipq.formats.model import ChipModel, ConvLayer, PoolLayer
-from chipq.formats.packing import conv_region_sizes
 from chipq.formats.reader import from_bytes, read_blob
 from chipq.formats.synthetic import VGG16_CONFIG, VGG16_PLAN_3X7_1X6, random_model
 from chipq.formats.writer import accumulator_bound, to_bytes, write_blob
@@ -78,7 +77,7 @@ def test_layout_is_header_table_then_aligned_payloads(model):
             assert (offset, size) == (0, 0)
             continue
         assert offset == -(-end // 8) * 8 and data[end:offset] == bytes(offset - end)
-        assert size == sum(conv_region_sizes(layer.out_channels, layer.in_channels, layer.mask_bits))
+        assert size == sum(layer.region_sizes())
         assert int.from_bytes(record[44:48], "little") == zlib.crc32(data[offset : offset + size])
         end = offset + size
     assert end == len(data) == int.from_bytes(data[24:32], "little")

@@ -85,9 +85,9 @@ def test_unpack_refuses_wrong_length():
 
 def test_region_sizes_round_up_each_region():
     # 2 out, 3 in, 2-bit masks: alpha 6 bytes, bias 24 bits = 3 bytes, masks 108 bits -> 14 bytes.
-    assert packing.conv_region_sizes(2, 3, 2) == (6, 3, 14)
+    assert packing.conv_region_sizes(2, 3, 2) == (0, 6, 3, 14)
     # 1 out, 1 in, 1 bit: bias 12 bits -> 2 bytes, masks 9 bits -> 2 bytes.
-    assert packing.conv_region_sizes(1, 1, 1) == (1, 2, 2)
+    assert packing.conv_region_sizes(1, 1, 1) == (0, 1, 2, 2)
 
 
 def test_vgg_sized_round_trip():
