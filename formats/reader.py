@@ -1,4 +1,4 @@
-"""Read a chip format v1 blob, treating it as hostile (SPEC section 5).
+"""Read a chip format blob (v1 or v2), treating it as hostile (SPEC section 5).
 
 Every check runs in the order SPEC 5 lists, and all the structural ones run before any array sized by
 a file field is allocated: they only slice the input through a `memoryview` and compare Python ints
@@ -24,15 +24,16 @@ from chipq.formats import errors as E
 from chipq.formats.bounds import check_accumulator_bounds
 from chipq.formats.fileio import FileRefused, open_regular
 from chipq.formats.model import ChipModel, ConvLayer, Layer, PoolLayer
-from chipq.formats.packing import conv_region_sizes, padding_bits_zero, unpack_int12, unpack_uint
+from chipq.formats.packing import conv_region_sizes, packed_size, padding_bits_zero, unpack_int12, unpack_uint
 
 # SPEC 2: magic, version, header_size, layer_record_size, alignment, layer_count, flags, file_size,
 # input_height, input_width, input_channels, channel_order, input_mean[3], reserved[15],
 # table_crc32, header_crc32. Little-endian, no implicit padding.
 HEADER_STRUCT = struct.Struct("<8s4H2IQ2H2B3B15s2I")
 # SPEC 3: kind, reserved[3], name[16], in_channels, out_channels, mask_bits, weight_shift,
-# bias_shift, out_shift, reserved[4], payload_offset, payload_size, payload_crc32.
-RECORD_STRUCT = struct.Struct("<B3s16s2H4B4sQ2I")
+# bias_shift, out_shift, alpha_bits, flags, reserved[2], payload_offset, payload_size, payload_crc32.
+# alpha_bits and flags are v2 fields: a v1 record has zeros there (v1's reserved[4]).
+RECORD_STRUCT = struct.Struct("<B3s16s2H6B2sQ2I")
 HEADER_CRC_SPAN = C.HEADER_SIZE - 4  # header_crc32 covers every header byte before itself
 
 assert HEADER_STRUCT.size == C.HEADER_SIZE and RECORD_STRUCT.size == C.LAYER_RECORD_SIZE
@@ -82,6 +83,8 @@ class LayerRecord:
     weight_shift: int
     bias_shift: int
     out_shift: int
+    alpha_bits: int
+    flags: int
     reserved_b: bytes
     payload_offset: int
     payload_size: int
@@ -151,12 +154,15 @@ def from_bytes(data: bytes | bytearray | memoryview) -> ChipModel:
     seen: set[str] = set()
     region_end = C.HEADER_SIZE + header.layer_count * C.LAYER_RECORD_SIZE  # end of the table
     names = []
+    kept: list[int | None] = []
     for index, record in enumerate(records):
-        name = check_record(index, record, seen)
+        name = check_record(index, record, seen, header.version)
         chain.add(name, record.kind, record.in_channels, record.out_channels)
+        count = None
         if record.kind == C.LayerKind.CONV3X3_RELU:
-            region_end = _check_payload(view, name, record, region_end)
+            region_end, count = _check_payload(view, name, record, region_end)
         names.append(name)
+        kept.append(count)
     if region_end != len(view):
         raise E.TrailingData(
             f"{len(view) - region_end} bytes follow the last payload (it ends at {region_end}, "
@@ -164,7 +170,7 @@ def from_bytes(data: bytes | bytearray | memoryview) -> ChipModel:
         )
     # Every structural check has passed: only now allocate arrays, each bounded by a payload inside
     # the file.
-    layers = tuple(_decode_layer(view, name, rec) for name, rec in zip(names, records))
+    layers = tuple(_decode_layer(view, name, rec, count) for name, rec, count in zip(names, records, kept))
     model = ChipModel(
         input_height=header.input_height,
         input_width=header.input_width,
@@ -253,19 +259,20 @@ def check_table(view: memoryview, header: Header) -> list[LayerRecord]:
     return [LayerRecord.unpack(view, start + i * C.LAYER_RECORD_SIZE) for i in range(header.layer_count)]
 
 
-def check_record(index: int, record: LayerRecord, seen: set[str]) -> str:
+def check_record(index: int, record: LayerRecord, seen: set[str], version: int) -> str:
     """Kind, reserved bytes, name (adds it to `seen`) and field ranges of one record; returns the name."""
     if record.kind not in {k.value for k in C.LayerKind}:
         known = ", ".join(f"{k.value} ({k.name})" for k in C.LayerKind)
         raise E.UnknownLayerKind(f"layer {index}: kind {record.kind} is not one of {known}")
-    if any(record.reserved_a) or any(record.reserved_b):
-        seen_bytes = f"{record.reserved_a.hex(' ')} / {record.reserved_b.hex(' ')}"
+    v1_reserved = bytes([record.alpha_bits, record.flags]) if version == C.FORMAT_V1 else b""
+    if any(record.reserved_a) or any(v1_reserved) or any(record.reserved_b):
+        seen_bytes = f"{record.reserved_a.hex(' ')} / {(v1_reserved + record.reserved_b).hex(' ')}"
         raise E.NonZeroReserved(f"layer {index}: reserved bytes {seen_bytes} not zero")
     name = decode_name(index, record.name)
     if name in seen:
         raise E.DuplicateLayerName(f"layer {index}: name {name} already used by an earlier layer")
     seen.add(name)
-    check_fields(name, record)
+    check_fields(name, record, version)
     return name
 
 
@@ -287,10 +294,13 @@ def check_name(index: int, name: str) -> None:
         )
 
 
-def check_fields(name: str, record: LayerRecord) -> None:
-    """The per-kind field ranges of SPEC 3 (shared with the writer)."""
+def check_fields(name: str, record: LayerRecord, version: int) -> None:
+    """The per-kind field ranges of SPEC 3 for a blob of `version` (shared with the writer)."""
     conv = record.kind == C.LayerKind.CONV3X3_RELU
+    v2_conv = conv and version == C.FORMAT_V2
     ranges = {
+        "alpha_bits": (C.MIN_ALPHA_BITS, C.ALPHA_BITS) if v2_conv else (0, 0),
+        "flags": (0, C.KNOWN_LAYER_FLAGS) if v2_conv else (0, 0),
         "in_channels": (1, C.MAX_CHANNELS),
         "out_channels": (1, C.MAX_CHANNELS),
         "mask_bits": (C.MIN_MASK_BITS, C.MAX_MASK_BITS) if conv else (0, 0),
@@ -337,8 +347,13 @@ class ChainChecker:
         self.first = False
 
 
-def _check_payload(view: memoryview, name: str, record: LayerRecord, region_end: int) -> int:
-    """Offset, size, bounds, zero gap and CRC of one conv payload; returns where it ends."""
+def _check_payload(view: memoryview, name: str, record: LayerRecord, region_end: int) -> tuple[int, int | None]:
+    """Offset, size, bounds, zero gap and CRC of one conv payload.
+
+    Returns:
+        Where the payload ends, and the number of present kernels of a layer with a presence bitmap
+        (None without one).
+    """
     offset, size = record.payload_offset, record.payload_size
     if offset % C.ALIGNMENT:
         raise E.MisalignedPayload(f"layer {name}: payload_offset {offset} not a multiple of {C.ALIGNMENT}")
@@ -352,24 +367,65 @@ def _check_payload(view: memoryview, name: str, record: LayerRecord, region_end:
             f"layer {name}: payload_offset {offset}, must be {packed} (the first multiple of "
             f"{C.ALIGNMENT} at or after the end of the previous region, {region_end})"
         )
-    want = sum(conv_region_sizes(record.out_channels, record.in_channels, record.mask_bits))
+    kept = None
+    if _has_presence(record):  # the size follows from the bitmap, which must lie in the file first
+        _check_in_file(view, name, offset, size)
+        kept = _present_kernels(view, name, record)
+    want = sum(_region_sizes(record, kept))
     if size != want:
-        raise E.PayloadSizeMismatch(f"layer {name}: payload_size {size}, its fields give {want}")
-    if offset + size > len(view):
-        raise E.PayloadOutOfBounds(
-            f"layer {name}: payload {offset}..{offset + size} extends past the end of the file ({len(view)})"
-        )
+        given = f"its fields and {kept} present kernels give" if kept is not None else "its fields give"
+        raise E.PayloadSizeMismatch(f"layer {name}: payload_size {size}, {given} {want}")
+    _check_in_file(view, name, offset, size)
     if np.frombuffer(view[region_end:offset], dtype=np.uint8).any():
         raise E.NonZeroPadding(
             f"layer {name}: padding bytes {region_end}..{offset} before the payload not zero"
         )
-    _check_padding_bits(view, name, record)
+    _check_padding_bits(view, name, record, kept)
     crc = zlib.crc32(view[offset : offset + size])
     if crc != record.payload_crc32:
         raise E.PayloadCrcMismatch(
             f"layer {name}: payload CRC32 {crc:08x} does not match the record's {record.payload_crc32:08x}"
         )
-    return offset + size
+    return offset + size, kept
+
+
+def _check_in_file(view: memoryview, name: str, offset: int, size: int) -> None:
+    if offset + size > len(view):
+        raise E.PayloadOutOfBounds(
+            f"layer {name}: payload {offset}..{offset + size} extends past the end of the file ({len(view)})"
+        )
+
+
+def _has_presence(record: LayerRecord) -> bool:
+    return bool(record.flags & C.LayerFlag.KERNEL_PRESENCE)
+
+
+def _alpha_bits(record: LayerRecord) -> int:
+    """The stored alpha width: v2's field, or 8 in a v1 record (where the field is zero)."""
+    return record.alpha_bits or C.ALPHA_BITS
+
+
+def _region_sizes(record: LayerRecord, kept: int | None) -> tuple[int, int, int, int]:
+    return conv_region_sizes(record.out_channels, record.in_channels, record.mask_bits, _alpha_bits(record), kept)
+
+
+def _present_kernels(view: memoryview, name: str, record: LayerRecord) -> int:
+    """Population of a presence bitmap (SPEC 3.5), after checking the payload can hold it.
+
+    The payload already lies inside the file; the bitmap's size follows from the record's channel
+    counts, so it is checked against the payload before a byte of it is read. Counting needs no
+    array: the bitmap is read as one Python int.
+    """
+    bitmap_size = packed_size(record.out_channels * record.in_channels, 1)
+    if record.payload_size < bitmap_size:
+        raise E.PayloadSizeMismatch(
+            f"layer {name}: payload_size {record.payload_size} cannot hold the {bitmap_size}-byte presence bitmap"
+        )
+    start = record.payload_offset
+    bitmap = view[start : start + bitmap_size]
+    if not padding_bits_zero(bitmap, 1, record.out_channels * record.in_channels):
+        raise E.NonZeroPadding(f"layer {name}: padding bits in the last byte of the presence region not zero")
+    return int.from_bytes(bitmap, "little").bit_count()
 
 
 def first_payload_offset(region_end: int) -> int:
@@ -381,15 +437,18 @@ def first_payload_offset(region_end: int) -> int:
     return -(-region_end // C.ALIGNMENT) * C.ALIGNMENT
 
 
-def _check_padding_bits(view: memoryview, name: str, record: LayerRecord) -> None:
-    """SPEC 3.1: no set bit in the padding of the last byte of the bias and mask regions."""
+def _check_padding_bits(view: memoryview, name: str, record: LayerRecord, kept: int | None) -> None:
+    """SPEC 3.1: no set bit in the padding of the last byte of the alpha, bias and mask regions."""
     out_ch, in_ch, bits = record.out_channels, record.in_channels, record.mask_bits
-    alpha_size, bias_size, mask_size = conv_region_sizes(out_ch, in_ch, bits)
-    bias_start = record.payload_offset + alpha_size
+    stored = out_ch * in_ch if kept is None else kept
+    presence_size, alpha_size, bias_size, mask_size = _region_sizes(record, kept)
+    alpha_start = record.payload_offset + presence_size
+    bias_start = alpha_start + alpha_size
     mask_start = bias_start + bias_size
     for region, start, size, width, count in (
+        ("alpha", alpha_start, alpha_size, _alpha_bits(record), stored),
         ("bias", bias_start, bias_size, C.BIAS_BITS, out_ch),
-        ("mask", mask_start, mask_size, bits, out_ch * in_ch * C.KERNEL_TAPS),
+        ("mask", mask_start, mask_size, bits, stored * C.KERNEL_TAPS),
     ):
         if not padding_bits_zero(view[start : start + size], width, count):
             raise E.NonZeroPadding(
@@ -397,23 +456,42 @@ def _check_padding_bits(view: memoryview, name: str, record: LayerRecord) -> Non
             )
 
 
-def _decode_layer(view: memoryview, name: str, record: LayerRecord) -> Layer:
+def _decode_layer(view: memoryview, name: str, record: LayerRecord, kept: int | None) -> Layer:
+    """The arrays of one layer; the stored kernels go to the present places, absent ones are 0."""
     if record.kind == C.LayerKind.MAXPOOL2X2:
         return PoolLayer(name=name, channels=record.in_channels)
-    out_ch, in_ch, bits = record.out_channels, record.in_channels, record.mask_bits
-    alpha_size, bias_size, _ = conv_region_sizes(out_ch, in_ch, bits)
+    out_ch, in_ch, bits, alpha_bits = record.out_channels, record.in_channels, record.mask_bits, _alpha_bits(record)
+    kernels = out_ch * in_ch
+    stored = kernels if kept is None else kept
+    regions = []
     start = record.payload_offset
-    alpha_bytes = view[start : start + alpha_size]
-    bias_bytes = view[start + alpha_size : start + alpha_size + bias_size]
-    mask_bytes = view[start + alpha_size + bias_size : start + record.payload_size]
-    mask_count = out_ch * in_ch * C.KERNEL_TAPS
+    for size in _region_sizes(record, kept):
+        regions.append(view[start : start + size])
+        start += size
+    presence_bytes, alpha_bytes, bias_bytes, mask_bytes = regions
+    codes = unpack_uint(alpha_bytes, alpha_bits, stored)
+    taps = unpack_uint(mask_bytes, bits, stored * C.KERNEL_TAPS).reshape(stored, C.KERNEL_TAPS)
+    present = None
+    if kept is not None:
+        present = unpack_uint(presence_bytes, 1, kernels).astype(bool)
+        codes, taps = _scatter(present, codes), _scatter(present, taps)
+        present = present.reshape(out_ch, in_ch)
     return ConvLayer(
         name=name,
         mask_bits=bits,
         weight_shift=record.weight_shift,
         bias_shift=record.bias_shift,
         out_shift=record.out_shift,
-        alpha=np.frombuffer(alpha_bytes, dtype=np.uint8).reshape(out_ch, in_ch).copy(),
-        mask=unpack_uint(mask_bytes, bits, mask_count).reshape(out_ch, in_ch, C.KERNEL_SIZE, C.KERNEL_SIZE),
+        alpha=(codes << (C.ALPHA_BITS - alpha_bits)).astype(np.uint8).reshape(out_ch, in_ch),
+        mask=taps.reshape(out_ch, in_ch, C.KERNEL_SIZE, C.KERNEL_SIZE),
         bias=unpack_int12(bias_bytes, out_ch),
+        alpha_bits=alpha_bits,
+        present=present,
     )
+
+
+def _scatter(present: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """The stored rows put at the present places, zeros elsewhere (stored row j = j-th present kernel)."""
+    full = np.zeros((present.size,) + stored.shape[1:], dtype=stored.dtype)
+    full[present] = stored
+    return full

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -38,6 +39,8 @@ def random_model(
     seed: int = 0,
     input_mean: tuple[int, int, int] = IMAGENET_MEAN_PIXELS,
     channel_order: C.ChannelOrder = C.ChannelOrder.RGB,
+    alpha_bits: int | Sequence[int] = C.ALPHA_BITS,
+    keep: float | Sequence[float] | None = None,
 ) -> ChipModel:
     """A valid random model: ``channels`` lists conv widths, ``"M"`` for a 2x2 max-pool.
 
@@ -48,6 +51,10 @@ def random_model(
         seed: the same seed gives the same model.
         input_mean: the pixel mean the chip subtracts.
         channel_order: plane order of the input buffer.
+        alpha_bits: width of the stored alpha codes (chip format v2 below 8), one for all convs or
+            one per conv.
+        keep: None for no presence bitmap; else the share of kernels kept (0..1), one for all convs
+            or one per conv: each layer then has a presence bitmap (v2), kernels dropped at random.
 
     Raises:
         ValueError: `plan_bits` does not have one entry per conv.
@@ -60,6 +67,8 @@ def random_model(
         raise ValueError(f"plan has {len(plan_bits)} entries for {len(widths)} convs")
     rng = np.random.default_rng(seed)
     bits_iter = iter(plan_bits)
+    alpha_iter = iter([alpha_bits] * len(widths) if isinstance(alpha_bits, int) else list(alpha_bits))
+    keep_iter = iter([keep] * len(widths) if keep is None or isinstance(keep, float | int) else list(keep))
     layers: list[Layer] = []
     in_ch, block, index = C.INPUT_CHANNELS, 1, 1
     for entry in config:
@@ -72,7 +81,8 @@ def random_model(
         else:
             largest_input = C.ACT_MAX
         name = f"conv{block}_{index}"
-        layers.append(_random_conv(rng, name, in_ch, int(entry), next(bits_iter), largest_input))
+        conv = _random_conv(rng, name, in_ch, int(entry), next(bits_iter), largest_input)
+        layers.append(_v2_features(rng, conv, next(alpha_iter), next(keep_iter)))
         in_ch, index = int(entry), index + 1
     return ChipModel(
         input_height=input_hw[0],
@@ -110,3 +120,15 @@ def _random_conv(
         mask=mask,
         bias=bias,
     )
+
+
+def _v2_features(rng: np.random.Generator, conv: ConvLayer, alpha_bits: int, keep: float | None) -> ConvLayer:
+    """`conv` with its alpha rounded down to `alpha_bits`-bit codes and, with `keep`, kernels dropped."""
+    step = C.alpha_step(alpha_bits)
+    alpha = np.maximum(conv.alpha // step, 1).astype(np.uint8) * step  # no kernel vanishes by rounding
+    mask, present = conv.mask, None
+    if keep is not None:
+        present = rng.random(alpha.shape) < keep
+        alpha = np.where(present, alpha, 0).astype(np.uint8)
+        mask = np.where(present[:, :, None, None], mask, 0).astype(np.uint8)
+    return replace(conv, alpha=alpha, mask=mask, alpha_bits=alpha_bits, present=present)

@@ -1,4 +1,7 @@
-"""Write a `ChipModel` as a chip format v1 blob, deterministically and only if it is valid.
+"""Write a `ChipModel` as a chip format blob, deterministically and only if it is valid.
+
+A model that uses no v2 feature (every layer has 8-bit alpha and no presence bitmap) is written as
+v1, byte for byte as before v2 existed; any v2 feature makes the whole blob v2 (SPEC 2).
 
 The writer runs the reader's own checks on the records it is about to write (names, field ranges,
 chain rule), checks the arrays' shapes and value ranges, and proves the accumulator bound of
@@ -36,7 +39,7 @@ from chipq.formats.reader import (
 )
 
 _NO_RESERVED_A = bytes(3)
-_NO_RESERVED_B = bytes(4)
+_NO_RESERVED_B = bytes(2)
 
 
 def write_blob(model: ChipModel, path: str | os.PathLike) -> None:
@@ -60,6 +63,7 @@ def to_bytes(model: ChipModel) -> bytes:
         FormatError: a subclass naming the layer and field: bad name, duplicate name, field or array
             value out of range, array shape that does not match, broken chain, or AccumulatorOverflow.
     """
+    version = model.format_version()
     records = validate(model)
     table_end = C.HEADER_SIZE + len(records) * C.LAYER_RECORD_SIZE
     body = bytearray()  # everything after the table
@@ -79,7 +83,7 @@ def to_bytes(model: ChipModel) -> bytes:
     table = b"".join(record.pack() for record in final_records)
     header = Header(
         magic=C.MAGIC,
-        version=C.FORMAT_VERSION,
+        version=version,
         header_size=C.HEADER_SIZE,
         layer_record_size=C.LAYER_RECORD_SIZE,
         alignment=C.ALIGNMENT,
@@ -119,6 +123,7 @@ def validate(model: ChipModel) -> list[LayerRecord]:
     if not 1 <= len(model.layers) <= C.MAX_LAYERS:
         raise E.BadLayerCount(f"model has {len(model.layers)} layers, not 1..{C.MAX_LAYERS}")
     chain = ChainChecker(C.INPUT_CHANNELS, model.input_height, model.input_width)
+    version = model.format_version()
     seen: set[str] = set()
     records = []
     for index, layer in enumerate(model.layers):
@@ -128,8 +133,8 @@ def validate(model: ChipModel) -> list[LayerRecord]:
         seen.add(layer.name)
         if isinstance(layer, ConvLayer):
             _check_shapes(layer)
-        record = _record(layer)
-        check_fields(layer.name, record)
+        record = _record(layer, version)
+        check_fields(layer.name, record, version)
         if isinstance(layer, ConvLayer):
             _check_values(layer)
         chain.add(layer.name, record.kind, record.in_channels, record.out_channels)
@@ -139,13 +144,26 @@ def validate(model: ChipModel) -> list[LayerRecord]:
 
 
 def conv_payload(layer: ConvLayer) -> bytes:
-    """The alpha, bias and mask regions of a conv payload, back to back (SPEC 3.1)."""
-    alpha = np.ascontiguousarray(layer.alpha, dtype=np.uint8).tobytes()  # o-major: byte o*I + i
-    return alpha + pack_int12(layer.bias) + pack_uint(layer.mask, layer.mask_bits)
+    """The presence, alpha, bias and mask regions of a conv payload, back to back (SPEC 3.1).
+
+    Kernels are stored o-major (kernel o*I + i); with a presence bitmap only the present ones, in
+    that order (SPEC 3.5). With 8-bit alpha and no bitmap this is v1's payload.
+    """
+    codes = layer.alpha_codes().reshape(-1)
+    taps = layer.mask.reshape(-1, C.KERNEL_TAPS)
+    presence = b""
+    if layer.present is not None:
+        keep = layer.present.reshape(-1)
+        presence = pack_uint(keep.astype(np.uint8), 1)
+        codes, taps = codes[keep], taps[keep]
+    alpha = pack_uint(codes, layer.alpha_bits) if layer.alpha_bits != C.ALPHA_BITS else codes.tobytes()
+    return presence + alpha + pack_int12(layer.bias) + pack_uint(taps, layer.mask_bits)
 
 
-def _record(layer: Layer) -> LayerRecord:
+def _record(layer: Layer, version: int) -> LayerRecord:
     conv = isinstance(layer, ConvLayer)
+    v2_conv = conv and version == C.FORMAT_V2
+    flags = int(C.LayerFlag.KERNEL_PRESENCE) if v2_conv and layer.pruned else 0
     return LayerRecord(
         kind=int(layer.kind),
         reserved_a=_NO_RESERVED_A,
@@ -156,6 +174,8 @@ def _record(layer: Layer) -> LayerRecord:
         weight_shift=layer.weight_shift if conv else 0,
         bias_shift=layer.bias_shift if conv else 0,
         out_shift=layer.out_shift if conv else 0,
+        alpha_bits=layer.alpha_bits if v2_conv else 0,
+        flags=flags,
         reserved_b=_NO_RESERVED_B,
         payload_offset=0,
         payload_size=0,
@@ -182,13 +202,22 @@ def _check_shapes(layer: ConvLayer) -> None:
     for field, shape in expected.items():
         if arrays[field].shape != shape:
             raise E.ShapeMismatch(f"layer {name}: {field} has shape {arrays[field].shape}, expected {shape}")
+    present = layer.present
+    if present is not None:
+        if not isinstance(present, np.ndarray) or present.dtype != np.bool_:
+            kind = getattr(present, "dtype", type(present).__name__)
+            raise E.FieldOutOfRange(f"layer {name}: present must be a bool numpy array, got {kind}")
+        if present.shape != (out_ch, in_ch):
+            raise E.ShapeMismatch(f"layer {name}: present has shape {present.shape}, expected {(out_ch, in_ch)}")
 
 
 def _check_values(layer: ConvLayer) -> None:
     """Every element lies in its field's range (mask_bits already checked)."""
     arrays = _arrays(layer)
+    if not C.MIN_ALPHA_BITS <= layer.alpha_bits <= C.ALPHA_BITS:
+        raise E.FieldOutOfRange(f"layer {layer.name}: alpha_bits {layer.alpha_bits} not in {C.MIN_ALPHA_BITS}..{C.ALPHA_BITS}")
     limits = {
-        "alpha": (0, (1 << C.ALPHA_BITS) - 1),
+        "alpha": (0, C.ALPHA_MAX),
         "mask": (0, (1 << layer.mask_bits) - 1),
         "bias": (C.BIAS_MIN, C.BIAS_MAX),
     }
@@ -197,3 +226,12 @@ def _check_values(layer: ConvLayer) -> None:
         if array.size and (int(array.min()) < low or int(array.max()) > high):
             seen = f"{int(array.min())}..{int(array.max())}"
             raise E.FieldOutOfRange(f"layer {layer.name}: {field} values {seen} not in {low}..{high}")
+    step = C.alpha_step(layer.alpha_bits)
+    if step > 1 and np.any(layer.alpha % step):
+        raise E.FieldOutOfRange(
+            f"layer {layer.name}: alpha values must be multiples of {step} at {layer.alpha_bits}-bit alpha (SPEC 3.4)"
+        )
+    if layer.present is not None:
+        absent = ~layer.present
+        if np.any(layer.alpha[absent]) or np.any(layer.mask[absent]):
+            raise E.FieldOutOfRange(f"layer {layer.name}: an absent kernel has a nonzero alpha or mask (SPEC 3.5)")

@@ -92,7 +92,7 @@ def test_bad_magic(blob, start):
     refuse(start + blob[8:], E.BadMagic, "not a chipq blob")
 
 
-@pytest.mark.parametrize("version", [0, 2, 0xFFFF])
+@pytest.mark.parametrize("version", [0, 3, 0xFFFF])
 def test_unsupported_version(blob, version):
     lie = reseal(set_header(blob, version=version))
     refuse(lie, E.UnsupportedVersion, f"format version {version} not readable")

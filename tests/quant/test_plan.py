@@ -58,7 +58,7 @@ def test_names_in_any_order_give_layer_order(bits, rnd):
         ("3x7,conv5_3=1", "mixes forms"),
         ("", "empty item"),
         ("3x7,,1x6", "empty item"),
-        ("3x7;1x6", "expected BITSxCOUNT, BITS or NAME=BITS"),
+        ("3x7;1x6", "expected SETTINGxCOUNT, SETTING or NAME=SETTING"),
         ("conv6_1=2", "no such conv layer"),
         ("conv1_1=2,conv1_1=3", "plan sets conv1_1 twice"),
         ("conv1_1=2", "plan leaves 12 conv layers unset: conv1_2,"),
