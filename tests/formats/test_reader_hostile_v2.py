@@ -123,11 +123,18 @@ def test_v1_blob_relabelled_version_2_has_alpha_bits_0(sample_blob_bytes):
     refuse(lie, E.FieldOutOfRange, "layer conv1_1", "alpha_bits 0 not in 1..8")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="reader gap, left to the lead: SPEC 2 says each model has one valid blob, SPEC 5 does not make "
+    "the reader refuse version 2 without a v2 feature, and the C model (tests/export/"
+    "test_c_model_hostile_v2.py) accepts it; fix proposed in the v2-exec report",
+)
 def test_v1_blob_relabelled_version_2_with_alpha_bits_8(sample_blob_bytes):
     """Every conv at a = 8 without a flag uses no v2 feature: SPEC 2 says such a blob is version 1.
 
-    The payloads are v1's bytes, so every size and CRC check passes; only the version lies. Were it
-    accepted, the model would have two valid blobs (this one and the v1 original).
+    The payloads are v1's bytes, so every size and CRC check passes; only the version lies. Accepted,
+    the model has two valid blobs (this one and the v1 original), and the reader fuzz's property (an
+    accepted blob re-serialises to its own bytes) fails on it: `to_bytes` writes version 1.
     """
     lie = set_header(sample_blob_bytes, version=2)
     for index in (0, 2):  # conv1_1, conv2_1 (record 1 is pool1)
