@@ -3,20 +3,21 @@
 Chip format v2 lets a conv layer drop kernels (SPEC 3.5); an absent kernel weighs zero, so every
 route stays exact by running the dense weights, zeros included. Where a whole output channel has
 lost every kernel its accumulator is only its bias and rounding term, the same at every pixel: its
-output is the constant ``requantize(bias << bias_shift)`` (`golden.requantize`, SPEC 4.2). Such channels are left
-out of the convolution and filled with that constant, which saves their share of the layer's
-multiplies at the price of one fill.
+output is the constant ``requantize(bias << bias_shift)`` (`golden.requantize`, SPEC 4.2). Such
+channels are left out of the convolution and filled with that constant, which saves their share of
+the layer's multiplies at the price of one more pass over the output map.
 
-What was measured (real VGG-16 layers from the default blob, one thread, median of 9 interleaved
-runs, on a 2-core machine busy with other jobs: ratios, not timings). Pruned by smallest |alpha|
-to 50 % and 30 % of their kernels, no layer has an input channel that no kernel uses, any block of 16
-outputs uses ~all inputs, and a sparse (CSR) float matmul was ~4x slower than the dense float route
-and ~100x slower than the dense int8 one at 30 %: gathering inputs or going sparse does not pay. Skipping dead outputs (dense time / skipped
-time, int8 route): conv1_1 at 30 % of its kernels (34 of 64 outputs dead) 1.52; conv4_2 with 50 %
-of its outputs dead 1.45, 37 % 1.06, 25 % 0.87; conv5_2 50 % 1.29; conv3_2 50 % 0.98; conv1_1 at
-50 % (20 of 64 dead) 0.76. Float route: conv4_2 50 % dead 2.05, 25 % 1.33, 12 % 1.08; conv1_1 at
-50 % 0.74. The int8 convolution is cheap next to the extra copy of the output, so skipping pays
-from about half of the outputs: `MIN_DEAD_SHARE`.
+What was measured (real VGG-16 layers from the default blob, one thread, median of 9 to 15
+interleaved runs, on a 2-core machine loaded 10-13 by other jobs: ratios, not timings). Pruned by
+smallest |alpha| to 50 % and 30 % of their kernels, no layer has an input channel that no kernel
+uses and any block of 16 outputs uses ~all inputs, so gathering inputs saves nothing; a sparse
+(CSR) float matmul was ~4x slower than the dense float route and ~100x slower than the dense int8
+one at 30 %. Skipping dead outputs (dense time / skipped time), int8 route: conv1_1 at 30 % of its
+kernels (34 of 64 outputs dead) 2.63, at 50 % (20 of 64) 1.07-1.18; conv4_2 with 25 % of its
+outputs dead 1.31-1.35, 37 % 0.84-1.16, 50 % 1.86; conv3_2 25 % 1.06, 50 % 1.41; conv2_2 25 % 1.09.
+Float route: conv4_2 12 % 1.10, 25 % 1.29, 50 % 1.86-2.05; conv1_1 at 50 % of its kernels 1.02.
+The whole network at 30 % of its kernels, where only conv1_1 has dead outputs: int8 route 1.02-1.06,
+float route 0.96-0.98 (noise). Hence `MIN_DEAD_SHARE`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ import torch
 from chipq.executor import golden
 from chipq.formats.model import ConvLayer
 
-# Skip dead outputs only when at least this share of a layer's outputs is dead: the fill and the
-# concatenation copy the output once more, which fewer skipped channels do not repay (measured above).
-MIN_DEAD_SHARE = 0.5
+# Skip dead outputs only when at least this share of a layer's outputs is dead: the live outputs are
+# copied into the full map once more, which fewer skipped channels do not repay (measured above).
+MIN_DEAD_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,15 @@ class LiveSplit:
     constants: np.ndarray
 
 
-def split_dead_outputs(layer: ConvLayer, min_share: float = MIN_DEAD_SHARE) -> LiveSplit | None:
-    """The split of `layer` when at least `min_share` of its outputs keep no kernel, else None.
+def split_dead_outputs(layer: ConvLayer, min_share: float | None = None) -> LiveSplit | None:
+    """The split of `layer` when at least `min_share` (default `MIN_DEAD_SHARE`) of its outputs keep
+    no kernel, else None.
 
     A layer without a presence bitmap, or whose outputs all keep a kernel, gives None: nothing to skip.
     """
     if layer.present is None:
         return None
+    min_share = MIN_DEAD_SHARE if min_share is None else min_share
     alive = layer.present.any(axis=1)
     dead = np.flatnonzero(~alive)
     if len(dead) == 0 or len(dead) < min_share * layer.out_channels:
@@ -102,11 +105,14 @@ class SkipDeadOutputs:
             layout = torch.contiguous_format if self.model_order else torch.channels_last
             return fill.contiguous(memory_format=layout)
         y = self.step(x)
-        n, _, h, w = y.shape
-        fill = self.constants.to(y.dtype).expand(n, -1, h, w)
-        if self.model_order:
+        n, live, h, w = y.shape
+        if self.model_order:  # float route: NCHW, every channel at its model index
             out = y.new_empty((n, len(self.out_order), h, w))
-            out[:, self.live] = y
-            out[:, self.dead] = fill
-            return out
-        return torch.cat([y, fill], dim=1).contiguous(memory_format=torch.channels_last)
+            out.index_copy_(1, self.live, y)
+            return out.index_copy_(1, self.dead, self.constants.to(y.dtype).expand(n, -1, h, w))
+        # int8 route: channels-last, live channels first. Written into one NHWC buffer: 3-4x faster
+        # than torch.cat of the live map and an expanded fill (measured on conv1_1's map).
+        out = torch.empty((n, h, w, len(self.out_order)), dtype=y.dtype)
+        out[..., :live] = y.permute(0, 2, 3, 1)
+        out[..., live:] = self.constants.reshape(-1).to(y.dtype)
+        return out.permute(0, 3, 1, 2)
