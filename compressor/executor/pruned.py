@@ -8,7 +8,7 @@ channels are left out of the convolution and filled with that constant, which sa
 the layer's multiplies at the price of one more pass over the output map.
 
 What was measured (real VGG-16 layers from the default blob, one thread, median of 9 to 15
-interleaved runs, on a 2-core machine loaded 10-13 by other jobs: ratios, not timings). Pruned by
+interleaved runs, on a 2-core machine loaded 10-15 by other jobs: ratios, not timings). Pruned by
 smallest |alpha| to 50 % and 30 % of their kernels, no layer has an input channel that no kernel
 uses and any block of 16 outputs uses ~all inputs, so gathering inputs saves nothing; a sparse
 (CSR) float matmul was ~4x slower than the dense float route and ~100x slower than the dense int8
@@ -105,7 +105,7 @@ class SkipDeadOutputs:
             layout = torch.contiguous_format if self.model_order else torch.channels_last
             return fill.contiguous(memory_format=layout)
         y = self.step(x)
-        n, live, h, w = y.shape
+        n, live_count, h, w = y.shape
         if self.model_order:  # float route: NCHW, every channel at its model index
             out = y.new_empty((n, len(self.out_order), h, w))
             out.index_copy_(1, self.live, y)
@@ -113,6 +113,6 @@ class SkipDeadOutputs:
         # int8 route: channels-last, live channels first. Written into one NHWC buffer: 3-4x faster
         # than torch.cat of the live map and an expanded fill (measured on conv1_1's map).
         out = torch.empty((n, h, w, len(self.out_order)), dtype=y.dtype)
-        out[..., :live] = y.permute(0, 2, 3, 1)
-        out[..., live:] = self.constants.reshape(-1).to(y.dtype)
+        out[..., :live_count] = y.permute(0, 2, 3, 1)
+        out[..., live_count:] = self.constants.reshape(-1).to(y.dtype)
         return out.permute(0, 3, 1, 2)
