@@ -123,12 +123,6 @@ def test_v1_blob_relabelled_version_2_has_alpha_bits_0(sample_blob_bytes):
     refuse(lie, E.FieldOutOfRange, "layer conv1_1", "alpha_bits 0 not in 1..8")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reader gap, left to the lead: SPEC 2 says each model has one valid blob, SPEC 5 does not make "
-    "the reader refuse version 2 without a v2 feature, and the C model (tests/export/"
-    "test_c_model_hostile_v2.py) accepts it; fix proposed in the v2-exec report",
-)
 def test_v1_blob_relabelled_version_2_with_alpha_bits_8(sample_blob_bytes):
     """Every conv at a = 8 without a flag uses no v2 feature: SPEC 2 says such a blob is version 1.
 

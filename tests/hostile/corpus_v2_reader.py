@@ -55,8 +55,8 @@ def _flip_bitmap_bit(blob: bytes, to: int) -> bytes:
 
 
 def _v1_as_v2(alpha_bits: int) -> bytes:
-    """The sample v1 blob labelled version 2 with `alpha_bits` in its convs' byte 28 (with 8 it reads
-    today: a reader gap left to the lead, see test_reader_hostile_v2.py, so only 0 is a case here)."""
+    """The sample v1 blob labelled version 2 with `alpha_bits` in its convs' byte 28: 0 is out of range,
+    8 uses no v2 feature (SPEC 2: then the blob is version 1, test_reader_hostile_v2.py)."""
     craft = _blobcraft()
     blob = craft.set_header(SAMPLE_BLOB.read_bytes(), version=2)
     for index in (0, 2):  # the sample's conv1_1 and conv2_1
@@ -68,6 +68,7 @@ def _v1_as_v2(alpha_bits: int) -> bytes:
 LIES: dict[str, Callable[[], bytes]] = {
     "v2-relabelled-v1": lambda: _blobcraft().set_header(v2_base(), version=1),
     "v1-relabelled-v2": lambda: _v1_as_v2(0),
+    "v1-relabelled-v2-alpha8": lambda: _v1_as_v2(8),
     "version-3": lambda: _blobcraft().set_header(v2_base(), version=3),
     "alpha-bits-9": lambda: _set_byte(v2_base(), _record_byte(CONV1, 0), 9),
     "alpha-bits-0": lambda: _set_byte(v2_base(), _record_byte(CONV3, 0), 0),

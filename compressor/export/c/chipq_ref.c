@@ -512,7 +512,7 @@ static void read_model(const char *path, Model *m)
 {
     uint64_t size, region_end, table_end;
     const unsigned char *b = read_blob_file(path, &size);
-    unsigned index, j, channels, height, width, first = 1, max_in = 1, reserved_from;
+    unsigned index, j, channels, height, width, first = 1, max_in = 1, reserved_from, uses_v2 = 0;
 
     check_header(b, size, m);
     table_end = HEADER_SIZE + (uint64_t)m->layer_count * RECORD_SIZE;
@@ -596,6 +596,8 @@ static void read_model(const char *path, Model *m)
         first = 0;
         if (conv) {
             uint32_t crc = check_payload(b, size, l, region_end);
+            if (l->alpha_bits != ALPHA_BITS || l->flags != 0u)
+                uses_v2 = 1;
             if (crc != rd32(r + 44))
                 fail("PayloadCrcMismatch", "layer %s: payload CRC32 %08lx does not match the record's %08lx", l->name,
                      (unsigned long)crc, (unsigned long)rd32(r + 44));
@@ -604,6 +606,9 @@ static void read_model(const char *path, Model *m)
                 max_in = l->in_channels;
         }
     }
+    if (m->version == FORMAT_V2 && !uses_v2)
+        fail("BadHeaderField", "header: version 2, but no conv layer uses a v2 feature (alpha_bits below 8 or "
+                               "KERNEL_PRESENCE): such a blob is version 1");
     if (region_end != size)
         fail("TrailingData", "%llu bytes follow the last payload (it ends at %llu, the file at %llu)",
              (unsigned long long)(size - region_end), (unsigned long long)region_end, (unsigned long long)size);
