@@ -1,7 +1,10 @@
 """`chipq export BLOB --format c`: the C99 reference executor of SPEC section 4, for a chip team.
 
-The C sources are package data (`chipq/export/c/`): `chipq_ref.c` (libc only) and a `Makefile`.
-`make -C DIR` builds `DIR/chipq_ref`; `DIR/chipq_ref BLOB PIXELS.u8 OUTDIR` reads the blob as hostile
+The C sources are package data (`chipq/export/c/`), libc only: the library a testbench links
+(`chipq.h`, `chipq.c`: load a blob from memory, run one layer or the network into caller-owned
+buffers, status codes named as `chipq.formats.errors`), the command-line `chipq_ref.c`, the example
+testbench `chipq_example.c` and a `Makefile`. `make -C DIR` builds `DIR/libchipq.a`, `DIR/chipq_ref`
+and `DIR/chipq_example`; `DIR/chipq_ref BLOB PIXELS.u8 OUTDIR` reads the blob as hostile
 input (every check of SPEC 5, the error types of `chipq.formats.errors`, exit 2 on any failure) and
 writes every layer's uint8 output map as `OUTDIR/<l:02d>_<name>.u8`, C-order (C, H, W): the numbering
 and names of `chipq verify --vectors`, equal to the golden executor on every element.
@@ -17,8 +20,10 @@ from typing import Any
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, layer_stem
 
-HELP = "C99 reference executor (chipq_ref.c + Makefile; `make -C DIR`, then `DIR/chipq_ref BLOB PIXELS.u8 OUTDIR`)"
-SOURCES = ("chipq_ref.c", "Makefile")
+HELP = "C99 reference model (libchipq.a + chipq.h, chipq_ref, chipq_example; `make -C DIR`, then `DIR/chipq_ref BLOB PIXELS.u8 OUTDIR`)"
+SOURCES = ("chipq.h", "chipq.c", "chipq_ref.c", "chipq_example.c", "Makefile")
+LIBRARY = "libchipq.a"
+EXAMPLE = "chipq_example"
 BINARY = "chipq_ref"
 
 
@@ -43,7 +48,15 @@ def export_c(model: ChipModel, blob: bytes, out_dir: Path) -> dict[str, Any]:
             shutil.copyfile(path, out_dir / name)
     (out_dir / "SPEC.md").write_text(spec_text(), encoding="utf-8")
     (out_dir / "README.md").write_text(readme(model), encoding="utf-8")
-    return {"sources": list(SOURCES), "binary": BINARY, "build": "make -C DIR", "run": f"DIR/{BINARY} BLOB PIXELS.u8 OUTDIR"}
+    return {
+        "sources": list(SOURCES),
+        "binary": BINARY,
+        "library": LIBRARY,
+        "header": "chipq.h",
+        "example": EXAMPLE,
+        "build": "make -C DIR",
+        "run": f"DIR/{BINARY} BLOB PIXELS.u8 OUTDIR",
+    }
 
 
 def readme(model: ChipModel) -> str:
@@ -60,9 +73,17 @@ def readme(model: ChipModel) -> str:
             "A C99 executor (libc only) of chipq chip format v1 and v2, exact to SPEC.md section 4; a v2",
             "layer's narrow alpha codes and pruned kernels (SPEC.md 3.4, 3.5) are read as the chip reads them.",
             "",
-            "    make                                  # builds ./chipq_ref with cc (CC=, CFLAGS= to change)",
+            "    make                                  # libchipq.a, ./chipq_ref, ./chipq_example with cc (CC=, CFLAGS= to change)",
             "    ./chipq_ref BLOB PIXELS.u8 OUTDIR     # every layer's uint8 output map",
             "    ./chipq_ref --check BLOB              # only read and check the blob",
+            "    ./chipq_example BLOB PIXELS.u8 OUT.u8 # the example testbench: the last layer's map",
+            "",
+            "A testbench links the library: `#include \"chipq.h\"`, `cc ... tb.c libchipq.a`. chipq_load checks a",
+            "blob held in memory (every check of SPEC.md section 5) and keeps its own copy; chipq_run runs the",
+            "network and chipq_run_layer one layer, into caller-owned buffers (chipq_output_bytes, and",
+            "chipq_scratch_bytes of scratch memory); every status is a code of chipq.h whose name",
+            "(chipq_status_name) is the error type chipq's Python reader and chipq_ref print.",
+            "chipq_example.c shows the calls.",
             "",
             f"For the blob this folder was exported from (chipq-export.json), PIXELS.u8 is "
             f"{C.INPUT_CHANNELS * model.input_height * model.input_width} bytes: uint8 C-order "

@@ -10,6 +10,7 @@ from cmodel_build import SANITIZE, WARNINGS, make  # noqa: F401
 from helpers import REPO
 
 from chipq.export import export_blob
+from chipq.export.c_model import SOURCES
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +34,7 @@ def chipq_ref(c_export) -> Path:
 def chipq_ref_asan(c_export, tmp_path_factory) -> Path:
     """The same sources built with AddressSanitizer and UBSan, every report fatal."""
     folder = tmp_path_factory.mktemp("asan")
-    for name in ("chipq_ref.c", "Makefile"):
+    for name in SOURCES:
         shutil.copyfile(c_export / name, folder / name)
     done = make(folder, f"CFLAGS={SANITIZE}", "LDFLAGS=-fsanitize=address,undefined")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -19,6 +19,7 @@ from helpers import REPO
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from chipq.export.c_model import SOURCES
 from chipq.formats import constants as C
 from chipq.formats import errors as E
 from chipq.formats.model import ChipModel, ConvLayer
@@ -30,8 +31,9 @@ TINY = REPO / "samples" / "tiny.blob"
 
 
 def test_the_export_holds_sources_makefile_spec_and_manifest(c_export):
-    names = sorted(p.name for p in c_export.iterdir() if p.name != "chipq_ref")
-    assert names == ["Makefile", "README.md", "SPEC.md", "chipq-export.json", "chipq_ref.c"]
+    built = {"chipq_ref", "chipq_example", "chipq.o", "libchipq.a"}
+    names = sorted(p.name for p in c_export.iterdir() if p.name not in built)
+    assert names == ["Makefile", "README.md", "SPEC.md", "chipq-export.json", "chipq.c", "chipq.h", "chipq_example.c", "chipq_ref.c"]
     assert (c_export / "SPEC.md").read_text() == (REPO / "formats" / "SPEC.md").read_text()
     assert (c_export / "chipq_ref.c").read_bytes() == (REPO / "compressor" / "export" / "c" / "chipq_ref.c").read_bytes()
     manifest = json.loads((c_export / "chipq-export.json").read_text())
@@ -41,7 +43,7 @@ def test_the_export_holds_sources_makefile_spec_and_manifest(c_export):
 
 def test_builds_warning_free_with_werror(c_export, tmp_path):
     """-std=c99 -O2 -Wall -Wextra -pedantic plus -Werror: no warning at all (the default build is checked too)."""
-    for name in ("chipq_ref.c", "Makefile"):
+    for name in SOURCES:
         (tmp_path / name).write_bytes((c_export / name).read_bytes())
     done = make(tmp_path, f"CFLAGS={WARNINGS} -Werror -Wshadow -Wstrict-prototypes")
     assert done.returncode == 0 and done.stderr == "", done.stderr

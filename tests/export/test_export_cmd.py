@@ -12,7 +12,7 @@ import chipq.export.registry as registry
 from chipq.export import FORMATS, MANIFEST, ExportFailed, export_blob
 
 TINY = REPO / "samples" / "tiny.blob"
-FILES = ["Makefile", "README.md", "SPEC.md", MANIFEST, "chipq_ref.c"]
+FILES = ["Makefile", "README.md", "SPEC.md", MANIFEST, "chipq.c", "chipq.h", "chipq_example.c", "chipq_ref.c"]
 
 
 def leftovers(parent: Path) -> list[str]:
