@@ -4,8 +4,9 @@ All three run the post-training ``3x7,1x6`` VGG-16 blob on one real photo at the
 and must give the same maps on every layer (checked here, every run of chipq_ref against golden).
 
 - ``c_model``: ``chipq export BLOB --format c`` built by its own Makefile with the system cc
-  (``-std=c99 -O2``), one thread; each run is a whole process: read and check the blob (CRCs and the
-  SPEC 4.5 bound included), read the pixels, run every layer, write every layer's map. Reported: wall
+  (``-std=c99 -O2``; chipq_ref is linked against libchipq.a, the library a testbench links), one
+  thread; each run is a whole process: read and check the blob (CRCs and the SPEC 4.5 bound
+  included), read the pixels, run every layer, write every layer's map. Reported: wall
   time and the child's CPU time (user + system); for the Python executors this process's CPU time
   (all threads), so a busy machine shows in the wall time more than in the CPU time.
 - ``chipq_golden``: `chipq.executor.golden.run` with every layer's output (int64 numpy), one run.
@@ -33,7 +34,7 @@ import common as cm
 import numpy as np
 
 LABELS = {
-    "c_model": "chipq_ref, C99 reference model (1 thread, whole process)",
+    "c_model": "chipq_ref, C99 reference model on libchipq.a (1 thread, whole process)",
     "chipq_golden": "chipq golden executor (int64 numpy)",
     "chipq_fast": "chipq fast executor (2 threads)",
 }

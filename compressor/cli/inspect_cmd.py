@@ -34,9 +34,13 @@ _HELP = "\n\n".join(
         "(4 rotations at the input buffer) and of an RNIP-9 descriptor of a 640x480 photo (9 crops x 4 "
         "rotations at the buffer), weight-ROM and SRAM sizes. Assumptions: every MAC unit busy every "
         "cycle (a conv takes ceil(K*9*H*W / MACS) cycles for its K present kernels); requantisation and max-pool fused into the "
-        "conv write-back (0 cycles); weights in on-chip ROM read once per frame, never stalling; SRAM "
-        "holds a layer's whole uint8 input and output map; host resizing, cropping and pooling not counted. "
-        "It is a bound, not a simulation.",
+        "conv write-back (0 cycles); weights in on-chip ROM read once per frame, never stalling; host "
+        "resizing, cropping and pooling not counted. Activation SRAM under two schedules: whole maps "
+        "(layer by layer: a layer's whole uint8 input and output map, peak over the layers) and "
+        "line-buffered (every layer resident as a row pipeline: a conv keeps 2 input rows per channel, "
+        "the RTL engine's line buffer depth, its 3x3 window in registers; a max-pool 1 row of pairwise "
+        "maxima; one 1R1W bank per kept row; summed over the layers), at --input and at the input "
+        "buffer (NIP and the RNIP crops). It is a bound, not a simulation.",
         "Example: chipq inspect vgg16.blob --input 224x224 --hw 256@200",
         "A damaged or hostile blob is refused with a one-line error and exit code 2.",
     ]
@@ -198,9 +202,10 @@ def _cost_table(cost: dict[str, Any]) -> Table:
         title=f"cost model: {cost['macs_per_cycle']} MACs/cycle at {cost['mhz']:g} MHz, {frame} frame",
         caption=("MACs of present kernels only (a pruned kernel is skipped); " if pruned else "")
         + "cycles = ceil(MACs / MACs per cycle), every unit busy; pools fused (0 cycles); "
-        "SRAM = uint8 input + output map",
+        "SRAM B = uint8 input + output map (whole maps); line buf B = rows kept x channels x width "
+        "(conv: 2 input rows, pool: 1 row of pairwise maxima)",
     )
-    for header in ("layer", "in map", "MACs", "weight bits", "cycles", "time", "SRAM B"):
+    for header in ("layer", "in map", "MACs", "weight bits", "cycles", "time", "SRAM B", "line buf B"):
         table.add_column(header, justify="left" if header == "layer" else "right")
     for row in cost["layers"]:
         table.add_row(
@@ -211,8 +216,30 @@ def _cost_table(cost: dict[str, Any]) -> Table:
             f"{row['cycles']:,}",
             format_ms(row["ms"]) if row["kind"] == "conv" else "-",
             f"{row['sram_bytes']:,}",
+            f"{row['line_buffer']['bytes']:,}",
         )
     return table
+
+
+def _sram_rows(cost: dict[str, Any]) -> list[tuple[str, str]]:
+    """Activation SRAM, whole maps beside line-buffered, at the frame and at the buffer (NIP, RNIP crops)."""
+    totals = cost["totals"]
+    buffer = f"{cost['buffer_hw'][1]}x{cost['buffer_hw'][0]}"
+    frame = f"{cost['frame_hw'][1]}x{cost['frame_hw'][0]}"
+    lines = f"{totals['line_buffer_banks']} banks 1R1W, conv 2 rows, pool 1"
+    rows = []
+    if cost["frame_hw"] != cost["buffer_hw"]:
+        rows += [
+            (f"activation SRAM at {frame}, whole maps (peak: {escape(totals['sram_frame_peak_layer'])})",
+             describe_bytes(totals["sram_frame_bytes"])),
+            (f"activation SRAM at {frame}, line-buffered ({lines})", describe_bytes(totals["line_buffer_sram_frame_bytes"])),
+        ]  # fmt: skip
+    return rows + [
+        (f"activation SRAM at {buffer} (NIP, RNIP crops), whole maps (peak: {escape(totals['sram_peak_layer'])})",
+         describe_bytes(totals["sram_bytes"])),
+        (f"activation SRAM at {buffer} (NIP, RNIP crops), line-buffered ({lines})",
+         describe_bytes(totals["line_buffer_sram_bytes"])),
+    ]  # fmt: skip
 
 
 def _cost_totals_table(cost: dict[str, Any]) -> Table:
@@ -241,7 +268,7 @@ def _cost_totals_table(cost: dict[str, Any]) -> Table:
             + "alpha + bias + mask regions)",
             describe_bytes(totals["weight_rom_bytes"]),
         ),
-        (f"activation SRAM at {buffer} (peak: {escape(totals['sram_peak_layer'])})", describe_bytes(totals["sram_bytes"])),
+        *_sram_rows(cost),
     ]
     for what, value in rows:
         table.add_row(what, value)

@@ -13,10 +13,21 @@ a simulation:
   ``ConvLayer.region_sizes``) and every
   word is read once per frame, kernel-stationary as `rtl/chipq_conv_engine.v` does: ROM bandwidth
   never stalls the MACs.
-- Activations sit in on-chip SRAM holding a layer's whole uint8 input map and output map at once
-  (ping-pong); no off-chip traffic. The SRAM size is the peak of input + output map over the
-  layers at the chip's input buffer size (the conv1 input is counted as 8-bit pixels; the chip
-  subtracts the mean on the fly).
+- Activations, two schedules side by side (no off-chip traffic in either):
+  *whole map* (layer by layer, as `rtl/chipq_conv_engine.v` runs one layer): on-chip SRAM holds a
+  layer's whole uint8 input map and output map at once (ping-pong); the size is the peak of input +
+  output map over the layers (the conv1 input is counted as 8-bit pixels; the chip subtracts the mean
+  on the fly).
+  *line-buffered* (every layer resident, a row pipeline: each layer consumes its input in raster
+  order as the layer before produces it, the whole network at once): a 3x3 conv keeps
+  ``CONV_LINE_ROWS`` = 2 full input rows of every input channel in SRAM — the third row is the live
+  stream, and the 3x3 window of each channel is ``9*C`` bytes of registers, not SRAM — as the RTL
+  engine's line buffer keeps 2 rows (`lines`, {row y-2, row y-1}) of the plane it streams; a 2x2
+  max-pool keeps ``POOL_LINE_ROWS`` = 1 row of pairwise maxima, ``C*floor(W/2)`` bytes (the second
+  input row is pooled as it streams); the last layer's rows leave the chip as they are made. Each
+  kept row is one bank with one read and one write port (the window reads the kept rows of a
+  column while the stream writes the same column of the oldest row: read before write). The size
+  is the sum over the layers.
 - A descriptor costs only its chip frames: NIP = 4 rotations of the image at the buffer size; RNIP-N
   of a W x H photo = (its crop count, `chipq.retrieval.rois.rnip_count`) x 4 rotations at the buffer size.
   Host-side resizing, cropping and pooling are not counted.
@@ -40,6 +51,9 @@ MAX_MHZ = 10_000.0
 ROTATIONS = 4  # NIP and RNIP both run the four quarter turns
 RNIP_PHOTO = (480, 640)  # (height, width) of the photo the RNIP figure is given for
 RNIP_N = 9
+CONV_LINE_ROWS = 2  # input rows a 3x3 conv keeps per channel (the RTL engine's `lines`: 2 rows)
+POOL_LINE_ROWS = 1  # rows of pairwise maxima a 2x2 max-pool keeps (width floor(W/2))
+LINE_PORTS = "1R1W"  # ports of each line-buffer bank
 
 
 @dataclass(frozen=True)
@@ -84,7 +98,7 @@ def layer_costs(model: ChipModel, hw: Hardware, frame_hw: tuple[int, int]) -> li
     channels = C.INPUT_CHANNELS
     rows = []
     for layer in model.layers:
-        in_bytes = channels * height * width
+        in_bytes, in_channels, in_width = channels * height * width, channels, width
         if isinstance(layer, ConvLayer):
             out_ch, kept = layer.out_channels, layer.kept_kernels()
             macs = kept * C.KERNEL_TAPS * height * width
@@ -106,9 +120,26 @@ def layer_costs(model: ChipModel, hw: Hardware, frame_hw: tuple[int, int]) -> li
                    "weight_bits": 0, "weight_rom_bytes": 0, "cycles": 0}  # fused into the previous conv's write-back
             height, width = height // C.POOL_SIZE, width // C.POOL_SIZE
         row["sram_bytes"] = in_bytes + channels * height * width
+        row["line_buffer"] = line_buffer(row["kind"], in_channels, in_width)
         row["ms"] = row["cycles"] / (hw.mhz * 1e3)
         rows.append(row)
     return rows
+
+
+def line_buffer(kind: str, channels: int, width: int) -> dict[str, Any]:
+    """The SRAM one layer keeps under the line-buffered schedule (module docstring) for an input `width` wide.
+
+    >>> line_buffer("conv", 64, 224)
+    {'rows': 2, 'row_bytes': 14336, 'bytes': 28672, 'banks': 2, 'ports': '1R1W', 'window_register_bytes': 576}
+    >>> line_buffer("maxpool", 64, 223)["bytes"]
+    7104
+    """
+    if kind == "conv":
+        rows, row_bytes, window = CONV_LINE_ROWS, channels * width, C.KERNEL_TAPS * channels
+    else:
+        rows, row_bytes, window = POOL_LINE_ROWS, channels * (width // C.POOL_SIZE), 0
+    return {"rows": rows, "row_bytes": row_bytes, "bytes": rows * row_bytes, "banks": rows, "ports": LINE_PORTS,
+            "window_register_bytes": window}  # fmt: skip
 
 
 def _weight_bits(layer: ConvLayer) -> int:
@@ -135,6 +166,7 @@ def hardware_cost(model: ChipModel, hw: Hardware, frame_hw: tuple[int, int] | No
     crops = rnip_count(RNIP_PHOTO[1], RNIP_PHOTO[0], RNIP_N)
     weight_bits = sum(row["weight_bits"] for row in rows)
     peak = max(buffer_rows, key=lambda row: row["sram_bytes"])
+    frame_peak = max(rows, key=lambda row: row["sram_bytes"])
 
     def descriptor(frames: int) -> dict[str, Any]:
         cycles = frames * buffer_cycles
@@ -159,13 +191,23 @@ def hardware_cost(model: ChipModel, hw: Hardware, frame_hw: tuple[int, int] | No
             "skipped_kernels": sum(conv.out_channels * conv.in_channels - conv.kept_kernels() for conv in model.conv_layers()),
             "sram_bytes": peak["sram_bytes"],
             "sram_peak_layer": peak["name"],
+            "sram_frame_bytes": frame_peak["sram_bytes"],
+            "sram_frame_peak_layer": frame_peak["name"],
+            "line_buffer_sram_bytes": sum(row["line_buffer"]["bytes"] for row in buffer_rows),
+            "line_buffer_sram_frame_bytes": sum(row["line_buffer"]["bytes"] for row in rows),
+            "line_buffer_banks": sum(row["line_buffer"]["banks"] for row in rows),
+            "line_buffer_window_register_bytes": sum(row["line_buffer"]["window_register_bytes"] for row in rows),
         },
         "assumptions": [
             "every MAC unit busy every cycle: a conv takes ceil(K*9*H*W / MACS) cycles, K its present "
             "kernels (O*I unless pruned: the kernel fetch skips a pruned kernel)",
             "requantisation and max-pool fused into the conv write-back (0 cycles)",
             "weights in on-chip ROM, each word read once per frame (kernel-stationary): no stalls",
-            "SRAM holds a layer's whole uint8 input and output map (peak at the input buffer size)",
+            "whole-map SRAM holds a layer's whole uint8 input and output map (peak over the layers)",
+            f"line-buffered SRAM: every layer resident as a row pipeline; a conv keeps {CONV_LINE_ROWS} input "
+            f"rows per channel (the RTL engine's line buffer depth; the 3x3 window is registers), a max-pool "
+            f"{POOL_LINE_ROWS} row of pairwise maxima; one bank per kept row, {LINE_PORTS}; the last layer's "
+            "rows leave the chip as made; sum over the layers",
             "NIP = 4 rotations, RNIP-9 of a 640x480 photo = crops x 4 rotations, each a frame at the "
             "buffer size; host resizing, cropping and pooling not counted",
         ],
