@@ -40,7 +40,7 @@ def test_totals_at_the_buffer_and_a_larger_frame_by_hand(tiny_model):
 def test_vgg16_shapes_by_hand():
     """VGG-16 at 224x224 (13 convs, 4 pools, no trailing pool): 288,064 B line-buffered; at 640x480 823,040 B."""
     def total(height, width):
-        layers, channels, out = [], 3, 0
+        channels, out = 3, 0
         for item in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]:
             if item == "M":
                 out += line_buffer("maxpool", channels, width)["bytes"]
