@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cmodel_run import SANITIZER_ENV
 from helpers import REPO
 
@@ -82,3 +83,14 @@ def test_status_names_are_the_python_readers_error_classes(chipq_ref):
     python = {cls.__name__ for cls in vars(E).values() if isinstance(cls, type) and issubclass(cls, E.FormatError) and cls is not E.FormatError}
     assert names[0] == "OK" and names[-2:] == ["OutOfMemory", "BadArgument"]
     assert set(names[1:-2]) == python
+
+
+@pytest.mark.slow
+def test_the_example_equals_golden_on_the_real_vgg16(chipq_ref, real_vgg16_blob, tmp_path):
+    """The real `3x7,1x6` VGG-16 on a real photo at 224x224: the example's last map equals golden's."""
+    from chipq.images import load_image, resize
+
+    model = from_bytes(real_vgg16_blob)
+    image = resize(load_image(REPO / "samples" / "photos" / "china.jpg"), (model.input_height, model.input_width))
+    pixels = np.ascontiguousarray(image.transpose(2, 0, 1))
+    assert_example_equals_golden(chipq_ref.parent / "chipq_example", real_vgg16_blob, pixels, tmp_path)
