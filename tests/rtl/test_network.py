@@ -6,8 +6,9 @@ every layer's output equal to golden, every conv's cycles equal to the engine's 
 reported beside the cost model's `ceil(MACs / (LANES * 9))`.
 
 A synthetic network runs in every session (seconds). The real VGG-16 (all 13 convs and 4 pools, a
-16x16 crop of a real photo, down to conv5_3 at 1x1) is marked slow: about 3.0 M engine cycles at 16
-lanes; see docs/handoff.md for its time and its cycle table.
+16x16 crop of a real photo, down to conv5_3 at 1x1) is marked slow: 3,033,213 engine cycles at 16
+lanes, 957 s on Icarus on a busy 2-core machine (about 16 minutes; docs/handoff.md has the per-layer
+cycle table).
 """
 
 from __future__ import annotations
