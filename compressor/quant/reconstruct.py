@@ -85,8 +85,12 @@ class ReconstructConfig:
         refit_alphas: after step 2, all α's of the layer solved jointly for its output, the masks
             kept (`refit_alphas`).
         alpha_ridge: that solve's regularisation, a share of its mean diagonal.
-        saliency: how a pruned layer chooses the kernels it removes (`kernel_saliency`): "obs" or
-            "energy".
+        saliency: how a pruned layer chooses the kernels it removes (`kernel_saliency`): "energy"
+            (the kernel's output energy) or "obs" (its OBS group saliency). On real VGG-16 layers
+            (conv2_2, conv3_2; 8 photos, held-out positions, 2k50 / 1a4k50 / 1a5k30, with and
+            without error feedback) "energy" left 1.5-3.5 % less relative output error: the OBS
+            rule assumes the rest of the row is re-fitted freely, which the one-pass compensation
+            and the quantization after it do not do.
         seed: seeds the position sampling.
         threads: torch intra-op threads.
     """
@@ -101,7 +105,7 @@ class ReconstructConfig:
     float_prior: bool = True
     refit_alphas: bool = True
     alpha_ridge: float = 1e-3
-    saliency: str = "obs"
+    saliency: str = "energy"  # measured on real VGG-16 layers: a lower output error than "obs" (CHANGELOG)
 
 
 @dataclass
