@@ -24,8 +24,14 @@ from chipq.formats.model import ConvLayer
 from chipq.quant.chipnet import ChipConv, ChipPool, activations, round_half_up_ste  # noqa: F401 (re-exported)
 from chipq.quant.fold import InputFold  # noqa: F401 (part of this module's interface)
 from chipq.quant.plan import LayerSpec
-from chipq.quant.quantize import as_spec, strongest_kernels
-from chipq.quant.quantize import dequantized_bias, dequantized_weights, input_mean_int, quantize_conv  # noqa: F401
+from chipq.quant.quantize import (  # noqa: F401
+    as_spec,
+    dequantized_bias,
+    dequantized_weights,
+    input_mean_int,
+    quantize_conv,
+    strongest_kernels,
+)
 
 
 def fake_quant_activations(x: torch.Tensor, frac: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_trainer import calib, photos, tiny_stack  # noqa: F401 (calib is a fixture)
+from test_trainer import photos, tiny_stack
 
 from chipq.formats import constants as C
 from chipq.formats.reader import from_bytes
@@ -15,11 +15,15 @@ from chipq.quant.plan import LayerSpec
 from chipq.quant.quantize import quantize_stack
 from chipq.retrain.config import RetrainConfig
 from chipq.retrain.pipeline import compress_retrained
-from chipq.retrain.trainer import Interrupted, Retrainer, load_checkpoint, run_training, torch_settings
-from chipq.retrain.trainer import RetrainHooks
+from chipq.retrain.trainer import Interrupted, Retrainer, RetrainHooks, load_checkpoint, run_training, torch_settings
 
 PLAN = [LayerSpec(3), LayerSpec(2, 5, 50), LayerSpec(1, 4, 30)]
 CONFIG = RetrainConfig(steps=6, batch=4, crop=32, samples=8, lr=1e-3, seed=3, prune_from=40, prune_share=0.5)
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return np.stack([img[:32, :32].transpose(2, 0, 1) for img in photos(3, seed=9)])
 
 
 def _trainer(calib, config=CONFIG):
