@@ -12,8 +12,8 @@ the mode a plain ``open`` would (0666 less the umask, not mkstemp's 0600) and re
 path; on any failure the temp file is removed and the path is left as it was. A temp file left by
 a killed run (``kill -9`` runs no cleanup) is removed by the next successful write of the same
 path (`remove_stale_temps`). It takes the bytes, or a function that writes into the open temp
-file (``lambda f: np.savez(f, **arrays)``, ``lambda f: fig.savefig(f, format="png")``,
-``lambda f: torch.save(state, f)``); `atomic_write_text` takes a string.
+file (``lambda f: np.savez(f, **arrays)``, ``lambda f: fig.savefig(f, format="png")``);
+`atomic_write_text` takes a string.
 
 Moves: `replace_file` puts a finished file (made elsewhere in the same file system, e.g. by pip
 or in a staging folder) at its path in one rename; `replace_dir` does the same for a staging
@@ -288,7 +288,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None] | by
     Args:
         path: the file to write; its folder must exist.
         write: the bytes, or a function that writes them into the open binary temp file
-            (``lambda f: np.savez(f, **arrays)``); it must not close the file.
+            (``lambda f: np.savez(f, **arrays)``); it must not close the file. A writer that
+            hides an OSError in another exception (torch.save wraps a full disk in a RuntimeError)
+            should make its bytes in memory and pass them instead.
         what: the kind of file, for messages.
 
     Raises:

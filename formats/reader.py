@@ -163,6 +163,7 @@ def from_bytes(data: bytes | bytearray | memoryview) -> ChipModel:
             region_end, count = _check_payload(view, name, record, region_end)
         names.append(name)
         kept.append(count)
+    _check_version_needed(header.version, records)
     if region_end != len(view):
         raise E.TrailingData(
             f"{len(view) - region_end} bytes follow the last payload (it ends at {region_end}, "
@@ -181,6 +182,22 @@ def from_bytes(data: bytes | bytearray | memoryview) -> ChipModel:
     # A well-formed blob can still make a chip's 32-bit accumulator wrap: refuse it as the writer would.
     check_accumulator_bounds(model)
     return model
+
+
+def _check_version_needed(version: int, records: list[LayerRecord]) -> None:
+    """SPEC 2: version 2 only if some conv uses a v2 feature, so that each model has one valid blob.
+
+    Runs once every record has passed its own checks (a v2 conv's alpha_bits is then 1..8).
+    """
+    if version != C.FORMAT_V2:
+        return
+    for record in records:
+        if record.kind == C.LayerKind.CONV3X3_RELU and (record.alpha_bits != C.ALPHA_BITS or record.flags):
+            return
+    raise E.BadHeaderField(
+        "header: version 2, but no conv layer uses a v2 feature (alpha_bits below 8 or KERNEL_PRESENCE): "
+        "such a blob is version 1"
+    )
 
 
 def check_header(view: memoryview) -> Header:

@@ -25,12 +25,15 @@ _HELP = "\n\n".join(
         "Per conv layer: weight shape, mask bits m, bytes of masks / alphas / biases, the paper's ratio "
         "32*9/(9m+8), the actual ratio (fp32 weight bytes / stored mask+alpha bytes), and the signed bits "
         "the worst-case accumulator needs (the chip has 32). Totals compare the fp32 conv weights with "
-        "the whole blob file.",
-        "--hw MACS@MHZ adds a cost model (e.g. --hw 256@200: 256 MAC units at 200 MHz): per layer MACs, "
+        "the whole blob file. A chip format v2 blob adds per conv layer the alpha width a, the kept "
+        "kernels and their share (a pruned layer stores a presence bitmap and only its present kernels) "
+        "and the bytes of the presence bitmap; the actual ratio then counts the bitmap too.",
+        "--hw MACS@MHZ adds a cost model (e.g. --hw 256@200: 256 MAC units at 200 MHz): per layer MACs "
+        "(present kernels only: the kernel fetch skips a pruned kernel), "
         "weight bits, cycles and SRAM bytes; totals: frames per second, the cost of one NIP descriptor "
         "(4 rotations at the input buffer) and of an RNIP-9 descriptor of a 640x480 photo (9 crops x 4 "
         "rotations at the buffer), weight-ROM and SRAM sizes. Assumptions: every MAC unit busy every "
-        "cycle (a conv takes ceil(O*I*9*H*W / MACS) cycles); requantisation and max-pool fused into the "
+        "cycle (a conv takes ceil(K*9*H*W / MACS) cycles for its K present kernels); requantisation and max-pool fused into the "
         "conv write-back (0 cycles); weights in on-chip ROM read once per frame, never stalling; SRAM "
         "holds a layer's whole uint8 input and output map; host resizing, cropping and pooling not counted. "
         "It is a bound, not a simulation.",
@@ -85,17 +88,26 @@ def inspect_command(
         console.print(_cost_totals_table(summary["hw"]))
 
 
+# the columns a chip format v2 blob adds after "kernels" (a v1 blob's table is unchanged)
+_V2_HEADERS = ("a", "kept", "presence B")
+
+
 def _layer_table(summary: dict[str, Any], blob: str) -> Table:
     buffers = "buffers" in summary
+    v2 = summary["format_version"] >= 2
     table = Table(
         title=f"{escape(blob)}: chip format v{summary['format_version']}",
         caption=(
-            "paper x = 32*9/(9m+8); actual x = fp32 weight bytes / stored mask+alpha bytes (biases "
-            "excluded); acc = signed bits of the worst-case accumulator (SPEC 4.5, chip has 32)"
+            "paper x = 32*9/(9m+8); actual x = fp32 weight bytes / stored "
+            + ("presence+mask+alpha" if v2 else "mask+alpha")
+            + " bytes (biases excluded); acc = signed bits of the worst-case accumulator (SPEC 4.5, chip has 32)"
+            + ("; a = alpha width; kept = stored kernels (share)" if v2 else "")
             + ("; buffer = uint8 input map + output map" if buffers else "")
         ),
     )
-    headers = ("layer", "shape", "m", "kernels", "mask B", "alpha B", "bias B", "paper x", "actual x", "acc")
+    headers = ["layer", "shape", "m", "kernels", "mask B", "alpha B", "bias B", "paper x", "actual x", "acc"]
+    if v2:
+        headers[4:4] = _V2_HEADERS
     for header in headers:
         table.add_column(header, justify="left" if header in ("layer", "shape") else "right")
     if buffers:
@@ -111,15 +123,24 @@ def _layer_table(summary: dict[str, Any], blob: str) -> Table:
                 f"{row['alpha_bytes']:,}",
                 f"{row['bias_bytes']:,}",
                 f"{row['paper_ratio']:.2f}",
-                f"{row['actual_ratio']:.2f}",
+                "-" if row["actual_ratio"] is None else f"{row['actual_ratio']:.2f}",
                 str(row["acc_bits"]),
             ]
+            if v2:
+                cells[4:4] = _v2_cells(row)
         else:
-            cells = [escape(row["name"]), f"max-pool 2x2, {row['channels']} ch"] + [""] * 8
+            cells = [escape(row["name"]), f"max-pool 2x2, {row['channels']} ch"] + [""] * (len(headers) - 2)
         if buffers:
             cells.append(f"{row['buffer']['in_bytes'] + row['buffer']['out_bytes']:,}")
         table.add_row(*cells)
     return table
+
+
+def _v2_cells(row: dict[str, Any]) -> list[str]:
+    """Alpha width, kept kernels with their share, presence bitmap bytes ("-" for an unpruned layer)."""
+    kept = f"{row['kept_kernels']:,} ({row['density']:.0%})" if row["pruned"] else "all"
+    presence = f"{row['presence_bytes']:,}" if row["pruned"] else "-"
+    return [str(row["alpha_bits"]), kept, presence]
 
 
 def _totals_table(summary: dict[str, Any]) -> Table:
@@ -136,6 +157,7 @@ def _totals_table(summary: dict[str, Any]) -> Table:
         ("fp32 conv weights (bytes)", f"{totals['fp32_weight_bytes']:,}"),
         ("masks + alphas (bits)", f"{totals['mask_alpha_bits']:,}"),
         ("masks / alphas / biases (bytes)", regions),
+        *_v2_totals(summary),
         ("header + table + padding (bytes)", f"{totals['overhead_bytes']:,}"),
         ("blob file (bytes)", f"{totals['blob_bytes']:,}"),
         ("ratio fp32 weights / blob", f"{totals['ratio']:.2f}x"),
@@ -157,11 +179,25 @@ def _totals_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def _v2_totals(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The totals rows a chip format v2 blob adds: kept kernels and presence bitmap bytes."""
+    if summary["format_version"] < 2:
+        return []
+    totals = summary["totals"]
+    share = totals["kept_kernels"] / totals["kernels"] if totals["kernels"] else 0.0
+    return [
+        ("kept kernels", f"{totals['kept_kernels']:,} of {totals['kernels']:,} ({share:.1%})"),
+        (f"presence bitmaps, {totals['pruned_layers']} pruned layers (bytes)", f"{totals['presence_bytes']:,}"),
+    ]
+
+
 def _cost_table(cost: dict[str, Any]) -> Table:
     frame = f"{cost['frame_hw'][1]}x{cost['frame_hw'][0]}"
+    pruned = cost["totals"]["presence_rom_bytes"] > 0
     table = Table(
         title=f"cost model: {cost['macs_per_cycle']} MACs/cycle at {cost['mhz']:g} MHz, {frame} frame",
-        caption="cycles = ceil(MACs / MACs per cycle), every unit busy; pools fused (0 cycles); "
+        caption=("MACs of present kernels only (a pruned kernel is skipped); " if pruned else "")
+        + "cycles = ceil(MACs / MACs per cycle), every unit busy; pools fused (0 cycles); "
         "SRAM = uint8 input + output map",
     )
     for header in ("layer", "in map", "MACs", "weight bits", "cycles", "time", "SRAM B"):
@@ -199,7 +235,12 @@ def _cost_totals_table(cost: dict[str, Any]) -> Table:
             f"{format_ms(rnip['ms'])}, {format_rate(rnip['per_second'])}",
         ),
         ("weight ROM (bits)", f"{totals['weight_rom_bits']:,}"),
-        ("weight ROM as stored (alpha + bias + mask regions)", describe_bytes(totals["weight_rom_bytes"])),
+        (
+            "weight ROM as stored ("
+            + ("presence + " if totals["presence_rom_bytes"] else "")
+            + "alpha + bias + mask regions)",
+            describe_bytes(totals["weight_rom_bytes"]),
+        ),
         (f"activation SRAM at {buffer} (peak: {escape(totals['sram_peak_layer'])})", describe_bytes(totals["sram_bytes"])),
     ]
     for what, value in rows:

@@ -1,4 +1,4 @@
-"""Integer executors of chip format v1: `golden` defines the arithmetic, `fast` is what users run.
+"""Integer executors of chip format v1 and v2: `golden` defines the arithmetic, `fast` is what users run.
 
 Both stand behind one interface, `Executor`: built from a `ChipModel`, ``run(pixels, taps=False)``
 takes uint8 (N, 3, H, W) pixels and returns the last layer's uint8 (N, C, h, w) map, or with `taps`

@@ -18,6 +18,10 @@ Two routes, chosen per process (`FastExecutor`'s ``route``):
   exactly as in SPEC 4.2. A layer in which a single input channel could already leave float32's
   exact range runs as one float64 convolution (exact below 2^53).
 
+On both routes an absent kernel of a chip format v2 layer (SPEC 3.5) weighs zero and runs as such;
+output channels that keep no kernel at all are not computed but filled with their constant
+(`pruned`), where enough of a layer's outputs are dead for that to pay.
+
 Either way the result is tested equal, element for element, to `golden.run`.
 """
 
@@ -34,6 +38,7 @@ import torch.nn.functional as F
 
 from chipq.errors import ChipqError
 from chipq.executor import int8
+from chipq.executor.pruned import SkipDeadOutputs, split_dead_outputs
 from chipq.formats import constants as C
 from chipq.formats.bounds import largest_input
 from chipq.formats.model import ChipModel, ConvLayer
@@ -194,7 +199,7 @@ class FastExecutor:
         # one (step, output channel order) pair per layer on both routes; a pool's step is None
         if self.route == "float":
             self.steps: list = [
-                (_Conv(layer, largest_input(model, index)) if isinstance(layer, ConvLayer) else None,
+                (_float_step(layer, largest_input(model, index)) if isinstance(layer, ConvLayer) else None,
                  np.arange(layer.out_channels))
                 for index, layer in enumerate(model.layers)
             ]
@@ -210,24 +215,36 @@ class FastExecutor:
             if not isinstance(layer, ConvLayer):
                 steps.append((None, order))
                 continue
-            first = index == 0
-            if first:
-                step = int8.FirstLayerFloat(layer, self.model.input_mean, largest_input(self.model, 0))
-                if step.exact:
-                    steps.append((step, step.out_order))
-                    order = step.out_order
-                    continue
-            weights = layer.int_weights().astype(np.int64)[:, order]
-            mean = np.asarray(self.model.input_mean, dtype=np.int64)[order] if first else None
-            plan = int8.plan_conv(layer, weights, C.ACT_MAX, cap, mean)
-            if plan is None:
-                conv = _Conv(layer, largest_input(self.model, index), None if first else order)
-                step, order = _FloatStep(conv, first, self.model.input_mean), np.arange(layer.out_channels)
+            split = split_dead_outputs(layer)
+            if split is None:
+                step, out_order = self._int8_step(index, layer, order, cap)
+            elif split.live_layer is None:
+                step, out_order = None, np.arange(0)
             else:
-                step = int8.Int8Conv(layer, weights, plan, first)
-                order = step.out_order
-            steps.append((step, order))
+                step, out_order = self._int8_step(index, split.live_layer, order, cap)
+            if split is not None:
+                step = SkipDeadOutputs(step, split, out_order)
+                out_order = step.out_order
+            steps.append((step, out_order))
+            order = out_order
         return steps
+
+    def _int8_step(self, index: int, layer: ConvLayer, order: np.ndarray, cap: int) -> tuple:
+        """The int8 route's step for conv `layer` whose input channels arrive in `order`, and the
+        order of its output channels."""
+        first = index == 0
+        if first:
+            step = int8.FirstLayerFloat(layer, self.model.input_mean, largest_input(self.model, 0))
+            if step.exact:
+                return step, step.out_order
+        weights = layer.int_weights().astype(np.int64)[:, order]
+        mean = np.asarray(self.model.input_mean, dtype=np.int64)[order] if first else None
+        plan = int8.plan_conv(layer, weights, C.ACT_MAX, cap, mean)
+        if plan is None:
+            conv = _Conv(layer, largest_input(self.model, index), None if first else order)
+            return _FloatStep(conv, first, self.model.input_mean), np.arange(layer.out_channels)
+        step = int8.Int8Conv(layer, weights, plan, first)
+        return step, step.out_order
 
     def run(self, pixels: np.ndarray, taps: bool = False):
         """Run a batch.
@@ -264,13 +281,22 @@ class FastExecutor:
         with _exact_float():
             x = torch.from_numpy(np.ascontiguousarray(pixels))
             first, order = self.steps[0]
-            if isinstance(first, int8.Int8Conv):
+            if isinstance(getattr(first, "step", first), int8.Int8Conv):  # SkipDeadOutputs wraps one
                 x = int8.pad_with_mean(x, self.model.input_mean)
             for step, order in self.steps:
                 x = step(x) if step is not None else int8.maxpool2x2(x)
                 if taps:
                     outputs.append(_model_order(x, order))
         return outputs if taps else _model_order(x, order)
+
+
+def _float_step(layer: ConvLayer, peak_input: int):
+    """The float route's step for a conv: `_Conv`, on its live outputs only where that pays (`pruned`)."""
+    split = split_dead_outputs(layer)
+    if split is None:
+        return _Conv(layer, peak_input)
+    live = None if split.live_layer is None else _Conv(split.live_layer, peak_input)
+    return SkipDeadOutputs(live, split, None)
 
 
 @functools.cache

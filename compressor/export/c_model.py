@@ -34,7 +34,7 @@ def spec_text() -> str:
 def export_c(model: ChipModel, blob: bytes, out_dir: Path) -> dict[str, Any]:
     """Write the C model into the empty folder `out_dir`: sources, Makefile, SPEC.md, README.md.
 
-    The sources do not depend on the blob (chipq_ref reads any v1 blob at run time); the README
+    The sources do not depend on the blob (chipq_ref reads any v1 or v2 blob at run time); the README
     states this blob's input contract and output files.
     """
     out_dir = Path(out_dir)
@@ -57,7 +57,8 @@ def readme(model: ChipModel) -> str:
         [
             "# chipq C reference model",
             "",
-            "A C99 executor (libc only) of chipq chip format v1, exact to SPEC.md section 4.",
+            "A C99 executor (libc only) of chipq chip format v1 and v2, exact to SPEC.md section 4; a v2",
+            "layer's narrow alpha codes and pruned kernels (SPEC.md 3.4, 3.5) are read as the chip reads them.",
             "",
             "    make                                  # builds ./chipq_ref with cc (CC=, CFLAGS= to change)",
             "    ./chipq_ref BLOB PIXELS.u8 OUTDIR     # every layer's uint8 output map",

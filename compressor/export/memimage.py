@@ -1,15 +1,21 @@
 """Weight memory images for ROM initialisation: `$readmemh` (.hex), Xilinx .coe and a C header.
 
-Every conv layer has three read-only banks, each one word per address (SPEC 7, "Memory images"):
+Every conv layer has three read-only banks, four for a pruned layer, each one word per address (SPEC
+7, "Memory images"), with P the number of stored kernels (O*I, or the present ones of a pruned layer)
+and j the rank of kernel (o, i) among them in o-major order (j = o*I + i when nothing is pruned):
 
-- ``alpha``: 8-bit words, depth O*I, address ``o*I + i`` holds ``alpha[o][i]``;
+- ``presence`` (a pruned v2 layer only): 1-bit words, depth O*I, address ``o*I + i`` holds 1 when
+  kernel (o, i) is stored, 0 when it is pruned;
+- ``alpha``: alpha_bits-wide words (8 in v1), depth P, address j holds the kernel's stored alpha code
+  (the chip multiplies by ``code << (8 - alpha_bits)``);
 - ``bias``: 12-bit words, depth O, address ``o`` holds the low 12 bits of ``bias[o]`` (two's
   complement);
-- ``mask``: 9*m-bit words, depth O*I, address ``o*I + i`` holds the nine m-bit codes of kernel
-  (o, i): tap ``t = ky*3 + kx`` at bits ``t*m .. t*m + m - 1`` (LSB first).
+- ``mask``: 9*m-bit words, depth P, address j holds the nine m-bit codes of the kernel: tap
+  ``t = ky*3 + kx`` at bits ``t*m .. t*m + m - 1`` (LSB first).
 
 Laid end to end LSB first, the words of a bank are exactly the bit stream of the blob's region
 (SPEC 3.2): the images carry the payload bit for bit, and `rebuild_payload` turns them back into it.
+A v1 layer's images are exactly those of chip format v1.
 `DIR/memory_map.json` names every file, word width, depth and address formula, and the registers
 (shifts, sizes) each layer needs.
 
@@ -35,10 +41,10 @@ from chipq.formats import constants as C
 from chipq.formats.fileio import replace_file
 from chipq.formats.model import ChipModel, ConvLayer, layer_stem
 
-MAP_FORMAT = "chipq memory images v1"
+MAP_FORMATS = {C.FORMAT_V1: "chipq memory images v1", C.FORMAT_V2: "chipq memory images v2"}
 MAP_NAME = "memory_map.json"
 HEADER_NAME = "chipq_rom.h"
-BANKS = ("alpha", "bias", "mask")
+BANKS = ("presence", "alpha", "bias", "mask")  # payload order (SPEC 3.1); presence only when pruned
 FORMATS = ("hex", "coe", "h")
 
 
@@ -66,38 +72,67 @@ class Bank:
 
 
 def layer_banks(layer: ConvLayer) -> list[Bank]:
-    """The alpha, bias and mask banks of `layer` (module docstring)."""
-    out_ch, in_ch, bits = layer.out_channels, layer.in_channels, layer.mask_bits
-    alpha = layer.alpha.astype(np.uint64).reshape(-1)
-    bias = (layer.bias.astype(np.int64) & ((1 << C.BIAS_BITS) - 1)).astype(np.uint64)
-    codes = layer.mask.astype(np.uint64).reshape(out_ch * in_ch, C.KERNEL_TAPS)
-    mask = np.zeros(out_ch * in_ch, dtype=np.uint64)
+    """The banks of `layer` in payload order: presence (pruned layers only), alpha, bias, mask."""
+    in_ch, bits, alpha_bits = layer.in_channels, layer.mask_bits, layer.alpha_bits
+    stored = np.ones(layer.alpha.size, dtype=bool) if layer.present is None else layer.present.reshape(-1)
+    kernel_address = "j = rank of kernel (o, i) among the present ones, o-major" if layer.pruned else f"o*{in_ch} + i"
+    codes = layer.mask.astype(np.uint64).reshape(-1, C.KERNEL_TAPS)[stored]
+    mask = np.zeros(codes.shape[0], dtype=np.uint64)
     for tap in range(C.KERNEL_TAPS):
         mask |= codes[:, tap] << np.uint64(tap * bits)
-    return [
-        Bank("alpha", C.ALPHA_BITS, alpha, f"o*{in_ch} + i", "alpha[o][i], unsigned"),
-        Bank("bias", C.BIAS_BITS, bias, "o", "bias[o], 12-bit two's complement"),
+    if alpha_bits == C.ALPHA_BITS:
+        alpha_word = "alpha[o][i], unsigned"
+    else:
+        alpha_word = f"alpha code of kernel (o, i), unsigned; the chip multiplies by code << {C.ALPHA_BITS - alpha_bits}"
+    banks = []
+    if layer.pruned:
+        banks.append(Bank("presence", 1, stored.astype(np.uint64), f"o*{in_ch} + i", "1: kernel (o, i) stored; 0: pruned"))
+    return banks + [
+        Bank("alpha", alpha_bits, layer.alpha_codes().astype(np.uint64).reshape(-1)[stored], kernel_address, alpha_word),
+        Bank("bias", C.BIAS_BITS, (layer.bias.astype(np.int64) & ((1 << C.BIAS_BITS) - 1)).astype(np.uint64), "o", "bias[o], 12-bit two's complement"),
         Bank(
             "mask",
             C.KERNEL_TAPS * bits,
             mask,
-            f"o*{in_ch} + i",
+            kernel_address,
             f"code of tap t = ky*3 + kx at bits t*{bits} .. t*{bits}+{bits - 1}, LSB first",
         ),
     ]
 
 
-def rebuild_payload(alpha: Iterable[int], bias: Iterable[int], mask: Iterable[int], mask_bits: int) -> bytes:
-    """The conv payload (SPEC 3.1) from the three banks' words: their streams, LSB first, concatenated.
+def rebuild_payload(
+    alpha: Iterable[int],
+    bias: Iterable[int],
+    mask: Iterable[int],
+    mask_bits: int,
+    alpha_bits: int = C.ALPHA_BITS,
+    presence: Iterable[int] | None = None,
+) -> bytes:
+    """The conv payload (SPEC 3.1) from the banks' words: their streams, LSB first, concatenated.
+
+    Args:
+        alpha, bias, mask: the words of those banks, address order.
+        mask_bits, alpha_bits: the layer's widths (the mask word is 9 * mask_bits wide).
+        presence: the presence bank's words of a pruned layer; None for a layer without a bitmap.
 
     >>> rebuild_payload([7], [0xFFE], [0b101_010_111_000_001_011_100_110_111], 3).hex(" ")
     '07 fe 0f 37 17 5c 05'
+    >>> rebuild_payload([5], [1], [0b110_011_001], 1, alpha_bits=3, presence=[0, 1]).hex(" ")
+    '02 05 01 00 99 01'
     """
-    return (
-        _stream(np.asarray(list(alpha), dtype=np.uint64), C.ALPHA_BITS)
-        + _stream(np.asarray(list(bias), dtype=np.uint64), C.BIAS_BITS)
-        + _stream(np.asarray(list(mask), dtype=np.uint64), C.KERNEL_TAPS * mask_bits)
+    regions = [] if presence is None else [_stream(_words(presence), 1)]
+    return b"".join(
+        regions
+        + [
+            _stream(_words(alpha), alpha_bits),
+            _stream(_words(bias), C.BIAS_BITS),
+            _stream(_words(mask), C.KERNEL_TAPS * mask_bits),
+        ]
     )
+
+
+def _words(values: Iterable[int]) -> np.ndarray:
+    return np.asarray(list(values), dtype=np.uint64)
 
 
 def _stream(words: np.ndarray, width: int) -> bytes:
@@ -127,6 +162,8 @@ def coe_text(stem: str, bank: Bank) -> str:
     """A Xilinx .coe file (radix 16, one word per line)."""
     comment = f"; chipq {stem}.{bank.name}: {bank.depth} words of {bank.width} bits, address {bank.address}"
     body = _words_text(bank, ",\n")
+    if not body:  # a bank of depth 0 (every kernel of the layer pruned): no line may start with ';'
+        return f"{comment}\nmemory_initialization_radix=16;\nmemory_initialization_vector=;\n"
     return f"{comment}\nmemory_initialization_radix=16;\nmemory_initialization_vector=\n{body};\n"
 
 
@@ -173,10 +210,12 @@ def c_identifier(index: int, name: str) -> str:
 def header_text(model: ChipModel, blob_sha256: str) -> str:
     """A C99 header with one ``static const`` array per layer and bank, and the layer registers."""
     lines = [
-        "/* chipq weight ROM images (chip format v1), generated by `chipq export --format h`.",
+        f"/* chipq weight ROM images (chip format v{model.format_version()}), generated by `chipq export --format h`.",
         f" * blob sha256 {blob_sha256}",
-        " * Per conv layer: <id>_alpha[o*I + i] (8 bits), <id>_bias[o] (12-bit two's complement in the",
-        " * low bits), <id>_mask[o*I + i] (tap t = ky*3 + kx at bits t*m .. t*m + m - 1). SPEC.md section 7. */",
+        " * Per conv layer: <id>_alpha[j] (ALPHA_BITS-bit codes, the chip multiplies by code << (8 - ALPHA_BITS)),",
+        " * <id>_bias[o] (12-bit two's complement in the low bits), <id>_mask[j] (tap t = ky*3 + kx at bits",
+        " * t*m .. t*m + m - 1), j = o*I + i; a pruned layer (KERNEL_PRESENCE 1) also has <id>_presence[o*I + i]",
+        " * and stores only its KEPT_KERNELS present kernels: j = rank among them, o-major. SPEC.md section 7. */",
         "#ifndef CHIPQ_ROM_H",
         "#define CHIPQ_ROM_H",
         "#include <stdint.h>",
@@ -194,9 +233,15 @@ def header_text(model: ChipModel, blob_sha256: str) -> str:
             ("WEIGHT_SHIFT", layer.weight_shift),
             ("BIAS_SHIFT", layer.bias_shift),
             ("OUT_SHIFT", layer.out_shift),
+            ("ALPHA_BITS", layer.alpha_bits),
+            ("KERNEL_PRESENCE", int(layer.pruned)),
+            ("KEPT_KERNELS", layer.kept_kernels()),
         ):
             lines.append(f"#define {upper}_{key} {value}")
         for bank in layer_banks(layer):
+            if not bank.depth:  # every kernel pruned: C has no zero-length arrays
+                lines.append(f"/* {bank.name}: no words (every kernel of the layer is pruned); no array */")
+                continue
             ctype = _c_type(bank.width)
             suffix = "u" if bank.width <= 32 else "ull"
             fmt = f"0x{{:0{bank.digits}x}}{suffix}".format
@@ -262,6 +307,10 @@ def memory_map(model: ChipModel, blob: bytes, formats: Iterable[str]) -> dict[st
                 "weight_shift": layer.weight_shift,
                 "bias_shift": layer.bias_shift,
                 "out_shift": layer.out_shift,
+                "alpha_bits": layer.alpha_bits,
+                "kernel_presence": layer.pruned,
+                "kernels": layer.out_channels * layer.in_channels,
+                "kept_kernels": layer.kept_kernels(),
                 "payload_offset": offset,
                 "payload_size": size,
                 "payload_crc32": zlib.crc32(blob[offset : offset + size]),
@@ -269,7 +318,7 @@ def memory_map(model: ChipModel, blob: bytes, formats: Iterable[str]) -> dict[st
             }
         )
     return {
-        "format": MAP_FORMAT,
+        "format": MAP_FORMATS[model.format_version()],
         "blob": {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), "format_version": model.format_version()},
         "input": {
             "height": model.input_height,
@@ -340,8 +389,8 @@ def _write_all(model: ChipModel, mapping: dict[str, Any], staging: Path, formats
 
 
 HELP = {
-    "hex": "$readmemh files, one per conv layer and bank: <ll>_<name>.{alpha,bias,mask}.hex",
-    "coe": "Xilinx .coe files, one per conv layer and bank: <ll>_<name>.{alpha,bias,mask}.coe",
+    "hex": "$readmemh files, one per conv layer and bank: <ll>_<name>.{presence,alpha,bias,mask}.hex",
+    "coe": "Xilinx .coe files, one per conv layer and bank: <ll>_<name>.{presence,alpha,bias,mask}.coe",
     "h": "one C99 header, chipq_rom.h, with a static const array per conv layer and bank",
 }
 

@@ -80,9 +80,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None] | bytes) -> None:
     """`chipq.formats.fileio.atomic_write` (temp file in the same folder, fsync, umask mode, rename)."""
     atomic_write(path, write, what=path.name)
+
+
+def _saved(state: dict[str, torch.Tensor]) -> bytes:
+    """`state` as torch.save's bytes, made in memory (59 MB for VGG-16).
+
+    torch.save into the file would turn a full disk into a RuntimeError that does not say so; writing
+    bytes lets `atomic_write` report the OSError itself ("No space left on device").
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 # --- the package -----------------------------------------------------------------------------------
@@ -345,7 +356,7 @@ def fetch_vgg16(
     pt_path, onnx_path = out / PT_NAME, out / ONNX_NAME
     if progress:
         progress(f"writing {pt_path}")
-    _atomic_write(pt_path, lambda handle: torch.save(state, handle))
+    _atomic_write(pt_path, _saved(state))
     if progress:
         progress(f"writing {onnx_path}")
     model = stack_to_onnx(stack_from_state_dict(state, source=PT_NAME))

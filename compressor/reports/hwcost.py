@@ -4,11 +4,13 @@
 a simulation:
 
 - MACS multiply-accumulate units, each doing one ``alpha*M x activation`` product per cycle at
-  MHZ, all busy every cycle: a conv layer of O x I kernels on an H x W map takes
-  ``ceil(O*I*9*H*W / MACS)`` cycles.
+  MHZ, all busy every cycle: a conv layer of K stored kernels on an H x W map takes
+  ``ceil(K*9*H*W / MACS)`` cycles. K is O x I, or in a pruned layer (chip format v2, SPEC 3.5) the
+  present kernels: the kernel fetch skips a pruned kernel, so it costs no MAC and no cycle.
 - Requantisation (shift, ReLU, saturation) and the 2x2 max-pool are fused into the write-back of
   the conv before them: 0 extra cycles.
-- Weights sit in on-chip ROM (the blob's alpha, bias and mask regions; SPEC.md section 7) and every
+- Weights sit in on-chip ROM (the blob's presence, alpha, bias and mask regions; SPEC.md section 7;
+  ``ConvLayer.region_sizes``) and every
   word is read once per frame, kernel-stationary as `rtl/chipq_conv_engine.v` does: ROM bandwidth
   never stalls the MACs.
 - Activations sit in on-chip SRAM holding a layer's whole uint8 input map and output map at once
@@ -84,15 +86,15 @@ def layer_costs(model: ChipModel, hw: Hardware, frame_hw: tuple[int, int]) -> li
     for layer in model.layers:
         in_bytes = channels * height * width
         if isinstance(layer, ConvLayer):
-            out_ch, in_ch = layer.out_channels, layer.in_channels
-            macs = out_ch * in_ch * C.KERNEL_TAPS * height * width
-            bits = out_ch * in_ch * (C.KERNEL_TAPS * layer.mask_bits + C.ALPHA_BITS) + out_ch * C.BIAS_BITS
+            out_ch, kept = layer.out_channels, layer.kept_kernels()
+            macs = kept * C.KERNEL_TAPS * height * width
             row = {
                 "name": layer.name,
                 "kind": "conv",
                 "map_hw": [height, width],
                 "macs": macs,
-                "weight_bits": bits,
+                "kept_kernels": kept,
+                "weight_bits": _weight_bits(layer),
                 "weight_rom_bytes": sum(layer.region_sizes()),
                 "cycles": -(-macs // hw.macs),
             }
@@ -100,13 +102,20 @@ def layer_costs(model: ChipModel, hw: Hardware, frame_hw: tuple[int, int]) -> li
         else:
             if height < C.POOL_SIZE or width < C.POOL_SIZE:
                 raise UsageError(f"input {frame_hw[1]}x{frame_hw[0]} is too small: {layer.name} would get {height}x{width}")
-            row = {"name": layer.name, "kind": "maxpool", "map_hw": [height, width], "macs": 0, "weight_bits": 0,
-                   "weight_rom_bytes": 0, "cycles": 0}  # fused into the previous conv's write-back
+            row = {"name": layer.name, "kind": "maxpool", "map_hw": [height, width], "macs": 0, "kept_kernels": 0,
+                   "weight_bits": 0, "weight_rom_bytes": 0, "cycles": 0}  # fused into the previous conv's write-back
             height, width = height // C.POOL_SIZE, width // C.POOL_SIZE
         row["sram_bytes"] = in_bytes + channels * height * width
         row["ms"] = row["cycles"] / (hw.mhz * 1e3)
         rows.append(row)
     return rows
+
+
+def _weight_bits(layer: ConvLayer) -> int:
+    """Bits of a conv's weights without byte padding: presence bitmap, alpha codes, masks, biases."""
+    presence = layer.out_channels * layer.in_channels if layer.pruned else 0
+    per_kernel = C.KERNEL_TAPS * layer.mask_bits + layer.alpha_bits
+    return presence + layer.kept_kernels() * per_kernel + layer.out_channels * C.BIAS_BITS
 
 
 def hardware_cost(model: ChipModel, hw: Hardware, frame_hw: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -146,11 +155,14 @@ def hardware_cost(model: ChipModel, hw: Hardware, frame_hw: tuple[int, int] | No
             "rnip": {"n": RNIP_N, "photo_hw": list(RNIP_PHOTO), "crops": crops, **descriptor(crops * ROTATIONS)},
             "weight_rom_bits": weight_bits,
             "weight_rom_bytes": sum(row["weight_rom_bytes"] for row in rows),
+            "presence_rom_bytes": sum(conv.region_sizes()[0] for conv in model.conv_layers()),
+            "skipped_kernels": sum(conv.out_channels * conv.in_channels - conv.kept_kernels() for conv in model.conv_layers()),
             "sram_bytes": peak["sram_bytes"],
             "sram_peak_layer": peak["name"],
         },
         "assumptions": [
-            "every MAC unit busy every cycle: a conv takes ceil(O*I*9*H*W / MACS) cycles",
+            "every MAC unit busy every cycle: a conv takes ceil(K*9*H*W / MACS) cycles, K its present "
+            "kernels (O*I unless pruned: the kernel fetch skips a pruned kernel)",
             "requantisation and max-pool fused into the conv write-back (0 cycles)",
             "weights in on-chip ROM, each word read once per frame (kernel-stationary): no stalls",
             "SRAM holds a layer's whole uint8 input and output map (peak at the input buffer size)",

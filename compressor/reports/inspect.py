@@ -6,9 +6,11 @@ dicts) that the CLI renders as a table or prints as JSON. Nothing here reads fil
 Two ratios are reported per conv layer, and they count different things:
 
 - ``paper_ratio`` = 32*9 / (9m + 8): the seed paper's formula, one fp32 3x3 kernel against one
-  m-bit mask plus one 8-bit alpha; it ignores biases and any padding.
-- ``actual_ratio`` = fp32 weight bytes of the layer (out*in*9*4) / (its mask + alpha bytes as
-  stored, padding included); biases are left out on both sides.
+  m-bit mask plus one 8-bit alpha; it ignores biases, any padding and the v2 features (a
+  reference point, the same for a layer whatever its alpha width or density).
+- ``actual_ratio`` = fp32 weight bytes of the layer (out*in*9*4) / (its presence + mask + alpha
+  bytes as stored, padding included); biases are left out on both sides. A pruned kernel (chip
+  format v2) costs its presence bit and nothing else; a narrow alpha costs its stored width.
 
 The overall ratio divides the fp32 bytes of all conv weights (weights only; 58,841,856 for VGG-16)
 by the whole blob file: biases, header, table and padding all count against it.
@@ -50,7 +52,7 @@ def summarize(
     for layer in model.layers:
         layers.append(_conv_row(layer, next(bounds)) if isinstance(layer, ConvLayer) else _pool_row(layer))
     fp32 = sum(row["fp32_bytes"] for row in layers)
-    regions = ("mask_bytes", "alpha_bytes", "bias_bytes")
+    regions = ("mask_bytes", "alpha_bytes", "bias_bytes", "presence_bytes")
     region_totals = {key: sum(row[key] for row in layers) for key in regions}
     convs = model.conv_layers()
     summary: dict[str, Any] = {
@@ -66,6 +68,8 @@ def summarize(
         "totals": {
             "conv_layers": len(convs),
             "kernels": sum(row["kernels"] for row in layers),
+            "kept_kernels": sum(row["kept_kernels"] for row in layers),
+            "pruned_layers": sum(1 for conv in convs if conv.pruned),
             "fp32_weight_bytes": fp32,
             **region_totals,
             "mask_alpha_bits": sum(row["mask_alpha_bits"] for row in layers),
@@ -82,21 +86,27 @@ def summarize(
 def _conv_row(layer: ConvLayer, bound: int) -> dict[str, Any]:
     out_ch, in_ch, bits = layer.out_channels, layer.in_channels, layer.mask_bits
     presence_bytes, alpha_bytes, bias_bytes, mask_bytes = layer.region_sizes()
-    kernels = out_ch * in_ch
+    kernels, kept = out_ch * in_ch, layer.kept_kernels()
     fp32 = kernels * C.KERNEL_TAPS * FP32_BYTES
     return {
         "name": layer.name,
         "kind": "conv",
         "shape": [out_ch, in_ch, C.KERNEL_SIZE, C.KERNEL_SIZE],
         "mask_bits": bits,
+        "alpha_bits": layer.alpha_bits,
         "kernels": kernels,
+        "kept_kernels": kept,
+        "density": kept / kernels,
+        "pruned": layer.pruned,
+        "presence_bytes": presence_bytes,
         "mask_bytes": mask_bytes,
         "alpha_bytes": alpha_bytes,
         "bias_bytes": bias_bytes,
-        "mask_alpha_bits": kernels * (C.KERNEL_TAPS * bits + C.ALPHA_BITS),
+        # the bits of the stored masks and alphas (v1: kernels * (9m + 8)); padding excluded
+        "mask_alpha_bits": kept * (C.KERNEL_TAPS * bits + layer.alpha_bits),
         "fp32_bytes": fp32,
         "paper_ratio": 32 * C.KERNEL_TAPS / (C.KERNEL_TAPS * bits + C.ALPHA_BITS),
-        "actual_ratio": fp32 / (mask_bytes + alpha_bytes),
+        "actual_ratio": _ratio(fp32, presence_bytes + mask_bytes + alpha_bytes),
         # SPEC 4.5: the worst-case |accumulator| and the signed bits it needs (the chip has 32).
         "acc_bound": bound,
         "acc_bits": bound.bit_length() + 1,
@@ -110,7 +120,12 @@ def _pool_row(layer: Any) -> dict[str, Any]:
         "shape": None,
         "channels": layer.channels,
         "mask_bits": 0,
+        "alpha_bits": 0,
         "kernels": 0,
+        "kept_kernels": 0,
+        "density": None,
+        "pruned": False,
+        "presence_bytes": 0,
         "mask_bytes": 0,
         "alpha_bytes": 0,
         "bias_bytes": 0,
@@ -121,6 +136,11 @@ def _pool_row(layer: Any) -> dict[str, Any]:
         "acc_bound": None,
         "acc_bits": None,
     }
+
+
+def _ratio(fp32: int, stored: int) -> float | None:
+    """fp32 bytes over stored bytes; None for a layer that stores no kernel (infinite ratio)."""
+    return fp32 / stored if stored else None
 
 
 def _buffers(model: ChipModel, rows: list[dict[str, Any]], input_hw: tuple[int, int]) -> dict[str, Any]:

@@ -169,3 +169,60 @@ def test_input_size_is_reported_width_x_height(sample_blob_path):
     table = CliRunner().invoke(app, ["inspect", str(sample_blob_path), "--input", "64x32"], env=WIDE)
     assert table.exit_code == 0, table.output
     assert "peak activation buffer at 64x32" in table.output and "32x64" not in table.output
+
+
+# --- chip format v2 -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def v2_blob(tmp_path):
+    """conv1_1 at 5-bit alphas, conv2_1 pruned to 19 of 32 kernels (tests/reports/test_inspect_v2.py)."""
+    model = random_model([3, 1], [4, "M", 8], input_hw=(16, 16), seed=1, alpha_bits=[5, 8], keep=[None, 0.5])
+    path = tmp_path / "v2.blob"
+    path.write_bytes(to_bytes(model))
+    return path
+
+
+def test_v2_table_adds_alpha_width_kept_kernels_and_presence(v2_blob):
+    result = CliRunner().invoke(app, ["inspect", str(v2_blob)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "chip format v2" in out and "presence B" in out and "kept" in out
+    conv2 = next(line for line in out.splitlines() if "conv2_1" in line)
+    for cell in ("8x4x3x3", "19 (59%)", "25.60"):
+        assert cell in conv2
+    conv1 = next(line for line in out.splitlines() if "conv1_1" in line)
+    assert "all" in conv1 and "8.82" in conv1
+    assert "19 of 32" not in out and "31 of 44 (70.5%)" in out
+    assert "presence bitmaps, 1 pruned layers (bytes)" in out
+
+
+def test_v2_json_and_hw(v2_blob):
+    result = CliRunner().invoke(app, ["inspect", str(v2_blob), "--json", "--hw", "10@100"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["format_version"] == 2
+    assert [row["kept_kernels"] for row in data["layers"]] == [12, 0, 19]
+    assert [row["alpha_bits"] for row in data["layers"]] == [5, 0, 8]
+    assert data["totals"]["presence_bytes"] == 4 and data["totals"]["blob_bytes"] == 321
+    assert data["hw"]["totals"]["macs_per_frame"] == 27_648 + 19 * 9 * 64
+    assert data["hw"]["totals"]["weight_rom_bytes"] == 112
+    table = CliRunner().invoke(app, ["inspect", str(v2_blob), "--hw", "10@100"], env=WIDE)
+    assert "MACs of present kernels only" in table.output and "10,944" in table.output
+    assert "weight ROM as stored (presence + alpha + bias + mask regions)" in table.output
+
+
+def test_v1_table_keeps_its_columns(sample_blob_path):
+    """A v1 blob's table has exactly the columns it had before v2 (the new ones are v2-only)."""
+    result = CliRunner().invoke(app, ["inspect", str(sample_blob_path)], env=WIDE)
+    header = next(line for line in result.output.splitlines() if "layer" in line and "shape" in line)
+    cells = [cell.strip() for cell in header.strip().strip("┃").split("┃")]
+    assert cells == ["layer", "shape", "m", "kernels", "mask B", "alpha B", "bias B", "paper x", "actual x", "acc"]
+    assert "presence" not in result.output and "kept kernels" not in result.output
+
+
+def test_v1_hw_text_unchanged(sample_blob_path):
+    """The cost model's captions of a v1 blob do not mention what only v2 has."""
+    result = CliRunner().invoke(app, ["inspect", str(sample_blob_path), "--hw", "10@100"], env=WIDE)
+    assert "weight ROM as stored (alpha + bias + mask regions)" in result.output
+    assert "present kernels" not in result.output

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -48,12 +49,16 @@ def rebuilt_payloads(folder: Path, fmt: str) -> dict[str, bytes]:
         words = {}
         for bank, info in layer["banks"].items():
             if fmt == "h":
-                words[bank] = arrays[info["files"]["h"].split(":", 1)[1]]
+                words[bank] = arrays.get(info["files"]["h"].split(":", 1)[1], [])  # depth 0: no array
             else:
                 reader = read_hex if fmt == "hex" else read_coe
                 words[bank] = reader(folder / info["files"][fmt], info["width"]).tolist()
             assert len(words[bank]) == info["depth"]
-        payloads[layer["name"]] = rebuild_payload(words["alpha"], words["bias"], words["mask"], layer["mask_bits"])
+        assert ("presence" in words) == layer["kernel_presence"]
+        assert layer["banks"]["alpha"]["depth"] == layer["banks"]["mask"]["depth"] == layer["kept_kernels"]
+        payloads[layer["name"]] = rebuild_payload(
+            words["alpha"], words["bias"], words["mask"], layer["mask_bits"], layer["alpha_bits"], words.get("presence")
+        )
         assert layer["payload_size"] == len(payloads[layer["name"]])
     return payloads
 
@@ -78,10 +83,13 @@ def payload_slices(blob: bytes, folder: Path) -> dict[str, bytes]:
     bits=st.lists(st.integers(1, 5), min_size=2, max_size=2),
     widths=st.tuples(st.integers(1, 6), st.integers(1, 5)),
     seed=st.integers(0, 2**16),
+    alpha_bits=st.lists(st.integers(1, 8), min_size=2, max_size=2),
+    keep=st.lists(st.one_of(st.none(), st.floats(0, 1)), min_size=2, max_size=2),
 )
-def test_every_format_rebuilds_the_payloads_bit_for_bit(tmp_path_factory, bits, widths, seed):
-    """For any mask widths and channel counts, the hex, coe and C words give back the payload bytes."""
-    model = random_model(bits, [widths[0], "M", widths[1]], input_hw=(8, 8), seed=seed)
+def test_every_format_rebuilds_the_payloads_bit_for_bit(tmp_path_factory, bits, widths, seed, alpha_bits, keep):
+    """For any mask and alpha widths, channel counts and pruning (v1 and v2 layers, a whole layer
+    pruned included), the hex, coe and C words give back the payload bytes."""
+    model = random_model(bits, [widths[0], "M", widths[1]], input_hw=(8, 8), seed=seed, alpha_bits=alpha_bits, keep=keep)
     blob = to_bytes(model)
     folder = tmp_path_factory.mktemp("img")
     for fmt in ("hex", "coe", "h"):
@@ -175,3 +183,59 @@ def test_the_real_vgg16_images_rebuild_every_payload(real_vgg16_blob, tmp_path):
         assert len(rebuilt) == 13
         assert rebuilt == payload_slices(real_vgg16_blob, tmp_path / fmt)
     assert sum(map(len, rebuilt.values())) > 3_900_000
+
+
+def test_a_pruned_layer_has_a_presence_bank_and_compacted_alpha_and_mask_banks(tmp_path):
+    """Chip format v2 (SPEC 7): presence width 1 depth O*I; alpha width alpha_bits and mask depth P,
+    address j = rank among the present kernels (o-major); bias as v1; the map states all of it."""
+    model = random_model([3, 1], [4, "M", 6], input_hw=(8, 8), seed=3, alpha_bits=[8, 5], keep=[None, 0.5])
+    blob = to_bytes(model)
+    mapping = write_memory_images(model, blob, tmp_path, ["hex"])
+    assert mapping["format"] == "chipq memory images v2" and mapping["blob"]["format_version"] == 2
+    conv1, _, conv2 = mapping["layers"]
+    assert (conv1["alpha_bits"], conv1["kernel_presence"], conv1["kept_kernels"]) == (8, False, 12)
+    assert set(conv1["banks"]) == {"alpha", "bias", "mask"} and conv1["banks"]["alpha"]["address"] == "o*3 + i"
+    layer = model.layers[2]
+    kept = layer.kept_kernels()
+    assert 0 < kept < 24
+    assert (conv2["alpha_bits"], conv2["kernel_presence"], conv2["kernels"], conv2["kept_kernels"]) == (5, True, 24, kept)
+    banks = conv2["banks"]
+    assert list(banks) == ["presence", "alpha", "bias", "mask"]
+    assert (banks["presence"]["width"], banks["presence"]["depth"], banks["presence"]["address"]) == (1, 24, "o*4 + i")
+    assert (banks["alpha"]["width"], banks["alpha"]["depth"], banks["mask"]["width"], banks["mask"]["depth"]) == (5, kept, 9, kept)
+    assert (banks["bias"]["width"], banks["bias"]["depth"]) == (12, 6)
+    presence = read_hex(tmp_path / "02_conv2_1.presence.hex", 1)
+    alpha = read_hex(tmp_path / "02_conv2_1.alpha.hex", 5)
+    mask = read_hex(tmp_path / "02_conv2_1.mask.hex", 9)
+    assert presence.tolist() == layer.present.reshape(-1).astype(int).tolist()
+    for j, kernel in enumerate(np.flatnonzero(layer.present.reshape(-1))):  # word j = j-th present kernel
+        o, i = divmod(int(kernel), 4)
+        assert int(alpha[j]) << 3 == layer.alpha[o, i]
+        assert [(int(mask[j]) >> t) & 1 for t in range(9)] == layer.mask[o, i].reshape(-1).tolist()
+    assert rebuilt_payloads(tmp_path, "hex") == payload_slices(blob, tmp_path)
+
+
+def test_a_v1_blob_keeps_the_v1_map_format(tiny_model, tmp_path):
+    mapping = write_memory_images(tiny_model, to_bytes(tiny_model), tmp_path, ["coe"])
+    assert mapping["format"] == "chipq memory images v1"
+    assert all("presence" not in row.get("banks", {}) for row in mapping["layers"])
+
+
+def test_the_c_header_of_a_pruned_model_compiles_and_states_its_registers(tmp_path):
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    model = random_model([2, 1], [5, "M", 3], input_hw=(4, 4), seed=8, alpha_bits=3, keep=[0.4, 0.0])
+    write_memory_images(model, to_bytes(model), tmp_path, ["h"])
+    assert "chipq_l02_conv2_1_alpha[" not in (tmp_path / HEADER_NAME).read_text()  # every kernel pruned
+    ident = c_identifier(0, "conv1_1")
+    text = (tmp_path / HEADER_NAME).read_text()
+    assert f"#define {ident.upper()}_ALPHA_BITS 3" in text and f"#define {ident.upper()}_KERNEL_PRESENCE 1" in text
+    assert f"#define {ident.upper()}_KEPT_KERNELS {model.layers[0].kept_kernels()}" in text
+    source = tmp_path / "use.c"
+    source.write_text(f'#include "{HEADER_NAME}"\nint main(void) {{ return (int)({ident}_presence[0] & 1u); }}\n')
+    subprocess.run(
+        [compiler, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o", str(tmp_path / "use"), str(source)],
+        check=True,
+        cwd=tmp_path,
+    )

