@@ -226,18 +226,18 @@ def make_plan(
     front = allocate.pareto_front(layout, losses)
     clock["allocate"] = time.perf_counter() - t0
     text = allocate.plan_text(layout, best.plan)
-    assert parse_plan(text, names) == list(best.plan)
+    assert parse_plan(text, names) == best.bits
     paper = _paper_row(layout, names, sens) if compare_paper and len(names) == 13 else None  # VGG-16-sized
     t0 = time.perf_counter()
     measured = _measure(stack, calib, heldout, text, best, paper, names, status) if heldout else None
     clock["measure"] = time.perf_counter() - t0
     return PlanResult(
         plan=text,
-        bits=list(best.plan),
+        bits=best.bits,
         bytes=best.bytes,
         budget=budget,
         ratio=layout.fp32_weight_bytes() / best.bytes,
-        predicted=sens.predict(list(best.plan)),
+        predicted=sens.predict(best.bits),
         measured=measured,
         paper=paper,
         front=_front_rows(layout, front, sens),
@@ -265,7 +265,7 @@ def _measure(stack, calib, heldout, text, best, paper, names, status) -> dict:
 
     if status:
         status("compressing the chosen plan", None, None)
-    model = compress(stack, list(best.plan), calib=calib, retrain=None).model
+    model = compress(stack, best.bits, calib=calib, retrain=None).model
     size = len(to_bytes(model))
     if size != best.bytes:  # the cost model is exact; a difference is a bug, not a rounding
         raise AssertionError(f"plan {text}: predicted {best.bytes} B, the blob is {size} B")
@@ -283,7 +283,7 @@ def _front_rows(layout: allocate.Layout, front, sens: sensitivity.Sensitivity) -
             "plan": allocate.plan_text(layout, point.plan),
             "bytes": point.bytes,
             "ratio": fp32 / point.bytes,
-            "predicted_cosine": sens.predict(list(point.plan))["cosine"],
+            "predicted_cosine": sens.predict(point.bits)["cosine"],
         }
         for point in front
     ]
