@@ -160,3 +160,61 @@ def test_first_candidate_is_what_reconstruct_makes_of_conv1(setup):
         got = quantize_conv(first[bits], bits, 0, rfracs[0])
         assert np.array_equal(got.int_weights(), want.int_weights())
         assert got.weight_shift == want.weight_shift
+
+
+def test_v2_axes_measured_combined_and_cached(setup, tmp_path):
+    """The a and k axes are measured at m0 on the layers holding enough kernels; the loss of a v2
+    setting is the m-axis loss plus the two measured differences (clipped at 0); v1 keys unchanged."""
+    from chipq.quant.plan import LayerSpec
+    from chipq.quant.sensitivity import NO_V2, V2Axes
+
+    stack, calib, fracs = setup
+    axes = V2Axes(alphas=(4, 2), keeps=(50,), at_bits=1, min_share=0.2)
+    views = _views(calib)
+    result = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes)
+    kernels = [6 * 3, 8 * 6, 8 * 8, 6 * 8]  # conv1_1, conv2_1, conv2_2, conv3_1
+    eligible = [k / sum(kernels) >= 0.2 for k in kernels]
+    assert eligible == [False, True, True, True]
+    assert [sorted(row) for row in result.v2] == [[] if not e else ["1a2", "1a4", "1k50"] for e in eligible]
+    assert result.v2_bits == 1
+    layer = 2
+    at = result.v2[layer]
+    # 2-bit alpha is worse than 4-bit alpha, and dropping half the kernels costs something
+    assert at["1a2"]["dist2"] > at["1a4"]["dist2"]
+    assert at["1k50"]["dist2"] > result.dist2[layer][0]
+    spec = LayerSpec(3, alpha_bits=2, keep=50)
+    base = result.dist2[layer][0]
+    want = result.dist2[layer][2] + max(0, at["1a2"]["dist2"] - base) + max(0, at["1k50"]["dist2"] - base)
+    assert result.loss(layer, spec) == pytest.approx(0.5 * want)
+    assert result.loss(layer, 3) == result.loss(layer, LayerSpec(3)) == 0.5 * result.dist2[layer][2]
+    assert len(result.settings(layer)) == 5 * 3 * 2 and len(result.settings(0)) == 5
+    assert result.settings(layer, v2=False) == [LayerSpec(m) for m in range(1, 6)]
+    with pytest.raises(SensitivityError, match="not measured"):
+        result.loss(0, LayerSpec(1, alpha_bits=4))
+    costs = result.costs()
+    assert costs[layer][spec] == result.loss(layer, spec)
+    # cached with the axes; the v1 measurement has its old key and no v2 rows
+    again = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes)
+    assert again.cached and again.v2 == result.v2
+    plain = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=NO_V2)
+    assert plain.key == sensitivity.cache_key(stack, views, fracs, "rms") != result.key and plain.v2 == []
+    assert plain.dist2 == result.dist2  # the m axis is the same measurement
+
+
+def test_quantize_setting_keeps_the_rule(setup):
+    """The stand-in v2 quantizer: alpha multiples of the step, exactly LayerSpec.kept kernels present."""
+    from chipq.formats import constants as C
+    from chipq.quant.plan import LayerSpec
+    from chipq.quant.sensitivity import quantize_setting
+
+    stack, _, fracs = setup
+    conv = stack.conv_layers()[2]
+    for spec in [LayerSpec(2, 5, 40), LayerSpec(1, 3), LayerSpec(3, keep=75)]:
+        layer = quantize_setting(conv, spec, fracs[1], fracs[2])
+        assert layer.alpha_bits == spec.alpha_bits
+        assert np.all(layer.alpha % C.alpha_step(spec.alpha_bits) == 0)
+        if spec.keep == 100:
+            assert layer.present is None
+        else:
+            assert layer.kept_kernels() == spec.kept(layer.alpha.size)
+            assert np.all(layer.alpha[~layer.present] == 0)
