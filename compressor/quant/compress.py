@@ -22,6 +22,7 @@ from chipq.formats.model import ChipModel
 from chipq.images import ImageError, list_images, load_image, resize
 from chipq.quant import FAST_RECONSTRUCT_IMAGES
 from chipq.quant.calibrate import choose_fracs
+from chipq.quant.plan import LayerSpec
 from chipq.quant.quantize import LayerReport, quantize_stack
 from chipq.quant.reconstruct import ReconstructConfig, reconstruct
 
@@ -97,7 +98,7 @@ def calibrate(stack: FloatStack, calib: np.ndarray) -> list[int]:
 
 def compress(
     stack: FloatStack,
-    plan: list[int],
+    plan: list[int] | list[LayerSpec],
     calib: np.ndarray,
     input_hw: tuple[int, int] = DEFAULT_INPUT,
     step: Callable[[str], None] | None = None,
@@ -114,7 +115,7 @@ def compress(
 
     Args:
         stack: the float model (a trailing max-pool is dropped).
-        plan: mask bits per conv layer.
+        plan: each conv layer's setting (`LayerSpec`: mask bits, α width, kernels kept), or mask bits.
         calib: uint8 (N, 3, H, W) calibration images at the chip input size.
         input_hw: the chip's input buffer size stored in the blob.
         step: called with a short description as each stage starts (for progress display).
@@ -136,7 +137,7 @@ def compress(
 
 def fit_layers(
     stack: FloatStack,
-    plan: list[int],
+    plan: list[int] | list[LayerSpec],
     calib: np.ndarray,
     reconstruction: ReconstructConfig | None,
     images: int,

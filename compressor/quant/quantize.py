@@ -14,13 +14,27 @@ from chipq.errors import ChipqError
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel, ConvLayer, PoolLayer
+from chipq.quant.plan import LayerSpec
 
 _LLOYD_STARTS = (1.0, 0.85, 0.7, 0.55)  # starting alpha as a fraction of max|w| / top level
 _LLOYD_ITERATIONS = 6
 
 
 class QuantizationError(ChipqError):
-    """A layer cannot be represented in chip format v1 (a value out of every range)."""
+    """A layer cannot be represented in the chip format (a value out of every range)."""
+
+
+def as_spec(setting: int | LayerSpec) -> LayerSpec:
+    """A layer's setting as a `LayerSpec`: plain mask bits (the v1 callers) are 8-bit alpha, every kernel.
+
+    The one place where the two forms meet; everything below works on `LayerSpec`.
+
+    >>> as_spec(3), as_spec(LayerSpec(1, 5, 40))
+    (LayerSpec(bits=3, alpha_bits=8, keep=100), LayerSpec(bits=1, alpha_bits=5, keep=40))
+    """
+    if isinstance(setting, LayerSpec):
+        return setting
+    return LayerSpec(int(setting))
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,8 @@ class LayerReport:
     weight_shift: int
     rel_l2: float  # ||W_q - W|| / ||W||
     sqnr_db: float  # 20 log10(||W|| / ||W_q - W||)
+    alpha_bits: int = C.ALPHA_BITS
+    kept: int | None = None  # kernels stored when the layer is pruned, else None
 
 
 def top_level(bits: int) -> int:
@@ -91,26 +107,75 @@ def fit_kernels(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     return best_alpha, best_m
 
 
-def weight_shift_for(max_alpha: float) -> int:
-    """The layer's weight exponent: the largest s in 0..15 with ``max_alpha * 2**s <= 255``.
+def alpha_top(alpha_bits: int = C.ALPHA_BITS) -> int:
+    """The largest 8-bit alpha an `alpha_bits`-wide code stands for: ``(2^a - 1) << (8 - a)``.
+
+    >>> alpha_top(8), alpha_top(5), alpha_top(1)
+    (255, 248, 128)
+    """
+    return ((1 << alpha_bits) - 1) << (C.ALPHA_BITS - alpha_bits)
+
+
+def weight_shift_for(max_alpha: float, alpha_bits: int = C.ALPHA_BITS) -> int:
+    """The layer's weight exponent: the largest s in 0..15 with ``max_alpha * 2**s <= alpha_top(a)``.
 
     >>> weight_shift_for(0.01), weight_shift_for(1.0), weight_shift_for(1e-9)
     (14, 7, 15)
+    >>> weight_shift_for(1.0, 1)  # only 128 is left: 1.0 * 2**7 fits it
+    7
     """
+    top = alpha_top(alpha_bits)
     for shift in range(C.WEIGHT_SHIFT_MAX, -1, -1):
-        if max_alpha * (1 << shift) <= C.ALPHA_MAX:
+        if max_alpha * (1 << shift) <= top:
             return shift
     return 0
 
 
+def round_alpha(alpha: np.ndarray, scale: float, alpha_bits: int = C.ALPHA_BITS) -> np.ndarray:
+    """Real alphas as the chip's 8-bit values at weight scale `scale` (= 2^s), as floats.
+
+    The one rounding rule of alpha: ``alpha * scale`` rounded half up to a multiple of
+    ``C.alpha_step(a)``, clipped to ``0..alpha_top(a)`` (an a-bit code ``<< (8 - a)``, SPEC 3.4).
+
+    >>> round_alpha(np.array([3.49, 3.5, 300.0, -1.0]), 1.0).tolist()
+    [3.0, 4.0, 255.0, 0.0]
+    >>> round_alpha(np.array([3.9, 4.0, 250.0]), 1.0, alpha_bits=6).tolist()
+    [4.0, 4.0, 252.0]
+    """
+    step = float(C.alpha_step(alpha_bits))
+    # in the input's own precision (float32 from the torch solves): the bytes v1 always made
+    values = np.floor(np.asarray(alpha) * scale / step + 0.5) * step
+    return np.clip(values, 0, alpha_top(alpha_bits))
+
+
+def strongest_kernels(weight: np.ndarray, count: int) -> np.ndarray:
+    """The `count` kernels of largest weight energy ``sum w^2`` as a bool (out, in) array.
+
+    The weight-only route's pruning rule: a kernel's energy is a proxy for its share of the layer's
+    output (the data-driven route, `chipq.quant.reconstruct`, measures that share itself). Ties
+    (e.g. kernels that are already zero) keep the earlier kernel in o-major order, so the choice is
+    deterministic.
+
+    >>> w = np.zeros((2, 2, 3, 3)); w[0, 1] = 1.0; w[1, 0] = -2.0
+    >>> strongest_kernels(w, 3).tolist()
+    [[True, True], [True, False]]
+    """
+    energy = np.square(np.asarray(weight, dtype=np.float64)).sum(axis=(2, 3)).ravel()
+    order = np.argsort(-energy, kind="stable")
+    keep = np.zeros(energy.size, dtype=bool)
+    keep[order[:count]] = True
+    return keep.reshape(weight.shape[:2])
+
+
 def quantize_kernels(
-    w: np.ndarray, bits: int
+    w: np.ndarray, bits: int, alpha_bits: int = C.ALPHA_BITS
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Eq. 1 for a whole layer: integer alpha (uint8), mask codes (uint8) and the weight shift.
 
     Args:
         w: float weights (out, in, 3, 3).
         bits: mask width m, 1..5.
+        alpha_bits: width of the stored alpha code (`round_alpha`); 8 = v1.
 
     Returns:
         (alpha (out, in) uint8, codes (out, in, 3, 3) uint8, weight_shift).
@@ -118,15 +183,15 @@ def quantize_kernels(
     out_ch, in_ch = w.shape[:2]
     flat = w.reshape(-1, C.KERNEL_TAPS).astype(np.float64)
     alpha, m = fit_kernels(flat, bits)
-    shift = weight_shift_for(float(alpha.max(initial=0.0)))
+    shift = weight_shift_for(float(alpha.max(initial=0.0)), alpha_bits)
     scale = float(1 << shift)
     # Two rounds in the integer domain: round alpha, re-pick M for the rounded alpha, refit alpha.
     for _ in range(2):
-        alpha_int = np.clip(np.floor(alpha * scale + 0.5), 0, C.ALPHA_MAX)
+        alpha_int = round_alpha(alpha, scale, alpha_bits)
         real = np.where(alpha_int > 0, alpha_int / scale, 1.0)
         m = nearest_level(flat / real[:, None], bits)
         alpha = np.maximum((flat * m).sum(axis=1) / (m * m).sum(axis=1), 0.0)
-    alpha_int = np.clip(np.floor(alpha * scale + 0.5), 0, C.ALPHA_MAX)
+    alpha_int = round_alpha(alpha, scale, alpha_bits)
     real = np.where(alpha_int > 0, alpha_int / scale, 1.0)
     m = nearest_level(flat / real[:, None], bits)
     codes = ((m + top_level(bits)) / 2).astype(np.uint8)
@@ -200,7 +265,13 @@ def dequantized_bias(layer: ConvLayer, in_frac: int) -> np.ndarray:
     return layer.bias.astype(np.float64) * 2.0 ** (layer.bias_shift - layer.weight_shift - in_frac)
 
 
-def quantize_conv(conv: FloatConv, bits: int, in_frac: int, out_frac: int) -> ConvLayer:
+def quantize_conv(
+    conv: FloatConv,
+    spec: int | LayerSpec,
+    in_frac: int,
+    out_frac: int,
+    present: np.ndarray | None = None,
+) -> ConvLayer:
     """One conv layer: kernels as alpha * M at the layer shift, bias at 12 bits, output shift.
 
     The one home of the per-layer recipe: `quantize_stack` and retraining (`chipq.retrain.qat`,
@@ -208,11 +279,24 @@ def quantize_conv(conv: FloatConv, bits: int, in_frac: int, out_frac: int) -> Co
 
     Args:
         conv: float weights and bias (for conv1, `fold_input_normalisation` applied).
-        bits: mask width m.
+        spec: the layer's setting (`LayerSpec`), or plain mask bits (8-bit alpha, every kernel).
         in_frac: fraction bits of the layer input (0 for conv1's ``x0``).
         out_frac: the calibrated fraction bits of the layer output.
+        present: the kernels to keep, bool (out, in), chosen by the caller (reconstruction,
+            retraining); None: with ``spec.keep < 100`` the ``spec.kept(O*I)`` strongest kernels
+            (`strongest_kernels`), else every kernel (no bitmap, a v1 layer).
     """
-    alpha, codes, shift = quantize_kernels(conv.weight, bits)
+    spec = as_spec(spec)
+    weight = np.asarray(conv.weight)
+    if present is None and spec.keep < 100:
+        present = strongest_kernels(weight, spec.kept(weight.shape[0] * weight.shape[1]))
+    if present is not None:
+        present = np.asarray(present, dtype=bool)
+        weight = weight * present[:, :, None, None]  # the layer's shift from the kept kernels only
+    alpha, codes, shift = quantize_kernels(weight, spec.bits, spec.alpha_bits)
+    if present is not None:  # SPEC 3.5: an absent kernel has alpha 0 and mask code 0
+        alpha[~present] = 0
+        codes[~present] = 0
     acc_frac = in_frac + shift
     try:
         bias, bias_shift = quantize_bias(conv.bias, acc_frac)
@@ -221,24 +305,27 @@ def quantize_conv(conv: FloatConv, bits: int, in_frac: int, out_frac: int) -> Co
     out_shift = acc_frac - min(out_frac, acc_frac)
     if out_shift > C.OUT_SHIFT_MAX:
         raise QuantizationError(f"layer {conv.name}: out_shift {out_shift} exceeds {C.OUT_SHIFT_MAX}")
-    return ConvLayer(conv.name, bits, shift, bias_shift, out_shift, alpha, codes, bias)
-
-
+    return ConvLayer(
+        conv.name, spec.bits, shift, bias_shift, out_shift, alpha, codes, bias, alpha_bits=spec.alpha_bits, present=present
+    )
 
 
 def quantize_stack(
     stack: FloatStack,
-    plan: list[int],
+    plan: list[int] | list[LayerSpec],
     act_fracs: list[int],
     input_hw: tuple[int, int] = C.CHIP_INPUT_HW,
+    presence: list[np.ndarray | None] | None = None,
 ) -> tuple[ChipModel, list[LayerReport]]:
     """A float conv stack as a chip model (post-training quantization, no retraining).
 
     Args:
         stack: the float model; a trailing max-pool is dropped.
-        plan: mask bits per conv layer, in order.
+        plan: the setting of each conv layer (`LayerSpec` or mask bits), in order.
         act_fracs: fraction bits of each conv layer's output (from calibration).
         input_hw: the chip's input buffer.
+        presence: per conv layer, the kept kernels chosen by the caller (`quantize_conv`'s
+            `present`), or None entries / None: chosen by `quantize_conv`.
 
     Returns:
         The chip model and one `LayerReport` per conv layer.
@@ -249,6 +336,7 @@ def quantize_stack(
         raise QuantizationError(
             f"plan has {len(plan)} and calibration {len(act_fracs)} entries for {len(convs)} conv layers"
         )
+    presence = list(presence) if presence is not None else [None] * len(convs)
     mean_int = input_mean_int(stack.mean)
     layers: list[ConvLayer | PoolLayer] = []
     reports: list[LayerReport] = []
@@ -260,7 +348,7 @@ def quantize_stack(
         conv = item
         if conv_index == 0:
             conv = fold_input_normalisation(conv, stack.mean, stack.std, mean_int)
-        layer = quantize_conv(conv, plan[conv_index], in_frac, act_fracs[conv_index])
+        layer = quantize_conv(conv, plan[conv_index], in_frac, act_fracs[conv_index], presence[conv_index])
         layers.append(layer)
         reports.append(_report(conv, layer))
         in_frac = layer.out_frac(in_frac)
@@ -275,4 +363,5 @@ def _report(conv: FloatConv, layer: ConvLayer) -> LayerReport:
     norm = np.linalg.norm(w)
     rel = float(err / norm) if norm > 0 else 0.0
     sqnr = float(20 * np.log10(norm / err)) if err > 0 else float("inf")
-    return LayerReport(conv.name, layer.mask_bits, layer.weight_shift, rel, sqnr)
+    kept = layer.kept_kernels() if layer.pruned else None
+    return LayerReport(conv.name, layer.mask_bits, layer.weight_shift, rel, sqnr, layer.alpha_bits, kept)

@@ -50,7 +50,16 @@ from chipq.formats import constants as C
 from chipq.quant.calibrate import choose_frac, subsample
 from chipq.quant.chipnet import ChipConv, activations, chip_input, conv3x3, pool2x2
 from chipq.quant.fold import InputFold
-from chipq.quant.quantize import dequantized_bias, fit_kernels, nearest_level, quantize_conv, weight_shift_for
+from chipq.quant.plan import LayerSpec
+from chipq.quant.quantize import (
+    as_spec,
+    dequantized_bias,
+    fit_kernels,
+    nearest_level,
+    quantize_conv,
+    round_alpha,
+    weight_shift_for,
+)
 
 TAPS = C.KERNEL_TAPS
 
@@ -97,7 +106,7 @@ class LayerStat:
     """What reconstruction did to one layer (for reports and benches)."""
 
     name: str
-    bits: int
+    bits: int | LayerSpec
     frac: int
     float_frac: int
     rel_out_err: float  # ||Y_q - Y|| / ||Y|| before the ReLU, on the sampled positions
@@ -106,7 +115,7 @@ class LayerStat:
 
 def reconstruct(
     stack: FloatStack,
-    plan: list[int],
+    plan: list[int] | list[LayerSpec],
     fracs: list[int] | None,
     calib: np.ndarray,
     config: ReconstructConfig = ReconstructConfig(),
@@ -116,7 +125,7 @@ def reconstruct(
 
     Args:
         stack: the float model (a trailing max-pool is dropped).
-        plan: mask bits per conv layer.
+        plan: each conv layer's setting (`LayerSpec`, or mask bits).
         fracs: output fraction bits from float calibration (kept where `refit_fracs` is off, and
             the starting point of each layer's choice otherwise); None: chosen by the calibration
             rule on the float model's outputs on `calib`, which this pass computes anyway (no
@@ -169,7 +178,7 @@ def _run(stack, plan, fracs, calib, config, fold, step):
             step(f"reconstructing {item.name}")
         first = index == 0
         conv = fold.apply_numpy(item) if first else item  # work in the chip's input units
-        bits = plan[index]
+        bits = as_spec(plan[index])
         float_layer = ChipConv.of_float(conv, None)
         y_f = conv3x3(x_f, float_layer.weight, float_layer.bias, chunk=CHUNK)  # the target: float output of the float input, pre-ReLU
         rows = _positions(x_q.shape, config.positions, rng)
@@ -275,7 +284,7 @@ def _at(y: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     return y.permute(0, 2, 3, 1).reshape(n * h * w, o)[torch.from_numpy(rows)]
 
 
-def _solve_layer(conv: FloatConv, bits: int, z: torch.Tensor, target: torch.Tensor, config: ReconstructConfig):
+def _solve_layer(conv: FloatConv, bits: LayerSpec, z: torch.Tensor, target: torch.Tensor, config: ReconstructConfig):
     """Steps 1 and 2 of the module docstring for one layer: quantized weights (α·M·2^-s) and bias."""
     return _quantize_target(_target(conv, z, target, config), bits, config)
 
@@ -322,31 +331,33 @@ def _target(conv: FloatConv, z: torch.Tensor, target: torch.Tensor, config: Reco
     return _Target(v, raw, cross, u, out_ch, in_ch)
 
 
-def _quantize_target(t: _Target, bits: int, config: ReconstructConfig):
-    """Step 2 of one layer at `bits` mask bits: (weights (O, I, 3, 3), bias (O,)), float32."""
+def _quantize_target(t: _Target, setting: int | LayerSpec, config: ReconstructConfig):
+    """Step 2 of one layer at its setting: (weights (O, I, 3, 3), bias (O,)), float32."""
+    spec = as_spec(setting)
+    bits, alpha_bits = spec.bits, spec.alpha_bits
     out_ch, in_ch, v, u = t.out_ch, t.in_ch, t.v, t.u
     d = in_ch * TAPS
     # the layer's weight exponent, from the target weights' own least-squares fit
     alpha0, _ = fit_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits)
-    shift = weight_shift_for(float(alpha0.max(initial=0.0)))
+    shift = weight_shift_for(float(alpha0.max(initial=0.0)), alpha_bits)
     scale = float(1 << shift)
     if config.error_feedback:
-        q, masks = _gptq(v, u, d, bits, scale)
+        q, masks = _gptq(v, u, d, bits, scale, alpha_bits)
     else:
         q = v.clone()
-        rounded, levels = _round_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits, scale)
+        rounded, levels = _round_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits, scale, alpha_bits)
         q[:, :d] = torch.from_numpy(rounded.reshape(out_ch, d)).to(q.dtype)
         masks = torch.from_numpy(levels.reshape(out_ch, d))
     if t.raw is not None and masks is not None:
-        q = refit_alphas(masks.reshape(out_ch, in_ch, TAPS), t.raw, t.cross, config.alpha_ridge)
+        q = refit_alphas(masks.reshape(out_ch, in_ch, TAPS), t.raw, t.cross, config.alpha_ridge, alpha_bits)
     weight = q[:, :d].numpy().reshape(out_ch, in_ch, 3, 3).astype(np.float32)
     return weight, q[:, d].numpy().astype(np.float32)
 
 
-def _round_kernels(w: np.ndarray, bits: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """α·M for each row (kernel) of `w`: least-squares α rounded to the 8-bit grid 1/scale, then M; and M."""
+def _round_kernels(w: np.ndarray, bits: int, scale: float, alpha_bits: int = C.ALPHA_BITS) -> tuple[np.ndarray, np.ndarray]:
+    """α·M for each row (kernel) of `w`: least-squares α rounded to the layer's α grid (`round_alpha`), then M; and M."""
     alpha, _ = fit_kernels(w, bits)
-    alpha = np.clip(np.floor(alpha * scale + 0.5), 0, C.ALPHA_MAX) / scale
+    alpha = round_alpha(alpha, scale, alpha_bits) / scale
     m = nearest_level(w / np.where(alpha > 0, alpha, 1.0)[:, None], bits)
     return alpha[:, None] * m, m
 
@@ -384,7 +395,9 @@ def inverse_factor(hessian: torch.Tensor) -> torch.Tensor:
     return torch.flip(torch.linalg.solve_triangular(low, eye, upper=False), (0, 1))
 
 
-def _gptq(v: torch.Tensor, u: torch.Tensor, d: int, bits: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _gptq(
+    v: torch.Tensor, u: torch.Tensor, d: int, bits: int, scale: float, alpha_bits: int = C.ALPHA_BITS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize columns 0..d-1 of `v` (O, d+1) in order with error feedback; U^T U = H^-1 (U upper).
 
     Returns:
@@ -403,7 +416,7 @@ def _gptq(v: torch.Tensor, u: torch.Tensor, d: int, bits: int, scale: float) -> 
             if j % TAPS == 0:  # a new kernel: its α from the (already corrected) taps
                 kernel = w1[:, j : j + TAPS].numpy()
                 a, _ = fit_kernels(kernel, bits)
-                alpha = np.clip(np.floor(a * scale + 0.5), 0, C.ALPHA_MAX) / scale
+                alpha = round_alpha(a, scale, alpha_bits) / scale
                 alpha_t = torch.from_numpy(alpha)
                 safe = torch.where(alpha_t > 0, alpha_t, torch.ones_like(alpha_t))
             col = w1[:, j]
@@ -422,7 +435,9 @@ def _gptq(v: torch.Tensor, u: torch.Tensor, d: int, bits: int, scale: float) -> 
 REFIT_CHUNK = 64  # output channels per batched solve of `refit_alphas`
 
 
-def refit_alphas(masks: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor, ridge: float) -> torch.Tensor:
+def refit_alphas(
+    masks: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor, ridge: float, alpha_bits: int = C.ALPHA_BITS
+) -> torch.Tensor:
     """Every α of a layer (and the bias) re-chosen jointly for the output, the masks kept.
 
     With the masks M fixed, output channel o is linear in its α's: ``y_o = Σ_k α_ok (M_ok · z_k) + b_o``,
@@ -437,6 +452,7 @@ def refit_alphas(masks: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor
         hessian: undamped ``Z^T Z`` (9K+1, 9K+1), the bias column last.
         cross: ``T^T Z`` (O, 9K+1).
         ridge: added to the α part of the diagonal, as a share of its mean.
+        alpha_bits: the layer's α width (the grid the α's are rounded to, `round_alpha`).
 
     Returns:
         (O, 9K+1): α·M in the first 9K columns, the bias last.
@@ -472,8 +488,8 @@ def refit_alphas(masks: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor
         alphas[o0:o1] = solution[:, :k, 0]
     masks = torch.where(alphas[:, :, None] < 0, -m, m)
     alphas = alphas.abs()
-    scale = float(1 << weight_shift_for(float(alphas.max())))
-    alphas = torch.clamp(torch.floor(alphas * scale + 0.5), 0, C.ALPHA_MAX) / scale
+    scale = float(1 << weight_shift_for(float(alphas.max()), alpha_bits))
+    alphas = torch.from_numpy(round_alpha(alphas.numpy(), scale, alpha_bits)).to(hessian.dtype) / scale
     weights = (alphas[:, :, None] * masks).reshape(out_ch, d)
     # the bias for the rounded α's: mean output error over the positions
     bias = (cross[:, d] - weights @ hessian[:d, d]) / count.clamp_min(1.0)
