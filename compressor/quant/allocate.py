@@ -41,6 +41,7 @@ from chipq.formats import constants as C
 from chipq.formats.packing import conv_payload_size
 from chipq.formats.reader import first_payload_offset
 from chipq.quant.plan import LayerSpec
+from chipq.quant.quantize import as_spec
 
 WIDTHS = tuple(range(C.MIN_MASK_BITS, C.MAX_MASK_BITS + 1))
 FP32_BYTES = 4
@@ -53,15 +54,6 @@ Setting = LayerSpec | int  # an int is the v1 setting LayerSpec(m)
 
 class BudgetError(UsageError):
     """A budget that does not parse, or that no plan fits."""
-
-
-def as_spec(setting: Setting) -> LayerSpec:
-    """`setting` as a `LayerSpec` (an int m is ``LayerSpec(m)``, a v1 layer).
-
-    >>> as_spec(3), as_spec(LayerSpec(1, 5, 40))
-    (LayerSpec(bits=3, alpha_bits=8, keep=100), LayerSpec(bits=1, alpha_bits=5, keep=40))
-    """
-    return setting if isinstance(setting, LayerSpec) else LayerSpec(int(setting))
 
 
 def stored_kernels(spec: LayerSpec, kernels: int) -> int | None:

@@ -56,7 +56,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +67,9 @@ from chipq.floatnet.model import FloatConv, FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, atomic_write
-from chipq.formats.model import ConvLayer
 from chipq.quant.chipnet import ChipConv, ChipNet, on_chip_input
 from chipq.quant.plan import LayerSpec
-from chipq.quant.quantize import quantize_conv
+from chipq.quant.quantize import as_spec, quantize_conv
 
 SENSITIVITY_VERSION = 1  # bump when the measurement changes: old cache entries are then ignored
 WIDTHS = tuple(range(C.MIN_MASK_BITS, C.MAX_MASK_BITS + 1))
@@ -116,8 +115,8 @@ class V2Axes:
         return {"alphas": list(self.alphas), "keeps": list(self.keeps), "at_bits": self.at_bits, "min_share": self.min_share}
 
 
-# Names the v2 quantizer below in the cache key: change it when `quantize_setting` changes.
-V2_QUANTIZER = "standin-1"
+# Names how a v2 setting is quantized in the cache key: change it when that changes.
+V2_QUANTIZER = "quantize_conv-spec-1"
 
 NO_V2 = V2Axes(alphas=(), keeps=())  # v1 settings only: the m axis (what the cache held before v2)
 DEFAULT_V2 = V2Axes()
@@ -160,7 +159,7 @@ class Sensitivity:
 
     def _field(self, layer: int, setting: LayerSpec | int, name: str) -> float:
         """`name` (dist2 or noise) of `layer` at `setting`, by the additive model for v2 settings."""
-        spec = setting if isinstance(setting, LayerSpec) else LayerSpec(int(setting))
+        spec = as_spec(setting)
         grid = self.dist2 if name == "dist2" else self.noise
         value = grid[layer][spec.bits - 1]
         for part in (LayerSpec(self.v2_bits, alpha_bits=spec.alpha_bits), LayerSpec(self.v2_bits, keep=spec.keep)):
@@ -279,7 +278,8 @@ def measure(
             (e.g. `chipq.quant.reconstruct.layer_candidates`).
         weights_name: names `layer_weights` in the cache key (it must change when they do).
         axes: the v2 settings measured per layer (module docstring); `NO_V2`: the m axis only. A v2
-            setting of layer L is quantized (`quantize_setting`) from what L at m0 is quantized from.
+            setting of layer L is `quantize_conv` of what L at m0 is quantized from (with
+            `layer_weights`: L reconstructed at m0, then narrowed and pruned weight-only).
     """
     started = time.perf_counter()
     stack = stack.without_trailing_pool()
@@ -349,35 +349,10 @@ class _Layers:
 
     def quantized(self, index: int, setting: LayerSpec | int) -> ChipConv:
         """Layer `index` stored as `setting` (Eq. 1, its input at the calibrated fraction bits)."""
-        spec = setting if isinstance(setting, LayerSpec) else LayerSpec(int(setting))
+        spec = as_spec(setting)
         in_frac = 0 if index == 0 else self.fracs[index - 1]
         conv = self.convs[index] if self.candidates is None else self.candidates[index][spec.bits]
-        return ChipConv.of_layer(quantize_setting(conv, spec, in_frac, self.fracs[index]), in_frac)
-
-
-def quantize_setting(conv: FloatConv, spec: LayerSpec, in_frac: int, out_frac: int) -> ConvLayer:
-    """One conv layer stored as `spec`, weight-only: `quantize_conv` at m bits, then (v2) alpha
-    rounded to `spec.alpha_bits`-bit codes and the `spec.kept` kernels of most energy kept.
-
-    A stand-in for the v2 quantizer of `chipq.quant.quantize` (branch v2-quant) until it lands; the
-    sensitivity only needs what the setting costs a layer, not the best fit of it.
-    """
-    layer = quantize_conv(conv, spec.bits, in_frac, out_frac)
-    if not spec.uses_v2:
-        return layer
-    step = C.alpha_step(spec.alpha_bits)
-    codes = np.clip((layer.alpha.astype(np.int64) + step // 2) // step, 0, (1 << spec.alpha_bits) - 1)
-    alpha = (codes * step).astype(np.uint8)
-    mask, present = layer.mask, None
-    if spec.keep != 100:
-        kernels = alpha.size
-        energy = (alpha.astype(np.float64) ** 2 * np.sum(layer.signed_mask().astype(np.float64) ** 2, axis=(2, 3))).reshape(-1)
-        present = np.zeros(kernels, bool)
-        present[np.argsort(-energy, kind="stable")[: spec.kept(kernels)]] = True
-        present = present.reshape(alpha.shape)
-        alpha = np.where(present, alpha, 0).astype(np.uint8)
-        mask = np.where(present[:, :, None, None], mask, 0).astype(np.uint8)
-    return replace(layer, alpha=alpha, mask=mask, alpha_bits=spec.alpha_bits, present=present)
+        return ChipConv.of_layer(quantize_conv(conv, spec, in_frac, self.fracs[index]), in_frac)
 
 
 def _measure(

@@ -35,6 +35,18 @@ def test_blob_bytes_equals_the_written_blob_for_every_plan():
     assert len(gaps) > 1  # the alignment padding really varies with the plan
 
 
+def test_blob_bytes_equals_the_quantizers_v2_blob():
+    """Random v2 plans through the quantizer (`chipq.quant.compress` with LayerSpecs): planned == written."""
+    stack = random_stack(CFG, seed=4)
+    layout = Layout.of(stack)
+    rng = np.random.default_rng(1)
+    calib = rng.integers(0, 256, (2, 3, 16, 16), dtype=np.uint8)
+    for _ in range(8):
+        plan = [LayerSpec(int(rng.integers(1, 6)), int(rng.choice([8, 6, 4, 2])), int(rng.choice([100, 75, 40, 10]))) for _ in range(4)]
+        model = compress(stack, plan, calib, (16, 16), reconstruction=None).model
+        assert blob_bytes(layout, plan) == len(to_bytes(model)), plan
+
+
 def _vgg16_layout():
     from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 

@@ -199,22 +199,3 @@ def test_v2_axes_measured_combined_and_cached(setup, tmp_path):
     plain = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=NO_V2)
     assert plain.key == sensitivity.cache_key(stack, views, fracs, "rms") != result.key and plain.v2 == []
     assert plain.dist2 == result.dist2  # the m axis is the same measurement
-
-
-def test_quantize_setting_keeps_the_rule(setup):
-    """The stand-in v2 quantizer: alpha multiples of the step, exactly LayerSpec.kept kernels present."""
-    from chipq.formats import constants as C
-    from chipq.quant.plan import LayerSpec
-    from chipq.quant.sensitivity import quantize_setting
-
-    stack, _, fracs = setup
-    conv = stack.conv_layers()[2]
-    for spec in [LayerSpec(2, 5, 40), LayerSpec(1, 3), LayerSpec(3, keep=75)]:
-        layer = quantize_setting(conv, spec, fracs[1], fracs[2])
-        assert layer.alpha_bits == spec.alpha_bits
-        assert np.all(layer.alpha % C.alpha_step(spec.alpha_bits) == 0)
-        if spec.keep == 100:
-            assert layer.present is None
-        else:
-            assert layer.kept_kernels() == spec.kept(layer.alpha.size)
-            assert np.all(layer.alpha[~layer.present] == 0)
