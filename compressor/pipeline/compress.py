@@ -29,7 +29,7 @@ import numpy as np
 from chipq.errors import UsageError
 from chipq.floatnet.model import FloatStack
 from chipq.quant.compress import DEFAULT_INPUT, MAX_CALIB_IMAGES, CompressResult, calibration_batch, default_calib_dir
-from chipq.quant.plan import PAPER_PLAN, parse_plan
+from chipq.quant.plan import PAPER_PLAN, LayerSpec, parse_specs
 from chipq.retrain.config import RetrainConfig
 
 DEFAULT_RETRAIN = RetrainConfig()  # `chipq compress` retrains by default
@@ -44,7 +44,12 @@ class Compressed:
 
     result: CompressResult
     plan: str  # the plan as text: as given, or the one chosen under the budget
-    bits: list[int]
+    specs: list[LayerSpec]  # each conv layer's setting (mask bits, alpha width, kernels kept)
+
+    @property
+    def bits(self) -> list[int]:
+        """The mask bits of each conv layer."""
+        return [spec.bits for spec in self.specs]
 
     @property
     def model(self):
@@ -121,7 +126,8 @@ def compress(
 
     Args:
         model: a model file (.pt / .pth / .onnx) or a float stack.
-        plan: plan text (`chipq.quant.plan.parse_plan`), ``"auto"`` with `budget`, or mask bits per
+        plan: plan text (`chipq.quant.plan.parse_specs`: v1 mask bits or v2 settings such as
+            ``3x7,1a5k40x6``), ``"auto"`` with `budget`, or a setting (`LayerSpec` or mask bits) per
             conv layer.
         budget: with ``plan="auto"``: the most blob bytes (`chipq.quant.allocate.parse_budget`).
         images: the calibration and training photos (folder or list file); default: the photo set
@@ -147,30 +153,41 @@ def compress(
     stack = _load(model)
     auto = _is_auto(plan)
     names = [layer.name for layer in stack.conv_layers()]
-    bits = None if auto else (parse_plan(plan, names) if isinstance(plan, str) else list(plan))
+    specs = None if auto else _specs(plan, names)
     image_dir = images if images is not None else default_calib_dir()
     if calib is None:
         _check_memory(stack, image_dir, input_hw)
         say("reading calibration images")
         calib = calibration_batch(image_dir, input_hw)
-    plan_text = plan if isinstance(plan, str) else ",".join(map(str, bits))
+    plan_text = plan if isinstance(plan, str) else ",".join(map(str, specs))
     if auto:
         from chipq.pipeline.plan import make_plan
 
         chosen = make_plan(stack, budget, calib, [], status=say)
-        bits, plan_text = chosen.bits, chosen.plan
+        specs, plan_text = _specs(chosen.bits, names), chosen.plan
     if retrain is None:
-        result = _post_training(stack, bits, calib, input_hw, model, say)
+        result = _post_training(stack, specs, calib, input_hw, model, say)
     else:
         if train_images is None:
             from chipq.retrain.trainer import load_training_images
 
             say("reading training images")
             train_images = load_training_images(image_dir)
-        result = _retrained(stack, bits, calib, train_images, retrain, input_hw, output, resume, hooks, save_every)
+        result = _retrained(stack, specs, calib, train_images, retrain, input_hw, output, resume, hooks, save_every)
     if output is not None:
         write(result, output, retrained=retrain is not None, status=say)
-    return Compressed(result, plan_text, list(bits))
+    return Compressed(result, plan_text, specs)
+
+
+def _specs(plan: str | Sequence[int | LayerSpec], names: list[str]) -> list[LayerSpec]:
+    """Each conv layer's setting from plan text or a list of settings (mask bits or `LayerSpec`)."""
+    from chipq.quant.quantize import QuantizationError, as_spec
+
+    if isinstance(plan, str):
+        return parse_specs(plan, names)
+    if len(plan) != len(names):
+        raise QuantizationError(f"plan has {len(plan)} entries for {len(names)} conv layers")
+    return [as_spec(item) for item in plan]
 
 
 def _is_auto(plan: str | Sequence[int]) -> bool:

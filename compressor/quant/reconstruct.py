@@ -85,6 +85,8 @@ class ReconstructConfig:
         refit_alphas: after step 2, all α's of the layer solved jointly for its output, the masks
             kept (`refit_alphas`).
         alpha_ridge: that solve's regularisation, a share of its mean diagonal.
+        saliency: how a pruned layer chooses the kernels it removes (`kernel_saliency`): "obs" or
+            "energy".
         seed: seeds the position sampling.
         threads: torch intra-op threads.
     """
@@ -99,6 +101,7 @@ class ReconstructConfig:
     float_prior: bool = True
     refit_alphas: bool = True
     alpha_ridge: float = 1e-3
+    saliency: str = "obs"
 
 
 @dataclass
@@ -296,9 +299,16 @@ class _Target:
     v: torch.Tensor  # (O, d+1) least-squares target weights, the bias last
     raw: torch.Tensor | None  # undamped Z^T Z (for `refit_alphas`)
     cross: torch.Tensor  # T^T Z
-    u: torch.Tensor | None  # H^-1 = U^T U (error feedback)
+    damped: torch.Tensor  # Z^T Z + λ I: the quadratic form of the output error (with the ridge)
+    u: torch.Tensor | None  # H^-1 = U^T U (error feedback, pruning); `inverse` makes it on demand
     out_ch: int
     in_ch: int
+
+    def inverse(self) -> torch.Tensor:
+        """U with ``U^T U = H^-1`` of the damped H (computed once)."""
+        if self.u is None:
+            self.u = inverse_factor(self.damped)
+        return self.u
 
 
 def _target(conv: FloatConv, z: torch.Tensor, target: torch.Tensor, config: ReconstructConfig) -> _Target:
@@ -328,30 +338,122 @@ def _target(conv: FloatConv, z: torch.Tensor, target: torch.Tensor, config: Reco
     else:
         v = float_v.clone()
     v[:, :d][:, dead] = 0.0
-    return _Target(v, raw, cross, u, out_ch, in_ch)
+    return _Target(v, raw, cross, hessian, u, out_ch, in_ch)
 
 
 def _quantize_target(t: _Target, setting: int | LayerSpec, config: ReconstructConfig):
-    """Step 2 of one layer at its setting: (weights (O, I, 3, 3), bias (O,)), float32."""
+    """Step 2 of one layer at its setting: (weights (O, I, 3, 3), bias (O,)), float32.
+
+    A pruned layer (``keep < 100``) first chooses its kept kernels for the output (`kept_for_output`);
+    the removed kernels are set to zero with their error pushed onto the kernels after them
+    (`_prune_with_feedback`, or inside `_gptq` with error feedback); then the kept kernels are
+    quantized as a full layer's are, and their α's refitted jointly (`refit_alphas`).
+    """
     spec = as_spec(setting)
     bits, alpha_bits = spec.bits, spec.alpha_bits
-    out_ch, in_ch, v, u = t.out_ch, t.in_ch, t.v, t.u
+    out_ch, in_ch, v = t.out_ch, t.in_ch, t.v
     d = in_ch * TAPS
-    # the layer's weight exponent, from the target weights' own least-squares fit
-    alpha0, _ = fit_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits)
+    keep = None
+    if spec.keep < 100:
+        w = v[:, :d].reshape(out_ch, in_ch, TAPS)
+        keep = kept_for_output(w, t.damped, t.inverse(), spec.kept(out_ch * in_ch), config.saliency)
+        if not config.error_feedback:
+            v = _prune_with_feedback(v, t.inverse(), keep)
+    kept_v = v[:, :d] if keep is None else v[:, :d] * keep.repeat_interleave(TAPS, dim=1).to(v.dtype)
+    # the layer's weight exponent, from the (kept) target weights' own least-squares fit
+    alpha0, _ = fit_kernels(kept_v.numpy().reshape(-1, TAPS), bits)
     shift = weight_shift_for(float(alpha0.max(initial=0.0)), alpha_bits)
     scale = float(1 << shift)
     if config.error_feedback:
-        q, masks = _gptq(v, u, d, bits, scale, alpha_bits)
+        q, masks = _gptq(v, t.inverse(), d, bits, scale, alpha_bits, keep)
     else:
         q = v.clone()
-        rounded, levels = _round_kernels(v[:, :d].numpy().reshape(-1, TAPS), bits, scale, alpha_bits)
+        rounded, levels = _round_kernels(kept_v.numpy().reshape(-1, TAPS), bits, scale, alpha_bits)
         q[:, :d] = torch.from_numpy(rounded.reshape(out_ch, d)).to(q.dtype)
         masks = torch.from_numpy(levels.reshape(out_ch, d))
+    if keep is not None:  # a removed kernel stays zero through the α refit
+        masks = masks * keep.repeat_interleave(TAPS, dim=1).to(masks.dtype)
     if t.raw is not None and masks is not None:
         q = refit_alphas(masks.reshape(out_ch, in_ch, TAPS), t.raw, t.cross, config.alpha_ridge, alpha_bits)
     weight = q[:, :d].numpy().reshape(out_ch, in_ch, 3, 3).astype(np.float32)
     return weight, q[:, d].numpy().astype(np.float32)
+
+
+SALIENCIES = ("obs", "energy")
+
+
+def kernel_saliency(w: torch.Tensor, hessian: torch.Tensor, u: torch.Tensor | None, rule: str = "obs") -> torch.Tensor:
+    """What removing each 3x3 kernel costs the layer's output on the calibration patches, (O, I).
+
+    ``"obs"`` (Optimal Brain Surgeon for a group, Hassibi & Stork; SparseGPT's rule, per kernel):
+    the output error added when kernel (o, i) is set to zero and the rest of row o re-fitted,
+    ``w^T [(H^-1)_ii]^-1 w`` with ``(H^-1)_ii`` the 9x9 block of input channel i of the inverse
+    Hessian (``H^-1 = U^T U``). ``"energy"``: the output energy of the kernel alone, ``w^T H_ii w``,
+    with no re-fit. H is the damped ``Z^T Z + λ I`` (the objective the re-fit minimises).
+
+    Args:
+        w: (O, I, 9) target weights.
+        hessian: H, (9I+1, 9I+1).
+        u: the upper-triangular factor of H^-1 (`inverse_factor`); needed by "obs" only.
+    """
+    in_ch = w.shape[1]
+    blocks = torch.empty(in_ch, TAPS, TAPS, dtype=hessian.dtype)
+    for i in range(in_ch):
+        span = slice(i * TAPS, (i + 1) * TAPS)
+        if rule == "obs":  # (U^T U)_ii: U is upper, so only its rows up to the block reach it
+            cols = u[: (i + 1) * TAPS, span]
+            blocks[i] = cols.T @ cols
+        elif rule == "energy":
+            blocks[i] = hessian[span, span]
+        else:
+            raise ValueError(f"saliency {rule!r}: one of {', '.join(SALIENCIES)}")
+    if rule == "obs":
+        blocks = torch.linalg.inv(blocks.double()).to(hessian.dtype)
+    return torch.einsum("oit,itu,oiu->oi", w, blocks, w)
+
+
+def kept_for_output(w: torch.Tensor, hessian: torch.Tensor, u: torch.Tensor | None, count: int, rule: str = "obs") -> torch.Tensor:
+    """The `count` kernels of the layer whose removal would cost the output most, bool (O, I).
+
+    A layer-wide choice (`kernel_saliency` of every kernel, the largest kept): an output channel
+    whose kernels matter more keeps more of them. Ties keep the earlier kernel (o-major).
+    """
+    saliency = kernel_saliency(w, hessian, u, rule).flatten().double()
+    order = np.argsort(-saliency.numpy(), kind="stable")
+    keep = np.zeros(saliency.numel(), dtype=bool)
+    keep[order[:count]] = True
+    return torch.from_numpy(keep.reshape(w.shape[:2]))
+
+
+def _prune_with_feedback(v: torch.Tensor, u: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """`v` (O, 9I+1) with the removed kernels set to zero and the rest re-fitted for the output.
+
+    Columns in order, each removed column's whole weight is the error pushed onto the later
+    columns through U (``U^T U = H^-1``), as `_gptq` does with rounding errors (SparseGPT's
+    compensation); a kept column is left as it is. A kept column fixed before a later removal
+    does not see it, so this is the least-squares fit of the kept weights only where every removed
+    kernel of a row precedes its kept ones (tests/quant/test_reconstruct_prune.py); in general it is
+    the usual one-pass approximation, at the cost of one GPTQ pass. `refit_alphas` then solves the
+    kept kernels' α's jointly and exactly.
+    """
+    w = v.clone()
+    cut = ~keep.repeat_interleave(TAPS, dim=1)  # (O, d)
+    d = cut.shape[1]
+    block = GPTQ_BLOCK * TAPS
+    for b0 in range(0, d, block):
+        b1 = min(b0 + block, d)
+        w1 = w[:, b0:b1].clone()
+        err1 = torch.zeros_like(w1)
+        u1 = u[b0:b1, b0:b1]
+        for j in range(b1 - b0):
+            col = w1[:, j]
+            e = torch.where(cut[:, b0 + j], col, torch.zeros_like(col)) / u1[j, j]
+            w1[:, j:] -= e[:, None] * u1[j, j:][None, :]
+            err1[:, j] = e
+        w1[cut[:, b0:b1]] = 0.0  # exactly zero (the update left rounding dust)
+        w[:, b0:b1] = w1
+        w[:, b1:] -= err1 @ u[b0:b1, b1:]
+    return w
 
 
 def _round_kernels(w: np.ndarray, bits: int, scale: float, alpha_bits: int = C.ALPHA_BITS) -> tuple[np.ndarray, np.ndarray]:
@@ -396,9 +498,18 @@ def inverse_factor(hessian: torch.Tensor) -> torch.Tensor:
 
 
 def _gptq(
-    v: torch.Tensor, u: torch.Tensor, d: int, bits: int, scale: float, alpha_bits: int = C.ALPHA_BITS
+    v: torch.Tensor,
+    u: torch.Tensor,
+    d: int,
+    bits: int,
+    scale: float,
+    alpha_bits: int = C.ALPHA_BITS,
+    keep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize columns 0..d-1 of `v` (O, d+1) in order with error feedback; U^T U = H^-1 (U upper).
+
+    `keep` (O, d/9) bool: the kernels kept; a removed kernel's columns are quantized to zero (its
+    whole weight is the error pushed on), as SparseGPT prunes.
 
     Returns:
         (the quantized `v`, α·M in its first d columns; the mask levels M (O, d)).
@@ -417,6 +528,8 @@ def _gptq(
                 kernel = w1[:, j : j + TAPS].numpy()
                 a, _ = fit_kernels(kernel, bits)
                 alpha = round_alpha(a, scale, alpha_bits) / scale
+                if keep is not None:
+                    alpha = np.where(keep[:, (b0 + j) // TAPS].numpy(), alpha, 0.0)
                 alpha_t = torch.from_numpy(alpha)
                 safe = torch.where(alpha_t > 0, alpha_t, torch.ones_like(alpha_t))
             col = w1[:, j]
