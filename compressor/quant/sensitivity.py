@@ -111,6 +111,16 @@ class V2Axes:
         total = sum(kernels) or 1
         return [bool(self.settings()) and count / total >= self.min_share for count in kernels]
 
+    def candidates(self, kernels: list[int]) -> list[list[LayerSpec]]:
+        """Every setting the planner may give each layer (kernel counts O*I in conv order), known
+        before anything is measured: every m, crossed with the axes on the eligible layers."""
+        rows = []
+        for eligible in self.eligible(kernels):
+            alphas = (C.ALPHA_BITS, *self.alphas) if eligible else (C.ALPHA_BITS,)
+            keeps = (100, *self.keeps) if eligible else (100,)
+            rows.append([LayerSpec(m, a, k) for m in WIDTHS for a in alphas for k in keeps])
+        return rows
+
     def key(self) -> dict:
         return {"alphas": list(self.alphas), "keeps": list(self.keeps), "at_bits": self.at_bits, "min_share": self.min_share}
 
