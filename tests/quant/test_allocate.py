@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from floatcraft import random_stack
 
+from chipq.formats.synthetic import random_model
 from chipq.formats.writer import to_bytes
 from chipq.quant import allocate
-from chipq.formats.synthetic import random_model
 from chipq.quant.allocate import BudgetError, Layout, best_plan, blob_bytes, pareto_front, parse_budget, plan_text
 from chipq.quant.compress import compress
 from chipq.quant.plan import LayerSpec, parse_plan, parse_specs
