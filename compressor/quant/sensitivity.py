@@ -34,8 +34,9 @@ What narrowing alpha and dropping kernels add is combined additively:
 
     dist2(L, m, a, k) ≈ dist2(L, m) + [dist2(L, m0, a) − dist2(L, m0)] + [dist2(L, m0, k) − dist2(L, m0)]
 
-each bracket clipped at 0 (a narrower alpha or fewer kernels never makes a layer closer to float;
-a negative difference is measurement noise). The additivity rests on the same assumption of
+each bracket made monotone and clipped at 0 (a narrower alpha or fewer kernels never makes a layer
+closer to float: a bracket is the largest difference measured at that setting or a richer one of
+its axis, so measurement noise can neither make a cut free nor rank a deeper cut cheaper). The additivity rests on the same assumption of
 uncorrelated errors: alpha rounding moves each kernel's scale, dropping removes whole kernels, and
 the mask width shapes the kept ones. At m > m0 a dropped kernel loses more than it did at m0 (its
 finer mask had less error), so the k bracket is optimistic there; the planner's measured check (and
@@ -172,14 +173,27 @@ class Sensitivity:
         spec = as_spec(setting)
         grid = self.dist2 if name == "dist2" else self.noise
         value = grid[layer][spec.bits - 1]
-        for part in (LayerSpec(self.v2_bits, alpha_bits=spec.alpha_bits), LayerSpec(self.v2_bits, keep=spec.keep)):
-            if not part.uses_v2:
-                continue
-            measured = self.v2[layer].get(str(part)) if self.v2 else None
-            if measured is None:
-                raise SensitivityError(f"layer {self.layers[layer]}: {spec} was not measured (no {part} run)")
-            value += max(0.0, measured[name] - grid[layer][self.v2_bits - 1])
+        if spec.alpha_bits != C.ALPHA_BITS:
+            value += self._added(layer, spec, name, "alpha_bits")
+        if spec.keep != 100:
+            value += self._added(layer, spec, name, "keep")
         return value
+
+    def _added(self, layer: int, spec: LayerSpec, name: str, axis: str) -> float:
+        """What one v2 axis (``alpha_bits`` or ``keep``) adds at `spec`'s value over the m0 run.
+
+        The largest measured difference among the settings of that axis no richer than `at` (a
+        narrower alpha or fewer kernels never costs less), clipped at 0: measurement noise cannot
+        make a cut free or rank a deeper cut above a shallower one.
+        """
+        at, full = getattr(spec, axis), getattr(LayerSpec(1), axis)
+        runs = [_spec(text) for text in (self.v2[layer] if self.v2 else {})]
+        runs = [run for run in runs if getattr(run, axis) != full]  # this axis's runs
+        if not any(getattr(run, axis) == at for run in runs):
+            raise SensitivityError(f"layer {self.layers[layer]}: {spec} was not measured (no {axis} {at} run)")
+        grid = self.dist2 if name == "dist2" else self.noise
+        base = grid[layer][self.v2_bits - 1]
+        return max(0.0, *(self.v2[layer][str(run)][name] - base for run in runs if getattr(run, axis) >= at))
 
     def loss(self, layer: int, setting: LayerSpec | int) -> float:
         """The additive cost `chipq.quant.allocate` minimises: half the squared descriptor distance."""

@@ -11,7 +11,7 @@ from floatcraft import random_stack
 from chipq.executor import golden
 from chipq.quant import sensitivity
 from chipq.quant.compress import calibrate, compress
-from chipq.quant.sensitivity import SensitivityError, measure
+from chipq.quant.sensitivity import Sensitivity, SensitivityError, measure
 
 
 def _pool(maps):
@@ -184,8 +184,12 @@ def test_v2_axes_measured_combined_and_cached(setup, tmp_path):
     assert at["1k50"]["dist2"] > result.dist2[layer][0]
     spec = LayerSpec(3, alpha_bits=2, keep=50)
     base = result.dist2[layer][0]
-    want = result.dist2[layer][2] + max(0, at["1a2"]["dist2"] - base) + max(0, at["1k50"]["dist2"] - base)
+    want = result.dist2[layer][2] + max(0, at["1a2"]["dist2"] - base, at["1a4"]["dist2"] - base) + max(0, at["1k50"]["dist2"] - base)
     assert result.loss(layer, spec) == pytest.approx(0.5 * want)
+    # monotone: a made-up noisy run where 2-bit alpha measured better than 4-bit costs what 4-bit does
+    noisy = Sensitivity(**{**result.to_json(), "v2": [dict(row) for row in result.v2]})
+    noisy.v2[layer]["1a2"] = {**at["1a2"], "dist2": base - 1.0}
+    assert noisy.loss(layer, LayerSpec(1, alpha_bits=2)) == noisy.loss(layer, LayerSpec(1, alpha_bits=4)) > noisy.loss(layer, 1)
     assert result.loss(layer, 3) == result.loss(layer, LayerSpec(3)) == 0.5 * result.dist2[layer][2]
     assert len(result.settings(layer)) == 5 * 3 * 2 and len(result.settings(0)) == 5
     assert result.settings(layer, v2=False) == [LayerSpec(m) for m in range(1, 6)]
