@@ -31,7 +31,11 @@ _HELP = "\n\n".join(
         "shift per layer, 12-bit biases and 8-bit activations whose shifts are calibrated on real images.",
         "PLAN gives the mask bits of each conv layer: runs `3x7,1x6` (3 bits on the first 7 convs, 1 on "
         "the next 6 — the paper's plan), a per-layer list `3,3,3,3,3,3,3,1,1,1,1,1,1`, or names "
-        "`conv1_1=3,...,conv5_3=1` covering every conv layer.",
+        "`conv1_1=3,...,conv5_3=1` covering every conv layer. A setting BITS[aALPHA][kKEEP] also sets "
+        "the layer's alpha width and the share of its 3x3 kernels kept (chip format v2): `3x7,1a5k40x6` "
+        "= 3-bit masks on the first 7 convs, then 1-bit masks, 5-bit alpha and 40 % of the kernels. "
+        "The kernels are removed by their effect on the layer's output on the calibration photos "
+        "(the rest refitted), and retraining prunes the trained layers gradually (--prune-from).",
         "The blob is written atomically: it appears whole or not at all. The same model, plan and "
         "calibration images give byte-identical blobs, whether the model comes as .pt or .onnx.",
         "By default compress runs Algorithm 1 (the paper's retraining with the fixed-point constraint): "
@@ -55,6 +59,7 @@ _HELP = "\n\n".join(
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 -o vgg16.blob",
         "Example: chipq compress vgg16.pt --budget 2000000 -o vgg16.blob",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 --no-retrain -o fast.blob",
+        "Example: chipq compress vgg16.pt --plan 3x2,2a6k60x5,1a4k45x6 -o small.blob",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 --images my_photos --steps 600 -o vgg16.blob",
     ]
 )
@@ -64,7 +69,7 @@ _HELP = "\n\n".join(
 def compress_command(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Float model: .pt / .pth (state dict or TorchScript) or .onnx.", show_default=False),
     plan_text: Optional[str] = typer.Option(
-        None, "--plan", "-p", metavar="PLAN", help=f"Each conv layer's setting (see above; default {PAPER_PLAN}), or auto with --budget.", show_default=False
+        None, "--plan", "-p", metavar="PLAN", help=f"Setting of each conv layer: mask bits[, alpha width, kernels kept] (see above; default {PAPER_PLAN}), or auto with --budget.", show_default=False
     ),
     budget: Optional[str] = typer.Option(
         None, "--budget", metavar="B", help="Choose the plan under this many blob bytes (3914104, 2MB, 15x); instead of --plan.", show_default=False
@@ -95,6 +100,11 @@ def compress_command(
     train_from: Optional[str] = typer.Option(
         None, "--train-from", metavar="LAYER", help="First conv layer to train (default: the first with the plan's fewest mask bits).", show_default=False
     ),
+    prune_from: Optional[int] = typer.Option(
+        None, "--prune-from", metavar="POINTS", min=0, max=100,
+        help=f"Trained pruning: the trained pruned layers start with POINTS percentage points more kernels and are pruned to the plan's share over the first half of the steps (default {RetrainConfig.prune_from}).",
+        show_default=False,
+    ),  # fmt: skip
     resume: bool = flag("--resume", help="Continue the retraining saved in BLOB.ckpt."),
     checkpoint_seconds: float = typer.Option(60.0, "--checkpoint-seconds", min=0, hidden=True, help="Seconds between retraining checkpoints (tests)."),
 ) -> None:
@@ -109,9 +119,9 @@ def compress_command(
     image_dir = _photo_folder(images_dir, calib, retrain, no_retrain)
     config = None
     if no_retrain:
-        _refuse_without_retrain(steps=steps, epochs=epochs, train_from=train_from, resume=resume or None)
+        _refuse_without_retrain(steps=steps, epochs=epochs, train_from=train_from, resume=resume or None, prune_from=prune_from)
     else:
-        config = _retrain_config(steps, epochs, lr, seed, samples, train_from, min(input_hw))
+        config = _retrain_config(steps, epochs, lr, seed, samples, train_from, min(input_hw), prune_from)
     check_request(output, config, resume, plan_text, budget, request_inputs(model_path, image_dir))  # before the model loads
     with _Display(as_json, config) as display, _deferred_interrupt(display.retraining) as stop:
         compressed = compress(
@@ -145,11 +155,14 @@ def _photo_folder(images_dir: Path | None, calib: Path | None, retrain: Path | N
 
 
 def _retrain_config(
-    steps: int | None, epochs: int | None, lr: float, seed: int, samples: int, train_from: str | None, crop: int
+    steps: int | None, epochs: int | None, lr: float, seed: int, samples: int, train_from: str | None, crop: int,
+    prune_from: int | None = None,
 ) -> RetrainConfig:
     if steps is not None and epochs is not None:
         raise UsageError("--steps and --epochs: give one of them")
     config = RetrainConfig(lr=lr, seed=seed, samples=samples, crop=crop, train_from=train_from or "")
+    if prune_from is not None:
+        config = RetrainConfig(**{**vars(config), "prune_from": prune_from})
     if epochs is not None:
         return RetrainConfig(**{**vars(config), "steps": epochs * config.steps_per_epoch()})
     return RetrainConfig(**{**vars(config), "steps": RetrainConfig.steps if steps is None else steps})

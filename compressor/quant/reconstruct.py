@@ -85,8 +85,12 @@ class ReconstructConfig:
         refit_alphas: after step 2, all α's of the layer solved jointly for its output, the masks
             kept (`refit_alphas`).
         alpha_ridge: that solve's regularisation, a share of its mean diagonal.
-        saliency: how a pruned layer chooses the kernels it removes (`kernel_saliency`): "obs" or
-            "energy".
+        saliency: how a pruned layer chooses the kernels it removes (`kernel_saliency`): "energy"
+            (the kernel's output energy) or "obs" (its OBS group saliency). On real VGG-16 layers
+            (conv2_2, conv3_2; 8 photos, held-out positions, 2k50 / 1a4k50 / 1a5k30, with and
+            without error feedback) "energy" left 1.5-3.5 % less relative output error: the OBS
+            rule assumes the rest of the row is re-fitted freely, which the one-pass compensation
+            and the quantization after it do not do.
         seed: seeds the position sampling.
         threads: torch intra-op threads.
     """
@@ -101,7 +105,7 @@ class ReconstructConfig:
     float_prior: bool = True
     refit_alphas: bool = True
     alpha_ridge: float = 1e-3
-    saliency: str = "obs"
+    saliency: str = "energy"  # measured on real VGG-16 layers: a lower output error than "obs" (CHANGELOG)
 
 
 @dataclass
@@ -442,18 +446,25 @@ def _prune_with_feedback(v: torch.Tensor, u: torch.Tensor, keep: torch.Tensor) -
     block = GPTQ_BLOCK * TAPS
     for b0 in range(0, d, block):
         b1 = min(b0 + block, d)
-        w1 = w[:, b0:b1].clone()
-        err1 = torch.zeros_like(w1)
-        u1 = u[b0:b1, b0:b1]
-        for j in range(b1 - b0):
-            col = w1[:, j]
-            e = torch.where(cut[:, b0 + j], col, torch.zeros_like(col)) / u1[j, j]
-            w1[:, j:] -= e[:, None] * u1[j, j:][None, :]
-            err1[:, j] = e
-        w1[cut[:, b0:b1]] = 0.0  # exactly zero (the update left rounding dust)
-        w[:, b0:b1] = w1
+        err1 = _block_errors(w[:, b0:b1], u[b0:b1, b0:b1], cut[:, b0:b1])
+        w[:, b0:b1] = torch.where(cut[:, b0:b1], torch.zeros_like(err1), w[:, b0:b1] - err1 @ torch.triu(u[b0:b1, b0:b1], 1))
         w[:, b1:] -= err1 @ u[b0:b1, b1:]
     return w
+
+
+def _block_errors(w1: torch.Tensor, u1: torch.Tensor, cut1: torch.Tensor) -> torch.Tensor:
+    """The errors `e` (O, b) GPTQ's column loop would push from a block whose columns `cut1` are set to zero.
+
+    Column j's error is ``e_j = (w_j - Σ_{k<j} e_k U_kj) / U_jj`` where cut, 0 where kept: on each
+    row, the cut columns' errors solve the triangular system ``e_S U_SS = w_S``. One batched
+    triangular solve per block, with the kept columns' rows and columns of U replaced by the
+    identity (their error is zero), instead of a Python loop over the columns.
+    """
+    c = cut1.to(u1.dtype)  # (O, b)
+    eye = torch.eye(len(u1), dtype=u1.dtype)
+    upper = torch.triu(u1)[None] * c[:, :, None] * c[:, None, :] + torch.diag_embed(1.0 - c) * eye
+    right = (w1 * c)[:, :, None]  # e U = w c  <=>  U^T e^T = (w c)^T, U^T lower triangular
+    return torch.linalg.solve_triangular(upper.transpose(1, 2), right, upper=False)[:, :, 0]
 
 
 def _round_kernels(w: np.ndarray, bits: int, scale: float, alpha_bits: int = C.ALPHA_BITS) -> tuple[np.ndarray, np.ndarray]:

@@ -37,6 +37,12 @@ class RetrainConfig:
     init: str = "reconstruct"  # where training starts: "reconstruct" (chipq.quant.reconstruct) or "weights"
     init_images: int = RECONSTRUCT_IMAGES  # calibration images the reconstruction uses (the first N)
     init_positions: int = 16384  # sampled positions per layer for the reconstruction's statistics (bench/retrain_sweep.py)
+    # trained pruning (chip format v2, a plan with kKEEP): the reconstruction start keeps prune_from
+    # percentage points more of each trained pruned layer, and training removes them on a cubic
+    # schedule over the first prune_share of the steps (0: the start is pruned to the target and
+    # training only keeps the removed kernels at zero)
+    prune_from: int = 0
+    prune_share: float = 0.5
 
     def check(self) -> None:
         if self.init not in INITS:
@@ -49,11 +55,27 @@ class RetrainConfig:
                 raise RetrainConfigError(f"retraining {name} {getattr(self, name)}: must be at least {least}")
         if self.crop < 32:
             raise RetrainConfigError(f"retraining crop {self.crop} px: at least 32 (the map of 5 pools)")
+        if not 0 <= self.prune_from <= 100:
+            raise RetrainConfigError(f"retraining prune_from {self.prune_from}: percentage points in 0..100")
+        if not 0 < self.prune_share <= 1:
+            raise RetrainConfigError(f"retraining prune_share {self.prune_share}: a share of the steps in (0, 1]")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise RetrainConfigError(f"retraining learning rate {self.lr} must be a positive number")
 
     def steps_per_epoch(self) -> int:
         return math.ceil(self.samples / self.batch)
+
+    def kept_at(self, start: int, target: int, step: int) -> int:
+        """Kernels a pruned layer keeps during step `step` (0-based): `start` at step 0, falling
+        as a cube (Zhu & Gupta's gradual pruning) to `target` at ``prune_share * steps`` and after.
+
+        >>> config = RetrainConfig(steps=10, prune_share=0.5)
+        >>> [config.kept_at(100, 20, step) for step in (0, 1, 2, 4, 5, 9)]
+        [100, 61, 38, 21, 20, 20]
+        """
+        span = max(1, round(self.prune_share * self.steps))
+        left = max(0.0, 1.0 - step / span)
+        return target + math.ceil((start - target) * left**3)
 
 
 @dataclass

@@ -13,6 +13,8 @@ import numpy as np
 
 from chipq.floatnet.model import FloatStack
 from chipq.quant.compress import DEFAULT_INPUT, CompressResult, fit_layers, weight_reports
+from chipq.quant.plan import LayerSpec
+from chipq.quant.quantize import as_spec
 from chipq.quant.reconstruct import ReconstructConfig
 from chipq.retrain.config import RetrainConfig, StepStats
 from chipq.retrain.trainer import (
@@ -22,6 +24,7 @@ from chipq.retrain.trainer import (
     first_trained,
     load_checkpoint,
     run_training,
+    start_plan,
     torch_settings,
 )
 
@@ -35,7 +38,7 @@ def reconstruct_config(config: RetrainConfig) -> ReconstructConfig:
 
 def compress_retrained(
     stack: FloatStack,
-    plan: list[int],
+    plan: list[int] | list[LayerSpec],
     calib: np.ndarray,
     train_images: list[np.ndarray],
     config: RetrainConfig,
@@ -53,7 +56,9 @@ def compress_retrained(
 
     Args:
         stack: the float model (a trailing max-pool is dropped).
-        plan: mask bits per conv layer.
+        plan: the setting of each conv layer (`LayerSpec` or mask bits). A pruned layer that is
+            trained is reconstructed with ``config.prune_from`` points more kernels and pruned to
+            its share during training (trained pruning, `chipq.retrain.trainer.Retrainer.prune`).
         calib: uint8 (N, 3, H, W) calibration images at the chip input size.
         train_images: uint8 (H, W, 3) images to cut training samples from
             (`chipq.retrain.load_training_images`).
@@ -81,11 +86,12 @@ def compress_retrained(
     stack = stack.without_trailing_pool()
     # refused before the reconstruction, not minutes later: bad settings, an unreadable checkpoint
     config.check()
-    first_trained([c.name for c in stack.conv_layers()], list(plan), config.train_from)
+    plan = [as_spec(item) for item in plan]
+    first = first_trained([c.name for c in stack.conv_layers()], plan, config.train_from)
     state = load_checkpoint(checkpoint) if resume else None
     clock = {"init": time.monotonic()}
     reconstruction = reconstruct_config(config) if config.init == "reconstruct" else None
-    init, fracs, used = fit_layers(stack, plan, calib, reconstruction, config.init_images, hooks.stage)
+    init, fracs, used = fit_layers(stack, start_plan(plan, first, config), calib, reconstruction, config.init_images, hooks.stage)
     clock["init_end"] = time.monotonic()
     trainer = Retrainer(stack, plan, fracs, config, input_hw, init=init)
     resumed_at = 0

@@ -9,6 +9,8 @@ the chip's 8-bit activation rule ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f
 the integer chip in real units (float32 convolution, so a value that sits on a rounding boundary may
 land on the other side), and the backward goes straight through every rounding (STE): the gradient
 of the quantized weight is applied to the shadow weight, and the activations' is that of the clamp.
+Chip format v2 settings are part of the rebuild: narrow α on its grid, and a pruned layer's removed
+kernels held at zero by a mask (`QatNet.prune_to` removes more of them as training goes on).
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from chipq.floatnet.model import FloatConv, FloatPool
 from chipq.formats.model import ConvLayer
 from chipq.quant.chipnet import ChipConv, ChipPool, activations, round_half_up_ste  # noqa: F401 (re-exported)
 from chipq.quant.fold import InputFold  # noqa: F401 (part of this module's interface)
-from chipq.quant.quantize import dequantized_bias, dequantized_weights, input_mean_int, quantize_conv  # noqa: F401
+from chipq.quant.plan import LayerSpec
+from chipq.quant.quantize import (  # noqa: F401
+    as_spec,
+    dequantized_bias,
+    dequantized_weights,
+    input_mean_int,
+    quantize_conv,
+    strongest_kernels,
+)
 
 
 def fake_quant_activations(x: torch.Tensor, frac: int) -> torch.Tensor:
@@ -34,21 +44,30 @@ def fake_quant_activations(x: torch.Tensor, frac: int) -> torch.Tensor:
 class QatNet(nn.Module):
     """The chip's conv layers from one layer on, with float shadow weights as parameters.
 
+    A pruned conv (``keep < 100``) carries its kept kernels as a buffer ``present.<name>`` (bool
+    (O, I), part of the state dict): the forward multiplies the shadow weights by it, so a removed
+    kernel gets no gradient and stays removed (`prune_to` only ever removes more). It starts as the
+    `start` kernels of largest energy of the starting weights (the reconstruction's kept set: its
+    removed kernels are zero), at least the layer's target count.
+
     Args:
         layers: the float layers to train (convs and pools, in order), a suffix of the stack.
-        bits: mask bits of each conv in `layers`.
+        bits: the setting of each conv in `layers` (`LayerSpec`, or mask bits).
         out_fracs: calibrated output fraction bits of each conv in `layers`.
         in_frac: fraction bits of the input this suffix receives (0 when it starts at conv1).
         fold: the input fold when the suffix starts at conv1, else None.
+        start: per conv in `layers`, how many kernels a pruned layer starts with (None: its target,
+            ``spec.kept(O*I)``).
     """
 
     def __init__(
         self,
         layers: list[FloatConv | FloatPool],
-        bits: list[int],
+        bits: list[int] | list[LayerSpec],
         out_fracs: list[int],
         in_frac: int,
         fold: InputFold | None = None,
+        start: list[int | None] | None = None,
     ) -> None:
         super().__init__()
         self.kinds: list[tuple[str, str]] = []  # (name, "conv" | "pool") in order
@@ -63,10 +82,52 @@ class QatNet(nn.Module):
                 self.kinds.append((layer.name, "pool"))
         if len(bits) != len(self.weights) or len(out_fracs) != len(self.weights):
             raise ValueError(f"{len(bits)} bits and {len(out_fracs)} fracs for {len(self.weights)} convs")
-        self.bits = dict(zip(self.weights.keys(), bits))
+        self.bits = dict(zip(self.weights.keys(), [as_spec(b) for b in bits]))
         self.out_fracs = dict(zip(self.weights.keys(), out_fracs))
         self.in_frac = in_frac
         self.fold = fold
+        self.present = nn.Module()  # a buffer per pruned conv: its kept kernels
+        start = list(start) if start is not None else [None] * len(self.weights)
+        for (name, weight), count in zip(self.weights.items(), start):
+            target = self.target(name)
+            if target is not None:
+                initial = strongest_kernels(weight.detach().numpy(), max(target, count or target))
+                self.present.register_buffer(name, torch.from_numpy(initial))
+
+    def target(self, name: str) -> int | None:
+        """The kernels conv `name` keeps in the end (None: not pruned)."""
+        spec = self.bits[name]
+        if spec.keep == 100:
+            return None
+        out_ch, in_ch = self.weights[name].shape[:2]
+        return spec.kept(out_ch * in_ch)
+
+    def kept(self, name: str) -> np.ndarray | None:
+        """Conv `name`'s kept kernels now, bool (O, I), or None when it is not pruned."""
+        mask = getattr(self.present, name, None)
+        return None if mask is None else mask.numpy().copy()
+
+    def prune_to(self, name: str, count: int) -> None:
+        """Remove conv `name`'s weakest kept kernels (shadow weight energy) until `count` are left.
+
+        Only kept kernels are candidates, so a removed kernel never comes back.
+        """
+        mask = getattr(self.present, name)
+        have = int(mask.sum())
+        if count >= have:
+            return
+        energy = self.weights[name].detach().square().sum(dim=(2, 3)).double()
+        energy = torch.where(mask, energy, torch.full_like(energy, -1.0)).flatten()  # removed: never chosen
+        order = np.argsort(-energy.numpy(), kind="stable")
+        keep = np.zeros(energy.numel(), dtype=bool)
+        keep[order[:count]] = True
+        mask.copy_(torch.from_numpy(keep.reshape(mask.shape)))
+
+    def _masked(self, name: str) -> torch.Tensor:
+        """The shadow weights with the removed kernels at zero (no gradient reaches those)."""
+        weight = self.weights[name]
+        mask = getattr(self.present, name, None)
+        return weight if mask is None else weight * mask[:, :, None, None].to(weight.dtype)
 
     def float_layers(self) -> list[FloatConv | FloatPool]:
         """The current shadow weights as float layers (float32 copies), in order."""
@@ -75,7 +136,7 @@ class QatNet(nn.Module):
             if kind == "pool":
                 out.append(FloatPool(name))
             else:
-                weight = self.weights[name].detach().numpy().copy()
+                weight = self._masked(name).detach().numpy().copy()
                 out.append(FloatConv(name, weight, self.biases[name].detach().numpy().copy()))
         return out
 
@@ -85,7 +146,7 @@ class QatNet(nn.Module):
         for index, conv in enumerate(c for c in self.float_layers() if isinstance(c, FloatConv)):
             if index == 0 and self.fold is not None:
                 conv = self.fold.apply_numpy(conv)
-            layer = quantize_conv(conv, self.bits[conv.name], frac, self.out_fracs[conv.name])
+            layer = quantize_conv(conv, self.bits[conv.name], frac, self.out_fracs[conv.name], self.kept(conv.name))
             layers.append(layer)
             frac = layer.out_frac(frac)
         return layers
@@ -114,13 +175,14 @@ class QatNet(nn.Module):
     def _quantized(self, name: str, in_frac: int, first: bool):
         """Eq. 1 of one layer from its shadow weights, exactly as `chip_layers` (numpy fold in
         float64 for conv1): real weights, real bias, output fraction bits (no gradient)."""
-        conv = FloatConv(name, self.weights[name].detach().numpy(), self.biases[name].detach().numpy())
+        conv = FloatConv(name, self._masked(name).detach().numpy(), self.biases[name].detach().numpy())
         if first and self.fold is not None:
             conv = self.fold.apply_numpy(conv)
-        return ChipConv.of_layer(quantize_conv(conv, self.bits[name], in_frac, self.out_fracs[name]), in_frac)
+        layer = quantize_conv(conv, self.bits[name], in_frac, self.out_fracs[name], self.kept(name))
+        return ChipConv.of_layer(layer, in_frac)
 
     def _conv(self, x: torch.Tensor, name: str, in_frac: int, first: bool):
-        weight, bias = self.weights[name], self.biases[name]
+        weight, bias = self._masked(name), self.biases[name]
         if first and self.fold is not None:
             weight, bias = self.fold.apply(weight, bias)  # the fold's gradient reaches the shadow
         chip = self._quantized(name, in_frac, first)

@@ -45,7 +45,8 @@ from chipq.formats.fileio import FileRefused, atomic_write, open_regular
 from chipq.formats.model import ChipModel
 from chipq.images import ImageError, list_images, load_image, resize
 from chipq.quant.chipnet import chip_input
-from chipq.quant.quantize import LayerReport, quantize_stack
+from chipq.quant.plan import LayerSpec
+from chipq.quant.quantize import LayerReport, as_spec, quantize_stack
 from chipq.quant.reconstruct import torch_settings  # noqa: F401 (re-exported: pipeline, tests)
 from chipq.retrain.config import RetrainConfig, RetrainConfigError, StepStats  # noqa: F401 (re-exported)
 from chipq.retrain.qat import InputFold, QatNet
@@ -117,16 +118,22 @@ def training_samples(images: list[np.ndarray], config: RetrainConfig) -> np.ndar
     )
 
 
-def first_trained(conv_names: list[str], plan: list[int], train_from: str) -> int:
-    """Index (among the convs) of the first trained layer.
+def first_trained(conv_names: list[str], plan: list[int] | list[LayerSpec], train_from: str) -> int:
+    """Index (among the convs) of the first trained layer: by default the first with the plan's
+    fewest mask bits, or an earlier one that is pruned (its removed kernels need the training most).
 
     >>> first_trained(["a", "b", "c"], [3, 1, 1], "")
     1
     >>> first_trained(["a", "b", "c"], [3, 1, 1], "a")
     0
+    >>> first_trained(["a", "b", "c", "d"], [LayerSpec(3), LayerSpec(2, 8, 60), LayerSpec(2), LayerSpec(1)], "")
+    1
     """
     if not train_from:
-        return plan.index(min(plan))
+        specs = [as_spec(item) for item in plan]
+        bits = [spec.bits for spec in specs]
+        pruned = [index for index, spec in enumerate(specs) if spec.keep < 100]
+        return min([bits.index(min(bits))] + pruned)
     if train_from not in conv_names:
         raise RetrainConfigError(f"--train-from {train_from!r}: no such conv layer ({conv_names[0]}..{conv_names[-1]})")
     return conv_names.index(train_from)
@@ -158,12 +165,15 @@ class Retrainer:
 
     Args:
         stack: the float model (a trailing max-pool is dropped).
-        plan: mask bits per conv layer.
+        plan: the setting of each conv layer (`LayerSpec` or mask bits).
         fracs: calibrated output fraction bits per conv layer.
         config: the settings.
         input_hw: the chip input size stored in the blob.
         init: the weights training starts from (and the frozen prefix's), e.g. the output of
             `chipq.quant.reconstruct.reconstruct`; None: `stack` itself. The teacher is `stack`.
+            A trained pruned layer starts with the kernels `start_plan` keeps
+            (`chipq.retrain.pipeline` reconstructs it so), and training prunes it to `plan`'s
+            (`RetrainConfig.kept_at`).
     """
 
     def __init__(
@@ -178,22 +188,27 @@ class Retrainer:
         config.check()
         self.stack = stack.without_trailing_pool()
         self.init = self.stack if init is None else init.without_trailing_pool()
-        self.plan, self.fracs, self.config, self.input_hw = list(plan), list(fracs), config, input_hw
+        self.plan = [as_spec(item) for item in plan]
+        self.fracs, self.config, self.input_hw = list(fracs), config, input_hw
         convs = self.init.conv_layers()
         if [c.name for c in convs] != [c.name for c in self.stack.conv_layers()]:
             raise ValueError("the starting weights have other layers than the model")
         start = first_trained([c.name for c in convs], self.plan, config.train_from)
+        self.first = start
         self.split = self.init.layers.index(convs[start])  # layers[split:] are trained
         ptq, _ = quantize_stack(self.init, self.plan, self.fracs, input_hw)
         self.prefix = ChipModel(*_model_head(ptq), tuple(ptq.layers[: self.split]))
         in_frac = self.prefix.activation_fracs()[-1] if self.split else 0
+        starts = [_kernels(conv, spec) for conv, spec in zip(convs, start_plan(self.plan, start, config))]
         self.net = QatNet(
             self.init.layers[self.split :],
             self.plan[start:],
             self.fracs[start:],
             in_frac,
             InputFold.of(self.stack) if start == 0 else None,
+            start=starts[start:],
         )
+        self.start_kept = {name: int(mask.sum()) for name, mask in self.net.present.named_buffers()}
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.step = 0
         self.updating = False
@@ -252,8 +267,15 @@ class Retrainer:
         order = np.random.default_rng([self.config.seed, 1, epoch]).permutation(self.config.samples)
         return order[within * self.config.batch : (within + 1) * self.config.batch]
 
+    def prune(self) -> None:
+        """Trained pruning: each pruned layer down to its scheduled count for this step
+        (`RetrainConfig.kept_at`; deterministic, so a resumed run prunes as an uninterrupted one)."""
+        for name, start in self.start_kept.items():
+            self.net.prune_to(name, self.config.kept_at(start, self.net.target(name), self.step))
+
     def train_step(self) -> StepStats:
-        """One optimisation step; the state changes only in ``optimizer.step``."""
+        """One optimisation step; the state changes only in `prune` and ``optimizer.step``."""
+        self.prune()
         inputs, targets = self.batch(torch.from_numpy(self.batch_indices(self.step)))
         self.optimizer.zero_grad(set_to_none=True)
         loss, cosine = distillation_loss(self.net(inputs), targets, self.config, self.center)
@@ -270,8 +292,12 @@ class Retrainer:
         return FloatStack(layers, self.stack.mean, self.stack.std, self.stack.source)
 
     def chip_model(self) -> tuple[ChipModel, list[LayerReport]]:
-        """The blob's model: exactly `quantize_stack` of the current shadow weights."""
-        return quantize_stack(self.float_stack(), self.plan, self.fracs, self.input_hw)
+        """The blob's model: exactly `quantize_stack` of the current shadow weights, a trained
+        pruned layer with its kept kernels (pruned to the plan's count if training stopped early)."""
+        for name in self.start_kept:
+            self.net.prune_to(name, self.net.target(name))
+        presence = [None] * self.first + [self.net.kept(name) for name in self.net.weights.keys()]
+        return quantize_stack(self.float_stack(), self.plan, self.fracs, self.input_hw, presence)
 
     # --- checkpoints ------------------------------------------------------------------------------
 
@@ -280,7 +306,7 @@ class Retrainer:
         return {
             "version": CHECKPOINT_VERSION,
             "config": asdict(self.config),
-            "plan": self.plan,
+            "plan": [spec.bits if not spec.uses_v2 else str(spec) for spec in self.plan],
             "fracs": self.fracs,
             "layers": [c.name for c in self.stack.conv_layers()],
             "input_hw": list(self.input_hw),
@@ -315,6 +341,24 @@ class Retrainer:
             raise CheckpointError(f"{where}: not a usable retraining state ({exc})") from exc
         if self.step > self.config.steps:
             raise RetrainConfigError(f"{where}: already at step {self.step}, beyond the {self.config.steps} asked for")
+
+
+def start_plan(plan: list[LayerSpec], first: int, config: RetrainConfig) -> list[LayerSpec]:
+    """The settings training starts from: a pruned layer from `first` on keeps ``config.prune_from``
+    percentage points more (at most 100 %), the other layers as in `plan`.
+
+    >>> [str(s) for s in start_plan([LayerSpec(1, 8, 40), LayerSpec(1, 8, 40)], 1, RetrainConfig(prune_from=20))]
+    ['1k40', '1k60']
+    """
+    return [
+        LayerSpec(spec.bits, spec.alpha_bits, min(100, spec.keep + config.prune_from)) if index >= first and spec.keep < 100 else spec
+        for index, spec in enumerate(plan)
+    ]
+
+
+def _kernels(conv, spec: LayerSpec) -> int:
+    """Kernels `spec` keeps of `conv`."""
+    return spec.kept(conv.weight.shape[0] * conv.weight.shape[1])
 
 
 def stack_hash(stack: FloatStack) -> str:

@@ -231,3 +231,35 @@ def test_empty_calib_folder_fails_in_one_line(model_file, tmp_path, monkeypatch,
     code, _, err = run(monkeypatch, capsys, model_file, "-o", out, "--calib", empty, *SIZE)
     assert code == 2 and "no decodable JPEG or PNG image" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+V2_PLAN = "3x2,2a6k60x5,1a4k45x6"
+
+
+@pytest.mark.parametrize("route", [["--no-retrain"], RETRAIN + ["--prune-from", "20"]])
+def test_a_v2_plan_writes_a_v2_blob_with_the_plan_exactly(model_file, images, tmp_path, monkeypatch, capsys, route):
+    from chipq.formats import constants as C
+    from chipq.quant.plan import parse_specs
+
+    out = tmp_path / "v2.blob"
+    compress_ok(monkeypatch, capsys, model_file, "--plan", V2_PLAN, "-o", out, "--images", images, *SIZE, *route, "--json")
+    model = read_blob(out)
+    specs = parse_specs(V2_PLAN, [layer.name for layer in model.conv_layers()])
+    assert model.format_version() == C.FORMAT_V2
+    for layer, spec in zip(model.conv_layers(), specs):
+        kernels = layer.alpha.size
+        assert (layer.mask_bits, layer.alpha_bits) == (spec.bits, spec.alpha_bits)
+        assert (layer.kept_kernels() if layer.pruned else kernels) == spec.kept(kernels)
+
+
+def test_a_v1_plan_as_settings_writes_the_same_bytes(model_file, images, tmp_path, monkeypatch, capsys):
+    """`3x7,1x6` and its per-layer list with explicit 8-bit alpha spelled as v2 items give one v1 blob."""
+    a, b = tmp_path / "a.blob", tmp_path / "b.blob"
+    compress_ok(monkeypatch, capsys, model_file, "-o", a, "--images", images, *SIZE, "--no-retrain")
+    compress_ok(monkeypatch, capsys, model_file, "--plan", "3a8k100x7,1a8x6", "-o", b, "--images", images, *SIZE, "--no-retrain")
+    assert a.read_bytes() == b.read_bytes() and read_blob(a).format_version() == 1
+
+
+def test_prune_from_is_refused_without_retraining(model_file, images, tmp_path, monkeypatch, capsys):
+    code, _, err = run(monkeypatch, capsys, model_file, "-o", tmp_path / "x.blob", "--images", images, *SIZE, "--no-retrain", "--prune-from", "10")
+    assert code == 2 and "--prune-from is a retraining setting" in err
