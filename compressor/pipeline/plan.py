@@ -88,7 +88,8 @@ def measure_sensitivity(
     `kind` reconstructed: layer L at m bits is what post-training `compress` makes of it, fitted
     on its first `FAST_RECONSTRUCT_IMAGES` calibration images with every layer before it float
     (`chipq.quant.reconstruct.layer_candidates`); weight-only: `quantize_conv` of the float weights.
-    `axes`: the v2 settings measured (`sensitivity.NO_V2`: mask widths only).
+    `axes`: the v2 settings measured (`sensitivity.NO_V2`: mask widths only); reconstructed, each
+    v2 setting is reconstructed too (its kernels pruned for the output and the rest refitted).
     """
     if kind not in SENSITIVITY_KINDS:
         raise UsageError(f"sensitivity {kind!r}: expected one of {', '.join(SENSITIVITY_KINDS)}")
@@ -107,6 +108,9 @@ def measure_sensitivity(
         config = FAST_RECONSTRUCTION
         digest = hashlib.sha256(fitted.tobytes()).hexdigest()
         name = f"{RECONSTRUCTED}-v1:{digest}:{fitted.shape}:{config}"
+        settings = sensitivity.WIDTHS + tuple(axes.settings())  # v2 settings reconstructed too (pruned for the output)
+        if axes.settings():
+            name += ":v2-reconstructed"
 
         def layer_weights():
             def step(done: int, total: int) -> None:
@@ -114,7 +118,7 @@ def measure_sensitivity(
                     status("reconstructing each layer at each width", done, total)
 
             step(0, len(fracs))
-            return layer_candidates(stack, fracs, fitted, sensitivity.WIDTHS, config, step)
+            return layer_candidates(stack, fracs, fitted, settings, config, step)
 
     if status:
         status("measuring layer sensitivity", 0, len(views))

@@ -297,13 +297,13 @@ def measure(
         batch: images per pass (memory: VGG-16 at 224x224 needs ~50 MB per view).
         progress: called with (done, total) after each image's passes.
         layer_weights: None: layer L at m bits is `quantize_conv` of its float weights. Else called
-            (only when the cache misses) for ``[layer][m] -> FloatConv``, the float weights each
+            (only when the cache misses) for ``[layer][m or LayerSpec] -> FloatConv``, the float weights each
             (layer, m) is quantized from instead, conv1's acting on the chip input
             (e.g. `chipq.quant.reconstruct.layer_candidates`).
         weights_name: names `layer_weights` in the cache key (it must change when they do).
         axes: the v2 settings measured per layer (module docstring); `NO_V2`: the m axis only. A v2
-            setting of layer L is `quantize_conv` of what L at m0 is quantized from (with
-            `layer_weights`: L reconstructed at m0, then narrowed and pruned weight-only).
+            setting of layer L is `quantize_conv` of its own candidate when `layer_weights` gives
+            one (keyed by the LayerSpec), else of L's m0 candidate (narrowed and pruned weight-only).
     """
     started = time.perf_counter()
     stack = stack.without_trailing_pool()
@@ -375,7 +375,9 @@ class _Layers:
         """Layer `index` stored as `setting` (Eq. 1, its input at the calibrated fraction bits)."""
         spec = as_spec(setting)
         in_frac = 0 if index == 0 else self.fracs[index - 1]
-        conv = self.convs[index] if self.candidates is None else self.candidates[index][spec.bits]
+        conv = self.convs[index]
+        if self.candidates is not None:  # the setting's own candidate, else (v2 setting) its mask width's
+            conv = self.candidates[index].get(spec, self.candidates[index].get(spec.bits))
         return ChipConv.of_layer(quantize_conv(conv, spec, in_frac, self.fracs[index]), in_frac)
 
 

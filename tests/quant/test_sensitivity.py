@@ -203,3 +203,30 @@ def test_v2_axes_measured_combined_and_cached(setup, tmp_path):
     plain = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=NO_V2)
     assert plain.key == sensitivity.cache_key(stack, views, fracs, "rms") != result.key and plain.v2 == []
     assert plain.dist2 == result.dist2  # the m axis is the same measurement
+
+
+def test_a_v2_setting_uses_its_own_candidate_when_given(setup, tmp_path):
+    """layer_weights keyed by a LayerSpec (a reconstructed pruned layer) is what that setting runs;
+    without one the setting is quantized from its mask width's candidate."""
+    from chipq.floatnet.model import FloatConv
+    from chipq.quant.plan import LayerSpec
+    from chipq.quant.sensitivity import V2Axes
+
+    stack, calib, fracs = setup
+    axes = V2Axes(alphas=(), keeps=(50,), at_bits=1, min_share=0.2)
+    spec = LayerSpec(1, keep=50)
+    convs = stack.conv_layers()
+
+    def candidates(own: bool):
+        rows = [{m: conv for m in sensitivity.WIDTHS} for conv in convs]
+        if own:  # layer 2's pruned candidate: every weight zero (as far from float as it gets)
+            rows[2][spec] = FloatConv(convs[2].name, np.zeros_like(convs[2].weight), convs[2].bias)
+        return rows
+
+    views = _views(calib)
+    plain = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, use_cache=False,
+                    layer_weights=lambda: candidates(False), weights_name="float")  # fmt: skip
+    own = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, use_cache=False,
+                  layer_weights=lambda: candidates(True), weights_name="float")  # fmt: skip
+    assert own.v2[1] == plain.v2[1] and own.dist2 == plain.dist2
+    assert own.v2[2]["1k50"]["dist2"] > plain.v2[2]["1k50"]["dist2"]
