@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     best, _ = allocate.best_plan(layout, losses, budget)
     front = allocate.pareto_front(layout, losses)
     chosen = allocate.plan_text(layout, best.plan)
-    plans = {"chosen": list(best.plan), "paper": parse_plan(PAPER_PLAN, names)}
+    plans = {"chosen": best.bits, "paper": parse_plan(PAPER_PLAN, names)}
 
     if args.replot:
         _draw(done_run, layout, sens, best, front, budget, calib, clock, plans, args.results / "plan_front.png")
@@ -296,13 +296,13 @@ def _draw(result, layout, sens, best, front, budget, calib, clock, plans, path) 
     rows = result["rows"]
     try:
         res = planner.PlanResult(
-            plan=allocate.plan_text(layout, best.plan), bits=list(best.plan), bytes=best.bytes, budget=budget,
+            plan=allocate.plan_text(layout, best.plan), bits=best.bits, bytes=best.bytes, budget=budget,
             ratio=layout.fp32_weight_bytes() / best.bytes,
-            predicted=sens.predict(list(best.plan)), measured={"cosine": rows["chosen"]["cosine"]},
+            predicted=sens.predict(best.bits), measured={"cosine": rows["chosen"]["cosine"]},
             paper={"plan": PAPER_PLAN, "bytes": rows["paper"]["bytes"], "predicted": sens.predict(plans["paper"]),
                    "measured": {"cosine": rows["paper"]["cosine"]}},
             front=[{"plan": allocate.plan_text(layout, p.plan), "bytes": p.bytes,
-                    "predicted_cosine": sens.predict(list(p.plan))["cosine"]} for p in front],
+                    "predicted_cosine": sens.predict(p.bits)["cosine"]} for p in front],
             sensitivity=sens, calib_images=int(calib.shape[0]), seconds=clock,
         )  # fmt: skip
         measured_front = [(row["bytes"], row["cosine"]) for key, row in rows.items() if key.startswith("front ")]

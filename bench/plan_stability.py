@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         sens = planner.measure_sensitivity(stack, photos, count, act_fracs=fracs, kind=kind, status=say)
         losses = [[sens.loss(i, m) for m in allocate.WIDTHS] for i in range(len(names))]
         best, _ = allocate.best_plan(layout, losses, budget)
-        plans[label] = (label, list(best.plan), sens.predict(list(best.plan))["cosine"])
+        plans[label] = (label, best.bits, sens.predict(best.bits)["cosine"])
     rows: dict[str, dict] = {}
     for key, (label, bits, predicted) in plans.items():
         text = allocate.plan_text(layout, bits)

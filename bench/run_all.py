@@ -66,6 +66,7 @@ BENCHMARKS = (
     Benchmark("recipe", "recipe.py", ("recipe.json", "recipe_longer.json", "recipe_curve.png"), child=True),
     Benchmark("reconstruct_sweep", "reconstruct_sweep.py", ("reconstruct_sweep.json",), child=True),
     Benchmark("retrain_sweep", "retrain_sweep.py", ("retrain_sweep.json",), child=True),
+    Benchmark("v2_curve", "v2_curve.py", ("v2_curve.json", "v2_curve.png"), child=True),
 )
 NAMES = tuple(b.name for b in BENCHMARKS)  # the order they run in
 BY_NAME = {b.name: b for b in BENCHMARKS}
@@ -171,6 +172,10 @@ def child_argv(name: str, args: argparse.Namespace, results_dir: Path) -> list[s
     if name == "retrain_sweep":
         argv = [*model, *work, *out("retrain_sweep.json"), *held_out, *train]
         return argv + (["--settings", '{"steps": 2, "samples": 16, "init_images": 4}'] if quick else [])
+    if name == "v2_curve":
+        argv = [*model, *work, *out("v2_curve.json"), *held_out, *_given("--images", args.calib, None),
+                *_given("--input", getattr(args, "chip_size", None), "224x224")]  # fmt: skip
+        return argv + (["--quick"] if quick else [])
     raise ValueError(f"{name!r} is not a child benchmark")
 
 
@@ -344,6 +349,10 @@ def section(name: str, found: dict[str, dict], results_dir: Path) -> str | None:
 
         text = "## Algorithm 1 settings (`bench/retrain_sweep.py`)\n\n" + retrain_sweep_bench.render_markdown(main)
         return with_provenance(text, name, own)
+    if name == "v2_curve":
+        import v2_curve
+
+        return with_provenance(v2_curve.render(main), name, own)
     raise ValueError(f"no section for {name!r}")
 
 

@@ -50,12 +50,14 @@ _HELP = "\n\n".join(
         "continues from it (same model, plan, images and settings; --steps may grow). It is deleted "
         "once the blob is written. The same model, plan, images and seed give byte-identical blobs "
         "(torch deterministic algorithms, 2 threads).",
-        "--plan auto --budget B chooses the plan first, as `chipq plan MODEL --budget B` does (measured "
-        "per-layer sensitivity of the layers as post-training compress reconstructs them, on 16 calibration "
-        "photos after the 32 they are fitted on: about 10 minutes for VGG-16 on 2 cores the first time, "
-        "then cached; an exact search under B bytes).",
+        "--budget B (without --plan; the old spelling --plan auto --budget B still works) chooses the "
+        "plan first, as `chipq plan MODEL --budget B` does: each layer's mask bits, alpha width and kept "
+        "kernels (chip format v2) from the measured per-layer sensitivity of the layers as post-training "
+        "compress reconstructs them, on 16 calibration photos after the 32 they are fitted on (about 20 "
+        "minutes for VGG-16 on 2 cores the first time, then cached), by an exact search under B bytes; "
+        "then compresses it as any plan (retrained by default).",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 -o vgg16.blob",
-        "Example: chipq compress vgg16.pt --plan auto --budget 4MB -o vgg16.blob",
+        "Example: chipq compress vgg16.pt --budget 2000000 -o vgg16.blob",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 --no-retrain -o fast.blob",
         "Example: chipq compress vgg16.pt --plan 3x2,2a6k60x5,1a4k45x6 -o small.blob",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 --images my_photos --steps 600 -o vgg16.blob",
@@ -66,8 +68,12 @@ _HELP = "\n\n".join(
 @app.command("compress", help=_HELP, short_help='Quantize a float VGG-16 (.pt/.onnx) into a chip blob.')
 def compress_command(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Float model: .pt / .pth (state dict or TorchScript) or .onnx.", show_default=False),
-    plan_text: str = typer.Option(PAPER_PLAN, "--plan", "-p", metavar="PLAN", help="Setting of each conv layer: mask bits[, alpha width, kernels kept] (see above), or auto with --budget."),
-    budget: Optional[str] = typer.Option(None, "--budget", metavar="B", help="With --plan auto: most blob bytes (3914104, 4MB, 15x).", show_default=False),
+    plan_text: Optional[str] = typer.Option(
+        None, "--plan", "-p", metavar="PLAN", help=f"Setting of each conv layer: mask bits[, alpha width, kernels kept] (see above; default {PAPER_PLAN}), or auto with --budget.", show_default=False
+    ),
+    budget: Optional[str] = typer.Option(
+        None, "--budget", metavar="B", help="Choose the plan under this many blob bytes (3914104, 2MB, 15x); instead of --plan.", show_default=False
+    ),
     output: Path = typer.Option(..., "--output", "-o", metavar="BLOB", help="Where to write the blob.", show_default=False),
     images_dir: Optional[Path] = typer.Option(
         None,
@@ -107,6 +113,8 @@ def compress_command(
     from chipq.pipeline.compress import check_request, compress, request_inputs
     from chipq.reports.compress import compress_summary
 
+    if plan_text is None:  # --budget alone means --plan auto
+        plan_text = "auto" if budget is not None else PAPER_PLAN
     input_hw = parse_size(input_size) if input_size else CHIP_INPUT_HW
     image_dir = _photo_folder(images_dir, calib, retrain, no_retrain)
     config = None

@@ -1,4 +1,5 @@
-"""`chipq plan MODEL --budget B`: the mask bits of each layer under a size budget, by measured sensitivity."""
+"""`chipq plan MODEL --budget B`: each layer's mask bits, alpha width and kept kernels under a size budget,
+by measured sensitivity."""
 
 from __future__ import annotations
 
@@ -21,8 +22,13 @@ MAX_SENS_IMAGES = 64  # the calibration photos read (`chipq.quant.compress.MAX_C
 
 _HELP = "\n\n".join(
     [
-        "Choose the mask width (1-5 bits) of every conv layer so that the blob fits BUDGET and the "
-        "retrieval descriptor stays as close to the float model's as possible, and show the trade-off.",
+        "Choose how every conv layer is stored — mask width m (1-5 bits), alpha width a (8, 6, 5 or 4 "
+        "bits) and the share of its 3x3 kernels kept (100, 75, 60, 50, 40 or 30 %; the others are "
+        "pruned, a presence bitmap marks them) — so that the blob fits BUDGET and the retrieval "
+        "descriptor stays as close to the float model's as possible, and show the trade-off. A layer "
+        "setting is written BITS[aALPHA][kKEEP]: 3 = 3-bit masks, 8-bit alpha, every kernel; "
+        "1a5k40 = 1-bit masks, 5-bit alpha, 40 % of the kernels. Narrower alpha and pruning need chip "
+        "format v2; --v1 keeps to v1 settings (mask widths only, 1 bit everywhere is the smallest blob).",
         "1. Sensitivity: for each conv layer and width, only that layer is quantized (the others float, "
         "all with the chip's 8-bit activations) and the NIP descriptor (four quarter turns) and the conv5_3 "
         "map are compared with the float model's on --sens-images calibration photos. By default "
@@ -30,10 +36,13 @@ _HELP = "\n\n".join(
         "for its output on the first 32 calibration photos, and measured on the photos after those; "
         "--sensitivity weight-only quantizes its float weights alone (faster, measured on the first photos). "
         "The result is cached in $CHIPQ_CACHE/sensitivity (else ~/.cache/chipq), keyed by the weights, the "
-        "photos and the settings. On VGG-16 with 2 cores the first run takes about 10 minutes, later ones "
-        "read the cache.",
+        "photos and the settings. Alpha widths and kept shares are measured the same way, each alone, at "
+        "1-bit masks on the layers holding at least 2 % of the kernels (conv3_1..conv5_3 of VGG-16), and "
+        "added to the mask width's loss. On VGG-16 with 2 cores the first run takes about 20 minutes, "
+        "later ones read the cache.",
         "2. Allocation: the exact blob size of every plan follows from the format (header, layer table, "
-        "8-byte-aligned payloads); an exact dynamic programme finds the plan of least predicted loss "
+        "8-byte-aligned payloads of presence bitmap, alpha, bias and mask regions); an exact dynamic "
+        "programme finds the plan of least predicted loss "
         "(the sum over layers of half the squared descriptor distance each layer adds) under the budget, "
         "and the whole Pareto front of size against predicted cosine.",
         "3. Check: the chosen plan is compressed post-training (as `chipq compress --no-retrain`) and its "
@@ -41,15 +50,17 @@ _HELP = "\n\n".join(
         "photos after the first 64, which calibration never reads). On a VGG-16 the paper's 3x7,1x6 is "
         "measured beside it.",
         "BUDGET: bytes (3914104), a size (4MB = 4,000,000 B, 3.5MiB) or a ratio to the fp32 conv weights "
-        "(15x). The plan string printed is valid for `chipq compress --plan`; `chipq compress --plan auto "
-        "--budget B` plans and compresses in one go.",
+        "(15x). The plan string printed is valid for `chipq compress --plan`; `chipq compress --budget B` "
+        "plans and compresses in one go.",
         "Example: chipq plan vgg16.pt --budget 3914104 --json",
+        "Example: chipq plan vgg16.pt --budget 2000000 --no-measure",
         "Example: chipq plan vgg16.pt --budget 15x --plot front.png",
+        "Example: chipq plan vgg16.pt --budget 3914104 --v1",
     ]
 )
 
 
-@app.command("plan", help=_HELP, short_help="Choose each layer's mask bits under a size budget (measured).")
+@app.command("plan", help=_HELP, short_help="Choose each layer's mask bits, alpha width and kernels under a size budget.")
 def plan_command(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Float model: .pt / .pth or .onnx.", show_default=False),
     budget: str = typer.Option(..., "--budget", metavar="B", help="Most blob bytes: 3914104, 4MB, 3.5MiB or a ratio 15x.", show_default=False),
@@ -66,6 +77,7 @@ def plan_command(
     sens_kind: SensitivityKind = typer.Option(
         SensitivityKind.reconstructed, "--sensitivity", metavar="KIND", help="How each layer is quantized for the sensitivity: reconstructed or weight-only."
     ),
+    v1: bool = flag("--v1", help="Chip format v1 settings only: 8-bit alpha and every kernel in every layer."),
     no_measure: bool = flag("--no-measure", help="Skip compressing and measuring the chosen plan."),
     no_cache: bool = flag("--no-cache", help="Measure the sensitivity again (and do not store it)."),
     as_json: bool = flag("--json", help="Print the result as one JSON object (key `plan`: the plan string)."),
@@ -86,7 +98,7 @@ def plan_command(
     with progress_status("plan", err_console, quiet=as_json) as shown:
         result, heldout = plan(
             model_path, budget, images=images_dir, eval_dir=eval_dir, input_hw=input_hw, measure=not no_measure,
-            sens_images=sens_images, use_cache=not no_cache, kind=sens_kind.value,
+            sens_images=sens_images, use_cache=not no_cache, kind=sens_kind.value, v2=not v1,
             status=lambda stage, done=None, total=None: shown.update(stage, done, total),
         )  # fmt: skip
     if plot is not None:
@@ -105,6 +117,20 @@ def _in_sample(sens: dict) -> str:
     if sens["kind"] == "reconstructed" and sens["first_image"] == 0:
         return "; too few photos to keep them out of the layers' fit: in sample"
     return ""
+
+
+def _layer_table(rows: list[dict]) -> Table:
+    """The chosen setting of each conv layer: mask bits, alpha width, kernels kept, payload bytes."""
+    table = Table(title="the chosen plan, per conv layer")
+    for column in ("layer", "m", "a", "keep", "kernels kept", "bytes"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for row in rows:
+        table.add_row(
+            escape(row["name"]), str(row["mask_bits"]), str(row["alpha_bits"]), f"{row['keep']} %",
+            f"{row['kept']:,} / {row['kernels']:,}", f"{row['bytes']:,}",
+        )  # fmt: skip
+    table.add_row("all payloads", "", "", "", f"{sum(r['kept'] for r in rows):,}", f"{sum(r['bytes'] for r in rows):,}")
+    return table
 
 
 def _render(data: dict, result, unmeasured: bool, plot: Path | None) -> None:
@@ -131,6 +157,7 @@ def _render(data: dict, result, unmeasured: bool, plot: Path | None) -> None:
         )
     elif unmeasured:
         console.print("measured: skipped (no held-out photos: give --eval DIR)")
+    console.print(_layer_table(data["layers"]))
     paper = data["paper_plan"]
     if paper:
         line = f"paper {paper['plan']}: {paper['bytes']:,} B, predicted cosine {paper['predicted']['cosine']:.4f}"

@@ -71,8 +71,10 @@ def check_request(
     Raises:
         UsageError: naming the option at fault.
     """
-    if _is_auto(plan) != (budget is not None):
-        raise UsageError("--budget goes with --plan auto (and --plan auto needs --budget)")
+    if budget is not None and not _is_auto(plan):
+        raise UsageError("--budget chooses the plan: give --plan PLAN or --budget B, not both")
+    if _is_auto(plan) and budget is None:
+        raise UsageError("--plan auto needs --budget B (or give --budget B alone)")
     if retrain is None and resume:
         raise UsageError("--resume is a retraining setting: drop --no-retrain to use it")
     if output is None:
@@ -108,7 +110,7 @@ def _check_checkpoint(output: Path, resume: bool) -> None:
 
 def compress(
     model: Path | FloatStack,
-    plan: str | Sequence[int] = PAPER_PLAN,
+    plan: str | Sequence[int | LayerSpec] | None = None,
     *,
     budget: str | None = None,
     images: Path | None = None,
@@ -128,8 +130,9 @@ def compress(
         model: a model file (.pt / .pth / .onnx) or a float stack.
         plan: plan text (`chipq.quant.plan.parse_specs`: v1 mask bits or v2 settings such as
             ``3x7,1a5k40x6``), ``"auto"`` with `budget`, or a setting (`LayerSpec` or mask bits) per
-            conv layer.
-        budget: with ``plan="auto"``: the most blob bytes (`chipq.quant.allocate.parse_budget`).
+            conv layer; None: ``"auto"`` when `budget` is given, else `PAPER_PLAN`.
+        budget: the most blob bytes (`chipq.quant.allocate.parse_budget`): the plan is chosen under
+            it (`chipq.pipeline.plan.make_plan`, v2 settings included).
         images: the calibration and training photos (folder or list file); default: the photo set
             shipped with chipq.
         calib: calibration images already read (uint8 (N, 3, H, W) at `input_hw`), instead of
@@ -148,6 +151,8 @@ def compress(
         ChipqError per failure, naming the file or option at fault.
     """
     say = status or (lambda stage, done=None, total=None: None)
+    if plan is None:  # a budget alone means: choose the plan under it
+        plan = "auto" if budget is not None else PAPER_PLAN
     check_request(output, retrain, resume, plan, budget, inputs=request_inputs(model, images))
     say("loading model")
     stack = _load(model)
@@ -164,7 +169,7 @@ def compress(
         from chipq.pipeline.plan import make_plan
 
         chosen = make_plan(stack, budget, calib, [], status=say)
-        specs, plan_text = _specs(chosen.bits, names), chosen.plan
+        specs, plan_text = list(chosen.specs), chosen.plan
     if retrain is None:
         result = _post_training(stack, specs, calib, input_hw, model, say)
     else:

@@ -3,11 +3,13 @@
 The steps (`chipq.reports.planner` renders what they find):
 
 1. calibrate the activation shifts on the calibration images (`chipq.quant.compress.calibrate`);
-2. measure every (layer, width) on `sens_images` of them with NIP over the four quarter turns as
-   the descriptor (`chipq.quant.sensitivity`, cached), each layer quantized as post-training
-   compress makes it (`chipq.quant.reconstruct.layer_candidates`; or weight-only);
-3. the exact Pareto front of blob bytes against predicted loss and its best plan under the budget
-   (`chipq.quant.allocate`);
+2. measure every (layer, mask width) on `sens_images` of them with NIP over the four quarter turns
+   as the descriptor (`chipq.quant.sensitivity`, cached), each layer quantized as post-training
+   compress makes it (`chipq.quant.reconstruct.layer_candidates`; or weight-only), and (chip format
+   v2, unless ``v2=False``) the alpha widths and kept shares of the big layers at one mask width
+   (`chipq.quant.sensitivity.V2Axes`);
+3. the exact Pareto front of blob bytes against predicted loss over every layer's candidate
+   settings (m, alpha width, kept share) and its best plan under the budget (`chipq.quant.allocate`);
 4. compress the chosen plan post-training (`chipq.pipeline.compress`, what `chipq compress
    --no-retrain` does) and measure its mean NIP descriptor cosine to the float model on held-out
    photos, which are never calibration or sensitivity images.
@@ -28,7 +30,7 @@ from chipq.formats.writer import to_bytes
 from chipq.images import ImageError, list_images, load_image
 from chipq.quant import FAST_RECONSTRUCT_IMAGES, allocate, sensitivity
 from chipq.quant.compress import FAST_RECONSTRUCTION, calibrate
-from chipq.quant.plan import PAPER_PLAN, parse_plan
+from chipq.quant.plan import PAPER_PLAN, LayerSpec, parse_plan, parse_specs
 from chipq.quant.reconstruct import layer_candidates
 from chipq.reports.planner import (
     DEFAULT_SENS_IMAGES,
@@ -79,12 +81,15 @@ def measure_sensitivity(
     cache_dir: Path | None = None,
     status: Status | None = None,
     kind: str = DEFAULT_SENSITIVITY,
+    axes: sensitivity.V2Axes = sensitivity.DEFAULT_V2,
 ) -> sensitivity.Sensitivity:
     """Step 2 on `sensitivity_images` of `calib` (fractions from all of them).
 
     `kind` reconstructed: layer L at m bits is what post-training `compress` makes of it, fitted
     on its first `FAST_RECONSTRUCT_IMAGES` calibration images with every layer before it float
     (`chipq.quant.reconstruct.layer_candidates`); weight-only: `quantize_conv` of the float weights.
+    `axes`: the v2 settings measured (`sensitivity.NO_V2`: mask widths only); reconstructed, each
+    v2 setting is reconstructed too (its kernels pruned for the output and the rest refitted).
     """
     if kind not in SENSITIVITY_KINDS:
         raise UsageError(f"sensitivity {kind!r}: expected one of {', '.join(SENSITIVITY_KINDS)}")
@@ -103,6 +108,9 @@ def measure_sensitivity(
         config = FAST_RECONSTRUCTION
         digest = hashlib.sha256(fitted.tobytes()).hexdigest()
         name = f"{RECONSTRUCTED}-v1:{digest}:{fitted.shape}:{config}"
+        settings = sensitivity.WIDTHS + tuple(axes.settings())  # v2 settings reconstructed too (pruned for the output)
+        if axes.settings():
+            name += ":v2-reconstructed"
 
         def layer_weights():
             def step(done: int, total: int) -> None:
@@ -110,13 +118,13 @@ def measure_sensitivity(
                     status("reconstructing each layer at each width", done, total)
 
             step(0, len(fracs))
-            return layer_candidates(stack, fracs, fitted, sensitivity.WIDTHS, config, step)
+            return layer_candidates(stack, fracs, fitted, settings, config, step)
 
     if status:
         status("measuring layer sensitivity", 0, len(views))
     return sensitivity.measure(
         stack, views, fracs, nip_from_maps, POOL_NAME, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
-        layer_weights=layer_weights, weights_name=name,
+        layer_weights=layer_weights, weights_name=name, axes=axes,
     )  # fmt: skip
 
 
@@ -171,6 +179,7 @@ def plan(
     use_cache: bool = True,
     kind: str = DEFAULT_SENSITIVITY,
     status: Status | None = None,
+    v2: bool = True,
 ) -> tuple[PlanResult, int]:
     """`chipq plan`: load `model`, read the calibration photos, choose the heldout photos, `make_plan`.
 
@@ -187,8 +196,15 @@ def plan(
     say("reading calibration images")
     calib, calib_names = calibration_images(image_dir, input_hw)
     heldout = heldout_photos(image_dir, calib_names, eval_dir) if measure else []
-    result = make_plan(stack, budget, calib, heldout, sens_images=sens_images, use_cache=use_cache, kind=kind, status=status)
+    result = make_plan(
+        stack, budget, calib, heldout, sens_images=sens_images, use_cache=use_cache, kind=kind, status=status, v2=v2
+    )
     return result, len(heldout)
+
+
+def axes_for(v2: bool) -> sensitivity.V2Axes:
+    """The v2 settings the planner measures and chooses from (`v2=False`: chip format v1 only)."""
+    return sensitivity.DEFAULT_V2 if v2 else sensitivity.NO_V2
 
 
 def make_plan(
@@ -203,13 +219,22 @@ def make_plan(
     cache_dir: Path | None = None,
     status: Status | None = None,
     kind: str = DEFAULT_SENSITIVITY,
+    v2: bool = True,
+    axes: sensitivity.V2Axes | None = None,
 ) -> PlanResult:
-    """Steps 1-4 (module docstring); `heldout` empty skips step 4 (``measured`` is None)."""
+    """Steps 1-4 (module docstring); `heldout` empty skips step 4 (``measured`` is None).
+
+    `v2`: choose alpha widths and kept shares too (chip format v2); False: mask widths only (v1).
+    `axes`: the v2 settings measured (default `axes_for(v2)`).
+    """
     stack = stack.without_trailing_pool()
+    axes = axes if axes is not None else axes_for(v2)
     layout = allocate.Layout.of(stack)
     budget = allocate.parse_budget(budget_text, layout)
     names = [name for name, _, _ in layout.convs]
-    allocate.best_plan(layout, [[0.0] * 5] * len(names), budget)  # refuse an impossible budget before measuring
+    kernels = [layout.kernels(i) for i in range(len(names))]
+    # refuse an impossible budget before measuring (the candidate settings are known already)
+    allocate.best_plan(layout, [dict.fromkeys(row, 0.0) for row in axes.candidates(kernels)], budget)
     clock = {}
     started = time.perf_counter()
     if status:
@@ -217,23 +242,24 @@ def make_plan(
     fracs = calibrate(stack, calib)
     clock["calibrate"] = time.perf_counter() - started
     sens = measure_sensitivity(
-        stack, calib, sens_images, act_fracs=fracs, use_cache=use_cache, cache_dir=cache_dir, status=status, kind=kind
-    )
+        stack, calib, sens_images, act_fracs=fracs, use_cache=use_cache, cache_dir=cache_dir, status=status, kind=kind,
+        axes=axes,
+    )  # fmt: skip
     clock["sensitivity"] = sens.seconds
-    losses = [[sens.loss(i, m) for m in allocate.WIDTHS] for i in range(len(names))]
+    costs = sens.costs(v2=bool(axes.settings()))
     t0 = time.perf_counter()
-    best, _ = allocate.best_plan(layout, losses, budget)
-    front = allocate.pareto_front(layout, losses)
+    best, _ = allocate.best_plan(layout, costs, budget)
+    front = allocate.pareto_front(layout, costs)
     clock["allocate"] = time.perf_counter() - t0
     text = allocate.plan_text(layout, best.plan)
-    assert parse_plan(text, names) == list(best.plan)
+    assert parse_specs(text, names) == list(best.plan)
     paper = _paper_row(layout, names, sens) if compare_paper and len(names) == 13 else None  # VGG-16-sized
     t0 = time.perf_counter()
     measured = _measure(stack, calib, heldout, text, best, paper, names, status) if heldout else None
     clock["measure"] = time.perf_counter() - t0
     return PlanResult(
         plan=text,
-        bits=list(best.plan),
+        bits=best.bits,
         bytes=best.bytes,
         budget=budget,
         ratio=layout.fp32_weight_bytes() / best.bytes,
@@ -245,7 +271,22 @@ def make_plan(
         calib_images=int(calib.shape[0]),
         seconds=clock,
         sens_first=sensitivity_images(calib, sens_images, kind)[0],
+        specs=list(best.plan),
+        layers=layer_rows(layout, list(best.plan)),
     )
+
+
+def layer_rows(layout: allocate.Layout, plan: Sequence[LayerSpec]) -> list[dict]:
+    """Per conv layer of a plan: its setting, the kernels it stores and its payload bytes."""
+    rows = []
+    for index, ((name, out_ch, in_ch), spec) in enumerate(zip(layout.convs, plan)):
+        stored = allocate.stored_kernels(spec, out_ch * in_ch)
+        rows.append({
+            "name": name, "setting": str(spec), "mask_bits": spec.bits, "alpha_bits": spec.alpha_bits,
+            "keep": spec.keep, "kernels": out_ch * in_ch, "kept": out_ch * in_ch if stored is None else stored,
+            "bytes": layout.payload(index, spec),
+        })  # fmt: skip
+    return rows
 
 
 def _paper_row(layout: allocate.Layout, names: list[str], sens: sensitivity.Sensitivity) -> dict:

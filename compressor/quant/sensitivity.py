@@ -24,6 +24,25 @@ optimises:
 
     1 − cos(plan) ≈ (1 − cos(reference)) + ½ Σ_L dist²(L, m_L)
 
+**Chip format v2 settings** (alpha width a < 8, kept share k < 100 %, `chipq.quant.plan.LayerSpec`).
+Measuring every (m, a, k) of every layer would be 5 x 4 x 6 = 120 tail passes per layer instead of
+5. Instead (`V2Axes`) the m axis is measured as above, and on the layers that hold at least
+`V2Axes.min_share` of the model's kernels (on VGG-16 conv3_1..conv5_3: 98 % of the kernels, and the
+cheap tail passes) the a axis and the k axis are measured once each, at one mask width m0 (1 bit:
+under budgets below the paper's those layers sit at 1 bit), each a single-layer run like the others.
+What narrowing alpha and dropping kernels add is combined additively:
+
+    dist2(L, m, a, k) ≈ dist2(L, m) + [dist2(L, m0, a) − dist2(L, m0)] + [dist2(L, m0, k) − dist2(L, m0)]
+
+each bracket made monotone and clipped at 0 (a narrower alpha or fewer kernels never makes a layer
+closer to float: a bracket is the largest difference measured at that setting or a richer one of
+its axis, so measurement noise can neither make a cut free nor rank a deeper cut cheaper). The additivity rests on the same assumption of
+uncorrelated errors: alpha rounding moves each kernel's scale, dropping removes whole kernels, and
+the mask width shapes the kept ones. At m > m0 a dropped kernel loses more than it did at m0 (its
+finer mask had less error), so the k bracket is optimistic there; the planner's measured check (and
+`bench/v2_curve.py`) compare the prediction with the compressed blob. Cost on VGG-16: 8 extra tail
+passes on the layers from conv3_1, about 1.8x the m axis alone.
+
 A run is cached in ``$CHIPQ_CACHE/sensitivity`` (else ``~/.cache/chipq/sensitivity``) as JSON,
 keyed by the model's weights SHA-256, the images' SHA-256 and the settings; a cache hit costs
 nothing. The run itself is one shared prefix pass plus, per layer, five passes of the layers after
@@ -50,7 +69,8 @@ from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, atomic_write
 from chipq.quant.chipnet import ChipConv, ChipNet, on_chip_input
-from chipq.quant.quantize import quantize_conv
+from chipq.quant.plan import LayerSpec
+from chipq.quant.quantize import as_spec, quantize_conv
 
 SENSITIVITY_VERSION = 1  # bump when the measurement changes: old cache entries are then ignored
 WIDTHS = tuple(range(C.MIN_MASK_BITS, C.MAX_MASK_BITS + 1))
@@ -63,6 +83,54 @@ Progress = Callable[[int, int], None]  # (done, total) passes
 
 class SensitivityError(ChipqError):
     """The images or settings cannot be measured (wrong shape, no conv layer)."""
+
+
+@dataclass(frozen=True)
+class V2Axes:
+    """The chip format v2 settings measured per layer (module docstring).
+
+    Attributes:
+        alphas: alpha widths below 8 measured (each a candidate of the planner).
+        keeps: kept shares below 100 % measured.
+        at_bits: the mask width m0 both axes are measured at.
+        min_share: a layer gets the axes when it holds at least this share of the model's kernels.
+    """
+
+    alphas: tuple[int, ...] = (6, 5, 4)
+    keeps: tuple[int, ...] = (75, 60, 50, 40, 30)
+    at_bits: int = 1
+    min_share: float = 0.02
+
+    def settings(self) -> list[LayerSpec]:
+        """The extra single-layer runs of an eligible layer: the a axis, then the k axis, at m0."""
+        return [LayerSpec(self.at_bits, alpha_bits=a) for a in self.alphas] + [
+            LayerSpec(self.at_bits, keep=k) for k in self.keeps
+        ]
+
+    def eligible(self, kernels: list[int]) -> list[bool]:
+        """Which layers (kernel counts O*I in conv order) get the axes."""
+        total = sum(kernels) or 1
+        return [bool(self.settings()) and count / total >= self.min_share for count in kernels]
+
+    def candidates(self, kernels: list[int]) -> list[list[LayerSpec]]:
+        """Every setting the planner may give each layer (kernel counts O*I in conv order), known
+        before anything is measured: every m, crossed with the axes on the eligible layers."""
+        rows = []
+        for eligible in self.eligible(kernels):
+            alphas = (C.ALPHA_BITS, *self.alphas) if eligible else (C.ALPHA_BITS,)
+            keeps = (100, *self.keeps) if eligible else (100,)
+            rows.append([LayerSpec(m, a, k) for m in WIDTHS for a in alphas for k in keeps])
+        return rows
+
+    def key(self) -> dict:
+        return {"alphas": list(self.alphas), "keeps": list(self.keeps), "at_bits": self.at_bits, "min_share": self.min_share}
+
+
+# Names how a v2 setting is quantized in the cache key: change it when that changes.
+V2_QUANTIZER = "quantize_conv-spec-1"
+
+NO_V2 = V2Axes(alphas=(), keeps=())  # v1 settings only: the m axis (what the cache held before v2)
+DEFAULT_V2 = V2Axes()
 
 
 @dataclass
@@ -85,23 +153,75 @@ class Sensitivity:
     key: str = ""
     cached: bool = field(default=False)
     weights: str = WEIGHT_ONLY  # how each (layer, m) was quantized (`measure`'s weights_name)
+    v2_bits: int = 0  # m0 of the v2 axes (0: none measured)
+    # per layer: setting text ("1a5", "1k40") -> {"cosine", "dist2", "sqnr_db", "noise"} at m0
+    v2: list[dict[str, dict[str, float]]] = field(default_factory=list)
 
-    def loss(self, layer: int, bits: int) -> float:
+    def settings(self, layer: int, v2: bool = True) -> list[LayerSpec]:
+        """The candidate settings of `layer`: every m, crossed with the measured alpha widths and
+        kept shares (when `v2`)."""
+        alphas, keeps = {8}, {100}
+        if v2 and self.v2:
+            for text in self.v2[layer]:
+                spec = _spec(text)
+                alphas.add(spec.alpha_bits)
+                keeps.add(spec.keep)
+        return [LayerSpec(m, a, k) for m in WIDTHS for a in sorted(alphas, reverse=True) for k in sorted(keeps, reverse=True)]
+
+    def _field(self, layer: int, setting: LayerSpec | int, name: str) -> float:
+        """`name` (dist2 or noise) of `layer` at `setting`, by the additive model for v2 settings."""
+        spec = as_spec(setting)
+        grid = self.dist2 if name == "dist2" else self.noise
+        value = grid[layer][spec.bits - 1]
+        if spec.alpha_bits != C.ALPHA_BITS:
+            value += self._added(layer, spec, name, "alpha_bits")
+        if spec.keep != 100:
+            value += self._added(layer, spec, name, "keep")
+        return value
+
+    def _added(self, layer: int, spec: LayerSpec, name: str, axis: str) -> float:
+        """What one v2 axis (``alpha_bits`` or ``keep``) adds at `spec`'s value over the m0 run.
+
+        The largest measured difference among the settings of that axis no richer than `at` (a
+        narrower alpha or fewer kernels never costs less), clipped at 0: measurement noise cannot
+        make a cut free or rank a deeper cut above a shallower one.
+        """
+        at, full = getattr(spec, axis), getattr(LayerSpec(1), axis)
+        runs = [_spec(text) for text in (self.v2[layer] if self.v2 else {})]
+        runs = [run for run in runs if getattr(run, axis) != full]  # this axis's runs
+        if not any(getattr(run, axis) == at for run in runs):
+            raise SensitivityError(f"layer {self.layers[layer]}: {spec} was not measured (no {axis} {at} run)")
+        grid = self.dist2 if name == "dist2" else self.noise
+        base = grid[layer][self.v2_bits - 1]
+        return max(0.0, *(self.v2[layer][str(run)][name] - base for run in runs if getattr(run, axis) >= at))
+
+    def loss(self, layer: int, setting: LayerSpec | int) -> float:
         """The additive cost `chipq.quant.allocate` minimises: half the squared descriptor distance."""
-        return 0.5 * self.dist2[layer][bits - 1]
+        return 0.5 * self._field(layer, setting, "dist2")
 
-    def predict(self, plan: list[int]) -> dict[str, float]:
+    def costs(self, v2: bool = True) -> list[dict[LayerSpec, float]]:
+        """Per layer, every candidate setting -> its loss (`chipq.quant.allocate.pareto_front`)."""
+        return [{spec: self.loss(i, spec) for spec in self.settings(i, v2)} for i in range(len(self.layers))]
+
+    def predict(self, plan: list[LayerSpec | int]) -> dict[str, float]:
         """Predicted mean descriptor cosine and conv5_3 SQNR of a whole plan (additive model)."""
         if len(plan) != len(self.layers):
             raise SensitivityError(f"plan has {len(plan)} widths for {len(self.layers)} conv layers")
-        cosine = self.ref_cosine - sum(self.loss(i, m) for i, m in enumerate(plan))
-        noise = self.ref_noise + sum(self.noise[i][m - 1] for i, m in enumerate(plan))
+        cosine = self.ref_cosine - sum(self.loss(i, s) for i, s in enumerate(plan))
+        noise = self.ref_noise + sum(self._field(i, s, "noise") for i, s in enumerate(plan))
         return {"cosine": cosine, "sqnr_db": _db(noise)}
 
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("cached")
         return data
+
+
+def _spec(text: str) -> LayerSpec:
+    """A setting text of the v2 grid ("1a5", "1k40") back to its LayerSpec."""
+    from chipq.quant.plan import parse_specs
+
+    return parse_specs(text, ["layer"])[0]
 
 
 def _db(noise: float) -> float:
@@ -114,10 +234,11 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(
-    stack: FloatStack, views: np.ndarray, act_fracs: list[int], pool_name: str, weights_name: str = WEIGHT_ONLY
+    stack: FloatStack, views: np.ndarray, act_fracs: list[int], pool_name: str, weights_name: str = WEIGHT_ONLY,
+    axes: V2Axes = NO_V2,
 ) -> str:
     """SHA-256 of what the measurement depends on: weights, images, fractions, descriptor, how each
-    layer is quantized, version."""
+    layer is quantized, the v2 axes, version."""
     images = hashlib.sha256(np.ascontiguousarray(views).tobytes()).hexdigest()
     settings = {
         "version": SENSITIVITY_VERSION,
@@ -132,6 +253,8 @@ def cache_key(
     }
     if weights_name != WEIGHT_ONLY:  # weight-only keys stay what they were (their cache entries still hit)
         settings["layer_weights"] = weights_name
+    if axes.settings():  # v1-only keys stay what they were
+        settings["v2_axes"] = axes.key() | {"quantizer": V2_QUANTIZER}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
@@ -158,6 +281,7 @@ def measure(
     progress: Progress | None = None,
     layer_weights: Callable[[], list[dict[int, FloatConv]]] | None = None,
     weights_name: str = WEIGHT_ONLY,
+    axes: V2Axes = NO_V2,
 ) -> Sensitivity:
     """Measure (or read from the cache) the sensitivity of every conv layer at every width.
 
@@ -173,10 +297,13 @@ def measure(
         batch: images per pass (memory: VGG-16 at 224x224 needs ~50 MB per view).
         progress: called with (done, total) after each image's passes.
         layer_weights: None: layer L at m bits is `quantize_conv` of its float weights. Else called
-            (only when the cache misses) for ``[layer][m] -> FloatConv``, the float weights each
+            (only when the cache misses) for ``[layer][m or LayerSpec] -> FloatConv``, the float weights each
             (layer, m) is quantized from instead, conv1's acting on the chip input
             (e.g. `chipq.quant.reconstruct.layer_candidates`).
         weights_name: names `layer_weights` in the cache key (it must change when they do).
+        axes: the v2 settings measured per layer (module docstring); `NO_V2`: the m axis only. A v2
+            setting of layer L is `quantize_conv` of its own candidate when `layer_weights` gives
+            one (keyed by the LayerSpec), else of L's m0 candidate (narrowed and pruned weight-only).
     """
     started = time.perf_counter()
     stack = stack.without_trailing_pool()
@@ -191,7 +318,7 @@ def measure(
         raise SensitivityError(f"{len(act_fracs)} fraction bits for {len(convs)} conv layers")
     if (layer_weights is None) != (weights_name == WEIGHT_ONLY):
         raise SensitivityError("layer_weights and weights_name go together")
-    key = cache_key(stack, views, act_fracs, pool_name, weights_name)
+    key = cache_key(stack, views, act_fracs, pool_name, weights_name, axes)
     path = (cache_dir or default_cache_dir()) / "sensitivity" / f"{key}.json"
     if use_cache:
         hit = _read_cache(path, key, [c.name for c in convs])
@@ -199,7 +326,7 @@ def measure(
             hit.seconds = time.perf_counter() - started
             return hit
     candidates = layer_weights() if layer_weights is not None else None
-    result = _measure(stack, views, act_fracs, pool, batch, progress, candidates)
+    result = _measure(stack, views, act_fracs, pool, batch, progress, candidates, axes)
     result.key = key
     result.weights = weights_name
     result.seconds = time.perf_counter() - started
@@ -216,6 +343,7 @@ def _read_cache(path: Path, key: str, names: list[str]) -> Sensitivity | None:
     except (OSError, ValueError, TypeError):
         return None
     shape_ok = all(len(getattr(result, f)) == len(names) for f in ("cosine", "dist2", "sqnr_db", "noise"))
+    shape_ok = shape_ok and (not result.v2 or len(result.v2) == len(names))
     if result.key != key or result.layers != names or not shape_ok:
         return None
     return result
@@ -243,11 +371,14 @@ class _Layers:
             raise SensitivityError(f"layer weights for {len(candidates)} of {len(self.convs)} conv layers")
         self.candidates = candidates
 
-    def quantized(self, index: int, bits: int) -> ChipConv:
-        """Layer `index` at `bits` bits (Eq. 1, its input at the calibrated fraction bits)."""
+    def quantized(self, index: int, setting: LayerSpec | int) -> ChipConv:
+        """Layer `index` stored as `setting` (Eq. 1, its input at the calibrated fraction bits)."""
+        spec = as_spec(setting)
         in_frac = 0 if index == 0 else self.fracs[index - 1]
-        conv = self.convs[index] if self.candidates is None else self.candidates[index][bits]
-        return ChipConv.of_layer(quantize_conv(conv, bits, in_frac, self.fracs[index]), in_frac)
+        conv = self.convs[index]
+        if self.candidates is not None:  # the setting's own candidate, else (v2 setting) its mask width's
+            conv = self.candidates[index].get(spec, self.candidates[index].get(spec.bits))
+        return ChipConv.of_layer(quantize_conv(conv, spec, in_frac, self.fracs[index]), in_frac)
 
 
 def _measure(
@@ -258,14 +389,19 @@ def _measure(
     batch: int,
     progress: Progress | None,
     candidates: list[dict[int, FloatConv]] | None = None,
+    axes: V2Axes = NO_V2,
 ) -> Sensitivity:
     chain = _Layers(stack, act_fracs, candidates)
     net = chain.net
     reference = FloatReference(stack, batch=8)
     n_images, n_views = views.shape[:2]
     n_convs = len(chain.convs)
-    quantized = {(i, m): chain.quantized(i, m) for i in range(n_convs) for m in WIDTHS}
-    tallies = {(i, m): _Tally() for i in range(n_convs) for m in WIDTHS}
+    eligible = axes.eligible([int(c.weight.shape[0] * c.weight.shape[1]) for c in chain.convs])
+    runs = [
+        [LayerSpec(m) for m in WIDTHS] + (axes.settings() if eligible[i] else []) for i in range(n_convs)
+    ]  # the single-layer runs of each layer: the m axis, then its v2 axes
+    quantized = {(i, spec): chain.quantized(i, spec) for i in range(n_convs) for spec in runs[i]}
+    tallies = {key: _Tally() for key in quantized}
     ref_cos, ref_err, signal = 0.0, 0.0, 0.0
     total = n_images
     batch = max(1, int(batch))
@@ -286,10 +422,10 @@ def _measure(
             for index in range(n_convs):
                 x = net.run(x, pos, chain.positions[index])
                 pos = chain.positions[index]
-                for m in WIDTHS:
-                    maps = net.run(x, pos, swap={pos: quantized[(index, m)]}).numpy().astype(np.float64)
+                for spec in runs[index]:
+                    maps = net.run(x, pos, swap={pos: quantized[(index, spec)]}).numpy().astype(np.float64)
                     desc = _descriptors(maps, k, n_views, pool)
-                    tally = tallies[(index, m)]
+                    tally = tallies[(index, spec)]
                     tally.cosine += float(np.sum(_cosines(desc, f_desc)))
                     tally.dist2 += float(np.sum((desc - r_desc) ** 2))
                     tally.err_float += float(np.sum((maps - f_maps) ** 2))
@@ -299,7 +435,15 @@ def _measure(
     signal = signal or 1.0
 
     def grid(fn) -> list[list[float]]:
-        return [[fn(tallies[(i, m)]) for m in WIDTHS] for i in range(n_convs)]
+        return [[fn(tallies[(i, LayerSpec(m))]) for m in WIDTHS] for i in range(n_convs)]
+
+    def tally_json(t: _Tally) -> dict[str, float]:
+        return {
+            "cosine": t.cosine / n_images, "dist2": t.dist2 / n_images,
+            "sqnr_db": _db(t.err_float / signal), "noise": t.err_ref / signal,
+        }  # fmt: skip
+
+    v2 = [{str(spec): tally_json(tallies[(i, spec)]) for spec in runs[i] if spec.uses_v2} for i in range(n_convs)]
 
     return Sensitivity(
         layers=[c.name for c in chain.convs],
@@ -312,6 +456,8 @@ def _measure(
         sqnr_db=grid(lambda t: _db(t.err_float / signal)),
         noise=grid(lambda t: t.err_ref / signal),
         seconds=0.0,
+        v2_bits=axes.at_bits if any(v2) else 0,
+        v2=v2 if any(v2) else [],
     )
 
 

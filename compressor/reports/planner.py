@@ -57,12 +57,16 @@ class PlanResult:
     calib_images: int
     seconds: dict
     sens_first: int = 0  # the sensitivity photos are calibration photos sens_first.. (`sensitivity_images`)
+    specs: list | None = None  # each conv layer's LayerSpec (mask bits, alpha width, kept share)
+    layers: list[dict] | None = None  # per conv layer: name, setting, mask_bits, alpha_bits, keep, kept, bytes
 
     def to_json(self) -> dict:
         sens = self.sensitivity
         return {
             "plan": self.plan,
             "bits": self.bits,
+            "format_version": 2 if any(s.uses_v2 for s in self.specs or []) else 1,
+            "layers": self.layers,
             "bytes": self.bytes,
             "budget": self.budget,
             "ratio": self.ratio,
@@ -81,6 +85,8 @@ class PlanResult:
                 "reference_cosine": sens.ref_cosine,
                 "cosine": sens.cosine,
                 "sqnr_db": sens.sqnr_db,
+                "v2_bits": sens.v2_bits,
+                "v2": sens.v2,
             },
             "calibration_images": self.calib_images,
             "seconds": self.seconds,

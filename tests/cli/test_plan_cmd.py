@@ -11,7 +11,7 @@ from helpers import save_tiny_vgg, write_photos
 
 from chipq.cli import main
 from chipq.formats.reader import read_blob
-from chipq.quant.plan import parse_plan
+from chipq.quant.plan import parse_plan, parse_specs
 
 SIZE = ["--input", "32x32"]
 
@@ -51,7 +51,11 @@ def test_plan_json_fits_the_budget_and_compress_reproduces_its_bytes(files, monk
     data = json.loads(out)
     names = data["sensitivity"]["layers"]
     assert len(names) == 13
-    assert parse_plan(data["plan"], names) == data["bits"]
+    specs = parse_specs(data["plan"], names)
+    assert [s.bits for s in specs] == data["bits"]
+    assert [(r["name"], r["mask_bits"], r["alpha_bits"], r["keep"]) for r in data["layers"]] == [
+        (n, s.bits, s.alpha_bits, s.keep) for n, s in zip(names, specs)
+    ]
     assert data["bytes"] <= data["budget"] == 40_000
     assert data["measured"]["photos"] == 2 and data["measured"]["bytes"] == data["bytes"]
     assert 0 < data["measured"]["cosine"] <= 1 + 1e-6
@@ -64,7 +68,10 @@ def test_plan_json_fits_the_budget_and_compress_reproduces_its_bytes(files, monk
     code, _, err = run(monkeypatch, capsys, "compress", model, "--plan", data["plan"], "--no-retrain", "--images", calib, *SIZE, "-o", blob, "--json")
     assert code == 0, err
     assert blob.stat().st_size == data["bytes"]
-    assert [layer.mask_bits for layer in read_blob(blob).conv_layers()] == data["bits"]
+    stored = read_blob(blob).conv_layers()
+    assert [(layer.mask_bits, layer.alpha_bits, layer.kept_kernels(), len(layer.region_sizes()) and sum(layer.region_sizes())) for layer in stored] == [
+        (r["mask_bits"], r["alpha_bits"], r["kept"], r["bytes"]) for r in data["layers"]
+    ]
     # the second run hits the sensitivity cache and finds the same plan
     code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", "40kB", "--images", calib, "--no-measure", *SIZE, "--sens-images", "2", "--json")
     again = json.loads(out)
@@ -108,6 +115,7 @@ def test_plan_text_output_and_plot(files, monkeypatch, capsys, tmp_path):
     code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", "9x", "--images", calib, "--eval", heldout, *SIZE, "--sens-images", "1", "--plot", png)
     assert code == 0, err
     assert "plan " in out and "Pareto front" in out and "paper 3x7,1x6" in out and "measured" in out
+    assert "per conv layer" in out and "conv5_3" in out and "all payloads" in out
     assert "reconstructed sensitivity on photos 1-1 x 4 views; too few photos" in " ".join(out.split())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -138,15 +146,36 @@ def test_eval_photos_must_not_be_calibration_photos(files, monkeypatch, capsys):
     assert code == 2 and "calibration" in err
 
 
-def test_compress_plan_auto(files, monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("spelling", [["--budget", "12kB"], ["--plan", "auto", "--budget", "12kB"]])
+def test_compress_budget_chooses_a_v2_plan(files, monkeypatch, capsys, tmp_path, spelling):
+    """`--budget B` alone (and the old `--plan auto --budget B`): a plan below 1 bit everywhere's
+    size, so it must narrow alpha or prune; the blob is v2 and stores what the plan says."""
     model, calib, _ = files
     blob = tmp_path / "auto.blob"
-    code, out, err = run(monkeypatch, capsys, "compress", model, "--plan", "auto", "--budget", "30kB", "--no-retrain", "--images", calib, *SIZE, "-o", blob, "--json")
+    code, out, err = run(monkeypatch, capsys, "compress", model, *spelling, "--no-retrain", "--images", calib, *SIZE, "-o", blob, "--json")
     assert code == 0, err
     summary = json.loads(out)
-    assert blob.stat().st_size == summary["blob_bytes"] <= 30_000
-    names = [layer.name for layer in read_blob(blob).conv_layers()]
-    assert parse_plan(summary["plan"], names) == [layer.mask_bits for layer in read_blob(blob).conv_layers()]
+    assert blob.stat().st_size == summary["blob_bytes"] <= 12_000 < 14_872  # 1 bit everywhere (v1)
+    chip = read_blob(blob)
+    names = [layer.name for layer in chip.conv_layers()]
+    specs = parse_specs(summary["plan"], names)
+    assert chip.format_version() == 2 and any(s.uses_v2 for s in specs)
+    for layer, spec in zip(chip.conv_layers(), specs):
+        assert (layer.mask_bits, layer.alpha_bits) == (spec.bits, spec.alpha_bits)
+        assert layer.kept_kernels() == spec.kept(layer.alpha.size)
+
+
+def test_plan_v1_keeps_to_mask_widths(files, monkeypatch, capsys):
+    """--v1: every layer 8-bit alpha, every kernel; a budget only v2 reaches is refused in one line."""
+    model, calib, _ = files
+    args = ["plan", model, "--images", calib, "--no-measure", *SIZE, "--sens-images", "1", "--v1", "--json"]
+    code, out, err = run(monkeypatch, capsys, *args, "--budget", "40kB")
+    assert code == 0, err
+    data = json.loads(out)
+    assert parse_plan(data["plan"], data["sensitivity"]["layers"]) == data["bits"]
+    assert data["format_version"] == 1 and data["sensitivity"]["v2"] == []
+    code, out, err = run(monkeypatch, capsys, *args, "--budget", "12kB")
+    assert code == 2 and out == "" and "smallest blob (1x13)" in err and err.strip().count("\n") == 0
 
 
 @pytest.mark.parametrize("args", [["--plan", "auto"], ["--plan", "3x7,1x6", "--budget", "4MB"]])
@@ -154,4 +183,4 @@ def test_compress_budget_goes_with_auto(files, monkeypatch, capsys, tmp_path, ar
     model, calib, _ = files
     blob = tmp_path / "x.blob"
     code, _, err = run(monkeypatch, capsys, "compress", model, *args, "--no-retrain", "--images", calib, *SIZE, "-o", blob)
-    assert code == 2 and "--budget" in err and not blob.exists()
+    assert code == 2 and "--budget" in err and not blob.exists() and err.strip().count("\n") == 0

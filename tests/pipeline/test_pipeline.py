@@ -52,8 +52,10 @@ def test_retraining_route_is_algorithm_1_and_removes_its_checkpoint(tmp_path):
 
 
 def test_refusals_come_before_any_work(tmp_path):
-    with pytest.raises(UsageError, match="--budget goes with --plan auto"):
+    with pytest.raises(UsageError, match="--plan auto needs --budget"):
         compress(tiny_stack(), "auto", calib=batch(), retrain=None)
+    with pytest.raises(UsageError, match="--plan PLAN or --budget B, not both"):
+        compress(tiny_stack(), [3, 1], budget="1MB", calib=batch(), retrain=None)
     with pytest.raises(UsageError, match="--resume is a retraining setting"):
         compress(tiny_stack(), [3, 1], calib=batch(), retrain=None, output=tmp_path / "x.blob", resume=True)
     with pytest.raises(UsageError, match="no checkpoint"):

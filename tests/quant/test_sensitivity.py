@@ -11,7 +11,7 @@ from floatcraft import random_stack
 from chipq.executor import golden
 from chipq.quant import sensitivity
 from chipq.quant.compress import calibrate, compress
-from chipq.quant.sensitivity import SensitivityError, measure
+from chipq.quant.sensitivity import Sensitivity, SensitivityError, measure
 
 
 def _pool(maps):
@@ -160,3 +160,73 @@ def test_first_candidate_is_what_reconstruct_makes_of_conv1(setup):
         got = quantize_conv(first[bits], bits, 0, rfracs[0])
         assert np.array_equal(got.int_weights(), want.int_weights())
         assert got.weight_shift == want.weight_shift
+
+
+def test_v2_axes_measured_combined_and_cached(setup, tmp_path):
+    """The a and k axes are measured at m0 on the layers holding enough kernels; the loss of a v2
+    setting is the m-axis loss plus the two measured differences (clipped at 0); v1 keys unchanged."""
+    from chipq.quant.plan import LayerSpec
+    from chipq.quant.sensitivity import NO_V2, V2Axes
+
+    stack, calib, fracs = setup
+    axes = V2Axes(alphas=(4, 2), keeps=(50,), at_bits=1, min_share=0.2)
+    views = _views(calib)
+    result = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes)
+    kernels = [6 * 3, 8 * 6, 8 * 8, 6 * 8]  # conv1_1, conv2_1, conv2_2, conv3_1
+    eligible = [k / sum(kernels) >= 0.2 for k in kernels]
+    assert eligible == [False, True, True, True]
+    assert [sorted(row) for row in result.v2] == [[] if not e else ["1a2", "1a4", "1k50"] for e in eligible]
+    assert result.v2_bits == 1
+    layer = 2
+    at = result.v2[layer]
+    # 2-bit alpha is worse than 4-bit alpha, and dropping half the kernels costs something
+    assert at["1a2"]["dist2"] > at["1a4"]["dist2"]
+    assert at["1k50"]["dist2"] > result.dist2[layer][0]
+    spec = LayerSpec(3, alpha_bits=2, keep=50)
+    base = result.dist2[layer][0]
+    want = result.dist2[layer][2] + max(0, at["1a2"]["dist2"] - base, at["1a4"]["dist2"] - base) + max(0, at["1k50"]["dist2"] - base)
+    assert result.loss(layer, spec) == pytest.approx(0.5 * want)
+    # monotone: a made-up noisy run where 2-bit alpha measured better than 4-bit costs what 4-bit does
+    noisy = Sensitivity(**{**result.to_json(), "v2": [dict(row) for row in result.v2]})
+    noisy.v2[layer]["1a2"] = {**at["1a2"], "dist2": base - 1.0}
+    assert noisy.loss(layer, LayerSpec(1, alpha_bits=2)) == noisy.loss(layer, LayerSpec(1, alpha_bits=4)) > noisy.loss(layer, 1)
+    assert result.loss(layer, 3) == result.loss(layer, LayerSpec(3)) == 0.5 * result.dist2[layer][2]
+    assert len(result.settings(layer)) == 5 * 3 * 2 and len(result.settings(0)) == 5
+    assert result.settings(layer, v2=False) == [LayerSpec(m) for m in range(1, 6)]
+    with pytest.raises(SensitivityError, match="not measured"):
+        result.loss(0, LayerSpec(1, alpha_bits=4))
+    costs = result.costs()
+    assert costs[layer][spec] == result.loss(layer, spec)
+    # cached with the axes; the v1 measurement has its old key and no v2 rows
+    again = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes)
+    assert again.cached and again.v2 == result.v2
+    plain = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=NO_V2)
+    assert plain.key == sensitivity.cache_key(stack, views, fracs, "rms") != result.key and plain.v2 == []
+    assert plain.dist2 == result.dist2  # the m axis is the same measurement
+
+
+def test_a_v2_setting_uses_its_own_candidate_when_given(setup, tmp_path):
+    """layer_weights keyed by a LayerSpec (a reconstructed pruned layer) is what that setting runs;
+    without one the setting is quantized from its mask width's candidate."""
+    from chipq.floatnet.model import FloatConv
+    from chipq.quant.plan import LayerSpec
+    from chipq.quant.sensitivity import V2Axes
+
+    stack, calib, fracs = setup
+    axes = V2Axes(alphas=(), keeps=(50,), at_bits=1, min_share=0.2)
+    spec = LayerSpec(1, keep=50)
+    convs = stack.conv_layers()
+
+    def candidates(own: bool):
+        rows = [{m: conv for m in sensitivity.WIDTHS} for conv in convs]
+        if own:  # layer 2's pruned candidate: every weight zero (as far from float as it gets)
+            rows[2][spec] = FloatConv(convs[2].name, np.zeros_like(convs[2].weight), convs[2].bias)
+        return rows
+
+    views = _views(calib)
+    plain = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, use_cache=False,
+                    layer_weights=lambda: candidates(False), weights_name="float")  # fmt: skip
+    own = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, use_cache=False,
+                  layer_weights=lambda: candidates(True), weights_name="float")  # fmt: skip
+    assert own.v2[1] == plain.v2[1] and own.dist2 == plain.dist2
+    assert own.v2[2]["1k50"]["dist2"] > plain.v2[2]["1k50"]["dist2"]

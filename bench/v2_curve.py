@@ -1,0 +1,370 @@
+"""The v2 curve: retrieval fidelity against blob size with chip format v2 (narrower alpha, kernel pruning).
+
+For each budget (1.0 .. 3.5 MB) the plan `chipq plan --budget B` finds (mask bits, alpha width and
+kept share per layer, one measured sensitivity for all of them), compressed as `chipq compress
+--budget B` does (the default retraining; ``--no-retrain``: post-training only), and scored on the
+held-out set of `bench/evalset.py` (never a calibration photo): mean NIP descriptor cosine to the
+float model, mAP (`chipq eval --exclude-queries`) and mAP − float's with a paired bootstrap 95%
+interval over the queries (`recipe_eval.paired_gap`). Beside it:
+
+- the v1 front: the best plan of mask widths only (8-bit alpha, every kernel) at each budget v1
+  can reach (1 bit everywhere is 3,480,520 B on VGG-16), and the paper's plan 3x7,1x6;
+- an ablation at 2 MB: kernel pruning alone (8-bit alpha), alpha width alone (every kernel), both —
+  a variant that cannot reach the budget is shown at its smallest blob;
+- RNIP-9 and the 512-bit (sign) descriptors of the 2 MB blob beside float's
+  (`fidelity.descriptors` / `fidelity.scores` on the same held-out set).
+
+Each compressed blob is kept in ``<work>/v2_curve`` keyed by the model, the plan and the settings;
+``--reuse`` takes it from there instead of compressing again. Rows are written to
+bench/results/v2_curve.json as they are measured, and the curve to bench/results/v2_curve.png.
+
+Run: ``python bench/v2_curve.py [--model vgg16.pt] [--budgets 1,1.5,2,2.5,3,3.5] [--no-retrain] [--reuse]``;
+``--quick`` scores a tiny setting (one budget, no retraining, the first photos) for the unit test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import common as cm
+
+BUDGETS_MB = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5)
+ABLATION_MB = 2.0
+# which v2 levers a variant may use: (narrower alpha, pruning)
+VARIANTS = {"v2": (True, True), "prune": (False, True), "alpha": (True, False), "v1": (False, False)}
+VARIANT_LABELS = {
+    "v2": "v2 (alpha width + pruning)",
+    "prune": "pruning alone (8-bit alpha)",
+    "alpha": "alpha width alone (every kernel)",
+    "v1": "v1 (mask widths only)",
+}
+PNG = "v2_curve.png"
+
+
+def restrict(costs: list[dict], variant: str) -> list[dict]:
+    """The candidate settings `variant` may use (each layer keeps at least its v1 settings).
+
+    >>> from chipq.quant.plan import LayerSpec
+    >>> row = {LayerSpec(1): 0.3, LayerSpec(1, 4): 0.4, LayerSpec(1, keep=50): 0.5, LayerSpec(1, 4, 50): 0.6}
+    >>> [[str(s) for s in r] for r in restrict([row], "prune")]
+    [['1', '1k50']]
+    """
+    alpha, prune = VARIANTS[variant]
+    return [
+        {spec: loss for spec, loss in row.items() if (alpha or spec.alpha_bits == 8) and (prune or spec.keep == 100)}
+        for row in costs
+    ]
+
+
+def choose(layout, sens, budget: int, variant: str) -> dict:
+    """The plan of least predicted loss of `variant` under `budget`, or its smallest blob when the
+    budget is out of its reach (``reachable`` False)."""
+    from chipq.quant import allocate
+
+    costs = restrict(sens.costs(), variant)
+    try:
+        point, _ = allocate.best_plan(layout, costs, budget)
+        reachable = True
+    except allocate.BudgetError:
+        point, reachable = allocate.smallest_plan(layout, costs), False
+    return {
+        "variant": variant,
+        "budget": budget,
+        "reachable": reachable,
+        "plan": allocate.plan_text(layout, point.plan),
+        "bytes": point.bytes,
+        "predicted_cosine": sens.predict(list(point.plan))["cosine"],
+    }
+
+
+def plan_rows(layout, sens, budgets: list[int], ablation: int | None, paper_specs) -> dict[str, dict]:
+    """Every row to measure, keyed: ``v2 2.0MB``, ``v1 3.5MB``, ``prune 2.0MB``, ``paper``."""
+    from chipq.quant import allocate
+    from chipq.quant.plan import PAPER_PLAN
+
+    rows = {}
+    for budget in budgets:
+        rows[f"v2 {budget / 1e6:.1f}MB"] = choose(layout, sens, budget, "v2")
+        v1 = choose(layout, sens, budget, "v1")
+        if v1["reachable"]:
+            rows[f"v1 {budget / 1e6:.1f}MB"] = v1
+    if ablation is not None:
+        for variant in ("prune", "alpha"):
+            rows[f"{variant} {ablation / 1e6:.1f}MB"] = choose(layout, sens, ablation, variant)
+        if f"v2 {ablation / 1e6:.1f}MB" not in rows:
+            rows[f"v2 {ablation / 1e6:.1f}MB"] = choose(layout, sens, ablation, "v2")
+    if paper_specs is not None:
+        rows["paper"] = {
+            "variant": "paper", "budget": None, "reachable": True, "plan": PAPER_PLAN,
+            "bytes": allocate.blob_bytes(layout, paper_specs), "predicted_cosine": sens.predict(paper_specs)["cosine"],
+        }  # fmt: skip
+    return rows
+
+
+def blob_path(work: Path, model_sha: str, plan: str, settings: dict) -> Path:
+    """Where the blob of `plan` compressed with `settings` is kept (``--reuse`` reads it back)."""
+    key = hashlib.sha256(json.dumps({"model": model_sha, "plan": plan, **settings}, sort_keys=True).encode())
+    return Path(work) / "v2_curve" / f"{key.hexdigest()[:20]}.blob"
+
+
+def compress_row(stack, plan: str, args, calib, train_images, path: Path, say) -> tuple[object, float | None]:
+    """The chip model of `plan` as `chipq compress` makes it (retrained unless --no-retrain), kept
+    at `path`; with --reuse an existing blob there is read instead. Returns (model, seconds or None)."""
+    from chipq.formats.reader import read_blob
+    from chipq.formats.writer import write_blob
+    from chipq.pipeline.compress import DEFAULT_RETRAIN, compress
+
+    if args.reuse and path.is_file():
+        return read_blob(path), None
+    say(f"compressing {plan}")
+    started = time.perf_counter()
+    retrain = None if args.no_retrain else DEFAULT_RETRAIN
+    model = compress(
+        stack, plan, images=args.images, calib=calib, train_images=train_images, retrain=retrain, input_hw=args.input
+    ).model
+    seconds = time.perf_counter() - started
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_blob(model, path)
+    return model, seconds
+
+
+def score_row(model, eset, float_desc, float_ap) -> dict:
+    """Mean NIP cosine to float, mAP, and mAP − float's with its paired 95% interval."""
+    from recipe_eval import chip_descriptors, paired_gap, scores
+
+    found = scores(eset, chip_descriptors(model, eset), float_desc, per_query=True)
+    out = {"cosine": found["cosine"], "map": found["map"], "ap": found.get("ap")}
+    if found.get("ap") and float_ap:
+        out["gap_to_float"] = paired_gap(found["ap"], float_ap)
+    return out
+
+
+def descriptor_kinds(stack, model, eval_dir: Path, work: Path, model_sha: str, blob_sha: str, chip_hw: tuple[int, int]) -> dict:
+    """NIP and RNIP-9 mAP of float and the chip model on the held-out set, per descriptor kind
+    (float, byte, 512-bit), and the chip's mean cosine to float per method."""
+    import fidelity
+
+    from chipq.retrieval.features import chip_features, float_features
+
+    images = eval_dir / "jpg" if (eval_dir / "jpg").is_dir() else eval_dir
+    dataset = fidelity.Dataset("v2_curve_eval", images, eval_dir / "groundtruth.json", True)
+    methods = fidelity.methods(chip_hw, (480, 640))
+    out = {}
+    for method_key in ("nip", "rnip9"):
+        method, rows = methods[method_key], {}
+        for key, sha, maker in (("float", model_sha, lambda: float_features(stack)), ("chip", blob_sha, lambda: chip_features(model))):
+            names, vectors, _ = fidelity.descriptors(dataset, key, sha, maker, method, method_key, work)
+            rows[key] = {**fidelity.scores(names, vectors, dataset), "vectors": vectors}
+        rows["chip"]["cosine_to_float"] = fidelity.mean_cosine(rows["chip"]["vectors"], rows["float"]["vectors"])
+        out[method_key] = {key: {k: v for k, v in row.items() if k != "vectors"} for key, row in rows.items()}
+    return out
+
+
+def run(args) -> dict:
+    """Measure every row (module docstring); the result is written after each row."""
+    from recipe_eval import float_descriptors, load_subset, scores
+
+    from chipq.formats.writer import to_bytes
+    from chipq.importers import load_model
+    from chipq.pipeline import plan as planner
+    from chipq.quant import allocate
+    from chipq.quant.compress import calibrate, calibration_images
+    from chipq.quant.plan import PAPER_PLAN, parse_specs
+
+    started = time.perf_counter()
+
+    def say(text, done=None, total=None):
+        tail = f" {done}/{total}" if total else ""
+        print(f"v2 curve: {text}{tail} [{time.perf_counter() - started:.0f}s]", file=sys.stderr, flush=True)
+
+    model_sha = cm.sha256_file(args.model)
+    stack = load_model(args.model).without_trailing_pool()
+    layout = allocate.Layout.of(stack)
+    names = [name for name, _, _ in layout.convs]
+    calib, calib_names = calibration_images(args.images, args.input)
+    fracs = calibrate(stack, calib)
+    sens = planner.measure_sensitivity(stack, calib, args.sens_images, act_fracs=fracs, status=say, axes=planner.axes_for(True))
+    budgets = [allocate.parse_budget(text, layout) for text in args.budgets]
+    ablation = allocate.parse_budget(args.ablation, layout) if args.ablation else None
+    paper = parse_specs(PAPER_PLAN, names) if len(names) == 13 else None
+    rows = plan_rows(layout, sens, budgets, ablation, paper)
+    eset = load_subset(args.eval, 1)
+    assert not {Path(n).name for n in eset.names} & set(calib_names), "held-out photos overlap calibration"
+    float_desc = float_descriptors(stack, eset)
+    float_scores = scores(eset, float_desc, float_desc, per_query=True)
+    train_images = None
+    if not args.no_retrain:
+        from chipq.retrain.trainer import load_training_images
+
+        train_images = load_training_images(args.images)
+    settings = {"retrain": not args.no_retrain, "images": str(args.images), "input": list(args.input), "code": cm.code_fingerprint("quant", "retrain", "pipeline", "formats")}
+    result = {
+        "benchmark": "v2_curve",
+        "machine": cm.machine_info(),
+        "model": {"path": str(args.model), "sha256": model_sha},
+        "retrained": not args.no_retrain,
+        "heldout": f"{args.eval.name} ({len(eset.names)} images, {len(eset.gt)} queries)",
+        "float": {"map": float_scores["map"], "cosine": 1.0},
+        "fp32_weight_bytes": layout.fp32_weight_bytes(),
+        "sensitivity": {"images": sens.images, "views": sens.views, "cached": sens.cached, "seconds": sens.seconds,
+                        "v2_bits": sens.v2_bits},  # fmt: skip
+        "ablation_budget": ablation,
+        "rows": {},
+    }
+    measured: dict[str, dict] = {}  # by plan text: a plan chosen at two budgets is compressed once
+    for key, row in rows.items():
+        if row["plan"] not in measured:
+            path = blob_path(args.work, model_sha, row["plan"], settings)
+            model, seconds = compress_row(stack, row["plan"], args, calib, train_images, path, say)
+            size = len(to_bytes(model))
+            if size != row["bytes"]:  # the cost model is exact; a difference is a bug
+                raise AssertionError(f"{row['plan']}: planned {row['bytes']} B, the blob is {size} B")
+            say(f"scoring {row['plan']}")
+            measured[row["plan"]] = {**score_row(model, eset, float_desc, float_scores.get("ap")),
+                                     "compress_seconds": seconds, "blob": str(path)}  # fmt: skip
+            if ablation is not None and key == f"v2 {ablation / 1e6:.1f}MB" and not args.skip_rnip:
+                say("RNIP-9 and 512-bit descriptors of the ablation budget's blob")
+                measured[row["plan"]]["descriptors"] = descriptor_kinds(
+                    stack, model, args.eval, args.work, model_sha, cm.sha256_file(path), args.input
+                )
+        result["rows"][key] = {**row, **measured[row["plan"]]}
+        cm.write_json(args.out, result, " ".join(["python", "bench/v2_curve.py", *sys.argv[1:]]))
+    result["seconds"] = time.perf_counter() - started
+    plot(result, Path(args.out).with_name(PNG))
+    cm.write_json(args.out, result, " ".join(["python", "bench/v2_curve.py", *sys.argv[1:]]))
+    return result
+
+
+def plot(result: dict, path: Path) -> bool:
+    """bench/results/v2_curve.png: cosine and mAP against MB, v2 and v1 and the paper's plan."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        return False
+    rows = result["rows"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for variant, style in (("v2", "o-"), ("v1", "s--")):
+        points = sorted((r["bytes"] / 1e6, r) for k, r in rows.items() if r["variant"] == variant and k.startswith(variant + " "))
+        if points:
+            left.plot([x for x, _ in points], [r["cosine"] for _, r in points], style, label=VARIANT_LABELS[variant])
+            right.plot([x for x, _ in points], [r["map"] or 0 for _, r in points], style, label=VARIANT_LABELS[variant])
+    for variant, marker in (("prune", "v"), ("alpha", "^"), ("paper", "*")):
+        for row in (r for r in rows.values() if r["variant"] == variant):
+            label = "paper 3x7,1x6" if variant == "paper" else VARIANT_LABELS[variant]
+            left.plot([row["bytes"] / 1e6], [row["cosine"]], marker, ms=9, label=label)
+            right.plot([row["bytes"] / 1e6], [row["map"] or 0], marker, ms=9, label=label)
+    if result["float"]["map"] is not None:
+        right.axhline(result["float"]["map"], color="grey", ls=":", label="float")
+    left.axhline(0.95, color="grey", ls=":", label="target cosine 0.95")
+    left.set_ylabel("mean NIP cosine to float")
+    right.set_ylabel("mAP (held-out set)")
+    for ax in (left, right):
+        ax.set_xlabel("blob size (MB)")
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7, loc="lower right")
+    how = "retrained (default compress)" if result["retrained"] else "post-training (--no-retrain)"
+    fig.suptitle(f"chipq v2: fidelity against size, {how}")
+    fig.tight_layout()
+    from chipq.formats.fileio import atomic_write
+
+    try:
+        atomic_write(path, lambda handle: fig.savefig(handle, format="png"), what="plot")
+    finally:
+        plt.close(fig)
+    return True
+
+
+def _gap(row: dict) -> str:
+    gap = row.get("gap_to_float")
+    if not gap:
+        return ""
+    return f"{gap['gap']:+.4f} ({gap['low']:+.4f}, {gap['high']:+.4f})"
+
+
+def render(result: dict) -> str:
+    """The BENCHMARKS.md section."""
+    rows = result["rows"]
+    how = "retrained (the default compress)" if result["retrained"] else "post-training (`--no-retrain`)"
+    table = cm.md_table(
+        ["row", "plan", "blob bytes", "ratio", "predicted cos", "cosine", "mAP", "mAP − float (95% CI)"],
+        [
+            [_label(key, row), f"`{row['plan']}`", f"{row['bytes']:,}", f"{result['fp32_weight_bytes'] / row['bytes']:.1f}x",
+             cm.fmt(row.get("predicted_cosine"), 4), f"{row['cosine']:.4f}", cm.fmt(row.get("map"), 4), _gap(row)]
+            for key, row in rows.items()
+        ],
+        "llrrrrrr",
+    )  # fmt: skip
+    lines = [
+        "## Chip format v2: fidelity against size (`bench/v2_curve.py`)",
+        "",
+        f"Each budget's plan from `chipq plan --budget B` (mask bits, alpha width and kept kernels per layer), "
+        f"compressed {how} and scored on {result['heldout']}; float mAP {cm.fmt(result['float']['map'], 4)}. "
+        "v1 rows: the best plan of mask widths only where v1 reaches the budget. Ablation rows marked "
+        "\"smallest\" cannot reach their budget and are shown at their smallest blob.",
+        "",
+        table,
+        "",
+    ]
+    descriptors = next((row["descriptors"] for row in rows.values() if "descriptors" in row), None)
+    if descriptors:
+        lines += ["Descriptors of the ablation budget's v2 blob beside float (mAP per descriptor kind):", ""]
+        lines.append(cm.md_table(
+            ["method", "model", "mAP float", "mAP byte", "mAP 512-bit", "cosine to float"],
+            [[method, model, cm.fmt(found.get("map_float"), 4), cm.fmt(found.get("map_byte"), 4),
+              cm.fmt(found.get("map_bit"), 4), cm.fmt(found.get("cosine_to_float"), 4)]
+             for method, pair in descriptors.items() for model, found in pair.items()],
+            "llrrrr",
+        ))  # fmt: skip
+        lines.append("")
+    lines.append(f"![cosine and mAP against blob size](bench/results/{PNG})")
+    return "\n".join(lines)
+
+
+def _label(key: str, row: dict) -> str:
+    if row["variant"] == "paper":
+        return "paper 3x7,1x6"
+    budget = f"{row['budget'] / 1e6:.1f} MB"
+    label = f"{VARIANT_LABELS[row['variant']]}, {budget}"
+    return label if row["reachable"] else f"{label} (smallest: budget out of reach)"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
+    parser.add_argument("--budgets", default=",".join(f"{mb}MB" for mb in BUDGETS_MB), help="comma-separated budgets")
+    parser.add_argument("--ablation", default=f"{ABLATION_MB}MB", help="the ablation budget ('' for none)")
+    parser.add_argument("--images", type=Path, default=None, help="calibration and training photos (default: the shipped set)")
+    parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into <work>/evalset)")
+    parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK, help="where blobs and descriptors are kept")
+    parser.add_argument("--out", type=Path, default=cm.RESULTS_DIR / "v2_curve.json")
+    parser.add_argument("--input", default="224x224", help="the chip's input buffer WxH (calibration, sensitivity, compress)")
+    parser.add_argument("--sens-images", type=int, default=16, help="calibration photos of the sensitivity")
+    parser.add_argument("--no-retrain", action="store_true", help="post-training compress only")
+    parser.add_argument("--skip-rnip", action="store_true", help="no RNIP-9 / 512-bit descriptors")
+    parser.add_argument("--reuse", action="store_true", help="take blobs already compressed in <work>/v2_curve")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: the first budget, no retraining, 2 sensitivity photos")
+    args = parser.parse_args(argv)
+    args.budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    args.input = cm.parse_hw(args.input)
+    if args.quick:
+        args.budgets, args.no_retrain, args.sens_images = args.budgets[:1], True, 2
+    args.model = cm.resolve_model(args.model)
+    if args.images is None:
+        from chipq.data import default_photos_dir
+
+        args.images = default_photos_dir()
+    args.eval = args.eval or cm.eval_set(args.work)
+    cm.set_threads()
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""bench/v2_curve.py: the rows it measures, runs end to end on a tiny model (--quick), renders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import v2_curve
+
+from chipq.quant.allocate import Layout
+from chipq.quant.plan import LayerSpec
+from chipq.quant.sensitivity import Sensitivity
+
+
+def _sens(layout: Layout) -> Sensitivity:
+    """A made-up sensitivity of 13 layers: m, alpha and keep axes at 1 bit on every layer."""
+    n = len(layout.convs)
+    grid = [[0.01 * 4.0 ** -(m - 1) for m in range(1, 6)] for _ in range(n)]
+    v2 = [{"1a6": {"dist2": 0.011, "noise": 0.0}, "1a4": {"dist2": 0.02, "noise": 0.0},
+           "1k50": {"dist2": 0.03, "noise": 0.0}} for _ in range(n)]  # fmt: skip
+    return Sensitivity(layers=[c[0] for c in layout.convs], images=1, views=1, ref_cosine=0.99, ref_noise=0.0,
+                       cosine=grid, dist2=grid, sqnr_db=grid, noise=grid, seconds=0.0, v2_bits=1, v2=v2)  # fmt: skip
+
+
+def _vgg_layout() -> Layout:
+    cfg = [(64, 3), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256), (256, 256),
+           (512, 256), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]  # fmt: skip
+    return Layout(17, tuple((f"c{i}", o, c) for i, (o, c) in enumerate(cfg)), (0, 1, 3, 4, 6, 7, 8, 10, 11, 12, 14, 15, 16))
+
+
+def test_rows_fit_their_budgets_and_the_ablation_keeps_to_its_levers():
+    layout = _vgg_layout()
+    sens = _sens(layout)
+    rows = v2_curve.plan_rows(layout, sens, [2_000_000, 3_500_000], 2_000_000, [LayerSpec(3)] * 7 + [LayerSpec(1)] * 6)
+    assert set(rows) == {"v2 2.0MB", "v2 3.5MB", "v1 3.5MB", "prune 2.0MB", "alpha 2.0MB", "paper"}  # v1 cannot reach 2 MB
+    assert rows["paper"]["bytes"] == 3_914_104
+    for key in ("v2 2.0MB", "v2 3.5MB", "v1 3.5MB", "prune 2.0MB"):
+        assert rows[key]["reachable"] and rows[key]["bytes"] <= rows[key]["budget"], key
+    assert "a" not in rows["prune 2.0MB"]["plan"] and "k" in rows["prune 2.0MB"]["plan"]
+    # alpha alone: 1-bit masks and 4-bit alpha on every kernel is 13 bits a kernel, over 2 MB
+    assert not rows["alpha 2.0MB"]["reachable"] and rows["alpha 2.0MB"]["bytes"] > 2_000_000
+    assert "k" not in rows["alpha 2.0MB"]["plan"]
+    assert "a" not in rows["v1 3.5MB"]["plan"] and "k" not in rows["v1 3.5MB"]["plan"]
+
+
+def test_quick_run_on_a_tiny_model(tiny_bench, bench_work, tmp_path, monkeypatch):
+    """--quick end to end: the plan under the budget is compressed, its size checked, scored against
+    float on a held-out set, the 512-bit and RNIP-9 rows filled, the plot and the section rendered."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("CHIPQ_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "v2_curve.json"
+    result = v2_curve.main([
+        "--quick", "--model", str(tiny_bench.model), "--images", str(tiny_bench.photos), "--eval", str(tiny_bench.samples),
+        "--work", str(bench_work), "--out", str(out), "--budgets", "12kB", "--ablation", "12kB", "--input", "32x32",
+    ])  # fmt: skip
+    assert json.loads(out.read_text())["rows"].keys() == result["rows"].keys()
+    rows = result["rows"]
+    assert {"v2 0.0MB", "prune 0.0MB", "alpha 0.0MB", "paper"} <= set(rows)
+    chosen = rows["v2 0.0MB"]
+    assert chosen["bytes"] <= 12_000 and chosen["reachable"]
+    assert -1 <= chosen["cosine"] <= 1 and 0 <= chosen["map"] <= 1
+    assert chosen["gap_to_float"]["low"] <= chosen["gap_to_float"]["gap"] <= chosen["gap_to_float"]["high"]
+    kinds = chosen["descriptors"]
+    assert set(kinds) == {"nip", "rnip9"} and {"map_bit", "map_float"} <= set(kinds["rnip9"]["chip"])
+    assert (tmp_path / "v2_curve.png").read_bytes()[:4] == b"\x89PNG"
+    text = v2_curve.render(result)
+    assert "## Chip format v2" in text and f"`{chosen['plan']}`" in text and "512-bit" in text
+    assert "paper 3x7,1x6" in text
