@@ -32,11 +32,10 @@ import sys
 import time
 from pathlib import Path
 
+import common as cm
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-import common as cm
 
 KERNEL_BITS = 9 * 1 + 8  # a 1-bit mask and an 8-bit alpha
 FIT_IMAGES = 8
