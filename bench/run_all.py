@@ -67,6 +67,7 @@ BENCHMARKS = (
     Benchmark("reconstruct_sweep", "reconstruct_sweep.py", ("reconstruct_sweep.json",), child=True),
     Benchmark("retrain_sweep", "retrain_sweep.py", ("retrain_sweep.json",), child=True),
     Benchmark("v2_curve", "v2_curve.py", ("v2_curve.json", "v2_curve.png"), child=True),
+    Benchmark("structured", "structured.py", ("structured.json",), child=True),
 )
 NAMES = tuple(b.name for b in BENCHMARKS)  # the order they run in
 BY_NAME = {b.name: b for b in BENCHMARKS}
@@ -172,6 +173,8 @@ def child_argv(name: str, args: argparse.Namespace, results_dir: Path) -> list[s
     if name == "retrain_sweep":
         argv = [*model, *work, *out("retrain_sweep.json"), *held_out, *train]
         return argv + (["--settings", '{"steps": 2, "samples": 16, "init_images": 4}'] if quick else [])
+    if name == "structured":
+        return [*model, *out("structured.json")] + (["--pairs", "conv4_2", "--shares", "0.5"] if quick else [])
     if name == "v2_curve":
         argv = [*model, *work, *out("v2_curve.json"), *held_out, *_given("--images", args.calib, None),
                 *_given("--input", getattr(args, "chip_size", None), "224x224")]  # fmt: skip
@@ -349,6 +352,10 @@ def section(name: str, found: dict[str, dict], results_dir: Path) -> str | None:
 
         text = "## Algorithm 1 settings (`bench/retrain_sweep.py`)\n\n" + retrain_sweep_bench.render_markdown(main)
         return with_provenance(text, name, own)
+    if name == "structured":
+        import structured
+
+        return with_provenance(structured.render(main), name, own)
     if name == "v2_curve":
         import v2_curve
 
