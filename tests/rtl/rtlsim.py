@@ -83,17 +83,28 @@ def _build(simulator: str, toplevel: str, build_dir: Path, parameters: Mapping[s
     from cocotb_tools.runner import get_runner
 
     build_args: list[str] = []
+    saved = os.environ.get("MAKEFLAGS")
     if simulator == "verilator":
         build_args = ["-O3", "-Wall", *(f"-Wno-{name}" for name in VERILATOR_WAIVERS)]
-    get_runner(simulator).build(
-        sources=SOURCES,
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        parameters=dict(parameters),
-        build_args=build_args,
-        timescale=("1ns", "1ps"),
-        always=True,
-    )
+        # The 5.48.0 wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (its configure did not
+        # detect gcc's `-include`), so a design big enough to be split into several C++ files fails
+        # to compile ("Vtop__pch.h.fast: linker input file not found"); a make variable fixes it.
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        get_runner(simulator).build(
+            sources=SOURCES,
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            parameters=dict(parameters),
+            build_args=build_args,
+            timescale=("1ns", "1ps"),
+            always=True,
+        )
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
 
 
 def _test(
