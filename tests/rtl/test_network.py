@@ -5,10 +5,10 @@ input SRAM loaded with the previous layer's RTL output), max-pools through rtl/c
 every layer's output equal to golden, every conv's cycles equal to the engine's schedule model and
 reported beside the cost model's `ceil(MACs / (LANES * 9))`.
 
-A synthetic network runs in every session (seconds). The real VGG-16 (all 13 convs and 4 pools, a
-16x16 crop of a real photo, down to conv5_3 at 1x1) is marked slow: 3,033,213 engine cycles at 16
-lanes, 957 s on Icarus on a busy 2-core machine (about 16 minutes; docs/handoff.md has the per-layer
-cycle table).
+Synthetic networks run in every session (seconds; on Icarus and on Verilator). The real VGG-16
+(all 13 convs and 4 pools, a 16x16 crop of a real photo, down to conv5_3 at 1x1) is marked slow and
+runs on Verilator: 3,033,213 engine cycles at 16 lanes, 122 s with the engine's build on a busy
+2-core machine (957 s on Icarus; docs/handoff.md has the per-layer cycle table).
 """
 
 from __future__ import annotations
