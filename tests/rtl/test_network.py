@@ -25,8 +25,7 @@ from chipq.formats.synthetic import random_model
 PHOTO = SAMPLES / "photos" / "china.jpg"
 
 
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-def test_a_synthetic_network_runs_chained_on_the_rtl(tmp_path, simulator):
+def test_a_synthetic_network_runs_chained_on_the_rtl(tmp_path, simulator="icarus"):
     """Two pools, 3-, 1- and 2-bit masks, a non-square map, 4 lanes that do not divide the channels."""
     model = random_model([3, 1, 2], [6, "M", 5, "M", 4], input_hw=(8, 10), seed=2)
     pixels = np.random.default_rng(1).integers(0, 256, (3, 8, 10), dtype=np.uint8)
@@ -37,7 +36,8 @@ def test_a_synthetic_network_runs_chained_on_the_rtl(tmp_path, simulator):
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 def test_a_synthetic_v2_network_runs_chained_on_the_rtl(tmp_path, simulator):
-    """Chip format v2: narrow alphas, pruned kernels, a layer with none kept."""
+    """Chip format v2: narrow alphas, pruned kernels, a layer with none kept. Also on Verilator (the
+    real networks' simulator; one build, ~30 s here): every plusarg image, the presence ROM's too."""
     model = random_model([2, 3, 1], [5, "M", 6, 3], input_hw=(6, 8), seed=4, alpha_bits=[3, 8, 5], keep=[0.6, 0.3, 0.0])
     pixels = np.random.default_rng(2).integers(0, 256, (3, 6, 8), dtype=np.uint8)
     run_network(model, pixels, tmp_path, lanes=3, scan_w=4, simulator=simulator)
