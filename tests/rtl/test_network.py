@@ -25,11 +25,11 @@ from chipq.formats.synthetic import random_model
 PHOTO = SAMPLES / "photos" / "china.jpg"
 
 
-def test_a_synthetic_network_runs_chained_on_the_rtl(tmp_path, simulator="icarus"):
+def test_a_synthetic_network_runs_chained_on_the_rtl(tmp_path):
     """Two pools, 3-, 1- and 2-bit masks, a non-square map, 4 lanes that do not divide the channels."""
     model = random_model([3, 1, 2], [6, "M", 5, "M", 4], input_hw=(8, 10), seed=2)
     pixels = np.random.default_rng(1).integers(0, 256, (3, 8, 10), dtype=np.uint8)
-    rows = run_network(model, pixels, tmp_path, lanes=4, simulator=simulator)
+    rows = run_network(model, pixels, tmp_path, lanes=4)
     assert [row["layer"] for row in rows] == [layer.name for layer in model.layers]
     print(cycle_table(rows))
 
