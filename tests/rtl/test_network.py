@@ -7,7 +7,7 @@ reported beside the cost model's `ceil(MACs / (LANES * 9))`.
 
 Synthetic networks run in every session (seconds; on Icarus and on Verilator). The real VGG-16
 (all 13 convs and 4 pools, a 16x16 crop of a real photo, down to conv5_3 at 1x1) is marked slow and
-runs on Verilator: 3,033,213 engine cycles at 16 lanes, 122 s with the engine's build on a busy
+runs on Verilator: 3,033,213 engine cycles at 16 lanes, 122-138 s with the engine's build on a busy
 2-core machine (957 s on Icarus; docs/handoff.md has the per-layer cycle table).
 """
 
