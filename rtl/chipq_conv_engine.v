@@ -84,6 +84,20 @@ module chipq_conv_engine #(
         if (IN_HEX != "")    $readmemh(IN_HEX, in_ram);
     end
 
+`ifndef SYNTHESIS
+    // Simulation only (yosys defines SYNTHESIS): the same images named at run time by plusargs
+    // (+ALPHA_HEX=path ...), so that one build of the engine (sized for the largest layer) runs every
+    // layer of a network; a file per parameter would mean one Verilator build per layer.
+    reg [8*1024-1:0] image_path;
+    initial begin
+        if ($value$plusargs("ALPHA_HEX=%s", image_path)) $readmemh(image_path, alpha_rom);
+        if ($value$plusargs("BIAS_HEX=%s", image_path))  $readmemh(image_path, bias_rom);
+        if ($value$plusargs("MASK_HEX=%s", image_path))  $readmemh(image_path, mask_rom);
+        if ($value$plusargs("PRES_HEX=%s", image_path))  $readmemh(image_path, pres_rom);
+        if ($value$plusargs("IN_HEX=%s", image_path))    $readmemh(image_path, in_ram);
+    end
+`endif
+
     assign out_rdata = out_ram[out_raddr];
 
     // ---------------------------------------------------------------- control
@@ -103,7 +117,6 @@ module chipq_conv_engine #(
     reg [23:0] out_waddr;
     // pruned layers: each lane's next alpha/mask address, and the presence scan
     reg [23:0] lane_ptr [0:LANES-1];
-    reg [23:0] next_rank;      // rank of kernel (group, 0): where lane 0 of a group starts
     reg        any_present;    // some live lane of this plane has a present kernel
     reg        streamed;       // a plane of this group has streamed (its accumulators hold the bias)
     reg        scan_issuing;

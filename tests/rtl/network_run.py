@@ -6,6 +6,10 @@ rtl/chipq_maxpool2x2.v. Every layer's output must equal the golden executor's. P
 measured cycles are checked equal to the engine's schedule model (`engine_cycles`) and reported
 beside the first-order cost model of `chipq inspect --hw` (`ceil(MACs / MACS)` with MACS = LANES * 9,
 the engine's multipliers, every one busy every cycle).
+
+The engine is built once per network (`engine_parameters`: sized for its largest layer) and each
+layer's ROM images and input map are named by plusargs, so a network costs one build per simulator,
+not one per layer (a Verilator build takes about a minute; its simulation is ~100x Icarus's).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from engine_cycles import SCAN_W, engine_cycles
-from rtlsim import run_cocotb, verilog_string
+from rtlsim import build_once, run_built
 
 from chipq.executor import golden
 from chipq.export.memimage import write_memory_images
@@ -33,12 +37,38 @@ def save_readmemh(path: Path, array: np.ndarray) -> None:
     path.write_text("// chipq network run input\n" + "\n".join(map(fmt, words.tolist())) + "\n")
 
 
-def run_network(model: ChipModel, pixels: np.ndarray, folder: Path, lanes: int = 16, scan_w: int = SCAN_W) -> list[dict]:
-    """Every layer on the RTL, chained; returns one row per layer (cycles, predictions, seconds)."""
+def engine_parameters(model: ChipModel, pixels_hw: tuple[int, int], lanes: int, scan_w: int) -> dict:
+    """One engine for every conv of `model`: each memory as deep as the largest layer needs.
+
+    The alpha/mask and presence ROMs are O*I deep for every model (pruned or not), so that a v1
+    model and its pruned v2 version share one build; words past a layer's own are never used.
+    """
+    height, width = pixels_hw
+    sizes = {"MAX_W": 1, "MAX_HW": 1, "IN_DEPTH": 1, "OUT_DEPTH": 1, "K_DEPTH": 1, "B_DEPTH": 1}
+    for layer in model.layers:
+        if isinstance(layer, ConvLayer):
+            kernels = layer.out_channels * layer.in_channels
+            for key, value in (("MAX_W", width), ("MAX_HW", height * width), ("IN_DEPTH", layer.in_channels * height * width),
+                               ("OUT_DEPTH", layer.out_channels * height * width), ("K_DEPTH", kernels),
+                               ("B_DEPTH", layer.out_channels)):  # fmt: skip
+                sizes[key] = max(sizes[key], value)
+        else:
+            height, width = height // 2, width // 2
+    return {"LANES": lanes, **sizes, "P_DEPTH": sizes["K_DEPTH"], "SCAN_W": scan_w}
+
+
+def run_network(
+    model: ChipModel, pixels: np.ndarray, folder: Path, lanes: int = 16, scan_w: int = SCAN_W, simulator: str = "icarus"
+) -> list[dict]:
+    """Every layer on the RTL, chained; returns one row per layer (cycles, predictions, seconds).
+
+    The first row's seconds include the engine's build when it is not cached yet (`build_once`).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     mapping = write_memory_images(model, to_bytes(model), folder / "rom", ["hex"])
     gold = golden.run(model, pixels, taps=True)
     current: np.ndarray = golden.subtract_mean(pixels, model.input_mean).astype(np.int16)  # x0 (SPEC 4.1)
+    engine = pool = None
     rows = []
     for index, layer in enumerate(model.layers):
         work = folder / f"{index:02d}_{layer.name}"
@@ -46,25 +76,16 @@ def run_network(model: ChipModel, pixels: np.ndarray, folder: Path, lanes: int =
         np.save(work / "expected.npy", gold[index])
         np.save(work / "input.npy", current)
         started = time.perf_counter()
-        channels, height, width = current.shape
+        _, height, width = current.shape
         if isinstance(layer, ConvLayer):
+            if engine is None:
+                engine = build_once(simulator, "chipq_conv_engine", engine_parameters(model, (height, width), lanes, scan_w))
             save_readmemh(work / "input.hex", current)
             banks = {bank: folder / "rom" / info["files"]["hex"] for bank, info in mapping["layers"][index]["banks"].items()}
-            parameters = {
-                "LANES": lanes,
-                "MAX_W": width,
-                "MAX_HW": height * width,
-                "IN_DEPTH": channels * height * width,
-                "OUT_DEPTH": layer.out_channels * height * width,
-                "K_DEPTH": max(1, layer.kept_kernels()),
-                "B_DEPTH": layer.out_channels,
-                "ALPHA_HEX": verilog_string(banks["alpha"]),
-                "BIAS_HEX": verilog_string(banks["bias"]),
-                "MASK_HEX": verilog_string(banks["mask"]),
-                "IN_HEX": verilog_string(work / "input.hex"),
-            }
+            plusargs = [f"+{bank.upper()}_HEX={banks[bank]}" for bank in ("alpha", "bias", "mask")]
             if layer.pruned:
-                parameters.update(P_DEPTH=layer.out_channels * layer.in_channels, SCAN_W=scan_w, PRES_HEX=verilog_string(banks["presence"]))
+                plusargs.append(f"+PRES_HEX={banks['presence']}")
+            plusargs.append(f"+IN_HEX={work / 'input.hex'}")
             case = {
                 "label": f"{layer.name} {height}x{width}",
                 "in_ch": layer.in_channels, "out_ch": layer.out_channels, "h": height, "w": width,
@@ -73,7 +94,7 @@ def run_network(model: ChipModel, pixels: np.ndarray, folder: Path, lanes: int =
                 "expected_npy": str(work / "expected.npy"), "got_file": str(work / "got.npy"),
                 "cycles_file": str(work / "cycles.txt"),
             }  # fmt: skip
-            run_cocotb("chipq_conv_engine", "tb_network", work / "sim", parameters=parameters, case=case, test_filter="conv_layer")
+            run_built(simulator, "chipq_conv_engine", engine, "tb_network", work / "sim", case=case, test_filter="conv_layer", plusargs=plusargs)
             measured = int((work / "cycles.txt").read_text())
             schedule = engine_cycles(layer, height, width, lanes, scan_w)
             macs = layer.kept_kernels() * C.KERNEL_TAPS * height * width
@@ -82,9 +103,11 @@ def run_network(model: ChipModel, pixels: np.ndarray, folder: Path, lanes: int =
                          "macs": macs, "seconds": time.perf_counter() - started})  # fmt: skip
             assert measured == schedule["total"], (layer.name, measured, schedule)
         else:
+            if pool is None:
+                pool = build_once(simulator, "chipq_maxpool2x2")
             case = {"label": f"{layer.name} {height}x{width}", "input_npy": str(work / "input.npy"),
                     "expected_npy": str(work / "expected.npy"), "got_file": str(work / "got.npy")}  # fmt: skip
-            run_cocotb("chipq_maxpool2x2", "tb_network", work / "sim", case=case, test_filter="pool_layer")
+            run_built(simulator, "chipq_maxpool2x2", pool, "tb_network", work / "sim", case=case, test_filter="pool_layer")
             rows.append({"layer": layer.name, "kind": "maxpool", "map": f"{height}x{width}", "cycles": 0,
                          "schedule_cycles": 0, "cost_model_cycles": 0, "macs": 0,
                          "seconds": time.perf_counter() - started})  # fmt: skip
@@ -139,6 +162,7 @@ if __name__ == "__main__":
     parser.add_argument("--lanes", type=int, default=16)
     parser.add_argument("--pruned", action="store_true", help="prune half the kernels, 5-bit alpha (real_pruned.py)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/chipq_rtl_network"))
+    parser.add_argument("--simulator", choices=["icarus", "verilator"], default="verilator")
     args = parser.parse_args()
     chip = from_bytes(args.blob.read_bytes())
     if args.pruned:
@@ -146,6 +170,6 @@ if __name__ == "__main__":
 
         chip = prune_model(chip, keep=0.5, alpha_bits=5)
     crop = photo_crop(chip, args.side, SAMPLES / "photos" / "china.jpg")
-    table = cycle_table(run_network(crop_model(chip, args.side), crop, args.work, args.lanes))
+    table = cycle_table(run_network(crop_model(chip, args.side), crop, args.work, args.lanes, simulator=args.simulator))
     print(table)
     sys.exit(0)

