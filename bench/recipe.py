@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     rstack, rfracs, stats = clock.run(
         "reconstruct", reconstruct, stack, PLAN, None, calib[: config.init_images], reconstruct_config(config)
     )
-    result["reconstruct_layers"] = [vars(s) for s in stats]
+    result["reconstruct_layers"] = [{**vars(s), "bits": str(s.bits)} for s in stats]  # a v2 setting as its plan text
     rebuilt, _ = quantize_stack(rstack, PLAN, rfracs)
     rows["retraining_start"] = scores(eset, chip_descriptors(rebuilt, eset), float_desc)
     log(f"full reconstruction (retraining start) {rows['retraining_start']}")

@@ -252,7 +252,10 @@ def plot(result: dict, path: Path) -> bool:
     rows = result["rows"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
     for variant, style in (("v2", "o-"), ("v1", "s--")):
-        points = sorted((r["bytes"] / 1e6, r) for k, r in rows.items() if r["variant"] == variant and k.startswith(variant + " "))
+        points = sorted(
+            ((r["bytes"] / 1e6, r) for k, r in rows.items() if r["variant"] == variant and k.startswith(variant + " ")),
+            key=lambda point: point[0],  # two rows at the same size must not compare their dicts
+        )
         if points:
             left.plot([x for x, _ in points], [r["cosine"] for _, r in points], style, label=VARIANT_LABELS[variant])
             right.plot([x for x, _ in points], [r["map"] or 0 for _, r in points], style, label=VARIANT_LABELS[variant])
