@@ -9,7 +9,9 @@ import numpy as np
 
 from chipq.executor import golden
 from chipq.export.registry import layer_outputs
+from chipq.formats import errors as E
 from chipq.formats.model import ChipModel
+from chipq.formats.reader import from_bytes
 
 SANITIZER_ENV = {"ASAN_OPTIONS": "abort_on_error=0:exitcode=86:detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1:exitcode=87"}
 
@@ -45,3 +47,12 @@ def run_and_compare(binary: Path, model: ChipModel, blob_bytes: bytes, pixels: n
     done = run_c(binary, work / "m.blob", work / "px.u8", work / "out", env)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert_equal_to_golden(model, pixels, read_outputs(model, work / "out"), str(work))
+
+
+def python_verdict(data: bytes) -> str:
+    """The Python reader's verdict on a blob: its error type's name, or "ok" (what `--check` prints)."""
+    try:
+        from_bytes(data)
+    except E.FormatError as exc:
+        return type(exc).__name__
+    return "ok"

@@ -24,12 +24,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from cmodel_run import SANITIZER_ENV, assert_equal_to_golden, read_outputs, run_c
+from cmodel_run import SANITIZER_ENV, assert_equal_to_golden, python_verdict, read_outputs, run_c
 from helpers import REPO
 from mutations import mutate
 
 from chipq.formats import constants as C
-from chipq.formats import errors as E
 from chipq.formats.reader import from_bytes
 from chipq.formats.synthetic import random_model
 from chipq.formats.writer import to_bytes
@@ -63,14 +62,6 @@ def recorded_blobs(folder: Path) -> list[bytes]:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [path.read_bytes() for path in sorted(folder.iterdir())]
-
-
-def python_verdict(data: bytes) -> str:
-    try:
-        from_bytes(data)
-    except E.FormatError as exc:
-        return type(exc).__name__
-    return "ok"
 
 
 def c_verdicts(binary: Path, paths: list[Path]) -> dict[Path, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cmodel_run import SANITIZER_ENV, assert_equal_to_golden, read_outputs, run_c
+from cmodel_run import SANITIZER_ENV, assert_equal_to_golden, python_verdict, read_outputs, run_c
 from mutations import mutate
 
 from chipq.formats import constants as C
@@ -121,14 +121,6 @@ def cases() -> list[tuple[str, bytes, type[E.FormatError] | None]]:
     huge = set_record_byte(good, conv2, 43, 0x7F)  # payload_size ~2^31: past the end of the file
     out.append(("payload_size past the file with the presence flag", reseal(huge), E.PayloadOutOfBounds))
     return out
-
-
-def python_verdict(data: bytes) -> str:
-    try:
-        from_bytes(data)
-    except E.FormatError as exc:
-        return type(exc).__name__
-    return "ok"
 
 
 def c_check(binary: Path, path: Path) -> str:

@@ -11,8 +11,8 @@ import json
 import os
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import ReadOnly, RisingEdge, Timer
+from engine_drive import start_layer
 
 from chipq.export.memimage import read_hex
 
@@ -21,21 +21,8 @@ from chipq.export.memimage import read_hex
 async def conv_layer_equals_golden(dut):
     case = json.loads(open(os.environ["CHIPQ_RTL_CASE"]).read())
     expected = read_hex(case["expected_hex"], 8).tolist()
-    Clock(dut.clk, 10, unit="ns", impl="gpi").start()
-    dut.rst.value = 1
-    dut.start.value = 0
-    dut.in_we.value = 0
-    dut.in_waddr.value = 0
-    dut.in_wdata.value = 0
-    dut.out_raddr.value = 0
-    for port in ("in_ch", "out_ch", "h", "w", "m", "alpha_bits", "pruned", "bias_shift", "out_shift"):
-        getattr(dut, f"cfg_{port}").value = case[port]
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    dut.start.value = 1
-    await RisingEdge(dut.clk)  # the edge that samples start
+    await start_layer(dut, case)  # returns on the edge that samples start
     cycles = 1
-    dut.start.value = 0
     while True:  # count the edges until done is set (read after the edge has settled)
         await RisingEdge(dut.clk)
         await ReadOnly()

@@ -14,11 +14,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
-
-PERIOD_NS = 10
+from engine_drive import PERIOD_NS, start_layer
 
 
 def _case() -> dict:
@@ -37,21 +35,8 @@ def _check(dut, case: dict, got: np.ndarray) -> None:
 @cocotb.test()
 async def conv_layer(dut):
     case = _case()
-    Clock(dut.clk, PERIOD_NS, unit="ns", impl="gpi").start()
-    dut.rst.value = 1
-    dut.start.value = 0
-    dut.in_we.value = 0
-    dut.in_waddr.value = 0
-    dut.in_wdata.value = 0
-    dut.out_raddr.value = 0
-    for port in ("in_ch", "out_ch", "h", "w", "m", "alpha_bits", "pruned", "bias_shift", "out_shift"):
-        getattr(dut, f"cfg_{port}").value = case[port]
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    dut.start.value = 1
-    await RisingEdge(dut.clk)  # the edge that samples start: cycle 1, as tb_engine counts
+    await start_layer(dut, case)  # returns on the edge that samples start: cycle 1, as tb_engine counts
     started = get_sim_time("ns")
-    dut.start.value = 0
     await RisingEdge(dut.done)
     await ReadOnly()
     ended = get_sim_time("ns")
