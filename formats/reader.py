@@ -221,7 +221,7 @@ def check_header(view: memoryview) -> Header:
         ("flags", 0),
     ):
         if getattr(header, field) != want:
-            raise E.BadHeaderField(f"header: {field} {getattr(header, field)}, v1 requires {want}")
+            raise E.BadHeaderField(f"header: {field} {getattr(header, field)}, the format requires {want}")
     crc = zlib.crc32(view[:HEADER_CRC_SPAN])
     if crc != header.header_crc32:
         raise E.HeaderCrcMismatch(
@@ -253,7 +253,7 @@ def check_input_fields(height: int, width: int, channels: int, order: int, mean:
         if not 1 <= value <= C.MAX_INPUT_SIDE:
             raise E.BadHeaderField(f"header: {field} {value} not in 1..{C.MAX_INPUT_SIDE}")
     if channels != C.INPUT_CHANNELS:
-        raise E.BadHeaderField(f"header: input_channels {channels}, v1 requires {C.INPUT_CHANNELS}")
+        raise E.BadHeaderField(f"header: input_channels {channels}, the format requires {C.INPUT_CHANNELS}")
     if order not in {o.value for o in C.ChannelOrder}:
         raise E.BadHeaderField(f"header: channel_order {order} not 0 (RGB) or 1 (BGR)")
     if len(mean) != C.INPUT_CHANNELS or not all(0 <= int(v) <= C.ACT_MAX for v in mean):

@@ -279,18 +279,20 @@ class _Display:
 
 def _render(summary: dict) -> None:
     table = Table(title=f"chipq compress {escape(summary['model'])} → {escape(summary['blob'])}")
-    for column in ("layer", "shape", "bits", "w shift", "act frac", "rel L2", "SQNR dB", "mask+α bytes", "ratio"):
+    for column in ("layer", "shape", "bits", "α bits", "kept", "w shift", "act frac", "rel L2", "SQNR dB", "weight bytes", "ratio"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for row in summary["layers"]:
         table.add_row(
             escape(row["name"]),
             "x".join(str(v) for v in row["shape"]),
             str(row["mask_bits"]),
+            str(row["alpha_bits"]),
+            f"{row['kept_kernels'] / row['kernels']:.0%}",
             str(row["weight_shift"]),
             str(row["act_frac"]),
             f"{row['rel_l2']:.3f}",
             f"{row['sqnr_db']:.1f}",
-            f"{row['mask_alpha_bytes']:,.0f}",
+            f"{row['presence_bytes'] + row['mask_alpha_bytes']:,.0f}",
             f"{row['ratio']:.2f}x",
         )
     console = Console() if Console().is_terminal else Console(width=120)

@@ -73,6 +73,10 @@ def verify_command(
 def _render(data: dict) -> None:
     console = Console(highlight=False)
     console.print(f"[bold]{escape(data['blob'])}[/]: integrity ok (structure, CRCs, 32-bit accumulator bound)")
+    stored = data["kept_kernels"] / data["kernels"] if data["kernels"] else 1.0
+    console.print(
+        f"chip format v{data['format_version']}, {data['kept_kernels']:,} of {data['kernels']:,} kernels stored ({stored:.0%})"
+    )
     exact = "[green]equal[/]" if data["exact"] else "[red]DIFFERENT[/]"
     console.print(
         f"fast executor ({escape(data['fast_route'])}) vs golden on {data['golden_images']} image(s), "

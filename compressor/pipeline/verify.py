@@ -153,7 +153,12 @@ def verify(
         progress: called with a short text as each step starts.
     """
     say = progress or (lambda text: None)
-    report = VerifyReport(images=len(images), golden_images=min(golden_count, len(images)))
+    convs = model.conv_layers()
+    report = VerifyReport(
+        images=len(images), golden_images=min(golden_count, len(images)), format_version=model.format_version(),
+        kernels=sum(conv.out_channels * conv.in_channels for conv in convs),
+        kept_kernels=sum(conv.kept_kernels() for conv in convs),
+    )  # fmt: skip
     fast = FastExecutor(model)
     report.fast_route = fast.route_label
     say("fast executor")

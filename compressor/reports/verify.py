@@ -36,6 +36,9 @@ class VerifyReport:
 
     images: int
     golden_images: int
+    format_version: int = 1  # the blob's chip format (2: narrower alphas or pruned kernels)
+    kernels: int = 0  # 3x3 kernels of the conv layers, and how many of them the blob stores
+    kept_kernels: int = 0
     fast_route: str = ""
     exact_layers: int = 0
     mismatches: list[str] = field(default_factory=list)
@@ -48,6 +51,9 @@ class VerifyReport:
         return {
             "images": self.images,
             "golden_images": self.golden_images,
+            "format_version": self.format_version,
+            "kernels": self.kernels,
+            "kept_kernels": self.kept_kernels,
             "fast_route": self.fast_route,
             "exact": not self.mismatches,
             "exact_layers": self.exact_layers,

@@ -42,6 +42,11 @@ def test_verify_a_random_v2_blob(tmp_path, tiny_vgg_files):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["exact"] and data["ok"] and data["golden_images"] == 2
+    kernels = [conv.out_channels * conv.in_channels for conv in model.conv_layers()]
+    assert data["format_version"] == 2 and data["kernels"] == sum(kernels)
+    assert data["kept_kernels"] == sum(conv.kept_kernels() for conv in model.conv_layers()) < sum(kernels)
+    text = runner.invoke(app, ["verify", str(blob), "--images", str(photos), "--golden", "1"]).stdout
+    assert f"chip format v2, {data['kept_kernels']:,} of {sum(kernels):,} kernels stored" in text
 
 
 def test_verify_a_pruned_compressed_model_against_its_float_model(tmp_path, tiny_vgg_files):

@@ -80,3 +80,19 @@ def test_a_layer_with_no_kernel_costs_no_mac():
     row = summarize(model, len(to_bytes(model)), True)["layers"][1]
     assert (row["kept_kernels"], row["density"], row["alpha_bytes"], row["mask_bytes"]) == (0, 0.0, 0, 0)
     assert row["presence_bytes"] == 3 and row["actual_ratio"] == pytest.approx(24 * 36 / 3)
+
+
+def test_compress_summary_counts_what_the_blob_stores(v2_model, tmp_path):
+    """`chipq compress`'s per-layer weight bytes are the stored regions (bitmap included), its ratio
+    inspect's: not the paper's 9m + 8 bits for every kernel."""
+    from chipq.quant.compress import CompressResult
+    from chipq.quant.quantize import LayerReport
+    from chipq.reports.compress import compress_summary
+
+    reports = [LayerReport(conv.name, conv.mask_bits, conv.weight_shift, 0.1, 20.0) for conv in v2_model.conv_layers()]
+    result = CompressResult(v2_model, reports, act_fracs=[4, 4], calib_count=2)
+    summary = compress_summary(result, 321, tmp_path / "m.pt", tmp_path / "b.blob", "3a5,1k60")
+    conv1, conv2 = summary["layers"]
+    assert (conv1["alpha_bits"], conv1["kept_kernels"], conv1["presence_bytes"], conv1["mask_alpha_bytes"]) == (5, 12, 0, 49)
+    assert (conv2["alpha_bits"], conv2["kept_kernels"], conv2["presence_bytes"], conv2["mask_alpha_bytes"]) == (8, 19, 4, 41)
+    assert conv2["ratio"] == pytest.approx(32 * 36 / (4 + 19 + 22))

@@ -304,7 +304,7 @@ static void check_header(const unsigned char *b, uint64_t size, Model *m)
     values[3] = rd32(b + 20);
     for (i = 0; i < 4; i++)
         if (values[i] != wanted[i])
-            fail("BadHeaderField", "header: %s %llu, v1 requires %llu", fields[i], (unsigned long long)values[i],
+            fail("BadHeaderField", "header: %s %llu, the format requires %llu", fields[i], (unsigned long long)values[i],
                  (unsigned long long)wanted[i]);
     crc = crc32_of(b, HEADER_CRC_SPAN);
     if (crc != rd32(b + 60))
@@ -330,7 +330,7 @@ static void check_header(const unsigned char *b, uint64_t size, Model *m)
     if (m->width < 1u || m->width > MAX_INPUT_SIDE)
         fail("BadHeaderField", "header: input_width %u not in 1..%u", m->width, MAX_INPUT_SIDE);
     if (b[36] != INPUT_CHANNELS)
-        fail("BadHeaderField", "header: input_channels %u, v1 requires %u", (unsigned)b[36], INPUT_CHANNELS);
+        fail("BadHeaderField", "header: input_channels %u, the format requires %u", (unsigned)b[36], INPUT_CHANNELS);
     m->channel_order = b[37];
     if (m->channel_order > 1u)
         fail("BadHeaderField", "header: channel_order %u not 0 (RGB) or 1 (BGR)", m->channel_order);
