@@ -31,20 +31,23 @@ TINY_WIDTH_DIVISOR = 16
 """`tiny_vgg`'s channels are torchvision's divided by this: VGG-16 becomes 4..32 channels."""
 
 
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int | str | None, str, str]:
-    """Run the real ``chipq`` entry point in-process with `args`: (exit code, stdout, stderr).
+def run_main(monkeypatch, capsys, *args) -> tuple[int | str | None, str, str]:
+    """Run the real ``chipq`` entry point in-process with `args` (paths welcome): (exit code, stdout,
+    stderr).
 
-    The exit code is what `SystemExit` carries: ``0`` or ``None`` for success.
+    The exit code is what `SystemExit` carries (``0`` or ``None`` for success), 0 when the entry
+    point returns without one.
     """
-    import pytest
-
     from chipq.cli import main
 
-    monkeypatch.setattr(sys, "argv", ["chipq", *args])
-    with pytest.raises(SystemExit) as info:
+    monkeypatch.setattr(sys, "argv", ["chipq", *map(str, args)])
+    code: int | str | None = 0
+    try:
         main()
+    except SystemExit as exc:
+        code = exc.code
     out, err = capsys.readouterr()
-    return info.value.code, out, err
+    return code, out, err
 
 
 def write_photos(folder: Path, count: int = 4, size: tuple[int, int] = (40, 48), seed: int = 0) -> list[Path]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import save_tiny_vgg
+from helpers import run_main, save_tiny_vgg
 from PIL import Image
 
-from chipq.cli import main
 from chipq.formats.reader import read_blob
 from chipq.pipeline.compress import checkpoint_path
 
@@ -37,22 +37,15 @@ def images(tmp_path_factory):
 
 
 def run(monkeypatch, capsys, *args):
-    """Run the real entry point; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["chipq", "compress", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+    """`chipq compress ARGS` in-process: (exit code, stdout, stderr)."""
+    return run_main(monkeypatch, capsys, "compress", *args)
 
 
 def compress_ok(monkeypatch, capsys, *args):
-    """Like `run`, for a call that must succeed (typer returns without SystemExit on success)."""
-    monkeypatch.setattr(sys, "argv", ["chipq", "compress", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exc:
-        assert exc.code in (0, None), capsys.readouterr().err
-    return capsys.readouterr()
+    """Like `run`, for a call that must succeed: its output as ``.out`` and ``.err``."""
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code in (0, None), err
+    return SimpleNamespace(out=out, err=err)
 
 
 def test_post_training_blob_and_json(model_file, images, tmp_path, monkeypatch, capsys):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_main
 
-from chipq.cli import main
 from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode, save_descriptors
 
 # 2-D float descriptors at these angles: cosine order is angular-distance order (see
@@ -27,12 +26,8 @@ def _write(path, angles=ANGLES, kind=DescriptorKind.FLOAT):
 
 
 def run(monkeypatch, capsys, *args):
-    """Run the real entry point; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["chipq", "eval", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+    """`chipq eval ARGS` in-process: (exit code, stdout, stderr)."""
+    return run_main(monkeypatch, capsys, "eval", *args)
 
 
 def test_table_and_map(tmp_path, monkeypatch, capsys):

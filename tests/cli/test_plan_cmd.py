@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import run_main as run
 from helpers import save_tiny_vgg, write_photos
 
-from chipq.cli import main
 from chipq.formats.reader import read_blob
 from chipq.quant.plan import parse_plan, parse_specs
 
@@ -30,18 +30,6 @@ def files(tmp_path_factory):
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CHIPQ_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def run(monkeypatch, capsys, *args):
-    """Run the real entry point; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["chipq", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_plan_json_fits_the_budget_and_compress_reproduces_its_bytes(files, monkeypatch, capsys, tmp_path, cache):
