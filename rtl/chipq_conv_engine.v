@@ -1,4 +1,9 @@
-// chipq RTL check: a small streaming engine for one conv3x3 + ReLU layer (SPEC.md 4.2).
+// chipq RTL check: a small streaming engine for one conv3x3 + ReLU layer (SPEC.md 4.2), optionally
+// with the 2x2 max-pool that follows it (SPEC.md 4.3) fused into its write-back.
+//
+// Two modules: chipq_conv_core is the engine with its memories behind ports (relative addresses, so
+// a layer sequencer can add its banks' base addresses: rtl/chipq_network.v), chipq_conv_engine is the
+// core with its own ROMs and SRAMs for one layer (the per-layer RTL check).
 //
 // Weights come from the ROM images `chipq export --format hex` writes (SPEC.md section 7): an alpha
 // ROM and a mask ROM addressed by kernel o*I + i, a bias ROM addressed by o. A pruned chip format v2
@@ -25,26 +30,19 @@
 //       reaches all lanes and each lane adds its 9 products to its accumulator of that pixel
 //       ((H+1)*(W+1) positions: one extra row and column flush the last windows; 2 drain cycles)
 //     requantise each lane's H*W accumulators into the output SRAM, element (o, y, x) at
-//     address (o*H + y)*W + x
+//     address (o*H + y)*W + x, one a cycle; with cfg_pool, requantise the four accumulators of each
+//     pooled pixel (y, x) in four cycles ((2y, 2x), (2y, 2x+1), (2y+1, 2x), (2y+1, 2x+1)) and write their
+//     maximum at (o*H/2 + y)*W/2 + x (4*floor(H/2)*floor(W/2) cycles: an odd last row or column
+//     is dropped, never read)
 // Zero padding is applied by masking window taps whose row or column lies outside the map.
 // Accumulators are signed 32-bit; the first streamed input channel starts from bias << bias_shift.
 `default_nettype none
 
-module chipq_conv_engine #(
-    parameter LANES     = 8,      // output channels computed in parallel
-    parameter MAX_W     = 32,     // widest map (line buffer length is MAX_W + 1)
-    parameter MAX_HW    = 1024,   // largest H*W (accumulator depth per lane)
-    parameter IN_DEPTH  = 4096,   // input SRAM words (>= I*H*W)
-    parameter OUT_DEPTH = 8192,   // output SRAM words (>= O*H*W)
-    parameter K_DEPTH   = 4096,   // alpha / mask ROM words (= O*I, or the present kernels P)
-    parameter B_DEPTH   = 512,    // bias ROM words (= O)
-    parameter P_DEPTH   = 1,      // presence ROM words (= O*I for a pruned layer)
-    parameter SCAN_W    = 32,     // presence bits the scan counts per cycle
-    parameter ALPHA_HEX = "",     // $readmemh images; empty: the ROM is not initialised
-    parameter BIAS_HEX  = "",
-    parameter MASK_HEX  = "",
-    parameter PRES_HEX  = "",
-    parameter IN_HEX    = ""      // optional initial input map (else written through the host port)
+module chipq_conv_core #(
+    parameter LANES  = 8,   // output channels computed in parallel
+    parameter MAX_W  = 32,  // widest map (line buffer length is MAX_W + 1)
+    parameter MAX_HW = 1024,// largest H*W (accumulator depth per lane)
+    parameter SCAN_W = 32   // presence bits the scan counts per cycle
 ) (
     input  wire        clk,
     input  wire        rst,
@@ -58,48 +56,28 @@ module chipq_conv_engine #(
     input  wire        cfg_pruned,      // the layer has a kernel presence bitmap (v2)
     input  wire [4:0]  cfg_bias_shift,
     input  wire [4:0]  cfg_out_shift,
+    input  wire        cfg_pool,        // a 2x2 max-pool follows: fused into the write-back
     input  wire        start,
     output reg         busy,
     output reg         done,
-    // host port: write the input SRAM, read the output SRAM
-    input  wire        in_we,
-    input  wire [23:0] in_waddr,
-    input  wire [15:0] in_wdata,
-    input  wire [23:0] out_raddr,
-    output wire [7:0]  out_rdata
+    // weight ROMs, addresses relative to the layer's banks; each word is returned registered
+    // (the word of the address of cycle n is on *_q in cycle n+1)
+    output wire [23:0] rom_kaddr,       // alpha / mask address (o*I + i, or the present kernel's rank)
+    output wire [12:0] rom_baddr,       // bias address o
+    output wire [23:0] pres_addr,       // presence bit o*I + i of the kernel being loaded
+    output wire [23:0] scan_addr_o,     // first of the SCAN_W presence bits of scan_bits
+    input  wire [7:0]  alpha_q,
+    input  wire [44:0] mask_q,
+    input  wire [11:0] bias_q,
+    input  wire        pres_q,
+    input  wire [SCAN_W-1:0] scan_bits, // presence bits scan_addr_o .. + SCAN_W - 1 (combinational; 0 past the bank)
+    // activation SRAMs: the input map is read (registered, like the ROMs), the output map written
+    output wire [23:0] in_raddr,        // element (i, y, x) at (i*H + y)*W + x
+    input  wire [8:0]  in_rdata,        // signed 9-bit: x0 = p - mean for conv1, 0..255 after
+    output wire        out_we,
+    output wire [23:0] out_waddr_o,     // element (o, y, x) at (o*H' + y)*W' + x (H', W' halved by cfg_pool)
+    output wire [7:0]  out_wdata
 );
-    // ---------------------------------------------------------------- memories
-    reg [7:0]  alpha_rom [0:K_DEPTH-1];
-    reg [44:0] mask_rom  [0:K_DEPTH-1];
-    reg [11:0] bias_rom  [0:B_DEPTH-1];
-    reg        pres_rom  [0:P_DEPTH-1];
-    reg [15:0] in_ram    [0:IN_DEPTH-1];
-    reg [7:0]  out_ram   [0:OUT_DEPTH-1];
-
-    initial begin
-        if (ALPHA_HEX != "") $readmemh(ALPHA_HEX, alpha_rom);
-        if (BIAS_HEX != "")  $readmemh(BIAS_HEX, bias_rom);
-        if (MASK_HEX != "")  $readmemh(MASK_HEX, mask_rom);
-        if (PRES_HEX != "")  $readmemh(PRES_HEX, pres_rom);
-        if (IN_HEX != "")    $readmemh(IN_HEX, in_ram);
-    end
-
-`ifndef SYNTHESIS
-    // Simulation only (yosys defines SYNTHESIS): the same images named at run time by plusargs
-    // (+ALPHA_HEX=path ...), so that one build of the engine (sized for the largest layer) runs every
-    // layer of a network; a file per parameter would mean one Verilator build per layer.
-    reg [8*1024-1:0] image_path;
-    initial begin
-        if ($value$plusargs("ALPHA_HEX=%s", image_path)) $readmemh(image_path, alpha_rom);
-        if ($value$plusargs("BIAS_HEX=%s", image_path))  $readmemh(image_path, bias_rom);
-        if ($value$plusargs("MASK_HEX=%s", image_path))  $readmemh(image_path, mask_rom);
-        if ($value$plusargs("PRES_HEX=%s", image_path))  $readmemh(image_path, pres_rom);
-        if ($value$plusargs("IN_HEX=%s", image_path))    $readmemh(image_path, in_ram);
-    end
-`endif
-
-    assign out_rdata = out_ram[out_raddr];
-
     // ---------------------------------------------------------------- control
     localparam S_IDLE = 3'd0, S_LOAD = 3'd1, S_STREAM = 3'd2, S_DRAIN = 3'd3, S_REQ = 3'd4, S_SCAN = 3'd5;
     reg [2:0]  state;
@@ -113,7 +91,10 @@ module chipq_conv_engine #(
     reg [23:0] row_base;       // plane_base + sy * W
     reg [1:0]  drain;
     reg [12:0] req_lane;
-    reg [15:0] req_pix;
+    reg [15:0] req_pix;        // the pixel being requantised (no pool)
+    reg [7:0]  req_py, req_px; // the pooled pixel being made (cfg_pool)
+    reg [1:0]  req_q;          // which of its 2x2 inputs: {dy, dx}
+    reg [7:0]  pool_a, pool_b, pool_c;  // its first three requantised inputs
     reg [23:0] out_waddr;
     // pruned layers: each lane's next alpha/mask address, and the presence scan
     reg [23:0] lane_ptr [0:LANES-1];
@@ -125,6 +106,11 @@ module chipq_conv_engine #(
     reg        sd_valid, sd_last_in_row;
 
     wire [15:0] hw = cfg_h * cfg_w;
+    wire [7:0]  pool_h = cfg_h >> 1, pool_w = cfg_w >> 1;  // an odd last row or column is dropped (SPEC 4.3)
+    wire [15:0] out_hw = cfg_pool ? pool_h * pool_w : hw;   // output elements per channel
+    // the accumulator requantised this cycle: pixel req_pix, or input {dy, dx} of pooled pixel (req_py, req_px)
+    wire [15:0] req_addr = !cfg_pool ? req_pix :
+                           ({req_py, 1'b0} + {8'd0, req_q[1]}) * cfg_w + {req_px, 1'b0} + {8'd0, req_q[0]};
 
     // ROM read port (synchronous: the word of the address of cycle n is there in cycle n+1),
     // shared by the lanes while loading; a lane past the last output channel reads address 0
@@ -132,23 +118,14 @@ module chipq_conv_engine #(
     wire [23:0] load_ptr = lane_ptr[load_count < LANES ? load_count : 13'd0];
     // a pruned lane's alpha/mask address is its pointer; past the last present kernel it reads 0
     // (the kernel is then absent and the word unused)
-    wire [23:0] rom_kaddr = !load_lane_live ? 24'd0 :
-                            !cfg_pruned ? kaddr : (load_ptr < K_DEPTH ? load_ptr : 24'd0);
-    wire [12:0] rom_baddr = load_lane_live ? group + load_count : 13'd0;
+    assign rom_kaddr = !load_lane_live ? 24'd0 : (!cfg_pruned ? kaddr : load_ptr);
+    assign rom_baddr = load_lane_live ? group + load_count : 13'd0;
     // the presence ROM: the scan's address while scanning, else the kernel being loaded
     wire        scan_row_live = (group + scan_lane < cfg_out_ch);
-    wire [23:0] pres_addr = load_lane_live && cfg_pruned ? kaddr : 24'd0;
-    reg  [7:0]  alpha_q;
-    reg  [44:0] mask_q;
-    reg  [11:0] bias_q;
-    reg         pres_q, live_q;
-    always @(posedge clk) begin
-        alpha_q <= alpha_rom[rom_kaddr];
-        mask_q  <= mask_rom[rom_kaddr];
-        bias_q  <= bias_rom[rom_baddr];
-        pres_q  <= pres_rom[pres_addr < P_DEPTH ? pres_addr : 24'd0];
-        live_q  <= load_lane_live;
-    end
+    assign pres_addr = load_lane_live && cfg_pruned ? kaddr : 24'd0;
+    assign scan_addr_o = scan_addr;
+    reg         live_q;
+    always @(posedge clk) live_q <= load_lane_live;
     wire        present_q = live_q && (!cfg_pruned || pres_q);  // the kernel captured this cycle
     // SCAN_W presence bits of row group + scan_lane from column scan_i, counted (bits past the row's
     // end are not part of it)
@@ -157,8 +134,8 @@ module chipq_conv_engine #(
     always @(posedge clk) begin
         scan_chunk = 8'd0;
         for (w = 0; w < SCAN_W; w = w + 1)
-            if (scan_i + w < cfg_in_ch && scan_addr + w < P_DEPTH)
-                scan_chunk = scan_chunk + {7'd0, pres_rom[scan_addr + w]};
+            if (scan_i + w < cfg_in_ch)
+                scan_chunk = scan_chunk + {7'd0, scan_bits[w]};
         scan_pop_q <= (state == S_SCAN && scan_issuing && scan_row_live) ? scan_chunk : 8'd0;
     end
     wire        scan_row_end = (scan_i + SCAN_W >= cfg_in_ch);
@@ -180,16 +157,15 @@ module chipq_conv_engine #(
         a_addr   = row_base + sx;
     end
 
+    assign in_raddr = a_inside ? a_addr : 24'd0;
     reg        b_valid, b_inside;
     reg [7:0]  b_sy, b_sx;
-    reg [15:0] b_pix;
+    wire [8:0] b_pix = in_rdata;  // the SRAM word of stage A's address
     always @(posedge clk) begin
         b_valid  <= a_valid;
         b_inside <= a_inside;
         b_sy     <= sy;
         b_sx     <= sx;
-        b_pix    <= in_ram[a_inside ? a_addr : 24'd0];
-        if (in_we) in_ram[in_waddr] <= in_wdata;
     end
 
     // the line buffer: one word per column, {row sy-2, row sy-1}; one read and one write port
@@ -249,12 +225,21 @@ module chipq_conv_engine #(
             );
             always @(posedge clk)
                 if (centre && (group + lane < cfg_out_ch)) acc[centre_addr] <= acc_next;
-            assign req_acc[lane] = acc[req_pix];
+            assign req_acc[lane] = acc[req_addr];
         end
     endgenerate
 
-    wire [7:0] req_y;
+    wire [7:0] req_y, pool_y;
     chipq_requant requant (.acc(req_acc[req_lane]), .out_shift(cfg_out_shift), .y(req_y));
+    // requantisation is monotone, so pooling its outputs (SPEC 4.3 on the conv's output) is exact
+    chipq_maxpool2x2 pool (.a(pool_a), .b(pool_b), .c(pool_c), .d(req_y), .y(pool_y));
+    wire req_writes = !cfg_pool || (req_q == 2'd3);  // a pooled pixel is written with its 4th input
+    assign out_we      = (state == S_REQ) && req_writes;
+    assign out_waddr_o = out_waddr;
+    assign out_wdata   = cfg_pool ? pool_y : req_y;
+    // the lane's last output element is written this cycle
+    wire req_lane_end = cfg_pool ? (req_q == 2'd3 && req_px + 8'd1 == pool_w && req_py + 8'd1 == pool_h)
+                                 : (req_pix + 16'd1 == hw);
 
     // ---------------------------------------------------------------- sequencer
     wire last_plane = (chan + 13'd1 >= cfg_in_ch);
@@ -298,7 +283,10 @@ module chipq_conv_engine #(
             end else begin
                 req_lane  <= 13'd0;
                 req_pix   <= 16'd0;
-                out_waddr <= group * hw;
+                req_py    <= 8'd0;
+                req_px    <= 8'd0;
+                req_q     <= 2'd0;
+                out_waddr <= group * out_hw;
                 state     <= S_REQ;
             end
         end
@@ -386,9 +374,21 @@ module chipq_conv_engine #(
                     end
                 end
                 S_REQ: begin
-                    out_ram[out_waddr] <= req_y;
-                    out_waddr <= out_waddr + 24'd1;
-                    if (req_pix + 16'd1 == hw) begin
+                    // one accumulator a cycle; a pooled pixel takes its four inputs in four cycles
+                    if (req_writes) out_waddr <= out_waddr + 24'd1;
+                    req_q <= req_q + 2'd1;
+                    if (req_q == 2'd0) pool_a <= req_y;
+                    if (req_q == 2'd1) pool_b <= req_y;
+                    if (req_q == 2'd2) pool_c <= req_y;
+                    if (req_q == 2'd3) begin
+                        if (req_px + 8'd1 == pool_w) begin
+                            req_px <= 8'd0;
+                            req_py <= (req_py + 8'd1 == pool_h) ? 8'd0 : req_py + 8'd1;
+                        end else begin
+                            req_px <= req_px + 8'd1;
+                        end
+                    end
+                    if (req_lane_end) begin
                         req_pix <= 16'd0;
                         if (req_lane + 13'd1 == LANES || group + req_lane + 13'd1 >= cfg_out_ch) begin
                             if (group + LANES >= cfg_out_ch) begin
@@ -410,6 +410,115 @@ module chipq_conv_engine #(
             endcase
         end
     end
+endmodule
+
+// One layer with its own memories: the weight ROMs from `chipq export --format hex` images, the input
+// SRAM from a `--vectors-hex` input (or the host port), the output SRAM read by the host.
+module chipq_conv_engine #(
+    parameter LANES     = 8,      // output channels computed in parallel
+    parameter MAX_W     = 32,     // widest map (line buffer length is MAX_W + 1)
+    parameter MAX_HW    = 1024,   // largest H*W (accumulator depth per lane)
+    parameter IN_DEPTH  = 4096,   // input SRAM words (>= I*H*W)
+    parameter OUT_DEPTH = 8192,   // output SRAM words (>= O*H*W)
+    parameter K_DEPTH   = 4096,   // alpha / mask ROM words (= O*I, or the present kernels P)
+    parameter B_DEPTH   = 512,    // bias ROM words (= O)
+    parameter P_DEPTH   = 1,      // presence ROM words (= O*I for a pruned layer)
+    parameter SCAN_W    = 32,     // presence bits the scan counts per cycle
+    parameter ALPHA_HEX = "",     // $readmemh images; empty: the ROM is not initialised
+    parameter BIAS_HEX  = "",
+    parameter MASK_HEX  = "",
+    parameter PRES_HEX  = "",
+    parameter IN_HEX    = ""      // optional initial input map (else written through the host port)
+) (
+    input  wire        clk,
+    input  wire        rst,
+    // layer registers (hold while busy)
+    input  wire [12:0] cfg_in_ch,       // I, 1..4096
+    input  wire [12:0] cfg_out_ch,      // O, 1..4096
+    input  wire [7:0]  cfg_h,           // H, 1..255
+    input  wire [7:0]  cfg_w,           // W, 1..MAX_W
+    input  wire [2:0]  cfg_m,           // mask bits, 1..5
+    input  wire [3:0]  cfg_alpha_bits,  // stored alpha code width, 1..8 (8 in v1)
+    input  wire        cfg_pruned,      // the layer has a kernel presence bitmap (v2)
+    input  wire [4:0]  cfg_bias_shift,
+    input  wire [4:0]  cfg_out_shift,
+    input  wire        start,
+    output wire        busy,
+    output wire        done,
+    // host port: write the input SRAM, read the output SRAM
+    input  wire        in_we,
+    input  wire [23:0] in_waddr,
+    input  wire [15:0] in_wdata,
+    input  wire [23:0] out_raddr,
+    output wire [7:0]  out_rdata
+);
+    reg [7:0]  alpha_rom [0:K_DEPTH-1];
+    reg [44:0] mask_rom  [0:K_DEPTH-1];
+    reg [11:0] bias_rom  [0:B_DEPTH-1];
+    reg        pres_rom  [0:P_DEPTH-1];
+    reg [15:0] in_ram    [0:IN_DEPTH-1];
+    reg [7:0]  out_ram   [0:OUT_DEPTH-1];
+
+    initial begin
+        if (ALPHA_HEX != "") $readmemh(ALPHA_HEX, alpha_rom);
+        if (BIAS_HEX != "")  $readmemh(BIAS_HEX, bias_rom);
+        if (MASK_HEX != "")  $readmemh(MASK_HEX, mask_rom);
+        if (PRES_HEX != "")  $readmemh(PRES_HEX, pres_rom);
+        if (IN_HEX != "")    $readmemh(IN_HEX, in_ram);
+    end
+
+`ifndef SYNTHESIS
+    // Simulation only (yosys defines SYNTHESIS): the same images named at run time by plusargs
+    // (+ALPHA_HEX=path ...), so that one build of the engine (sized for the largest layer) runs every
+    // layer of a network; a file per parameter would mean one Verilator build per layer.
+    reg [8*1024-1:0] image_path;
+    initial begin
+        if ($value$plusargs("ALPHA_HEX=%s", image_path)) $readmemh(image_path, alpha_rom);
+        if ($value$plusargs("BIAS_HEX=%s", image_path))  $readmemh(image_path, bias_rom);
+        if ($value$plusargs("MASK_HEX=%s", image_path))  $readmemh(image_path, mask_rom);
+        if ($value$plusargs("PRES_HEX=%s", image_path))  $readmemh(image_path, pres_rom);
+        if ($value$plusargs("IN_HEX=%s", image_path))    $readmemh(image_path, in_ram);
+    end
+`endif
+
+    assign out_rdata = out_ram[out_raddr];
+
+    wire [23:0] rom_kaddr, pres_addr, scan_addr, in_raddr, out_waddr;
+    wire [12:0] rom_baddr;
+    wire        out_we;
+    wire [7:0]  out_wdata;
+    reg  [7:0]  alpha_q;
+    reg  [44:0] mask_q;
+    reg  [11:0] bias_q;
+    reg         pres_q;
+    reg  [15:0] in_q;
+    wire [SCAN_W-1:0] scan_bits;
+    genvar w;
+    generate
+        for (w = 0; w < SCAN_W; w = w + 1) begin : scan
+            assign scan_bits[w] = (scan_addr + w < P_DEPTH) ? pres_rom[scan_addr + w] : 1'b0;
+        end
+    endgenerate
+    // a pruned lane's pointer past the last present kernel reads address 0 (its word is unused)
+    always @(posedge clk) begin
+        alpha_q <= alpha_rom[rom_kaddr < K_DEPTH ? rom_kaddr : 24'd0];
+        mask_q  <= mask_rom[rom_kaddr < K_DEPTH ? rom_kaddr : 24'd0];
+        bias_q  <= bias_rom[rom_baddr];
+        pres_q  <= pres_rom[pres_addr < P_DEPTH ? pres_addr : 24'd0];
+        in_q    <= in_ram[in_raddr];
+        if (in_we) in_ram[in_waddr] <= in_wdata;
+        if (out_we) out_ram[out_waddr] <= out_wdata;
+    end
+
+    chipq_conv_core #(.LANES(LANES), .MAX_W(MAX_W), .MAX_HW(MAX_HW), .SCAN_W(SCAN_W)) core (
+        .clk(clk), .rst(rst),
+        .cfg_in_ch(cfg_in_ch), .cfg_out_ch(cfg_out_ch), .cfg_h(cfg_h), .cfg_w(cfg_w), .cfg_m(cfg_m),
+        .cfg_alpha_bits(cfg_alpha_bits), .cfg_pruned(cfg_pruned), .cfg_bias_shift(cfg_bias_shift),
+        .cfg_out_shift(cfg_out_shift), .cfg_pool(1'b0), .start(start), .busy(busy), .done(done),
+        .rom_kaddr(rom_kaddr), .rom_baddr(rom_baddr), .pres_addr(pres_addr), .scan_addr_o(scan_addr),
+        .alpha_q(alpha_q), .mask_q(mask_q), .bias_q(bias_q), .pres_q(pres_q), .scan_bits(scan_bits),
+        .in_raddr(in_raddr), .in_rdata(in_q[8:0]), .out_we(out_we), .out_waddr_o(out_waddr), .out_wdata(out_wdata)
+    );
 endmodule
 
 `default_nettype wire
