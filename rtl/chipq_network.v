@@ -44,12 +44,12 @@ module chipq_network #(
     parameter P_DEPTH    = 1,       // presence ROM words (all pruned layers)
     parameter T_DEPTH    = 16,      // layer table entries
     parameter SCAN_W     = 32,
-    parameter LAYERS_HEX = "",      // $readmemh images; simulation may name them by plusargs instead
-    parameter ALPHA_HEX  = "",
-    parameter MASK_HEX   = "",
-    parameter BIAS_HEX   = "",
-    parameter PRES_HEX   = "",
-    parameter IN_HEX     = ""       // optional initial input map in SRAM A
+    parameter LAYERS_HEX   = "",    // $readmemh images; simulation may name them by plusargs instead
+    parameter ALPHA_HEX    = "",
+    parameter MASK_HEX     = "",
+    parameter BIAS_HEX     = "",
+    parameter PRESENCE_HEX = "",
+    parameter IN_HEX       = ""     // optional initial input map in SRAM A
 ) (
     input  wire        clk,
     input  wire        rst,
@@ -79,25 +79,25 @@ module chipq_network #(
     reg [8:0]   act_b     [0:ACT_DEPTH-1];
 
     initial begin
-        if (LAYERS_HEX != "") $readmemh(LAYERS_HEX, layer_rom);
-        if (ALPHA_HEX != "")  $readmemh(ALPHA_HEX, alpha_rom);
-        if (MASK_HEX != "")   $readmemh(MASK_HEX, mask_rom);
-        if (BIAS_HEX != "")   $readmemh(BIAS_HEX, bias_rom);
-        if (PRES_HEX != "")   $readmemh(PRES_HEX, pres_rom);
-        if (IN_HEX != "")     $readmemh(IN_HEX, act_a);
+        if (LAYERS_HEX != "")   $readmemh(LAYERS_HEX, layer_rom);
+        if (ALPHA_HEX != "")    $readmemh(ALPHA_HEX, alpha_rom);
+        if (MASK_HEX != "")     $readmemh(MASK_HEX, mask_rom);
+        if (BIAS_HEX != "")     $readmemh(BIAS_HEX, bias_rom);
+        if (PRESENCE_HEX != "") $readmemh(PRESENCE_HEX, pres_rom);
+        if (IN_HEX != "")       $readmemh(IN_HEX, act_a);
     end
 
 `ifndef SYNTHESIS
-    // Simulation only: the images named at run time (+LAYERS_HEX=path ...), so one build of a given
-    // size runs any network that fits it.
+    // Simulation only: the images named at run time (network.<bank>.hex as +<BANK>_HEX=path, the
+    // input map as +IN_HEX=path), so one build of a given size runs any network that fits it.
     reg [8*1024-1:0] image_path;
     initial begin
-        if ($value$plusargs("LAYERS_HEX=%s", image_path)) $readmemh(image_path, layer_rom);
-        if ($value$plusargs("ALPHA_HEX=%s", image_path))  $readmemh(image_path, alpha_rom);
-        if ($value$plusargs("MASK_HEX=%s", image_path))   $readmemh(image_path, mask_rom);
-        if ($value$plusargs("BIAS_HEX=%s", image_path))   $readmemh(image_path, bias_rom);
-        if ($value$plusargs("PRES_HEX=%s", image_path))   $readmemh(image_path, pres_rom);
-        if ($value$plusargs("IN_HEX=%s", image_path))     $readmemh(image_path, act_a);
+        if ($value$plusargs("LAYERS_HEX=%s", image_path))   $readmemh(image_path, layer_rom);
+        if ($value$plusargs("ALPHA_HEX=%s", image_path))    $readmemh(image_path, alpha_rom);
+        if ($value$plusargs("MASK_HEX=%s", image_path))     $readmemh(image_path, mask_rom);
+        if ($value$plusargs("BIAS_HEX=%s", image_path))     $readmemh(image_path, bias_rom);
+        if ($value$plusargs("PRESENCE_HEX=%s", image_path)) $readmemh(image_path, pres_rom);
+        if ($value$plusargs("IN_HEX=%s", image_path))       $readmemh(image_path, act_a);
     end
 `endif
 

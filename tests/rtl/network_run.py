@@ -83,7 +83,6 @@ def run_network(
     build = build_once(simulator, "chipq_network", network_parameters(model, network, lanes, scan_w))
     built = time.perf_counter()
     plusargs = [f"+{name.upper()}_HEX={rom / info['file']}" for name, info in network["banks"].items()]
-    plusargs = [arg.replace("+PRESENCE_HEX", "+PRES_HEX") for arg in plusargs]
     if not host_input:
         plusargs.append(f"+IN_HEX={folder / 'input.hex'}")
     case = {"stages": stages, "step": step, "host_input": host_input, "input_npy": str(folder / "input.npy"),
