@@ -394,13 +394,9 @@ def network_texts(model: ChipModel) -> tuple[dict[str, str], dict[str, Any]]:
         return {}, {"sequenced": False, "reason": stages}
     banks, bases = network_banks(model, stages)
     entries = layer_table(model, stages, bases)
-    table = Bank(
-        "layers", ENTRY_BITS, np.zeros(len(entries), np.uint64), "stage number",
-        "one stage: " + ", ".join(f"{field} [{low + width - 1}:{low}]" for field, (low, width) in ENTRY_FIELDS.items()),
-    )  # fmt: skip
-    digits = table.digits
-    table_text = f"// chipq {NETWORK_STEM}.layers: {len(entries)} words of {ENTRY_BITS} bits, address {table.address}; {table.word}\n"
-    table_text += "".join(f"{entry_word(entry):0{digits}x}\n" for entry in entries)
+    fields = ", ".join(f"{field} [{low + width - 1}:{low}]" for field, (low, width) in ENTRY_FIELDS.items())
+    table_text = f"// chipq {NETWORK_STEM}.layers: {len(entries)} words of {ENTRY_BITS} bits, address stage; {fields}\n"
+    table_text += "".join(f"{entry_word(entry):0{ENTRY_BITS // 4}x}\n" for entry in entries)
     texts = {f"{NETWORK_STEM}.layers.hex": table_text}
     files = {"layers": {"width": ENTRY_BITS, "depth": len(entries), "fields": {k: list(v) for k, v in ENTRY_FIELDS.items()},
                         "file": f"{NETWORK_STEM}.layers.hex"}}  # fmt: skip
