@@ -19,6 +19,13 @@ A v1 layer's images are exactly those of chip format v1.
 `DIR/memory_map.json` names every file, word width, depth and address formula, and the registers
 (shifts, sizes) each layer needs.
 
+The hex format also writes the whole network as one set of ROMs for a layer sequencer
+(`rtl/chipq_network.v`, SPEC 7 "Network images"): ``network.{alpha,mask,bias,presence}.hex`` hold
+every conv's banks end to end (alpha 8 bits, mask 45 bits wide, words zero-extended), and
+``network.layers.hex`` one 192-bit entry per stage (a conv, with the max-pool that follows it fused)
+holding its registers, its input map size and its banks' base addresses. The per-layer files stay
+exactly as they were.
+
 Nothing here reads a blob file: the caller passes a checked `ChipModel` and the blob bytes.
 """
 
@@ -268,6 +275,143 @@ def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
         yield items[start : start + size]
 
 
+# -- the whole network for a layer sequencer ----------------------------------------------------
+
+NETWORK_STEM = "network"
+NETWORK_BANK_WIDTHS = {"presence": 1, "alpha": C.ALPHA_BITS, "bias": C.BIAS_BITS, "mask": C.KERNEL_TAPS * C.MAX_MASK_BITS}
+ENTRY_BITS = 192
+# a layer-table entry: field -> (lowest bit, width); SPEC 7 "Network images" and rtl/chipq_network.v
+ENTRY_FIELDS = {
+    "in_channels": (0, 16),
+    "out_channels": (16, 16),
+    "height": (32, 16),
+    "width": (48, 16),
+    "mask_bits": (64, 4),
+    "alpha_bits": (68, 4),
+    "bias_shift": (72, 8),
+    "out_shift": (80, 8),
+    "pruned": (88, 1),
+    "pool": (89, 1),
+    "last": (90, 1),
+    "alpha_mask_base": (96, 32),
+    "bias_base": (128, 32),
+    "presence_base": (160, 32),
+}
+
+
+def network_stages(model: ChipModel) -> list[dict[str, Any]] | str:
+    """The sequencer's stages: each conv with its input map and the max-pool that follows it, if any.
+
+    Returns:
+        One dict per conv (``conv``/``pool`` layer indices, ``height``/``width`` of its input map at
+        the model's input size), or the reason the network cannot be sequenced (a pool that does not
+        follow a conv: the sequencer fuses every pool into the conv before it).
+    """
+    height, width = model.input_height, model.input_width
+    stages: list[dict[str, Any]] = []
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, ConvLayer):
+            stages.append({"conv": index, "pool": None, "height": height, "width": width})
+        elif not stages or stages[-1]["pool"] is not None:
+            return f"layer {index} ({layer.name}) is a max-pool that does not follow a conv"
+        else:
+            stages[-1]["pool"] = index
+            height, width = height // 2, width // 2
+    return stages
+
+
+def network_banks(model: ChipModel, stages: list[dict[str, Any]]) -> tuple[dict[str, Bank], list[dict[str, int]]]:
+    """The whole-network banks (every conv's words end to end, in layer order) and each stage's bases."""
+    words: dict[str, list[np.ndarray]] = {name: [] for name in BANKS}
+    bases = []
+    filled = dict.fromkeys(BANKS, 0)
+    for stage in stages:
+        layer = model.layers[stage["conv"]]
+        assert isinstance(layer, ConvLayer)
+        banks = {bank.name: bank for bank in layer_banks(layer)}
+        bases.append({"alpha_mask_base": filled["alpha"], "bias_base": filled["bias"], "presence_base": filled["presence"]})
+        for name, bank in banks.items():
+            words[name].append(bank.words)
+            filled[name] += bank.depth
+    addresses = {
+        "presence": "presence_base + o*I + i of a pruned layer",
+        "alpha": "alpha_mask_base + the layer's own alpha address",
+        "bias": "bias_base + o",
+        "mask": "alpha_mask_base + the layer's own mask address",
+    }
+    contents = {
+        "presence": "every pruned layer's presence bank, layer order",
+        "alpha": "every layer's alpha codes, zero-extended (the entry's alpha_bits gives the shift)",
+        "bias": "every layer's bias bank, layer order",
+        "mask": "every layer's mask words, zero-extended (the entry's mask_bits gives the code width)",
+    }
+    out = {
+        name: Bank(name, NETWORK_BANK_WIDTHS[name], np.concatenate(words[name] or [np.zeros(0, np.uint64)]).astype(np.uint64),
+                   addresses[name], contents[name])  # fmt: skip
+        for name in BANKS
+    }
+    return out, bases
+
+
+def layer_table(model: ChipModel, stages: list[dict[str, Any]], bases: list[dict[str, int]]) -> list[dict[str, int]]:
+    """One entry per stage: the field values of `ENTRY_FIELDS`."""
+    entries = []
+    for number, (stage, base) in enumerate(zip(stages, bases)):
+        layer = model.layers[stage["conv"]]
+        assert isinstance(layer, ConvLayer)
+        entry = {
+            "in_channels": layer.in_channels, "out_channels": layer.out_channels,
+            "height": stage["height"], "width": stage["width"], "mask_bits": layer.mask_bits,
+            "alpha_bits": layer.alpha_bits, "bias_shift": layer.bias_shift, "out_shift": layer.out_shift,
+            "pruned": int(layer.pruned), "pool": int(stage["pool"] is not None), "last": int(number == len(stages) - 1),
+            **base,
+        }  # fmt: skip
+        for field, value in entry.items():
+            if value >> ENTRY_FIELDS[field][1]:
+                raise MemoryImageError(f"layer {layer.name}: {field} {value} does not fit the layer table's {ENTRY_FIELDS[field][1]} bits")
+        entries.append(entry)
+    return entries
+
+
+def entry_word(entry: dict[str, int]) -> int:
+    """The 192-bit layer-table word of `entry`.
+
+    >>> hex(entry_word({"in_channels": 3, "out_channels": 64, "pool": 1, "bias_base": 64}))
+    '0x4000000000020000000000000000400003'
+    """
+    word = 0
+    for field, value in entry.items():
+        low, _ = ENTRY_FIELDS[field]
+        word |= int(value) << low
+    return word
+
+
+def network_texts(model: ChipModel) -> tuple[dict[str, str], dict[str, Any]]:
+    """The network images (file name -> text) and their part of the memory map; no images, and the
+    reason, when the network cannot be sequenced."""
+    stages = network_stages(model)
+    if isinstance(stages, str):
+        return {}, {"sequenced": False, "reason": stages}
+    banks, bases = network_banks(model, stages)
+    entries = layer_table(model, stages, bases)
+    fields = ", ".join(f"{field} [{low + width - 1}:{low}]" for field, (low, width) in ENTRY_FIELDS.items())
+    table_text = f"// chipq {NETWORK_STEM}.layers: {len(entries)} words of {ENTRY_BITS} bits, address stage; {fields}\n"
+    table_text += "".join(f"{entry_word(entry):0{ENTRY_BITS // 4}x}\n" for entry in entries)
+    texts = {f"{NETWORK_STEM}.layers.hex": table_text}
+    files = {"layers": {"width": ENTRY_BITS, "depth": len(entries), "fields": {k: list(v) for k, v in ENTRY_FIELDS.items()},
+                        "file": f"{NETWORK_STEM}.layers.hex"}}  # fmt: skip
+    for name, bank in banks.items():
+        texts[f"{NETWORK_STEM}.{name}.hex"] = hex_text(NETWORK_STEM, bank)
+        files[name] = {"width": bank.width, "depth": bank.depth, "address": bank.address, "word": bank.word,
+                       "file": f"{NETWORK_STEM}.{name}.hex"}  # fmt: skip
+    rows = []
+    for stage, entry in zip(stages, entries):
+        conv = model.layers[stage["conv"]]
+        pooled_by = None if stage["pool"] is None else model.layers[stage["pool"]].name
+        rows.append({"layer": stage["conv"], "conv": conv.name, "pooled_by": pooled_by, **entry})
+    return texts, {"sequenced": True, "banks": files, "stages": rows}
+
+
 # -- the map and the writer ---------------------------------------------------------------------
 
 
@@ -330,6 +474,7 @@ def memory_map(model: ChipModel, blob: bytes, formats: Iterable[str]) -> dict[st
         "LSB first, are the blob region's bit stream (SPEC 3.2)",
         "formats": formats,
         "layers": layers,
+        **({"network": network_texts(model)[1]} if "hex" in formats else {}),
     }
 
 
@@ -380,6 +525,10 @@ def _write_all(model: ChipModel, mapping: dict[str, Any], staging: Path, formats
                     name = f"{stem}.{bank.name}.{fmt}"
                     (staging / name).write_text(writers[fmt](stem, bank), encoding="ascii")
                     names.append(name)
+    if "hex" in formats:
+        for name, text in network_texts(model)[0].items():
+            (staging / name).write_text(text, encoding="ascii")
+            names.append(name)
     if "h" in formats:
         (staging / HEADER_NAME).write_text(header_text(model, mapping["blob"]["sha256"]), encoding="ascii")
         names.append(HEADER_NAME)
@@ -389,7 +538,8 @@ def _write_all(model: ChipModel, mapping: dict[str, Any], staging: Path, formats
 
 
 HELP = {
-    "hex": "$readmemh files, one per conv layer and bank: <ll>_<name>.{presence,alpha,bias,mask}.hex",
+    "hex": "$readmemh files, one per conv layer and bank: <ll>_<name>.{presence,alpha,bias,mask}.hex, "
+    "and the whole network for a layer sequencer: network.{layers,presence,alpha,bias,mask}.hex",
     "coe": "Xilinx .coe files, one per conv layer and bank: <ll>_<name>.{presence,alpha,bias,mask}.coe",
     "h": "one C99 header, chipq_rom.h, with a static const array per conv layer and bank",
 }

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chipq.export.memimage import (
+    ENTRY_FIELDS,
     HEADER_NAME,
     MAP_NAME,
     MemoryImageError,
@@ -120,8 +121,9 @@ def test_the_map_states_widths_depths_and_registers(tiny_model, tmp_path):
         layer.bias_shift,
         layer.out_shift,
     )
+    network = [f"network.{bank}.hex" for bank in ("layers", "presence", "alpha", "bias", "mask")]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"{stem}.{bank}.hex" for stem in ("00_conv1_1", "02_conv2_1") for bank in ("alpha", "bias", "mask")] + [MAP_NAME]
+        [f"{stem}.{bank}.hex" for stem in ("00_conv1_1", "02_conv2_1") for bank in ("alpha", "bias", "mask")] + network + [MAP_NAME]
     )
 
 
@@ -239,3 +241,57 @@ def test_the_c_header_of_a_pruned_model_compiles_and_states_its_registers(tmp_pa
         check=True,
         cwd=tmp_path,
     )
+
+
+def _table_entries(path: Path) -> list[dict[str, int]]:
+    """The layer-table words of network.layers.hex split into their fields (SPEC 7, "Network images")."""
+    words = [int(line, 16) for line in path.read_text().splitlines() if line and not line.startswith("//")]
+    return [{field: (word >> low) & ((1 << width) - 1) for field, (low, width) in ENTRY_FIELDS.items()} for word in words]
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), alpha_bits=st.lists(st.integers(1, 8), min_size=3, max_size=3),
+       keep=st.lists(st.one_of(st.none(), st.floats(0, 1)), min_size=3, max_size=3))  # fmt: skip
+def test_the_network_images_are_every_layers_banks_at_the_table_s_base_addresses(tmp_path_factory, seed, alpha_bits, keep):
+    """network.<bank>.hex holds each conv's own bank at the base its layer-table entry names, and the
+    entry holds the conv's registers, its input map size (halved by each pool before it), whether a
+    pool follows it (fused) and whether it is the last stage."""
+    model = random_model([2, 3, 1], [3, "M", 4, "M", 5], input_hw=(9, 6), seed=seed, alpha_bits=alpha_bits, keep=keep)
+    folder = tmp_path_factory.mktemp("net")
+    network = write_memory_images(model, to_bytes(model), folder, ["hex"])["network"]
+    entries = _table_entries(folder / "network.layers.hex")
+    assert [row["conv"] for row in network["stages"]] == ["conv1_1", "conv2_1", "conv3_1"]
+    assert [(e["height"], e["width"], e["pool"], e["last"]) for e in entries] == [(9, 6, 1, 0), (4, 3, 1, 0), (2, 1, 0, 1)]
+    widths = {"presence": 1, "alpha": 8, "bias": 12, "mask": 45}
+    whole = {bank: read_hex(folder / f"network.{bank}.hex", width) for bank, width in widths.items()}
+    bases = {"presence": "presence_base", "alpha": "alpha_mask_base", "bias": "bias_base", "mask": "alpha_mask_base"}
+    filled = dict.fromkeys(widths, 0)
+    for entry, index in zip(entries, (0, 2, 4)):
+        layer = model.layers[index]
+        assert (entry["in_channels"], entry["out_channels"], entry["mask_bits"], entry["alpha_bits"]) == (
+            layer.in_channels, layer.out_channels, layer.mask_bits, layer.alpha_bits)  # fmt: skip
+        assert (entry["bias_shift"], entry["out_shift"], entry["pruned"]) == (layer.bias_shift, layer.out_shift, int(layer.pruned))
+        for bank in widths:
+            own = folder / f"{index:02d}_{layer.name}.{bank}.hex"
+            if not own.exists():  # an unpruned layer has no presence bank and takes no presence words
+                assert bank == "presence" and not layer.pruned
+                continue
+            words = read_hex(own, widths[bank]).tolist()
+            base = entry[bases[bank]]
+            assert base == filled[bank] and whole[bank][base : base + len(words)].tolist() == words
+            filled[bank] += len(words)
+    assert {bank: len(words) for bank, words in whole.items()} == filled  # nothing else in the ROMs
+
+
+def test_a_pool_that_follows_no_conv_gets_no_network_images(tmp_path):
+    """The sequencer fuses a pool into the conv before it; two pools in a row cannot be sequenced, so
+    the map says why and no network image is written (the per-layer images are)."""
+    model = random_model([2, 1], [3, "M", "M", 4], input_hw=(8, 8), seed=1)
+    network = write_memory_images(model, to_bytes(model), tmp_path, ["hex"])["network"]
+    assert network == {"sequenced": False, "reason": "layer 2 (pool2) is a max-pool that does not follow a conv"}
+    assert not list(tmp_path.glob("network.*")) and (tmp_path / "03_conv3_1.mask.hex").is_file()
+
+
+def test_only_the_hex_format_writes_network_images(tiny_model, tmp_path):
+    mapping = write_memory_images(tiny_model, to_bytes(tiny_model), tmp_path, ["coe", "h"])
+    assert "network" not in mapping and not list(tmp_path.glob("network.*"))

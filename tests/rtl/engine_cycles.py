@@ -1,23 +1,30 @@
-"""How many clock cycles rtl/chipq_conv_engine.v takes for one conv layer (its schedule, in Python).
+"""How many clock cycles rtl/chipq_conv_engine.v takes for one conv layer, and rtl/chipq_network.v
+for a whole network (their schedules, in Python).
 
-The testbench measures the engine's cycles and `test_engine.py` checks them equal to this model, so the
-model can report the cycles of whole real layers that are too slow to simulate (SPEC 3.5: what kernel
-pruning saves on this engine). The schedule is the one the engine's header comment describes.
+The testbenches measure the cycles and `test_engine.py` / `test_network.py` check them equal to this
+model, so the model can report the cycles of whole real layers that are too slow to simulate (SPEC 3.5:
+what kernel pruning saves on this engine). The schedules are the ones the RTL's header comments describe.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from chipq.formats.model import ConvLayer
+from chipq.export.memimage import network_stages
+from chipq.formats.model import ChipModel, ConvLayer
 
 DRAIN = 2  # cycles after a plane's last stream position
 START = 1  # the cycle that samples `start`
 SCAN_W = 32  # the engine's default: presence bits counted per scan cycle
+SEQ_STAGE = 2  # chipq_network: a stage's entry read, and the cycle after the core's done
+SEQ_START = 1  # chipq_network: the cycle that samples `start`
 
 
-def engine_cycles(layer: ConvLayer, height: int, width: int, lanes: int, scan_w: int = SCAN_W) -> dict[str, int]:
-    """Cycles from `start` to `done` for `layer` on a height x width map, by phase.
+def engine_cycles(
+    layer: ConvLayer, height: int, width: int, lanes: int, scan_w: int = SCAN_W, pool: bool = False
+) -> dict[str, int]:
+    """Cycles from `start` to `done` for `layer` on a height x width map, by phase; `pool`: the 2x2
+    max-pool after it fused into the write-back (4 cycles per pooled pixel, an odd row or column unread).
 
     Returns:
         ``total`` and its parts: ``scan`` (presence scans), ``load`` (kernel loads), ``stream``
@@ -40,6 +47,29 @@ def engine_cycles(layer: ConvLayer, height: int, width: int, lanes: int, scan_w:
                 continue
             parts["stream"] += per_plane
             streamed = True
-        parts["requant"] += live.shape[0] * height * width
+        parts["requant"] += live.shape[0] * (4 * (height // 2) * (width // 2) if pool else height * width)
     parts["total"] = START + parts["scan"] + parts["load"] + parts["stream"] + parts["requant"]
     return parts
+
+
+def network_cycles(model: ChipModel, lanes: int, scan_w: int = SCAN_W) -> list[dict]:
+    """Per stage of rtl/chipq_network.v (a conv and its fused pool) on `model`'s input size: the core's
+    cycles (`engine_cycles`) plus the sequencer's SEQ_STAGE; the first stage also has SEQ_START.
+
+    Returns:
+        One row per stage: ``conv``, ``pool`` (its name or None), ``map`` (the conv's input H x W),
+        ``cycles``, and ``engine`` (the core's parts).
+    """
+    stages = network_stages(model)
+    if isinstance(stages, str):
+        raise ValueError(stages)
+    rows = []
+    for number, stage in enumerate(stages):
+        layer = model.layers[stage["conv"]]
+        assert isinstance(layer, ConvLayer)
+        height, width, pool = stage["height"], stage["width"], stage["pool"] is not None
+        engine = engine_cycles(layer, height, width, lanes, scan_w, pool)
+        rows.append({"conv": layer.name, "pool": model.layers[stage["pool"]].name if pool else None,
+                     "map": f"{height}x{width}", "engine": engine,
+                     "cycles": engine["total"] + SEQ_STAGE + (SEQ_START if number == 0 else 0)})  # fmt: skip
+    return rows

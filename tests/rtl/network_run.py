@@ -1,24 +1,23 @@
-"""Run every layer of a chip model on the RTL, chained: layer l starts from what the RTL made for layer l-1.
+"""Run a whole chip model on rtl/chipq_network.v: one start pulse, the layer sequencer does the rest.
 
-Conv layers run on rtl/chipq_conv_engine.v (its ROMs from `chipq export --format hex`, its input SRAM
-from the previous layer's RTL output: the activation memory between layers), max-pools through
-rtl/chipq_maxpool2x2.v. Every layer's output must equal the golden executor's. Per conv layer the
-measured cycles are checked equal to the engine's schedule model (`engine_cycles`) and reported
-beside the first-order cost model of `chipq inspect --hw` (`ceil(MACs / MACS)` with MACS = LANES * 9,
-the engine's multipliers, every one busy every cycle).
-
-The engine is built once per network (`engine_parameters`: sized for its largest layer) and each
-layer's ROM images and input map are named by plusargs, so a network costs one build per simulator,
-not one per layer (a Verilator build takes about a minute; its simulation is ~100x Icarus's).
+The ROMs and the layer table are the network images `chipq export --format hex` writes
+(`write_memory_images`: network.{layers,alpha,mask,bias,presence}.hex, SPEC 7), named at run time by
+plusargs, so one Verilator build (per size: `network_parameters`) runs any network that fits it, the
+v1 and the pruned v2 VGG-16 alike. Every stage's output (a conv, or the max-pool fused into its
+write-back) must equal the golden executor's, read through the host port while the sequencer pauses
+after the stage (`step`), and the cycle counter must equal the schedule model (`network_cycles`) per
+stage and in total. The rows are tabled beside the first-order cost model of `chipq inspect --hw`
+(`ceil(MACs / MACS)` with MACS = LANES * 9, the engine's multipliers, every one busy every cycle).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
-from engine_cycles import SCAN_W, engine_cycles
+from engine_cycles import SCAN_W, network_cycles
 from rtlsim import build_once, run_built
 
 from chipq.executor import golden
@@ -28,105 +27,98 @@ from chipq.formats.model import ChipModel, ConvLayer
 from chipq.formats.writer import to_bytes
 
 
-def save_readmemh(path: Path, array: np.ndarray) -> None:
-    """The input SRAM image: one element per line, C order; uint8 as 2 hex digits, the int16 conv1
-    input x0 = p - mean as 4 digits of 16-bit two's complement (the `--vectors-hex` layout)."""
-    width = 16 if array.dtype == np.int16 else 8
-    words = np.ascontiguousarray(array).reshape(-1).astype(np.int64) & ((1 << width) - 1)
-    fmt = f"{{:0{width // 4}x}}".format
-    path.write_text("// chipq network run input\n" + "\n".join(map(fmt, words.tolist())) + "\n")
+def save_input_hex(path: Path, x0: np.ndarray) -> None:
+    """SRAM A's image: the conv1 input x0 = p - mean, one 9-bit two's complement word a line, C order."""
+    words = np.ascontiguousarray(x0).reshape(-1).astype(np.int64) & 0x1FF
+    path.write_text("// chipq network input x0\n" + "\n".join(f"{w:03x}" for w in words.tolist()) + "\n")
 
 
-def engine_parameters(model: ChipModel, pixels_hw: tuple[int, int], lanes: int, scan_w: int) -> dict:
-    """One engine for every conv of `model`: each memory as deep as the largest layer needs.
-
-    The alpha/mask and presence ROMs are O*I deep for every model (pruned or not), so that a v1
-    model and its pruned v2 version share one build; words past a layer's own are never used.
-    """
-    height, width = pixels_hw
-    sizes = {"MAX_W": 1, "MAX_HW": 1, "IN_DEPTH": 1, "OUT_DEPTH": 1, "K_DEPTH": 1, "B_DEPTH": 1}
-    for layer in model.layers:
-        if isinstance(layer, ConvLayer):
-            kernels = layer.out_channels * layer.in_channels
-            for key, value in (("MAX_W", width), ("MAX_HW", height * width), ("IN_DEPTH", layer.in_channels * height * width),
-                               ("OUT_DEPTH", layer.out_channels * height * width), ("K_DEPTH", kernels),
-                               ("B_DEPTH", layer.out_channels)):  # fmt: skip
-                sizes[key] = max(sizes[key], value)
-        else:
-            height, width = height // 2, width // 2
-    return {"LANES": lanes, **sizes, "P_DEPTH": sizes["K_DEPTH"], "SCAN_W": scan_w}
+def network_parameters(model: ChipModel, network: dict, lanes: int, scan_w: int) -> dict:
+    """The sequencer's sizes for `model` (its `memory_map.json` "network" part): every memory as deep
+    as the network needs. The alpha/mask and presence ROMs are as deep as all kernels (pruned or not),
+    so a v1 model and its pruned v2 version share one build."""
+    kernels = sum(layer.out_channels * layer.in_channels for layer in model.layers if isinstance(layer, ConvLayer))
+    stages = network["stages"]
+    maps = [s["in_channels"] * s["height"] * s["width"] for s in stages]
+    maps += [s["out_channels"] * (s["height"] // 2) * (s["width"] // 2) if s["pool"] else s["out_channels"] * s["height"] * s["width"]
+             for s in stages]  # fmt: skip
+    return {
+        "LANES": lanes,
+        "MAX_W": max(s["width"] for s in stages),
+        "MAX_HW": max(s["height"] * s["width"] for s in stages),
+        "ACT_DEPTH": max(maps),
+        "K_DEPTH": kernels,
+        "B_DEPTH": network["banks"]["bias"]["depth"],
+        "P_DEPTH": kernels,
+        "T_DEPTH": len(stages),
+        "SCAN_W": scan_w,
+    }
 
 
 def run_network(
-    model: ChipModel, pixels: np.ndarray, folder: Path, lanes: int = 16, scan_w: int = SCAN_W, simulator: str = "icarus"
-) -> list[dict]:
-    """Every layer on the RTL, chained; returns one row per layer (cycles, predictions, seconds).
+    model: ChipModel, pixels: np.ndarray, folder: Path, lanes: int = 16, scan_w: int = SCAN_W, simulator: str = "icarus",
+    step: bool = True, host_input: bool = False,
+) -> list[dict]:  # fmt: skip
+    """The whole network on the sequencer; returns one row per stage (cycles, predictions).
 
-    The first row's seconds include the engine's build when it is not cached yet (`build_once`).
+    `step`: pause after every stage and check its output (else only the final map, and the counter
+    against the simulation time). `host_input`: write the input map through the host port.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    mapping = write_memory_images(model, to_bytes(model), folder / "rom", ["hex"])
+    rom = folder / "rom"
+    network = write_memory_images(model, to_bytes(model), rom, ["hex"])["network"]
+    assert network["sequenced"], network
     gold = golden.run(model, pixels, taps=True)
-    current: np.ndarray = golden.subtract_mean(pixels, model.input_mean).astype(np.int16)  # x0 (SPEC 4.1)
-    engine = pool = None
+    x0 = golden.subtract_mean(pixels, model.input_mean).astype(np.int16)  # SPEC 4.1
+    np.save(folder / "input.npy", x0)
+    save_input_hex(folder / "input.hex", x0)
+    model_rows = network_cycles(model, lanes, scan_w)
+    stages = []
+    for number, row in enumerate(network["stages"]):
+        last = row["layer"] + (1 if row["pool"] else 0)  # the stage's output is this layer's
+        np.save(folder / f"stage{number:02d}.npy", gold[last])
+        label = f"{row['conv']}{' + ' + row['pooled_by'] if row['pooled_by'] else ''} {row['height']}x{row['width']}"
+        stages.append({"label": label, "expected_npy": str(folder / f"stage{number:02d}.npy")})
+    started = time.perf_counter()
+    build = build_once(simulator, "chipq_network", network_parameters(model, network, lanes, scan_w))
+    built = time.perf_counter()
+    plusargs = [f"+{name.upper()}_HEX={rom / info['file']}" for name, info in network["banks"].items()]
+    if not host_input:
+        plusargs.append(f"+IN_HEX={folder / 'input.hex'}")
+    case = {"stages": stages, "step": step, "host_input": host_input, "input_npy": str(folder / "input.npy"),
+            "result_file": str(folder / "result.json")}  # fmt: skip
+    run_built(simulator, "chipq_network", build, "tb_network", folder / "sim", case=case, plusargs=plusargs)
+    result = json.loads((folder / "result.json").read_text())
+    predicted = [row["cycles"] for row in model_rows]
+    assert result["total"] == sum(predicted), (result["total"], sum(predicted))
+    measured = np.diff([0, *result["counters"]]).tolist() if step else [None] * len(model_rows)
+    if step:
+        assert measured == predicted, (measured, predicted)
     rows = []
-    for index, layer in enumerate(model.layers):
-        work = folder / f"{index:02d}_{layer.name}"
-        work.mkdir(parents=True, exist_ok=True)
-        np.save(work / "expected.npy", gold[index])
-        np.save(work / "input.npy", current)
-        started = time.perf_counter()
-        _, height, width = current.shape
-        if isinstance(layer, ConvLayer):
-            if engine is None:
-                engine = build_once(simulator, "chipq_conv_engine", engine_parameters(model, (height, width), lanes, scan_w))
-            save_readmemh(work / "input.hex", current)
-            banks = {bank: folder / "rom" / info["files"]["hex"] for bank, info in mapping["layers"][index]["banks"].items()}
-            plusargs = [f"+{bank.upper()}_HEX={banks[bank]}" for bank in ("alpha", "bias", "mask")]
-            if layer.pruned:
-                plusargs.append(f"+PRES_HEX={banks['presence']}")
-            plusargs.append(f"+IN_HEX={work / 'input.hex'}")
-            case = {
-                "label": f"{layer.name} {height}x{width}",
-                "in_ch": layer.in_channels, "out_ch": layer.out_channels, "h": height, "w": width,
-                "m": layer.mask_bits, "alpha_bits": layer.alpha_bits, "pruned": int(layer.pruned),
-                "bias_shift": layer.bias_shift, "out_shift": layer.out_shift,
-                "expected_npy": str(work / "expected.npy"), "got_file": str(work / "got.npy"),
-                "cycles_file": str(work / "cycles.txt"),
-            }  # fmt: skip
-            run_built(simulator, "chipq_conv_engine", engine, "tb_network", work / "sim", case=case, test_filter="conv_layer", plusargs=plusargs)
-            measured = int((work / "cycles.txt").read_text())
-            schedule = engine_cycles(layer, height, width, lanes, scan_w)
-            macs = layer.kept_kernels() * C.KERNEL_TAPS * height * width
-            rows.append({"layer": layer.name, "kind": "conv", "map": f"{height}x{width}", "cycles": measured,
-                         "schedule_cycles": schedule["total"], "cost_model_cycles": -(-macs // (lanes * C.KERNEL_TAPS)),
-                         "macs": macs, "seconds": time.perf_counter() - started})  # fmt: skip
-            assert measured == schedule["total"], (layer.name, measured, schedule)
-        else:
-            if pool is None:
-                pool = build_once(simulator, "chipq_maxpool2x2")
-            case = {"label": f"{layer.name} {height}x{width}", "input_npy": str(work / "input.npy"),
-                    "expected_npy": str(work / "expected.npy"), "got_file": str(work / "got.npy")}  # fmt: skip
-            run_built(simulator, "chipq_maxpool2x2", pool, "tb_network", work / "sim", case=case, test_filter="pool_layer")
-            rows.append({"layer": layer.name, "kind": "maxpool", "map": f"{height}x{width}", "cycles": 0,
-                         "schedule_cycles": 0, "cost_model_cycles": 0, "macs": 0,
-                         "seconds": time.perf_counter() - started})  # fmt: skip
-        current = np.load(work / "got.npy")  # the RTL's own output feeds the next layer
-        assert np.array_equal(current, gold[index]), layer.name  # the bench checked it; belt and braces
+    for row, cycles in zip(model_rows, measured):
+        layer = model.layers[[layer.name for layer in model.layers].index(row["conv"])]
+        height, width = map(int, row["map"].split("x"))
+        macs = layer.kept_kernels() * C.KERNEL_TAPS * height * width
+        rows.append({"layer": row["conv"] + (f" + {row['pool']}" if row["pool"] else ""), "map": row["map"], "macs": macs,
+                     "cycles": cycles, "schedule_cycles": row["cycles"], "cost_model_cycles": -(-macs // (lanes * C.KERNEL_TAPS))})  # fmt: skip
+    rows[0]["seconds"] = {"build": built - started, "run": time.perf_counter() - built}
+    rows[0]["measured_total"] = result["total"]
     return rows
 
 
 def cycle_table(rows: list[dict]) -> str:
-    """A Markdown table of the run: measured cycles beside the schedule model and the cost model."""
-    lines = ["| layer | map | MACs | RTL cycles | schedule model | cost model (MACs / (LANES*9)) | RTL / cost model | sim s |",
-             "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    """A Markdown table of the run: measured cycles per stage beside the schedule model and the cost model."""
+    lines = ["| stage | conv input map | MACs | RTL cycles | schedule model | cost model (MACs / (LANES*9)) | RTL / cost model |",
+             "| :--- | :--- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for row in rows:
-        ratio = f"{row['cycles'] / row['cost_model_cycles']:.2f}x" if row["cost_model_cycles"] else "-"
-        lines.append(f"| {row['layer']} | {row['map']} | {row['macs']:,} | {row['cycles']:,} | {row['schedule_cycles']:,} | "
-                     f"{row['cost_model_cycles']:,} | {ratio} | {row['seconds']:.1f} |")  # fmt: skip
-    total = {key: sum(row[key] for row in rows) for key in ("macs", "cycles", "schedule_cycles", "cost_model_cycles", "seconds")}
+        cycles = "-" if row["cycles"] is None else f"{row['cycles']:,}"
+        ratio = f"{row['schedule_cycles'] / row['cost_model_cycles']:.2f}x" if row["cost_model_cycles"] else "-"
+        lines.append(f"| {row['layer']} | {row['map']} | {row['macs']:,} | {cycles} | {row['schedule_cycles']:,} | "
+                     f"{row['cost_model_cycles']:,} | {ratio} |")  # fmt: skip
+    total = {key: sum(row[key] or 0 for row in rows) for key in ("macs", "schedule_cycles", "cost_model_cycles")}
+    total["cycles"] = rows[0]["measured_total"]  # the counter at done (also when no stage was read)
     lines.append(f"| total | | {total['macs']:,} | {total['cycles']:,} | {total['schedule_cycles']:,} | "
-                 f"{total['cost_model_cycles']:,} | {total['cycles'] / max(1, total['cost_model_cycles']):.2f}x | {total['seconds']:.1f} |")  # fmt: skip
+                 f"{total['cost_model_cycles']:,} | {total['schedule_cycles'] / max(1, total['cost_model_cycles']):.2f}x |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -156,7 +148,7 @@ if __name__ == "__main__":
 
     from chipq.formats.reader import from_bytes
 
-    parser = argparse.ArgumentParser(description="every layer of BLOB on the RTL, chained, on a crop of a real photo")
+    parser = argparse.ArgumentParser(description="BLOB on the RTL layer sequencer, one start pulse, on a crop of a real photo")
     parser.add_argument("blob", type=Path)
     parser.add_argument("--side", type=int, default=16)
     parser.add_argument("--lanes", type=int, default=16)
@@ -170,6 +162,7 @@ if __name__ == "__main__":
 
         chip = prune_model(chip, keep=0.5, alpha_bits=5)
     crop = photo_crop(chip, args.side, SAMPLES / "photos" / "china.jpg")
-    table = cycle_table(run_network(crop_model(chip, args.side), crop, args.work, args.lanes, simulator=args.simulator))
-    print(table)
+    rows = run_network(crop_model(chip, args.side), crop, args.work, args.lanes, simulator=args.simulator)
+    print(cycle_table(rows))
+    print("seconds:", {key: round(value, 1) for key, value in rows[0]["seconds"].items()})
     sys.exit(0)

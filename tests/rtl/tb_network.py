@@ -1,10 +1,17 @@
-"""cocotb testbenches for the whole-network RTL run (test_network.py): one conv layer on the engine,
-or one max-pool layer through rtl/chipq_maxpool2x2.v; each writes what the RTL produced to a file so
-that the next layer's run starts from the RTL's own output, and checks it equal to golden.
+"""cocotb testbench of rtl/chipq_network.v: the whole network from one start pulse (test_network.py).
 
-Unlike tb_engine.py (which counts every clock edge in Python), the conv bench waits for `done` and
-takes the cycles from the simulation time: Python does nothing while the engine runs, so a layer
-of a million cycles simulates at the simulator's own speed (Icarus or Verilator).
+The case file ($CHIPQ_RTL_CASE, written by network_run.py) names per stage the golden output of its
+last layer (the conv, or the max-pool fused into it) as a .npy file. The ROMs, the layer table and
+(unless `host_input`) the input map were loaded from `$readmemh` images named by plusargs.
+
+- `step`: the sequencer stops after every stage; the bench reads the stage's output through the host
+  port and the `cycles` counter, checks the output equal to golden and resumes it. After the last
+  stage, `done`.
+- else: the network runs untouched from start to done (Python idle: the simulator's own speed);
+  the cycles are also taken from the simulation time and must equal the counter. Only the final map
+  is read.
+
+Either way it writes what it measured (per-stage counter values, total) to `result_file`.
 """
 
 from __future__ import annotations
@@ -14,62 +21,84 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ReadOnly, RisingEdge, Timer
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
-from engine_drive import PERIOD_NS, start_layer
+from engine_drive import PERIOD_NS
 
 
-def _case() -> dict:
-    with open(os.environ["CHIPQ_RTL_CASE"]) as handle:
-        return json.load(handle)
+async def _read_map(dut, shape: tuple[int, ...]) -> np.ndarray:
+    """The map the last stage wrote, through the host port (element (c, y, x) at (c*H + y)*W + x)."""
+    got = np.zeros(int(np.prod(shape)), dtype=np.uint8)
+    for address in range(got.size):
+        dut.host_raddr.value = address
+        await Timer(1, "ns")
+        got[address] = int(dut.host_rdata.value)
+    return got.reshape(shape)
 
 
-def _check(dut, case: dict, got: np.ndarray) -> None:
-    np.save(case["got_file"], got)
-    expected = np.load(case["expected_npy"])
+def _check(label: str, got: np.ndarray, expected: np.ndarray) -> None:
+    assert got.shape == expected.shape, (label, got.shape, expected.shape)
     wrong = np.argwhere(got != expected)
     detail = ", ".join(f"{tuple(int(v) for v in at)}: {got[tuple(at)]} != {expected[tuple(at)]}" for at in wrong[:5])
-    assert wrong.size == 0, f"{case['label']}: {len(wrong)} of {expected.size} outputs differ from golden: {detail}"
+    assert wrong.size == 0, f"{label}: {len(wrong)} of {expected.size} outputs differ from golden: {detail}"
+
+
+async def _reset(dut, case: dict) -> None:
+    Clock(dut.clk, PERIOD_NS, unit="ns", impl="gpi").start()
+    for port in ("rst", "start", "step", "resume", "host_we", "host_waddr", "host_wdata", "host_raddr"):
+        getattr(dut, port).value = 0
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    dut.step.value = int(case["step"])
+    if case.get("host_input"):  # the input map through the host port instead of $readmemh
+        words = np.load(case["input_npy"]).reshape(-1).astype(np.int64) & 0x1FF
+        dut.host_we.value = 1
+        for address, word in enumerate(words.tolist()):
+            dut.host_waddr.value = address
+            dut.host_wdata.value = word
+            await RisingEdge(dut.clk)
+        dut.host_we.value = 0
 
 
 @cocotb.test()
-async def conv_layer(dut):
-    case = _case()
-    await start_layer(dut, case)  # returns on the edge that samples start: cycle 1, as tb_engine counts
+async def network_runs(dut):
+    with open(os.environ["CHIPQ_RTL_CASE"]) as handle:
+        case = json.load(handle)
+    stages = case["stages"]
+    await _reset(dut, case)
+    dut.start.value = 1
+    await RisingEdge(dut.clk)  # the edge that samples start: cycle 1
     started = get_sim_time("ns")
-    await RisingEdge(dut.done)
-    await ReadOnly()
-    ended = get_sim_time("ns")
-    # done rises in the delta after an edge: that edge is the last one counted
-    cycles = 1 + round((ended - started) / PERIOD_NS)
-    await RisingEdge(dut.clk)
-    out_ch, height, width = case["out_ch"], case["h"], case["w"]
-    got = np.zeros(out_ch * height * width, dtype=np.uint8)
-    for address in range(got.size):
-        dut.out_raddr.value = address
+    dut.start.value = 0
+    counters = []
+    if case["step"]:
+        for number, stage in enumerate(stages):
+            await RisingEdge(dut.layer_done)
+            await ReadOnly()
+            assert int(dut.stage.value) == number and not int(dut.done.value)
+            counters.append(int(dut.cycles.value))
+            await Timer(1, "ns")
+            expected = np.load(stage["expected_npy"])
+            _check(stage["label"], await _read_map(dut, expected.shape), expected)
+            dut._log.info("%s: %d outputs equal to golden, counter %d", stage["label"], expected.size, counters[-1])
+            dut.resume.value = 1
+            await RisingEdge(dut.clk)
+            dut.resume.value = 0
+            await ReadOnly()
+            assert int(dut.done.value) == (number == len(stages) - 1), f"done after stage {number}"
         await Timer(1, "ns")
-        got[address] = int(dut.out_rdata.value)
-    with open(case["cycles_file"], "w") as handle:
-        handle.write(str(cycles))
-    _check(dut, case, got.reshape(out_ch, height, width))
-    dut._log.info("%s: %d outputs equal to golden, %d cycles", case["label"], got.size, cycles)
-
-
-@cocotb.test()
-async def pool_layer(dut):
-    """Every output of a 2x2 max-pool through the combinational chipq_maxpool2x2."""
-    case = _case()
-    source = np.load(case["input_npy"])
-    channels, height, width = source.shape
-    got = np.zeros((channels, height // 2, width // 2), dtype=np.uint8)
-    for c in range(channels):
-        for y in range(height // 2):
-            for x in range(width // 2):
-                dut.a.value = int(source[c, 2 * y, 2 * x])
-                dut.b.value = int(source[c, 2 * y, 2 * x + 1])
-                dut.c.value = int(source[c, 2 * y + 1, 2 * x])
-                dut.d.value = int(source[c, 2 * y + 1, 2 * x + 1])
-                await Timer(1, "ns")
-                got[c, y, x] = int(dut.y.value)
-    _check(dut, case, got)
-    dut._log.info("%s: %d outputs equal to golden", case["label"], got.size)
+        total = int(dut.cycles.value)
+    else:
+        await RisingEdge(dut.done)
+        await ReadOnly()
+        # done rises in the delta after an edge: that edge is the last one counted
+        total = 1 + round((get_sim_time("ns") - started) / PERIOD_NS)
+        assert int(dut.cycles.value) == total, (int(dut.cycles.value), total)
+        await Timer(1, "ns")
+        expected = np.load(stages[-1]["expected_npy"])
+        _check(stages[-1]["label"], await _read_map(dut, expected.shape), expected)
+    with open(case["result_file"], "w") as handle:
+        json.dump({"counters": counters, "total": total}, handle)
+    dut._log.info("%d stages, %d cycles", len(stages), total)
