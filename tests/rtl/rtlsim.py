@@ -11,12 +11,15 @@ at run time by plusargs (`run_built`), not one build per layer.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -151,6 +154,7 @@ def run_cocotb(
 
 
 KEEP_BUILDS = 6  # `build_once` keeps this many builds, the most recently used (a Verilator build is 30-60 MB)
+IN_USE_SECONDS = 3600  # a build used this recently may be running in another test process: never evicted
 
 
 def build_cache() -> Path:
@@ -158,14 +162,30 @@ def build_cache() -> Path:
     return Path(os.environ.get("CHIPQ_RTL_BUILDS") or Path(tempfile.gettempdir()) / "chipq_rtl_builds")
 
 
-def evict_builds(cache: Path, keep: int = KEEP_BUILDS) -> list[Path]:
+def evict_builds(cache: Path, keep: int = KEEP_BUILDS, now: float | None = None) -> list[Path]:
     """Remove all but the `keep` most recently used builds of `cache` (by their `built.ok` stamp,
-    touched on every use); unfinished builds are left alone. Returns the removed folders."""
+    touched on every use); unfinished builds, and builds used in the last IN_USE_SECONDS (another
+    test process, e.g. a pytest-xdist worker, may be simulating from them), are left alone.
+    Returns the removed folders."""
+    now = time.time() if now is None else now
     built = sorted((path for path in cache.glob("*/built.ok")), key=lambda stamp: stamp.stat().st_mtime, reverse=True)
-    removed = [stamp.parent for stamp in built[keep:]]
+    removed = [stamp.parent for stamp in built[keep:] if now - stamp.stat().st_mtime > IN_USE_SECONDS]
     for folder in removed:
         shutil.rmtree(folder, ignore_errors=True)
     return removed
+
+
+@contextmanager
+def _cache_locked(cache: Path):
+    """One build_once at a time per cache, across processes (pytest-xdist workers): a second process
+    wanting the same build waits for it instead of taking a half-made folder for an interrupted one."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_once(simulator: str, toplevel: str, parameters: Mapping[str, Any] | None = None) -> Path:
@@ -184,15 +204,16 @@ def build_once(simulator: str, toplevel: str, parameters: Mapping[str, Any] | No
     for source in SOURCES:
         key.update(source.name.encode() + source.read_bytes())
     folder = build_cache() / f"{simulator}-{toplevel}-{key.hexdigest()[:16]}"
-    if not (folder / "built.ok").is_file():
-        if folder.exists():
-            shutil.rmtree(folder)  # an interrupted build
-        folder.mkdir(parents=True)
-        _build(simulator, toplevel, folder, parameters or {})
-        (folder / "built.ok").write_text("built\n")
-    else:
-        (folder / "built.ok").touch()  # used now: the last to be evicted
-    evict_builds(folder.parent)
+    with _cache_locked(folder.parent):
+        if not (folder / "built.ok").is_file():
+            if folder.exists():
+                shutil.rmtree(folder)  # an interrupted build
+            folder.mkdir(parents=True)
+            _build(simulator, toplevel, folder, parameters or {})
+            (folder / "built.ok").write_text("built\n")
+        else:
+            (folder / "built.ok").touch()  # used now: the last to be evicted
+        evict_builds(folder.parent)
     return folder
 
 
