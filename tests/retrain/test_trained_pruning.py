@@ -97,7 +97,12 @@ def test_the_start_of_a_v2_plan_is_reconstructed_without_error_feedback():
     from chipq.retrain.config import RetrainConfigError
     from chipq.retrain.pipeline import reconstruct_config
 
-    assert reconstruct_config(RetrainConfig(), [LayerSpec(3), LayerSpec(1)]).error_feedback  # v1: as before
+    from chipq.quant.reconstruct import ReconstructConfig
+
+    config = RetrainConfig()
+    # a v1 plan starts exactly where it started before init_feedback (so its blob keeps its bytes)
+    before = ReconstructConfig(positions=config.init_positions, seed=config.seed, threads=config.threads)
+    assert reconstruct_config(config, [LayerSpec(3), LayerSpec(1)]) == before
     assert reconstruct_config(RetrainConfig()).error_feedback  # no plan: a v1 one (the benches' callers)
     assert not reconstruct_config(RetrainConfig(), PLAN).error_feedback
     assert not reconstruct_config(RetrainConfig(), [LayerSpec(3), LayerSpec(1, 7)]).error_feedback
