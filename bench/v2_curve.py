@@ -288,7 +288,7 @@ def plot(result: dict, path: Path) -> bool:
             right.plot([x for x, _ in points], [r["map"] or 0 for _, r in points], style, label=VARIANT_LABELS[variant])
     for variant, marker in (("prune", "v"), ("alpha", "^"), ("paper", "*"), ("given", "D")):
         for row in (r for r in rows.values() if r["variant"] == variant):
-            label = {"paper": "paper 3x7,1x6", "given": row["plan"]}.get(variant, VARIANT_LABELS[variant])
+            label = "paper 3x7,1x6" if variant == "paper" else row["plan"] if variant == "given" else VARIANT_LABELS[variant]
             left.plot([row["bytes"] / 1e6], [row["cosine"]], marker, ms=9, label=label)
             right.plot([row["bytes"] / 1e6], [row["map"] or 0], marker, ms=9, label=label)
     if result["float"]["map"] is not None:
