@@ -18,7 +18,11 @@ Each compressed blob is kept in ``<work>/v2_curve`` keyed by the model, the plan
 ``--reuse`` takes it from there instead of compressing again. Rows are written to
 bench/results/v2_curve.json as they are measured, and the curve to bench/results/v2_curve.png.
 
-Run: ``python bench/v2_curve.py [--model vgg16.pt] [--budgets 1,1.5,2,2.5,3,3.5] [--no-retrain] [--reuse]``;
+``--plans "P1;P2"`` adds rows for plans given by hand (plan text, e.g. ``3x2,2a6x5,1a4k50x6``), each
+compressed and scored the same way; with ``--budgets '' --ablation ''`` only those are measured and
+the sensitivity (the planner's first, long step) is skipped.
+
+Run: ``python bench/v2_curve.py [--model vgg16.pt] [--budgets 1,1.5,2,2.5,3,3.5] [--plans P1;P2] [--no-retrain] [--reuse]``;
 ``--quick`` scores a tiny setting (one budget, no retraining, the first photos) for the unit test.
 """
 
@@ -42,6 +46,7 @@ VARIANT_LABELS = {
     "prune": "pruning alone (8-bit alpha)",
     "alpha": "alpha width alone (every kernel)",
     "v1": "v1 (mask widths only)",
+    "given": "plan given by hand",
 }
 PNG = "v2_curve.png"
 
@@ -103,6 +108,25 @@ def plan_rows(layout, sens, budgets: list[int], ablation: int | None, paper_spec
             "variant": "paper", "budget": None, "reachable": True, "plan": PAPER_PLAN,
             "bytes": allocate.blob_bytes(layout, paper_specs), "predicted_cosine": sens.predict(paper_specs)["cosine"],
         }  # fmt: skip
+    return rows
+
+
+def given_rows(layout, names: list[str], plans: list[str], sens) -> dict[str, dict]:
+    """A row per plan given by hand (``--plans``), keyed ``plan <text>``; its predicted cosine when
+    the sensitivity was measured and covers its settings."""
+    from chipq.quant import allocate
+    from chipq.quant.plan import parse_specs
+    from chipq.quant.sensitivity import SensitivityError
+
+    rows = {}
+    for text in plans:
+        specs = parse_specs(text, names)
+        try:
+            predicted = sens.predict(specs)["cosine"] if sens is not None else None
+        except SensitivityError:  # a setting the sensitivity did not measure
+            predicted = None
+        rows[f"plan {text}"] = {"variant": "given", "budget": None, "reachable": True, "plan": allocate.plan_text(layout, specs),
+                                "bytes": allocate.blob_bytes(layout, specs), "predicted_cosine": predicted}  # fmt: skip
     return rows
 
 
@@ -187,12 +211,15 @@ def run(args) -> dict:
     layout = allocate.Layout.of(stack)
     names = [name for name, _, _ in layout.convs]
     calib, calib_names = calibration_images(args.images, args.input)
-    fracs = calibrate(stack, calib)
-    sens = planner.measure_sensitivity(stack, calib, args.sens_images, act_fracs=fracs, status=say, axes=planner.axes_for(True))
     budgets = [allocate.parse_budget(text, layout) for text in args.budgets]
     ablation = allocate.parse_budget(args.ablation, layout) if args.ablation else None
-    paper = parse_specs(PAPER_PLAN, names) if len(names) == 13 else None
-    rows = plan_rows(layout, sens, budgets, ablation, paper)
+    sens, rows = None, {}
+    if budgets or ablation is not None:  # the planner's rows need the sensitivity; given plans alone do not
+        fracs = calibrate(stack, calib)
+        sens = planner.measure_sensitivity(stack, calib, args.sens_images, act_fracs=fracs, status=say, axes=planner.axes_for(True))
+        paper = parse_specs(PAPER_PLAN, names) if len(names) == 13 else None
+        rows = plan_rows(layout, sens, budgets, ablation, paper)
+    rows.update(given_rows(layout, names, args.plans, sens))
     eset = load_subset(args.eval, 1)
     assert not {Path(n).name for n in eset.names} & set(calib_names), "held-out photos overlap calibration"
     float_desc = float_descriptors(stack, eset)
@@ -211,8 +238,8 @@ def run(args) -> dict:
         "heldout": f"{args.eval.name} ({len(eset.names)} images, {len(eset.gt)} queries)",
         "float": {"map": float_scores["map"], "cosine": 1.0},
         "fp32_weight_bytes": layout.fp32_weight_bytes(),
-        "sensitivity": {"images": sens.images, "views": sens.views, "cached": sens.cached, "seconds": sens.seconds,
-                        "v2_bits": sens.v2_bits},  # fmt: skip
+        "sensitivity": None if sens is None else {"images": sens.images, "views": sens.views, "cached": sens.cached,
+                                                  "seconds": sens.seconds, "v2_bits": sens.v2_bits},  # fmt: skip
         "ablation_budget": ablation,
         "rows": {},
     }
@@ -259,9 +286,9 @@ def plot(result: dict, path: Path) -> bool:
         if points:
             left.plot([x for x, _ in points], [r["cosine"] for _, r in points], style, label=VARIANT_LABELS[variant])
             right.plot([x for x, _ in points], [r["map"] or 0 for _, r in points], style, label=VARIANT_LABELS[variant])
-    for variant, marker in (("prune", "v"), ("alpha", "^"), ("paper", "*")):
+    for variant, marker in (("prune", "v"), ("alpha", "^"), ("paper", "*"), ("given", "D")):
         for row in (r for r in rows.values() if r["variant"] == variant):
-            label = "paper 3x7,1x6" if variant == "paper" else VARIANT_LABELS[variant]
+            label = "paper 3x7,1x6" if variant == "paper" else row["plan"] if variant == "given" else VARIANT_LABELS[variant]
             left.plot([row["bytes"] / 1e6], [row["cosine"]], marker, ms=9, label=label)
             right.plot([row["bytes"] / 1e6], [row["map"] or 0], marker, ms=9, label=label)
     if result["float"]["map"] is not None:
@@ -310,7 +337,7 @@ def render(result: dict) -> str:
         "",
         f"Each budget's plan from `chipq plan --budget B` (mask bits, alpha width and kept kernels per layer), "
         f"compressed {how} and scored on {result['heldout']}; float mAP {cm.fmt(result['float']['map'], 4)}. "
-        "v1 rows: the best plan of mask widths only where v1 reaches the budget. Ablation rows marked "
+        "v1 rows: the best plan of mask widths only where v1 reaches the budget; \"plan given by hand\" rows: `--plans`. Ablation rows marked "
         "\"smallest\" cannot reach their budget and are shown at their smallest blob.",
         "",
         table,
@@ -334,6 +361,8 @@ def render(result: dict) -> str:
 def _label(key: str, row: dict) -> str:
     if row["variant"] == "paper":
         return "paper 3x7,1x6"
+    if row["variant"] == "given":
+        return "plan given by hand"
     budget = f"{row['budget'] / 1e6:.1f} MB"
     label = f"{VARIANT_LABELS[row['variant']]}, {budget}"
     return label if row["reachable"] else f"{label} (smallest: budget out of reach)"
@@ -344,6 +373,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
     parser.add_argument("--budgets", default=",".join(f"{mb}MB" for mb in BUDGETS_MB), help="comma-separated budgets")
     parser.add_argument("--ablation", default=f"{ABLATION_MB}MB", help="the ablation budget ('' for none)")
+    parser.add_argument("--plans", default="", help="plans given by hand, separated by ';' (rows beside the planner's)")
     parser.add_argument("--images", type=Path, default=None, help="calibration and training photos (default: the shipped set)")
     parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into <work>/evalset)")
     parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK, help="where blobs and descriptors are kept")
@@ -356,6 +386,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny settings: the first budget, no retraining, 2 sensitivity photos")
     args = parser.parse_args(argv)
     args.budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    args.plans = [text.strip() for text in args.plans.split(";") if text.strip()]
     args.input = cm.parse_hw(args.input)
     if args.quick:
         args.budgets, args.no_retrain, args.sens_images = args.budgets[:1], True, 2

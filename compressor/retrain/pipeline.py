@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -31,9 +32,12 @@ from chipq.retrain.trainer import (
 FINAL_COSINE_STEPS = 20  # the reported training cosine is the mean over this many last steps
 
 
-def reconstruct_config(config: RetrainConfig) -> ReconstructConfig:
-    """The reconstruction settings a retraining configuration asks for."""
-    return ReconstructConfig(positions=config.init_positions, seed=config.seed, threads=config.threads)
+def reconstruct_config(config: RetrainConfig, plan: Sequence[LayerSpec] = ()) -> ReconstructConfig:
+    """The reconstruction settings a retraining configuration asks for, for the start of `plan`
+    (its error feedback: `RetrainConfig.feedback_for`; no plan: a v1 one)."""
+    return ReconstructConfig(
+        positions=config.init_positions, seed=config.seed, threads=config.threads, error_feedback=config.feedback_for(plan)
+    )
 
 
 def compress_retrained(
@@ -90,7 +94,7 @@ def compress_retrained(
     first = first_trained([c.name for c in stack.conv_layers()], plan, config.train_from)
     state = load_checkpoint(checkpoint) if resume else None
     clock = {"init": time.monotonic()}
-    reconstruction = reconstruct_config(config) if config.init == "reconstruct" else None
+    reconstruction = reconstruct_config(config, plan) if config.init == "reconstruct" else None
     init, fracs, used = fit_layers(stack, start_plan(plan, first, config), calib, reconstruction, config.init_images, hooks.stage)
     clock["init_end"] = time.monotonic()
     trainer = Retrainer(stack, plan, fracs, config, input_hw, init=init)

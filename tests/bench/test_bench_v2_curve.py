@@ -66,3 +66,25 @@ def test_quick_run_on_a_tiny_model(tiny_bench, bench_work, tmp_path, monkeypatch
     text = v2_curve.render(result)
     assert "## Chip format v2" in text and f"`{chosen['plan']}`" in text and "512-bit" in text
     assert "paper 3x7,1x6" in text
+
+
+def test_plans_given_by_hand_are_rows_with_their_exact_bytes():
+    layout = _vgg_layout()
+    names = [c[0] for c in layout.convs]
+    rows = v2_curve.given_rows(layout, names, ["3x7,1x6", "3x2,2a6x5,1a4k50x6"], None)
+    assert rows["plan 3x7,1x6"]["bytes"] == 3_914_104 and rows["plan 3x2,2a6x5,1a4k50x6"]["bytes"] == 1_942_904
+    assert all(row["variant"] == "given" and row["predicted_cosine"] is None for row in rows.values())
+    with_sens = v2_curve.given_rows(layout, names, ["3x7,1x6", "1a5x13"], _sens(layout))
+    assert with_sens["plan 3x7,1x6"]["predicted_cosine"] is not None
+    assert with_sens["plan 1a5x13"]["predicted_cosine"] is None  # alpha 5 was not measured
+    assert v2_curve._label("plan 3x7,1x6", rows["plan 3x7,1x6"]) == "plan given by hand"
+
+
+def test_given_rows_are_plotted_and_rendered(tmp_path):
+    pytest.importorskip("matplotlib")
+    layout = _vgg_layout()
+    rows = v2_curve.given_rows(layout, [c[0] for c in layout.convs], ["3x7,1x6"], None)
+    rows["plan 3x7,1x6"].update(cosine=0.9, map=0.8)
+    result = {"rows": rows, "float": {"map": 0.85}, "retrained": False, "heldout": "x", "fp32_weight_bytes": 58_844_928}
+    assert v2_curve.plot(result, tmp_path / "c.png") and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| plan given by hand | `3x7,1x6` | 3,914,104 |" in v2_curve.render(result)

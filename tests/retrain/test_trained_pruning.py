@@ -91,3 +91,22 @@ def test_v1_plans_have_no_pruning_state(calib):
     assert trainer.start_kept == {} and not any(k.startswith("present") for k in trainer.net.state_dict())
     model, _ = trainer.chip_model()
     assert blob_bytes(model) == blob_bytes(quantize_stack(trainer.float_stack(), [3, 1, 1], trainer.fracs, (32, 32))[0])
+
+
+def test_the_start_of_a_v2_plan_is_reconstructed_without_error_feedback():
+    from chipq.retrain.config import RetrainConfigError
+    from chipq.retrain.pipeline import reconstruct_config
+
+    from chipq.quant.reconstruct import ReconstructConfig
+
+    config = RetrainConfig()
+    # a v1 plan starts exactly where it started before init_feedback (so its blob keeps its bytes)
+    before = ReconstructConfig(positions=config.init_positions, seed=config.seed, threads=config.threads)
+    assert reconstruct_config(config, [LayerSpec(3), LayerSpec(1)]) == before
+    assert reconstruct_config(RetrainConfig()).error_feedback  # no plan: a v1 one (the benches' callers)
+    assert not reconstruct_config(RetrainConfig(), PLAN).error_feedback
+    assert not reconstruct_config(RetrainConfig(), [LayerSpec(3), LayerSpec(1, 7)]).error_feedback
+    assert reconstruct_config(RetrainConfig(init_feedback="on"), PLAN).error_feedback
+    assert not reconstruct_config(RetrainConfig(init_feedback="off"), [LayerSpec(3)]).error_feedback
+    with pytest.raises(RetrainConfigError, match="init_feedback"):
+        RetrainConfig(init_feedback="sometimes").check()
