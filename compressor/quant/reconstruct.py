@@ -36,7 +36,6 @@ solves and products with a fixed thread count (`threads`), deterministic algorit
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from contextlib import contextmanager
@@ -50,7 +49,7 @@ from torch.nn import functional as F
 
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats import constants as C
-from chipq.quant.calibrate import MAX_SAMPLES, choose_frac
+from chipq.quant.calibrate import RunningSample, choose_frac
 from chipq.quant.chipnet import ChipConv, activations, chip_input, conv3x3, pool2x2
 from chipq.quant.fold import InputFold
 from chipq.quant.plan import LayerSpec
@@ -340,19 +339,17 @@ class _Conv:
         self.x, self.weight, self.bias, self.rows = x, weight, bias, rows
         self.shape = (n, int(weight.shape[0]), h, w)
         self._at: list[torch.Tensor] = []
-        self._sample: list[np.ndarray] = []
+        self._sample: RunningSample | None = None
 
     def chunks(self) -> Iterator[torch.Tensor]:
         n, o, h, w = self.shape
-        per_image = o * h * w
-        stride = max(1, math.ceil(n * per_image / MAX_SAMPLES))  # `subsample`'s stride over the whole output
+        self._sample = RunningSample(n * o * h * w)  # `subsample`'s stride over the whole output
         wanted = dict(_rows_by_chunk(self.rows, h * w))
         for i in range(self.x.chunk_count()):
             part = F.conv2d(self.x.chunk(i), self.weight, self.bias, padding=1)
             if i in wanted:
                 self._at.append(_at(part, wanted[i] - i * CHUNK * h * w))
-            begin = i * CHUNK * per_image
-            self._sample.append(F.relu(part).numpy().ravel()[(-begin) % stride :: stride].copy())
+            self._sample.add(F.relu(part).numpy())
             yield part
 
     def at_rows(self) -> torch.Tensor:
@@ -361,7 +358,7 @@ class _Conv:
 
     def relu_sample(self) -> np.ndarray:
         """`subsample(relu(output))`, after `chunks` ran."""
-        return np.concatenate(self._sample)
+        return self._sample.values()
 
 
 def _rows_by_chunk(rows: np.ndarray, per_image: int) -> Iterator[tuple[int, np.ndarray]]:
