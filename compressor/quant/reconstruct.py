@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats import constants as C
 from chipq.quant.calibrate import RunningSample, choose_frac
-from chipq.quant.chipnet import ChipConv, activations, chip_input, conv3x3, pool2x2
+from chipq.quant.chipnet import ChipConv, activations, chip_input, pool2x2
 from chipq.quant.fold import InputFold
 from chipq.quant.plan import LayerSpec
 from chipq.quant.quantize import (
@@ -392,25 +392,36 @@ def layer_candidates(
     if len(fracs) != len(convs):
         raise ValueError(f"{len(fracs)} fracs for {len(convs)} conv layers")
     fold = InputFold.of(stack)
-    with torch_settings(config.threads), torch.no_grad():
-        x_ref = x_f = chip_input(calib, fold.mean_int)
+    with torch_settings(config.threads), torch.no_grad(), tempfile.TemporaryDirectory(prefix="chipq-maps-") as folder:
+        spill = Path(folder)
+        x_ref = x_f = _Maps.pixels(calib, fold.mean_int)  # streamed as `reconstruct` streams them (`_Maps`)
         rng = np.random.default_rng([config.seed, 7])
         out: list[dict[int, FloatConv]] = []
         for item in stack.layers:
             if isinstance(item, FloatPool):
-                x_ref, x_f = pool2x2(x_ref), pool2x2(x_f)
+                x_ref, x_f = x_ref.pooled(spill), x_f.pooled(spill)
                 continue
             index = len(out)
             conv = fold.apply_numpy(item) if index == 0 else item
             chip = ChipConv.of_float(conv, int(fracs[index]))  # float weights, the chip's activations
-            y_f = conv3x3(x_f, chip.weight, chip.bias, chunk=CHUNK)
             rows = _positions(x_ref.shape, config.positions, rng)
-            target = _target(conv, _patches(x_ref, rows), _at(y_f, rows), config)
+            y_f = _Conv(x_f, chip.weight, chip.bias, rows)
+            next_f = _Maps.floats(spill, y_f.shape)
+            for part in y_f.chunks():
+                next_f.append(F.relu(part))
+            target = _target(conv, x_ref.patches(rows), y_f.at_rows(), config)
             out.append({m: FloatConv(conv.name, *_quantize_target(target, m, config)) for m in widths})
-            x_ref = chip.forward(x_ref, chunk=CHUNK)
-            x_f = F.relu(y_f)
+            y_ref = _Conv(x_ref, chip.weight, chip.bias, rows[:0])
+            next_ref = _Maps.grid(spill, y_ref.shape, chip.frac)
+            for part in y_ref.chunks():
+                next_ref.append(activations(part, chip.frac))
+            x_ref.drop()
+            x_f.drop()
+            x_ref, x_f = next_ref, next_f
             if progress:
                 progress(index + 1, len(convs))
+        x_ref.drop()
+        x_f.drop()
         return out
 
 
