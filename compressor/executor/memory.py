@@ -199,25 +199,24 @@ def training_bytes(layers: Iterable, crop: int, samples: int, batch: int, first_
     return samples * per_sample + step
 
 
-def check_stages(stages: list[tuple[str, int, str]], fixed: int = 0) -> int:
+def check_stages(stages: list[tuple[str, int, str, str]], fixed: int = 0) -> int:
     """Refuse a run whose largest stage does not fit; return the largest need.
 
     Args:
-        stages: (what the stage is, its bytes, the option that lowers it) per stage.
+        stages: per stage: what it is, its bytes, the options that set its size (the line's
+            subject), and what lowers it.
         fixed: bytes held through every stage (the model, the images).
 
     Raises:
-        NotEnoughMemory: one line: the stage, how much it needs, what is available, the option.
+        NotEnoughMemory: one line: the options, the stage, how much it needs, what is available,
+            what lowers it.
     """
-    what, need, option = max(stages, key=lambda stage: stage[1])
+    what, need, subject, lower = max(stages, key=lambda stage: stage[1])
     need += fixed + RUNTIME_BYTES
     have = available_bytes()
     if have is not None and need > have:
-        raise NotEnoughMemory(
-            f"{option}: {what} needs about {_gib(need)} of memory, {_gib(have)} is available; lower {option}"
-        )
+        raise NotEnoughMemory(f"{subject}: {what} needs about {_gib(need)} of memory, {_gib(have)} is available; {lower}")
     return need
-
 
 
 class NotEnoughDisk(ChipqError):

@@ -228,8 +228,8 @@ def _check_memory(
     positions = FAST_RECONSTRUCTION.positions if retrain is None else retrain.init_positions
     images = FAST_RECONSTRUCT_IMAGES if retrain is None else retrain.init_images
     stages = [
-        ("calibration", mem.calibration_bytes(stack.layers, input_hw), what),
-        ("the reconstruction", mem.reconstruction_bytes(stack.layers, input_hw, positions), what),
+        ("calibration", mem.calibration_bytes(stack.layers, input_hw), what, "use a smaller input size"),
+        ("the reconstruction", mem.reconstruction_bytes(stack.layers, input_hw, positions), what, "use a smaller input size"),
     ]
     if retrain is not None:
         from chipq.retrain.trainer import MAX_SOURCE_SIDE, first_trained
@@ -238,7 +238,8 @@ def _check_memory(
         first = 0 if specs is None else first_trained(names, specs, retrain.train_from)
         photos = listed * MAX_SOURCE_SIDE * MAX_SOURCE_SIDE * 3  # the training photos, long side at most 1024
         cache = mem.training_bytes(stack.layers, retrain.crop, retrain.samples, retrain.batch, first)
-        stages.append((f"retraining's cache of {retrain.samples:,} samples", cache + photos, "--samples"))
+        subject = f"--samples {retrain.samples} at {what}"
+        stages.append((f"retraining's cache of {retrain.samples:,} samples", cache + photos, subject, "lower --samples or the input size"))
     mem.check_stages(stages, fixed)
     mem.check_spill(stack.layers, input_hw, min(images, calib), what)
 
