@@ -69,23 +69,29 @@ def photo_640(source: Path, out: Path) -> Path:
     return out
 
 
+def _shipped_photos() -> Path:
+    from chipq.data import default_photos_dir
+
+    return default_photos_dir()
+
+
 def commands(args: argparse.Namespace, work: Path, blob: Path) -> list[tuple[str, list[str]]]:
     """(label, chipq arguments) of every measured command, in the order they run."""
-    model, photos, quick = str(args.model), str(args.calib), args.quick
+    model, quick = str(args.model), args.quick
     train = ["--steps", "2", "--samples", "8"] if quick else []
     budget = "15x" if quick else BUDGET
-    photo = str(photo_640(Path(photos), work / "photo640" / "p640.jpg"))
+    photo = str(photo_640(args.calib or _shipped_photos(), work / "photo640" / "p640.jpg").parent)  # extract reads a folder
     db, queries, gt = descriptor_files(work / "descriptors", args.descriptors)
     index = str(work / "descriptors" / "db.index")
     size = ["--input", f"{PHOTO_HW[1]}x{PHOTO_HW[0]}"]
     out = lambda name: ["-o", str(work / name)]  # noqa: E731
-    images = ["--images", photos]
+    images = ["--images", str(args.calib)] if args.calib else []  # default: the photo set shipped with chipq
     plan_label = f"plan --budget {budget} (first run, --sens-images {args.plan_images})"
     rows = [
         ("compress (default, retraining)", ["compress", model, "--plan", cm.MAIN_PLAN, *images, *train, *out("default.blob")]),
         ("compress --no-retrain", ["compress", model, "--plan", cm.MAIN_PLAN, *images, "--no-retrain", *out("ptq.blob")]),
         (plan_label, ["plan", model, "--budget", budget, *images, "--sens-images", str(args.plan_images), "--no-cache", "--no-measure"]),
-        ("verify --model", ["verify", str(blob), "--model", model, "--images", photos]),
+        ("verify --model", ["verify", str(blob), "--model", model, *images]),
         ("extract NIP 640x480, float model", ["extract", photo, "--model", model, *size, *out("x_float_nip.npz")]),
         ("extract RNIP-14 640x480, float model", ["extract", photo, "--model", model, "--rnip", "14", *size, *out("x_float_rnip.npz")]),
         ("extract NIP 640x480, blob", ["extract", photo, "--blob", str(blob), *size, *out("x_blob_nip.npz")]),
@@ -109,14 +115,16 @@ def stage_group(stage: str) -> str:
 
 
 def measure(label: str, argv: list[str]) -> dict:
-    record = cm.run_measured([cm.chipq_command(), *argv], stages=True)
+    record = cm.run_measured([cm.chipq_command(), *argv], stages=True, check=False)
     groups: dict[str, dict] = {}
     for stage in record["stages"]:
         group = groups.setdefault(stage_group(stage["stage"]), {"peak_mb": 0.0, "at": stage["stage"]})
         if stage["peak_kib"] / 1024 >= group["peak_mb"]:
             group["peak_mb"], group["at"] = stage["peak_kib"] / 1024, stage["stage"]
     row = {"command": label, "argv": argv, "peak_mb": record["peak_kib"] / 1024, "cpu_s": record["cpu_s"],
-           "wall_s": record["wall_s"], "stages": groups}  # fmt: skip
+           "wall_s": record["wall_s"], "stages": groups, "code": record["code"]}  # fmt: skip
+    if record["code"] != 0:  # kept with its error: the other commands still run
+        row["error"] = (record["stderr_tail"] or ["?"])[-1][-300:]
     print(f"{label}: peak {row['peak_mb']:.0f} MB, cpu {row['cpu_s']:.0f} s, wall {row['wall_s']:.0f} s", flush=True)
     return row
 
@@ -130,7 +138,8 @@ def render(data: dict, before: dict | None = None) -> str:
         stages = sorted(row["stages"].items(), key=lambda item: -item[1]["peak_mb"])[:3]
         text = "; ".join(f"{name} {s['peak_mb']:.0f}" + (f" ({s['at']})" if s["at"] != name else "") for name, s in stages)
         prior = old.get(row["command"])
-        rows.append([f"`{row['command']}`", f"{row['peak_mb']:,.0f}", *([f"{prior['peak_mb']:,.0f}" if prior else "–"] if old else []),
+        peak = f"{row['peak_mb']:,.0f}" + (f" (failed: exit {row['code']})" if row.get("code") else "")
+        rows.append([f"`{row['command']}`", peak, *([f"{prior['peak_mb']:,.0f}" if prior else "–"] if old else []),
                      f"{row['cpu_s']:.0f}", f"{row['wall_s']:.0f}", text])  # fmt: skip
     over = [row["command"] for row in data["commands"] if row["peak_mb"] > LIMIT_MB]
     verdict = (f"Over the {LIMIT_MB:,} MB target: {', '.join(over)}." if over else f"Every command peaks under the {LIMIT_MB:,} MB target.")
@@ -153,7 +162,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="float model (default: the real VGG-16 from the chipq cache)")
     parser.add_argument("--blob", type=Path, help="blob for verify/extract (default: this run's compress output)")
-    parser.add_argument("--calib", type=Path, default=None, help="photos for compress/plan/verify (default: the shipped set)")
+    parser.add_argument("--calib", type=Path, default=None, help="photos for compress/plan/verify (default: the set shipped with chipq, what a user gets)")
     parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK)
     parser.add_argument("--out", type=Path, default=cm.RESULTS_DIR / "memory.json")
     parser.add_argument("--label", default="", help="a name for this run (e.g. the commit)")
@@ -168,14 +177,15 @@ def main(argv=None) -> int:
     work = Path(args.work) / "memory"
     work.mkdir(parents=True, exist_ok=True)
     args.model = cm.resolve_model(args.model, args.work)
-    args.calib = args.calib or cm.default_photos()
     blob = args.blob or work / "default.blob"
     if args.blob is None and "compress" in args.skip:  # verify and extract need a blob of this model
-        blob = cm.ptq_blob(args.model, cm.MAIN_PLAN, args.work, args.calib, cm.parse_hw("224x224"))
-    rows = [measure(label, command) for label, command in commands(args, work, blob)]
+        blob = cm.ptq_blob(args.model, cm.MAIN_PLAN, args.work, args.calib or _shipped_photos(), cm.parse_hw("224x224"))
     data = {"model": Path(args.model).name, "quick": args.quick, "label": args.label, "limit_mb": LIMIT_MB,
-            "machine": cm.machine_info(), "commands": rows}  # fmt: skip
+            "machine": cm.machine_info(), "commands": []}  # fmt: skip
     path = cm.write_json(args.out, data)
+    for label, command in commands(args, work, blob):
+        data["commands"].append(measure(label, command))
+        path = cm.write_json(args.out, data)  # kept after every command: a long run cut short keeps what it measured
     print(f"results -> {path}")
     return 0
 
