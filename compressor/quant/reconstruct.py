@@ -202,9 +202,9 @@ def _run_streamed(stack, plan, fracs, calib, config, fold, step, spill: Path):
         for part in y_f.chunks():
             next_f.append(F.relu(part))
         target = y_f.at_rows()
-        z = x_q.patches(rows)  # (P, 9C + 1)
-        q_w, q_b = _solve_layer(conv, bits, z, target, config)
-        del z
+        fit = _target(conv, x_q.patches(rows), target, config)  # step 1; the patches (P, 9C + 1) freed after it
+        q_w, q_b = _quantize_target(fit, bits, config)  # step 2
+        del fit
         q_conv = FloatConv(conv.name, q_w, q_b)
         float_frac = fracs[index] if fracs is not None else choose_frac(y_f.relu_sample())
         frac = float_frac
@@ -723,6 +723,7 @@ def _gptq(
 
 
 REFIT_CHUNK = 64  # output channels per batched solve of `refit_alphas`
+GRAM_CHUNK = 2 * REFIT_CHUNK  # output channels whose α Gram matrices are made at once (`_alpha_grams`)
 
 
 def refit_alphas(
@@ -751,12 +752,6 @@ def refit_alphas(
     d = k * taps
     h32 = hessian[:d, :d].contiguous()
     m32 = masks.to(hessian.dtype).contiguous()
-    gram_ = torch.empty(out_ch, k, k, dtype=hessian.dtype)
-    for kk in range(k):  # row kk of every output's Gram matrix, from the upper triangle only
-        part = m32[:, kk, :] @ h32[kk * taps : (kk + 1) * taps, kk * taps :]  # (O, 9(K-kk))
-        row = (part.view(out_ch, k - kk, taps) * m32[:, kk:, :]).sum(dim=2)
-        gram_[:, kk, kk:] = row
-        gram_[:, kk:, kk] = row
     m = m32
     side = torch.einsum("oki,ki->ok", m, hessian[:d, d].reshape(k, taps))
     rhs = torch.einsum("oki,oki->ok", m, cross[:, :d].reshape(out_ch, k, taps))
@@ -767,7 +762,9 @@ def refit_alphas(
         o1 = min(o0 + REFIT_CHUNK, out_ch)
         c = o1 - o0
         system = torch.zeros(c, k + 1, k + 1, dtype=hessian.dtype)
-        system[:, :k, :k] = gram_[o0:o1]
+        if o0 % GRAM_CHUNK == 0:
+            grams = _alpha_grams(m32[o0 : o0 + GRAM_CHUNK], h32)
+        system[:, :k, :k] = grams[o0 % GRAM_CHUNK : o0 % GRAM_CHUNK + c]
         system[:, :k, k] = side[o0:o1]
         system[:, k, :k] = side[o0:o1]
         system[:, k, k] = count
@@ -784,6 +781,23 @@ def refit_alphas(
     # the bias for the rounded α's: mean output error over the positions
     bias = (cross[:, d] - weights @ hessian[:d, d]) / count.clamp_min(1.0)
     return torch.cat([weights, bias[:, None]], dim=1)
+
+
+def _alpha_grams(m32: torch.Tensor, h32: torch.Tensor) -> torch.Tensor:
+    """``G_kl = M_ok^T H_kl M_ol`` for the outputs of `m32` (c, K, 9), from H's upper triangle only.
+
+    Made for `GRAM_CHUNK` outputs at a time: all 512 outputs of a 512-channel layer at once are
+    512 x 512 x 512 float32 (0.5 GB); each output's rows are computed alike either way (the same
+    bytes, tests/quant/test_reconstruct_memory.py). Fewer outputs per call cost more calls.
+    """
+    out_ch, k, taps = m32.shape
+    grams = torch.empty(out_ch, k, k, dtype=h32.dtype)
+    for kk in range(k):  # row kk of every output's Gram matrix
+        part = m32[:, kk, :] @ h32[kk * taps : (kk + 1) * taps, kk * taps :]  # (c, 9(K-kk))
+        row = (part.view(out_ch, k - kk, taps) * m32[:, kk:, :]).sum(dim=2)
+        grams[:, kk, kk:] = row
+        grams[:, kk:, kk] = row
+    return grams
 
 
 def _unfold_first(q_conv: FloatConv, original: FloatConv, fold: InputFold) -> FloatConv:
