@@ -229,7 +229,8 @@ def _check_memory(
     images = FAST_RECONSTRUCT_IMAGES if retrain is None else retrain.init_images
     stages = [
         ("calibration", mem.calibration_bytes(stack.layers, input_hw), what, "use a smaller input size"),
-        ("the reconstruction", mem.reconstruction_bytes(stack.layers, input_hw, positions), what, "use a smaller input size"),
+        ("the reconstruction", mem.reconstruction_bytes(stack.layers, input_hw, positions), what,
+         "use a smaller input size" + (" or --no-retrain (a lighter reconstruction)" if retrain is not None else "")),
     ]
     if retrain is not None:
         from chipq.retrain.trainer import MAX_SOURCE_SIDE, first_trained
