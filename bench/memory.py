@@ -132,7 +132,7 @@ def measure(label: str, argv: list[str]) -> dict:
 def render(data: dict, before: dict | None = None) -> str:
     """The BENCHMARKS.md section: one row per command (and the run before a change, when kept)."""
     old = {row["command"]: row for row in (before or {}).get("commands", [])}
-    header = ["command", "peak RSS (MB)", *(["before (MB)"] if old else []), "CPU (s)*", "wall (s)*", "largest stages (MB)"]
+    header = ["command", "peak RSS (MB)", *(["before (MB)"] if old else []), "largest stages (MB)"]
     rows = []
     for row in data["commands"]:
         stages = sorted(row["stages"].items(), key=lambda item: -item[1]["peak_mb"])[:3]
@@ -140,7 +140,7 @@ def render(data: dict, before: dict | None = None) -> str:
         prior = old.get(row["command"])
         peak = f"{row['peak_mb']:,.0f}" + (f" (failed: exit {row['code']})" if row.get("code") else "")
         rows.append([f"`{row['command']}`", peak, *([f"{prior['peak_mb']:,.0f}" if prior else "–"] if old else []),
-                     f"{row['cpu_s']:.0f}", f"{row['wall_s']:.0f}", text])  # fmt: skip
+                     text])  # fmt: skip
     over = [row["command"] for row in data["commands"] if row["peak_mb"] > LIMIT_MB]
     verdict = (f"Over the {LIMIT_MB:,} MB target: {', '.join(over)}." if over else f"Every command peaks under the {LIMIT_MB:,} MB target.")
     return "\n".join([
@@ -152,7 +152,7 @@ def render(data: dict, before: dict | None = None) -> str:
         "",
         cm.md_table(header, rows),
         "",
-        verdict + " *CPU and wall times were measured on a shared machine: not figures.",
+        verdict + " Wall and CPU seconds are in the JSON only: measured on a shared machine, they are not figures.",
         *([f"Before: `{before.get('label', 'before')}`."] if old else []),
         "",
     ])  # fmt: skip
