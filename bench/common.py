@@ -223,11 +223,12 @@ def read():
                 reset()
                 stages.append({"stage": stage, "start_s": time.monotonic() - start, "peak_kib": 0})
 
-def poll():
-    while proc.poll() is None:
+done = threading.Event()
+
+def poll():  # never proc.poll(): reaping the child here would leave os.wait4 below without it
+    while not done.wait(0.05):
         with lock:
             close_stage(hwm())
-        time.sleep(0.05)
 
 start = time.monotonic()
 threads = [threading.Thread(target=f, daemon=True) for f in ((read, poll) if marks else ())]
@@ -235,6 +236,7 @@ for thread in threads:
     thread.start()
 _, status, usage = os.wait4(proc.pid, 0)
 wall = time.monotonic() - start
+done.set()
 for thread in threads:
     thread.join(timeout=5)
 print(json.dumps({"code": os.waitstatus_to_exitcode(status), "peak_kib": usage.ru_maxrss, "wall_s": wall,
