@@ -138,7 +138,7 @@ def render(data: dict, before: dict | None = None) -> str:
         stages = sorted(row["stages"].items(), key=lambda item: -item[1]["peak_mb"])[:3]
         text = "; ".join(f"{name} {s['peak_mb']:.0f}" + (f" ({s['at']})" if s["at"] != name else "") for name, s in stages)
         prior = old.get(row["command"])
-        peak = f"{row['peak_mb']:,.0f}" + (f" (failed: exit {row['code']})" if row.get("code") else "")
+        peak = f"{row['peak_mb']:,.0f}" + (f" (failed: exit {row['code']})" if row.get("code") and not row.get("note") else "")
         rows.append([f"`{row['command']}`", peak, *([f"{prior['peak_mb']:,.0f}" if prior else "–"] if old else []),
                      text])  # fmt: skip
     over = [row["command"] for row in data["commands"] if row["peak_mb"] > LIMIT_MB]
@@ -153,6 +153,8 @@ def render(data: dict, before: dict | None = None) -> str:
         cm.md_table(header, rows),
         "",
         verdict + " Wall and CPU seconds are in the JSON only: measured on a shared machine, they are not figures.",
+        *[f"- `{row['command']}`: {row['note']}" for row in data["commands"] if row.get("note")],
+        *[f"- before, `{row['command']}`: {row['note']}" for row in (before or {}).get("commands", []) if row.get("note")],
         *([f"Before: `{before.get('label', 'before')}`."] if old else []),
         "",
     ])  # fmt: skip
