@@ -142,7 +142,7 @@ def render(data: dict, before: dict | None = None) -> str:
         rows.append([f"`{row['command']}`", peak, *([f"{prior['peak_mb']:,.0f}" if prior else "–"] if old else []),
                      text])  # fmt: skip
     over = [row["command"] for row in data["commands"] if row["peak_mb"] > LIMIT_MB]
-    verdict = (f"Over the {LIMIT_MB:,} MB target: {', '.join(over)}." if over else f"Every command peaks under the {LIMIT_MB:,} MB target.")
+    verdict = (f"Over the {LIMIT_MB:,} MB target: {', '.join(over)}." if over else f"Every command measured here peaks under the {LIMIT_MB:,} MB target.")
     return "\n".join([
         "## Memory (`bench/memory.py`)",
         "",
