@@ -15,6 +15,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -172,6 +173,109 @@ class CpuMeter:
 
 
 # --- numbers --------------------------------------------------------------------------------------
+
+
+# --- a command in its own process: wall, CPU and peak resident set ---------------------------------
+
+# Runs ARGV in a grandchild and prints one JSON line: exit code, peak RSS (KiB, `os.wait4`), user and
+# system CPU seconds, and with stage marks the peak of each stage. It is a tiny `python -c` process on
+# purpose: a child forked straight from a big benchmark process would inherit its high-water mark
+# (Linux keeps ru_maxrss across fork + exec). Stage marks come from chipq's own plain progress lines
+# on stderr (`chipq.cli.progress`, every stage change with CHIPQ_PROGRESS_SECONDS small): at each new
+# stage the child's VmHWM is read (the peak of the stage that ended) and reset (/proc/PID/clear_refs).
+_LAUNCHER = r"""
+import json, os, re, subprocess, sys, threading, time
+marks = sys.argv[1] == "1"
+proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if marks else None)
+stages, tail, lock = [], [], threading.Lock()
+
+def hwm():
+    try:
+        for line in open(f"/proc/{proc.pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+def reset():
+    try:
+        with open(f"/proc/{proc.pid}/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+def close_stage(kib):
+    if stages and kib is not None:
+        stages[-1]["peak_kib"] = max(stages[-1]["peak_kib"], kib)
+
+def read():
+    for raw in proc.stderr:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        tail[:] = (tail + [line])[-20:]
+        found = re.match(r"chipq [\w-]+: (.*) \[[\dhms:]+\]$", line)
+        if not found:
+            continue
+        stage = re.split(r" \d+(?:/\d+ \(\d+%\))?(?: |$)", found.group(1))[0]
+        with lock:
+            if not stages or stages[-1]["stage"] != stage:
+                close_stage(hwm())
+                reset()
+                stages.append({"stage": stage, "start_s": time.monotonic() - start, "peak_kib": 0})
+
+done = threading.Event()
+
+def poll():  # never proc.poll(): reaping the child here would leave os.wait4 below without it
+    while not done.wait(0.05):
+        with lock:
+            close_stage(hwm())
+
+start = time.monotonic()
+threads = [threading.Thread(target=f, daemon=True) for f in ((read, poll) if marks else ())]
+for thread in threads:
+    thread.start()
+_, status, usage = os.wait4(proc.pid, 0)
+wall = time.monotonic() - start
+done.set()
+for thread in threads:
+    thread.join(timeout=5)
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "peak_kib": usage.ru_maxrss, "wall_s": wall,
+                  "cpu_s": usage.ru_utime + usage.ru_stime, "stages": stages, "stderr_tail": tail}))
+"""
+
+
+def run_measured(args: Sequence[object], *, stages: bool = False, env: dict | None = None, check: bool = True) -> dict:
+    """Run ARGS (a full command line) in its own process: wall, CPU and peak resident set.
+
+    Returns the launcher's record: ``code``, ``peak_kib`` (the whole run's peak),
+    ``wall_s``, ``cpu_s`` and, with `stages`, ``stages`` (each stage's name, start and peak in KiB;
+    the last stage's peak is sampled every 50 ms, so a final spike shorter than that may be missed).
+    A command's own peak measures what a user of it needs; a resident-set difference inside this
+    process does not (the allocator reuses what earlier sets freed).
+
+    Raises:
+        RuntimeError: with `check`, the command failed (its last stderr lines in the message).
+    """
+    run_env = {**os.environ, **(env or {})}
+    if stages:
+        run_env["CHIPQ_PROGRESS_SECONDS"] = "0.05"  # a line at every stage change, none held back
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, "1" if stages else "0", *map(str, args)],
+                          capture_output=True, text=True, env=run_env)  # fmt: skip
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"launcher failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    # resetting VmHWM at a stage mark also lowers what wait4 reports (the kernel takes the high-water
+    # mark of the process's memory at its exit): the run's peak is then the largest stage's
+    record["peak_kib"] = max([record["peak_kib"], *(stage["peak_kib"] for stage in record["stages"])])
+    if check and record["code"] != 0:
+        tail = "\n".join(record["stderr_tail"]) or done.stderr.strip()[-400:]
+        raise RuntimeError(f"{shlex.join(map(str, args))} failed ({record['code']}): {tail[-400:]}")
+    return record
+
+
+def chipq_command() -> Path:
+    """The `chipq` console script of this interpreter's environment."""
+    return Path(sys.executable).with_name("chipq")
 
 
 def median(values: Sequence[float]) -> float:

@@ -60,6 +60,7 @@ BENCHMARKS = (
     Benchmark("cost", "cost.py", ("cost.json",), child=False),
     Benchmark("c_model", "c_model.py", ("c_model.json",), child=False),
     Benchmark("scale", "scale.py", ("scale.json",), child=True),
+    Benchmark("memory", "memory.py", ("memory.json", "memory_before.json"), child=True),
     Benchmark("evalset", "evalset.py", ("evalset.json",), child=True),
     Benchmark("plan", "plan.py", ("plan.json", "plan_front.png"), child=True),
     Benchmark("plan_stability", "plan_stability.py", ("plan_stability.json",), child=True),
@@ -154,6 +155,9 @@ def child_argv(name: str, args: argparse.Namespace, results_dir: Path) -> list[s
     if name == "scale":
         argv = [*model, *work, *results, *_given("--ukbench", args.ukbench, cm.UKBENCH)]
         return argv + (["--crops", "20", "--distractors", "200"] if quick else [])
+    if name == "memory":
+        argv = [*model, *work, *out("memory.json"), *_given("--calib", args.calib, None)]
+        return argv + (["--quick"] if quick else [])
     # the held-out set: built once here for a quick run or when named; else each script builds the default
     named = getattr(args, "eval", None) is not None or Path(args.ukbench) != cm.UKBENCH
     held_out = ["--eval", str(eval_dir(args))] if quick or named else []
@@ -323,6 +327,10 @@ def section(name: str, found: dict[str, dict], results_dir: Path) -> str | None:
         import scale as scale_bench
 
         return with_provenance(scale_bench.render(main), name, own)
+    if name == "memory":
+        import memory as memory_bench
+
+        return with_provenance(memory_bench.render(main, own.get("memory_before.json")), name, own)
     if name == "evalset":
         import evalset
 

@@ -34,7 +34,6 @@ import argparse
 import gc
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,33 +46,10 @@ NPROBES = (1, 4, 16, 64)
 LATENCY_QUERIES = 56
 
 
-# Runs ARGS in a grandchild and prints its peak RSS (KiB): a child forked straight from this big
-# process would inherit its high-water mark (Linux keeps ru_maxrss across fork + exec).
-_LAUNCHER = (
-    "import os, subprocess, sys\n"
-    "proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
-    "_, status, usage = os.wait4(proc.pid, 0)\n"
-    "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)\n"
-)
-
-
 def child_peak_mb(*args) -> tuple[float, float]:
-    """Run `chipq ARGS...` in its own process: (its peak resident set in MB, wall seconds).
-
-    A command's own peak measures what a user of it needs; a resident-set difference inside this
-    process does not (the allocator reuses what earlier sets freed).
-    """
-    chipq = Path(sys.executable).with_name("chipq")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CHIPQ_NO_MALLOC_TUNING": "1"}
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, str(chipq), *map(str, args)], capture_output=True, text=True, env=env
-    )
-    wall = time.perf_counter() - start
-    code, kib = (int(x) for x in done.stdout.split()) if done.returncode == 0 else (done.returncode, 0)
-    if code != 0:
-        raise RuntimeError(f"chipq {' '.join(map(str, args))} failed ({code}): {done.stderr.strip()[-400:]}")
-    return kib / 1024, wall
+    """Run `chipq ARGS...` in its own process (`common.run_measured`): (peak resident set in MB, wall seconds)."""
+    record = cm.run_measured([cm.chipq_command(), *args], env={"OMP_NUM_THREADS": "1", "CHIPQ_NO_MALLOC_TUNING": "1"})
+    return record["peak_kib"] / 1024, record["wall_s"]
 
 
 # --- part 1 -----------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from chipq.errors import ChipqError
 
 BYTES_PER_VALUE = 4  # float32 / int32 maps of the fast executor and the float model
+TAPS = 9  # weights per 3x3 kernel
 COPIES = 2  # a temporary per map of the widest layer (input and output counted separately)
 RESERVE_BYTES = 256 << 20  # left free for the interpreter, libraries and the images themselves
 
@@ -135,4 +136,107 @@ def check_fits(layers: Iterable, hw: tuple[int, int], batch: int, what: str, kee
 
 
 def _gib(n: int) -> str:
+    if n >= 1 << 40:
+        return f"{n / (1 << 40):,.1f} TiB"
     return f"{n / (1 << 30):.1f} GiB"
+
+
+# --- compress: every stage's memory, from the sizes and settings --------------------------------------
+
+RECONSTRUCT_CHUNK = 8  # images per chunk of `chipq.quant.reconstruct` (its CHUNK)
+CALIB_CHUNK = 4  # images per float pass of calibration and of the retraining cache
+ACTIVATION_SAMPLE = 1 << 20  # values kept per layer to choose its fraction bits (`chipq.quant.calibrate`)
+RUNTIME_BYTES = 450 << 20  # the interpreter, torch and numpy loaded, before any data (measured: 0.4 GB)
+
+
+def conv_maps(layers: Iterable, hw: tuple[int, int], in_channels: int = 3) -> list[tuple[int, int, int, int]]:
+    """(input channels, output channels, height, width) of every conv layer of the chain at input `hw`."""
+    height, width = hw
+    channels, out = in_channels, []
+    for kind, count in _chain(layers):
+        if kind == "pool":
+            height, width = height // 2, width // 2
+            continue
+        out.append((channels, count, height, width))
+        channels = count
+    return out
+
+
+def reconstruction_bytes(layers: Iterable, hw: tuple[int, int], positions: int) -> int:
+    """Peak memory of `chipq.quant.reconstruct` beyond the runtime: one chunk of maps, the sampled
+    patches and the layer's statistics (Z^T Z, its damped copy, its inverse factor; float32).
+
+    The maps of all calibration images live in a spill folder (`spill_bytes`), not in memory.
+    """
+    peak = 0
+    for cin, cout, h, w in conv_maps(layers, hw):
+        chunk = RECONSTRUCT_CHUNK * h * w * BYTES_PER_VALUE * (2 * cin + 3 * cout)  # inputs (+ padding), output, ReLU, store
+        d = TAPS * cin + 1
+        patches = 2 * positions * d * BYTES_PER_VALUE  # Z and its pieces while it is gathered
+        stats = 5 * d * d * BYTES_PER_VALUE + 4 * cout * d * BYTES_PER_VALUE + 3 * positions * cout * BYTES_PER_VALUE
+        peak = max(peak, chunk + patches + stats)
+    return peak + 3 * ACTIVATION_SAMPLE * 8
+
+
+def spill_bytes(layers: Iterable, hw: tuple[int, int], images: int) -> int:
+    """Disk the reconstruction's spill folder holds at once: both networks' maps of all images."""
+    return max((images * h * w * (4 * cin + 4 * cout + cin + cout + 4 * cout) for cin, cout, h, w in conv_maps(layers, hw)), default=0)
+
+
+def calibration_bytes(layers: Iterable, hw: tuple[int, int]) -> int:
+    """A float pass of `CALIB_CHUNK` images with every conv map kept (the activation sample's pass)."""
+    return kept_maps_bytes(layers, hw, CALIB_CHUNK) + activation_bytes(layers, hw, CALIB_CHUNK)
+
+
+def training_bytes(layers: Iterable, crop: int, samples: int, batch: int, first_trained: int) -> int:
+    """Retraining's sample cache (the frozen prefix's uint8 output and the teacher's last float map
+    per sample) and one training step (the trained layers' maps, kept for the backward pass)."""
+    maps = conv_maps(layers, (crop, crop))
+    cin, _, h, w = maps[first_trained]
+    last = maps[-1]
+    per_sample = cin * h * w + last[1] * last[2] * last[3] * BYTES_PER_VALUE + 3 * crop * crop
+    step = batch * sum(c_out * hh * ww for _, c_out, hh, ww in maps[first_trained:]) * BYTES_PER_VALUE * 6
+    return samples * per_sample + step
+
+
+def check_stages(stages: list[tuple[str, int, str, str]], fixed: int = 0) -> int:
+    """Refuse a run whose largest stage does not fit; return the largest need.
+
+    Args:
+        stages: per stage: what it is, its bytes, the options that set its size (the line's
+            subject), and what lowers it.
+        fixed: bytes held through every stage (the model, the images).
+
+    Raises:
+        NotEnoughMemory: one line: the options, the stage, how much it needs, what is available,
+            what lowers it.
+    """
+    what, need, subject, lower = max(stages, key=lambda stage: stage[1])
+    need += fixed + RUNTIME_BYTES
+    have = available_bytes()
+    if have is not None and need > have:
+        raise NotEnoughMemory(f"{subject}: {what} needs about {_gib(need)} of memory, {_gib(have)} is available; {lower}")
+    return need
+
+
+class NotEnoughDisk(ChipqError):
+    """The run's spill folder needs more disk than the temporary folder has."""
+
+
+def check_spill(layers: Iterable, hw: tuple[int, int], images: int, what: str) -> int:
+    """Refuse a reconstruction whose spill folder (`spill_bytes`) does not fit the temporary folder."""
+    import shutil
+    import tempfile
+
+    need = spill_bytes(layers, hw, images)
+    folder = tempfile.gettempdir()
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return need
+    if need > free:
+        raise NotEnoughDisk(
+            f"{what}: the reconstruction keeps about {_gib(need)} of maps in {folder}, {_gib(free)} is free there; "
+            "set TMPDIR to a folder with more room or use a smaller input size"
+        )
+    return need

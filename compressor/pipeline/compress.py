@@ -161,7 +161,7 @@ def compress(
     specs = None if auto else _specs(plan, names)
     image_dir = images if images is not None else default_calib_dir()
     if calib is None:
-        _check_memory(stack, image_dir, input_hw)
+        _check_memory(stack, image_dir, input_hw, retrain, specs)
         say("reading calibration images")
         calib = calibration_batch(image_dir, input_hw)
     plan_text = plan if isinstance(plan, str) else ",".join(map(str, specs))
@@ -208,15 +208,41 @@ def _load(model: Path | FloatStack) -> FloatStack:
     return load_model(Path(model)).without_trailing_pool()
 
 
-def _check_memory(stack: FloatStack, image_dir: Path, input_hw: tuple[int, int]) -> None:
-    """The chip input fits the model, and the calibration maps fit in memory."""
-    from chipq.executor.memory import check_fits, check_input_size
+def _check_memory(
+    stack: FloatStack, image_dir: Path, input_hw: tuple[int, int], retrain: RetrainConfig | None, specs: list[LayerSpec] | None
+) -> None:
+    """The chip input fits the model, and every stage of the run fits in memory (and its spill
+    folder on disk), refused before any work with the option that lowers the need
+    (`chipq.executor.memory.check_stages`)."""
+    from chipq.executor import memory as mem
     from chipq.images import list_images
+    from chipq.quant import FAST_RECONSTRUCT_IMAGES
+    from chipq.quant.compress import FAST_RECONSTRUCTION
 
     what = f"--input {input_hw[1]}x{input_hw[0]}"
-    check_input_size(stack.layers, input_hw, what)
+    mem.check_input_size(stack.layers, input_hw, what)
     listed = len(list_images(image_dir))
-    check_fits(stack.layers, input_hw, 4, what, keep_maps=min(listed, MAX_CALIB_IMAGES))
+    calib = min(listed, MAX_CALIB_IMAGES)
+    weights = sum(conv.weight.size + conv.bias.size for conv in stack.conv_layers())
+    fixed = 3 * weights * 4 + calib * 3 * input_hw[0] * input_hw[1]  # float, shadow and fitted weights; the images
+    positions = FAST_RECONSTRUCTION.positions if retrain is None else retrain.init_positions
+    images = FAST_RECONSTRUCT_IMAGES if retrain is None else retrain.init_images
+    stages = [
+        ("calibration", mem.calibration_bytes(stack.layers, input_hw), what, "use a smaller input size"),
+        ("the reconstruction", mem.reconstruction_bytes(stack.layers, input_hw, positions), what,
+         "use a smaller input size" + (" or --no-retrain (a lighter reconstruction)" if retrain is not None else "")),
+    ]
+    if retrain is not None:
+        from chipq.retrain.trainer import MAX_SOURCE_SIDE, first_trained
+
+        names = [conv.name for conv in stack.conv_layers()]
+        first = 0 if specs is None else first_trained(names, specs, retrain.train_from)
+        photos = listed * MAX_SOURCE_SIDE * MAX_SOURCE_SIDE * 3  # the training photos, long side at most 1024
+        cache = mem.training_bytes(stack.layers, retrain.crop, retrain.samples, retrain.batch, first)
+        subject = f"--samples {retrain.samples} at {what}"
+        stages.append((f"retraining's cache of {retrain.samples:,} samples", cache + photos, subject, "lower --samples or the input size"))
+    mem.check_stages(stages, fixed)
+    mem.check_spill(stack.layers, input_hw, min(images, calib), what)
 
 
 def _post_training(stack, bits, calib, input_hw, model, say) -> CompressResult:

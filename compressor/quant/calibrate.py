@@ -60,6 +60,34 @@ def subsample(x: np.ndarray) -> np.ndarray:
     return flat[::step]
 
 
+class RunningSample:
+    """`subsample` of an array that arrives in pieces along its first axis (the same values, in order).
+
+    Calibration and reconstruction see a layer's output a few images at a time; this keeps only
+    the values at the fixed stride that `subsample` of the whole array would take.
+
+    >>> x = np.arange(30.0).reshape(6, 5)
+    >>> running = RunningSample(x.size, limit=7)
+    >>> for piece in (x[:1], x[1:4], x[4:]):
+    ...     running.add(piece)
+    >>> bool(np.array_equal(running.values(), x.ravel()[::5]))
+    True
+    """
+
+    def __init__(self, total: int, limit: int | None = None) -> None:
+        self.step = max(1, math.ceil(total / (MAX_SAMPLES if limit is None else limit)))
+        self.seen = 0
+        self.parts: list[np.ndarray] = []
+
+    def add(self, piece: np.ndarray) -> None:
+        flat = np.asarray(piece).ravel()
+        self.parts.append(flat[(-self.seen) % self.step :: self.step].copy())
+        self.seen += flat.size
+
+    def values(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+
+
 def choose_fracs(conv_outputs: list[np.ndarray]) -> list[int]:
     """Fraction bits for every conv layer from its float outputs on the calibration images."""
     return [choose_frac(subsample(x)) for x in conv_outputs]

@@ -36,9 +36,11 @@ solves and products with a fixed thread count (`threads`), deterministic algorit
 
 from __future__ import annotations
 
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -47,8 +49,8 @@ from torch.nn import functional as F
 
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats import constants as C
-from chipq.quant.calibrate import choose_frac, subsample
-from chipq.quant.chipnet import ChipConv, activations, chip_input, conv3x3, pool2x2
+from chipq.quant.calibrate import RunningSample, choose_frac
+from chipq.quant.chipnet import ChipConv, activations, chip_input, pool2x2
 from chipq.quant.fold import InputFold
 from chipq.quant.plan import LayerSpec
 from chipq.quant.quantize import (
@@ -167,8 +169,13 @@ def torch_settings(threads: int) -> Iterator[None]:
 
 
 def _run(stack, plan, fracs, calib, config, fold, step):
-    x0 = chip_input(calib, fold.mean_int)  # the chip input, real units
-    x_q, x_f = x0, x0  # quantized network's and float network's input of the current layer
+    """The layers in order (module docstring), the maps streamed through a spill folder (`_Maps`)."""
+    with tempfile.TemporaryDirectory(prefix="chipq-maps-") as spill:
+        return _run_streamed(stack, plan, fracs, calib, config, fold, step, Path(spill))
+
+
+def _run_streamed(stack, plan, fracs, calib, config, fold, step, spill: Path):
+    x_q = x_f = _Maps.pixels(calib, fold.mean_int)  # the chip input, real units; both networks' first input
     in_frac = 0
     out_layers: list[FloatConv | FloatPool] = []
     out_fracs: list[int] = []
@@ -177,7 +184,7 @@ def _run(stack, plan, fracs, calib, config, fold, step):
     index = 0
     for item in stack.layers:
         if isinstance(item, FloatPool):
-            x_q, x_f = pool2x2(x_q), pool2x2(x_f)
+            x_q, x_f = x_q.pooled(spill), x_f.pooled(spill)
             out_layers.append(item)
             continue
         start = time.monotonic()
@@ -187,34 +194,178 @@ def _run(stack, plan, fracs, calib, config, fold, step):
         conv = fold.apply_numpy(item) if first else item  # work in the chip's input units
         bits = as_spec(plan[index])
         float_layer = ChipConv.of_float(conv, None)
-        y_f = conv3x3(x_f, float_layer.weight, float_layer.bias, chunk=CHUNK)  # the target: float output of the float input, pre-ReLU
         rows = _positions(x_q.shape, config.positions, rng)
-        z = _patches(x_q, rows)  # (P, 9C + 1)
-        target = _at(y_f, rows)  # (P, O)
-        q_w, q_b = _solve_layer(conv, bits, z, target, config)
+        # the target: float output of the float input, pre-ReLU, at the sampled positions; the float
+        # network's next input (its ReLU) goes to the spill folder chunk by chunk
+        y_f = _Conv(x_f, float_layer.weight, float_layer.bias, rows)
+        next_f = _Maps.floats(spill, y_f.shape)
+        for part in y_f.chunks():
+            next_f.append(F.relu(part))
+        target = y_f.at_rows()
+        fit = _target(conv, x_q.patches(rows), target, config)  # step 1; the patches (P, 9C + 1) freed after it
+        q_w, q_b = _quantize_target(fit, bits, config)  # step 2
+        del fit
         q_conv = FloatConv(conv.name, q_w, q_b)
-        float_frac = fracs[index] if fracs is not None else choose_frac(subsample(F.relu(y_f).numpy()))
+        float_frac = fracs[index] if fracs is not None else choose_frac(y_f.relu_sample())
         frac = float_frac
         layer = quantize_conv(q_conv, bits, in_frac, frac)
         chip = ChipConv.of_layer(layer, in_frac)
-        y_q = conv3x3(x_q, chip.weight, chip.bias, chunk=CHUNK)
+        y_q = _Conv(x_q, chip.weight, chip.bias, rows)
+        pre_q = _Maps.floats(spill, y_q.shape)  # the quantized layer's output before its activation shift is final
+        for part in y_q.chunks():
+            pre_q.append(part)
+        shift = None  # the bias change of the refit fraction bits, added to every output
         if config.refit_fracs:
-            frac = choose_frac(subsample(F.relu(y_q).numpy()))
+            frac = choose_frac(y_q.relu_sample())
             layer = quantize_conv(q_conv, bits, in_frac, frac)
             new_b = torch.from_numpy(dequantized_bias(layer, in_frac).astype(np.float32))
             if not torch.equal(new_b, chip.bias):  # the bias is rounded at the new output scale
-                y_q = y_q + (new_b - chip.bias).reshape(1, -1, 1, 1)  # the same conv, the new bias
+                shift = (new_b - chip.bias).reshape(1, -1, 1, 1)  # the same conv, the new bias
         frac = layer.out_frac(in_frac)  # what the chip can reach
-        err = float(torch.linalg.vector_norm(_at(y_q, rows) - target) / torch.linalg.vector_norm(target).clamp_min(1e-30))
+        at_q = y_q.at_rows()
+        if shift is not None:
+            at_q = at_q + shift.reshape(1, -1)
+        err = float(torch.linalg.vector_norm(at_q - target) / torch.linalg.vector_norm(target).clamp_min(1e-30))
         shadow = _unfold_first(q_conv, item, fold) if first else q_conv
         out_layers.append(shadow)
         out_fracs.append(frac)
         stats.append(LayerStat(item.name, bits, frac, float_frac, err, time.monotonic() - start))
-        x_q = activations(y_q, frac)
-        x_f = F.relu(y_f)
+        next_q = _Maps.grid(spill, y_q.shape, frac)
+        for part in pre_q.chunks():
+            next_q.append(activations(part if shift is None else part + shift, frac))
+        pre_q.drop()
+        x_q.drop()
+        x_f.drop()
+        x_q, x_f = next_q, next_f
         in_frac = frac
         index += 1
+    x_q.drop()
+    x_f.drop()
     return FloatStack(out_layers, stack.mean, stack.std, stack.source), out_fracs, stats
+
+
+class _Maps:
+    """One layer's maps of all N calibration images, read and written `CHUNK` images at a time.
+
+    Reconstruction needs, at each layer, both networks' input maps of every calibration image
+    (64 images of 64 x 224 x 224 float32 are 822 MB a map). They are kept in a spill folder, one
+    file per chunk, so only a chunk is in memory at once: float maps as float32, the chip's
+    activations as their uint8 codes ``k`` (the value is ``k·2^-frac``, exactly as
+    `chipq.quant.chipnet.activations` makes it), the chip input as the uint8 pixels themselves.
+    Every chunk is what the whole-batch computation held for those images, bit for bit, and each
+    convolution runs on the same `CHUNK`-image batches as before, so the results do not change.
+    """
+
+    def __init__(self, shape: tuple[int, ...], kind: str, folder: Path | None, frac: int = 0, pixels=None, mean_int=()):
+        self.shape, self.kind, self.folder, self.frac = tuple(shape), kind, folder, frac
+        self.pixels, self.mean_int = pixels, mean_int
+        self.files: list[Path] = []
+
+    @classmethod
+    def pixels(cls, calib: np.ndarray, mean_int: tuple[int, ...]) -> "_Maps":
+        return cls(calib.shape, "pixels", None, pixels=calib, mean_int=mean_int)
+
+    @classmethod
+    def floats(cls, folder: Path, shape) -> "_Maps":
+        return cls(shape, "float", folder)
+
+    @classmethod
+    def grid(cls, folder: Path, shape, frac: int) -> "_Maps":
+        return cls(shape, "grid", folder, frac)
+
+    def append(self, part: torch.Tensor) -> None:
+        """Store the next chunk (float32 real values; a "grid" map stores their uint8 codes)."""
+        if self.kind == "grid":
+            codes = (part * 2.0**self.frac).round().to(torch.uint8)  # k·2^-frac -> k, exact
+            array = codes.numpy()
+        else:
+            array = part.contiguous().numpy()
+        path = self.folder / f"{id(self)}-{len(self.files)}.bin"
+        array.tofile(path)
+        self.files.append(path)
+
+    def chunk_count(self) -> int:
+        return -(-self.shape[0] // CHUNK)
+
+    def chunk(self, i: int) -> torch.Tensor:
+        """Images ``i·CHUNK ..`` as float32 real values (N_i, C, H, W)."""
+        if self.kind == "pixels":
+            return chip_input(self.pixels[i * CHUNK : (i + 1) * CHUNK], self.mean_int)
+        dtype = np.uint8 if self.kind == "grid" else np.float32
+        array = np.fromfile(self.files[i], dtype=dtype).reshape(-1, *self.shape[1:])
+        if self.kind == "grid":
+            return torch.from_numpy(array).float() * 2.0**-self.frac
+        return torch.from_numpy(array)
+
+    def chunks(self) -> Iterator[torch.Tensor]:
+        for i in range(self.chunk_count()):
+            yield self.chunk(i)
+
+    def pooled(self, folder: Path) -> "_Maps":
+        """The 2x2 max-pool of every map (exact: a maximum of stored values)."""
+        n, c, h, w = self.shape
+        out = _Maps((n, c, h // 2, w // 2), "grid" if self.kind == "grid" else "float", folder, self.frac)
+        for part in self.chunks():
+            out.append(pool2x2(part))
+        self.drop()
+        return out
+
+    def patches(self, rows: np.ndarray) -> torch.Tensor:
+        """`_patches` of the whole batch at the sorted flat positions `rows`, a chunk at a time."""
+        n, c, h, w = self.shape
+        z = torch.empty(len(rows), c * TAPS + 1)
+        z[:, -1] = 1.0
+        done = 0
+        for i, mine in _rows_by_chunk(rows, h * w):
+            part = _patch_columns(self.chunk(i), mine - i * CHUNK * h * w)
+            z[done : done + len(mine), :-1] = part
+            done += len(mine)
+        return z
+
+    def drop(self) -> None:
+        """Delete the chunk files (the pixels are the caller's)."""
+        for path in self.files:
+            path.unlink(missing_ok=True)
+        self.files = []
+
+
+class _Conv:
+    """A 3x3 convolution of a `_Maps`, chunk by chunk: its output chunks, and what the layer's fit
+    keeps of them on the way (the output at the sampled positions, and the fixed-stride ReLU sample
+    of `chipq.quant.calibrate.subsample` over the whole (N, O, H, W) output)."""
+
+    def __init__(self, x: _Maps, weight: torch.Tensor, bias: torch.Tensor, rows: np.ndarray) -> None:
+        n, _, h, w = x.shape
+        self.x, self.weight, self.bias, self.rows = x, weight, bias, rows
+        self.shape = (n, int(weight.shape[0]), h, w)
+        self._at: list[torch.Tensor] = []
+        self._sample: RunningSample | None = None
+
+    def chunks(self) -> Iterator[torch.Tensor]:
+        n, o, h, w = self.shape
+        self._sample = RunningSample(n * o * h * w)  # `subsample`'s stride over the whole output
+        wanted = dict(_rows_by_chunk(self.rows, h * w))
+        for i in range(self.x.chunk_count()):
+            part = F.conv2d(self.x.chunk(i), self.weight, self.bias, padding=1)
+            if i in wanted:
+                self._at.append(_at(part, wanted[i] - i * CHUNK * h * w))
+            self._sample.add(F.relu(part).numpy())
+            yield part
+
+    def at_rows(self) -> torch.Tensor:
+        """The output at the sampled positions (P, O), after `chunks` ran."""
+        return torch.cat(self._at) if self._at else torch.empty(0, self.shape[1])
+
+    def relu_sample(self) -> np.ndarray:
+        """`subsample(relu(output))`, after `chunks` ran."""
+        return self._sample.values()
+
+
+def _rows_by_chunk(rows: np.ndarray, per_image: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(chunk index, its sorted flat positions) for every chunk that has some."""
+    chunk_of = rows // (per_image * CHUNK)
+    for i in np.unique(chunk_of):
+        yield int(i), rows[chunk_of == i]
 
 
 def layer_candidates(
@@ -241,25 +392,36 @@ def layer_candidates(
     if len(fracs) != len(convs):
         raise ValueError(f"{len(fracs)} fracs for {len(convs)} conv layers")
     fold = InputFold.of(stack)
-    with torch_settings(config.threads), torch.no_grad():
-        x_ref = x_f = chip_input(calib, fold.mean_int)
+    with torch_settings(config.threads), torch.no_grad(), tempfile.TemporaryDirectory(prefix="chipq-maps-") as folder:
+        spill = Path(folder)
+        x_ref = x_f = _Maps.pixels(calib, fold.mean_int)  # streamed as `reconstruct` streams them (`_Maps`)
         rng = np.random.default_rng([config.seed, 7])
         out: list[dict[int, FloatConv]] = []
         for item in stack.layers:
             if isinstance(item, FloatPool):
-                x_ref, x_f = pool2x2(x_ref), pool2x2(x_f)
+                x_ref, x_f = x_ref.pooled(spill), x_f.pooled(spill)
                 continue
             index = len(out)
             conv = fold.apply_numpy(item) if index == 0 else item
             chip = ChipConv.of_float(conv, int(fracs[index]))  # float weights, the chip's activations
-            y_f = conv3x3(x_f, chip.weight, chip.bias, chunk=CHUNK)
             rows = _positions(x_ref.shape, config.positions, rng)
-            target = _target(conv, _patches(x_ref, rows), _at(y_f, rows), config)
+            y_f = _Conv(x_f, chip.weight, chip.bias, rows)
+            next_f = _Maps.floats(spill, y_f.shape)
+            for part in y_f.chunks():
+                next_f.append(F.relu(part))
+            target = _target(conv, x_ref.patches(rows), y_f.at_rows(), config)
             out.append({m: FloatConv(conv.name, *_quantize_target(target, m, config)) for m in widths})
-            x_ref = chip.forward(x_ref, chunk=CHUNK)
-            x_f = F.relu(y_f)
+            y_ref = _Conv(x_ref, chip.weight, chip.bias, rows[:0])
+            next_ref = _Maps.grid(spill, y_ref.shape, chip.frac)
+            for part in y_ref.chunks():
+                next_ref.append(activations(part, chip.frac))
+            x_ref.drop()
+            x_f.drop()
+            x_ref, x_f = next_ref, next_f
             if progress:
                 progress(index + 1, len(convs))
+        x_ref.drop()
+        x_f.drop()
         return out
 
 
@@ -274,6 +436,11 @@ def _positions(shape: torch.Size, count: int, rng: np.random.Generator) -> np.nd
 
 def _patches(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     """The 3x3 zero-padded patches of `x` at the flat positions `rows`, plus a constant 1: (P, 9C+1)."""
+    return torch.cat([_patch_columns(x, rows), torch.ones(len(rows), 1)], dim=1)
+
+
+def _patch_columns(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    """`_patches` without the constant column: (P, 9C), channel-major, taps (dy, dx) inside."""
     n, c, h, w = x.shape
     img, rest = np.divmod(rows, h * w)
     yy, xx = np.divmod(rest, w)
@@ -282,8 +449,7 @@ def _patches(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     for dy in range(3):
         for dx in range(3):
             parts.append(padded[torch.from_numpy(img), :, torch.from_numpy(yy + dy), torch.from_numpy(xx + dx)])
-    z = torch.stack(parts, dim=2).reshape(len(rows), c * TAPS)  # channel-major, taps (dy, dx) inside
-    return torch.cat([z, torch.ones(len(rows), 1)], dim=1)
+    return torch.stack(parts, dim=2).reshape(len(rows), c * TAPS)
 
 
 def _at(y: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
@@ -557,6 +723,7 @@ def _gptq(
 
 
 REFIT_CHUNK = 64  # output channels per batched solve of `refit_alphas`
+GRAM_CHUNK = 2 * REFIT_CHUNK  # output channels whose α Gram matrices are made at once (`_alpha_grams`)
 
 
 def refit_alphas(
@@ -585,12 +752,6 @@ def refit_alphas(
     d = k * taps
     h32 = hessian[:d, :d].contiguous()
     m32 = masks.to(hessian.dtype).contiguous()
-    gram_ = torch.empty(out_ch, k, k, dtype=hessian.dtype)
-    for kk in range(k):  # row kk of every output's Gram matrix, from the upper triangle only
-        part = m32[:, kk, :] @ h32[kk * taps : (kk + 1) * taps, kk * taps :]  # (O, 9(K-kk))
-        row = (part.view(out_ch, k - kk, taps) * m32[:, kk:, :]).sum(dim=2)
-        gram_[:, kk, kk:] = row
-        gram_[:, kk:, kk] = row
     m = m32
     side = torch.einsum("oki,ki->ok", m, hessian[:d, d].reshape(k, taps))
     rhs = torch.einsum("oki,oki->ok", m, cross[:, :d].reshape(out_ch, k, taps))
@@ -601,7 +762,9 @@ def refit_alphas(
         o1 = min(o0 + REFIT_CHUNK, out_ch)
         c = o1 - o0
         system = torch.zeros(c, k + 1, k + 1, dtype=hessian.dtype)
-        system[:, :k, :k] = gram_[o0:o1]
+        if o0 % GRAM_CHUNK == 0:
+            grams = _alpha_grams(m32[o0 : o0 + GRAM_CHUNK], h32)
+        system[:, :k, :k] = grams[o0 % GRAM_CHUNK : o0 % GRAM_CHUNK + c]
         system[:, :k, k] = side[o0:o1]
         system[:, k, :k] = side[o0:o1]
         system[:, k, k] = count
@@ -618,6 +781,23 @@ def refit_alphas(
     # the bias for the rounded α's: mean output error over the positions
     bias = (cross[:, d] - weights @ hessian[:d, d]) / count.clamp_min(1.0)
     return torch.cat([weights, bias[:, None]], dim=1)
+
+
+def _alpha_grams(m32: torch.Tensor, h32: torch.Tensor) -> torch.Tensor:
+    """``G_kl = M_ok^T H_kl M_ol`` for the outputs of `m32` (c, K, 9), from H's upper triangle only.
+
+    Made for `GRAM_CHUNK` outputs at a time: all 512 outputs of a 512-channel layer at once are
+    512 x 512 x 512 float32 (0.5 GB); each output's rows are computed alike either way (the same
+    bytes, tests/quant/test_reconstruct_memory.py). Fewer outputs per call cost more calls.
+    """
+    out_ch, k, taps = m32.shape
+    grams = torch.empty(out_ch, k, k, dtype=h32.dtype)
+    for kk in range(k):  # row kk of every output's Gram matrix
+        part = m32[:, kk, :] @ h32[kk * taps : (kk + 1) * taps, kk * taps :]  # (c, 9(K-kk))
+        row = (part.view(out_ch, k - kk, taps) * m32[:, kk:, :]).sum(dim=2)
+        grams[:, kk, kk:] = row
+        grams[:, kk:, kk] = row
+    return grams
 
 
 def _unfold_first(q_conv: FloatConv, original: FloatConv, fold: InputFold) -> FloatConv:

@@ -110,12 +110,20 @@ def augment(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
 
 def training_samples(images: list[np.ndarray], config: RetrainConfig) -> np.ndarray:
     """The cached training inputs (step 1 of the module docstring): uint8 (samples, 3, S, S)."""
-    return np.stack(
-        [
-            augment(images[i % len(images)], config.crop, np.random.default_rng([config.seed, i]))
-            for i in range(config.samples)
-        ]
-    )
+    return np.stack([training_sample(images, config, i) for i in range(config.samples)])
+
+
+def training_sample(images: list[np.ndarray], config: RetrainConfig, i: int) -> np.ndarray:
+    """Sample `i` of `training_samples` alone (the cache makes them a chunk at a time)."""
+    return augment(images[i % len(images)], config.crop, np.random.default_rng([config.seed, i]))
+
+
+def samples_sha256(images: list[np.ndarray], config: RetrainConfig) -> str:
+    """SHA-256 of `training_samples`' bytes, made one sample at a time (what a checkpoint records)."""
+    digest = hashlib.sha256()
+    for i in range(config.samples):
+        digest.update(training_sample(images, config, i).tobytes())
+    return digest.hexdigest()
 
 
 def first_trained(conv_names: list[str], plan: list[int] | list[LayerSpec], train_from: str) -> int:
@@ -227,23 +235,29 @@ class Retrainer:
             Interrupted: `hooks.stop` asked to stop.
         """
         hooks = hooks or RetrainHooks()
-        pixels = training_samples(images, self.config)
-        self.data_hash = hashlib.sha256(pixels.tobytes()).hexdigest()
-        if self.resume_data_hash and self.resume_data_hash != self.data_hash:
+        count = self.config.samples
+        if self.resume_data_hash and self.resume_data_hash != samples_sha256(images, self.config):  # before the work
             raise RetrainConfigError("the checkpoint was made from other training images (sample hash differs)")
         teacher = FloatReference(self.stack, batch=CACHE_CHUNK)
         prefix = FastExecutor(self.prefix, batch=CACHE_CHUNK) if self.split else None
-        inputs, targets = [], []
-        for start in range(0, len(pixels), CACHE_CHUNK):
+        digest = hashlib.sha256()  # of the samples' pixels in order: the bytes of `training_samples`
+        self.inputs = self.targets = None
+        for start in range(0, count, CACHE_CHUNK):
             if hooks.stop and hooks.stop():
                 raise Interrupted("retraining interrupted while caching the training samples")
-            batch = pixels[start : start + CACHE_CHUNK]
-            targets.append(torch.from_numpy(teacher.run(batch)))
+            batch = np.stack([training_sample(images, self.config, i) for i in range(start, min(start + CACHE_CHUNK, count))])
+            digest.update(batch.tobytes())
+            target = teacher.run(batch)
             # uint8 either way (chip activations or pixels): a quarter of the memory of float32
-            inputs.append(torch.from_numpy(prefix.run(batch) if prefix else batch))
+            cached = prefix.run(batch) if prefix else batch
+            if self.inputs is None:  # filled in place: no list of chunks joined at the end (twice the memory)
+                self.inputs = torch.empty((count, *cached.shape[1:]), dtype=torch.from_numpy(cached).dtype)
+                self.targets = torch.empty((count, *target.shape[1:]), dtype=torch.from_numpy(target).dtype)
+            self.inputs[start : start + len(batch)] = torch.from_numpy(cached)
+            self.targets[start : start + len(batch)] = torch.from_numpy(target)
             if hooks.cache:
-                hooks.cache(min(start + CACHE_CHUNK, len(pixels)), len(pixels))
-        self.inputs, self.targets = torch.cat(inputs), torch.cat(targets)
+                hooks.cache(min(start + CACHE_CHUNK, count), count)
+        self.data_hash = digest.hexdigest()
         self.center = None
         if self.config.desc_center:
             with torch.no_grad():

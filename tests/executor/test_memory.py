@@ -32,3 +32,50 @@ def test_sizes_too_small_for_the_pools_are_refused(vgg16):
     check_input_size(vgg16.layers, (16, 16), "--input 16x16")  # four pools: 16 -> 1
     with pytest.raises(InputTooSmall, match="4 max-pools need at least 16x16"):
         check_input_size(vgg16.layers, (8, 8), "--input 8x8")
+
+
+# --- compress: every stage known before the work (issue 25) ------------------------------------------
+
+
+def test_compress_stages_of_vgg16_fit_2_gb_and_grow_with_their_settings(vgg16):
+    from chipq.executor.memory import RUNTIME_BYTES, calibration_bytes, reconstruction_bytes, training_bytes
+
+    recon = reconstruction_bytes(vgg16.layers, (224, 224), 16384)
+    assert RUNTIME_BYTES + recon < 2 << 30  # the streamed reconstruction: no map of every image in memory
+    assert reconstruction_bytes(vgg16.layers, (224, 224), 8192) < recon
+    assert calibration_bytes(vgg16.layers, (448, 448)) > 3 * calibration_bytes(vgg16.layers, (224, 224))
+    cache = training_bytes(vgg16.layers, 224, 256, 8, 7)
+    # each sample: conv4_1's uint8 input (256 x 28 x 28) and the teacher's last map (512 x 14 x 14 float32)
+    per_sample = 256 * 28 * 28 + 512 * 14 * 14 * 4 + 3 * 224 * 224
+    assert training_bytes(vgg16.layers, 224, 1256, 8, 7) - cache == 1000 * per_sample
+
+
+def test_the_largest_stage_is_refused_in_one_line_naming_its_option(monkeypatch):
+    from chipq.executor.memory import check_stages
+
+    monkeypatch.setattr("chipq.executor.memory.available_bytes", lambda: 8 << 30)
+    stages = [("the reconstruction", 1 << 30, "--input 224x224", "use a smaller input size"),
+              ("retraining's cache", 100 << 40, "--samples 100000000", "lower --samples")]  # fmt: skip
+    with pytest.raises(NotEnoughMemory) as caught:
+        check_stages(stages)
+    text = str(caught.value)
+    assert text.startswith("--samples 100000000: retraining's cache needs about 100.") and "TiB" in text
+    assert text.endswith("8.0 GiB is available; lower --samples") and "\n" not in text
+    assert check_stages(stages[:1]) > 1 << 30
+
+
+def test_compress_with_a_huge_sample_cache_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Issue 24 point 8: refused up front (it reconstructed for 111 s, then ran out of memory)."""
+    from helpers import save_tiny_vgg, write_photos
+
+    from chipq.pipeline import compress as pipeline
+    from chipq.retrain.config import RetrainConfig
+
+    model, photos = save_tiny_vgg(tmp_path / "m.pt"), tmp_path / "photos"
+    write_photos(photos)
+    monkeypatch.setattr("chipq.executor.memory.available_bytes", lambda: 8 << 30)
+    started = []
+    monkeypatch.setattr("chipq.pipeline.compress.calibration_batch", lambda *a, **k: started.append(1))
+    with pytest.raises(NotEnoughMemory, match=r"^--samples 100000000 at --input 224x224: retraining's cache .* lower --samples"):
+        pipeline.compress(model, "3x7,1x6", images=photos, retrain=RetrainConfig(samples=100_000_000), output=tmp_path / "o.blob")
+    assert not started and not (tmp_path / "o.blob").exists()

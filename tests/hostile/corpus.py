@@ -578,6 +578,9 @@ def output_is_input_cases() -> list[Case]:
         Case("compress/out-is-the-model", ["compress", "model.pt", "--plan", PLAN, "--images", "photos", "--input", f"{INPUT}x{INPUT}", "--no-retrain", "-o", "model.pt"], mention="model.pt"),
         Case("compress/out-is-the-onnx", ["compress", "model.onnx", "--plan", PLAN, "--images", "photos", "--input", f"{INPUT}x{INPUT}", "--no-retrain", "-o", "model.onnx"], mention="model.onnx"),
         Case("compress/out-inside-the-photos", ["compress", "model.pt", "--plan", PLAN, "--images", "photos", "--input", f"{INPUT}x{INPUT}", "-o", "photos/new.blob"], mention="photos"),
+        # issue 24 point 8: a sample cache of 1e8 crops is refused before any work (it reconstructed for 111 s, then ran out)
+        Case("compress/samples-beyond-memory", ["compress", "model.pt", "--plan", PLAN, "--images", "photos", "--input", f"{INPUT}x{INPUT}", "--samples", "100000000", "-o", "new.blob"],
+             mention="--samples", timeout=30.0),
         Case("verify/min-cosine-nan", ["verify", "model.blob", "--images", "photos", "--limit", "1", "--model", "model.pt", "--min-cosine", "nan"], mention="--min-cosine"),
         Case("verify/vectors-into-the-photos", ["verify", "model.blob", "--images", "photos", "--limit", "1", "--vectors", "photos"], mention="photos"),
         Case("plan/plot-is-the-model", ["plan", "model.pt", "--budget", "15x", "--images", "photos", "--input", f"{INPUT}x{INPUT}", "--no-measure", "--plot", "model.pt"], mention="model.pt"),

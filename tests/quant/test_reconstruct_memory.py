@@ -1,0 +1,84 @@
+"""The streamed reconstruction and calibration (issue 25) compute what the whole-batch forms did.
+
+Reconstruction keeps both networks' maps in a spill folder a chunk at a time (`_Maps`), calibration
+keeps only each layer's fixed-stride sample (`RunningSample`), `refit_alphas` makes its Gram
+matrices a block of outputs at a time: each is checked here against the whole-batch computation
+it replaced, bit for bit.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_vgg
+
+from chipq.quant import reconstruct as rc
+from chipq.quant.calibrate import RunningSample, choose_fracs, subsample
+from chipq.quant.chipnet import activations
+from chipq.quant.compress import calibrate, conv_outputs
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from chipq.importers import load_model
+
+    path = tmp_path_factory.mktemp("m") / "tiny.pt"
+    torch.save(tiny_vgg(seed=3).state_dict(), path)
+    return load_model(path).without_trailing_pool()
+
+
+@pytest.mark.parametrize("limit", [7, 1000, 1 << 20])
+def test_running_sample_equals_subsample_of_the_whole(limit, monkeypatch):
+    monkeypatch.setattr("chipq.quant.calibrate.MAX_SAMPLES", limit)
+    x = np.random.default_rng(0).random((13, 3, 5, 7)).astype(np.float32)
+    running = RunningSample(x.size)
+    for lo, hi in ((0, 1), (1, 8), (8, 9), (9, 13)):
+        running.add(x[lo:hi])
+    assert np.array_equal(running.values(), subsample(x))
+
+
+def test_streamed_calibration_equals_the_whole_batch(stack, monkeypatch):
+    calib = np.random.default_rng(2).integers(0, 256, size=(11, 3, 48, 40), dtype=np.uint8)
+    assert calibrate(stack, calib) == choose_fracs(conv_outputs(stack, calib))
+    monkeypatch.setattr("chipq.quant.calibrate.MAX_SAMPLES", 997)  # a stride through the chunks
+    assert calibrate(stack, calib) == choose_fracs(conv_outputs(stack, calib))
+
+
+def test_grid_maps_keep_the_chips_activations_exactly(tmp_path):
+    y = torch.randn(11, 3, 6, 5) * 4
+    store = rc._Maps.grid(tmp_path, y.shape, 5)
+    for i in range(0, 11, rc.CHUNK):
+        store.append(activations(y[i : i + rc.CHUNK], 5))
+    assert torch.equal(torch.cat(list(store.chunks())), activations(y, 5))
+    store.drop()
+    assert not list(tmp_path.iterdir())
+
+
+def test_patches_of_streamed_maps_equal_the_whole_batch(tmp_path):
+    x = torch.randn(19, 4, 6, 5)
+    store = rc._Maps.floats(tmp_path, x.shape)
+    for i in range(0, 19, rc.CHUNK):
+        store.append(x[i : i + rc.CHUNK])
+    rows = rc._positions(x.shape, 200, np.random.default_rng(1))
+    assert torch.equal(store.patches(rows), rc._patches(x, rows))
+
+
+def test_alpha_grams_in_blocks_equal_all_at_once(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(900, 9 * 12 + 1, generator=g)
+    hessian, cross = rc.gram(z), torch.randn(300, 900, generator=g) @ z
+    masks = torch.randint(-3, 4, (300, 12, 9), generator=g).float()
+    blocked = rc.refit_alphas(masks, hessian, cross, 1e-3)
+    monkeypatch.setattr(rc, "GRAM_CHUNK", 1024)  # every output's Gram matrix at once
+    assert torch.equal(blocked, rc.refit_alphas(masks, hessian, cross, 1e-3))
+
+
+def test_reconstruction_leaves_no_spill_behind(stack, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    calib = np.random.default_rng(1).integers(0, 256, size=(9, 3, 32, 32), dtype=np.uint8)
+    fitted, fracs, stats = rc.reconstruct(stack, [3] * 13, None, calib, rc.ReconstructConfig(positions=100))
+    assert len(fracs) == len(stats) == 13 and len(fitted.conv_layers()) == 13
+    assert not list(tmp_path.glob("chipq-maps-*"))  # (torch may leave its own cache folder there)
