@@ -1,0 +1,207 @@
+"""The demo's retrieval set, made on the fly from the sample photos shipped with chipq.
+
+Why not the sample set itself (`samples/queries`): its 54 mild edits against 9 very different photos
+are found by every model (mAP 1.0000 for float, post-training and retrained alike), so the demo
+showed no difference. This set is harder in the two ways that separate the models:
+
+- **Database**: each of the 9 sample photos cut into a `GRID` x `GRID` grid of tiles that do not
+  overlap (36 items). Every tile has 3 near neighbours, the other tiles of the same photo (same
+  colours, light and texture), so a query is ranked against hard distractors.
+- **Queries**: `EDITS` applied to every tile, each much stronger than Copydays' (a small crop blurred
+  and shrunk, a tilt with a colour cast, a perspective view with an occluder, and all at once at
+  JPEG quality 20). A query's one relevant item is the tile it was made from.
+
+Honest evaluation: the sources are `chipq.data.samples_dir() / "photos"`, none of which is a
+calibration or training photo of `chipq compress` (`chipq.data.default_photos_dir()`), so nothing
+the demo's blobs were made from is searched for or searched in.
+
+Deterministic: the only randomness (crop places, perspective corners, occluder place) comes from a
+generator seeded with `SEED` and the tile's name, and the JPEG settings are fixed, so the same Pillow
+writes the same bytes on every run (the descriptor files of a resumed demo stay valid). Names: an
+item's path relative to the set's folder, ``database/<photo>_r<row>c<col>.jpg`` and
+``queries/<photo>_r<row>c<col>_<edit>.jpg``, the form ``chipq eval --gt`` reads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from chipq.formats.fileio import atomic_write, atomic_write_text
+
+DEMO_SET_DIR = "retrieval"  # the set's folder inside the demo's work folder
+SEED = 20261206
+GRID = 2  # tiles per side of each photo
+TILE_QUALITY = 90  # the database tiles: a clean copy, like an original
+DATABASE_DIR = "database"
+QUERIES_DIR = "queries"
+GROUNDTRUTH_FILE = "groundtruth.json"
+
+Edit = Callable[[Image.Image, np.random.Generator], tuple[Image.Image, int]]
+
+
+@dataclass(frozen=True)
+class DemoSet:
+    """A made set: its folder (``database/``, ``queries/``) and ground truth file."""
+
+    images: Path
+    groundtruth: Path
+    database: int
+    queries: int
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """A photo as plain RGB pixels (greyscale photos too, so colour edits apply), no metadata."""
+    with Image.open(path) as img:
+        return Image.fromarray(np.asarray(img.convert("RGB")))
+
+
+def tiles(photo: Image.Image, grid: int = GRID) -> dict[str, Image.Image]:
+    """The photo cut into grid x grid tiles that do not overlap: ``r<row>c<col>`` -> tile."""
+    w, h = photo.size
+    xs = [round(w * i / grid) for i in range(grid + 1)]
+    ys = [round(h * i / grid) for i in range(grid + 1)]
+    return {
+        f"r{r}c{c}": photo.crop((xs[c], ys[r], xs[c + 1], ys[r + 1]))
+        for r in range(grid)
+        for c in range(grid)
+    }
+
+
+def crop_area(img: Image.Image, fraction: float, aspect: float, rng: np.random.Generator) -> Image.Image:
+    """A window with `fraction` of the area, its aspect `aspect` times the image's, placed by `rng`."""
+    w, h = img.size
+    cw = min(w, round(w * math.sqrt(fraction * aspect)))
+    ch = min(h, round(h * math.sqrt(fraction / aspect)))
+    left, top = int(rng.random() * (w - cw + 1)), int(rng.random() * (h - ch + 1))
+    return img.crop((left, top, left + cw, top + ch))
+
+
+def rotate_inscribed(img: Image.Image, degrees: float) -> Image.Image:
+    """Rotate and keep the largest centred rectangle of the same aspect with no fill."""
+    w, h = img.size
+    rad = math.radians(degrees)
+    cos, sin = abs(math.cos(rad)), abs(math.sin(rad))
+    scale = min(w / (w * cos + h * sin), h / (w * sin + h * cos))
+    turned = img.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False)
+    cw, ch = math.floor(w * scale), math.floor(h * scale)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return turned.crop((left, top, left + cw, top + ch))
+
+
+def resize(img: Image.Image, factor: float) -> Image.Image:
+    """Scale by `factor` (Lanczos), never below 16 px a side."""
+    w, h = img.size
+    return img.resize((max(16, round(w * factor)), max(16, round(h * factor))), Image.Resampling.LANCZOS)
+
+
+def colour(img: Image.Image, gains: tuple[float, float, float], contrast: float = 1.0, offset: float = 0.0) -> Image.Image:
+    """Per-channel gains around mid-grey with a contrast factor: v' = contrast*(gain*v - 128) + 128 + offset."""
+    pixels = np.asarray(img, dtype=np.float64) * np.asarray(gains)
+    pixels = contrast * (pixels - 128.0) + 128.0 + offset
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
+def perspective(img: Image.Image, pull: float, rng: np.random.Generator) -> Image.Image:
+    """The image seen at an angle: each corner pulled inward by up to `pull` of the side, then the
+    output filled from the source quad (Pillow's PERSPECTIVE maps output points to input points)."""
+    w, h = img.size
+    dx, dy = rng.random(4) * pull * w, rng.random(4) * pull * h
+    quad = [(dx[0], dy[0]), (w - dx[1], dy[1]), (w - dx[2], h - dy[2]), (dx[3], h - dy[3])]
+    corners = [(0, 0), (w, 0), (w, h), (0, h)]
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(corners, quad):
+        rows += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
+        rhs += [u, v]
+    coeffs = np.linalg.solve(np.asarray(rows, dtype=np.float64), np.asarray(rhs, dtype=np.float64))
+    return img.transform((w, h), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC)
+
+
+def occlude(img: Image.Image, fraction: float, rng: np.random.Generator) -> Image.Image:
+    """A flat grey box over `fraction` of the area (a caption, a thumb, a sticker), placed by `rng`."""
+    out = img.copy()
+    w, h = img.size
+    bw, bh = round(w * math.sqrt(fraction)), round(h * math.sqrt(fraction))
+    left, top = int(rng.random() * (w - bw + 1)), int(rng.random() * (h - bh + 1))
+    out.paste((128, 128, 128), (left, top, left + bw, top + bh))
+    return out
+
+
+def edit_blur(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, int]:
+    """A third of the tile, out of focus and at half size: little detail left to match."""
+    part = crop_area(img, 0.35, 1.0, rng)
+    return resize(part.filter(ImageFilter.GaussianBlur(2.0)), 0.5), 40
+
+
+def edit_tilt(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, int]:
+    """Half the tile, tilted 20 degrees (NIP's quarter turns do not cover it) with a warm cast."""
+    part = crop_area(img, 0.5, 1.0, rng)
+    return colour(rotate_inscribed(part, 20.0), (1.25, 1.0, 0.7)), 50
+
+
+def edit_view(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, int]:
+    """The tile seen at an angle with a quarter of it hidden."""
+    return occlude(perspective(img, 0.25, rng), 0.25, rng), 50
+
+
+def edit_strong(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, int]:
+    """All at once, like a copy shared many times: crop at another aspect, tilt, shrink, dull, JPEG 20."""
+    part = crop_area(img, 0.5, 0.7 if rng.random() < 0.5 else 1.4, rng)
+    return colour(resize(rotate_inscribed(part, 12.0), 0.5), (0.85, 0.85, 0.85), contrast=0.6, offset=-15.0), 20
+
+
+# Order matters: the edits draw from the tile's generator in this order.
+EDITS: dict[str, Edit] = {"blur": edit_blur, "tilt": edit_tilt, "view": edit_view, "strong": edit_strong}
+
+
+def jpeg_bytes(img: Image.Image, quality: int) -> bytes:
+    """Encode with fixed, explicit settings so reruns give the same bytes."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality, optimize=False, progressive=False, subsampling=2)
+    return buf.getvalue()
+
+
+def tile_queries(name: str, tile: Image.Image) -> dict[str, tuple[Image.Image, int]]:
+    """Every edit of one tile: query file name -> (image, JPEG quality)."""
+    rng = np.random.default_rng([SEED, zlib.crc32(name.encode("utf-8"))])
+    return {f"{name}_{edit}.jpg": fn(tile, rng) for edit, fn in EDITS.items()}
+
+
+def build_demo_set(photos: list[Path], out: Path) -> DemoSet:
+    """Write the set into `out` (``database/``, ``queries/``, ``groundtruth.json``) from `photos`.
+
+    A file already holding the right bytes is left alone; files of another set in those two
+    folders are removed, so the folder always matches the ground truth.
+    """
+    planned: dict[str, bytes] = {}
+    truth: dict[str, list[str]] = {}
+    for path in sorted(photos):
+        for cell, tile in tiles(load_rgb(path)).items():
+            name = f"{path.stem}_{cell}"
+            item = f"{DATABASE_DIR}/{name}.jpg"
+            planned[item] = jpeg_bytes(tile, TILE_QUALITY)
+            for query, (img, quality) in tile_queries(name, tile).items():
+                planned[f"{QUERIES_DIR}/{query}"] = jpeg_bytes(img, quality)
+                truth[f"{QUERIES_DIR}/{query}"] = [item]
+    for folder in (DATABASE_DIR, QUERIES_DIR):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        for stale in (out / folder).iterdir():
+            if f"{folder}/{stale.name}" not in planned and stale.is_file():
+                stale.unlink()
+    for name, data in planned.items():
+        target = out / name
+        if not (target.is_file() and target.read_bytes() == data):
+            atomic_write(target, data, what="demo image")
+    gt_path = out / GROUNDTRUTH_FILE
+    text = json.dumps(truth, indent=2, sort_keys=True) + "\n"
+    if not (gt_path.is_file() and gt_path.read_text(encoding="utf-8") == text):
+        atomic_write_text(gt_path, text, what="ground truth")
+    return DemoSet(out, gt_path, database=len(planned) - len(truth), queries=len(truth))
