@@ -17,7 +17,7 @@ from chipq.cli import app, err_console
 from chipq.cli.options import flag
 from chipq.cli.progress import status
 from chipq.errors import CheckFailed, UsageError
-from chipq.pipeline.demo_set import DEMO_SET_DIR, EDITS, EDITS_PER_TILE, GRID
+from chipq.pipeline.demo_set import DEMO_SET_DIR, EDITS, GRID
 from chipq.quant.plan import PAPER_PLAN
 
 DEFAULT_FOLDER = Path("chipq-demo")
@@ -31,9 +31,9 @@ _HELP = "\n\n".join(
         "and score retrieval.",
         f"The retrieval set is made into OUTPUT/{DEMO_SET_DIR} from the 9 original photos of samples/ (none of "
         f"them a training or calibration photo): each cut into {GRID}x{GRID} tiles (the database: a tile's "
-        f"neighbours look alike), and {EDITS_PER_TILE} of {len(EDITS)} hard edits ({', '.join(EDITS)}) of "
-        "every tile as queries (small crops, blur, shrinking, tilt, colour cast, JPEG 20), each with its tile as "
-        "the one right answer. --images with --gt scores another set instead.",
+        f"neighbours look alike), and {len(EDITS)} hard edits of every tile as queries ({', '.join(EDITS)}: "
+        "half the tile tilted with a colour cast; a crop tilted, shrunk, dulled and saved at JPEG 20), each "
+        "with its tile as the one right answer. --images with --gt scores another set instead.",
         "Prints float / post-training / retrained side by side: mAP per descriptor kind (32-bit, 8-bit, 1-bit), "
         "how many queries find their tile first, and each blob's descriptor cosine to the float model, with a "
         "legend; then each stage's wall and CPU seconds. Everything lands in --output (default chipq-demo); a "
