@@ -123,7 +123,8 @@ def run_demo(
     clock = _Clock()
     if images is None:
         say("retrieval set: tiles of the sample photos and hard edits of them (none is a training photo)")
-        made = build_demo_set(list_images(samples_dir() / "photos"), workdir / DEMO_SET_DIR)
+        sources = samples_dir() / "photos"
+        made = build_demo_set(list_images(sources), workdir / DEMO_SET_DIR, licences=sources / "LICENSES.md")
         images, gt = made.images, made.groundtruth
         clock.lap("make retrieval set")
 

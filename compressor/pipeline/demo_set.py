@@ -143,8 +143,20 @@ def tile_queries(name: str, tile: Image.Image) -> dict[str, tuple[Image.Image, i
     return {f"{name}_{edit}.jpg": fn(tile, np.random.default_rng([SEED, seed, i])) for i, (edit, fn) in enumerate(EDITS.items())}
 
 
-def build_demo_set(photos: list[Path], out: Path) -> DemoSet:
-    """Write the set into `out` (``database/``, ``queries/``, ``groundtruth.json``) from `photos`.
+LICENCE_NOTE = """# Licences of this retrieval set
+
+Made by `chipq demo` (`chipq.pipeline.demo_set`) from the sample photos shipped with chipq. Every
+file in `database/` and `queries/` is a modified version (cut into tiles; cropped, rotated, rescaled,
+colour-shifted and re-encoded) of the photo its name starts with, under that photo's licence below;
+the photos made from `china.jpg` and `flower.jpg` are licensed under CC BY 2.0
+(https://creativecommons.org/licenses/by/2.0/) with the credit given below.
+
+"""
+
+
+def build_demo_set(photos: list[Path], out: Path, licences: Path | None = None) -> DemoSet:
+    """Write the set into `out` (``database/``, ``queries/``, ``groundtruth.json``) from `photos`,
+    and ``LICENSES.md``: `LICENCE_NOTE` followed by the photos' own licence file `licences`.
 
     A file already holding the right bytes is left alone; files of another set in those two
     folders are removed, so the folder always matches the ground truth.
@@ -168,8 +180,13 @@ def build_demo_set(photos: list[Path], out: Path) -> DemoSet:
         target = out / name
         if not (target.is_file() and target.read_bytes() == data):
             atomic_write(target, data, what="demo image")
+    if licences is not None:
+        _write_if_changed(out / "LICENSES.md", LICENCE_NOTE + licences.read_text(encoding="utf-8"), "licence file")
     gt_path = out / GROUNDTRUTH_FILE
-    text = json.dumps(truth, indent=2, sort_keys=True) + "\n"
-    if not (gt_path.is_file() and gt_path.read_text(encoding="utf-8") == text):
-        atomic_write_text(gt_path, text, what="ground truth")
+    _write_if_changed(gt_path, json.dumps(truth, indent=2, sort_keys=True) + "\n", "ground truth")
     return DemoSet(out, gt_path, database=len(planned) - len(truth), queries=len(truth))
+
+
+def _write_if_changed(path: Path, text: str, what: str) -> None:
+    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+        atomic_write_text(path, text, what=what)

@@ -21,7 +21,7 @@ TWO_PHOTOS = [SAMPLES / "photos" / "coffee.jpg", SAMPLES / "photos" / "camera.jp
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     out = tmp_path_factory.mktemp("set")
-    return build_demo_set(TWO_PHOTOS, out)
+    return build_demo_set(TWO_PHOTOS, out, licences=SAMPLES / "photos" / "LICENSES.md")
 
 
 def _digests(folder):
@@ -41,8 +41,14 @@ def test_every_query_has_one_relevant_tile_of_its_own_photo(made):
     assert {r for rel in truth.values() for r in rel} == set(database)  # every tile is searched for
 
 
+def test_the_set_carries_the_licences_of_its_photos(made):
+    text = (made.images / "LICENSES.md").read_text(encoding="utf-8")
+    assert "modified version" in text and "CC BY 2.0" in text
+    assert text.endswith((SAMPLES / "photos" / "LICENSES.md").read_text(encoding="utf-8"))
+
+
 def test_the_set_is_the_same_bytes_on_every_run(made, tmp_path):
-    again = build_demo_set(list(reversed(TWO_PHOTOS)), tmp_path)  # the order given does not matter
+    again = build_demo_set(list(reversed(TWO_PHOTOS)), tmp_path, licences=SAMPLES / "photos" / "LICENSES.md")  # any order
     assert _digests(again.images) == _digests(made.images)
 
 
@@ -93,13 +99,13 @@ def test_the_demo_makes_its_set_from_the_sample_photos_only(tmp_path, monkeypatc
     def stop_at_fetch(*args, **kwargs):
         raise RuntimeError("fetch reached")
 
-    monkeypatch.setattr(demo, "build_demo_set", lambda photos, out: seen.append((photos, out)) or build_demo_set(TWO_PHOTOS[:1], out))
+    monkeypatch.setattr(demo, "build_demo_set", lambda photos, out, licences: seen.append((photos, out)) or build_demo_set(TWO_PHOTOS[:1], out, licences))
     monkeypatch.setattr("chipq.importers.fetch.fetch_vgg16", stop_at_fetch)
     with pytest.raises(RuntimeError, match="fetch reached"):
         demo.run_demo(tmp_path / "wd")
     ((photos, out),) = seen
     assert sorted(photos) == sorted((SAMPLES / "photos").glob("*.jpg")) and out == tmp_path / "wd" / demo_set.DEMO_SET_DIR
-    assert (out / "groundtruth.json").is_file()
+    assert (out / "groundtruth.json").is_file() and (out / "LICENSES.md").is_file()
 
 
 @pytest.mark.parametrize("given", [["--images", "photos"], ["--gt", "gt.json"]])
