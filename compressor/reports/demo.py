@@ -12,6 +12,7 @@ from chipq.floatnet.model import vgg_names
 from chipq.importers.torchvision_layout import VGG_CFGS
 from chipq.quant.plan import PAPER_PLAN
 from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, encode
+from chipq.retrieval.scoring import Evaluation
 
 DEFAULT_PLAN = PAPER_PLAN
 METHODS = ((None, "NIP"),)  # (--rnip, label); RNIP-5/9/14 are in bench/
@@ -39,8 +40,13 @@ class DemoResult:
     onnx_identical: bool
     exact: bool
     nip_cosine_verify: float | None
+    images: str = ""  # the retrieval set: its image folder and ground truth
+    groundtruth: str = ""
+    queries: int = 0
+    database: int = 0
     rows: list[dict] = field(default_factory=list)  # one per (method, kind)
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # this process's CPU time per stage
 
     def as_dict(self) -> dict:
         return vars(self)
@@ -56,3 +62,9 @@ def paired_cosine(a: DescriptorSet, b: DescriptorSet) -> float:
     rows = {name: i for i, name in enumerate(b.names)}
     pairs = [(i, rows[name]) for i, name in enumerate(a.names) if name in rows]
     return float(np.mean([float(a.codes[i] @ b.codes[j]) for i, j in pairs]))
+
+
+def found_first(scored: Evaluation) -> float:
+    """Share of the queries whose relevant items all rank above every other item (AP 1): with one
+    relevant item per query, how often the right image comes first."""
+    return float(np.mean([r.ap == 1.0 for r in scored.results]))

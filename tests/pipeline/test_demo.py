@@ -13,7 +13,7 @@ from chipq.importers.torchvision_layout import vgg_cfg
 from chipq.importers.torchvision_vgg import VGG
 
 
-@pytest.mark.slow  # about two minutes on 2 cores: reconstruction at 224x224, extraction of the sample set
+@pytest.mark.slow  # a few minutes on 2 cores: reconstruction at 224x224, extraction of the 108-image demo set
 def test_demo_runs_every_stage_and_its_json_is_the_only_stdout(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     model = tmp_path / "tiny16.pt"
@@ -31,3 +31,10 @@ def test_demo_runs_every_stage_and_its_json_is_the_only_stdout(tmp_path, monkeyp
     assert data["exact"] and data["onnx_identical"] and len(data["rows"]) == 3
     assert {row["descriptor"] for row in data["rows"]} == {"float", "byte", "bit"}
     assert (tmp_path / "demo" / "demo.json").is_file()
+    # The retrieval set was made into the work folder: 9 photos x 4 tiles, 2 edits of each tile.
+    made = tmp_path / "demo" / "retrieval"
+    assert (data["database"], data["queries"]) == (36, 72) and data["images"] == str(made)
+    assert len(json.loads((made / "groundtruth.json").read_text())) == 72
+    for row in data["rows"]:
+        assert all(0.0 <= row[f"found_first_{m}"] <= 1.0 for m in ("float", "post-training", "retrained"))
+    assert set(data["cpu_seconds"]) == set(data["seconds"]) and data["cpu_seconds"]["compress"] > 0
