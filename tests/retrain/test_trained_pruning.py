@@ -94,10 +94,9 @@ def test_v1_plans_have_no_pruning_state(calib):
 
 
 def test_the_start_of_a_v2_plan_is_reconstructed_without_error_feedback():
+    from chipq.quant.reconstruct import ReconstructConfig
     from chipq.retrain.config import RetrainConfigError
     from chipq.retrain.pipeline import reconstruct_config
-
-    from chipq.quant.reconstruct import ReconstructConfig
 
     config = RetrainConfig()
     # a v1 plan starts exactly where it started before init_feedback (so its blob keeps its bytes)
