@@ -142,7 +142,13 @@ def render(data: dict, before: dict | None = None) -> str:
         rows.append([f"`{row['command']}`", peak, *([f"{prior['peak_mb']:,.0f}" if prior else "–"] if old else []),
                      text])  # fmt: skip
     over = [row["command"] for row in data["commands"] if row["peak_mb"] > LIMIT_MB]
-    verdict = (f"Over the {LIMIT_MB:,} MB target: {', '.join(over)}." if over else f"Every command measured here peaks under the {LIMIT_MB:,} MB target.")
+    # a run that failed or was stopped did not reach every stage: its peak is only a lower bound
+    cut = [row["command"] for row in data["commands"] if row.get("code") or row.get("note")]
+    verdict = " ".join([
+        f"Over the {LIMIT_MB:,} MB target: {', '.join(over)}." if over else "",
+        f"Not run to the end (the peak is a lower bound): {', '.join(cut)}." if cut else "",
+        f"Every command measured here peaks under the {LIMIT_MB:,} MB target." if not over and not cut else "",
+    ]).strip()  # fmt: skip
     return "\n".join([
         "## Memory (`bench/memory.py`)",
         "",
