@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image
 
 from chipq.formats.fileio import atomic_write, atomic_write_text
+from chipq.pipeline.demo_set import rotate_inscribed  # the demo set turns its queries the same way
 
 SEED = 20240505
 QUERY_QUALITY = 75
@@ -88,27 +89,6 @@ def crop_box(
 def crop_area(img: Image.Image, fraction: float, rng: np.random.Generator) -> Image.Image:
     """Cut the window that ``crop_box`` places."""
     return img.crop(crop_box(img.size, fraction, rng))
-
-
-def rotate_inscribed(img: Image.Image, degrees: float) -> Image.Image:
-    """Rotate and keep the largest centred rectangle of the same aspect with no fill.
-
-    Args:
-        img: Source image.
-        degrees: Counter-clockwise angle, below 90.
-
-    Returns:
-        The rotated, cropped image.
-    """
-    w, h = img.size
-    rad = math.radians(degrees)
-    cos, sin = abs(math.cos(rad)), abs(math.sin(rad))
-    # A w*s x h*s box turned by the angle must fit in the w x h frame on both axes.
-    scale = min(w / (w * cos + h * sin), h / (w * sin + h * cos))
-    turned = img.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False)
-    cw, ch = math.floor(w * scale), math.floor(h * scale)
-    left, top = (w - cw) // 2, (h - ch) // 2
-    return turned.crop((left, top, left + cw, top + ch))
 
 
 def scale(img: Image.Image, factor: float) -> Image.Image:

@@ -112,7 +112,8 @@ def run_demo(
 
     # Every input and output is checked before the first download or computation.
     _check_retrieval_inputs(images, gt)
-    inputs = [("image folder", images), ("ground truth", gt)] if images is not None else []
+    inputs = [("image folder", images), ("ground truth", gt)] if images is not None else [("sample photo folder", samples_dir() / "photos")]
+    inputs.append(("calibration photo folder", default_calib_dir()))  # compress reads them
     check_output_dir(workdir, "work folder", "--output", parents=True, inputs=inputs)
     if images is None:
         for folder in (DEMO_SET_DIR, f"{DEMO_SET_DIR}/{DATABASE_DIR}", f"{DEMO_SET_DIR}/{QUERIES_DIR}"):

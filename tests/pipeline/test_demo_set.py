@@ -121,3 +121,19 @@ def test_images_and_gt_go_together(tmp_path, monkeypatch, given):
     with pytest.raises(DemoInputError, match="--images" if option == "--gt" else "--gt"):
         run_demo(tmp_path / "wd", **kwargs)
     assert not (tmp_path / "wd").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("folder", ["samples", "calibration"])
+def test_the_work_folder_may_not_lie_inside_a_photo_folder_the_demo_reads(tmp_path, monkeypatch, folder):
+    """Writing the set or the blobs there would add files to what the next run reads: refused,
+    naming the folder, before anything is made."""
+    from chipq.data import samples_dir
+    from chipq.formats.fileio import FileRefused
+    from chipq.pipeline import demo
+    from chipq.quant.compress import default_calib_dir
+
+    source = samples_dir() / "photos" if folder == "samples" else default_calib_dir()
+    workdir = source / "demo-out"
+    with pytest.raises(FileRefused, match="lies inside the"):
+        demo.run_demo(workdir)
+    assert not workdir.exists()
