@@ -6,7 +6,8 @@ in this folder, which is a build script, not imported by chipq).
 
 `samples_dir()`: the retrieval sample set (`chipq.samples`, the checkout's `samples/`): 9 photos
 that are not in `photos/`, 54 edited queries and their ground truth. It is what `chipq verify`
-runs by default (fidelity is never measured on calibration photos) and what `chipq demo` describes.
+runs by default (fidelity is never measured on calibration photos); `chipq demo` cuts its 9 photos
+into the look-alike retrieval set it scores (`chipq.pipeline.demo_set`).
 """
 
 from __future__ import annotations
