@@ -22,11 +22,11 @@ module chipq_conv_engine #(
     parameter B_DEPTH   = 512,    // bias ROM words (= O)
     parameter P_DEPTH   = 1,      // presence ROM words (= O*I for a pruned layer)
     parameter SCAN_W    = 32,     // presence bits the scan counts per cycle
-    parameter ALPHA_HEX = "",     // $readmemh images; empty: the ROM is not initialised
-    parameter BIAS_HEX  = "",
-    parameter MASK_HEX  = "",
-    parameter PRES_HEX  = "",
-    parameter IN_HEX    = ""      // optional initial input map (else written through the host port)
+    parameter ALPHA_HEX    = "",  // $readmemh images (chipq_weight_roms); empty: not initialised
+    parameter BIAS_HEX     = "",
+    parameter MASK_HEX     = "",
+    parameter PRESENCE_HEX = "",
+    parameter IN_HEX       = ""   // optional initial input map (else written through the host port)
 ) (
     input  wire        clk,
     input  wire        rst,
@@ -50,32 +50,19 @@ module chipq_conv_engine #(
     input  wire [23:0] out_raddr,
     output wire [7:0]  out_rdata
 );
-    reg [7:0]  alpha_rom [0:K_DEPTH-1];
-    reg [44:0] mask_rom  [0:K_DEPTH-1];
-    reg [11:0] bias_rom  [0:B_DEPTH-1];
-    reg        pres_rom  [0:P_DEPTH-1];
     reg [15:0] in_ram    [0:IN_DEPTH-1];
     reg [7:0]  out_ram   [0:OUT_DEPTH-1];
 
     initial begin
-        if (ALPHA_HEX != "") $readmemh(ALPHA_HEX, alpha_rom);
-        if (BIAS_HEX != "")  $readmemh(BIAS_HEX, bias_rom);
-        if (MASK_HEX != "")  $readmemh(MASK_HEX, mask_rom);
-        if (PRES_HEX != "")  $readmemh(PRES_HEX, pres_rom);
-        if (IN_HEX != "")    $readmemh(IN_HEX, in_ram);
+        if (IN_HEX != "") $readmemh(IN_HEX, in_ram);
     end
 
 `ifndef SYNTHESIS
-    // Simulation only (yosys defines SYNTHESIS): the same images named at run time by plusargs
-    // (+ALPHA_HEX=path ...), so that one build of the engine (sized for the largest layer) runs every
-    // layer of a network; a file per parameter would mean one Verilator build per layer.
+    // Simulation only: the input map named at run time (+IN_HEX=path), as the weight images are
+    // (chipq_weight_roms).
     reg [8*1024-1:0] image_path;
     initial begin
-        if ($value$plusargs("ALPHA_HEX=%s", image_path)) $readmemh(image_path, alpha_rom);
-        if ($value$plusargs("BIAS_HEX=%s", image_path))  $readmemh(image_path, bias_rom);
-        if ($value$plusargs("MASK_HEX=%s", image_path))  $readmemh(image_path, mask_rom);
-        if ($value$plusargs("PRES_HEX=%s", image_path))  $readmemh(image_path, pres_rom);
-        if ($value$plusargs("IN_HEX=%s", image_path))    $readmemh(image_path, in_ram);
+        if ($value$plusargs("IN_HEX=%s", image_path)) $readmemh(image_path, in_ram);
     end
 `endif
 
@@ -85,25 +72,23 @@ module chipq_conv_engine #(
     wire [12:0] rom_baddr;
     wire        out_we;
     wire [7:0]  out_wdata;
-    reg  [7:0]  alpha_q;
-    reg  [44:0] mask_q;
-    reg  [11:0] bias_q;
-    reg         pres_q;
+    wire [7:0]  alpha_q;
+    wire [44:0] mask_q;
+    wire [11:0] bias_q;
+    wire        pres_q;
     reg  [15:0] in_q;
     wire [SCAN_W-1:0] scan_bits;
-    genvar w;
-    generate
-        for (w = 0; w < SCAN_W; w = w + 1) begin : scan
-            assign scan_bits[w] = (scan_addr + w < P_DEPTH) ? pres_rom[scan_addr + w] : 1'b0;
-        end
-    endgenerate
-    // a pruned lane's pointer past the last present kernel reads address 0 (its word is unused)
+    // the layer's weights start at word 0 of each ROM
+    chipq_weight_roms #(
+        .K_DEPTH(K_DEPTH), .B_DEPTH(B_DEPTH), .P_DEPTH(P_DEPTH), .SCAN_W(SCAN_W),
+        .ALPHA_HEX(ALPHA_HEX), .MASK_HEX(MASK_HEX), .BIAS_HEX(BIAS_HEX), .PRESENCE_HEX(PRESENCE_HEX)
+    ) roms (
+        .clk(clk), .k_addr({8'd0, rom_kaddr}), .b_addr({19'd0, rom_baddr}), .p_addr({8'd0, pres_addr}),
+        .s_addr({8'd0, scan_addr}), .alpha_q(alpha_q), .mask_q(mask_q), .bias_q(bias_q), .pres_q(pres_q),
+        .scan_bits(scan_bits)
+    );
     always @(posedge clk) begin
-        alpha_q <= alpha_rom[rom_kaddr < K_DEPTH ? rom_kaddr : 24'd0];
-        mask_q  <= mask_rom[rom_kaddr < K_DEPTH ? rom_kaddr : 24'd0];
-        bias_q  <= bias_rom[rom_baddr];
-        pres_q  <= pres_rom[pres_addr < P_DEPTH ? pres_addr : 24'd0];
-        in_q    <= in_ram[in_raddr];
+        in_q <= in_ram[in_raddr];
         if (in_we) in_ram[in_waddr] <= in_wdata;
         if (out_we) out_ram[out_waddr] <= out_wdata;
     end

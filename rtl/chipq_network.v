@@ -1,5 +1,5 @@
 // chipq RTL check: the whole network on chip from one start pulse — a layer sequencer around
-// chipq_conv_core (rtl/chipq_conv_engine.v).
+// chipq_conv_core (rtl/chipq_conv_engine.v), with the weight ROMs of rtl/chipq_weight_roms.v.
 //
 //   layer table ROM --> sequencer --> layer registers + bank base addresses --> chipq_conv_core
 //                                                                                |  ^
@@ -71,33 +71,22 @@ module chipq_network #(
 );
     // ---------------------------------------------------------------- memories
     reg [191:0] layer_rom [0:T_DEPTH-1];
-    reg [7:0]   alpha_rom [0:K_DEPTH-1];
-    reg [44:0]  mask_rom  [0:K_DEPTH-1];
-    reg [11:0]  bias_rom  [0:B_DEPTH-1];
-    reg         pres_rom  [0:P_DEPTH-1];
     reg [8:0]   act_a     [0:ACT_DEPTH-1];
     reg [8:0]   act_b     [0:ACT_DEPTH-1];
 
     initial begin
-        if (LAYERS_HEX != "")   $readmemh(LAYERS_HEX, layer_rom);
-        if (ALPHA_HEX != "")    $readmemh(ALPHA_HEX, alpha_rom);
-        if (MASK_HEX != "")     $readmemh(MASK_HEX, mask_rom);
-        if (BIAS_HEX != "")     $readmemh(BIAS_HEX, bias_rom);
-        if (PRESENCE_HEX != "") $readmemh(PRESENCE_HEX, pres_rom);
-        if (IN_HEX != "")       $readmemh(IN_HEX, act_a);
+        if (LAYERS_HEX != "") $readmemh(LAYERS_HEX, layer_rom);
+        if (IN_HEX != "")     $readmemh(IN_HEX, act_a);
     end
 
 `ifndef SYNTHESIS
-    // Simulation only: the images named at run time (network.<bank>.hex as +<BANK>_HEX=path, the
-    // input map as +IN_HEX=path), so one build of a given size runs any network that fits it.
+    // Simulation only: the layer table and the input map named at run time (+LAYERS_HEX=path,
+    // +IN_HEX=path; the weight banks as chipq_weight_roms reads them), so one build of a given size
+    // runs any network that fits it.
     reg [8*1024-1:0] image_path;
     initial begin
-        if ($value$plusargs("LAYERS_HEX=%s", image_path))   $readmemh(image_path, layer_rom);
-        if ($value$plusargs("ALPHA_HEX=%s", image_path))    $readmemh(image_path, alpha_rom);
-        if ($value$plusargs("MASK_HEX=%s", image_path))     $readmemh(image_path, mask_rom);
-        if ($value$plusargs("BIAS_HEX=%s", image_path))     $readmemh(image_path, bias_rom);
-        if ($value$plusargs("PRESENCE_HEX=%s", image_path)) $readmemh(image_path, pres_rom);
-        if ($value$plusargs("IN_HEX=%s", image_path))       $readmemh(image_path, act_a);
+        if ($value$plusargs("LAYERS_HEX=%s", image_path)) $readmemh(image_path, layer_rom);
+        if ($value$plusargs("IN_HEX=%s", image_path))     $readmemh(image_path, act_a);
     end
 `endif
 
@@ -186,29 +175,22 @@ module chipq_network #(
     wire [12:0] rom_baddr;
     wire        out_we;
     wire [7:0]  out_wdata;
-    reg  [7:0]  alpha_q;
-    reg  [44:0] mask_q;
-    reg  [11:0] bias_q;
-    reg         pres_q;
+    wire [7:0]  alpha_q;
+    wire [44:0] mask_q;
+    wire [11:0] bias_q;
+    wire        pres_q;
     reg  [8:0]  in_q;
-    wire [31:0] k_addr = e_k_base + rom_kaddr;
-    wire [31:0] b_addr = e_b_base + rom_baddr;
-    wire [31:0] p_addr = e_p_base + pres_addr;
-    wire [31:0] s_addr = e_p_base + scan_addr;
     wire [SCAN_W-1:0] scan_bits;
-    genvar w;
-    generate
-        for (w = 0; w < SCAN_W; w = w + 1) begin : scan
-            assign scan_bits[w] = (s_addr + w < P_DEPTH) ? pres_rom[s_addr + w] : 1'b0;
-        end
-    endgenerate
-    // an address past a ROM (a pruned lane's pointer past the network's last kernel) reads word 0,
-    // never used
+    // the stage's weights start at the layer table's base addresses
+    chipq_weight_roms #(
+        .K_DEPTH(K_DEPTH), .B_DEPTH(B_DEPTH), .P_DEPTH(P_DEPTH), .SCAN_W(SCAN_W),
+        .ALPHA_HEX(ALPHA_HEX), .MASK_HEX(MASK_HEX), .BIAS_HEX(BIAS_HEX), .PRESENCE_HEX(PRESENCE_HEX)
+    ) roms (
+        .clk(clk), .k_addr(e_k_base + {8'd0, rom_kaddr}), .b_addr(e_b_base + {19'd0, rom_baddr}),
+        .p_addr(e_p_base + {8'd0, pres_addr}), .s_addr(e_p_base + {8'd0, scan_addr}),
+        .alpha_q(alpha_q), .mask_q(mask_q), .bias_q(bias_q), .pres_q(pres_q), .scan_bits(scan_bits)
+    );
     always @(posedge clk) begin
-        alpha_q <= alpha_rom[k_addr < K_DEPTH ? k_addr : 32'd0];
-        mask_q  <= mask_rom[k_addr < K_DEPTH ? k_addr : 32'd0];
-        bias_q  <= bias_rom[b_addr < B_DEPTH ? b_addr : 32'd0];
-        pres_q  <= pres_rom[p_addr < P_DEPTH ? p_addr : 32'd0];
         in_q    <= src_b ? act_b[in_raddr] : act_a[in_raddr];
         if (out_we && src_b) act_a[out_waddr] <= {1'b0, out_wdata};
         if (out_we && !src_b) act_b[out_waddr] <= {1'b0, out_wdata};

@@ -63,7 +63,7 @@ def engine_case(
     if layer.pruned:
         parameters["P_DEPTH"] = layer.out_channels * layer.in_channels
         parameters["SCAN_W"] = scan_w
-        parameters["PRES_HEX"] = verilog_string(banks["presence"])
+        parameters["PRESENCE_HEX"] = verilog_string(banks["presence"])
     case = {
         "label": label,
         "in_ch": layer.in_channels,

@@ -9,7 +9,7 @@ import pytest
 from rtlsim import RTL, SOURCES, VERILATOR_WAIVERS, require_icarus, require_verilator
 
 PRIMITIVES = ["chipq_mask_decode", "chipq_kernel_decode", "chipq_mac3x3", "chipq_requant", "chipq_maxpool2x2"]
-ENGINES = ["chipq_conv_core", "chipq_conv_engine", "chipq_network"]
+ENGINES = ["chipq_conv_core", "chipq_weight_roms", "chipq_conv_engine", "chipq_network"]  # memories inside: elaborated small, not synthesized alone
 # The engine and the sequencer at a small size: memories stay memories (memory -nomap), so the check takes seconds.
 SMALL_NETWORK = "-set LANES 2 -set MAX_W 8 -set MAX_HW 64 -set ACT_DEPTH 256 -set K_DEPTH 64 -set B_DEPTH 8 -set P_DEPTH 64 -set T_DEPTH 4 -set SCAN_W 4"
 SMALL_ENGINE = "-set LANES 2 -set MAX_W 8 -set MAX_HW 64 -set IN_DEPTH 256 -set OUT_DEPTH 256 -set K_DEPTH 64 -set B_DEPTH 8 -set P_DEPTH 64 -set SCAN_W 4"
