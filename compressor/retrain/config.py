@@ -16,6 +16,7 @@ from chipq.quant.plan import LayerSpec
 
 INITS = ("reconstruct", "weights")
 INIT_FEEDBACK = ("auto", "on", "off")
+HOLD_SHIFT = ("auto", "on", "off")
 
 
 class RetrainConfigError(ChipqError):
@@ -53,12 +54,22 @@ class RetrainConfig:
     # training only keeps the removed kernels at zero)
     prune_from: int = 0
     prune_share: float = 0.5
+    # hold each trained layer's weight shift (its alpha grid) where training starts: after every step
+    # a kernel whose fitted alpha grew past the start's largest is scaled back to it
+    # (`QatNet.cap_alphas`), so the layer shift never drops. "auto" = on as soon as a layer uses a v2
+    # setting: at 4-bit alpha most kernels sit on codes 1-3 of 15 (the shift is set by the one
+    # largest alpha), so one outlier kernel growing halves the whole layer's grid (e.g. conv5_1 of
+    # 3x2,2a6x5,1a4k50x6: shift 10 -> 9, alpha-0 kernels 5 % -> 17 %); off for v1 plans (8-bit alpha:
+    # a halved grid costs little, and the default v1 blob stays byte-identical)
+    hold_shift: str = "auto"
 
     def check(self) -> None:
         if self.init not in INITS:
             raise RetrainConfigError(f"retraining init {self.init!r}: one of {', '.join(INITS)}")
         if self.init_feedback not in INIT_FEEDBACK:
             raise RetrainConfigError(f"retraining init_feedback {self.init_feedback!r}: one of {', '.join(INIT_FEEDBACK)}")
+        if self.hold_shift not in HOLD_SHIFT:
+            raise RetrainConfigError(f"retraining hold_shift {self.hold_shift!r}: one of {', '.join(HOLD_SHIFT)}")
         if self.init_images < 1 or self.init_positions < 1:
             raise RetrainConfigError("retraining init_images and init_positions must be at least 1")
         for name in ("steps", "batch", "crop", "samples", "threads"):
@@ -83,6 +94,16 @@ class RetrainConfig:
         if self.init_feedback != "auto":
             return self.init_feedback == "on"
         return not any(spec.uses_v2 for spec in plan)
+
+    def holds_shift(self, plan: Sequence[LayerSpec]) -> bool:
+        """Whether training holds the trained layers' weight shifts (`hold_shift`).
+
+        >>> RetrainConfig().holds_shift([LayerSpec(3), LayerSpec(1)]), RetrainConfig().holds_shift([LayerSpec(1, 4)])
+        (False, True)
+        """
+        if self.hold_shift != "auto":
+            return self.hold_shift == "on"
+        return any(spec.uses_v2 for spec in plan)
 
     def steps_per_epoch(self) -> int:
         return math.ceil(self.samples / self.batch)
