@@ -123,8 +123,10 @@ class RetrainConfig:
 
 @dataclass
 class StepStats:
-    """One training step: the loss and the mean descriptor cosine of its batch to the teacher."""
+    """One training step: the loss and the mean descriptor cosine of its batch to the teacher, and
+    the kernels `hold_shift` scaled back after it."""
 
     step: int
     loss: float
     cosine: float
+    capped: int = 0

@@ -297,10 +297,10 @@ class Retrainer:
         loss.backward()
         self.updating = True  # a stop in here leaves a half-updated state: not checkpointed
         self.optimizer.step()
-        self.net.cap_alphas()  # RetrainConfig.hold_shift: the layer shifts stay the start's
+        capped = self.net.cap_alphas()  # RetrainConfig.hold_shift: the layer shifts stay the start's
         self.step += 1
         self.updating = False
-        return StepStats(self.step, float(loss.detach()), float(cosine.mean()))
+        return StepStats(self.step, float(loss.detach()), float(cosine.mean()), capped)
 
     def float_stack(self) -> FloatStack:
         """The float stack with the trained layers' shadow weights in place."""

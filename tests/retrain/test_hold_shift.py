@@ -23,24 +23,24 @@ def calib():
     return np.stack([img[:32, :32].transpose(2, 0, 1) for img in photos(3, seed=9)])
 
 
-def _trained(calib, config: RetrainConfig) -> tuple[Retrainer, list[int]]:
-    """A trained retrainer and the weight shifts of its start."""
+def _trained(calib, config: RetrainConfig) -> tuple[Retrainer, list[int], int]:
+    """A trained retrainer, the weight shifts of its start and the kernels capped on the way."""
     stack = tiny_stack()
     trainer = Retrainer(stack, PLAN, calibrate(stack, calib), config, (32, 32))
     start = [layer.weight_shift for layer in trainer.chip_model()[0].conv_layers()]
     with torch_settings(config.threads):
         trainer.build_cache(photos())
-        for _ in range(config.steps):
-            trainer.train_step()
-    return trainer, start
+        capped = sum(trainer.train_step().capped for _ in range(config.steps))
+    return trainer, start, capped
 
 
 @pytest.mark.parametrize("train_from", ["", "conv1_1"])  # conv1_1: the shift of the folded weights
 def test_held_shifts_stay_and_the_blob_is_what_training_ran(calib, train_from):
     config = RetrainConfig(**{**CONFIG.__dict__, "train_from": train_from})
-    unheld, start = _trained(calib, RetrainConfig(**{**config.__dict__, "hold_shift": "off"}))
-    assert [layer.weight_shift for layer in unheld.chip_model()[0].conv_layers()][2] < start[2]  # the case held
-    held, start = _trained(calib, config)  # "auto": on for a v2 plan
+    unheld, start, capped = _trained(calib, RetrainConfig(**{**config.__dict__, "hold_shift": "off"}))
+    assert [layer.weight_shift for layer in unheld.chip_model()[0].conv_layers()][2] < start[2] and capped == 0
+    held, start, capped = _trained(calib, config)  # "auto": on for a v2 plan
+    assert capped > 0
     model, _ = held.chip_model()
     trained = model.conv_layers()[held.first :]
     assert [layer.weight_shift for layer in trained] == start[held.first :]
