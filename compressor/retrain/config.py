@@ -46,7 +46,9 @@ class RetrainConfig:
     # setting (narrower alpha, pruning): on the 2 MB plan 3x2,2a6x5,1a4k50x6 the feedback start
     # scored 0.769 mean NIP cosine against 0.812 without (32 evaluation photos); retrained, on 153
     # evaluation photos, cosine 0.815 either way, mAP 0.915 with feedback, 0.934 without
-    # (post-training: 0.829, 0.944; so training itself still loses fidelity on this plan)
+    # (the post-training blob that scored 0.829, 0.944 was made by older code; today the start alone
+    # scores 0.814 / 0.934, training ends where it starts, and today's post-training settings, 32
+    # photos and 8192 positions, score 0.800 / 0.910: the start keeps init_images/init_positions)
     init_feedback: str = "auto"
     # trained pruning (chip format v2, a plan with kKEEP): the reconstruction start keeps prune_from
     # percentage points more of each trained pruned layer, and training removes them on a cubic
@@ -57,10 +59,13 @@ class RetrainConfig:
     # hold each trained layer's weight shift (its alpha grid) where training starts: after every step
     # a kernel whose fitted alpha grew past the start's largest is scaled back to it
     # (`QatNet.cap_alphas`), so the layer shift never drops. "auto" = on as soon as a layer uses a v2
-    # setting: at 4-bit alpha most kernels sit on codes 1-3 of 15 (the shift is set by the one
-    # largest alpha), so one outlier kernel growing halves the whole layer's grid (e.g. conv5_1 of
-    # 3x2,2a6x5,1a4k50x6: shift 10 -> 9, alpha-0 kernels 5 % -> 17 %); off for v1 plans (8-bit alpha:
-    # a halved grid costs little, and the default v1 blob stays byte-identical)
+    # setting: at 4-bit alpha most kernels sit on codes 0-3 of 15 (the shift is set by the one
+    # largest alpha), so one kernel growing past the top halves the whole layer's grid; one step
+    # lower costs that much (conv5_1 of 3x2,2a6x5,1a4k50x6, two reconstructions: shift 10, 5 % of
+    # its kernels at alpha 0; shift 9, 17 %). With the default lr no shift moved in 40 steps on that
+    # plan (training changed no 4-bit alpha code at all), so this guards longer or faster training
+    # (tests/retrain/test_hold_shift.py: the drop at lr 3e-2). Off for v1 plans (8-bit alpha: a
+    # halved grid costs little, and the default v1 blob stays byte-identical)
     hold_shift: str = "auto"
 
     def check(self) -> None:
