@@ -46,9 +46,11 @@ class RetrainConfig:
     # setting (narrower alpha, pruning): on the 2 MB plan 3x2,2a6x5,1a4k50x6 the feedback start
     # scored 0.769 mean NIP cosine against 0.812 without (32 evaluation photos); retrained, on 153
     # evaluation photos, cosine 0.815 either way, mAP 0.915 with feedback, 0.934 without
-    # (the post-training blob that scored 0.829, 0.944 was made by older code; today the start alone
-    # scores 0.814 / 0.934, training ends where it starts, and today's post-training settings, 32
-    # photos and 8192 positions, score 0.800 / 0.910: the start keeps init_images/init_positions)
+    # (the post-training blob that scored 0.829, 0.944 chose its pruned kernels by OBS saliency, the
+    # reconstruction's default before output energy; ReconstructConfig(saliency="obs") remakes it
+    # byte for byte. Today the start alone scores 0.814 / 0.934, training ends where it starts, and
+    # the post-training settings, 32 photos and 8192 positions, score 0.800 / 0.910: the start keeps
+    # init_images/init_positions)
     init_feedback: str = "auto"
     # trained pruning (chip format v2, a plan with kKEEP): the reconstruction start keeps prune_from
     # percentage points more of each trained pruned layer, and training removes them on a cubic
