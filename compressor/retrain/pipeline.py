@@ -79,9 +79,11 @@ def compress_retrained(
     """
     hooks = hooks or RetrainHooks()
     recent: list[float] = []
+    capped = [0]
 
     def on_step(stats: StepStats) -> None:
         recent[:] = (recent + [stats.cosine])[-FINAL_COSINE_STEPS:]
+        capped[0] += stats.capped
         if hooks.step:
             hooks.step(stats)
 
@@ -110,11 +112,13 @@ def compress_retrained(
         clock["end"] = time.monotonic()
     model, _ = trainer.chip_model()  # its reports compare with the shadow weights: report against float
     reports = weight_reports(stack, model)
-    summary = _summary(trainer, config, len(train_images), resumed_at, clock, recent)
+    summary = _summary(trainer, config, len(train_images), resumed_at, clock, recent, capped[0])
     return CompressResult(model, reports, fracs, used, retrain=summary)
 
 
-def _summary(trainer: Retrainer, config: RetrainConfig, images: int, resumed_at: int, clock: dict, recent: list[float]) -> dict:
+def _summary(
+    trainer: Retrainer, config: RetrainConfig, images: int, resumed_at: int, clock: dict, recent: list[float], capped: int
+) -> dict:
     """What retraining did: the ``retrain`` object of `chipq compress --json`."""
     return {
         "images": images,
@@ -127,5 +131,6 @@ def _summary(trainer: Retrainer, config: RetrainConfig, images: int, resumed_at:
         "train_seconds": clock["end"] - clock["train"],
         "seconds_per_step": (clock["end"] - clock["train"]) / max(1, trainer.step - resumed_at),
         "final_cosine": float(np.mean(recent)) if recent else None,
+        "capped_kernels": capped,  # kernels `hold_shift` scaled back, summed over this run's steps
         "config": asdict(config),
     }

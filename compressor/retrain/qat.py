@@ -25,12 +25,15 @@ from chipq.quant.chipnet import ChipConv, ChipPool, activations, round_half_up_s
 from chipq.quant.fold import InputFold  # noqa: F401 (part of this module's interface)
 from chipq.quant.plan import LayerSpec
 from chipq.quant.quantize import (  # noqa: F401
+    alpha_top,
     as_spec,
     dequantized_bias,
     dequantized_weights,
+    fit_kernels,
     input_mean_int,
     quantize_conv,
     strongest_kernels,
+    weight_shift_for,
 )
 
 
@@ -58,6 +61,8 @@ class QatNet(nn.Module):
         fold: the input fold when the suffix starts at conv1, else None.
         start: per conv in `layers`, how many kernels a pruned layer starts with (None: its target,
             ``spec.kept(O*I)``).
+        hold_shift: record each conv's largest fitted alpha at the start (`alpha_cap`), which
+            `cap_alphas` then holds: the layer's weight shift never drops below the start's.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class QatNet(nn.Module):
         in_frac: int,
         fold: InputFold | None = None,
         start: list[int | None] | None = None,
+        hold_shift: bool = False,
     ) -> None:
         super().__init__()
         self.kinds: list[tuple[str, str]] = []  # (name, "conv" | "pool") in order
@@ -93,6 +99,13 @@ class QatNet(nn.Module):
             if target is not None:
                 initial = strongest_kernels(weight.detach().numpy(), max(target, count or target))
                 self.present.register_buffer(name, torch.from_numpy(initial))
+        # derived from the start weights (a resumed run rebuilds them so): not in the state dict
+        self.alpha_cap: dict[str, float] = {}
+        if hold_shift:
+            for name in self.weights.keys():
+                alpha = self._fitted_alphas(name)
+                shift = weight_shift_for(float(alpha.max(initial=0.0)), self.bits[name].alpha_bits)
+                self.alpha_cap[name] = alpha_top(self.bits[name].alpha_bits) / 2.0**shift
 
     def target(self, name: str) -> int | None:
         """The kernels conv `name` keeps in the end (None: not pruned)."""
@@ -122,6 +135,33 @@ class QatNet(nn.Module):
         keep = np.zeros(energy.numel(), dtype=bool)
         keep[order[:count]] = True
         mask.copy_(torch.from_numpy(keep.reshape(mask.shape)))
+
+    def _fitted_alphas(self, name: str) -> np.ndarray:
+        """The float alpha `quantize_conv` fits to each kernel of conv `name` now (before its
+        rounding; the largest sets the layer shift), float64 (O*I,)."""
+        conv = FloatConv(name, self._masked(name).detach().numpy(), self.biases[name].detach().numpy())
+        if self.fold is not None and name == self.kinds[0][0]:  # conv1 sees the folded weights
+            conv = self.fold.apply_numpy(conv)
+        flat = np.asarray(conv.weight, np.float64).reshape(-1, 9)
+        return fit_kernels(flat, self.bits[name].bits)[0]
+
+    def cap_alphas(self) -> int:
+        """Scale each kernel whose fitted alpha exceeds its conv's `alpha_cap` back to it (a
+        kernel scaled by c keeps its mask and fits alpha c times, the fold included), so
+        `quantize_conv` keeps the start's weight shift. Returns the kernels scaled."""
+        scaled = 0
+        for name, cap in self.alpha_cap.items():
+            alpha = self._fitted_alphas(name)
+            over = alpha > cap
+            if not over.any():
+                continue
+            factor = np.ones_like(alpha)
+            factor[over] = cap / alpha[over] * (1.0 - 1e-6)  # float32 weights: a margin below the cap
+            weight = self.weights[name]
+            with torch.no_grad():
+                weight.mul_(torch.from_numpy(factor.reshape(weight.shape[:2])).to(weight.dtype)[:, :, None, None])
+            scaled += int(over.sum())
+        return scaled
 
     def _masked(self, name: str) -> torch.Tensor:
         """The shadow weights with the removed kernels at zero (no gradient reaches those)."""

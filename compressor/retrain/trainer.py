@@ -215,6 +215,7 @@ class Retrainer:
             in_frac,
             InputFold.of(self.stack) if start == 0 else None,
             start=starts[start:],
+            hold_shift=config.holds_shift(self.plan),
         )
         self.start_kept = {name: int(mask.sum()) for name, mask in self.net.present.named_buffers()}
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
@@ -296,9 +297,10 @@ class Retrainer:
         loss.backward()
         self.updating = True  # a stop in here leaves a half-updated state: not checkpointed
         self.optimizer.step()
+        capped = self.net.cap_alphas()  # RetrainConfig.hold_shift: the layer shifts stay the start's
         self.step += 1
         self.updating = False
-        return StepStats(self.step, float(loss.detach()), float(cosine.mean()))
+        return StepStats(self.step, float(loss.detach()), float(cosine.mean()), capped)
 
     def float_stack(self) -> FloatStack:
         """The float stack with the trained layers' shadow weights in place."""
