@@ -76,6 +76,26 @@ def activation_bytes(layers: Iterable, hw: tuple[int, int], batch: int, in_chann
     return peak * BYTES_PER_VALUE * COPIES * max(1, batch)
 
 
+BATCH_ACTIVATION_BYTES = 512 << 20  # what one executor call's activations may take (`fitting_batch`)
+
+
+def fitting_batch(layers: Iterable, hw: tuple[int, int], batch: int, budget: int | None = None) -> int:
+    """The batch an executor runs: `batch`, or fewer inputs (at least 1) when the activations of one
+    call (`activation_bytes`) would pass `budget` (default `BATCH_ACTIVATION_BYTES`). At 224x224 VGG-16 keeps its batch of 8; at 640x480
+    one input is 0.3 GB and 8 are 2.5 GB, so it runs one at a time. Each input's maps are computed
+    alike in any batch (convolutions do not mix the inputs), so the results do not change.
+
+    >>> from chipq.floatnet.model import FloatConv
+    >>> import numpy as np
+    >>> conv = FloatConv("c", np.zeros((64, 3, 3, 3), np.float32), np.zeros(64, np.float32))
+    >>> fitting_batch([conv], (224, 224), 8), fitting_batch([conv], (2000, 2000), 8)
+    (8, 1)
+    """
+    budget = BATCH_ACTIVATION_BYTES if budget is None else budget
+    per_input = activation_bytes(list(layers), hw, 1)
+    return max(1, min(int(batch), budget // max(1, per_input)))
+
+
 def kept_maps_bytes(layers: Iterable, hw: tuple[int, int], images: int) -> int:
     """Memory of every conv map of `images` inputs kept at once as float32 (calibration taps)."""
     height, width = hw
