@@ -181,6 +181,8 @@ def _gib(n: int) -> str:
 # --- compress: every stage's memory, from the sizes and settings --------------------------------------
 
 RECONSTRUCT_CHUNK = 8  # images per chunk of `chipq.quant.reconstruct` (its CHUNK)
+GRAM_OUTPUTS = 256  # output channels whose α Gram matrices `chipq.quant.reconstruct` makes at once (its GRAM_CHUNK)
+REFIT_OUTPUTS = 64  # output channels per batched α solve (its REFIT_CHUNK)
 CALIB_CHUNK = 4  # images per float pass of calibration and of the retraining cache
 ACTIVATION_SAMPLE = 1 << 20  # values kept per layer to choose its fraction bits (`chipq.quant.calibrate`)
 RUNTIME_BYTES = 450 << 20  # the interpreter, torch and numpy loaded, before any data (measured: 0.4 GB)
@@ -201,7 +203,8 @@ def conv_maps(layers: Iterable, hw: tuple[int, int], in_channels: int = 3) -> li
 
 def reconstruction_bytes(layers: Iterable, hw: tuple[int, int], positions: int) -> int:
     """Peak memory of `chipq.quant.reconstruct` beyond the runtime: one chunk of maps, the sampled
-    patches and the layer's statistics (Z^T Z, its damped copy, its inverse factor; float32).
+    patches and the layer's statistics (Z^T Z, its damped copy, its inverse factor; float32); then,
+    the patches freed, the α refit's Gram matrices (`GRAM_OUTPUTS` outputs' K x K) and its systems.
 
     The maps of all calibration images live in a spill folder (`spill_bytes`), not in memory.
     """
@@ -211,7 +214,8 @@ def reconstruction_bytes(layers: Iterable, hw: tuple[int, int], positions: int) 
         d = TAPS * cin + 1
         patches = 2 * positions * d * BYTES_PER_VALUE  # Z and its pieces while it is gathered
         stats = 5 * d * d * BYTES_PER_VALUE + 4 * cout * d * BYTES_PER_VALUE + 3 * positions * cout * BYTES_PER_VALUE
-        peak = max(peak, chunk + patches + stats)
+        refit = (min(GRAM_OUTPUTS, cout) + 2 * min(REFIT_OUTPUTS, cout)) * (cin + 1) ** 2 * BYTES_PER_VALUE
+        peak = max(peak, chunk + patches + stats, stats + refit)
     return peak + 3 * ACTIVATION_SAMPLE * 8
 
 
