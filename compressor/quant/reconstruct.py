@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from chipq.executor.memory import release_freed_memory
+from chipq.executor.memory import large_blocks_mapped, release_freed_memory
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats import constants as C
 from chipq.quant.calibrate import RunningSample, choose_frac
@@ -176,7 +176,7 @@ def torch_settings(threads: int) -> Iterator[None]:
 
 def _run(stack, plan, fracs, calib, config, fold, step):
     """The layers in order (module docstring), the maps streamed through a spill folder (`_Maps`)."""
-    with spill_folder() as spill:
+    with spill_folder() as spill, large_blocks_mapped():
         return _run_streamed(stack, plan, fracs, calib, config, fold, step, spill)
 
 
