@@ -15,9 +15,11 @@ before they start; a run near the limit may still be refused or fail. `check_inp
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from chipq.errors import ChipqError
 
@@ -73,6 +75,26 @@ def activation_bytes(layers: Iterable, hw: tuple[int, int], batch: int, in_chann
         peak = max(peak, (channels + out) * height * width)
         channels = out
     return peak * BYTES_PER_VALUE * COPIES * max(1, batch)
+
+
+BATCH_ACTIVATION_BYTES = 512 << 20  # what one executor call's activations may take (`fitting_batch`)
+
+
+def fitting_batch(layers: Iterable, hw: tuple[int, int], batch: int, budget: int | None = None) -> int:
+    """The batch an executor runs: `batch`, or fewer inputs (at least 1) when the activations of one
+    call (`activation_bytes`) would pass `budget` (default `BATCH_ACTIVATION_BYTES`). At 224x224 VGG-16 keeps its batch of 8; at 640x480
+    one input is 0.3 GB and 8 are 2.5 GB, so it runs one at a time. Each input's maps are computed
+    alike in any batch (convolutions do not mix the inputs), so the results do not change.
+
+    >>> from chipq.floatnet.model import FloatConv
+    >>> import numpy as np
+    >>> conv = FloatConv("c", np.zeros((64, 3, 3, 3), np.float32), np.zeros(64, np.float32))
+    >>> fitting_batch([conv], (224, 224), 8), fitting_batch([conv], (2000, 2000), 8)
+    (8, 1)
+    """
+    budget = BATCH_ACTIVATION_BYTES if budget is None else budget
+    per_input = activation_bytes(list(layers), hw, 1)
+    return max(1, min(int(batch), budget // max(1, per_input)))
 
 
 def kept_maps_bytes(layers: Iterable, hw: tuple[int, int], images: int) -> int:
@@ -135,6 +157,58 @@ def check_fits(layers: Iterable, hw: tuple[int, int], batch: int, what: str, kee
     return need
 
 
+def release_freed_memory() -> None:
+    """Give the pages of freed memory back to the system (glibc ``malloc_trim(0)``); no-op elsewhere.
+
+    The heavy commands run with glibc settings that keep freed memory for reuse (`chipq.cli`'s
+    ``MALLOC_SETTINGS``, `chipq.executor.int8.keep_freed_memory`): no page faults inside a stage, but
+    what one stage freed stays resident, and a later stage whose blocks do not fit those holes
+    grows the heap on top of them (measured: compress's retraining at 2.7 GB after a 1.8 GB
+    reconstruction, though training alone needs 1.1 GB). Called between stages and between the
+    reconstruction's layers, the peak resident set is what one stage needs, not the sum.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
+MAPPED_BLOCK_BYTES = 64 << 20  # blocks from this size up get pages of their own inside `large_blocks_mapped`
+
+
+@contextmanager
+def large_blocks_mapped() -> Iterator[None]:
+    """Inside the block, glibc maps every allocation of `MAPPED_BLOCK_BYTES` or more afresh and unmaps
+    it on free; afterwards the threshold the process started with (``MALLOC_MMAP_THRESHOLD_``) is back.
+
+    The reconstruction streams maps of 50-100 MB a chunk while it keeps small pieces (the sampled
+    outputs, the activation sample) between them: with the heavy commands' allocator settings
+    (every block from the heap, `chipq.cli`'s ``MALLOC_SETTINGS``) the freed chunks could not be
+    joined and the heap grew chunk after chunk (measured, VGG-16 conv1_1..conv2_2 on 64 photos: 2.4 GB
+    at conv1_2, 1.4 GB with blocks from 64 MB mapped, 1.3 GB from 32 MB). The cost is the page
+    faults of those blocks (there: 3 s -> 13 s of system time).
+    """
+    libc = _libc()
+    if libc is None:
+        yield
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, MAPPED_BLOCK_BYTES)
+    try:
+        yield
+    finally:
+        libc.mallopt(M_MMAP_THRESHOLD, int(os.environ.get("MALLOC_MMAP_THRESHOLD_", 128 << 10)))
+
+
+def _libc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
 def _gib(n: int) -> str:
     if n >= 1 << 40:
         return f"{n / (1 << 40):,.1f} TiB"
@@ -144,6 +218,8 @@ def _gib(n: int) -> str:
 # --- compress: every stage's memory, from the sizes and settings --------------------------------------
 
 RECONSTRUCT_CHUNK = 8  # images per chunk of `chipq.quant.reconstruct` (its CHUNK)
+GRAM_OUTPUTS = 256  # output channels whose α Gram matrices `chipq.quant.reconstruct` makes at once (its GRAM_CHUNK)
+REFIT_OUTPUTS = 64  # output channels per batched α solve (its REFIT_CHUNK)
 CALIB_CHUNK = 4  # images per float pass of calibration and of the retraining cache
 ACTIVATION_SAMPLE = 1 << 20  # values kept per layer to choose its fraction bits (`chipq.quant.calibrate`)
 RUNTIME_BYTES = 450 << 20  # the interpreter, torch and numpy loaded, before any data (measured: 0.4 GB)
@@ -164,7 +240,8 @@ def conv_maps(layers: Iterable, hw: tuple[int, int], in_channels: int = 3) -> li
 
 def reconstruction_bytes(layers: Iterable, hw: tuple[int, int], positions: int) -> int:
     """Peak memory of `chipq.quant.reconstruct` beyond the runtime: one chunk of maps, the sampled
-    patches and the layer's statistics (Z^T Z, its damped copy, its inverse factor; float32).
+    patches and the layer's statistics (Z^T Z, its damped copy, its inverse factor; float32); then,
+    the patches freed, the α refit's Gram matrices (`GRAM_OUTPUTS` outputs' K x K) and its systems.
 
     The maps of all calibration images live in a spill folder (`spill_bytes`), not in memory.
     """
@@ -174,7 +251,8 @@ def reconstruction_bytes(layers: Iterable, hw: tuple[int, int], positions: int) 
         d = TAPS * cin + 1
         patches = 2 * positions * d * BYTES_PER_VALUE  # Z and its pieces while it is gathered
         stats = 5 * d * d * BYTES_PER_VALUE + 4 * cout * d * BYTES_PER_VALUE + 3 * positions * cout * BYTES_PER_VALUE
-        peak = max(peak, chunk + patches + stats)
+        refit = (min(GRAM_OUTPUTS, cout) + 2 * min(REFIT_OUTPUTS, cout)) * (cin + 1) ** 2 * BYTES_PER_VALUE
+        peak = max(peak, chunk + patches + stats, stats + refit)
     return peak + 3 * ACTIVATION_SAMPLE * 8
 
 

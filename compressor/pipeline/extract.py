@@ -123,7 +123,7 @@ def _in_one_process(images, output, blob, model, settings: ExtractSettings, on_p
     items, unnamed = _list_images(images)
     network = load_network(blob=blob, model=model)
     input_hw = _checked_input(network, settings, blob, model)
-    features = network.features(settings.batch)
+    features = network.features(_executor_batch(network, input_hw, settings))
     metadata = _metadata(network, settings, input_hw, items)
     store = DescriptorStore(
         output, [name for name, _ in items], kind=settings.kind, metadata=metadata,
@@ -206,14 +206,22 @@ def _list_images(images: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, 
 
 
 def _checked_input(network: Network, settings: ExtractSettings, blob: Path | None, model: Path | None = None) -> tuple[int, int]:
-    """The network input size, refused when the chip's buffers cannot hold it (one batch)."""
+    """The network input size, refused when the chip's buffers cannot hold it (one executor call)."""
     from chipq.executor.memory import check_fits, check_input_size
 
     input_hw = settings.input_hw or network.default_input
     what = (settings.input_label or f"input (height, width) {input_hw}") if settings.input_hw else str(blob or model)
     check_input_size(network.layers, input_hw, what)
-    check_fits(network.layers, input_hw, settings.batch, what)
+    check_fits(network.layers, input_hw, _executor_batch(network, input_hw, settings), what)
     return input_hw
+
+
+def _executor_batch(network: Network, input_hw: tuple[int, int], settings: ExtractSettings) -> int:
+    """Inputs per executor call: ``--batch``, fewer at large input sizes (`chipq.executor.memory.fitting_batch`:
+    8 inputs of 640x480 are 2.5 GB of maps; the descriptors do not change)."""
+    from chipq.executor.memory import fitting_batch
+
+    return fitting_batch(network.layers, input_hw, settings.batch)
 
 
 def _metadata(network: Network, settings: ExtractSettings, input_hw, items) -> dict:

@@ -23,7 +23,7 @@ from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats.fileio import atomic_write, check_output_dir, replace_dir
 from chipq.formats.model import ChipModel, ConvLayer, layer_stem
-from chipq.reports.verify import VerifyReport, agreement, compare_exact
+from chipq.reports.verify import AgreementSums, VerifyReport, compare_exact
 from chipq.retrieval.describe import quarter_turns
 from chipq.retrieval.pooling import nip_from_maps
 
@@ -183,14 +183,20 @@ def verify(
 
 def _fidelity(report, model, stack, images, fast_taps, fast) -> None:
     reference = FloatReference(stack)
-    float_taps = reference.run(images, taps=True)
     fracs = model.activation_fracs()
-    for layer, taps, frac in zip(model.layers, fast_taps, fracs):
-        if isinstance(layer, ConvLayer):
-            if layer.name not in float_taps:
-                report.failures.append(f"layer {layer.name}: not in the float model")
-                continue
-            report.agreement.append(agreement(layer.name, taps, frac, float_taps[layer.name]))
+    convs = {layer.name: index for index, layer in enumerate(model.layers) if isinstance(layer, ConvLayer)}
+    sums = {name: AgreementSums() for name in convs}
+    for start in range(0, len(images), reference.batch):  # the float model's chunks, as `reference.run` makes them
+        for name, out in _float_layers(reference, images[start : start + reference.batch]):
+            if name in convs:
+                index = convs[name]
+                sums[name].add(fast_taps[index][start : start + len(out)], fracs[index], out)
+    seen = set(reference.net.layers.keys())
+    for name in convs:
+        if name not in seen:
+            report.failures.append(f"layer {name}: not in the float model")
+            continue
+        report.agreement.append(sums[name].result(name))
     if model.input_height != model.input_width:
         return  # NIP rotations need a square buffer; per-layer agreement still stands
     last_frac = fracs[-1]
@@ -200,6 +206,22 @@ def _fidelity(report, model, stack, images, fast_taps, fast) -> None:
         ref = reference.run(batch)
         a, b = nip_from_maps(list(chip)), nip_from_maps(list(ref))
         report.nip_cosines.append(float(np.dot(a, b)))
+
+
+def _float_layers(reference: FloatReference, images: np.ndarray):
+    """(name, output) of every layer of the float model on `images`, one layer at a time: the values
+    of ``reference.run(images, taps=True)`` without every map of every layer kept at once (8 photos'
+    maps are 0.5 GB, and the join copied them)."""
+    import torch
+    from torch.nn import functional as F
+
+    from chipq.floatnet.reference import normalise
+
+    x = torch.from_numpy(normalise(images, reference.stack.mean, reference.stack.std))
+    with torch.no_grad():
+        for name, module in reference.net.layers.items():
+            x = F.relu(module(x)) if isinstance(module, torch.nn.Conv2d) else module(x)
+            yield name, x.numpy()
 
 
 def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_dir: Path, *, readmemh: bool = False) -> Path:

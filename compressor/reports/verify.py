@@ -95,11 +95,31 @@ def compare_exact(model: ChipModel, fast_taps: list[np.ndarray], golden_taps: li
 
 def agreement(name: str, integer_map: np.ndarray, frac: int, float_map: np.ndarray) -> LayerAgreement:
     """Dequantized integer map vs float map: relative L2 error, SQNR (dB) and cosine."""
-    q = integer_map.astype(np.float64).ravel() * 2.0**-frac
-    f = float_map.astype(np.float64).ravel()
-    err = np.linalg.norm(q - f)
-    norm_f, norm_q = np.linalg.norm(f), np.linalg.norm(q)
-    rel = float(err / norm_f) if norm_f > 0 else float(err > 0)
-    sqnr = float(20 * np.log10(norm_f / err)) if err > 0 else float("inf")
-    cosine = float(q @ f / (norm_q * norm_f)) if norm_q > 0 and norm_f > 0 else 0.0
-    return LayerAgreement(name, rel, sqnr, cosine)
+    return AgreementSums().add(integer_map, frac, float_map).result(name)
+
+
+class AgreementSums:
+    """The float64 sums `agreement` is made of, added up a few images at a time (verify streams the
+    float model's layers instead of keeping every map). One `add` gives exactly `agreement`'s
+    numbers (``np.linalg.norm`` of a vector is the square root of its dot product); several add
+    the same terms in another order."""
+
+    def __init__(self) -> None:
+        self.err2 = self.float2 = self.int2 = self.cross = 0.0
+
+    def add(self, integer_map: np.ndarray, frac: int, float_map: np.ndarray) -> "AgreementSums":
+        q = integer_map.astype(np.float64).ravel() * 2.0**-frac
+        f = float_map.astype(np.float64).ravel()
+        self.cross += q @ f
+        self.int2 += q.dot(q)
+        self.float2 += f.dot(f)
+        np.subtract(q, f, out=q)  # q - f in place: two float64 copies of the maps, not three
+        self.err2 += q.dot(q)
+        return self
+
+    def result(self, name: str) -> LayerAgreement:
+        err, norm_f, norm_q = np.sqrt(self.err2), np.sqrt(self.float2), np.sqrt(self.int2)
+        rel = float(err / norm_f) if norm_f > 0 else float(err > 0)
+        sqnr = float(20 * np.log10(norm_f / err)) if err > 0 else float("inf")
+        cosine = float(self.cross / (norm_q * norm_f)) if norm_q > 0 and norm_f > 0 else 0.0
+        return LayerAgreement(name, rel, sqnr, cosine)

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 
 from chipq.errors import ChipqError
 from chipq.executor.fast import FastExecutor
+from chipq.executor.memory import release_freed_memory
 from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
@@ -239,6 +240,7 @@ class Retrainer:
         count = self.config.samples
         if self.resume_data_hash and self.resume_data_hash != samples_sha256(images, self.config):  # before the work
             raise RetrainConfigError("the checkpoint was made from other training images (sample hash differs)")
+        release_freed_memory()  # what the reconstruction freed: the cache and the steps start from what is live
         teacher = FloatReference(self.stack, batch=CACHE_CHUNK)
         prefix = FastExecutor(self.prefix, batch=CACHE_CHUNK) if self.split else None
         digest = hashlib.sha256()  # of the samples' pixels in order: the bytes of `training_samples`
@@ -265,6 +267,8 @@ class Retrainer:
                 self.center = torch.cat(
                     [region_descriptors(self.targets[i : i + CACHE_CHUNK]) for i in range(0, len(self.targets), CACHE_CHUNK)]
                 ).mean(dim=0)
+        del teacher, prefix
+        release_freed_memory()
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached samples `rows` as (input of the trained layers in real units, teacher map)."""

@@ -50,6 +50,15 @@ def test_compress_stages_of_vgg16_fit_2_gb_and_grow_with_their_settings(vgg16):
     assert training_bytes(vgg16.layers, 224, 1256, 8, 7) - cache == 1000 * per_sample
 
 
+def test_the_estimates_use_the_reconstructions_own_chunk_sizes():
+    from chipq.executor import memory
+    from chipq.quant import reconstruct
+
+    assert (memory.RECONSTRUCT_CHUNK, memory.GRAM_OUTPUTS, memory.REFIT_OUTPUTS) == (
+        reconstruct.CHUNK, reconstruct.GRAM_CHUNK, reconstruct.REFIT_CHUNK,
+    )
+
+
 def test_the_largest_stage_is_refused_in_one_line_naming_its_option(monkeypatch):
     from chipq.executor.memory import check_stages
 
