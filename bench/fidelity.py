@@ -306,9 +306,11 @@ def render(result: dict) -> str:
         "mean cosine of each chip descriptor to the float model's for the same image and method; "
         "*N-S* is the UKBench score (same-object images in the top 4, the query included, out of 4). "
         "RNIP-9 on a 4:3 image is R-MAC levels 1-2 (8 regions + the whole image), which is also what "
-        "`--rnip 5` gives there; RNIP-14 is levels 1-3 (21 crops on 4:3). Every blob is calibrated on "
-        "samples/photos, and the retrained blob of `bench/retrain.py` is trained on samples/ (photos and "
-        "queries): the samples/ rows are not held out, the UKBench rows are.",
+        "`--rnip 5` gives there; RNIP-14 is levels 1-3 (21 crops on 4:3). The blobs are those the command "
+        "above names: `chipq compress` (default, and `--no-retrain`) calibrates and trains on the photo set "
+        "shipped with chipq, which shares no photo with UKBench or samples/ (every row held out); the "
+        "retrained blob of `bench/retrain.py` (what `run_all.py` passes when no `--retrained` is given) "
+        "is trained on samples/ (photos and queries), and then the samples/ rows are not held out.",
     ]
     for set_name in dict.fromkeys(row["dataset"] for row in result["rows"]):
         rows, chosen = [], [r for r in result["rows"] if r["dataset"] == set_name]
