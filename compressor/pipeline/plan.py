@@ -84,6 +84,7 @@ def measure_sensitivity(
     status: Status | None = None,
     kind: str = DEFAULT_SENSITIVITY,
     axes: sensitivity.V2Axes = sensitivity.DEFAULT_V2,
+    probe: sensitivity.Probe = sensitivity.DEFAULT_PROBE,
 ) -> sensitivity.Sensitivity:
     """Step 2 on `sensitivity_images` of `calib` (fractions from all of them).
 
@@ -92,6 +93,8 @@ def measure_sensitivity(
     (`chipq.quant.reconstruct.layer_candidates`); weight-only: `quantize_conv` of the float weights.
     `axes`: the v2 settings measured (`sensitivity.NO_V2`: mask widths only); reconstructed, each
     v2 setting is reconstructed too (its kernels pruned for the output and the rest refitted).
+    `probe`: how each setting is measured (`sensitivity.Probe`); with the noise gain, reconstructed
+    candidates skip the joint α refit but the gain run's (`layer_candidates`' ``refitted``).
     """
     if kind not in SENSITIVITY_KINDS:
         raise UsageError(f"sensitivity {kind!r}: expected one of {', '.join(SENSITIVITY_KINDS)}")
@@ -113,6 +116,8 @@ def measure_sensitivity(
         settings = sensitivity.WIDTHS + tuple(axes.settings())  # v2 settings reconstructed too (pruned for the output)
         if axes.settings():
             name += ":v2-reconstructed"
+        refitted = () if probe.exact else (LayerSpec(probe.gain_bits),)
+        name += "".join(f":refitted-{spec}" for spec in refitted)
 
         def layer_weights():
             def step(done: int, total: int) -> None:
@@ -120,13 +125,13 @@ def measure_sensitivity(
                     status("reconstructing each layer at each width", done, total)
 
             step(0, len(fracs))
-            return layer_candidates(stack, fracs, fitted, settings, config, step)
+            return layer_candidates(stack, fracs, fitted, settings, config, step, refitted)
 
     if status:
         status("measuring layer sensitivity", 0, len(views))
     return sensitivity.measure(
         stack, views, fracs, nip_from_maps, POOL_NAME, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
-        layer_weights=layer_weights, weights_name=name, axes=axes,
+        layer_weights=layer_weights, weights_name=name, axes=axes, probe=probe,
     )  # fmt: skip
 
 

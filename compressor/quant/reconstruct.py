@@ -36,6 +36,7 @@ solves and products with a fixed thread count (`threads`), deterministic algorit
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from contextlib import contextmanager
@@ -368,6 +369,13 @@ def _rows_by_chunk(rows: np.ndarray, per_image: int) -> Iterator[tuple[int, np.n
         yield int(i), rows[chunk_of == i]
 
 
+@dataclass(frozen=True)
+class Refitted:
+    """The key of a `layer_candidates` candidate made with the joint α refit while the others are not."""
+
+    setting: LayerSpec
+
+
 def layer_candidates(
     stack: FloatStack,
     fracs: list[int],
@@ -375,6 +383,7 @@ def layer_candidates(
     widths: tuple[int, ...],
     config: ReconstructConfig,
     progress: Callable[[int, int], None] | None = None,
+    refitted: tuple[LayerSpec, ...] = (),
 ) -> list[dict[int, FloatConv]]:
     """Each conv layer reconstructed alone at every width in `widths`, for sensitivity measurement.
 
@@ -383,6 +392,11 @@ def layer_candidates(
     its output from that input is close to the float model's. Step 1 (the target weights) is shared by
     the widths; only step 2 runs once per width. conv1's candidates act on the chip input
     ``p − mean_int`` (the normalisation folded in, as `chipq.quant.sensitivity` runs it).
+
+    `refitted` given: every setting of `widths` is made without the joint α refit (`refit_alphas`,
+    the costly part of step 2: O·K²·81 multiply-adds per setting, 10^10 on a 512-channel layer),
+    and each setting of `refitted` also with it, under the key ``Refitted(setting)``
+    (`chipq.quant.sensitivity`'s noise gain runs its tail passes on those).
 
     Returns:
         ``[layer][m] -> FloatConv`` whose weights are exactly α·M·2^-s.
@@ -410,7 +424,7 @@ def layer_candidates(
             for part in y_f.chunks():
                 next_f.append(F.relu(part))
             target = _target(conv, x_ref.patches(rows), y_f.at_rows(), config)
-            out.append({m: FloatConv(conv.name, *_quantize_target(target, m, config)) for m in widths})
+            out.append(_settings_of(conv, target, widths, config, refitted))
             y_ref = _Conv(x_ref, chip.weight, chip.bias, rows[:0])
             next_ref = _Maps.grid(spill, y_ref.shape, chip.frac)
             for part in y_ref.chunks():
@@ -423,6 +437,14 @@ def layer_candidates(
         x_ref.drop()
         x_f.drop()
         return out
+
+
+def _settings_of(conv: FloatConv, target: "_Target", widths: tuple, config: ReconstructConfig, refitted: tuple) -> dict:
+    """One layer's `layer_candidates`: step 2 of each setting from the shared target (step 1)."""
+    plain = dataclasses.replace(target, raw=None) if refitted else target  # raw None: no joint α refit
+    row = {m: FloatConv(conv.name, *_quantize_target(plain, m, config)) for m in widths}
+    row.update({Refitted(as_spec(s)): FloatConv(conv.name, *_quantize_target(target, s, config)) for s in refitted})
+    return row
 
 
 def _positions(shape: torch.Size, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -90,6 +90,7 @@ from chipq.formats.fileio import FileRefused, atomic_write
 from chipq.quant.chipnet import ChipConv, ChipNet, activations, on_chip_input
 from chipq.quant.plan import LayerSpec
 from chipq.quant.quantize import as_spec, quantize_conv
+from chipq.quant.reconstruct import Refitted
 
 SENSITIVITY_VERSION = 2  # bump when the measurement changes: old cache entries are then ignored
 WIDTHS = tuple(range(C.MIN_MASK_BITS, C.MAX_MASK_BITS + 1))
@@ -432,10 +433,19 @@ class _Layers:
     def quantized(self, index: int, setting: LayerSpec | int) -> ChipConv:
         """Layer `index` stored as `setting` (Eq. 1, its input at the calibrated fraction bits)."""
         spec = as_spec(setting)
-        in_frac = 0 if index == 0 else self.fracs[index - 1]
         conv = self.convs[index]
         if self.candidates is not None:  # the setting's own candidate, else (v2 setting) its mask width's
             conv = self.candidates[index].get(spec, self.candidates[index].get(spec.bits))
+        return self._chip(index, spec, conv)
+
+    def gain_layer(self, index: int, spec: LayerSpec) -> ChipConv:
+        """The noise gain's tail-pass layer: the setting's `Refitted` candidate when there is one
+        (the others then made without the joint α refit), else `quantized`."""
+        refitted = self.candidates[index].get(Refitted(spec)) if self.candidates is not None else None
+        return self.quantized(index, spec) if refitted is None else self._chip(index, spec, refitted)
+
+    def _chip(self, index: int, spec: LayerSpec, conv: FloatConv) -> ChipConv:
+        in_frac = 0 if index == 0 else self.fracs[index - 1]
         return ChipConv.of_layer(quantize_conv(conv, spec, in_frac, self.fracs[index]), in_frac)
 
 
@@ -467,7 +477,8 @@ def _measure(
         noise = _layer_noise(chain, views[:, 0], runs, quantized, probe, _Stage(progress, 0, stage_total))
         gain = LayerSpec(probe.gain_bits)
         gain_runs = [[gain] for _ in runs]
-        tails = _tail_passes(chain, stack, gain_views, pool, batch, gain_runs, quantized, _Stage(progress, len(views), stage_total))
+        gain_layers = {(i, gain): chain.gain_layer(i, gain) for i in range(len(runs))}
+        tails = _tail_passes(chain, stack, gain_views, pool, batch, gain_runs, gain_layers, _Stage(progress, len(views), stage_total))
         rows = {key: tails.scaled((key[0], gain), noise[key], noise[(key[0], gain)]) for key in quantized}
     return _result(chain, views.shape, tails, rows, runs, axes, probe)
 

@@ -272,3 +272,24 @@ def test_noise_gain_is_the_exact_run_at_the_gain_setting(setup, tmp_path):
     assert gain.v2[2]["1k50"]["layer_noise"] > gain.layer_noise[2][0]
     assert gain.loss(2, LayerSpec(1, keep=50)) > gain.loss(2, 1)
     assert gain.ref_cosine == pytest.approx(exact.ref_cosine, rel=1e-12)
+
+
+def test_candidates_refitted_only_where_asked(setup):
+    """layer_candidates with `refitted`: every setting without the joint α refit, the asked ones
+    also with it (the same weights as without `refitted`)."""
+    from chipq.quant.compress import FAST_RECONSTRUCTION
+    from chipq.quant.plan import LayerSpec
+    from chipq.quant.reconstruct import ReconstructConfig, Refitted, layer_candidates
+
+    stack, calib, fracs = setup
+    config = ReconstructConfig(**{**FAST_RECONSTRUCTION.__dict__, "positions": 512, "threads": 1})
+    plain = ReconstructConfig(**{**config.__dict__, "refit_alphas": False})
+    both = layer_candidates(stack, fracs, calib, (1, 2), config, refitted=(LayerSpec(1),))
+    full = layer_candidates(stack, fracs, calib, (1, 2), config)
+    none = layer_candidates(stack, fracs, calib, (1, 2), plain)
+    for layer in range(4):
+        assert sorted(map(str, both[layer])) == sorted(["1", "2", str(Refitted(LayerSpec(1)))])
+        assert np.array_equal(both[layer][Refitted(LayerSpec(1))].weight, full[layer][1].weight)
+        for m in (1, 2):
+            assert np.array_equal(both[layer][m].weight, none[layer][m].weight)
+    assert not np.array_equal(both[0][1].weight, full[0][1].weight)
