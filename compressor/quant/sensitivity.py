@@ -1,6 +1,7 @@
 """How much each conv layer's mask width costs in fidelity, measured one layer at a time.
 
-For every conv layer L and mask width m in 1..5, the network is run with **only L quantized** at m
+The exact measurement (`EXACT`; the default measures the same through a noise gain, below): for
+every conv layer L and mask width m in 1..5, the network is run with **only L quantized** at m
 bits (Eq. 1 exactly as `quantize_conv` builds it: 8-bit alpha, m-bit masks, the layer's weight
 shift, the 12-bit bias — of L's float weights, or of the weights `layer_weights` gives for (L, m),
 e.g. L as post-training reconstruction fits it, `chipq.quant.reconstruct.layer_candidates`) and
@@ -58,7 +59,12 @@ and the conv5_3 noise of (L, s) likewise (the cosine then follows the additive m
 from L is the same network whichever setting of L made the noise, so the gain is a property of the
 layer; what it assumes is that noise of the same power at L's output costs the descriptor the same
 whatever its setting (on VGG-16 checked against the exact measurement, `bench/plan.py`). `EXACT`
-keeps the measurement above. Cost on VGG-16: the m axis and the v2 axes of every layer on one view
+keeps the measurement above. With candidates made without the joint α refit but for the gain
+setting (`chipq.quant.reconstruct.layer_candidates`' ``refitted``, as `chipq.pipeline.plan`
+makes them: the refit is 10^10 multiply-adds per setting of a 512-channel layer), the noise ratios
+come from the unrefitted candidates and the tail pass runs the refitted gain setting
+(`_Layers.gain_layer`): what the refit saves is taken as the same share of the noise at every
+setting of a layer. Cost on VGG-16: the m axis and the v2 axes of every layer on one view
 of 16 images at 4096 positions, and 13 tail passes on 4 images: about 20x fewer forward passes.
 
 A run is cached in ``$CHIPQ_CACHE/sensitivity`` (else ``~/.cache/chipq/sensitivity``) as JSON,
