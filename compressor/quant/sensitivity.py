@@ -58,14 +58,15 @@ turns it into descriptor distance:
 and the conv5_3 noise of (L, s) likewise (the cosine then follows the additive model). The tail
 from L is the same network whichever setting of L made the noise, so the gain is a property of the
 layer; what it assumes is that noise of the same power at L's output costs the descriptor the same
-whatever its setting (on VGG-16 checked against the exact measurement, `bench/plan.py`). `EXACT`
+whatever its setting (a pruned kernel's noise and a rounded one's alike). `EXACT`
 keeps the measurement above. With candidates made without the joint α refit but for the gain
 setting (`chipq.quant.reconstruct.layer_candidates`' ``refitted``, as `chipq.pipeline.plan`
 makes them: the refit is 10^10 multiply-adds per setting of a 512-channel layer), the noise ratios
 come from the unrefitted candidates and the tail pass runs the refitted gain setting
 (`_Layers.gain_layer`): what the refit saves is taken as the same share of the noise at every
-setting of a layer. Cost on VGG-16: the m axis and the v2 axes of every layer on one view
-of 16 images at 4096 positions, and 13 tail passes on 4 images: about 20x fewer forward passes.
+setting of a layer. Cost on VGG-16: one prefix pass of one view of 16 images with 145 products
+of 4096 sampled patches, and 13 tail passes on 4 images x 4 views: about a tenth of the exact
+run's multiply-adds (2,000 forward passes' worth).
 
 A run is cached in ``$CHIPQ_CACHE/sensitivity`` (else ``~/.cache/chipq/sensitivity``) as JSON,
 keyed by the model's weights SHA-256, the images' SHA-256, the settings and the probe; a cache hit
