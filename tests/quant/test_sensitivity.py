@@ -54,7 +54,7 @@ def test_the_quantized_layer_is_the_chip_layer(setup):
         assert np.mean(np.abs(got - want) > 1e-9) < 0.01
 
 
-@pytest.mark.parametrize("probe", [sensitivity.EXACT, sensitivity.DEFAULT_PROBE], ids=["exact", "noise-gain"])
+@pytest.mark.parametrize("probe", [sensitivity.EXACT, sensitivity.NOISE_GAIN], ids=["exact", "noise-gain"])
 def test_measure_shapes_sense_and_additive_prediction(setup, tmp_path, probe):
     stack, calib, fracs = setup
     result = measure(stack, _views(calib), fracs, _pool, "rms", cache_dir=tmp_path, probe=probe)
