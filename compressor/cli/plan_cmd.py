@@ -48,7 +48,7 @@ _HELP = "\n\n".join(
         "3. Check: the chosen plan is compressed post-training (as `chipq compress --no-retrain`) and its "
         "mean NIP descriptor cosine to float is measured on held-out photos (--eval, default: the --images "
         "photos after the first 64, which calibration never reads). On a VGG-16 the paper's 3x7,1x6 is "
-        "measured beside it.",
+        "predicted beside it, and with --paper compressed and measured the same way.",
         "BUDGET: bytes (3914104), a size (4MB = 4,000,000 B, 3.5MiB) or a ratio to the fp32 conv weights "
         "(15x). The plan string printed is valid for `chipq compress --plan`; `chipq compress --budget B` "
         "plans and compresses in one go.",
@@ -79,6 +79,7 @@ def plan_command(
     ),
     v1: bool = flag("--v1", help="Chip format v1 settings only: 8-bit alpha and every kernel in every layer."),
     no_measure: bool = flag("--no-measure", help="Skip compressing and measuring the chosen plan."),
+    paper: bool = flag("--paper", help="Also compress and measure the paper's 3x7,1x6 on the held-out photos (VGG-16)."),
     no_cache: bool = flag("--no-cache", help="Measure the sensitivity again (and do not store it)."),
     as_json: bool = flag("--json", help="Print the result as one JSON object (key `plan`: the plan string)."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PNG", help="Draw the front, the chosen and the paper's plan.", show_default=False),
@@ -98,7 +99,7 @@ def plan_command(
     with progress_status("plan", err_console, quiet=as_json) as shown:
         result, heldout = plan(
             model_path, budget, images=images_dir, eval_dir=eval_dir, input_hw=input_hw, measure=not no_measure,
-            sens_images=sens_images, use_cache=not no_cache, kind=sens_kind.value, v2=not v1,
+            sens_images=sens_images, use_cache=not no_cache, kind=sens_kind.value, v2=not v1, measure_paper=paper,
             status=lambda stage, done=None, total=None: shown.update(stage, done, total),
         )  # fmt: skip
     if plot is not None:

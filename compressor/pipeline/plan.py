@@ -12,7 +12,9 @@ The steps (`chipq.reports.planner` renders what they find):
    settings (m, alpha width, kept share) and its best plan under the budget (`chipq.quant.allocate`);
 4. compress the chosen plan post-training (`chipq.pipeline.compress`, what `chipq compress
    --no-retrain` does) and measure its mean NIP descriptor cosine to the float model on held-out
-   photos, which are never calibration or sensitivity images.
+   photos, which are never calibration or sensitivity images. The paper's plan (VGG-16) is
+   predicted beside it, and compressed and measured the same way only on request
+   (``measure_paper``: a second compress and held-out pass).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def measure_sensitivity(
     status: Status | None = None,
     kind: str = DEFAULT_SENSITIVITY,
     axes: sensitivity.V2Axes = sensitivity.DEFAULT_V2,
+    probe: sensitivity.Probe = sensitivity.DEFAULT_PROBE,
 ) -> sensitivity.Sensitivity:
     """Step 2 on `sensitivity_images` of `calib` (fractions from all of them).
 
@@ -90,6 +93,8 @@ def measure_sensitivity(
     (`chipq.quant.reconstruct.layer_candidates`); weight-only: `quantize_conv` of the float weights.
     `axes`: the v2 settings measured (`sensitivity.NO_V2`: mask widths only); reconstructed, each
     v2 setting is reconstructed too (its kernels pruned for the output and the rest refitted).
+    `probe`: how each setting is measured (`sensitivity.Probe`); with the noise gain, reconstructed
+    candidates skip the joint α refit but the gain run's (`layer_candidates`' ``refitted``).
     """
     if kind not in SENSITIVITY_KINDS:
         raise UsageError(f"sensitivity {kind!r}: expected one of {', '.join(SENSITIVITY_KINDS)}")
@@ -111,6 +116,8 @@ def measure_sensitivity(
         settings = sensitivity.WIDTHS + tuple(axes.settings())  # v2 settings reconstructed too (pruned for the output)
         if axes.settings():
             name += ":v2-reconstructed"
+        refitted = () if probe.exact else (LayerSpec(probe.gain_bits),)
+        name += "".join(f":refitted-{spec}" for spec in refitted)
 
         def layer_weights():
             def step(done: int, total: int) -> None:
@@ -118,13 +125,13 @@ def measure_sensitivity(
                     status("reconstructing each layer at each width", done, total)
 
             step(0, len(fracs))
-            return layer_candidates(stack, fracs, fitted, settings, config, step)
+            return layer_candidates(stack, fracs, fitted, settings, config, step, refitted)
 
     if status:
         status("measuring layer sensitivity", 0, len(views))
     return sensitivity.measure(
         stack, views, fracs, nip_from_maps, POOL_NAME, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
-        layer_weights=layer_weights, weights_name=name, axes=axes,
+        layer_weights=layer_weights, weights_name=name, axes=axes, probe=probe,
     )  # fmt: skip
 
 
@@ -180,6 +187,7 @@ def plan(
     kind: str = DEFAULT_SENSITIVITY,
     status: Status | None = None,
     v2: bool = True,
+    measure_paper: bool = False,
 ) -> tuple[PlanResult, int]:
     """`chipq plan`: load `model`, read the calibration photos, choose the heldout photos, `make_plan`.
 
@@ -197,8 +205,9 @@ def plan(
     calib, calib_names = calibration_images(image_dir, input_hw)
     heldout = heldout_photos(image_dir, calib_names, eval_dir) if measure else []
     result = make_plan(
-        stack, budget, calib, heldout, sens_images=sens_images, use_cache=use_cache, kind=kind, status=status, v2=v2
-    )
+        stack, budget, calib, heldout, sens_images=sens_images, use_cache=use_cache, kind=kind, status=status, v2=v2,
+        measure_paper=measure_paper,
+    )  # fmt: skip
     return result, len(heldout)
 
 
@@ -221,8 +230,12 @@ def make_plan(
     kind: str = DEFAULT_SENSITIVITY,
     v2: bool = True,
     axes: sensitivity.V2Axes | None = None,
+    measure_paper: bool = False,
 ) -> PlanResult:
     """Steps 1-4 (module docstring); `heldout` empty skips step 4 (``measured`` is None).
+
+    `compare_paper`: the paper's plan predicted beside the chosen one (VGG-16-sized models);
+    `measure_paper`: and compressed and measured on `heldout` too.
 
     `v2`: choose alpha widths and kept shares too (chip format v2); False: mask widths only (v1).
     `axes`: the v2 settings measured (default `axes_for(v2)`).
@@ -255,7 +268,8 @@ def make_plan(
     assert parse_specs(text, names) == list(best.plan)
     paper = _paper_row(layout, names, sens) if compare_paper and len(names) == 13 else None  # VGG-16-sized
     t0 = time.perf_counter()
-    measured = _measure(stack, calib, heldout, text, best, paper, names, status) if heldout else None
+    measured_paper = paper if measure_paper else None
+    measured = _measure(stack, calib, heldout, text, best, measured_paper, names, status) if heldout else None
     clock["measure"] = time.perf_counter() - t0
     return PlanResult(
         plan=text,

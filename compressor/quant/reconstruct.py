@@ -36,6 +36,7 @@ solves and products with a fixed thread count (`threads`), deterministic algorit
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -440,6 +441,13 @@ def _rows_by_chunk(rows: np.ndarray, per_image: int) -> Iterator[tuple[int, np.n
         yield int(i), rows[chunk_of == i]
 
 
+@dataclass(frozen=True)
+class Refitted:
+    """The key of a `layer_candidates` candidate made with the joint α refit while the others are not."""
+
+    setting: LayerSpec
+
+
 def layer_candidates(
     stack: FloatStack,
     fracs: list[int],
@@ -447,6 +455,7 @@ def layer_candidates(
     widths: tuple[int, ...],
     config: ReconstructConfig,
     progress: Callable[[int, int], None] | None = None,
+    refitted: tuple[LayerSpec, ...] = (),
 ) -> list[dict[int, FloatConv]]:
     """Each conv layer reconstructed alone at every width in `widths`, for sensitivity measurement.
 
@@ -456,6 +465,11 @@ def layer_candidates(
     the widths; only step 2 runs once per width. conv1's candidates act on the chip input
     ``p − mean_int`` (the normalisation folded in, as `chipq.quant.sensitivity` runs it).
 
+    `refitted` given: every setting of `widths` is made without the joint α refit (`refit_alphas`,
+    the costly part of step 2: O·K²·81 multiply-adds per setting, 10^10 on a 512-channel layer),
+    and each setting of `refitted` also with it, under the key ``Refitted(setting)``
+    (`chipq.quant.sensitivity`'s noise gain runs its tail passes on those).
+
     Returns:
         ``[layer][m] -> FloatConv`` whose weights are exactly α·M·2^-s.
     """
@@ -464,8 +478,7 @@ def layer_candidates(
     if len(fracs) != len(convs):
         raise ValueError(f"{len(fracs)} fracs for {len(convs)} conv layers")
     fold = InputFold.of(stack)
-    with torch_settings(config.threads), torch.no_grad(), tempfile.TemporaryDirectory(prefix="chipq-maps-") as folder:
-        spill = Path(folder)
+    with torch_settings(config.threads), torch.no_grad(), spill_folder() as spill:
         x_ref = x_f = _Maps.pixels(calib, fold.mean_int)  # streamed as `reconstruct` streams them (`_Maps`)
         rng = np.random.default_rng([config.seed, 7])
         out: list[dict[int, FloatConv]] = []
@@ -482,7 +495,7 @@ def layer_candidates(
             for part in y_f.chunks():
                 next_f.append(F.relu(part))
             target = _target(conv, x_ref.patches(rows), y_f.at_rows(), config)
-            out.append({m: FloatConv(conv.name, *_quantize_target(target, m, config)) for m in widths})
+            out.append(_settings_of(conv, target, widths, config, refitted))
             y_ref = _Conv(x_ref, chip.weight, chip.bias, rows[:0])
             next_ref = _Maps.grid(spill, y_ref.shape, chip.frac)
             for part in y_ref.chunks():
@@ -495,6 +508,14 @@ def layer_candidates(
         x_ref.drop()
         x_f.drop()
         return out
+
+
+def _settings_of(conv: FloatConv, target: "_Target", widths: tuple, config: ReconstructConfig, refitted: tuple) -> dict:
+    """One layer's `layer_candidates`: step 2 of each setting from the shared target (step 1)."""
+    plain = dataclasses.replace(target, raw=None) if refitted else target  # raw None: no joint α refit
+    row = {m: FloatConv(conv.name, *_quantize_target(plain, m, config)) for m in widths}
+    row.update({Refitted(as_spec(s)): FloatConv(conv.name, *_quantize_target(target, s, config)) for s in refitted})
+    return row
 
 
 def _positions(shape: torch.Size, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,6 +1,7 @@
 """How much each conv layer's mask width costs in fidelity, measured one layer at a time.
 
-For every conv layer L and mask width m in 1..5, the network is run with **only L quantized** at m
+The exact measurement (`EXACT`, the default; `NOISE_GAIN` estimates it, below): for
+every conv layer L and mask width m in 1..5, the network is run with **only L quantized** at m
 bits (Eq. 1 exactly as `quantize_conv` builds it: 8-bit alpha, m-bit masks, the layer's weight
 shift, the 12-bit bias — of L's float weights, or of the weights `layer_weights` gives for (L, m),
 e.g. L as post-training reconstruction fits it, `chipq.quant.reconstruct.layer_candidates`) and
@@ -43,10 +44,34 @@ finer mask had less error), so the k bracket is optimistic there; the planner's 
 `bench/v2_curve.py`) compare the prediction with the compressed blob. Cost on VGG-16: 8 extra tail
 passes on the layers from conv3_1, about 1.8x the m axis alone.
 
+**Noise gain** (`NOISE_GAIN`, opt-in; HAWQ-style). A tail pass per setting is what the
+measurement above costs: 5 per layer, 13 on the big ones, 145 on VGG-16 per view. Instead, each
+setting s of layer L is measured where it acts, at L's own output: the noise power it adds there
+(after the chip's activations, L's input the reference's) over the reference output's power,
+``noise_L(s)``, on `Probe.positions` sampled output positions of the first view of every image
+(a matrix product of the sampled patches, no tail). One tail pass per layer, at the gain setting
+g (`Probe.gain_bits`-bit masks) on the first `Probe.gain_images` images with all their views,
+turns it into descriptor distance:
+
+    dist2(L, s) ≈ g_L · noise_L(s),   g_L = dist2(L, g) / noise_L(g)
+
+and the conv5_3 noise of (L, s) likewise (the cosine then follows the additive model). The tail
+from L is the same network whichever setting of L made the noise, so the gain is a property of the
+layer; what it assumes is that noise of the same power at L's output costs the descriptor the same
+whatever its setting (a pruned kernel's noise and a rounded one's alike). `EXACT`
+keeps the measurement above. With candidates made without the joint α refit but for the gain
+setting (`chipq.quant.reconstruct.layer_candidates`' ``refitted``, as `chipq.pipeline.plan`
+makes them: the refit is 10^10 multiply-adds per setting of a 512-channel layer), the noise ratios
+come from the unrefitted candidates and the tail pass runs the refitted gain setting
+(`_Layers.gain_layer`): what the refit saves is taken as the same share of the noise at every
+setting of a layer. Cost on VGG-16: one prefix pass of one view of 16 images with 145 products
+of 4096 sampled patches, and 13 tail passes on 4 images x 4 views: about a tenth of the exact
+run's multiply-adds (2,000 forward passes' worth).
+
 A run is cached in ``$CHIPQ_CACHE/sensitivity`` (else ``~/.cache/chipq/sensitivity``) as JSON,
-keyed by the model's weights SHA-256, the images' SHA-256 and the settings; a cache hit costs
-nothing. The run itself is one shared prefix pass plus, per layer, five passes of the layers after
-it: about 3.5 full forward passes per width, per image view, on VGG-16.
+keyed by the model's weights SHA-256, the images' SHA-256, the settings and the probe; a cache hit
+costs nothing. The exact run is one shared prefix pass plus, per layer, a pass of the layers after
+it per setting: about 3.5 full forward passes per width, per image view, on VGG-16.
 """
 
 from __future__ import annotations
@@ -62,15 +87,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from chipq.errors import ChipqError
 from chipq.floatnet.model import FloatConv, FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, atomic_write
-from chipq.quant.chipnet import ChipConv, ChipNet, on_chip_input
+from chipq.quant.chipnet import ChipConv, ChipNet, activations, on_chip_input
 from chipq.quant.plan import LayerSpec
 from chipq.quant.quantize import as_spec, quantize_conv
+from chipq.quant.reconstruct import Refitted
 
 SENSITIVITY_VERSION = 1  # bump when the measurement changes: old cache entries are then ignored
 WIDTHS = tuple(range(C.MIN_MASK_BITS, C.MAX_MASK_BITS + 1))
@@ -129,6 +156,42 @@ class V2Axes:
 # Names how a v2 setting is quantized in the cache key: change it when that changes.
 V2_QUANTIZER = "quantize_conv-spec-1"
 
+@dataclass(frozen=True)
+class Probe:
+    """How `measure` measures each single-layer setting (module docstring, "Noise gain").
+
+    Attributes:
+        gain_images: the images (each with all its views) whose tail passes give each layer's gain,
+            one pass per layer at `gain_bits`; 0: the exact measurement, a tail pass per setting on
+            every image.
+        positions: output positions sampled per layer (over every image's first view) for the
+            noise each setting adds at its own layer's output.
+        gain_bits: the mask width of the gain run (8-bit alpha, every kernel).
+        seed: seeds the position sampling.
+    """
+
+    gain_images: int = 4
+    positions: int = 4096
+    gain_bits: int = 1
+    seed: int = 0
+
+    @property
+    def exact(self) -> bool:
+        return self.gain_images <= 0
+
+    def name(self) -> str:
+        if self.exact:
+            return "exact"
+        return f"noise-gain:{self.gain_images}img:{self.positions}pos:m{self.gain_bits}:seed{self.seed}"
+
+
+EXACT = Probe(gain_images=0)
+NOISE_GAIN = Probe()
+# the exact run stays the default: on the real VGG-16 the noise gain under-predicted pruning's cost
+# (a 2 MB plan at 30 % kept predicted at cosine 0.958; the exact 16-photo run of the previous v2
+# method predicted 0.385 for it)
+DEFAULT_PROBE = EXACT
+
 NO_V2 = V2Axes(alphas=(), keeps=())  # v1 settings only: the m axis (what the cache held before v2)
 DEFAULT_V2 = V2Axes()
 
@@ -156,6 +219,9 @@ class Sensitivity:
     v2_bits: int = 0  # m0 of the v2 axes (0: none measured)
     # per layer: setting text ("1a5", "1k40") -> {"cosine", "dist2", "sqnr_db", "noise"} at m0
     v2: list[dict[str, dict[str, float]]] = field(default_factory=list)
+    # noise gain (`Probe`): each (layer, m)'s relative noise at its own layer's output (empty: exact)
+    layer_noise: list[list[float]] = field(default_factory=list)
+    method: str = "exact"  # `Probe.name` of how the numbers were measured
 
     def settings(self, layer: int, v2: bool = True) -> list[LayerSpec]:
         """The candidate settings of `layer`: every m, crossed with the measured alpha widths and
@@ -236,6 +302,7 @@ def default_cache_dir() -> Path:
 def cache_key(
     stack: FloatStack, views: np.ndarray, act_fracs: list[int], pool_name: str, weights_name: str = WEIGHT_ONLY,
     axes: V2Axes = NO_V2,
+    probe: Probe = DEFAULT_PROBE,
 ) -> str:
     """SHA-256 of what the measurement depends on: weights, images, fractions, descriptor, how each
     layer is quantized, the v2 axes, version."""
@@ -251,6 +318,8 @@ def cache_key(
         "pool": pool_name,
         "widths": list(WIDTHS),
     }
+    if not probe.exact:  # the exact measurement's keys stay what they were (their cache entries still hit)
+        settings["method"] = probe.name()
     if weights_name != WEIGHT_ONLY:  # weight-only keys stay what they were (their cache entries still hit)
         settings["layer_weights"] = weights_name
     if axes.settings():  # v1-only keys stay what they were
@@ -282,6 +351,7 @@ def measure(
     layer_weights: Callable[[], list[dict[int, FloatConv]]] | None = None,
     weights_name: str = WEIGHT_ONLY,
     axes: V2Axes = NO_V2,
+    probe: Probe = DEFAULT_PROBE,
 ) -> Sensitivity:
     """Measure (or read from the cache) the sensitivity of every conv layer at every width.
 
@@ -304,6 +374,7 @@ def measure(
         axes: the v2 settings measured per layer (module docstring); `NO_V2`: the m axis only. A v2
             setting of layer L is `quantize_conv` of its own candidate when `layer_weights` gives
             one (keyed by the LayerSpec), else of L's m0 candidate (narrowed and pruned weight-only).
+        probe: how each setting is measured (`Probe`; `EXACT`: a tail pass per setting).
     """
     started = time.perf_counter()
     stack = stack.without_trailing_pool()
@@ -318,7 +389,7 @@ def measure(
         raise SensitivityError(f"{len(act_fracs)} fraction bits for {len(convs)} conv layers")
     if (layer_weights is None) != (weights_name == WEIGHT_ONLY):
         raise SensitivityError("layer_weights and weights_name go together")
-    key = cache_key(stack, views, act_fracs, pool_name, weights_name, axes)
+    key = cache_key(stack, views, act_fracs, pool_name, weights_name, axes, probe)
     path = (cache_dir or default_cache_dir()) / "sensitivity" / f"{key}.json"
     if use_cache:
         hit = _read_cache(path, key, [c.name for c in convs])
@@ -326,7 +397,7 @@ def measure(
             hit.seconds = time.perf_counter() - started
             return hit
     candidates = layer_weights() if layer_weights is not None else None
-    result = _measure(stack, views, act_fracs, pool, batch, progress, candidates, axes)
+    result = _measure(stack, views, act_fracs, pool, batch, progress, candidates, axes, probe)
     result.key = key
     result.weights = weights_name
     result.seconds = time.perf_counter() - started
@@ -374,10 +445,19 @@ class _Layers:
     def quantized(self, index: int, setting: LayerSpec | int) -> ChipConv:
         """Layer `index` stored as `setting` (Eq. 1, its input at the calibrated fraction bits)."""
         spec = as_spec(setting)
-        in_frac = 0 if index == 0 else self.fracs[index - 1]
         conv = self.convs[index]
         if self.candidates is not None:  # the setting's own candidate, else (v2 setting) its mask width's
             conv = self.candidates[index].get(spec, self.candidates[index].get(spec.bits))
+        return self._chip(index, spec, conv)
+
+    def gain_layer(self, index: int, spec: LayerSpec) -> ChipConv:
+        """The noise gain's tail-pass layer: the setting's `Refitted` candidate when there is one
+        (the others then made without the joint α refit), else `quantized`."""
+        refitted = self.candidates[index].get(Refitted(spec)) if self.candidates is not None else None
+        return self.quantized(index, spec) if refitted is None else self._chip(index, spec, refitted)
+
+    def _chip(self, index: int, spec: LayerSpec, conv: FloatConv) -> ChipConv:
+        in_frac = 0 if index == 0 else self.fracs[index - 1]
         return ChipConv.of_layer(quantize_conv(conv, spec, in_frac, self.fracs[index]), in_frac)
 
 
@@ -390,23 +470,84 @@ def _measure(
     progress: Progress | None,
     candidates: list[dict[int, FloatConv]] | None = None,
     axes: V2Axes = NO_V2,
+    probe: "Probe | None" = None,
 ) -> Sensitivity:
+    probe = probe or DEFAULT_PROBE
     chain = _Layers(stack, act_fracs, candidates)
-    net = chain.net
-    reference = FloatReference(stack, batch=8)
-    n_images, n_views = views.shape[:2]
-    n_convs = len(chain.convs)
     eligible = axes.eligible([int(c.weight.shape[0] * c.weight.shape[1]) for c in chain.convs])
     runs = [
-        [LayerSpec(m) for m in WIDTHS] + (axes.settings() if eligible[i] else []) for i in range(n_convs)
+        [LayerSpec(m) for m in WIDTHS] + (axes.settings() if eligible[i] else []) for i in range(len(chain.convs))
     ]  # the single-layer runs of each layer: the m axis, then its v2 axes
-    quantized = {(i, spec): chain.quantized(i, spec) for i in range(n_convs) for spec in runs[i]}
-    tallies = {key: _Tally() for key in quantized}
-    ref_cos, ref_err, signal = 0.0, 0.0, 0.0
-    total = n_images
+    quantized = {(i, spec): chain.quantized(i, spec) for i in range(len(chain.convs)) for spec in runs[i]}
     batch = max(1, int(batch))
+    if probe.exact:
+        tails = _tail_passes(chain, stack, views, pool, batch, runs, quantized, _Stage(progress, 0, len(views)))
+        rows = {key: tails.row(key) for key in quantized}
+    else:
+        gain_views = views[: max(1, probe.gain_images)]
+        stage_total = len(views) + len(gain_views)
+        noise = _layer_noise(chain, views[:, 0], runs, quantized, probe, _Stage(progress, 0, stage_total))
+        gain = LayerSpec(probe.gain_bits)
+        gain_runs = [[gain] for _ in runs]
+        gain_layers = {(i, gain): chain.gain_layer(i, gain) for i in range(len(runs))}
+        tails = _tail_passes(chain, stack, gain_views, pool, batch, gain_runs, gain_layers, _Stage(progress, len(views), stage_total))
+        rows = {key: tails.scaled((key[0], gain), noise[key], noise[(key[0], gain)]) for key in quantized}
+    return _result(chain, views.shape, tails, rows, runs, axes, probe)
+
+
+@dataclass
+class _Stage:
+    """Progress of one stage of `_measure`, as part of the whole: images done after `offset`."""
+
+    progress: Progress | None
+    offset: int
+    total: int
+
+    def __call__(self, done: int) -> None:
+        if self.progress:
+            self.progress(self.offset + done, self.total)
+
+
+@dataclass
+class _Tails:
+    """The tail passes of `_tail_passes`: per (layer, setting) tallies and the reference's sums."""
+
+    tallies: dict[tuple[int, LayerSpec], _Tally]
+    images: int
+    ref_cos: float
+    ref_err: float
+    signal: float
+
+    def row(self, key: tuple[int, LayerSpec]) -> dict[str, float]:
+        """The measured numbers of one single-layer run (the exact measurement)."""
+        t = self.tallies[key]
+        return {
+            "cosine": t.cosine / self.images, "dist2": t.dist2 / self.images,
+            "sqnr_db": _db(t.err_float / self.signal), "noise": t.err_ref / self.signal,
+        }  # fmt: skip
+
+    def scaled(self, gain_key: tuple[int, LayerSpec], layer_noise: float, gain_noise: float) -> dict[str, float]:
+        """A setting's numbers by the noise gain: the gain run's descriptor distance and conv5_3
+        noise scaled by the setting's layer-output noise over the gain run's (module docstring)."""
+        t = self.tallies[gain_key]
+        ratio = layer_noise / gain_noise if gain_noise > 0 else 0.0
+        dist2, noise = ratio * t.dist2 / self.images, ratio * t.err_ref / self.signal
+        return {
+            "cosine": self.ref_cos / self.images - 0.5 * dist2, "dist2": dist2,
+            "sqnr_db": _db(self.ref_err / self.signal + noise), "noise": noise, "layer_noise": layer_noise,
+        }  # fmt: skip
+
+
+def _tail_passes(chain, stack, views, pool, batch, runs, quantized, stage: _Stage) -> _Tails:
+    """Every image's views through the float model, the reference, and for each layer each of its
+    `runs` swapped in alone from that layer on (the shared prefix run once per layer)."""
+    net = chain.net
+    reference = FloatReference(stack, batch=8)
+    n_views = views.shape[1]
+    tallies = {(i, spec): _Tally() for i, specs in enumerate(runs) for spec in specs}
+    ref_cos, ref_err, signal = 0.0, 0.0, 0.0
     with torch.no_grad():
-        for start in range(0, n_images, batch):
+        for start in range(0, len(views), batch):
             chunk = views[start : start + batch]
             k = chunk.shape[0]
             flat = chunk.reshape(k * n_views, *chunk.shape[2:])
@@ -419,10 +560,10 @@ def _measure(
             ref_cos += float(np.sum(_cosines(r_desc, f_desc)))
             ref_err += float(np.sum((r_maps - f_maps) ** 2))
             pos = 0  # x is the reference input of net.layers[pos]
-            for index in range(n_convs):
+            for index, specs in enumerate(runs):
                 x = net.run(x, pos, chain.positions[index])
                 pos = chain.positions[index]
-                for spec in runs[index]:
+                for spec in specs:
                     maps = net.run(x, pos, swap={pos: quantized[(index, spec)]}).numpy().astype(np.float64)
                     desc = _descriptors(maps, k, n_views, pool)
                     tally = tallies[(index, spec)]
@@ -430,34 +571,89 @@ def _measure(
                     tally.dist2 += float(np.sum((desc - r_desc) ** 2))
                     tally.err_float += float(np.sum((maps - f_maps) ** 2))
                     tally.err_ref += float(np.sum((maps - r_maps) ** 2))
-            if progress:
-                progress(min(start + k, total), total)
-    signal = signal or 1.0
+            stage(min(start + k, len(views)))
+    return _Tails(tallies, len(views), ref_cos, ref_err, signal or 1.0)
 
-    def grid(fn) -> list[list[float]]:
-        return [[fn(tallies[(i, LayerSpec(m))]) for m in WIDTHS] for i in range(n_convs)]
 
-    def tally_json(t: _Tally) -> dict[str, float]:
-        return {
-            "cosine": t.cosine / n_images, "dist2": t.dist2 / n_images,
-            "sqnr_db": _db(t.err_float / signal), "noise": t.err_ref / signal,
-        }  # fmt: skip
+def _layer_noise(chain, pixels, runs, quantized, probe: "Probe", stage: _Stage) -> dict[tuple[int, LayerSpec], float]:
+    """Per (layer, setting): the noise power the setting adds at its own layer's output, after the
+    chip's activations, over the reference output's power, on `probe.positions` sampled output
+    positions of `pixels` (one view per image), the layer's input the reference's (no tail pass)."""
+    net = chain.net
+    per_image = max(1, probe.positions // len(pixels))
+    err = dict.fromkeys(quantized, 0.0)
+    power = [0.0] * len(runs)
+    with torch.no_grad():
+        for start in range(0, len(pixels), NOISE_BATCH):
+            x, pos = net.input(pixels[start : start + NOISE_BATCH]), 0
+            for index, specs in enumerate(runs):
+                x = net.run(x, pos, chain.positions[index])
+                pos = chain.positions[index]
+                rng = np.random.default_rng([probe.seed, index, start])
+                z = _patches(x, _sample_rows(x.shape, per_image, rng))
+                ref = _layer_at(net.layers[pos], z)
+                power[index] += float(torch.sum(ref.double() ** 2))
+                for spec in specs:
+                    err[(index, spec)] += float(torch.sum((_layer_at(quantized[(index, spec)], z) - ref).double() ** 2))
+            stage(min(start + NOISE_BATCH, len(pixels)))
+    return {key: value / (power[key[0]] or 1.0) for key, value in err.items()}
 
-    v2 = [{str(spec): tally_json(tallies[(i, spec)]) for spec in runs[i] if spec.uses_v2} for i in range(n_convs)]
 
+NOISE_BATCH = 8  # images per prefix pass of `_layer_noise`
+
+
+def _sample_rows(shape: torch.Size, per_image: int, rng: np.random.Generator) -> np.ndarray:
+    """`per_image` distinct output positions of each image (flat (image, y, x) indices), sorted."""
+    n, _, h, w = shape
+    count = min(per_image, h * w)
+    return np.concatenate([i * h * w + np.sort(rng.choice(h * w, size=count, replace=False)) for i in range(n)])
+
+
+def _patches(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    """The 3x3 zero-padded input patches of `x` (N, C, H, W) at the flat positions `rows`, plus a
+    constant 1 for the bias: (P, 9C+1), channel-major with the taps (dy, dx) inside, as a weight
+    (O, C, 3, 3) flattens."""
+    n, c, h, w = x.shape
+    img, rest = np.divmod(rows, h * w)
+    yy, xx = np.divmod(rest, w)
+    padded = F.pad(x, (1, 1, 1, 1))
+    img_t = torch.from_numpy(img)
+    taps = [padded[img_t, :, torch.from_numpy(yy + dy), torch.from_numpy(xx + dx)] for dy in range(3) for dx in range(3)]
+    return torch.cat([torch.stack(taps, dim=2).reshape(len(rows), c * 9), torch.ones(len(rows), 1)], dim=1)
+
+
+def _layer_at(conv: ChipConv, z: torch.Tensor) -> torch.Tensor:
+    """`conv`'s output (after its activations) at the positions whose patches are `z`."""
+    weight = torch.cat([conv.weight.reshape(conv.weight.shape[0], -1), conv.bias[:, None]], dim=1)
+    y = z @ weight.T
+    return F.relu(y) if conv.frac is None else activations(y, conv.frac)
+
+
+def _result(
+    chain: _Layers, shape: tuple[int, ...], tails: _Tails, rows: dict, runs: list[list[LayerSpec]], axes: V2Axes, probe: "Probe"
+) -> Sensitivity:
+    """The `Sensitivity` of the per-(layer, setting) `rows`: the m axis as grids, the v2 axes as rows."""
+    n_convs = len(chain.convs)
+
+    def grid(name: str) -> list[list[float]]:
+        return [[rows[(i, LayerSpec(m))][name] for m in WIDTHS] for i in range(n_convs)]
+
+    v2 = [{str(spec): rows[(i, spec)] for spec in runs[i] if spec.uses_v2} for i in range(n_convs)]
     return Sensitivity(
         layers=[c.name for c in chain.convs],
-        images=int(n_images),
-        views=int(n_views),
-        ref_cosine=ref_cos / n_images,
-        ref_noise=ref_err / signal,
-        cosine=grid(lambda t: t.cosine / n_images),
-        dist2=grid(lambda t: t.dist2 / n_images),
-        sqnr_db=grid(lambda t: _db(t.err_float / signal)),
-        noise=grid(lambda t: t.err_ref / signal),
+        images=int(shape[0]),
+        views=int(shape[1]),
+        ref_cosine=tails.ref_cos / tails.images,
+        ref_noise=tails.ref_err / tails.signal,
+        cosine=grid("cosine"),
+        dist2=grid("dist2"),
+        sqnr_db=grid("sqnr_db"),
+        noise=grid("noise"),
         seconds=0.0,
         v2_bits=axes.at_bits if any(v2) else 0,
         v2=v2 if any(v2) else [],
+        layer_noise=[] if probe.exact else grid("layer_noise"),
+        method=probe.name(),
     )
 
 

@@ -34,7 +34,7 @@ def cache(tmp_path, monkeypatch):
 
 def test_plan_json_fits_the_budget_and_compress_reproduces_its_bytes(files, monkeypatch, capsys, tmp_path, cache):
     model, calib, heldout = files
-    code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", "40kB", "--images", calib, "--eval", heldout, *SIZE, "--sens-images", "2", "--json")
+    code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", "40kB", "--images", calib, "--eval", heldout, *SIZE, "--sens-images", "2", "--paper", "--json")
     assert code == 0, err
     data = json.loads(out)
     names = data["sensitivity"]["layers"]
@@ -103,6 +103,8 @@ def test_plan_text_output_and_plot(files, monkeypatch, capsys, tmp_path):
     code, out, err = run(monkeypatch, capsys, "plan", model, "--budget", "9x", "--images", calib, "--eval", heldout, *SIZE, "--sens-images", "1", "--plot", png)
     assert code == 0, err
     assert "plan " in out and "Pareto front" in out and "paper 3x7,1x6" in out and "measured" in out
+    paper_line = next(line for line in out.splitlines() if "paper 3x7,1x6" in line)
+    assert "predicted" in paper_line and "measured" not in paper_line  # measured only with --paper
     assert "per conv layer" in out and "conv5_3" in out and "all payloads" in out
     assert "reconstructed sensitivity on photos 1-1 x 4 views; too few photos" in " ".join(out.split())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -54,9 +54,11 @@ def test_the_quantized_layer_is_the_chip_layer(setup):
         assert np.mean(np.abs(got - want) > 1e-9) < 0.01
 
 
-def test_measure_shapes_sense_and_additive_prediction(setup, tmp_path):
+@pytest.mark.parametrize("probe", [sensitivity.EXACT, sensitivity.NOISE_GAIN], ids=["exact", "noise-gain"])
+def test_measure_shapes_sense_and_additive_prediction(setup, tmp_path, probe):
     stack, calib, fracs = setup
-    result = measure(stack, _views(calib), fracs, _pool, "rms", cache_dir=tmp_path)
+    result = measure(stack, _views(calib), fracs, _pool, "rms", cache_dir=tmp_path, probe=probe)
+    assert result.method == probe.name()
     assert result.layers == ["conv1_1", "conv2_1", "conv2_2", "conv3_1"]
     assert (result.images, result.views) == (3, 2)
     assert 0.9 < result.ref_cosine <= 1.0 + 1e-9
@@ -230,3 +232,64 @@ def test_a_v2_setting_uses_its_own_candidate_when_given(setup, tmp_path):
                   layer_weights=lambda: candidates(True), weights_name="float")  # fmt: skip
     assert own.v2[1] == plain.v2[1] and own.dist2 == plain.dist2
     assert own.v2[2]["1k50"]["dist2"] > plain.v2[2]["1k50"]["dist2"]
+
+
+def test_sampled_layer_output_is_the_chip_layer(setup):
+    """The noise gain's layer output at sampled positions (patches times weights, then the
+    activations) is the chip layer's convolution at those positions."""
+    stack, calib, fracs = setup
+    chain = sensitivity._Layers(stack, fracs)
+    x = chain.net.run(chain.net.input(calib), 0, chain.positions[1])  # conv2_1's input
+    layer = chain.quantized(1, 2)
+    rows = sensitivity._sample_rows(x.shape, 40, np.random.default_rng(0))
+    got = sensitivity._layer_at(layer, sensitivity._patches(x, rows)).numpy()
+    full = layer.forward(x).permute(0, 2, 3, 1).reshape(-1, layer.weight.shape[0]).numpy()
+    step = 2.0**-layer.frac  # float32 sums in another order: a rounding boundary may move a value one step, rarely
+    assert np.max(np.abs(got - full[rows])) <= step + 1e-9
+    assert np.mean(np.abs(got - full[rows]) > 1e-9) < 0.02
+
+
+def test_noise_gain_is_the_exact_run_at_the_gain_setting(setup, tmp_path):
+    """With the gain images all the images, the gain setting's numbers are the exact measurement's;
+    another setting's distance is the gain run's scaled by its layer-output noise ratio."""
+    from chipq.quant.plan import LayerSpec
+    from chipq.quant.sensitivity import V2Axes
+
+    stack, calib, fracs = setup
+    views = _views(calib)
+    axes = V2Axes(alphas=(4,), keeps=(50,), at_bits=1, min_share=0.2)
+    probe = sensitivity.Probe(gain_images=len(calib), positions=300, gain_bits=2)
+    exact = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, probe=sensitivity.EXACT)
+    gain = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, probe=probe)
+    assert gain.key != exact.key and not gain.cached
+    for layer in range(4):
+        assert gain.dist2[layer][1] == pytest.approx(exact.dist2[layer][1], rel=1e-9)
+        assert gain.noise[layer][1] == pytest.approx(exact.noise[layer][1], rel=1e-9)
+        ratio = gain.layer_noise[layer][0] / gain.layer_noise[layer][1]
+        assert gain.dist2[layer][0] == pytest.approx(ratio * exact.dist2[layer][1], rel=1e-9)
+        # more mask bits, less noise at the layer's own output
+        assert gain.layer_noise[layer][4] < gain.layer_noise[layer][2] < gain.layer_noise[layer][0]
+    assert gain.v2[2]["1k50"]["layer_noise"] > gain.layer_noise[2][0]
+    assert gain.loss(2, LayerSpec(1, keep=50)) > gain.loss(2, 1)
+    assert gain.ref_cosine == pytest.approx(exact.ref_cosine, rel=1e-12)
+
+
+def test_candidates_refitted_only_where_asked(setup):
+    """layer_candidates with `refitted`: every setting without the joint α refit, the asked ones
+    also with it (the same weights as without `refitted`)."""
+    from chipq.quant.compress import FAST_RECONSTRUCTION
+    from chipq.quant.plan import LayerSpec
+    from chipq.quant.reconstruct import ReconstructConfig, Refitted, layer_candidates
+
+    stack, calib, fracs = setup
+    config = ReconstructConfig(**{**FAST_RECONSTRUCTION.__dict__, "positions": 512, "threads": 1})
+    plain = ReconstructConfig(**{**config.__dict__, "refit_alphas": False})
+    both = layer_candidates(stack, fracs, calib, (1, 2), config, refitted=(LayerSpec(1),))
+    full = layer_candidates(stack, fracs, calib, (1, 2), config)
+    none = layer_candidates(stack, fracs, calib, (1, 2), plain)
+    for layer in range(4):
+        assert sorted(map(str, both[layer])) == sorted(["1", "2", str(Refitted(LayerSpec(1)))])
+        assert np.array_equal(both[layer][Refitted(LayerSpec(1))].weight, full[layer][1].weight)
+        for m in (1, 2):
+            assert np.array_equal(both[layer][m].weight, none[layer][m].weight)
+    assert not np.array_equal(both[0][1].weight, full[0][1].weight)
