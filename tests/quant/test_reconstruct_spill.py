@@ -12,8 +12,11 @@ import pytest
 
 from chipq.quant.reconstruct import SPILL_PREFIX, remove_stale_spills
 
+# The child installs Python's own SIGINT handler: a process started in the background by a
+# non-interactive shell (as CI may run the suite) inherits SIGINT ignored, and Python then keeps it so.
 CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from chipq.quant.reconstruct import spill_folder
 with spill_folder() as folder:
     (folder / "map.bin").write_bytes(b"x" * 1000)
