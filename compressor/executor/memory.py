@@ -167,10 +167,9 @@ def release_freed_memory() -> None:
     reconstruction, though training alone needs 1.1 GB). Called between stages and between the
     reconstruction's layers, the peak resident set is what one stage needs, not the sum.
     """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
@@ -201,6 +200,7 @@ def large_blocks_mapped() -> Iterator[None]:
 
 
 def _libc():
+    """glibc, for `mallopt` and `malloc_trim`; None elsewhere (the calls are then no-ops)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt, libc.malloc_trim  # glibc only
