@@ -220,7 +220,7 @@ def _gib(n: int) -> str:
 RECONSTRUCT_CHUNK = 8  # images per chunk of `chipq.quant.reconstruct` (its CHUNK)
 GRAM_OUTPUTS = 256  # output channels whose α Gram matrices `chipq.quant.reconstruct` makes at once (its GRAM_CHUNK)
 REFIT_OUTPUTS = 64  # output channels per batched α solve (its REFIT_CHUNK)
-CALIB_CHUNK = 4  # images per float pass of calibration and of the retraining cache
+CALIB_CHUNK = 4  # images per float pass of calibration and of the retraining cache (both read it from here)
 ACTIVATION_SAMPLE = 1 << 20  # values kept per layer to choose its fraction bits (`chipq.quant.calibrate`)
 RUNTIME_BYTES = 450 << 20  # the interpreter, torch and numpy loaded, before any data (measured: 0.4 GB)
 

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from chipq.errors import ChipqError
+from chipq.executor.memory import CALIB_CHUNK
 from chipq.floatnet.model import FloatConv, FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
@@ -27,7 +28,6 @@ from chipq.quant.quantize import LayerReport, quantize_stack
 from chipq.quant.reconstruct import ReconstructConfig, reconstruct
 
 DEFAULT_INPUT = C.CHIP_INPUT_HW
-CALIB_CHUNK = 4  # images per float pass of `calibrate` (the batch `conv_outputs` runs)
 MAX_CALIB_IMAGES = 64  # enough for stable shifts; the first N in sorted order, so runs repeat
 # the post-training reconstruction: no error feedback (it costs a third of the time for 0.02 cosine)
 FAST_RECONSTRUCTION = ReconstructConfig(error_feedback=False)

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 
 from chipq.errors import ChipqError
 from chipq.executor.fast import FastExecutor
+from chipq.executor.memory import CALIB_CHUNK as CACHE_CHUNK  # samples per forward pass while caching
 from chipq.executor.memory import release_freed_memory
 from chipq.floatnet.model import FloatStack
 from chipq.floatnet.reference import FloatReference
@@ -57,7 +58,6 @@ CHECKPOINT_VERSION = 1
 MAX_SOURCE_SIDE = 1024  # training images are shrunk to this long side first: bounded memory
 CROP_SHARE = (0.35, 1.0)  # crop side as a share of the image's short side
 SAVE_EVERY_SECONDS = 60.0
-CACHE_CHUNK = 4  # samples per forward pass while caching
 
 
 class EmptyTrainingSet(ChipqError):
