@@ -6,6 +6,8 @@ float32, then runs `vgg.stack_to_torch` without gradients (torch's default threa
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import torch
 
@@ -59,6 +61,20 @@ class FloatReference:
             raise ImageBatchError("images: an empty batch (N = 0)")
         if images.shape[1] != 3:
             raise ImageBatchError(f"images: {images.shape[1]} channels, expected 3 (RGB planes, NCHW)")
+
+    def layer_outputs(self, images: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, float32 output) of every layer on `images`, one layer at a time: the values of
+        ``run(images, taps=True)`` without every layer's maps held at once (8 photos' maps of
+        VGG-16 at 224x224 are 0.5 GB). `images` go through the model as one batch.
+
+        Raises:
+            ImageBatchError: not a uint8 NCHW RGB batch.
+        """
+        self._check(images)
+        x = torch.from_numpy(normalise(images, self.stack.mean, self.stack.std))
+        with torch.no_grad():
+            for name, out in self.net.outputs(x):
+                yield name, out.numpy()
 
     def run(self, images: np.ndarray, taps: bool = False) -> np.ndarray | dict[str, np.ndarray]:
         """Run the float model.

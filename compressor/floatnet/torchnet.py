@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,21 +30,23 @@ class StackNet(nn.Module):
             else:
                 self.layers[layer.name] = nn.MaxPool2d(kernel_size=2, stride=2)
 
-    def forward(self, x: torch.Tensor, until: str | None = None) -> torch.Tensor:
-        """The last layer's output, or that of layer `until` (later layers are not run)."""
+    def outputs(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, output) of every layer in order, a conv's after its ReLU: the one float forward
+        rule; each map can be dropped before the next is made."""
         for name, module in self.layers.items():
             x = F.relu(module(x)) if isinstance(module, nn.Conv2d) else module(x)
+            yield name, x
+
+    def forward(self, x: torch.Tensor, until: str | None = None) -> torch.Tensor:
+        """The last layer's output, or that of layer `until` (later layers are not run)."""
+        for name, x in self.outputs(x):
             if name == until:
                 break
         return x
 
     def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every layer's output (a conv's after its ReLU), by layer name, in order."""
-        taps: dict[str, torch.Tensor] = {}
-        for name, module in self.layers.items():
-            x = F.relu(module(x)) if isinstance(module, nn.Conv2d) else module(x)
-            taps[name] = x
-        return taps
+        return dict(self.outputs(x))
 
 
 def stack_to_torch(stack: FloatStack) -> StackNet:

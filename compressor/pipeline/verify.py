@@ -187,7 +187,7 @@ def _fidelity(report, model, stack, images, fast_taps, fast) -> None:
     convs = {layer.name: index for index, layer in enumerate(model.layers) if isinstance(layer, ConvLayer)}
     sums = {name: AgreementSums() for name in convs}
     for start in range(0, len(images), reference.batch):  # the float model's chunks, as `reference.run` makes them
-        for name, out in _float_layers(reference, images[start : start + reference.batch]):
+        for name, out in reference.layer_outputs(images[start : start + reference.batch]):
             if name in convs:
                 index = convs[name]
                 sums[name].add(fast_taps[index][start : start + len(out)], fracs[index], out)
@@ -206,22 +206,6 @@ def _fidelity(report, model, stack, images, fast_taps, fast) -> None:
         ref = reference.run(batch)
         a, b = nip_from_maps(list(chip)), nip_from_maps(list(ref))
         report.nip_cosines.append(float(np.dot(a, b)))
-
-
-def _float_layers(reference: FloatReference, images: np.ndarray):
-    """(name, output) of every layer of the float model on `images`, one layer at a time: the values
-    of ``reference.run(images, taps=True)`` without every map of every layer kept at once (8 photos'
-    maps are 0.5 GB, and the join copied them)."""
-    import torch
-    from torch.nn import functional as F
-
-    from chipq.floatnet.reference import normalise
-
-    x = torch.from_numpy(normalise(images, reference.stack.mean, reference.stack.std))
-    with torch.no_grad():
-        for name, module in reference.net.layers.items():
-            x = F.relu(module(x)) if isinstance(module, torch.nn.Conv2d) else module(x)
-            yield name, x.numpy()
 
 
 def write_vectors(model: ChipModel, images: np.ndarray, names: list[str], out_dir: Path, *, readmemh: bool = False) -> Path:

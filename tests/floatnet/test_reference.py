@@ -80,3 +80,20 @@ def test_batch_split_does_not_change_the_result(tiny):
 def test_bad_batches_are_refused(tiny, bad, message):
     with pytest.raises(ImageBatchError, match=message):
         FloatReference(tiny[1]).run(bad)
+
+
+def test_layer_outputs_are_the_taps_one_layer_at_a_time(tiny):
+    _, stack = tiny
+    ref = FloatReference(stack)
+    x = images(2)
+    taps = ref.run(x, taps=True)
+    streamed = list(ref.layer_outputs(x))
+    assert [name for name, _ in streamed] == list(taps)
+    for name, out in streamed:
+        assert np.array_equal(out, taps[name]), name
+
+
+def test_layer_outputs_check_the_batch(tiny):
+    _, stack = tiny
+    with pytest.raises(ImageBatchError):
+        next(FloatReference(stack).layer_outputs(images().astype(np.float32)))
