@@ -801,30 +801,42 @@ def _gptq(
     block = GPTQ_BLOCK * TAPS
     for b0 in range(0, d, block):
         b1 = min(b0 + block, d)
-        w1 = w[:, b0:b1].clone()
-        err1 = torch.zeros_like(w1)
-        u1 = u[b0:b1, b0:b1]
-        alpha = None
-        for j in range(b1 - b0):
-            if j % TAPS == 0:  # a new kernel: its α from the (already corrected) taps
-                kernel = w1[:, j : j + TAPS].numpy()
-                a, _ = fit_kernels(kernel, bits)
-                alpha = round_alpha(a, scale, alpha_bits) / scale
-                if keep is not None:
-                    alpha = np.where(keep[:, (b0 + j) // TAPS].numpy(), alpha, 0.0)
-                alpha_t = torch.from_numpy(alpha)
-                safe = torch.where(alpha_t > 0, alpha_t, torch.ones_like(alpha_t))
-            col = w1[:, j]
-            level = torch.from_numpy(nearest_level((col / safe).numpy(), bits))
-            masks[:, b0 + j] = level
-            qcol = alpha_t * level
-            e = (col - qcol) / u1[j, j]
-            w1[:, j:] -= e[:, None] * u1[j, j:][None, :]
-            w1[:, j] = qcol
-            err1[:, j] = e
-        w[:, b0:b1] = w1
-        w[:, b1:] -= err1 @ u[b0:b1, b1:]
+        kept = None if keep is None else keep[:, b0 // TAPS : -(-b1 // TAPS)].numpy()
+        w1, err1, levels = _gptq_block(w[:, b0:b1].numpy(), u[b0:b1, b0:b1].numpy(), bits, scale, alpha_bits, kept)
+        masks[:, b0:b1] = torch.from_numpy(levels)
+        w[:, b0:b1] = torch.from_numpy(w1)
+        w[:, b1:] -= torch.from_numpy(err1) @ u[b0:b1, b1:]
     return w, masks
+
+
+def _gptq_block(w1: np.ndarray, u1: np.ndarray, bits: int, scale: float, alpha_bits: int, kept: np.ndarray | None):
+    """`_gptq`'s column loop over one block: (the block quantized, its float32 errors, its levels).
+
+    In numpy, not torch: every step is a vector of O values, and torch ran each of the ~15 small
+    operations per column on its thread pool (two threads waking and waiting for 512 values, most
+    of the reconstruction's time on a busy machine). The arithmetic is the same operation for
+    operation (a float32 column divided by the float64 α, the float64 error, each update of the
+    float32 weights computed in float64 and rounded back), so the bytes are the same.
+    """
+    w1 = w1.copy()
+    err1 = np.zeros_like(w1)
+    levels = np.empty_like(w1)
+    for j in range(w1.shape[1]):
+        if j % TAPS == 0:  # a new kernel: its α from the (already corrected) taps
+            a, _ = fit_kernels(w1[:, j : j + TAPS], bits)
+            alpha = round_alpha(a, scale, alpha_bits) / scale
+            if kept is not None:
+                alpha = np.where(kept[:, j // TAPS], alpha, 0.0)
+            safe = np.where(alpha > 0, alpha, 1.0)
+        col = w1[:, j]
+        level = nearest_level(col / safe, bits)
+        levels[:, j] = level
+        qcol = alpha * level
+        e = (col - qcol) / np.float64(u1[j, j])
+        w1[:, j:] -= e[:, None] * u1[j, j:][None, :]
+        w1[:, j] = qcol
+        err1[:, j] = e
+    return w1, err1, levels
 
 
 REFIT_CHUNK = 64  # output channels per batched solve of `refit_alphas`
