@@ -909,15 +909,37 @@ def _alpha_grams(m32: torch.Tensor, h32: torch.Tensor) -> torch.Tensor:
     Made for `GRAM_CHUNK` outputs at a time: all 512 outputs of a 512-channel layer at once are
     512 x 512 x 512 float32 (0.5 GB); each output's rows are computed alike either way (the same
     bytes, tests/quant/test_reconstruct_memory.py). Fewer outputs per call cost more calls.
+
+    Row kk of every output is ``(M_ok H_k,kk: ) · M_o,kk:`` summed over the 9 taps. The products
+    and the sum run in numpy (torch ran them on its thread pool, a third of the reconstruction's
+    time), the taps added in the order torch's ``sum(dim=2)`` adds 9 float32 values on this
+    project's machines (``(t0 + t8) + t1 + ... + t7``, `_tap_sum`), so the bytes are the ones the
+    torch sum made (tests/quant/test_reconstruct.py compares the two). The lower triangle is
+    mirrored a block of rows at a time (a column at a time strides across the whole matrix).
     """
     out_ch, k, taps = m32.shape
-    grams = torch.empty(out_ch, k, k, dtype=h32.dtype)
-    for kk in range(k):  # row kk of every output's Gram matrix
-        part = m32[:, kk, :] @ h32[kk * taps : (kk + 1) * taps, kk * taps :]  # (c, 9(K-kk))
-        row = (part.view(out_ch, k - kk, taps) * m32[:, kk:, :]).sum(dim=2)
-        grams[:, kk, kk:] = row
-        grams[:, kk:, kk] = row
-    return grams
+    grams = np.empty((out_ch, k, k), dtype=np.float32)
+    m_np = m32.numpy()
+    for k0 in range(0, k, GRAM_MIRROR_ROWS):
+        k1 = min(k0 + GRAM_MIRROR_ROWS, k)
+        for kk in range(k0, k1):  # row kk of every output's Gram matrix, from column kk on
+            part = (m32[:, kk, :] @ h32[kk * taps : (kk + 1) * taps, kk * taps :]).numpy()  # (c, 9(K-kk))
+            _tap_sum(part.reshape(out_ch, k - kk, taps) * m_np[:, kk:, :], grams[:, kk, kk:])
+        square = grams[:, k0:k1, k0:k1]
+        square[...] = np.where(np.triu(np.ones((k1 - k0, k1 - k0), dtype=bool)), square, square.transpose(0, 2, 1))
+        grams[:, k1:, k0:k1] = grams[:, k0:k1, k1:].transpose(0, 2, 1)
+    return torch.from_numpy(grams)
+
+
+GRAM_MIRROR_ROWS = 64  # rows of the α Gram matrices made before their mirror image is copied
+
+
+def _tap_sum(products: np.ndarray, out: np.ndarray) -> None:
+    """`out` = the sum over the last axis (9 taps) of `products`, in torch's order: t0 + t8 first,
+    then t1 .. t7 one after the other (float32 throughout)."""
+    np.add(products[..., 0], products[..., 8], out=out)
+    for tap in range(1, 8):
+        out += products[..., tap]
 
 
 def _unfold_first(q_conv: FloatConv, original: FloatConv, fold: InputFold) -> FloatConv:
