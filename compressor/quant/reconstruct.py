@@ -175,6 +175,23 @@ def torch_settings(threads: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(old_det)
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Torch's intra-op thread count set to `count` inside the block (restored after).
+
+    For loops of many small products (a (c, 9) x (9, n) product per row of `_alpha_grams`): two
+    threads woken and joined for a few microseconds of work each time cost 40 times the CPU of one
+    thread doing it on a busy machine; the GEMM splits its rows and columns across threads, never
+    a sum, so the values are the same.
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _run(stack, plan, fracs, calib, config, fold, step):
     """The layers in order (module docstring), the maps streamed through a spill folder (`_Maps`)."""
     with spill_folder() as spill, large_blocks_mapped():
@@ -914,9 +931,16 @@ def _alpha_grams(m32: torch.Tensor, h32: torch.Tensor) -> torch.Tensor:
     and the sum run in numpy (torch ran them on its thread pool, a third of the reconstruction's
     time), the taps added in the order torch's ``sum(dim=2)`` adds 9 float32 values on this
     project's machines (``(t0 + t8) + t1 + ... + t7``, `_tap_sum`), so the bytes are the ones the
-    torch sum made (tests/quant/test_reconstruct.py compares the two). The lower triangle is
-    mirrored a block of rows at a time (a column at a time strides across the whole matrix).
+    torch sum made (tests/quant/test_reconstruct_numpy_loops.py compares the two). The lower
+    triangle is mirrored a block of rows at a time (a column at a time strides across the whole
+    matrix). The products ``M_ok H_k,kk:`` run on one torch thread (`torch_threads`).
     """
+    with torch_threads(1):
+        return _alpha_grams_rows(m32, h32)
+
+
+def _alpha_grams_rows(m32: torch.Tensor, h32: torch.Tensor) -> torch.Tensor:
+    """`_alpha_grams`' loop over the rows, a block of `GRAM_MIRROR_ROWS` mirrored at a time."""
     out_ch, k, taps = m32.shape
     grams = np.empty((out_ch, k, k), dtype=np.float32)
     m_np = m32.numpy()
