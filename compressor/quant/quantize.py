@@ -185,6 +185,8 @@ def quantize_kernels(
     alpha, m = fit_kernels(flat, bits)
     shift = weight_shift_for(float(alpha.max(initial=0.0)), alpha_bits)
     scale = float(1 << shift)
+    if bits == 1:  # M is the sign of w whatever alpha is: the rounds below would leave alpha and M as they are
+        return _packed(round_alpha(alpha, scale, alpha_bits), m, bits, shift, (out_ch, in_ch))
     # Two rounds in the integer domain: round alpha, re-pick M for the rounded alpha, refit alpha.
     for _ in range(2):
         alpha_int = round_alpha(alpha, scale, alpha_bits)
@@ -194,6 +196,12 @@ def quantize_kernels(
     alpha_int = round_alpha(alpha, scale, alpha_bits)
     real = np.where(alpha_int > 0, alpha_int / scale, 1.0)
     m = nearest_level(flat / real[:, None], bits)
+    return _packed(alpha_int, m, bits, shift, (out_ch, in_ch))
+
+
+def _packed(alpha_int: np.ndarray, m: np.ndarray, bits: int, shift: int, kernels: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """`quantize_kernels`' result from the rounded alphas and the levels of each kernel (kernels x 9)."""
+    out_ch, in_ch = kernels
     codes = ((m + top_level(bits)) / 2).astype(np.uint8)
     return (
         alpha_int.astype(np.uint8).reshape(out_ch, in_ch),

@@ -175,6 +175,23 @@ def torch_settings(threads: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(old_det)
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Torch's intra-op thread count set to `count` inside the block (restored after).
+
+    For loops of many small products (a (c, 9) x (9, n) product per row of `_alpha_grams`): two
+    threads woken and joined for a few microseconds of work each time cost 40 times the CPU of one
+    thread doing it on a busy machine; the GEMM splits its rows and columns across threads, never
+    a sum, so the values are the same.
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _run(stack, plan, fracs, calib, config, fold, step):
     """The layers in order (module docstring), the maps streamed through a spill folder (`_Maps`)."""
     with spill_folder() as spill, large_blocks_mapped():
@@ -801,30 +818,42 @@ def _gptq(
     block = GPTQ_BLOCK * TAPS
     for b0 in range(0, d, block):
         b1 = min(b0 + block, d)
-        w1 = w[:, b0:b1].clone()
-        err1 = torch.zeros_like(w1)
-        u1 = u[b0:b1, b0:b1]
-        alpha = None
-        for j in range(b1 - b0):
-            if j % TAPS == 0:  # a new kernel: its α from the (already corrected) taps
-                kernel = w1[:, j : j + TAPS].numpy()
-                a, _ = fit_kernels(kernel, bits)
-                alpha = round_alpha(a, scale, alpha_bits) / scale
-                if keep is not None:
-                    alpha = np.where(keep[:, (b0 + j) // TAPS].numpy(), alpha, 0.0)
-                alpha_t = torch.from_numpy(alpha)
-                safe = torch.where(alpha_t > 0, alpha_t, torch.ones_like(alpha_t))
-            col = w1[:, j]
-            level = torch.from_numpy(nearest_level((col / safe).numpy(), bits))
-            masks[:, b0 + j] = level
-            qcol = alpha_t * level
-            e = (col - qcol) / u1[j, j]
-            w1[:, j:] -= e[:, None] * u1[j, j:][None, :]
-            w1[:, j] = qcol
-            err1[:, j] = e
-        w[:, b0:b1] = w1
-        w[:, b1:] -= err1 @ u[b0:b1, b1:]
+        kept = None if keep is None else keep[:, b0 // TAPS : -(-b1 // TAPS)].numpy()
+        w1, err1, levels = _gptq_block(w[:, b0:b1].numpy(), u[b0:b1, b0:b1].numpy(), bits, scale, alpha_bits, kept)
+        masks[:, b0:b1] = torch.from_numpy(levels)
+        w[:, b0:b1] = torch.from_numpy(w1)
+        w[:, b1:] -= torch.from_numpy(err1) @ u[b0:b1, b1:]
     return w, masks
+
+
+def _gptq_block(w1: np.ndarray, u1: np.ndarray, bits: int, scale: float, alpha_bits: int, kept: np.ndarray | None):
+    """`_gptq`'s column loop over one block: (the block quantized, its float32 errors, its levels).
+
+    In numpy, not torch: every step is a vector of O values, and torch ran each of the ~15 small
+    operations per column on its thread pool (two threads waking and waiting for 512 values, most
+    of the reconstruction's time on a busy machine). The arithmetic is the same operation for
+    operation (a float32 column divided by the float64 α, the float64 error, each update of the
+    float32 weights computed in float64 and rounded back), so the bytes are the same.
+    """
+    w1 = w1.copy()
+    err1 = np.zeros_like(w1)
+    levels = np.empty_like(w1)
+    for j in range(w1.shape[1]):
+        if j % TAPS == 0:  # a new kernel: its α from the (already corrected) taps
+            a, _ = fit_kernels(w1[:, j : j + TAPS], bits)
+            alpha = round_alpha(a, scale, alpha_bits) / scale
+            if kept is not None:
+                alpha = np.where(kept[:, j // TAPS], alpha, 0.0)
+            safe = np.where(alpha > 0, alpha, 1.0)
+        col = w1[:, j]
+        level = nearest_level(col / safe, bits)
+        levels[:, j] = level
+        qcol = alpha * level
+        e = (col - qcol) / np.float64(u1[j, j])
+        w1[:, j:] -= e[:, None] * u1[j, j:][None, :]
+        w1[:, j] = qcol
+        err1[:, j] = e
+    return w1, err1, levels
 
 
 REFIT_CHUNK = 64  # output channels per batched solve of `refit_alphas`
@@ -897,15 +926,44 @@ def _alpha_grams(m32: torch.Tensor, h32: torch.Tensor) -> torch.Tensor:
     Made for `GRAM_CHUNK` outputs at a time: all 512 outputs of a 512-channel layer at once are
     512 x 512 x 512 float32 (0.5 GB); each output's rows are computed alike either way (the same
     bytes, tests/quant/test_reconstruct_memory.py). Fewer outputs per call cost more calls.
+
+    Row kk of every output is ``(M_ok H_k,kk: ) · M_o,kk:`` summed over the 9 taps. The products
+    and the sum run in numpy (torch ran them on its thread pool, a third of the reconstruction's
+    time), the taps added in the order torch's ``sum(dim=2)`` adds 9 float32 values on this
+    project's machines (``(t0 + t8) + t1 + ... + t7``, `_tap_sum`), so the bytes are the ones the
+    torch sum made (tests/quant/test_reconstruct_numpy_loops.py compares the two). The lower
+    triangle is mirrored a block of rows at a time (a column at a time strides across the whole
+    matrix). The products ``M_ok H_k,kk:`` run on one torch thread (`torch_threads`).
     """
+    with torch_threads(1):
+        return _alpha_grams_rows(m32, h32)
+
+
+def _alpha_grams_rows(m32: torch.Tensor, h32: torch.Tensor) -> torch.Tensor:
+    """`_alpha_grams`' loop over the rows, a block of `GRAM_MIRROR_ROWS` mirrored at a time."""
     out_ch, k, taps = m32.shape
-    grams = torch.empty(out_ch, k, k, dtype=h32.dtype)
-    for kk in range(k):  # row kk of every output's Gram matrix
-        part = m32[:, kk, :] @ h32[kk * taps : (kk + 1) * taps, kk * taps :]  # (c, 9(K-kk))
-        row = (part.view(out_ch, k - kk, taps) * m32[:, kk:, :]).sum(dim=2)
-        grams[:, kk, kk:] = row
-        grams[:, kk:, kk] = row
-    return grams
+    grams = np.empty((out_ch, k, k), dtype=np.float32)
+    m_np = m32.numpy()
+    for k0 in range(0, k, GRAM_MIRROR_ROWS):
+        k1 = min(k0 + GRAM_MIRROR_ROWS, k)
+        for kk in range(k0, k1):  # row kk of every output's Gram matrix, from column kk on
+            part = (m32[:, kk, :] @ h32[kk * taps : (kk + 1) * taps, kk * taps :]).numpy()  # (c, 9(K-kk))
+            _tap_sum(part.reshape(out_ch, k - kk, taps) * m_np[:, kk:, :], grams[:, kk, kk:])
+        square = grams[:, k0:k1, k0:k1]
+        square[...] = np.where(np.triu(np.ones((k1 - k0, k1 - k0), dtype=bool)), square, square.transpose(0, 2, 1))
+        grams[:, k1:, k0:k1] = grams[:, k0:k1, k1:].transpose(0, 2, 1)
+    return torch.from_numpy(grams)
+
+
+GRAM_MIRROR_ROWS = 64  # rows of the α Gram matrices made before their mirror image is copied
+
+
+def _tap_sum(products: np.ndarray, out: np.ndarray) -> None:
+    """`out` = the sum over the last axis (9 taps) of `products`, in torch's order: t0 + t8 first,
+    then t1 .. t7 one after the other (float32 throughout)."""
+    np.add(products[..., 0], products[..., 8], out=out)
+    for tap in range(1, 8):
+        out += products[..., tap]
 
 
 def _unfold_first(q_conv: FloatConv, original: FloatConv, fold: InputFold) -> FloatConv:
