@@ -14,8 +14,11 @@ interval over the queries (`recipe_eval.paired_gap`). Beside it:
 - RNIP-9 and the 512-bit (sign) descriptors of the 2 MB blob beside float's
   (`fidelity.descriptors` / `fidelity.scores` on the same held-out set).
 
-Each compressed blob is kept in ``<work>/v2_curve`` keyed by the model, the plan and the settings;
-``--reuse`` takes it from there instead of compressing again. Rows are written to
+Each compressed blob is kept in ``<work>/v2_curve`` keyed by the model, the plan and the settings,
+with its scores beside it (``.json``); ``--reuse`` takes both from there instead of compressing and
+scoring again, so runs of disjoint ``--budgets`` can share the machine's two cores and one last
+``--reuse --cached-only`` run of the whole command puts their rows in one result (a row nobody
+measured is listed under ``missing``, not measured then). Rows are written to
 bench/results/v2_curve.json as they are measured, and the curve to bench/results/v2_curve.png.
 
 ``--plans "P1;P2"`` adds rows for plans given by hand (plan text, e.g. ``3x2,2a6x5,1a4k50x6``), each
@@ -136,6 +139,22 @@ def blob_path(work: Path, model_sha: str, plan: str, settings: dict) -> Path:
     return Path(work) / "v2_curve" / f"{key.hexdigest()[:20]}.blob"
 
 
+def kept_scores(blob: Path) -> dict | None:
+    """The scores kept beside `blob` by the run that measured it, if both are there."""
+    scores = blob.with_suffix(".json")
+    if not (blob.is_file() and scores.is_file()):
+        return None
+    return json.loads(scores.read_text(encoding="utf-8"))
+
+
+def keep_scores(blob: Path, scores: dict) -> None:
+    """Keep a row's scores beside its blob (`kept_scores`), written whole or not at all."""
+    from chipq.formats.fileio import atomic_write
+
+    text = json.dumps(scores, sort_keys=True).encode()
+    atomic_write(blob.with_suffix(".json"), lambda handle: handle.write(text), what="scores")
+
+
 def compress_row(stack, plan: str, args, calib, train_images, path: Path, say) -> tuple[object, float | None]:
     """The chip model of `plan` as `chipq compress` makes it (retrained unless --no-retrain), kept
     at `path`; with --reuse an existing blob there is read instead. Returns (model, seconds or None)."""
@@ -217,7 +236,7 @@ def run(args) -> dict:
     if budgets or ablation is not None:  # the planner's rows need the sensitivity; given plans alone do not
         fracs = calibrate(stack, calib)
         sens = planner.measure_sensitivity(stack, calib, args.sens_images, act_fracs=fracs, status=say, axes=planner.axes_for(True))
-        paper = parse_specs(PAPER_PLAN, names) if len(names) == 13 else None
+        paper = parse_specs(PAPER_PLAN, names) if len(names) == 13 and not args.no_paper else None
         rows = plan_rows(layout, sens, budgets, ablation, paper)
     rows.update(given_rows(layout, names, args.plans, sens))
     eset = load_subset(args.eval, 1)
@@ -244,9 +263,15 @@ def run(args) -> dict:
         "rows": {},
     }
     measured: dict[str, dict] = {}  # by plan text: a plan chosen at two budgets is compressed once
+    result["missing"] = []  # --cached-only: rows no run has measured yet
     for key, row in rows.items():
+        path = blob_path(args.work, model_sha, row["plan"], settings)
+        if row["plan"] not in measured and args.reuse and kept_scores(path) is not None:
+            measured[row["plan"]] = kept_scores(path)
+        if row["plan"] not in measured and args.cached_only:
+            result["missing"].append(key)
+            continue
         if row["plan"] not in measured:
-            path = blob_path(args.work, model_sha, row["plan"], settings)
             model, seconds = compress_row(stack, row["plan"], args, calib, train_images, path, say)
             size = len(to_bytes(model))
             if size != row["bytes"]:  # the cost model is exact; a difference is a bug
@@ -259,6 +284,7 @@ def run(args) -> dict:
                 measured[row["plan"]]["descriptors"] = descriptor_kinds(
                     stack, model, args.eval, args.work, model_sha, cm.sha256_file(path), args.input
                 )
+            keep_scores(path, measured[row["plan"]])
         result["rows"][key] = {**row, **measured[row["plan"]]}
         cm.write_json(args.out, result, " ".join(["python", "bench/v2_curve.py", *sys.argv[1:]]))
     result["seconds"] = time.perf_counter() - started
@@ -343,6 +369,8 @@ def render(result: dict) -> str:
         table,
         "",
     ]
+    if result.get("missing"):
+        lines += [f"Not measured yet (no kept blob and scores): {', '.join(result['missing'])}.", ""]
     descriptors = next((row["descriptors"] for row in rows.values() if "descriptors" in row), None)
     if descriptors:
         lines += ["Descriptors of the ablation budget's v2 blob beside float (mAP per descriptor kind):", ""]
@@ -382,11 +410,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sens-images", type=int, default=16, help="calibration photos of the sensitivity")
     parser.add_argument("--no-retrain", action="store_true", help="post-training compress only")
     parser.add_argument("--skip-rnip", action="store_true", help="no RNIP-9 / 512-bit descriptors")
-    parser.add_argument("--reuse", action="store_true", help="take blobs already compressed in <work>/v2_curve")
+    parser.add_argument("--reuse", action="store_true", help="take blobs (and their scores) already made in <work>/v2_curve")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="with --reuse: measure nothing, list the rows no run has measured under 'missing'")
+    parser.add_argument("--no-paper", action="store_true", help="leave out the paper plan's row")
     parser.add_argument("--quick", action="store_true", help="tiny settings: the first budget, no retraining, 2 sensitivity photos")
     args = parser.parse_args(argv)
     args.budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     args.plans = [text.strip() for text in args.plans.split(";") if text.strip()]
+    args.reuse = args.reuse or args.cached_only
     args.input = cm.parse_hw(args.input)
     if args.quick:
         args.budgets, args.no_retrain, args.sens_images = args.budgets[:1], True, 2

@@ -88,3 +88,24 @@ def test_given_rows_are_plotted_and_rendered(tmp_path):
     result = {"rows": rows, "float": {"map": 0.85}, "retrained": False, "heldout": "x", "fp32_weight_bytes": 58_844_928}
     assert v2_curve.plot(result, tmp_path / "c.png") and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert "| plan given by hand | `3x7,1x6` | 3,914,104 |" in v2_curve.render(result)
+
+
+def test_kept_rows_are_put_together_without_measuring_again(tiny_bench, bench_work, tmp_path, monkeypatch):
+    """A run keeps each row's blob and scores; a later --cached-only run takes the row from there
+    (nothing compressed or scored again) and lists a row no run has measured as missing."""
+    monkeypatch.setenv("CHIPQ_CACHE", str(tmp_path / "cache"))
+    common = ["--quick", "--model", str(tiny_bench.model), "--images", str(tiny_bench.photos), "--eval",
+              str(tiny_bench.samples), "--work", str(bench_work), "--input", "32x32", "--budgets", "", "--ablation", ""]  # fmt: skip
+    first = v2_curve.main([*common, "--plans", "3x13", "--out", str(tmp_path / "a.json")])
+    assert set(first["rows"]) == {"plan 3x13"} and first["missing"] == []
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a kept row was measured again")
+
+    monkeypatch.setattr(v2_curve, "compress_row", no_measuring)
+    monkeypatch.setattr(v2_curve, "score_row", no_measuring)
+    together = v2_curve.main([*common, "--plans", "3x13;1x13", "--out", str(tmp_path / "b.json"), "--cached-only"])
+    assert together["rows"]["plan 3x13"]["cosine"] == first["rows"]["plan 3x13"]["cosine"]
+    assert together["rows"]["plan 3x13"]["map"] == first["rows"]["plan 3x13"]["map"]
+    assert together["missing"] == ["plan 1x13"] and "plan 1x13" not in together["rows"]
+    assert "Not measured yet (no kept blob and scores): plan 1x13." in v2_curve.render(together)
