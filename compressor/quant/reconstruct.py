@@ -942,8 +942,8 @@ def _alpha_grams(m32: torch.Tensor, h32: torch.Tensor) -> torch.Tensor:
 def _alpha_grams_rows(m32: torch.Tensor, h32: torch.Tensor) -> torch.Tensor:
     """`_alpha_grams`' loop over the rows, a block of `GRAM_MIRROR_ROWS` mirrored at a time."""
     out_ch, k, taps = m32.shape
-    grams = np.empty((out_ch, k, k), dtype=np.float32)
     m_np = m32.numpy()
+    grams = np.empty((out_ch, k, k), dtype=h32.numpy().dtype)  # float32 in the pipeline (`SOLVE`)
     for k0 in range(0, k, GRAM_MIRROR_ROWS):
         k1 = min(k0 + GRAM_MIRROR_ROWS, k)
         for kk in range(k0, k1):  # row kk of every output's Gram matrix, from column kk on
@@ -959,8 +959,8 @@ GRAM_MIRROR_ROWS = 64  # rows of the α Gram matrices made before their mirror i
 
 
 def _tap_sum(products: np.ndarray, out: np.ndarray) -> None:
-    """`out` = the sum over the last axis (9 taps) of `products`, in torch's order: t0 + t8 first,
-    then t1 .. t7 one after the other (float32 throughout)."""
+    """`out` = the sum over the last axis (9 taps) of `products`, in torch's order for float32:
+    t0 + t8 first, then t1 .. t7 one after the other, in the arrays' own precision."""
     np.add(products[..., 0], products[..., 8], out=out)
     for tap in range(1, 8):
         out += products[..., tap]
