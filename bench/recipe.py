@@ -243,6 +243,7 @@ def plot_curve(result: dict, longer: dict | None, path: Path, sweep: dict | None
     if sweep:
         today = vars(RetrainConfig())
         rows_now = [r for r in sweep["rows"] if all(r["config"].get(k) == today[k] for k in ("init_images", "init_positions"))
+                    and r.get("plan", cm.MAIN_PLAN) == cm.MAIN_PLAN
                     and r.get("reconstruct_s") is not None]  # fmt: skip
         rows_now.sort(key=lambda r: r["config"]["steps"])
         minutes = [(r["reconstruct_s"] + r["cache_s"] + r["train_s"]) / 60 for r in rows_now]

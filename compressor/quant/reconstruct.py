@@ -56,6 +56,7 @@ from torch.nn import functional as F
 from chipq.executor.memory import large_blocks_mapped, release_freed_memory
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack
 from chipq.formats import constants as C
+from chipq.quant import SALIENCIES
 from chipq.quant.calibrate import RunningSample, choose_frac
 from chipq.quant.chipnet import ChipConv, activations, chip_input, pool2x2
 from chipq.quant.fold import InputFold
@@ -670,8 +671,6 @@ def _quantize_target(t: _Target, setting: int | LayerSpec, config: ReconstructCo
     weight = q[:, :d].numpy().reshape(out_ch, in_ch, 3, 3).astype(np.float32)
     return weight, q[:, d].numpy().astype(np.float32)
 
-
-SALIENCIES = ("obs", "energy")
 
 
 def kernel_saliency(w: torch.Tensor, hessian: torch.Tensor, u: torch.Tensor | None, rule: str = "obs") -> torch.Tensor:

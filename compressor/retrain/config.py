@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chipq.errors import ChipqError
-from chipq.quant import RECONSTRUCT_IMAGES
+from chipq.quant import RECONSTRUCT_IMAGES, SALIENCIES
 from chipq.quant.plan import LayerSpec
 
 INITS = ("reconstruct", "weights")
@@ -52,6 +52,9 @@ class RetrainConfig:
     # the post-training settings, 32 photos and 8192 positions, score 0.800 / 0.910: the start keeps
     # init_images/init_positions)
     init_feedback: str = "auto"
+    # how the start's pruned layers choose the kernels they remove (`ReconstructConfig.saliency`):
+    # "energy" (the kernel's output energy, the reconstruction's default) or "obs"
+    init_saliency: str = "energy"
     # trained pruning (chip format v2, a plan with kKEEP): the reconstruction start keeps prune_from
     # percentage points more of each trained pruned layer, and training removes them on a cubic
     # schedule over the first prune_share of the steps (0: the start is pruned to the target and
@@ -75,6 +78,8 @@ class RetrainConfig:
             raise RetrainConfigError(f"retraining init {self.init!r}: one of {', '.join(INITS)}")
         if self.init_feedback not in INIT_FEEDBACK:
             raise RetrainConfigError(f"retraining init_feedback {self.init_feedback!r}: one of {', '.join(INIT_FEEDBACK)}")
+        if self.init_saliency not in SALIENCIES:
+            raise RetrainConfigError(f"retraining init_saliency {self.init_saliency!r}: one of {', '.join(SALIENCIES)}")
         if self.hold_shift not in HOLD_SHIFT:
             raise RetrainConfigError(f"retraining hold_shift {self.hold_shift!r}: one of {', '.join(HOLD_SHIFT)}")
         if self.init_images < 1 or self.init_positions < 1:

@@ -36,7 +36,8 @@ def reconstruct_config(config: RetrainConfig, plan: Sequence[LayerSpec] = ()) ->
     """The reconstruction settings a retraining configuration asks for, for the start of `plan`
     (its error feedback: `RetrainConfig.feedback_for`; no plan: a v1 one)."""
     return ReconstructConfig(
-        positions=config.init_positions, seed=config.seed, threads=config.threads, error_feedback=config.feedback_for(plan)
+        positions=config.init_positions, seed=config.seed, threads=config.threads, error_feedback=config.feedback_for(plan),
+        saliency=config.init_saliency,
     )
 
 
