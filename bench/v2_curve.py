@@ -133,6 +133,14 @@ def given_rows(layout, names: list[str], plans: list[str], sens) -> dict[str, di
     return rows
 
 
+def row_settings(args) -> dict:
+    """What a row's blob depends on besides the model and the plan: the route, the photos, the
+    input size and the code of the packages that make it (a kept blob made by other code is not
+    reused)."""
+    code = cm.code_fingerprint("quant", "retrain", "pipeline", "formats")
+    return {"retrain": not args.no_retrain, "images": str(args.images), "input": list(args.input), "code": code}
+
+
 def blob_path(work: Path, model_sha: str, plan: str, settings: dict) -> Path:
     """Where the blob of `plan` compressed with `settings` is kept (``--reuse`` reads it back)."""
     key = hashlib.sha256(json.dumps({"model": model_sha, "plan": plan, **settings}, sort_keys=True).encode())
@@ -249,7 +257,7 @@ def run(args) -> dict:
         from chipq.retrain.trainer import load_training_images
 
         train_images = load_training_images(args.images)
-    settings = {"retrain": not args.no_retrain, "images": str(args.images), "input": list(args.input), "code": cm.code_fingerprint("quant", "retrain", "pipeline", "formats")}
+    settings = row_settings(args)
     result = {
         "benchmark": "v2_curve",
         "machine": cm.machine_info(),
