@@ -6,6 +6,8 @@ the order SPEC.md section 6 gives. Nothing here reads files.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,8 @@ from chipq.quant.plan import LayerSpec
 
 _LLOYD_STARTS = (1.0, 0.85, 0.7, 0.55)  # starting alpha as a fraction of max|w| / top level
 _LLOYD_ITERATIONS = 6
+FIT_THREADS = min(4, os.cpu_count() or 1)  # threads of a multi-bit `fit_kernels` (rows split among them)
+_FIT_SPLIT_ROWS = 4096  # fewer rows than this are fitted in the caller's thread
 
 
 class QuantizationError(ChipqError):
@@ -76,10 +80,23 @@ def fit_kernels(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     alternate ``M = nearest level of w / alpha`` and ``alpha = <w, M> / <M, M>`` from a few
     starting alphas and keep, per kernel, the start with the smallest squared error.
 
+    Every row is fitted on its own (its sums run over its own 9 taps), so a layer's rows are
+    split across `FIT_THREADS` threads (numpy releases the GIL) with the same result.
+
     Returns:
         (alpha, M): alpha float64 (kernels,) >= 0, M float64 (kernels, 9) odd levels.
     """
     w = w.astype(np.float64)
+    if bits == 1 or len(w) < _FIT_SPLIT_ROWS or FIT_THREADS < 2:
+        return _fit_rows(w, bits)
+    parts = np.array_split(w, FIT_THREADS)
+    with ThreadPoolExecutor(FIT_THREADS) as pool:
+        fits = list(pool.map(lambda part: _fit_rows(part, bits), parts))
+    return np.concatenate([a for a, _ in fits]), np.concatenate([m for _, m in fits])
+
+
+def _fit_rows(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """`fit_kernels` of float64 rows in this thread."""
     if bits == 1:
         return np.abs(w).mean(axis=1), np.where(w >= 0, 1.0, -1.0)
     top = top_level(bits)
@@ -181,12 +198,32 @@ def quantize_kernels(
         (alpha (out, in) uint8, codes (out, in, 3, 3) uint8, weight_shift).
     """
     out_ch, in_ch = w.shape[:2]
-    flat = w.reshape(-1, C.KERNEL_TAPS).astype(np.float64)
-    alpha, m = fit_kernels(flat, bits)
+    alpha_int, m, shift = quantize_rows(w.reshape(-1, C.KERNEL_TAPS).astype(np.float64), bits, alpha_bits)
+    return _packed(alpha_int, m, bits, shift, (out_ch, in_ch))
+
+
+def kernel_rows(weight: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+    """The kernels `quantize_conv` fits, float64 (kernels, 9): every kernel of `weight` (out, in,
+    3, 3) in o-major order, or only the `present` ones (bool (out, in))."""
+    flat = np.asarray(weight).reshape(-1, C.KERNEL_TAPS).astype(np.float64)
+    return flat if present is None else flat[np.asarray(present, dtype=bool).ravel()]
+
+
+def quantize_rows(
+    flat: np.ndarray, bits: int, alpha_bits: int = C.ALPHA_BITS, fit: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Eq. 1 for kernels as rows (kernels, 9) float64: the rounded alphas (as floats), the levels
+    M of each kernel and the weight shift their largest fitted alpha sets.
+
+    `fit` is ``fit_kernels(flat, bits)`` when the caller has it already (retraining fits each
+    layer once a step, `chipq.retrain.qat.QatNet`); every row is fitted on its own, so a subset
+    of rows fits as it does among all of them.
+    """
+    alpha, m = fit if fit is not None else fit_kernels(flat, bits)
     shift = weight_shift_for(float(alpha.max(initial=0.0)), alpha_bits)
     scale = float(1 << shift)
     if bits == 1:  # M is the sign of w whatever alpha is: the rounds below would leave alpha and M as they are
-        return _packed(round_alpha(alpha, scale, alpha_bits), m, bits, shift, (out_ch, in_ch))
+        return round_alpha(alpha, scale, alpha_bits), m, shift
     # Two rounds in the integer domain: round alpha, re-pick M for the rounded alpha, refit alpha.
     for _ in range(2):
         alpha_int = round_alpha(alpha, scale, alpha_bits)
@@ -195,8 +232,7 @@ def quantize_kernels(
         alpha = np.maximum((flat * m).sum(axis=1) / (m * m).sum(axis=1), 0.0)
     alpha_int = round_alpha(alpha, scale, alpha_bits)
     real = np.where(alpha_int > 0, alpha_int / scale, 1.0)
-    m = nearest_level(flat / real[:, None], bits)
-    return _packed(alpha_int, m, bits, shift, (out_ch, in_ch))
+    return alpha_int, nearest_level(flat / real[:, None], bits), shift
 
 
 def _packed(alpha_int: np.ndarray, m: np.ndarray, bits: int, shift: int, kernels: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -279,6 +315,7 @@ def quantize_conv(
     in_frac: int,
     out_frac: int,
     present: np.ndarray | None = None,
+    fit: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ConvLayer:
     """One conv layer: kernels as alpha * M at the layer shift, bias at 12 bits, output shift.
 
@@ -293,18 +330,23 @@ def quantize_conv(
         present: the kernels to keep, bool (out, in), chosen by the caller (reconstruction,
             retraining); None: with ``spec.keep < 100`` the ``spec.kept(O*I)`` strongest kernels
             (`strongest_kernels`), else every kernel (no bitmap, a v1 layer).
+        fit: ``fit_kernels`` of ``kernel_rows(conv.weight, present)``, when the caller has it.
     """
     spec = as_spec(spec)
     weight = np.asarray(conv.weight)
+    out_ch, in_ch = weight.shape[:2]
     if present is None and spec.keep < 100:
-        present = strongest_kernels(weight, spec.kept(weight.shape[0] * weight.shape[1]))
-    if present is not None:
+        present = strongest_kernels(weight, spec.kept(out_ch * in_ch))
+    if present is None:
+        alpha_int, m, shift = quantize_rows(kernel_rows(weight), spec.bits, spec.alpha_bits, fit)
+    else:  # only the kept kernels are fitted; they alone set the layer's shift
         present = np.asarray(present, dtype=bool)
-        weight = weight * present[:, :, None, None]  # the layer's shift from the kept kernels only
-    alpha, codes, shift = quantize_kernels(weight, spec.bits, spec.alpha_bits)
-    if present is not None:  # SPEC 3.5: an absent kernel has alpha 0 and mask code 0
-        alpha[~present] = 0
-        codes[~present] = 0
+        kept_alpha, kept_m, shift = quantize_rows(kernel_rows(weight, present), spec.bits, spec.alpha_bits, fit)
+        rows = present.ravel()
+        alpha_int = np.zeros(rows.size)  # SPEC 3.5: an absent kernel has alpha 0 and mask code 0 (level -top)
+        m = np.full((rows.size, C.KERNEL_TAPS), -float(top_level(spec.bits)))
+        alpha_int[rows], m[rows] = kept_alpha, kept_m
+    alpha, codes, _ = _packed(alpha_int, m, spec.bits, shift, (out_ch, in_ch))
     acc_frac = in_frac + shift
     try:
         bias, bias_shift = quantize_bias(conv.bias, acc_frac)

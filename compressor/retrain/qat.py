@@ -31,6 +31,7 @@ from chipq.quant.quantize import (  # noqa: F401
     dequantized_weights,
     fit_kernels,
     input_mean_int,
+    kernel_rows,
     quantize_conv,
     strongest_kernels,
     weight_shift_for,
@@ -100,6 +101,7 @@ class QatNet(nn.Module):
                 initial = strongest_kernels(weight.detach().numpy(), max(target, count or target))
                 self.present.register_buffer(name, torch.from_numpy(initial))
         # derived from the start weights (a resumed run rebuilds them so): not in the state dict
+        self._fits: dict[str, tuple] = {}  # `_fit`: per conv, (the versions it was made at, the fit)
         self.alpha_cap: dict[str, float] = {}
         if hold_shift:
             for name in self.weights.keys():
@@ -138,12 +140,38 @@ class QatNet(nn.Module):
 
     def _fitted_alphas(self, name: str) -> np.ndarray:
         """The float alpha `quantize_conv` fits to each kernel of conv `name` now (before its
-        rounding; the largest sets the layer shift), float64 (O*I,)."""
+        rounding; the largest sets the layer shift), float64 (O*I,), 0 for a removed kernel."""
+        alpha = np.zeros(self.weights[name].shape[0] * self.weights[name].shape[1])
+        alpha[self._rows(name)] = self._fit(name)[0]
+        return alpha
+
+    def _rows(self, name: str) -> np.ndarray | slice:
+        """The kernels of conv `name` that are fitted: the kept ones, in o-major order."""
+        mask = getattr(self.present, name, None)
+        return slice(None) if mask is None else mask.numpy().ravel()
+
+    def _float_conv(self, name: str) -> FloatConv:
+        """Conv `name` as `quantize_conv` takes it: the masked shadow weights (conv1 with the fold)."""
         conv = FloatConv(name, self._masked(name).detach().numpy(), self.biases[name].detach().numpy())
         if self.fold is not None and name == self.kinds[0][0]:  # conv1 sees the folded weights
             conv = self.fold.apply_numpy(conv)
-        flat = np.asarray(conv.weight, np.float64).reshape(-1, 9)
-        return fit_kernels(flat, self.bits[name].bits)[0]
+        return conv
+
+    def _fit(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``fit_kernels`` of conv `name`'s kept kernels now, as `quantize_conv` fits them.
+
+        Kept until the shadow weights or the kept kernels change (torch counts every in-place
+        change of a tensor in its ``_version``: the optimizer's step, `prune_to`, a restore), so
+        `cap_alphas` after a step and the next forward share one fit.
+        """
+        mask = getattr(self.present, name, None)
+        key = (self.weights[name]._version, None if mask is None else mask._version)
+        kept = self._fits.get(name)
+        if kept is None or kept[0] != key:
+            mask_np = None if mask is None else mask.numpy()
+            kept = (key, fit_kernels(kernel_rows(self._float_conv(name).weight, mask_np), self.bits[name].bits))
+            self._fits[name] = kept
+        return kept[1]
 
     def cap_alphas(self) -> int:
         """Scale each kernel whose fitted alpha exceeds its conv's `alpha_cap` back to it (a
@@ -158,10 +186,22 @@ class QatNet(nn.Module):
             factor = np.ones_like(alpha)
             factor[over] = cap / alpha[over] * (1.0 - 1e-6)  # float32 weights: a margin below the cap
             weight = self.weights[name]
-            with torch.no_grad():
+            with torch.no_grad():  # a factor of 1 leaves a weight as it is, bit for bit
                 weight.mul_(torch.from_numpy(factor.reshape(weight.shape[:2])).to(weight.dtype)[:, :, None, None])
+            self._refit(name, over)
             scaled += int(over.sum())
         return scaled
+
+    def _refit(self, name: str, changed: np.ndarray) -> None:
+        """Bring conv `name`'s kept fit up to date after only the kernels `changed` (bool (O*I,),
+        kept ones) were scaled: those are fitted again, the rest kept (each kernel is fitted on
+        its own, so the result is the fit of the whole layer)."""
+        mask = getattr(self.present, name, None)
+        key = (self.weights[name]._version, None if mask is None else mask._version)
+        alpha, m = (part.copy() for part in self._fits[name][1])
+        rows = changed[self._rows(name)]
+        alpha[rows], m[rows] = fit_kernels(kernel_rows(self._float_conv(name).weight)[changed], self.bits[name].bits)
+        self._fits[name] = (key, (alpha, m))
 
     def _masked(self, name: str) -> torch.Tensor:
         """The shadow weights with the removed kernels at zero (no gradient reaches those)."""
@@ -215,10 +255,8 @@ class QatNet(nn.Module):
     def _quantized(self, name: str, in_frac: int, first: bool):
         """Eq. 1 of one layer from its shadow weights, exactly as `chip_layers` (numpy fold in
         float64 for conv1): real weights, real bias, output fraction bits (no gradient)."""
-        conv = FloatConv(name, self._masked(name).detach().numpy(), self.biases[name].detach().numpy())
-        if first and self.fold is not None:
-            conv = self.fold.apply_numpy(conv)
-        layer = quantize_conv(conv, self.bits[name], in_frac, self.out_fracs[name], self.kept(name))
+        fit = self._fit(name)
+        layer = quantize_conv(self._float_conv(name), self.bits[name], in_frac, self.out_fracs[name], self.kept(name), fit)
         return ChipConv.of_layer(layer, in_frac)
 
     def _conv(self, x: torch.Tensor, name: str, in_frac: int, first: bool):
