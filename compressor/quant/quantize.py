@@ -148,6 +148,41 @@ def weight_shift_for(max_alpha: float, alpha_bits: int = C.ALPHA_BITS) -> int:
     return 0
 
 
+SHIFT_RULES = ("max", "clip")
+SHIFT_RULE = "max"  # how a layer of narrow alpha (fewer than 8 bits) chooses its shift (`layer_shift`)
+_CLIP_STEPS = 2  # "clip": shifts up to this many steps above the "max" rule's are tried
+
+
+def layer_shift(alpha: np.ndarray, weight: np.ndarray, alpha_bits: int = C.ALPHA_BITS, rule: str | None = None) -> int:
+    """The layer's weight shift for its kernels' fitted alphas `alpha` (kernels,).
+
+    "max" (`weight_shift_for`): the largest alpha fits the code range. "clip" (a layer of narrow
+    alpha only; 8-bit alpha keeps "max"): of that shift and up to `_CLIP_STEPS` above it, the one
+    whose rounded, clipped alphas leave the least squared weight error ``sum weight_k (alpha_k -
+    alpha'_k)^2`` (`weight`: each kernel's ``|M|^2``; exact for 1-bit masks, whose M does not
+    depend on alpha): a finer grid for the many small alphas at the cost of clipping a few large.
+    Ties keep the smaller shift.
+
+    >>> a = np.array([1.0] + [0.02] * 50)
+    >>> layer_shift(a, np.ones(51), 5, "max"), layer_shift(a, np.ones(51), 5, "clip")
+    (7, 8)
+    """
+    rule = SHIFT_RULE if rule is None else rule
+    if rule not in SHIFT_RULES:
+        raise ValueError(f"shift rule {rule!r}: one of {', '.join(SHIFT_RULES)}")
+    alpha = np.asarray(alpha, np.float64)
+    shift = weight_shift_for(float(alpha.max(initial=0.0)), alpha_bits)
+    if rule == "max" or alpha_bits >= C.ALPHA_BITS:
+        return shift
+    best, best_err = shift, np.inf
+    for candidate in range(shift, min(shift + _CLIP_STEPS, C.WEIGHT_SHIFT_MAX) + 1):
+        scale = float(1 << candidate)
+        err = float((np.asarray(weight) * (alpha - round_alpha(alpha, scale, alpha_bits) / scale) ** 2).sum())
+        if err < best_err:
+            best, best_err = candidate, err
+    return best
+
+
 def round_alpha(alpha: np.ndarray, scale: float, alpha_bits: int = C.ALPHA_BITS) -> np.ndarray:
     """Real alphas as the chip's 8-bit values at weight scale `scale` (= 2^s), as floats.
 
@@ -220,7 +255,7 @@ def quantize_rows(
     of rows fits as it does among all of them.
     """
     alpha, m = fit if fit is not None else fit_kernels(flat, bits)
-    shift = weight_shift_for(float(alpha.max(initial=0.0)), alpha_bits)
+    shift = layer_shift(alpha, (m * m).sum(axis=1), alpha_bits)
     scale = float(1 << shift)
     if bits == 1:  # M is the sign of w whatever alpha is: the rounds below would leave alpha and M as they are
         return round_alpha(alpha, scale, alpha_bits), m, shift

@@ -32,6 +32,7 @@ from chipq.quant.quantize import (  # noqa: F401
     fit_kernels,
     input_mean_int,
     kernel_rows,
+    layer_shift,
     quantize_conv,
     strongest_kernels,
     weight_shift_for,
@@ -105,8 +106,8 @@ class QatNet(nn.Module):
         self.alpha_cap: dict[str, float] = {}
         if hold_shift:
             for name in self.weights.keys():
-                alpha = self._fitted_alphas(name)
-                shift = weight_shift_for(float(alpha.max(initial=0.0)), self.bits[name].alpha_bits)
+                alpha, m = self._fit(name)
+                shift = layer_shift(alpha, (m * m).sum(axis=1), self.bits[name].alpha_bits)
                 self.alpha_cap[name] = alpha_top(self.bits[name].alpha_bits) / 2.0**shift
 
     def target(self, name: str) -> int | None:
