@@ -50,14 +50,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into <work>/evalset)")
     parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK, help="where the evaluation set is built")
     parser.add_argument("--plan", default=cm.MAIN_PLAN, help="the plan every setting compresses (default: the paper's)")
-    parser.add_argument("--settings", nargs="+", default=["{}"], help="JSON objects of RetrainConfig fields")
+    parser.add_argument("--settings", nargs="+", default=None, help="JSON objects of RetrainConfig fields (default: '{}', none with --merge)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "retrain_sweep.json")
     parser.add_argument("--append", action="store_true", help="add the rows to those already in --out")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="results of other runs on the same set whose rows are added (no new rows measured without --settings)")
     args = parser.parse_args(argv)
     args.model = cm.resolve_model(args.model)
     args.eval = args.eval or cm.eval_set(args.work)
     log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
-    settings = [json.loads(s) for s in args.settings]
+    settings = [json.loads(s) for s in (args.settings if args.settings is not None else [] if args.merge else ["{}"])]
     for s in settings:
         if set(s) - TRAINING_FIELDS:
             parser.error(f"{s}: only training fields ({', '.join(sorted(TRAINING_FIELDS))})")
@@ -71,11 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         "eval_images": len(eset.names), "queries": len(eset.gt), "cpus": os.cpu_count(),
         "float": scores(eset, float_desc, float_desc, per_query=True), "rows": [],
     }  # fmt: skip
-    if args.append and args.out.is_file():  # keep an earlier run's rows (same set, same float mAP)
-        earlier = json.loads(args.out.read_text())
-        if earlier.get("float", {}).get("map") != result["float"]["map"] or earlier.get("eval_images") != result["eval_images"]:
-            parser.error(f"{args.out}: measured on another evaluation set; not appending")
-        result["rows"] = earlier["rows"]
+    if args.append and args.out.is_file():  # keep an earlier run's rows
+        result["rows"] = _same_set(json.loads(args.out.read_text()), result, parser, args.out)["rows"]
+    for other in args.merge:  # rows measured by another run (e.g. beside this one) on the same set
+        rows = _same_set(json.loads(other.read_text()), result, parser, other)["rows"]
+        result["rows"] += [{**row, "run": other.name} for row in rows]
     log(f"float mAP {result['float']['map']:.4f}")
     calib = calibration_batch(args.train)
     images = load_training_images(args.train)
@@ -101,6 +103,14 @@ def main(argv: list[str] | None = None) -> None:
             f"in {seconds:.0f} s (CPU {cpu:.0f} s, load {load:.1f} before)")  # fmt: skip
     save()
     print(render_markdown(result))
+
+
+def _same_set(other: dict, result: dict, parser: argparse.ArgumentParser, path: Path) -> dict:
+    """`other` (another run's results) when it was measured on this run's evaluation set (same
+    images, same float mAP); else the parser's error."""
+    if other.get("float", {}).get("map") != result["float"]["map"] or other.get("eval_images") != result["eval_images"]:
+        parser.error(f"{path}: measured on another evaluation set; not adding its rows")
+    return other
 
 
 SHOWN = ("steps", "lr", "batch", "samples", "crop", "map_weight", "desc_weight", "desc_center", "init_images",

@@ -154,7 +154,7 @@ class V2Axes:
 
 
 # Names how a v2 setting is quantized in the cache key: change it when that changes.
-V2_QUANTIZER = "quantize_conv-spec-1"
+V2_QUANTIZER = "quantize_conv-spec-2"  # 2: OBS saliency, the "clip" shift rule
 
 @dataclass(frozen=True)
 class Probe:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chipq.errors import ChipqError
-from chipq.quant import RECONSTRUCT_IMAGES, SALIENCIES
+from chipq.quant import RECONSTRUCT_IMAGES, SALIENCIES, SALIENCY
 from chipq.quant.plan import LayerSpec
 
 INITS = ("reconstruct", "weights")
@@ -47,14 +47,14 @@ class RetrainConfig:
     # scored 0.769 mean NIP cosine against 0.812 without (32 evaluation photos); retrained, on 153
     # evaluation photos, cosine 0.815 either way, mAP 0.915 with feedback, 0.934 without
     # (the post-training blob that scored 0.829, 0.944 chose its pruned kernels by OBS saliency, the
-    # reconstruction's default before output energy; ReconstructConfig(saliency="obs") remakes it
+    # reconstruction's default then and again now, after a time of output energy; it remakes it
     # byte for byte. Today the start alone scores 0.814 / 0.934, training ends where it starts, and
     # the post-training settings, 32 photos and 8192 positions, score 0.800 / 0.910: the start keeps
     # init_images/init_positions)
     init_feedback: str = "auto"
-    # how the start's pruned layers choose the kernels they remove (`ReconstructConfig.saliency`):
-    # "energy" (the kernel's output energy, the reconstruction's default) or "obs"
-    init_saliency: str = "energy"
+    # how the start's pruned layers choose the kernels they remove (`ReconstructConfig.saliency`,
+    # whose default and its measurement this is)
+    init_saliency: str = SALIENCY
     # trained pruning (chip format v2, a plan with kKEEP): the reconstruction start keeps prune_from
     # percentage points more of each trained pruned layer, and training removes them on a cubic
     # schedule over the first prune_share of the steps (0: the start is pruned to the target and

@@ -10,6 +10,7 @@ from chipq.floatnet.model import FloatConv
 from chipq.formats import constants as C
 from chipq.formats.reader import from_bytes
 from chipq.formats.writer import to_bytes as blob_bytes
+from chipq.quant import quantize
 from chipq.quant.plan import LayerSpec
 from chipq.quant.quantize import (
     alpha_top,
@@ -31,8 +32,9 @@ def _conv(seed=0, out_ch=8, in_ch=6):
 
 
 @pytest.mark.parametrize("alpha_bits", [1, 3, 5, 7, 8])
-def test_narrow_alpha_is_on_its_grid_and_fills_its_top(alpha_bits):
+def test_narrow_alpha_is_on_its_grid_and_fills_its_top_under_the_max_rule(monkeypatch, alpha_bits):
     """Every alpha is a multiple of the a-bit step; the shift is the largest that fits the a-bit top."""
+    monkeypatch.setattr(quantize, "SHIFT_RULE", "max")
     weight = _conv().weight
     alpha, _, shift = quantize_kernels(weight, 2, alpha_bits)
     step = C.alpha_step(alpha_bits)
@@ -40,6 +42,24 @@ def test_narrow_alpha_is_on_its_grid_and_fills_its_top(alpha_bits):
     peak = float(fit_kernels(weight.reshape(-1, 9), 2)[0].max())
     assert shift == weight_shift_for(peak, alpha_bits)
     assert peak * 2**shift <= alpha_top(alpha_bits) < peak * 2 ** (shift + 1)  # the largest such s
+
+
+@pytest.mark.parametrize("alpha_bits", [1, 3, 5, 7])
+def test_the_clip_rule_trades_the_largest_alphas_for_a_finer_grid(alpha_bits):
+    """The default rule for narrow alpha: of the "max" shift and the two above it, the one with
+    the least squared alpha error weighted by |M|^2; 8-bit alpha keeps the "max" shift."""
+    weight = _conv(3, out_ch=32, in_ch=16).weight.astype(np.float64)
+    alpha, m = fit_kernels(weight.reshape(-1, 9), 1)
+    norms = (m * m).sum(axis=1)
+    top = weight_shift_for(float(alpha.max()), alpha_bits)
+
+    def error(shift: int) -> float:
+        return float((norms * (alpha - round_alpha(alpha, 2.0**shift, alpha_bits) / 2.0**shift) ** 2).sum())
+
+    chosen = quantize.layer_shift(alpha, norms, alpha_bits, "clip")
+    assert top <= chosen <= top + 2 and error(chosen) == min(error(s) for s in range(top, top + 3))
+    assert quantize_kernels(weight, 1, alpha_bits)[2] == chosen == quantize.layer_shift(alpha, norms, alpha_bits)
+    assert quantize.layer_shift(alpha, norms, 8, "clip") == weight_shift_for(float(alpha.max()))
 
 
 def test_narrower_alpha_costs_weight_error_and_eight_bits_is_v1():
