@@ -154,7 +154,7 @@ class V2Axes:
 
 
 # Names how a v2 setting is quantized in the cache key: change it when that changes.
-V2_QUANTIZER = "quantize_conv-spec-2"  # 2: OBS saliency, the "clip" shift rule
+V2_QUANTIZER = "quantize_conv-spec-2"  # 2: pruned kernels chosen by OBS saliency
 
 @dataclass(frozen=True)
 class Probe:

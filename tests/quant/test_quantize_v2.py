@@ -45,9 +45,10 @@ def test_narrow_alpha_is_on_its_grid_and_fills_its_top_under_the_max_rule(monkey
 
 
 @pytest.mark.parametrize("alpha_bits", [1, 3, 5, 7])
-def test_the_clip_rule_trades_the_largest_alphas_for_a_finer_grid(alpha_bits):
-    """The default rule for narrow alpha: of the "max" shift and the two above it, the one with
+def test_the_clip_rule_trades_the_largest_alphas_for_a_finer_grid(monkeypatch, alpha_bits):
+    """The opt-in rule for narrow alpha: of the "max" shift and the two above it, the one with
     the least squared alpha error weighted by |M|^2; 8-bit alpha keeps the "max" shift."""
+    monkeypatch.setattr(quantize, "SHIFT_RULE", "clip")
     weight = _conv(3, out_ch=32, in_ch=16).weight.astype(np.float64)
     alpha, m = fit_kernels(weight.reshape(-1, 9), 1)
     norms = (m * m).sum(axis=1)
