@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--append", action="store_true", help="add the rows to those already in --out")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="results of other runs on the same set whose rows are added (no new rows measured without --settings)")
+    parser.add_argument("--note", default="", help="a note shown beside the merged rows (e.g. the code they were measured with)")
     args = parser.parse_args(argv)
     args.model = cm.resolve_model(args.model)
     args.eval = args.eval or cm.eval_set(args.work)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         result["rows"] = _same_set(json.loads(args.out.read_text()), result, parser, args.out)["rows"]
     for other in args.merge:  # rows measured by another run (e.g. beside this one) on the same set
         rows = _same_set(json.loads(other.read_text()), result, parser, other)["rows"]
-        result["rows"] += [{**row, "run": other.name} for row in rows]
+        result["rows"] += [{**row, "run": other.name, **({"note": args.note} if args.note else {})} for row in rows]
     log(f"float mAP {result['float']['map']:.4f}")
     calib = calibration_batch(args.train)
     images = load_training_images(args.train)
@@ -156,14 +157,16 @@ def render_markdown(result: dict) -> str:
     plans = list(dict.fromkeys(r.get("plan", cm.MAIN_PLAN) for r in result["rows"]))
     for plan in plans:
         rows = [r for r in result["rows"] if r.get("plan", cm.MAIN_PLAN) == plan]
+        notes = any(r.get("note") for r in rows)
         lines += [
             f"Plan `{plan}`:",
             "",
             cm.md_table(
-                ["setting", "mAP", "gap to float (95 % CI)", "cosine", "compress s"],
-                [[_difference(r["config"], _base(result)), f"{r['map']:.4f}", _interval(r), f"{r['cosine']:.4f}", _seconds(r)]
+                ["setting", "mAP", "gap to float (95 % CI)", "cosine", "compress s", *(["note"] if notes else [])],
+                [[_difference(r["config"], _base(result)), f"{r['map']:.4f}", _interval(r), f"{r['cosine']:.4f}", _seconds(r),
+                  *([r.get("note", "")] if notes else [])]
                  for r in rows],  # fmt: skip
-                "lrrrr",
+                "lrrrr" + ("l" if notes else ""),
             ),
             "",
         ]

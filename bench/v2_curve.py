@@ -224,9 +224,10 @@ def run(args) -> dict:
     from chipq.formats.writer import to_bytes
     from chipq.importers import load_model
     from chipq.pipeline import plan as planner
-    from chipq.quant import allocate
+    from chipq.quant import SALIENCY, allocate
     from chipq.quant.compress import calibrate, calibration_images
     from chipq.quant.plan import PAPER_PLAN, parse_specs
+    from chipq.quant.quantize import SHIFT_RULE
 
     started = time.perf_counter()
 
@@ -269,6 +270,7 @@ def run(args) -> dict:
         "sensitivity": None if sens is None else {"images": sens.images, "views": sens.views, "cached": sens.cached,
                                                   "seconds": sens.seconds, "v2_bits": sens.v2_bits},  # fmt: skip
         "ablation_budget": ablation,
+        "defaults": {"saliency": SALIENCY, "shift_rule": SHIFT_RULE},  # the v2 quantization rules of this code
         "rows": {},
     }
     measured: dict[str, dict] = {}  # by plan text: a plan chosen at two budgets is compressed once
@@ -358,30 +360,48 @@ def _gap(row: dict) -> str:
     return f"{gap['gap']:+.4f} ({gap['low']:+.4f}, {gap['high']:+.4f})"
 
 
-def render(result: dict) -> str:
-    """The BENCHMARKS.md section."""
-    rows = result["rows"]
-    how = "retrained (the default compress)" if result["retrained"] else "post-training (`--no-retrain`)"
-    table = cm.md_table(
+def _table(result: dict, label) -> str:
+    return cm.md_table(
         ["row", "plan", "blob bytes", "ratio", "predicted cos", "cosine", "mAP", "mAP − float (95% CI)"],
         [
-            [_label(key, row), f"`{row['plan']}`", f"{row['bytes']:,}", f"{result['fp32_weight_bytes'] / row['bytes']:.1f}x",
+            [label(key, row), f"`{row['plan']}`", f"{row['bytes']:,}", f"{result['fp32_weight_bytes'] / row['bytes']:.1f}x",
              cm.fmt(row.get("predicted_cosine"), 4), f"{row['cosine']:.4f}", cm.fmt(row.get("map"), 4), _gap(row)]
-            for key, row in rows.items()
+            for key, row in result["rows"].items()
         ],
         "llrrrrrr",
     )  # fmt: skip
+
+
+def _defaults(result: dict) -> str:
+    """The v2 quantization defaults a result was made with (`defaults`, recorded since they changed)."""
+    found = result.get("defaults") or {"saliency": "energy", "shift_rule": "max"}
+    return f"kernels removed by {found['saliency']} saliency, the {found['shift_rule']!r} shift rule for narrow alpha"
+
+
+def render(result: dict, plans: dict | None = None) -> str:
+    """The BENCHMARKS.md section; `plans`: a `--plans` run of the same plans with newer defaults."""
+    rows = result["rows"]
+    how = "retrained (the default compress)" if result["retrained"] else "post-training (`--no-retrain`)"
     lines = [
         "## Chip format v2: fidelity against size (`bench/v2_curve.py`)",
         "",
         f"Each budget's plan from `chipq plan --budget B` (mask bits, alpha width and kept kernels per layer), "
-        f"compressed {how} and scored on {result['heldout']}; float mAP {cm.fmt(result['float']['map'], 4)}. "
+        f"compressed {how} ({_defaults(result)}) and scored on {result['heldout']}; float mAP {cm.fmt(result['float']['map'], 4)}. "
         "v1 rows: the best plan of mask widths only where v1 reaches the budget; \"plan given by hand\" rows: `--plans`. Ablation rows marked "
         "\"smallest\" cannot reach their budget and are shown at their smallest blob.",
         "",
-        table,
+        _table(result, _label),
         "",
     ]
+    if plans is not None:
+        by_plan = {row["plan"]: _label(key, row) for key, row in rows.items()}
+        lines += [
+            f"The same plans with today's defaults ({_defaults(plans)}), {how}, on the same set "
+            f"(`{plans.get('provenance', {}).get('command', 'bench/v2_curve.py --plans')}`):",
+            "",
+            _table(plans, lambda key, row: by_plan.get(row["plan"], "plan given by hand")),
+            "",
+        ]
     if result.get("missing"):
         lines += [f"Not measured yet (no kept blob and scores): {', '.join(result['missing'])}.", ""]
     descriptors = next((row["descriptors"] for row in rows.values() if "descriptors" in row), None)
