@@ -397,7 +397,7 @@ def render(result: dict, plans: dict | None = None) -> str:
         by_plan = {row["plan"]: _label(key, row) for key, row in rows.items()}
         lines += [
             f"The same plans with today's defaults ({_defaults(plans)}), {how}, on the same set "
-            f"(`{plans.get('provenance', {}).get('command', 'bench/v2_curve.py --plans')}`):",
+            "(`v2_curve_plans.json`, a `--plans` run; its rows keep the label of the budget the planner chose the plan for):",
             "",
             _table(plans, lambda key, row: by_plan.get(row["plan"], "plan given by hand")),
             "",
