@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     args.model = cm.resolve_model(args.model)
     args.eval = args.eval or cm.eval_set(args.work)
     log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
+    if any(other.resolve() == args.out.resolve() for other in args.merge):
+        parser.error(f"--out {args.out} is one of the --merge inputs (use --append to keep its rows)")
     settings = [json.loads(s) for s in (args.settings if args.settings is not None else [] if args.merge else ["{}"])]
     for s in settings:
         if set(s) - TRAINING_FIELDS:
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     images = load_training_images(args.train)
 
     def save() -> None:
-        cm.write_json(args.out, cm.stamped(result))
+        cm.write_json(args.out, result)
 
     for setting in settings:
         config = dataclasses.replace(RetrainConfig(), **setting)

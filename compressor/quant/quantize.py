@@ -159,18 +159,18 @@ SHIFT_RULE = "max"
 _CLIP_STEPS = 2  # "clip": shifts up to this many steps above the "max" rule's are tried
 
 
-def layer_shift(alpha: np.ndarray, weight: np.ndarray, alpha_bits: int = C.ALPHA_BITS, rule: str | None = None) -> int:
-    """The layer's weight shift for its kernels' fitted alphas `alpha` (kernels,).
+def layer_shift(alpha: np.ndarray, levels: np.ndarray, alpha_bits: int = C.ALPHA_BITS, rule: str | None = None) -> int:
+    """The layer's weight shift for its kernels' fitted alphas `alpha` (kernels,) and levels M
+    (`levels`, (kernels, 9), read by "clip" only).
 
     "max" (`weight_shift_for`): the largest alpha fits the code range. "clip" (a layer of narrow
     alpha only; 8-bit alpha keeps "max"): of that shift and up to `_CLIP_STEPS` above it, the one
-    whose rounded, clipped alphas leave the least squared weight error ``sum weight_k (alpha_k -
-    alpha'_k)^2`` (`weight`: each kernel's ``|M|^2``; exact for 1-bit masks, whose M does not
-    depend on alpha): a finer grid for the many small alphas at the cost of clipping a few large.
-    Ties keep the smaller shift.
+    whose rounded, clipped alphas leave the least squared weight error ``sum |M_k|^2 (alpha_k -
+    alpha'_k)^2`` (exact for 1-bit masks, whose M does not depend on alpha): a finer grid for the
+    many small alphas at the cost of clipping a few large. Ties keep the smaller shift.
 
     >>> a = np.array([1.0] + [0.02] * 50)
-    >>> layer_shift(a, np.ones(51), 5, "max"), layer_shift(a, np.ones(51), 5, "clip")
+    >>> layer_shift(a, np.ones((51, 9)), 5, "max"), layer_shift(a, np.ones((51, 9)), 5, "clip")
     (7, 8)
     """
     rule = SHIFT_RULE if rule is None else rule
@@ -180,10 +180,11 @@ def layer_shift(alpha: np.ndarray, weight: np.ndarray, alpha_bits: int = C.ALPHA
     shift = weight_shift_for(float(alpha.max(initial=0.0)), alpha_bits)
     if rule == "max" or alpha_bits >= C.ALPHA_BITS:
         return shift
+    weight = np.square(np.asarray(levels, np.float64)).sum(axis=1)
     best, best_err = shift, np.inf
     for candidate in range(shift, min(shift + _CLIP_STEPS, C.WEIGHT_SHIFT_MAX) + 1):
         scale = float(1 << candidate)
-        err = float((np.asarray(weight) * (alpha - round_alpha(alpha, scale, alpha_bits) / scale) ** 2).sum())
+        err = float((weight * (alpha - round_alpha(alpha, scale, alpha_bits) / scale) ** 2).sum())
         if err < best_err:
             best, best_err = candidate, err
     return best
@@ -261,7 +262,7 @@ def quantize_rows(
     of rows fits as it does among all of them.
     """
     alpha, m = fit if fit is not None else fit_kernels(flat, bits)
-    shift = layer_shift(alpha, (m * m).sum(axis=1), alpha_bits)
+    shift = layer_shift(alpha, m, alpha_bits)
     scale = float(1 << shift)
     if bits == 1:  # M is the sign of w whatever alpha is: the rounds below would leave alpha and M as they are
         return round_alpha(alpha, scale, alpha_bits), m, shift

@@ -656,7 +656,7 @@ def _quantize_target(t: _Target, setting: int | LayerSpec, config: ReconstructCo
     kept_v = v[:, :d] if keep is None else v[:, :d] * keep.repeat_interleave(TAPS, dim=1).to(v.dtype)
     # the layer's weight exponent, from the (kept) target weights' own least-squares fit
     alpha0, m0 = fit_kernels(kept_v.numpy().reshape(-1, TAPS), bits)
-    shift = layer_shift(alpha0, (m0 * m0).sum(axis=1), alpha_bits)
+    shift = layer_shift(alpha0, m0, alpha_bits)
     scale = float(1 << shift)
     if config.error_feedback:
         q, masks = _gptq(v, t.inverse(), d, bits, scale, alpha_bits, keep)
@@ -912,7 +912,7 @@ def refit_alphas(
         alphas[o0:o1] = solution[:, :k, 0]
     masks = torch.where(alphas[:, :, None] < 0, -m, m)
     alphas = alphas.abs()
-    scale = float(1 << layer_shift(alphas.numpy().ravel(), m.square().sum(dim=2).numpy().ravel(), alpha_bits))
+    scale = float(1 << layer_shift(alphas.numpy().ravel(), m.numpy().reshape(-1, taps), alpha_bits))
     alphas = torch.from_numpy(round_alpha(alphas.numpy(), scale, alpha_bits)).to(hessian.dtype) / scale
     weights = (alphas[:, :, None] * masks).reshape(out_ch, d)
     # the bias for the rounded α's: mean output error over the positions

@@ -107,7 +107,7 @@ class QatNet(nn.Module):
         if hold_shift:
             for name in self.weights.keys():
                 alpha, m = self._fit(name)
-                shift = layer_shift(alpha, (m * m).sum(axis=1), self.bits[name].alpha_bits)
+                shift = layer_shift(alpha, m, self.bits[name].alpha_bits)
                 self.alpha_cap[name] = alpha_top(self.bits[name].alpha_bits) / 2.0**shift
 
     def target(self, name: str) -> int | None:
@@ -165,14 +165,17 @@ class QatNet(nn.Module):
         change of a tensor in its ``_version``: the optimizer's step, `prune_to`, a restore), so
         `cap_alphas` after a step and the next forward share one fit.
         """
-        mask = getattr(self.present, name, None)
-        key = (self.weights[name]._version, None if mask is None else mask._version)
+        key = self._fit_key(name)
         kept = self._fits.get(name)
         if kept is None or kept[0] != key:
-            mask_np = None if mask is None else mask.numpy()
-            kept = (key, fit_kernels(kernel_rows(self._float_conv(name).weight, mask_np), self.bits[name].bits))
+            kept = (key, fit_kernels(kernel_rows(self._float_conv(name).weight, self.kept(name)), self.bits[name].bits))
             self._fits[name] = kept
         return kept[1]
+
+    def _fit_key(self, name: str) -> tuple:
+        """The state `_fit` is made from: the versions of conv `name`'s shadow weights and kept kernels."""
+        mask = getattr(self.present, name, None)
+        return self.weights[name]._version, None if mask is None else mask._version
 
     def cap_alphas(self) -> int:
         """Scale each kernel whose fitted alpha exceeds its conv's `alpha_cap` back to it (a
@@ -197,12 +200,10 @@ class QatNet(nn.Module):
         """Bring conv `name`'s kept fit up to date after only the kernels `changed` (bool (O*I,),
         kept ones) were scaled: those are fitted again, the rest kept (each kernel is fitted on
         its own, so the result is the fit of the whole layer)."""
-        mask = getattr(self.present, name, None)
-        key = (self.weights[name]._version, None if mask is None else mask._version)
         alpha, m = (part.copy() for part in self._fits[name][1])
         rows = changed[self._rows(name)]
         alpha[rows], m[rows] = fit_kernels(kernel_rows(self._float_conv(name).weight)[changed], self.bits[name].bits)
-        self._fits[name] = (key, (alpha, m))
+        self._fits[name] = (self._fit_key(name), (alpha, m))
 
     def _masked(self, name: str) -> torch.Tensor:
         """The shadow weights with the removed kernels at zero (no gradient reaches those)."""

@@ -57,10 +57,10 @@ def test_the_clip_rule_trades_the_largest_alphas_for_a_finer_grid(monkeypatch, a
     def error(shift: int) -> float:
         return float((norms * (alpha - round_alpha(alpha, 2.0**shift, alpha_bits) / 2.0**shift) ** 2).sum())
 
-    chosen = quantize.layer_shift(alpha, norms, alpha_bits, "clip")
+    chosen = quantize.layer_shift(alpha, m, alpha_bits, "clip")
     assert top <= chosen <= top + 2 and error(chosen) == min(error(s) for s in range(top, top + 3))
-    assert quantize_kernels(weight, 1, alpha_bits)[2] == chosen == quantize.layer_shift(alpha, norms, alpha_bits)
-    assert quantize.layer_shift(alpha, norms, 8, "clip") == weight_shift_for(float(alpha.max()))
+    assert quantize_kernels(weight, 1, alpha_bits)[2] == chosen == quantize.layer_shift(alpha, m, alpha_bits)
+    assert quantize.layer_shift(alpha, m, 8, "clip") == weight_shift_for(float(alpha.max()))
 
 
 def test_narrower_alpha_costs_weight_error_and_eight_bits_is_v1():
