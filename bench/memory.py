@@ -8,6 +8,9 @@ each stage comes from chipq's own progress lines (VmHWM read and reset at every 
 Commands (real VGG-16 and the real default blob unless named):
 
 - ``compress MODEL --plan 3x7,1x6`` (default, retraining) and ``--no-retrain``;
+- ``compress MODEL --budget 2000000`` (a chip format v2 plan: narrow alpha and pruned kernels,
+  retrained; the planner's sensitivity read from the cache, so measure the plan row first or run
+  `chipq plan` once);
 - ``plan MODEL --budget 3914104 --no-cache`` (the first run, nothing cached) with ``--sens-images``
   `--plan-images` (16 is the default; a smaller count is marked in the table);
 - ``verify BLOB --model MODEL``;
@@ -21,7 +24,10 @@ only figures when the machine was ours: each command records the share of the CP
 used while it ran (`common.CpuMeter`), and the table shows its times only when that share was at
 most `CONTENTION`.
 
-Run: ``python bench/memory.py [--model vgg16.pt] [--blob B] [--work DIR] [--out FILE] [--skip a,b]``;
+Run: ``python bench/memory.py [--model vgg16.pt] [--blob B] [--work DIR] [--out FILE] [--skip a,b]
+[--only LABEL,…] [--merge EARLIER.json]``: ``--only`` runs the commands whose label starts with one of
+the given texts, ``--merge`` keeps an earlier run's rows for the commands this one leaves out (each
+row names the run that measured it);
 ``--quick`` runs small settings (2 retraining steps, 2 sensitivity photos, 2,000 descriptors).
 """
 
@@ -39,6 +45,7 @@ import numpy as np
 LIMIT_MB = 2048  # issue 25: every command on the real VGG-16
 CONTENTION = 0.10  # other processes' CPU share above which a command's times are not shown
 BUDGET = "3914104"  # the real default blob's size: plan's budget
+V2_BUDGET = "2000000"  # issue 23's chip format v2 budget: compress --budget
 PHOTO_HW = (480, 640)
 
 
@@ -83,6 +90,7 @@ def commands(args: argparse.Namespace, work: Path, blob: Path) -> list[tuple[str
     model, quick = str(args.model), args.quick
     train = ["--steps", "2", "--samples", "8"] if quick else []
     budget = "15x" if quick else BUDGET
+    v2_budget = "25x" if quick else V2_BUDGET
     photo = str(photo_640(args.calib or _shipped_photos(), work / "photo640" / "p640.jpg").parent)  # extract reads a folder
     db, queries, gt = descriptor_files(work / "descriptors", args.descriptors)
     index = str(work / "descriptors" / "db.index")
@@ -93,6 +101,7 @@ def commands(args: argparse.Namespace, work: Path, blob: Path) -> list[tuple[str
     rows = [
         ("compress (default, retraining)", ["compress", model, "--plan", cm.MAIN_PLAN, *images, *train, *out("default.blob")]),
         ("compress --no-retrain", ["compress", model, "--plan", cm.MAIN_PLAN, *images, "--no-retrain", *out("ptq.blob")]),
+        (f"compress --budget {v2_budget} (format v2, retraining)", ["compress", model, "--budget", v2_budget, *images, *train, *out("v2.blob")]),
         (plan_label, ["plan", model, "--budget", budget, *images, "--sens-images", str(args.plan_images), "--no-cache", "--no-measure"]),
         ("verify --model", ["verify", str(blob), "--model", model, *images]),
         ("extract NIP 640x480, float model", ["extract", photo, "--model", model, *size, *out("x_float_nip.npz")]),
@@ -105,7 +114,15 @@ def commands(args: argparse.Namespace, work: Path, blob: Path) -> list[tuple[str
     ]
     if not quick:  # the demo runs the real VGG-16 whatever model is named
         rows.append(("demo", ["demo", *out("demo")]))
-    return [(label, argv) for label, argv in rows if _key(label) not in args.skip]
+    chosen = [(label, argv) for label, argv in rows if _key(label) not in args.skip]
+    return [(label, argv) for label, argv in chosen if not args.only or any(label.startswith(text) for text in args.only)]
+
+
+def merged_rows(path: Path) -> list[dict]:
+    """The rows of an earlier result, each with the run that measured it (its own, or the file's)."""
+    earlier = json.loads(Path(path).read_text(encoding="utf-8"))
+    run = {"label": earlier.get("label", ""), "date_utc": earlier.get("machine", {}).get("date_utc")}
+    return [{**row, "run": row.get("run", run)} for row in earlier.get("commands", [])]
 
 
 def _key(label: str) -> str:
@@ -182,8 +199,20 @@ def render(data: dict, before: dict | None = None) -> str:
         *[f"- `{row['command']}`: {row['note']}" for row in data["commands"] if row.get("note")],
         *[f"- before, `{row['command']}`: {row['note']}" for row in (before or {}).get("commands", []) if row.get("note")],
         *([f"Before: `{before.get('label', 'before')}`."] if old else []),
+        *_runs(data),
         "",
     ])  # fmt: skip
+
+
+def _runs(data: dict) -> list[str]:
+    """Which run measured each row, when the rows come from more than one (``--merge``)."""
+    runs = {row["command"]: row["run"] for row in data["commands"] if row.get("run")}
+    if len({json.dumps(run, sort_keys=True) for run in runs.values()}) < 2:
+        return []
+    return ["Rows measured by different runs (`--merge`):", *[
+        f"- `{command}`: {run.get('label') or 'unlabelled run'}, {run.get('date_utc') or 'date not recorded'}"
+        for command, run in runs.items()
+    ]]  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -198,6 +227,9 @@ def main(argv=None) -> int:
     parser.add_argument("--plan-images", type=int, default=16, help="plan's --sens-images")
     parser.add_argument("--skip", type=lambda s: {x.strip() for x in s.split(",") if x.strip()}, default=set(),
                         help="commands to leave out, by first word: compress,plan,verify,extract,index,eval,search,demo")
+    parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=[],
+                        help="run only the commands whose label starts with one of these texts, e.g. 'compress --budget,demo'")
+    parser.add_argument("--merge", type=Path, help="an earlier result: its rows are kept for the commands this run leaves out")
     parser.add_argument("--quick", action="store_true", help="small settings (tiny runs, CI)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -208,11 +240,19 @@ def main(argv=None) -> int:
     blob = args.blob or work / "default.blob"
     if args.blob is None and "compress" in args.skip:  # verify and extract need a blob of this model
         blob = cm.ptq_blob(args.model, cm.MAIN_PLAN, args.work, args.calib or _shipped_photos(), cm.parse_hw("224x224"))
+    machine = cm.machine_info()
     data = {"model": Path(args.model).name, "quick": args.quick, "label": args.label, "limit_mb": LIMIT_MB,
-            "machine": cm.machine_info(), "commands": []}  # fmt: skip
+            "machine": machine, "commands": []}  # fmt: skip
+    if args.merge and args.merge.resolve() == args.out.resolve():
+        raise SystemExit(f"--out {args.out} is the --merge input: write the merged result to another file")
+    earlier = merged_rows(args.merge) if args.merge else []
+    todo = commands(args, work, blob)
+    data["commands"] = [row for row in earlier if row["command"] not in {label for label, _ in todo}]
     path = cm.write_json(args.out, data)
-    for label, command in commands(args, work, blob):
-        data["commands"].append(measure(label, command))
+    for label, command in todo:
+        row = measure(label, command)
+        row["run"] = {"label": args.label, "date_utc": machine.get("date_utc")}
+        data["commands"].append(row)
         path = cm.write_json(args.out, data)  # kept after every command: a long run cut short keeps what it measured
     print(f"results -> {path}")
     return 0

@@ -900,6 +900,7 @@ def refit_alphas(
         c = o1 - o0
         system = torch.zeros(c, k + 1, k + 1, dtype=hessian.dtype)
         if o0 % GRAM_CHUNK == 0:
+            grams = None  # freed before the next chunk's are made: one chunk's Gram matrices live at a time
             grams = _alpha_grams(m32[o0 : o0 + GRAM_CHUNK], h32)
         system[:, :k, :k] = grams[o0 % GRAM_CHUNK : o0 % GRAM_CHUNK + c]
         system[:, :k, k] = side[o0:o1]

@@ -22,3 +22,28 @@ def test_times_are_shown_only_for_commands_run_alone():
     assert "| 220 | 381 |" in lines["`quiet`"]
     assert "| busy | busy |" in lines["`shared`"]
     assert "| – | – |" in lines["`old`"]
+
+
+def test_merge_keeps_earlier_rows_and_names_their_runs(tmp_path):
+    import json
+
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"label": "old", "machine": {"date_utc": "2026-12-01 10:00 UTC"},
+                                   "commands": [row("kept", 0.0), row("remeasured", 0.0)]}))  # fmt: skip
+    rows = memory.merged_rows(earlier)
+    assert [r["run"] for r in rows] == [{"label": "old", "date_utc": "2026-12-01 10:00 UTC"}] * 2
+    new = {**row("remeasured", 0.0), "run": {"label": "new", "date_utc": "2026-12-06 15:00 UTC"}}
+    text = memory.render({"model": "vgg16.pt", "commands": [rows[0], new]})
+    assert "- `kept`: old, 2026-12-01 10:00 UTC" in text and "- `remeasured`: new, 2026-12-06 15:00 UTC" in text
+    assert "different runs" not in memory.render({"model": "vgg16.pt", "commands": rows})
+
+
+def test_only_picks_commands_by_label_prefix(tmp_path, monkeypatch):
+    import argparse
+
+    monkeypatch.setattr(memory, "photo_640", lambda source, out: out)
+    monkeypatch.setattr(memory, "descriptor_files", lambda folder, count: (folder / "a", folder / "b", folder / "c"))
+    args = argparse.Namespace(model="m.pt", quick=True, calib=tmp_path, descriptors=10, plan_images=2, skip=set(),
+                              only=["compress --budget", "search"])  # fmt: skip
+    labels = [label for label, _ in memory.commands(args, tmp_path, tmp_path / "b.blob")]
+    assert labels == ["compress --budget 25x (format v2, retraining)", "search, 10 descriptors"]

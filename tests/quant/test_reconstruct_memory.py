@@ -76,6 +76,28 @@ def test_alpha_grams_in_blocks_equal_all_at_once(monkeypatch):
     assert torch.equal(blocked, rc.refit_alphas(masks, hessian, cross, 1e-3))
 
 
+def test_refit_alphas_holds_one_block_of_grams_at_a_time(monkeypatch):
+    """A 512-channel layer's block of Gram matrices is 256 MB: the last block is freed before the
+    next one is made (holding both was the 2 MB plan's peak, 2.2 GB)."""
+    import weakref
+
+    made = []
+    real = rc._alpha_grams
+
+    def alpha_grams(m32, h32):
+        assert all(ref() is None for ref in made), "the previous block of Gram matrices is still alive"
+        grams = real(m32, h32)
+        made.append(weakref.ref(grams))
+        return grams
+
+    monkeypatch.setattr(rc, "_alpha_grams", alpha_grams)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(500, 9 * 4 + 1, generator=g)
+    masks = torch.randint(-3, 4, (300, 4, 9), generator=g).float()
+    rc.refit_alphas(masks, rc.gram(z), torch.randn(300, 500, generator=g) @ z, 1e-3)
+    assert len(made) == -(-300 // rc.GRAM_CHUNK) > 1
+
+
 def test_reconstruction_leaves_no_spill_behind(stack, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     calib = np.random.default_rng(1).integers(0, 256, size=(9, 3, 32, 32), dtype=np.uint8)
