@@ -5,7 +5,7 @@ The steps (`chipq.reports.planner` renders what they find):
 1. calibrate the activation shifts on the calibration images (`chipq.quant.compress.calibrate`);
 2. measure every (layer, mask width) on `sens_images` of them with NIP over the four quarter turns
    as the descriptor (`chipq.quant.sensitivity`, cached), each layer quantized as post-training
-   compress makes it (`chipq.quant.reconstruct.layer_candidates`; or weight-only), and (chip format
+   compress makes it (`chipq.quant.reconstruct.each_layer_candidates`; or weight-only), and (chip format
    v2, unless ``v2=False``) the alpha widths and kept shares of the big layers at one mask width
    (`chipq.quant.sensitivity.V2Axes`);
 3. the exact Pareto front of blob bytes against predicted loss over every layer's candidate
@@ -33,7 +33,7 @@ from chipq.images import ImageError, list_images, load_image
 from chipq.quant import FAST_RECONSTRUCT_IMAGES, allocate, sensitivity
 from chipq.quant.compress import FAST_RECONSTRUCTION, calibrate
 from chipq.quant.plan import PAPER_PLAN, LayerSpec, parse_plan, parse_specs
-from chipq.quant.reconstruct import layer_candidates
+from chipq.quant.reconstruct import each_layer_candidates
 from chipq.reports.planner import (
     DEFAULT_SENS_IMAGES,
     DEFAULT_SENSITIVITY,
@@ -90,7 +90,7 @@ def measure_sensitivity(
 
     `kind` reconstructed: layer L at m bits is what post-training `compress` makes of it, fitted
     on its first `FAST_RECONSTRUCT_IMAGES` calibration images with every layer before it float
-    (`chipq.quant.reconstruct.layer_candidates`); weight-only: `quantize_conv` of the float weights.
+    (`chipq.quant.reconstruct.each_layer_candidates`); weight-only: `quantize_conv` of the float weights.
     `axes`: the v2 settings measured (`sensitivity.NO_V2`: mask widths only); reconstructed, each
     v2 setting is reconstructed too (its kernels pruned for the output and the rest refitted).
     `probe`: how each setting is measured (`sensitivity.Probe`); with the noise gain, reconstructed
@@ -125,7 +125,7 @@ def measure_sensitivity(
                     status("reconstructing each layer at each width", done, total)
 
             step(0, len(fracs))
-            return layer_candidates(stack, fracs, fitted, settings, config, step, refitted)
+            return each_layer_candidates(stack, fracs, fitted, settings, config, step, refitted)
 
     if status:
         status("measuring layer sensitivity", 0, len(views))

@@ -96,6 +96,7 @@ from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, atomic_write
 from chipq.quant.chipnet import ChipConv, ChipNet, activations, on_chip_input
 from chipq.quant.plan import LayerSpec
+from chipq.formats.model import ConvLayer
 from chipq.quant.quantize import as_spec, quantize_conv
 from chipq.quant.reconstruct import Refitted
 
@@ -369,7 +370,8 @@ def measure(
         layer_weights: None: layer L at m bits is `quantize_conv` of its float weights. Else called
             (only when the cache misses) for ``[layer][m or LayerSpec] -> FloatConv``, the float weights each
             (layer, m) is quantized from instead, conv1's acting on the chip input
-            (e.g. `chipq.quant.reconstruct.layer_candidates`).
+            (e.g. `chipq.quant.reconstruct.each_layer_candidates`): any iterable of the layers'
+            rows in order; each row is quantized as it comes and then let go.
         weights_name: names `layer_weights` in the cache key (it must change when they do).
         axes: the v2 settings measured per layer (module docstring); `NO_V2`: the m axis only. A v2
             setting of layer L is `quantize_conv` of its own candidate when `layer_weights` gives
@@ -396,8 +398,8 @@ def measure(
         if hit is not None:
             hit.seconds = time.perf_counter() - started
             return hit
-    candidates = layer_weights() if layer_weights is not None else None
-    result = _measure(stack, views, act_fracs, pool, batch, progress, candidates, axes, probe)
+    # not bound to a name here: each layer's float candidates are freed once `_measure` has quantized them
+    result = _measure(stack, views, act_fracs, pool, batch, progress, layer_weights() if layer_weights else None, axes, probe)
     result.key = key
     result.weights = weights_name
     result.seconds = time.perf_counter() - started
@@ -431,34 +433,41 @@ def _write_cache(path: Path, result: Sensitivity) -> None:
 
 class _Layers:
     """The float stack on the chip's input with 8-bit activations (`ChipNet.of_stack`), and each conv
-    layer quantized alone at any width, to be swapped into it."""
+    layer quantized alone at any width, to be swapped into it.
 
-    def __init__(self, stack: FloatStack, act_fracs: list[int], candidates: list[dict[int, FloatConv]] | None = None) -> None:
+    A quantized layer is kept as the chip stores it (`ConvLayer`: a byte of α and one of mask code
+    per tap, 10 bytes a kernel against float32's 36) and made a torch layer only while it runs
+    (`chip`): all 145 settings of VGG-16 as float32 were 0.75 GB.
+    """
+
+    def __init__(self, stack: FloatStack, act_fracs: list[int]) -> None:
         self.net = ChipNet.of_stack(stack, act_fracs)
         self.convs = [item for item in on_chip_input(stack) if isinstance(item, FloatConv)]
         self.positions = self.net.conv_positions()  # conv index -> position in the chain
         self.fracs = [int(f) for f in act_fracs]
-        if candidates is not None and len(candidates) != len(self.convs):
-            raise SensitivityError(f"layer weights for {len(candidates)} of {len(self.convs)} conv layers")
-        self.candidates = candidates
 
-    def quantized(self, index: int, setting: LayerSpec | int) -> ChipConv:
-        """Layer `index` stored as `setting` (Eq. 1, its input at the calibrated fraction bits)."""
+    def quantized(self, index: int, setting: LayerSpec | int, row: dict | None = None) -> ConvLayer:
+        """Layer `index` stored as `setting` (Eq. 1, its input at the calibrated fraction bits):
+        from `row`'s candidate for the setting (else, a v2 setting, its mask width's) when a row
+        of candidates is given, else from the float weights."""
         spec = as_spec(setting)
-        conv = self.convs[index]
-        if self.candidates is not None:  # the setting's own candidate, else (v2 setting) its mask width's
-            conv = self.candidates[index].get(spec, self.candidates[index].get(spec.bits))
-        return self._chip(index, spec, conv)
+        conv = self.convs[index] if row is None else row.get(spec, row.get(spec.bits))
+        return quantize_conv(conv, spec, self._in_frac(index), self.fracs[index])
 
-    def gain_layer(self, index: int, spec: LayerSpec) -> ChipConv:
+    def gain_layer(self, index: int, spec: LayerSpec, row: dict | None = None) -> ConvLayer:
         """The noise gain's tail-pass layer: the setting's `Refitted` candidate when there is one
         (the others then made without the joint α refit), else `quantized`."""
-        refitted = self.candidates[index].get(Refitted(spec)) if self.candidates is not None else None
-        return self.quantized(index, spec) if refitted is None else self._chip(index, spec, refitted)
+        refitted = row.get(Refitted(spec)) if row is not None else None
+        if refitted is None:
+            return self.quantized(index, spec, row)
+        return quantize_conv(refitted, spec, self._in_frac(index), self.fracs[index])
 
-    def _chip(self, index: int, spec: LayerSpec, conv: FloatConv) -> ChipConv:
-        in_frac = 0 if index == 0 else self.fracs[index - 1]
-        return ChipConv.of_layer(quantize_conv(conv, spec, in_frac, self.fracs[index]), in_frac)
+    def chip(self, index: int, layer: ConvLayer) -> ChipConv:
+        """A stored layer `index` as the torch chip runs it."""
+        return ChipConv.of_layer(layer, self._in_frac(index))
+
+    def _in_frac(self, index: int) -> int:
+        return 0 if index == 0 else self.fracs[index - 1]
 
 
 def _measure(
@@ -473,12 +482,25 @@ def _measure(
     probe: "Probe | None" = None,
 ) -> Sensitivity:
     probe = probe or DEFAULT_PROBE
-    chain = _Layers(stack, act_fracs, candidates)
+    chain = _Layers(stack, act_fracs)
     eligible = axes.eligible([int(c.weight.shape[0] * c.weight.shape[1]) for c in chain.convs])
     runs = [
         [LayerSpec(m) for m in WIDTHS] + (axes.settings() if eligible[i] else []) for i in range(len(chain.convs))
     ]  # the single-layer runs of each layer: the m axis, then its v2 axes
-    quantized = {(i, spec): chain.quantized(i, spec) for i in range(len(chain.convs)) for spec in runs[i]}
+    gain = LayerSpec(probe.gain_bits)
+    quantized, gain_layers, count = {}, {}, 0
+    rows = iter(candidates if candidates is not None else [None] * len(chain.convs))
+    # a plain loop, not `for … in enumerate(…)`: enumerate would hold the last row while the next is made
+    while (row := next(rows, _END)) is not _END:
+        if count >= len(chain.convs):
+            raise SensitivityError(f"layer weights for more than the {len(chain.convs)} conv layers")
+        quantized.update({(count, spec): chain.quantized(count, spec, row) for spec in runs[count]})
+        if not probe.exact:
+            gain_layers[(count, gain)] = chain.gain_layer(count, gain, row)
+        count += 1
+        del row  # the float candidates go; what is kept is their stored form
+    if count != len(chain.convs):
+        raise SensitivityError(f"layer weights for {count} of {len(chain.convs)} conv layers")
     batch = max(1, int(batch))
     if probe.exact:
         tails = _tail_passes(chain, stack, views, pool, batch, runs, quantized, _Stage(progress, 0, len(views)))
@@ -487,12 +509,13 @@ def _measure(
         gain_views = views[: max(1, probe.gain_images)]
         stage_total = len(views) + len(gain_views)
         noise = _layer_noise(chain, views[:, 0], runs, quantized, probe, _Stage(progress, 0, stage_total))
-        gain = LayerSpec(probe.gain_bits)
         gain_runs = [[gain] for _ in runs]
-        gain_layers = {(i, gain): chain.gain_layer(i, gain) for i in range(len(runs))}
         tails = _tail_passes(chain, stack, gain_views, pool, batch, gain_runs, gain_layers, _Stage(progress, len(views), stage_total))
         rows = {key: tails.scaled((key[0], gain), noise[key], noise[(key[0], gain)]) for key in quantized}
     return _result(chain, views.shape, tails, rows, runs, axes, probe)
+
+
+_END = object()  # the end of `_measure`'s candidate rows
 
 
 @dataclass
@@ -564,7 +587,7 @@ def _tail_passes(chain, stack, views, pool, batch, runs, quantized, stage: _Stag
                 x = net.run(x, pos, chain.positions[index])
                 pos = chain.positions[index]
                 for spec in specs:
-                    maps = net.run(x, pos, swap={pos: quantized[(index, spec)]}).numpy().astype(np.float64)
+                    maps = net.run(x, pos, swap={pos: chain.chip(index, quantized[(index, spec)])}).numpy().astype(np.float64)
                     desc = _descriptors(maps, k, n_views, pool)
                     tally = tallies[(index, spec)]
                     tally.cosine += float(np.sum(_cosines(desc, f_desc)))
@@ -594,7 +617,7 @@ def _layer_noise(chain, pixels, runs, quantized, probe: "Probe", stage: _Stage) 
                 ref = _layer_at(net.layers[pos], z)
                 power[index] += float(torch.sum(ref.double() ** 2))
                 for spec in specs:
-                    err[(index, spec)] += float(torch.sum((_layer_at(quantized[(index, spec)], z) - ref).double() ** 2))
+                    err[(index, spec)] += float(torch.sum((_layer_at(chain.chip(index, quantized[(index, spec)]), z) - ref).double() ** 2))
             stage(min(start + NOISE_BATCH, len(pixels)))
     return {key: value / (power[key[0]] or 1.0) for key, value in err.items()}
 

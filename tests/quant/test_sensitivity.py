@@ -44,7 +44,7 @@ def test_the_quantized_layer_is_the_chip_layer(setup):
     fracs = calibrate(stack, calib)
     chain = sensitivity._Layers(stack, fracs)
     for bits in sensitivity.WIDTHS:
-        layer = chain.quantized(0, bits)
+        layer = chain.chip(0, chain.quantized(0, bits))
         got = chain.net.run(chain.net.input(calib), swap={0: layer}).numpy()
         model = compress(stack, [bits], calib, (24, 24), reconstruction=None).model  # weight-only, as measured
         want = golden.GoldenExecutor(model).run(calib).astype(np.float64) * 2.0 ** -model.activation_fracs()[-1]
@@ -145,6 +145,31 @@ def test_reconstructed_layer_weights(setup, tmp_path):
         measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, layer_weights=candidates)
 
 
+def test_candidates_are_let_go_layer_by_layer(setup, tmp_path):
+    """`measure` takes the candidates one layer at a time (`each_layer_candidates`) and keeps only
+    their stored form: a layer's float candidates are gone when the next layer's are made, and the
+    numbers are those of the whole list."""
+    import weakref
+
+    from chipq.quant.reconstruct import ReconstructConfig, each_layer_candidates, layer_candidates
+
+    stack, calib, fracs = setup
+    config = ReconstructConfig(positions=512, threads=1, error_feedback=False)
+    alive = []
+
+    def streamed():
+        for row in each_layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config):
+            assert not [ref for ref in alive if ref() is not None], "an earlier layer's float candidates are still held"
+            alive.extend(weakref.ref(conv) for conv in row.values())
+            yield row
+
+    views = _views(calib)
+    one = measure(stack, views, fracs, _pool, "rms", use_cache=False, layer_weights=streamed, weights_name="rec")
+    whole = lambda: layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config)  # noqa: E731
+    other = measure(stack, views, fracs, _pool, "rms", use_cache=False, layer_weights=whole, weights_name="rec")
+    assert len(alive) == len(sensitivity.WIDTHS) * len(stack.conv_layers()) and one.dist2 == other.dist2 and one.noise == other.noise
+
+
 def test_first_candidate_is_what_reconstruct_makes_of_conv1(setup):
     """conv1's input is the chip input either way: its candidate is reconstruct's conv1 at that width."""
     from chipq.quant.compress import FAST_RECONSTRUCTION
@@ -240,7 +265,7 @@ def test_sampled_layer_output_is_the_chip_layer(setup):
     stack, calib, fracs = setup
     chain = sensitivity._Layers(stack, fracs)
     x = chain.net.run(chain.net.input(calib), 0, chain.positions[1])  # conv2_1's input
-    layer = chain.quantized(1, 2)
+    layer = chain.chip(1, chain.quantized(1, 2))
     rows = sensitivity._sample_rows(x.shape, 40, np.random.default_rng(0))
     got = sensitivity._layer_at(layer, sensitivity._patches(x, rows)).numpy()
     full = layer.forward(x).permute(0, 2, 3, 1).reshape(-1, layer.weight.shape[0]).numpy()
