@@ -94,9 +94,9 @@ from chipq.floatnet.model import FloatConv, FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, atomic_write
+from chipq.formats.model import ConvLayer
 from chipq.quant.chipnet import ChipConv, ChipNet, activations, on_chip_input
 from chipq.quant.plan import LayerSpec
-from chipq.formats.model import ConvLayer
 from chipq.quant.quantize import as_spec, quantize_conv
 from chipq.quant.reconstruct import Refitted
 
