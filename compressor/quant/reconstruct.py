@@ -294,7 +294,7 @@ def _run_streamed(stack, plan, fracs, calib, config, fold, step, spill: Path):
             next_f.append(F.relu(part))
         target = y_f.at_rows()
         fit = _target_of(conv, *_statistics(x_q.patches(rows), target), config)  # step 1; the patches (P, 9C + 1) freed before the solve
-        q_w, q_b = _quantize_target(fit, bits, config)  # step 2
+        q_w, q_b = _quantize_target(fit, bits, config, last=True)  # step 2
         del fit
         q_conv = FloatConv(conv.name, q_w, q_b)
         float_frac = fracs[index] if fracs is not None else choose_frac(y_f.relu_sample())
@@ -588,7 +588,7 @@ def _at(y: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
 
 def _solve_layer(conv: FloatConv, bits: LayerSpec, z: torch.Tensor, target: torch.Tensor, config: ReconstructConfig):
     """Steps 1 and 2 of the module docstring for one layer: quantized weights (α·M·2^-s) and bias."""
-    return _quantize_target(_target(conv, z, target, config), bits, config)
+    return _quantize_target(_target(conv, z, target, config), bits, config, last=True)
 
 
 @dataclass
@@ -598,7 +598,7 @@ class _Target:
     v: torch.Tensor  # (O, d+1) least-squares target weights, the bias last
     raw: torch.Tensor | None  # undamped Z^T Z (for `refit_alphas`)
     cross: torch.Tensor  # T^T Z
-    damped: torch.Tensor  # Z^T Z + λ I: the quadratic form of the output error (with the ridge)
+    damped: torch.Tensor | None  # Z^T Z + λ I: the quadratic form of the output error (with the ridge); None once let go
     u: torch.Tensor | None  # H^-1 = U^T U (error feedback, pruning); `inverse` makes it on demand
     out_ch: int
     in_ch: int
@@ -652,13 +652,16 @@ def _target_of(conv: FloatConv, hessian: torch.Tensor, cross: torch.Tensor, conf
     return _Target(v, raw, cross, hessian, u, out_ch, in_ch)
 
 
-def _quantize_target(t: _Target, setting: int | LayerSpec, config: ReconstructConfig):
+def _quantize_target(t: _Target, setting: int | LayerSpec, config: ReconstructConfig, *, last: bool = False):
     """Step 2 of one layer at its setting: (weights (O, I, 3, 3), bias (O,)), float32.
 
     A pruned layer (``keep < 100``) first chooses its kept kernels for the output (`kept_for_output`);
     the removed kernels are set to zero with their error pushed onto the kernels after them
     (`_prune_with_feedback`, or inside `_gptq` with error feedback); then the kept kernels are
     quantized as a full layer's are, and their α's refitted jointly (`refit_alphas`).
+
+    `last`: `t` is not used again, so its damped H and inverse factor (0.17 GB on a 512-channel
+    layer) are let go before the refit, the step's largest allocation.
     """
     spec = as_spec(setting)
     bits, alpha_bits = spec.bits, spec.alpha_bits
@@ -684,6 +687,8 @@ def _quantize_target(t: _Target, setting: int | LayerSpec, config: ReconstructCo
         masks = torch.from_numpy(levels.reshape(out_ch, d))
     if keep is not None:  # a removed kernel stays zero through the α refit
         masks = masks * keep.repeat_interleave(TAPS, dim=1).to(masks.dtype)
+    if last:  # the refit reads only the undamped H and T^T Z
+        t.damped = t.u = None
     if t.raw is not None and masks is not None:
         q = refit_alphas(masks.reshape(out_ch, in_ch, TAPS), t.raw, t.cross, config.alpha_ridge, alpha_bits)
     weight = q[:, :d].numpy().reshape(out_ch, in_ch, 3, 3).astype(np.float32)
@@ -904,7 +909,7 @@ def refit_alphas(
     """
     out_ch, k, taps = masks.shape
     d = k * taps
-    h32 = hessian[:d, :d].contiguous()
+    h32 = hessian[:d, :d]  # a view: the products read its rows in place (a copy was 85 MB at 512 channels)
     m32 = masks.to(hessian.dtype).contiguous()
     m = m32
     side = torch.einsum("oki,ki->ok", m, hessian[:d, d].reshape(k, taps))

@@ -453,6 +453,9 @@ def run_training(
     try:
         while trainer.step < trainer.config.steps:
             stats = trainer.train_step()
+            # a step's maps and fits are freed: give their pages back, so that the heap's holes do not
+            # add up over the steps (the heavy commands' allocator keeps freed memory, `release_freed_memory`)
+            release_freed_memory()
             if hooks.step:
                 hooks.step(stats)
             if hooks.stop and hooks.stop():

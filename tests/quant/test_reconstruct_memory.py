@@ -104,3 +104,25 @@ def test_reconstruction_leaves_no_spill_behind(stack, tmp_path, monkeypatch):
     fitted, fracs, stats = rc.reconstruct(stack, [3] * 13, None, calib, rc.ReconstructConfig(positions=100))
     assert len(fracs) == len(stats) == 13 and len(fitted.conv_layers()) == 13
     assert not list(tmp_path.glob("chipq-maps-*"))  # (torch may leave its own cache folder there)
+
+
+@pytest.mark.parametrize("setting", [(2, 5, 50), (3, 8, 100)], ids=["2a5k50", "3"])
+def test_last_use_of_a_target_lets_go_of_its_solve_and_changes_nothing(setting):
+    """`_quantize_target(..., last=True)` frees the damped H and its inverse factor before the α refit
+    (the compress peak) and makes the same weights as a target that is kept."""
+    from chipq.floatnet.model import FloatConv
+    from chipq.quant.plan import LayerSpec
+
+    g = torch.Generator().manual_seed(1)
+    conv = FloatConv("c", torch.randn(6, 4, 3, 3, generator=g).numpy(), torch.randn(6, generator=g).numpy())
+    z = torch.cat([torch.randn(400, 36, generator=g), torch.ones(400, 1)], dim=1)
+    out = z @ torch.cat([torch.from_numpy(conv.weight.reshape(6, 36)), torch.from_numpy(conv.bias)[:, None]], dim=1).T
+    config = rc.ReconstructConfig(positions=400, threads=1)
+    spec = LayerSpec(*setting)
+    kept = rc._target(conv, z, out, config)
+    first = rc._quantize_target(kept, spec, config)
+    assert kept.damped is not None
+    last = rc._target(conv, z, out, config)
+    second = rc._quantize_target(last, spec, config, last=True)
+    assert last.damped is None and last.u is None
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
