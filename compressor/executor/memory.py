@@ -256,6 +256,19 @@ def reconstruction_bytes(layers: Iterable, hw: tuple[int, int], positions: int) 
     return peak + 3 * ACTIVATION_SAMPLE * 8
 
 
+STORED_KERNEL_BYTES = 10  # a kernel as the chip stores it (`ConvLayer`): an α byte and 9 mask codes
+
+
+def sensitivity_bytes(layers: Iterable, hw: tuple[int, int], positions: int, settings: int, inputs: int) -> int:
+    """`chipq plan`'s sensitivity beyond the runtime: each layer's candidates made as the reconstruction
+    makes a layer (`reconstruction_bytes`), `settings` of every layer kept as the chip stores them,
+    then the tail passes of `inputs` network inputs at a time (the float model's and the chip's maps).
+    """
+    layers = list(layers)
+    stored = sum(cin * cout * settings * STORED_KERNEL_BYTES for cin, cout, _, _ in conv_maps(layers, hw))
+    return stored + max(reconstruction_bytes(layers, hw, positions), 2 * activation_bytes(layers, hw, inputs))
+
+
 def spill_bytes(layers: Iterable, hw: tuple[int, int], images: int) -> int:
     """Disk the reconstruction's spill folder holds at once: both networks' maps of all images."""
     return max((images * h * w * (4 * cin + 4 * cout + cin + cout + 4 * cout) for cin, cout, h, w in conv_maps(layers, hw)), default=0)

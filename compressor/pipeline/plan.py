@@ -42,11 +42,12 @@ from chipq.reports.planner import (
     SENSITIVITY_KINDS,
     PlanResult,
 )
-from chipq.retrieval.describe import describe, quarter_turns
+from chipq.retrieval.describe import ROTATIONS, describe, quarter_turns
 from chipq.retrieval.features import chip_features, float_features
 from chipq.retrieval.pooling import nip_from_maps
 
 Status = Callable[[str, int | None, int | None], None]
+SENSITIVITY_BATCH = 2  # calibration images per tail pass of the sensitivity (`sensitivity.measure`'s batch)
 
 
 def nip_views(images: np.ndarray) -> np.ndarray:
@@ -131,7 +132,7 @@ def measure_sensitivity(
         status("measuring layer sensitivity", 0, len(views))
     return sensitivity.measure(
         stack, views, fracs, nip_from_maps, POOL_NAME, use_cache=use_cache, cache_dir=cache_dir, progress=progress,
-        layer_weights=layer_weights, weights_name=name, axes=axes, probe=probe,
+        layer_weights=layer_weights, weights_name=name, axes=axes, probe=probe, batch=SENSITIVITY_BATCH,
     )  # fmt: skip
 
 
@@ -201,6 +202,7 @@ def plan(
     image_dir = images if images is not None else default_calib_dir()
     say("loading model")
     stack = load_model(model).without_trailing_pool()
+    check_memory(stack, input_hw, axes_for(v2), measure)
     say("reading calibration images")
     calib, calib_names = calibration_images(image_dir, input_hw)
     heldout = heldout_photos(image_dir, calib_names, eval_dir) if measure else []
@@ -209,6 +211,31 @@ def plan(
         measure_paper=measure_paper,
     )  # fmt: skip
     return result, len(heldout)
+
+
+def check_memory(stack: FloatStack, input_hw: tuple[int, int], axes: sensitivity.V2Axes, measure: bool) -> None:
+    """Every stage of `chipq plan` fits in memory, refused before any work with what lowers the need
+    (`chipq.executor.memory.check_stages`): calibration, the sensitivity (counted even when the cache
+    may hold it: that is known only once the photos are read and calibrated) and the check's
+    post-training compress."""
+    from chipq.executor import memory as mem
+    from chipq.quant.compress import MAX_CALIB_IMAGES
+
+    what = f"--input {input_hw[1]}x{input_hw[0]}"
+    mem.check_input_size(stack.layers, input_hw, what)
+    weights = sum(conv.weight.size + conv.bias.size for conv in stack.conv_layers())
+    fixed = 2 * weights * 4 + MAX_CALIB_IMAGES * 3 * input_hw[0] * input_hw[1]  # the float and fitted weights; the images
+    positions = FAST_RECONSTRUCTION.positions
+    settings = len(sensitivity.WIDTHS) + len(axes.settings())
+    need = mem.sensitivity_bytes(stack.layers, input_hw, positions, settings, SENSITIVITY_BATCH * len(ROTATIONS))
+    lower = "use a smaller input size" + (" or --v1 (fewer settings measured)" if axes.settings() else "")
+    stages = [
+        ("calibration", mem.calibration_bytes(stack.layers, input_hw), what, "use a smaller input size"),
+        ("the layer sensitivity", need, what, lower),
+    ]
+    if measure:
+        stages.append(("the check's compress", mem.reconstruction_bytes(stack.layers, input_hw, positions), what, "use --no-measure"))
+    mem.check_stages(stages, fixed)
 
 
 def axes_for(v2: bool) -> sensitivity.V2Axes:

@@ -88,3 +88,30 @@ def test_compress_with_a_huge_sample_cache_is_refused_before_any_work(tmp_path, 
     with pytest.raises(NotEnoughMemory, match=r"^--samples 100000000 at --input 224x224: retraining's cache .* lower --samples"):
         pipeline.compress(model, "3x7,1x6", images=photos, retrain=RetrainConfig(samples=100_000_000), output=tmp_path / "o.blob")
     assert not started and not (tmp_path / "o.blob").exists()
+
+
+def test_plan_that_cannot_fit_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Issue 25: `chipq plan` counts its stages too (the sensitivity's candidates and tail passes)."""
+    from helpers import save_tiny_vgg, write_photos
+
+    from chipq.pipeline import plan as pipeline
+
+    model, photos = save_tiny_vgg(tmp_path / "m.pt"), tmp_path / "photos"
+    write_photos(photos)
+    monkeypatch.setattr("chipq.executor.memory.available_bytes", lambda: 64 << 20)
+    started = []
+    monkeypatch.setattr("chipq.quant.compress.calibration_images", lambda *a, **k: started.append(1))
+    with pytest.raises(NotEnoughMemory, match=r"^--input 224x224: .* needs about .* GiB of memory, 0\.1 GiB is available; "):
+        pipeline.plan(model, "15x", images=photos, input_hw=(224, 224))
+    assert not started
+
+
+def test_plan_estimate_counts_every_setting_it_keeps():
+    import numpy as np
+
+    from chipq.executor import memory
+    from chipq.floatnet.model import FloatConv
+
+    layers = [FloatConv("a", np.zeros((8, 3, 3, 3), np.float32), np.zeros(8, np.float32))]
+    one, thirteen = (memory.sensitivity_bytes(layers, (16, 16), 64, n, 8) for n in (1, 13))
+    assert thirteen - one == 12 * 8 * 3 * memory.STORED_KERNEL_BYTES
