@@ -101,6 +101,7 @@ def compress_retrained(
     init, fracs, used = fit_layers(stack, start_plan(plan, first, config), calib, reconstruction, config.init_images, hooks.stage)
     clock["init_end"] = time.monotonic()
     trainer = Retrainer(stack, plan, fracs, config, input_hw, init=init)
+    del init  # the trainer keeps what it needs of it (the frozen layers; the trained ones as its own copies)
     resumed_at = 0
     if resume:
         trainer.restore(state, str(checkpoint))

@@ -102,7 +102,7 @@ class QatNet(nn.Module):
                 initial = strongest_kernels(weight.detach().numpy(), max(target, count or target))
                 self.present.register_buffer(name, torch.from_numpy(initial))
         # derived from the start weights (a resumed run rebuilds them so): not in the state dict
-        self._fits: dict[str, tuple] = {}  # `_fit`: per conv, (the versions it was made at, the fit)
+        self._fits: dict[str, tuple] = {}  # `_fit`: per conv, (the versions it was made at, (alpha, levels as int8))
         self.alpha_cap: dict[str, float] = {}
         if hold_shift:
             for name in self.weights.keys():
@@ -168,9 +168,11 @@ class QatNet(nn.Module):
         key = self._fit_key(name)
         kept = self._fits.get(name)
         if kept is None or kept[0] != key:
-            kept = (key, fit_kernels(kernel_rows(self._float_conv(name).weight, self.kept(name)), self.bits[name].bits))
+            alpha, m = fit_kernels(kernel_rows(self._float_conv(name).weight, self.kept(name)), self.bits[name].bits)
+            kept = (key, (alpha, m.astype(np.int8)))  # the levels are odd integers within ±31: int8 holds them exactly
             self._fits[name] = kept
-        return kept[1]
+        alpha, m = kept[1]
+        return alpha, m.astype(np.float64)
 
     def _fit_key(self, name: str) -> tuple:
         """The state `_fit` is made from: the versions of conv `name`'s shadow weights and kept kernels."""
@@ -202,7 +204,7 @@ class QatNet(nn.Module):
         its own, so the result is the fit of the whole layer)."""
         alpha, m = (part.copy() for part in self._fits[name][1])
         rows = changed[self._rows(name)]
-        alpha[rows], m[rows] = fit_kernels(kernel_rows(self._float_conv(name).weight)[changed], self.bits[name].bits)
+        alpha[rows], m[rows] = fit_kernels(kernel_rows(self._float_conv(name).weight)[changed], self.bits[name].bits)  # m: int8, exact
         self._fits[name] = (self._fit_key(name), (alpha, m))
 
     def _masked(self, name: str) -> torch.Tensor:

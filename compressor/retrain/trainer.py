@@ -196,21 +196,24 @@ class Retrainer:
     ) -> None:
         config.check()
         self.stack = stack.without_trailing_pool()
-        self.init = self.stack if init is None else init.without_trailing_pool()
+        start_stack = self.stack if init is None else init.without_trailing_pool()
         self.plan = [as_spec(item) for item in plan]
         self.fracs, self.config, self.input_hw = list(fracs), config, input_hw
-        convs = self.init.conv_layers()
+        convs = start_stack.conv_layers()
         if [c.name for c in convs] != [c.name for c in self.stack.conv_layers()]:
             raise ValueError("the starting weights have other layers than the model")
         start = first_trained([c.name for c in convs], self.plan, config.train_from)
         self.first = start
-        self.split = self.init.layers.index(convs[start])  # layers[split:] are trained
-        ptq, _ = quantize_stack(self.init, self.plan, self.fracs, input_hw)
+        self.split = start_stack.layers.index(convs[start])  # layers[split:] are trained
+        # the frozen layers are all this keeps of the starting weights (the trained ones are copied
+        # into the QatNet): `float_stack` puts them back in front of the trained ones
+        self.frozen = list(start_stack.layers[: self.split])
+        ptq, _ = quantize_stack(start_stack, self.plan, self.fracs, input_hw)
         self.prefix = ChipModel(*_model_head(ptq), tuple(ptq.layers[: self.split]))
         in_frac = self.prefix.activation_fracs()[-1] if self.split else 0
         starts = [_kernels(conv, spec) for conv, spec in zip(convs, start_plan(self.plan, start, config))]
         self.net = QatNet(
-            self.init.layers[self.split :],
+            start_stack.layers[self.split :],
             self.plan[start:],
             self.fracs[start:],
             in_frac,
@@ -222,7 +225,7 @@ class Retrainer:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.step = 0
         self.updating = False
-        self.model_hash = stack_hash(self.stack) + ("" if init is None else "+" + stack_hash(self.init))
+        self.model_hash = stack_hash(self.stack) + ("" if init is None else "+" + stack_hash(start_stack))
         self.data_hash = ""
         self.resume_data_hash = ""  # set by `restore`: the cache must be built from the same samples
         self.inputs: torch.Tensor | None = None
@@ -308,7 +311,7 @@ class Retrainer:
 
     def float_stack(self) -> FloatStack:
         """The float stack with the trained layers' shadow weights in place."""
-        layers = list(self.init.layers[: self.split]) + self.net.float_layers()
+        layers = self.frozen + self.net.float_layers()
         return FloatStack(layers, self.stack.mean, self.stack.std, self.stack.source)
 
     def chip_model(self) -> tuple[ChipModel, list[LayerReport]]:
