@@ -512,7 +512,8 @@ def each_layer_candidates(
     if len(fracs) != len(convs):
         raise ValueError(f"{len(fracs)} fracs for {len(convs)} conv layers")
     fold = InputFold.of(stack)
-    with torch_settings(config.threads), torch.no_grad(), spill_folder() as spill:
+    # the allocator as `reconstruct` runs it: large blocks mapped afresh, freed pages given back per layer
+    with torch_settings(config.threads), torch.no_grad(), spill_folder() as spill, large_blocks_mapped():
         x_ref = x_f = _Maps.pixels(calib, fold.mean_int)  # streamed as `reconstruct` streams them (`_Maps`)
         rng = np.random.default_rng([config.seed, 7])
         index = 0
@@ -542,6 +543,7 @@ def each_layer_candidates(
                 progress(index, len(convs))
             yield row
             del row
+            release_freed_memory()
         x_ref.drop()
         x_f.drop()
 
