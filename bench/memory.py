@@ -26,7 +26,7 @@ most `CONTENTION`.
 
 Run: ``python bench/memory.py [--model vgg16.pt] [--blob B] [--work DIR] [--out FILE] [--skip a,b]
 [--only LABEL,…] [--merge EARLIER.json]``: ``--only`` runs the commands whose label starts with one of
-the given texts, ``--merge`` keeps an earlier run's rows for the commands this one leaves out (each
+the given texts, ``--merge`` (repeatable) keeps earlier runs' rows for the commands this one leaves out (each
 row names the run that measured it);
 ``--quick`` runs small settings (2 retraining steps, 2 sensitivity photos, 2,000 descriptors).
 """
@@ -229,7 +229,8 @@ def main(argv=None) -> int:
                         help="commands to leave out, by first word: compress,plan,verify,extract,index,eval,search,demo")
     parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=[],
                         help="run only the commands whose label starts with one of these texts, e.g. 'compress --budget,demo'")
-    parser.add_argument("--merge", type=Path, help="an earlier result: its rows are kept for the commands this run leaves out")
+    parser.add_argument("--merge", type=Path, action="append", default=[],
+                        help="an earlier result: its rows are kept for the commands this run leaves out (repeat it: a later file's row wins)")
     parser.add_argument("--quick", action="store_true", help="small settings (tiny runs, CI)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -243,11 +244,11 @@ def main(argv=None) -> int:
     machine = cm.machine_info()
     data = {"model": Path(args.model).name, "quick": args.quick, "label": args.label, "limit_mb": LIMIT_MB,
             "machine": machine, "commands": []}  # fmt: skip
-    if args.merge and args.merge.resolve() == args.out.resolve():
-        raise SystemExit(f"--out {args.out} is the --merge input: write the merged result to another file")
-    earlier = merged_rows(args.merge) if args.merge else []
+    if any(path.resolve() == args.out.resolve() for path in args.merge):
+        raise SystemExit(f"--out {args.out} is a --merge input: write the merged result to another file")
+    earlier = {row["command"]: row for path in args.merge for row in merged_rows(path)}  # a later file's row wins
     todo = commands(args, work, blob)
-    data["commands"] = [row for row in earlier if row["command"] not in {label for label, _ in todo}]
+    data["commands"] = [row for command, row in earlier.items() if command not in {label for label, _ in todo}]
     path = cm.write_json(args.out, data)
     for label, command in todo:
         row = measure(label, command)
