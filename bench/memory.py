@@ -209,7 +209,7 @@ def _runs(data: dict) -> list[str]:
     runs = {row["command"]: row["run"] for row in data["commands"] if row.get("run")}
     if len({json.dumps(run, sort_keys=True) for run in runs.values()}) < 2:
         return []
-    return ["Rows measured by different runs (`--merge`):", *[
+    return ["", "Rows measured by different runs (`--merge`):", "", *[
         f"- `{command}`: {run.get('label') or 'unlabelled run'}, {run.get('date_utc') or 'date not recorded'}"
         for command, run in runs.items()
     ]]  # fmt: skip
