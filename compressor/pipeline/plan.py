@@ -95,7 +95,7 @@ def measure_sensitivity(
     `axes`: the v2 settings measured (`sensitivity.NO_V2`: mask widths only); reconstructed, each
     v2 setting is reconstructed too (its kernels pruned for the output and the rest refitted).
     `probe`: how each setting is measured (`sensitivity.Probe`); with the noise gain, reconstructed
-    candidates skip the joint α refit but the gain run's (`layer_candidates`' ``refitted``).
+    candidates skip the joint α refit but the gain run's (`each_layer_candidates`' ``refitted``).
     """
     if kind not in SENSITIVITY_KINDS:
         raise UsageError(f"sensitivity {kind!r}: expected one of {', '.join(SENSITIVITY_KINDS)}")

@@ -462,22 +462,9 @@ def _rows_by_chunk(rows: np.ndarray, per_image: int) -> Iterator[tuple[int, np.n
 
 @dataclass(frozen=True)
 class Refitted:
-    """The key of a `layer_candidates` candidate made with the joint α refit while the others are not."""
+    """The key of a `each_layer_candidates` candidate made with the joint α refit while the others are not."""
 
     setting: LayerSpec
-
-
-def layer_candidates(
-    stack: FloatStack,
-    fracs: list[int],
-    calib: np.ndarray,
-    widths: tuple[int, ...],
-    config: ReconstructConfig,
-    progress: Callable[[int, int], None] | None = None,
-    refitted: tuple[LayerSpec, ...] = (),
-) -> list[dict[int, FloatConv]]:
-    """Every layer's `each_layer_candidates`, as a list."""
-    return list(each_layer_candidates(stack, fracs, calib, widths, config, progress, refitted))
 
 
 def each_layer_candidates(
@@ -549,7 +536,7 @@ def each_layer_candidates(
 
 
 def _settings_of(conv: FloatConv, target: "_Target", widths: tuple, config: ReconstructConfig, refitted: tuple) -> dict:
-    """One layer's `layer_candidates`: step 2 of each setting from the shared target (step 1)."""
+    """One layer's `each_layer_candidates`: step 2 of each setting from the shared target (step 1)."""
     plain = dataclasses.replace(target, raw=None) if refitted else target  # raw None: no joint α refit
     row = {m: FloatConv(conv.name, *_quantize_target(plain, m, config)) for m in widths}
     row.update({Refitted(as_spec(s)): FloatConv(conv.name, *_quantize_target(target, s, config)) for s in refitted})

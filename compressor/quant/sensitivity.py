@@ -4,7 +4,7 @@ The exact measurement (`EXACT`, the default; `NOISE_GAIN` estimates it, below): 
 every conv layer L and mask width m in 1..5, the network is run with **only L quantized** at m
 bits (Eq. 1 exactly as `quantize_conv` builds it: 8-bit alpha, m-bit masks, the layer's weight
 shift, the 12-bit bias — of L's float weights, or of the weights `layer_weights` gives for (L, m),
-e.g. L as post-training reconstruction fits it, `chipq.quant.reconstruct.layer_candidates`) and
+e.g. L as post-training reconstruction fits it, `chipq.quant.reconstruct.each_layer_candidates`) and
 every other layer in float, all of them with the chip's 8-bit
 activations ``clip(round_half_up(x * 2**f), 0, 255) * 2**-f`` at the calibrated fraction bits, and
 conv1 on the chip's input ``p − mean_int`` with the normalisation folded in (SPEC 6), all of it run
@@ -60,7 +60,7 @@ from L is the same network whichever setting of L made the noise, so the gain is
 layer; what it assumes is that noise of the same power at L's output costs the descriptor the same
 whatever its setting (a pruned kernel's noise and a rounded one's alike). `EXACT`
 keeps the measurement above. With candidates made without the joint α refit but for the gain
-setting (`chipq.quant.reconstruct.layer_candidates`' ``refitted``, as `chipq.pipeline.plan`
+setting (`chipq.quant.reconstruct.each_layer_candidates`' ``refitted``, as `chipq.pipeline.plan`
 makes them: the refit is 10^10 multiply-adds per setting of a 512-channel layer), the noise ratios
 come from the unrefitted candidates and the tail pass runs the refitted gain setting
 (`_Layers.gain_layer`): what the refit saves is taken as the same share of the noise at every
@@ -81,7 +81,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -349,7 +349,7 @@ def measure(
     use_cache: bool = True,
     batch: int = 2,
     progress: Progress | None = None,
-    layer_weights: Callable[[], list[dict[int, FloatConv]]] | None = None,
+    layer_weights: Callable[[], Iterable[dict[int, FloatConv]]] | None = None,
     weights_name: str = WEIGHT_ONLY,
     axes: V2Axes = NO_V2,
     probe: Probe = DEFAULT_PROBE,
@@ -489,9 +489,8 @@ def _measure(
     ]  # the single-layer runs of each layer: the m axis, then its v2 axes
     gain = LayerSpec(probe.gain_bits)
     quantized, gain_layers, count = {}, {}, 0
-    rows = iter(candidates if candidates is not None else [None] * len(chain.convs))
-    # a plain loop, not `for … in enumerate(…)`: enumerate would hold the last row while the next is made
-    while (row := next(rows, _END)) is not _END:
+    # no `enumerate`: it would hold the last row while the next is made; `del row` lets it go
+    for row in candidates if candidates is not None else [None] * len(chain.convs):
         if count >= len(chain.convs):
             raise SensitivityError(f"layer weights for more than the {len(chain.convs)} conv layers")
         quantized.update({(count, spec): chain.quantized(count, spec, row) for spec in runs[count]})
@@ -513,9 +512,6 @@ def _measure(
         tails = _tail_passes(chain, stack, gain_views, pool, batch, gain_runs, gain_layers, _Stage(progress, len(views), stage_total))
         rows = {key: tails.scaled((key[0], gain), noise[key], noise[(key[0], gain)]) for key in quantized}
     return _result(chain, views.shape, tails, rows, runs, axes, probe)
-
-
-_END = object()  # the end of `_measure`'s candidate rows
 
 
 @dataclass

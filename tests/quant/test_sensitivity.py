@@ -110,11 +110,11 @@ def test_bad_inputs_are_refused(setup, tmp_path):
 
 
 def test_reconstructed_layer_weights(setup, tmp_path):
-    """Sensitivity of the layers as post-training compress makes them (`layer_candidates`): its own
+    """Sensitivity of the layers as post-training compress makes them (`each_layer_candidates`): its own
     cache key, the candidates computed only on a miss, each one exactly α·M, and on the images they
     were fitted to closer to float than the weight-only quantization."""
     from chipq.quant.quantize import dequantized_weights, quantize_conv
-    from chipq.quant.reconstruct import ReconstructConfig, layer_candidates
+    from chipq.quant.reconstruct import ReconstructConfig, each_layer_candidates
 
     stack, calib, fracs = setup
     config = ReconstructConfig(positions=512, threads=1, error_feedback=False)
@@ -122,7 +122,7 @@ def test_reconstructed_layer_weights(setup, tmp_path):
 
     def candidates():
         calls.append(1)
-        return layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config)
+        return list(each_layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config))
 
     views = _views(calib)
     rebuilt = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, layer_weights=candidates, weights_name="rec")
@@ -151,7 +151,7 @@ def test_candidates_are_let_go_layer_by_layer(setup, tmp_path):
     numbers are those of the whole list."""
     import weakref
 
-    from chipq.quant.reconstruct import ReconstructConfig, each_layer_candidates, layer_candidates
+    from chipq.quant.reconstruct import ReconstructConfig, each_layer_candidates
 
     stack, calib, fracs = setup
     config = ReconstructConfig(positions=512, threads=1, error_feedback=False)
@@ -165,7 +165,7 @@ def test_candidates_are_let_go_layer_by_layer(setup, tmp_path):
 
     views = _views(calib)
     one = measure(stack, views, fracs, _pool, "rms", use_cache=False, layer_weights=streamed, weights_name="rec")
-    whole = lambda: layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config)  # noqa: E731
+    whole = lambda: list(each_layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config))  # noqa: E731
     other = measure(stack, views, fracs, _pool, "rms", use_cache=False, layer_weights=whole, weights_name="rec")
     assert len(alive) == len(sensitivity.WIDTHS) * len(stack.conv_layers()) and one.dist2 == other.dist2 and one.noise == other.noise
 
@@ -174,11 +174,11 @@ def test_first_candidate_is_what_reconstruct_makes_of_conv1(setup):
     """conv1's input is the chip input either way: its candidate is reconstruct's conv1 at that width."""
     from chipq.quant.compress import FAST_RECONSTRUCTION
     from chipq.quant.quantize import quantize_stack
-    from chipq.quant.reconstruct import ReconstructConfig, layer_candidates, reconstruct
+    from chipq.quant.reconstruct import ReconstructConfig, each_layer_candidates, reconstruct
 
     stack, calib, fracs = setup
     config = ReconstructConfig(**{**FAST_RECONSTRUCTION.__dict__, "positions": 512, "threads": 1})
-    first = layer_candidates(stack, fracs, calib, (2, 4), config)[0]
+    first = list(each_layer_candidates(stack, fracs, calib, (2, 4), config))[0]
     for bits in (2, 4):
         rstack, rfracs, _ = reconstruct(stack, [bits, 1, 1, 1], fracs, calib, config)
         want = quantize_stack(rstack, [bits, 1, 1, 1], rfracs, (24, 24))[0].conv_layers()[0]
@@ -300,18 +300,18 @@ def test_noise_gain_is_the_exact_run_at_the_gain_setting(setup, tmp_path):
 
 
 def test_candidates_refitted_only_where_asked(setup):
-    """layer_candidates with `refitted`: every setting without the joint α refit, the asked ones
+    """each_layer_candidates with `refitted`: every setting without the joint α refit, the asked ones
     also with it (the same weights as without `refitted`)."""
     from chipq.quant.compress import FAST_RECONSTRUCTION
     from chipq.quant.plan import LayerSpec
-    from chipq.quant.reconstruct import ReconstructConfig, Refitted, layer_candidates
+    from chipq.quant.reconstruct import ReconstructConfig, Refitted, each_layer_candidates
 
     stack, calib, fracs = setup
     config = ReconstructConfig(**{**FAST_RECONSTRUCTION.__dict__, "positions": 512, "threads": 1})
     plain = ReconstructConfig(**{**config.__dict__, "refit_alphas": False})
-    both = layer_candidates(stack, fracs, calib, (1, 2), config, refitted=(LayerSpec(1),))
-    full = layer_candidates(stack, fracs, calib, (1, 2), config)
-    none = layer_candidates(stack, fracs, calib, (1, 2), plain)
+    both = list(each_layer_candidates(stack, fracs, calib, (1, 2), config, refitted=(LayerSpec(1),)))
+    full = list(each_layer_candidates(stack, fracs, calib, (1, 2), config))
+    none = list(each_layer_candidates(stack, fracs, calib, (1, 2), plain))
     for layer in range(4):
         assert sorted(map(str, both[layer])) == sorted(["1", "2", str(Refitted(LayerSpec(1)))])
         assert np.array_equal(both[layer][Refitted(LayerSpec(1))].weight, full[layer][1].weight)
