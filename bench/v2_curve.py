@@ -14,9 +14,11 @@ interval over the queries (`recipe_eval.paired_gap`). Beside it:
 - RNIP-9 and the 512-bit (sign) descriptors of the 2 MB blob beside float's
   (`fidelity.descriptors` / `fidelity.scores` on the same held-out set).
 
-Each compressed blob is kept in ``<work>/v2_curve`` keyed by the model, the plan and the settings,
-with its scores beside it (``.json``); ``--reuse`` takes both from there instead of compressing and
-scoring again, so runs of disjoint ``--budgets`` can share the machine's two cores and one last
+Each compressed blob is kept in ``<work>/v2_curve`` keyed by the model, the plan and the settings
+(with the code that makes blobs), and its scores in ``<work>/v2_curve/scores`` keyed by what they are
+a function of: the blob's bytes, the held-out photos and the float model. ``--reuse`` takes both from
+there instead of compressing and scoring again — so a blob that new code makes again byte for byte is
+not scored again — runs of disjoint ``--budgets`` can share the machine's two cores, and one last
 ``--reuse --cached-only`` run of the whole command puts their rows in one result (a row nobody
 measured is listed under ``missing``, not measured then). Rows are written to
 bench/results/v2_curve.json as they are measured, and the curve to bench/results/v2_curve.png.
@@ -147,20 +149,32 @@ def blob_path(work: Path, model_sha: str, plan: str, settings: dict) -> Path:
     return Path(work) / "v2_curve" / f"{key.hexdigest()[:20]}.blob"
 
 
-def kept_scores(blob: Path) -> dict | None:
-    """The scores kept beside `blob` by the run that measured it, if both are there."""
-    scores = blob.with_suffix(".json")
-    if not (blob.is_file() and scores.is_file()):
-        return None
-    return json.loads(scores.read_text(encoding="utf-8"))
+def heldout_key(eset, model_sha: str) -> str:
+    """What a blob's scores depend on besides its bytes: the held-out pixels the chip sees, their
+    ground truth and the float model the cosine is taken to."""
+    digest = hashlib.sha256(eset.pixels.tobytes())
+    digest.update(json.dumps({"names": eset.names, "gt": eset.gt, "model": model_sha}, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
-def keep_scores(blob: Path, scores: dict) -> None:
-    """Keep a row's scores beside its blob (`kept_scores`), written whole or not at all."""
+def score_path(work: Path, blob_sha: str, heldout: str) -> Path:
+    """Where the scores of the blob whose sha256 is `blob_sha` are kept (`heldout_key`: on which set)."""
+    key = hashlib.sha256(f"{blob_sha}:{heldout}".encode()).hexdigest()
+    return Path(work) / "v2_curve" / "scores" / f"{key[:20]}.json"
+
+
+def kept_scores(path: Path) -> dict | None:
+    """The scores a run kept at `path` (`score_path`), if there are any."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def keep_scores(path: Path, scores: dict) -> None:
+    """Keep a blob's scores at `path` (`score_path`), written whole or not at all."""
     from chipq.formats.fileio import atomic_write
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(scores, sort_keys=True).encode()
-    atomic_write(blob.with_suffix(".json"), lambda handle: handle.write(text), what="scores")
+    atomic_write(path, lambda handle: handle.write(text), what="scores")
 
 
 def compress_row(stack, plan: str, args, calib, train_images, path: Path, say) -> tuple[object, float | None]:
@@ -273,25 +287,34 @@ def run(args) -> dict:
         "defaults": {"saliency": SALIENCY, "shift_rule": SHIFT_RULE},  # the v2 quantization rules of this code
         "rows": {},
     }
+    heldout = heldout_key(eset, model_sha)
     measured: dict[str, dict] = {}  # by plan text: a plan chosen at two budgets is compressed once
+    scored: dict[str, Path] = {}  # by plan text: where its scores are kept
     result["missing"] = []  # --cached-only: rows no run has measured yet
     for key, row in rows.items():
         path = blob_path(args.work, model_sha, row["plan"], settings)
-        if row["plan"] not in measured and args.reuse and kept_scores(path) is not None:
-            measured[row["plan"]] = kept_scores(path)
+        if row["plan"] not in measured and args.reuse and path.is_file():
+            scored[row["plan"]] = score_path(args.work, cm.sha256_file(path), heldout)
+            if (kept := kept_scores(scored[row["plan"]])) is not None:
+                measured[row["plan"]] = {**kept, "blob": str(path)}
         if row["plan"] not in measured and args.cached_only:
             result["missing"].append(key)
             continue
         model = None
         if row["plan"] not in measured:
             model, seconds = compress_row(stack, row["plan"], args, calib, train_images, path, say)
-            size = len(to_bytes(model))
-            if size != row["bytes"]:  # the cost model is exact; a difference is a bug
-                raise AssertionError(f"{row['plan']}: planned {row['bytes']} B, the blob is {size} B")
-            say(f"scoring {row['plan']}")
-            measured[row["plan"]] = {**score_row(model, eset, float_desc, float_scores.get("ap")),
-                                     "compress_seconds": seconds, "blob": str(path)}  # fmt: skip
-            keep_scores(path, measured[row["plan"]])  # kept before the long RNIP-9 pass
+            data = to_bytes(model)
+            if len(data) != row["bytes"]:  # the cost model is exact; a difference is a bug
+                raise AssertionError(f"{row['plan']}: planned {row['bytes']} B, the blob is {len(data)} B")
+            scored[row["plan"]] = score_path(args.work, hashlib.sha256(data).hexdigest(), heldout)
+            kept = kept_scores(scored[row["plan"]]) if args.reuse else None
+            if kept is not None:  # these bytes were scored before (made by other code, or another plan's row)
+                say(f"{row['plan']}: the same bytes as a blob scored before; its scores are taken")
+            else:
+                say(f"scoring {row['plan']}")
+                kept = score_row(model, eset, float_desc, float_scores.get("ap"))
+            measured[row["plan"]] = {**kept, "compress_seconds": seconds, "blob": str(path)}
+            keep_scores(scored[row["plan"]], measured[row["plan"]])  # kept before the long RNIP-9 pass
         wants_descriptors = ablation is not None and key == f"v2 {ablation / 1e6:.1f}MB" and not args.skip_rnip
         if wants_descriptors and "descriptors" not in measured[row["plan"]] and not args.cached_only:
             say("RNIP-9 and 512-bit descriptors of the ablation budget's blob")
@@ -299,7 +322,7 @@ def run(args) -> dict:
             measured[row["plan"]]["descriptors"] = descriptor_kinds(
                 stack, model, args.eval, args.work, model_sha, cm.sha256_file(path), args.input
             )
-            keep_scores(path, measured[row["plan"]])
+            keep_scores(scored[row["plan"]], measured[row["plan"]])
         result["rows"][key] = {**row, **measured[row["plan"]]}
         cm.write_json(args.out, result, " ".join(["python", "bench/v2_curve.py", *sys.argv[1:]]))
     result["seconds"] = time.perf_counter() - started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import v2_curve
@@ -109,3 +110,25 @@ def test_kept_rows_are_put_together_without_measuring_again(tiny_bench, bench_wo
     assert together["rows"]["plan 3x13"]["map"] == first["rows"]["plan 3x13"]["map"]
     assert together["missing"] == ["plan 1x13"] and "plan 1x13" not in together["rows"]
     assert "Not measured yet (no kept blob and scores): plan 1x13." in v2_curve.render(together)
+
+
+def test_a_blob_made_again_byte_for_byte_is_not_scored_again(tiny_bench, bench_work, tmp_path, monkeypatch):
+    """Scores are kept by the blob's bytes: when the kept blob is gone (or other code makes it again)
+    and the fresh compress writes the same bytes, --reuse takes the kept scores instead of scoring."""
+    monkeypatch.setenv("CHIPQ_CACHE", str(tmp_path / "cache"))
+    common = ["--quick", "--model", str(tiny_bench.model), "--images", str(tiny_bench.photos), "--eval",
+              str(tiny_bench.samples), "--work", str(bench_work), "--input", "32x32", "--budgets", "", "--ablation", "",
+              "--plans", "3x13"]  # fmt: skip
+    first = v2_curve.main([*common, "--out", str(tmp_path / "a.json")])
+    blob = first["rows"]["plan 3x13"]["blob"]
+    kept = Path(blob).read_bytes()
+    Path(blob).unlink()
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("a blob of the same bytes was scored again")
+
+    monkeypatch.setattr(v2_curve, "score_row", no_scoring)
+    again = v2_curve.main([*common, "--out", str(tmp_path / "b.json"), "--reuse"])
+    assert Path(blob).read_bytes() == kept  # compressed again, the same bytes
+    assert again["rows"]["plan 3x13"]["cosine"] == first["rows"]["plan 3x13"]["cosine"]
+    assert again["rows"]["plan 3x13"]["map"] == first["rows"]["plan 3x13"]["map"]
