@@ -81,7 +81,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -446,15 +446,15 @@ class _Layers:
         self.positions = self.net.conv_positions()  # conv index -> position in the chain
         self.fracs = [int(f) for f in act_fracs]
 
-    def quantized(self, index: int, setting: LayerSpec | int, row: dict | None = None) -> ConvLayer:
+    def quantized(self, index: int, setting: LayerSpec | int, row: Mapping | None = None) -> ConvLayer:
         """Layer `index` stored as `setting` (Eq. 1, its input at the calibrated fraction bits):
         from `row`'s candidate for the setting (else, a v2 setting, its mask width's) when a row
         of candidates is given, else from the float weights."""
         spec = as_spec(setting)
-        conv = self.convs[index] if row is None else row.get(spec, row.get(spec.bits))
+        conv = self.convs[index] if row is None else row[spec] if spec in row else row[spec.bits]
         return quantize_conv(conv, spec, self._in_frac(index), self.fracs[index])
 
-    def gain_layer(self, index: int, spec: LayerSpec, row: dict | None = None) -> ConvLayer:
+    def gain_layer(self, index: int, spec: LayerSpec, row: Mapping | None = None) -> ConvLayer:
         """The noise gain's tail-pass layer: the setting's `Refitted` candidate when there is one
         (the others then made without the joint α refit), else `quantized`."""
         refitted = row.get(Refitted(spec)) if row is not None else None

@@ -145,29 +145,53 @@ def test_reconstructed_layer_weights(setup, tmp_path):
         measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, layer_weights=candidates)
 
 
-def test_candidates_are_let_go_layer_by_layer(setup, tmp_path):
-    """`measure` takes the candidates one layer at a time (`each_layer_candidates`) and keeps only
-    their stored form: a layer's float candidates are gone when the next layer's are made, and the
-    numbers are those of the whole list."""
+def test_candidates_are_let_go_one_at_a_time(setup, tmp_path, monkeypatch):
+    """`measure` takes the candidates one layer at a time (`each_layer_candidates`), each made as it
+    is read and kept only in its stored form: when a candidate is made, no earlier one is still
+    held; and the numbers are those of the whole list."""
     import weakref
 
+    from chipq.quant import reconstruct as rc
     from chipq.quant.reconstruct import ReconstructConfig, each_layer_candidates
 
     stack, calib, fracs = setup
     config = ReconstructConfig(positions=512, threads=1, error_feedback=False)
-    alive = []
-
-    def streamed():
-        for row in each_layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config):
-            assert not [ref for ref in alive if ref() is not None], "an earlier layer's float candidates are still held"
-            alive.extend(weakref.ref(conv) for conv in row.values())
-            yield row
-
     views = _views(calib)
+    whole = [dict(row) for row in each_layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config)]
+    other = measure(stack, views, fracs, _pool, "rms", use_cache=False, layer_weights=lambda: whole, weights_name="rec")
+    made, alive = [], []
+    quantize_target = rc._quantize_target
+
+    def watched(*args, **kwargs):
+        assert not [ref for ref in alive if ref() is not None], "an earlier float candidate is still held"
+        weight, bias = quantize_target(*args, **kwargs)
+        made.append(1)
+        alive.append(weakref.ref(weight))
+        return weight, bias
+
+    monkeypatch.setattr(rc, "_quantize_target", watched)
+    streamed = lambda: each_layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config)  # noqa: E731
     one = measure(stack, views, fracs, _pool, "rms", use_cache=False, layer_weights=streamed, weights_name="rec")
-    whole = lambda: list(each_layer_candidates(stack, fracs, calib, sensitivity.WIDTHS, config))  # noqa: E731
-    other = measure(stack, views, fracs, _pool, "rms", use_cache=False, layer_weights=whole, weights_name="rec")
-    assert len(alive) == len(sensitivity.WIDTHS) * len(stack.conv_layers()) and one.dist2 == other.dist2 and one.noise == other.noise
+    assert len(made) == len(sensitivity.WIDTHS) * len(stack.conv_layers())  # each made once
+    assert one.dist2 == other.dist2 and one.noise == other.noise
+
+
+def test_a_candidate_is_made_when_read(setup, monkeypatch):
+    """A row of `each_layer_candidates` holds no candidate: asking whether it has a setting makes
+    none, reading one makes it afresh (the same weights each time)."""
+    from chipq.quant import reconstruct as rc
+    from chipq.quant.reconstruct import ReconstructConfig, each_layer_candidates
+
+    stack, calib, fracs = setup
+    row = next(each_layer_candidates(stack, fracs, calib, (1, 2), ReconstructConfig(positions=512, threads=1)))
+    calls = []
+    quantize_target = rc._quantize_target
+    monkeypatch.setattr(rc, "_quantize_target", lambda *a, **k: calls.append(1) or quantize_target(*a, **k))
+    assert 2 in row and 3 not in row and list(row) == [1, 2] and not calls
+    first, again = row[2], row[2]
+    assert len(calls) == 2 and first is not again and np.array_equal(first.weight, again.weight)
+    with pytest.raises(KeyError):
+        row[3]
 
 
 def test_first_candidate_is_what_reconstruct_makes_of_conv1(setup):
