@@ -160,7 +160,8 @@ def compress(
     names = [layer.name for layer in stack.conv_layers()]
     specs = None if auto else _specs(plan, names)
     image_dir = images if images is not None else default_calib_dir()
-    if calib is None:
+    checked = calib is None  # given photos: the caller holds them and has checked
+    if checked:
         _check_memory(stack, image_dir, input_hw, retrain, specs)
         say("reading calibration images")
         calib = calibration_batch(image_dir, input_hw)
@@ -170,6 +171,8 @@ def compress(
 
         chosen = make_plan(stack, budget, calib, [], status=say)
         specs, plan_text = list(chosen.specs), chosen.plan
+        if checked and retrain is not None:  # the retraining's need depends on the plan: checked now, before it
+            _check_memory(stack, image_dir, input_hw, retrain, specs)
     if retrain is None:
         result = _post_training(stack, specs, calib, input_hw, model, say)
     else:
@@ -213,7 +216,9 @@ def _check_memory(
 ) -> None:
     """The chip input fits the model, and every stage of the run fits in memory (and its spill
     folder on disk), refused before any work with the option that lowers the need
-    (`chipq.executor.memory.check_stages`)."""
+    (`chipq.executor.memory.check_stages`). `specs` None: the plan is yet to be chosen under a
+    budget, so the planner's sensitivity is a stage and the retraining (whose need depends on the
+    plan's first trained layer) is checked once the plan is known."""
     from chipq.executor import memory as mem
     from chipq.images import list_images
     from chipq.quant import FAST_RECONSTRUCT_IMAGES
@@ -232,11 +237,15 @@ def _check_memory(
         ("the reconstruction", mem.reconstruction_bytes(stack.layers, input_hw, positions), what,
          "use a smaller input size" + (" or --no-retrain (a lighter reconstruction)" if retrain is not None else "")),
     ]
-    if retrain is not None:
+    if specs is None:
+        from chipq.pipeline.plan import axes_for, sensitivity_stage
+
+        stages.append(sensitivity_stage(stack, input_hw, axes_for(True), "or --plan PLAN (no sensitivity measured)"))
+    elif retrain is not None:
         from chipq.retrain.trainer import MAX_SOURCE_SIDE, first_trained
 
         names = [conv.name for conv in stack.conv_layers()]
-        first = 0 if specs is None else first_trained(names, specs, retrain.train_from)
+        first = first_trained(names, specs, retrain.train_from)
         photos = listed * MAX_SOURCE_SIDE * MAX_SOURCE_SIDE * 3  # the training photos, long side at most 1024
         cache = mem.training_bytes(stack.layers, retrain.crop, retrain.samples, retrain.batch, first)
         subject = f"--samples {retrain.samples} at {what}"

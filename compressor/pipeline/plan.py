@@ -226,16 +226,25 @@ def check_memory(stack: FloatStack, input_hw: tuple[int, int], axes: sensitivity
     weights = sum(conv.weight.size + conv.bias.size for conv in stack.conv_layers())
     fixed = 2 * weights * 4 + MAX_CALIB_IMAGES * 3 * input_hw[0] * input_hw[1]  # the float and fitted weights; the images
     positions = FAST_RECONSTRUCTION.positions
-    settings = len(sensitivity.WIDTHS) + len(axes.settings())
-    need = mem.sensitivity_bytes(stack.layers, input_hw, positions, settings, SENSITIVITY_BATCH * len(ROTATIONS))
-    lower = "use a smaller input size" + (" or --v1 (fewer settings measured)" if axes.settings() else "")
     stages = [
         ("calibration", mem.calibration_bytes(stack.layers, input_hw), what, "use a smaller input size"),
-        ("the layer sensitivity", need, what, lower),
+        sensitivity_stage(stack, input_hw, axes, "or --v1 (fewer settings measured)"),
     ]
     if measure:
         stages.append(("the check's compress", mem.reconstruction_bytes(stack.layers, input_hw, positions), what, "use --no-measure"))
     mem.check_stages(stages, fixed)
+
+
+def sensitivity_stage(stack: FloatStack, input_hw: tuple[int, int], axes: sensitivity.V2Axes, fewer: str) -> tuple:
+    """The layer sensitivity's stage for `chipq.executor.memory.check_stages` (`measure_sensitivity`
+    with `axes` at `input_hw`); `fewer`: the option that measures fewer settings, said when there
+    are v2 settings."""
+    from chipq.executor import memory as mem
+
+    settings = len(sensitivity.WIDTHS) + len(axes.settings())
+    need = mem.sensitivity_bytes(stack.layers, input_hw, FAST_RECONSTRUCTION.positions, settings, SENSITIVITY_BATCH * len(ROTATIONS))
+    lower = "use a smaller input size" + (f" {fewer}" if axes.settings() else "")
+    return ("the layer sensitivity", need, f"--input {input_hw[1]}x{input_hw[0]}", lower)
 
 
 def axes_for(v2: bool) -> sensitivity.V2Axes:

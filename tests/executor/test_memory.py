@@ -115,3 +115,61 @@ def test_plan_estimate_counts_every_setting_it_keeps():
     layers = [FloatConv("a", np.zeros((8, 3, 3, 3), np.float32), np.zeros(8, np.float32))]
     one, thirteen = (memory.sensitivity_bytes(layers, (16, 16), 64, n, 8) for n in (1, 13))
     assert thirteen - one == 12 * 8 * 3 * memory.STORED_KERNEL_BYTES
+
+
+def test_compress_budget_counts_the_planners_sensitivity_before_any_work(tmp_path, monkeypatch):
+    """`compress --budget` runs the planner: its sensitivity is a stage of the up-front check."""
+    from helpers import save_tiny_vgg, write_photos
+
+    from chipq.pipeline import compress as pipeline
+
+    from chipq.pipeline import plan
+
+    model, photos = save_tiny_vgg(tmp_path / "m.pt"), tmp_path / "photos"
+    write_photos(photos)
+    monkeypatch.setattr("chipq.executor.memory.available_bytes", lambda: 8 << 30)
+    stage = plan.sensitivity_stage
+    monkeypatch.setattr(plan, "sensitivity_stage", lambda *a: (stage(*a)[0], 1 << 40, *stage(*a)[2:]))  # a huge one
+    started = []
+    monkeypatch.setattr("chipq.pipeline.compress.calibration_batch", lambda *a, **k: started.append(1))
+    with pytest.raises(NotEnoughMemory, match=r"^--input 224x224: the layer sensitivity needs about 1\.0 TiB .* --plan PLAN"):
+        pipeline.compress(model, budget="15x", images=photos, output=tmp_path / "o.blob")
+    assert not started
+
+
+@pytest.mark.parametrize("late", [True, False])
+def test_compress_budget_checks_retraining_for_the_plan_it_chose(tmp_path, monkeypatch, late):
+    """The retraining's need depends on the chosen plan's first trained layer: it is checked once the
+    plan is known, before the work (a plan that trains from conv1 was assumed, refusing runs that fit)."""
+    import numpy as np
+    from helpers import save_tiny_vgg, write_photos
+
+    from chipq.executor import memory
+    from chipq.importers import load_model
+    from chipq.pipeline import compress as pipeline
+    from chipq.quant.plan import LayerSpec
+    from chipq.retrain.config import RetrainConfig
+
+    model, photos = save_tiny_vgg(tmp_path / "m.pt"), tmp_path / "photos"
+    write_photos(photos)
+    config = RetrainConfig(samples=20_000)
+    layers = load_model(model).without_trailing_pool().layers
+    # between what training from the last conv and from conv1 needs (each beside the same fixed part)
+    from_last, from_first = (memory.training_bytes(layers, config.crop, config.samples, config.batch, i) for i in (12, 0))
+    assert from_first > from_last + (1 << 30)
+    monkeypatch.setattr("chipq.executor.memory.available_bytes", lambda: memory.RUNTIME_BYTES + 64 * 2**20 + (from_last + from_first) // 2)
+    specs = [LayerSpec(5)] * 12 + [LayerSpec(1)] if late else [LayerSpec(1)] * 13
+    chosen = type("Chosen", (), {"specs": specs, "plan": "x"})()
+    monkeypatch.setattr("chipq.pipeline.plan.make_plan", lambda *a, **k: chosen)
+    monkeypatch.setattr("chipq.pipeline.compress.calibration_batch", lambda *a, **k: np.zeros((2, 3, 224, 224), np.uint8))
+    trained = []
+    monkeypatch.setattr("chipq.pipeline.compress._retrained", lambda *a, **k: trained.append(a[1]) or 1 / 0)
+    monkeypatch.setattr("chipq.retrain.trainer.load_training_images", lambda *a, **k: [])
+    if late:
+        with pytest.raises(ZeroDivisionError):  # went on to retrain
+            pipeline.compress(model, budget="15x", images=photos, retrain=config)
+        assert trained == [specs]
+    else:
+        with pytest.raises(NotEnoughMemory, match=r"^--samples 20000 at --input 224x224: retraining's cache"):
+            pipeline.compress(model, budget="15x", images=photos, retrain=config)
+        assert not trained
