@@ -122,7 +122,6 @@ def test_compress_budget_counts_the_planners_sensitivity_before_any_work(tmp_pat
     from helpers import save_tiny_vgg, write_photos
 
     from chipq.pipeline import compress as pipeline
-
     from chipq.pipeline import plan
 
     model, photos = save_tiny_vgg(tmp_path / "m.pt"), tmp_path / "photos"
