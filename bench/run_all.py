@@ -67,8 +67,7 @@ BENCHMARKS = (
     Benchmark("recipe", "recipe.py", ("recipe.json", "recipe_longer.json", "recipe_curve.png"), child=True),
     Benchmark("reconstruct_sweep", "reconstruct_sweep.py", ("reconstruct_sweep.json",), child=True),
     Benchmark("retrain_sweep", "retrain_sweep.py", ("retrain_sweep.json",), child=True),
-    # v2_curve_plans.json: `v2_curve.py --plans ... --out` of the planner's plans compressed with newer defaults
-    Benchmark("v2_curve", "v2_curve.py", ("v2_curve.json", "v2_curve.png", "v2_curve_plans.json"), child=True),
+    Benchmark("v2_curve", "v2_curve.py", ("v2_curve.json", "v2_curve.png"), child=True),
     Benchmark("structured", "structured.py", ("structured.json",), child=True),
 )
 NAMES = tuple(b.name for b in BENCHMARKS)  # the order they run in
@@ -368,7 +367,7 @@ def section(name: str, found: dict[str, dict], results_dir: Path) -> str | None:
     if name == "v2_curve":
         import v2_curve
 
-        return with_provenance(v2_curve.render(main, own.get("v2_curve_plans.json")), name, own)
+        return with_provenance(v2_curve.render(main, found.get("memory.json")), name, own)
     raise ValueError(f"no section for {name!r}")
 
 

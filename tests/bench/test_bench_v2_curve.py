@@ -132,3 +132,18 @@ def test_a_blob_made_again_byte_for_byte_is_not_scored_again(tiny_bench, bench_w
     assert Path(blob).read_bytes() == kept  # compressed again, the same bytes
     assert again["rows"]["plan 3x13"]["cosine"] == first["rows"]["plan 3x13"]["cosine"]
     assert again["rows"]["plan 3x13"]["map"] == first["rows"]["plan 3x13"]["map"]
+
+
+def test_targets_table_takes_the_time_from_a_quiet_memory_run_only():
+    rows = {"v2 2.0MB": {"bytes": 1_998_544, "cosine": 0.96, "map": 0.9, "plan": "x", "variant": "v2", "budget": 2_000_000,
+                         "reachable": True, "gap_to_float": {"gap": -0.001, "low": -0.01, "high": 0.01}}}  # fmt: skip
+    result = {"rows": rows, "float": {"map": 0.9}, "retrained": True, "heldout": "x", "fp32_weight_bytes": 58_844_928}
+    command = "compress MODEL --budget 2000000 -o b.blob"
+    quiet = {"commands": [{"command": command, "wall_s": 238.0, "other_cpu_share": 0.02}]}
+    busy = {"commands": [{"command": command, "wall_s": 500.0, "other_cpu_share": 0.6}]}
+    assert [row[-1] for row in v2_curve.target_rows(result, quiet)] == ["yes", "yes", "yes", "yes"]
+    assert v2_curve.target_rows(result, quiet)[3][2] == "4.0 min"
+    assert v2_curve.target_rows(result, busy)[3][2:] == ["machine busy (60% other CPU)", "–"]
+    assert v2_curve.target_rows(result)[3][2] == "not measured"
+    assert "Issue 23's targets:" in v2_curve.render(result, quiet)
+    assert v2_curve.target_rows({"rows": {}}) == []
