@@ -210,25 +210,36 @@ def score_row(model, eset, float_desc, float_ap) -> dict:
     return out
 
 
-def descriptor_kinds(stack, model, eval_dir: Path, work: Path, model_sha: str, blob_sha: str, chip_hw: tuple[int, int]) -> dict:
-    """NIP and RNIP-9 mAP of float and the chip model on the held-out set, per descriptor kind
-    (float, byte, 512-bit), and the chip's mean cosine to float per method."""
+def descriptor_kinds(stack, model, dataset, work: Path, model_sha: str, blob_sha: str, chip_hw: tuple[int, int]) -> dict:
+    """NIP and RNIP-9 mAP of float and the chip model on `dataset` (`fidelity.Dataset`), per
+    descriptor kind (float, byte, 512-bit), and the chip's mean cosine to float per method."""
     import fidelity
 
     from chipq.retrieval.features import chip_features, float_features
 
-    images = eval_dir / "jpg" if (eval_dir / "jpg").is_dir() else eval_dir
-    dataset = fidelity.Dataset("v2_curve_eval", images, eval_dir / "groundtruth.json", True)
     methods = fidelity.methods(chip_hw, (480, 640))
-    out = {}
+    out = {"set": dataset.name}
     for method_key in ("nip", "rnip9"):
         method, rows = methods[method_key], {}
-        for key, sha, maker in (("float", model_sha, lambda: float_features(stack)), ("chip", blob_sha, lambda: chip_features(model))):
+        for key, sha, maker in (("float", model_sha, lambda: float_features(stack)), ("v2blob", blob_sha, lambda: chip_features(model))):
             names, vectors, _ = fidelity.descriptors(dataset, key, sha, maker, method, method_key, work)
             rows[key] = {**fidelity.scores(names, vectors, dataset), "vectors": vectors}
-        rows["chip"]["cosine_to_float"] = fidelity.mean_cosine(rows["chip"]["vectors"], rows["float"]["vectors"])
-        out[method_key] = {key: {k: v for k, v in row.items() if k != "vectors"} for key, row in rows.items()}
+        rows["v2blob"]["cosine_to_float"] = fidelity.mean_cosine(rows["v2blob"]["vectors"], rows["float"]["vectors"])
+        out[method_key] = {("chip" if key == "v2blob" else key): {k: v for k, v in row.items() if k != "vectors"} for key, row in rows.items()}
     return out
+
+
+def kinds_set(args):
+    """The `fidelity.Dataset` the descriptor kinds are measured on (``--kinds-on``): UKBench-56 as
+    for `3x7,1x6` in the fidelity section (every image a query; the float descriptors are that
+    section's, cached), or the held-out set (queries excluded; 4,680 RNIP-9 crops of the chip, hours
+    on 2 cores)."""
+    import fidelity
+
+    if args.kinds_on == "ukbench":
+        return fidelity.datasets(args.ukbench)["ukbench"]
+    images = args.eval / "jpg" if (args.eval / "jpg").is_dir() else args.eval
+    return fidelity.Dataset("v2_curve_eval", images, args.eval / "groundtruth.json", True)
 
 
 def run(args) -> dict:
@@ -321,7 +332,7 @@ def run(args) -> dict:
             say("RNIP-9 and 512-bit descriptors of the ablation budget's blob")
             model = model if model is not None else read_blob(path)
             measured[row["plan"]]["descriptors"] = descriptor_kinds(
-                stack, model, args.eval, args.work, model_sha, cm.sha256_file(path), args.input
+                stack, model, kinds_set(args), args.work, model_sha, cm.sha256_file(path), args.input
             )
             keep_scores(scored[row["plan"]], measured[row["plan"]])
         result["rows"][key] = {**row, **measured[row["plan"]]}
@@ -470,7 +481,10 @@ def render(result: dict, memory: dict | None = None) -> str:
         lines += [f"Not measured yet (no kept blob and scores): {', '.join(result['missing'])}.", ""]
     descriptors = next((row["descriptors"] for row in rows.values() if "descriptors" in row), None)
     if descriptors:
-        lines += ["Descriptors of the ablation budget's v2 blob beside float (mAP per descriptor kind):", ""]
+        where = {"ukbench": "UKBench-56, every image a query, as for `3x7,1x6` in the fidelity section"}.get(
+            descriptors.get("set"), descriptors.get("set", "the held-out set"))  # fmt: skip
+        lines += [f"Descriptors of the ablation budget's v2 blob beside float on {where} (mAP per descriptor kind):", ""]
+        descriptors = {method: pair for method, pair in descriptors.items() if method != "set"}
         lines.append(cm.md_table(
             ["method", "model", "mAP float", "mAP byte", "mAP 512-bit", "cosine to float"],
             [[method, model, cm.fmt(found.get("map_float"), 4), cm.fmt(found.get("map_byte"), 4),
@@ -507,6 +521,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sens-images", type=int, default=16, help="calibration photos of the sensitivity")
     parser.add_argument("--no-retrain", action="store_true", help="post-training compress only")
     parser.add_argument("--skip-rnip", action="store_true", help="no RNIP-9 / 512-bit descriptors")
+    parser.add_argument("--kinds-on", choices=("ukbench", "heldout"), default="ukbench",
+                        help="the set the RNIP-9 / 512-bit descriptors are measured on (default: UKBench-56, as the fidelity section)")
+    parser.add_argument("--ukbench", type=Path, default=cm.UKBENCH, help="UKBench-56 (jpg/ and groundtruth.json)")
     parser.add_argument("--reuse", action="store_true", help="take blobs (and their scores) already made in <work>/v2_curve")
     parser.add_argument("--cached-only", action="store_true",
                         help="with --reuse: measure nothing, list the rows no run has measured under 'missing'")

@@ -53,6 +53,7 @@ def test_quick_run_on_a_tiny_model(tiny_bench, bench_work, tmp_path, monkeypatch
     result = v2_curve.main([
         "--quick", "--model", str(tiny_bench.model), "--images", str(tiny_bench.photos), "--eval", str(tiny_bench.samples),
         "--work", str(bench_work), "--out", str(out), "--budgets", "12kB", "--ablation", "12kB", "--input", "32x32",
+        "--kinds-on", "heldout",
     ])  # fmt: skip
     assert json.loads(out.read_text())["rows"].keys() == result["rows"].keys()
     rows = result["rows"]
@@ -62,7 +63,7 @@ def test_quick_run_on_a_tiny_model(tiny_bench, bench_work, tmp_path, monkeypatch
     assert -1 <= chosen["cosine"] <= 1 and 0 <= chosen["map"] <= 1
     assert chosen["gap_to_float"]["low"] <= chosen["gap_to_float"]["gap"] <= chosen["gap_to_float"]["high"]
     kinds = chosen["descriptors"]
-    assert set(kinds) == {"nip", "rnip9"} and {"map_bit", "map_float"} <= set(kinds["rnip9"]["chip"])
+    assert set(kinds) == {"set", "nip", "rnip9"} and {"map_bit", "map_float"} <= set(kinds["rnip9"]["chip"])
     assert (tmp_path / "v2_curve.png").read_bytes()[:4] == b"\x89PNG"
     text = v2_curve.render(result)
     assert "## Chip format v2" in text and f"`{chosen['plan']}`" in text and "512-bit" in text
@@ -147,3 +148,15 @@ def test_targets_table_takes_the_time_from_a_quiet_memory_run_only():
     assert v2_curve.target_rows(result)[3][2] == "not measured"
     assert "Issue 23's targets:" in v2_curve.render(result, quiet)
     assert v2_curve.target_rows({"rows": {}}) == []
+
+
+def test_descriptor_kinds_are_measured_on_ukbench_unless_asked(tmp_path):
+    """By default as for 3x7,1x6 in the fidelity section (UKBench-56, its float descriptors cached);
+    --kinds-on heldout: the held-out set, queries excluded."""
+    import argparse
+
+    args = argparse.Namespace(kinds_on="ukbench", ukbench=tmp_path / "u", eval=tmp_path / "e")
+    default = v2_curve.kinds_set(args)
+    assert (default.name, default.images, default.exclude_queries) == ("ukbench", tmp_path / "u" / "jpg", False)
+    held = v2_curve.kinds_set(argparse.Namespace(**{**vars(args), "kinds_on": "heldout"}))
+    assert (held.images, held.gt, held.exclude_queries) == (tmp_path / "e", tmp_path / "e" / "groundtruth.json", True)
