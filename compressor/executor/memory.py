@@ -218,7 +218,7 @@ def _gib(n: int) -> str:
 # --- compress: every stage's memory, from the sizes and settings --------------------------------------
 
 RECONSTRUCT_CHUNK = 8  # images per chunk of `chipq.quant.reconstruct` (its CHUNK)
-GRAM_OUTPUTS = 256  # output channels whose α Gram matrices `chipq.quant.reconstruct` makes at once (its GRAM_CHUNK)
+GRAM_OUTPUTS = 64  # output channels whose α Gram matrices `chipq.quant.reconstruct` makes at once (its GRAM_CHUNK)
 REFIT_OUTPUTS = 64  # output channels per batched α solve (its REFIT_CHUNK)
 CALIB_CHUNK = 4  # images per float pass of calibration and of the retraining cache (both read it from here)
 ACTIVATION_SAMPLE = 1 << 20  # values kept per layer to choose its fraction bits (`chipq.quant.calibrate`)

@@ -775,11 +775,19 @@ def _block_errors(w1: torch.Tensor, u1: torch.Tensor, cut1: torch.Tensor) -> tor
     triangular solve per block, with the kept columns' rows and columns of U replaced by the
     identity (their error is zero), instead of a Python loop over the columns.
     """
-    c = cut1.to(u1.dtype)  # (O, b)
-    eye = torch.eye(len(u1), dtype=u1.dtype)
-    upper = torch.triu(u1)[None] * c[:, :, None] * c[:, None, :] + torch.diag_embed(1.0 - c) * eye
-    right = (w1 * c)[:, :, None]  # e U = w c  <=>  U^T e^T = (w c)^T, U^T lower triangular
-    return torch.linalg.solve_triangular(upper.transpose(1, 2), right, upper=False)[:, :, 0]
+    errors = torch.empty_like(w1)
+    triu, eye = torch.triu(u1), torch.eye(len(u1), dtype=u1.dtype)
+    for r0 in range(0, len(w1), ERROR_ROWS):  # a row's system is its own: solved ERROR_ROWS rows at a time
+        c = cut1[r0 : r0 + ERROR_ROWS].to(u1.dtype)  # (rows, b)
+        upper = triu[None] * c[:, :, None] * c[:, None, :] + torch.diag_embed(1.0 - c) * eye
+        right = (w1[r0 : r0 + ERROR_ROWS] * c)[:, :, None]  # e U = w c  <=>  U^T e^T = (w c)^T, U^T lower triangular
+        errors[r0 : r0 + ERROR_ROWS] = torch.linalg.solve_triangular(upper.transpose(1, 2), right, upper=False)[:, :, 0]
+    return errors
+
+
+# rows whose triangular systems `_block_errors` builds at once: each is b x b (b = 144), and all 512
+# rows of a 512-channel layer with their temporaries held 0.3-0.45 GB at the planner's pruned settings
+ERROR_ROWS = 64
 
 
 def _round_kernels(w: np.ndarray, bits: int, scale: float, alpha_bits: int = C.ALPHA_BITS) -> tuple[np.ndarray, np.ndarray]:
@@ -884,10 +892,11 @@ def _gptq_block(w1: np.ndarray, u1: np.ndarray, bits: int, scale: float, alpha_b
 
 
 REFIT_CHUNK = 64  # output channels per batched solve of `refit_alphas`
-# output channels whose α Gram matrices are made at once (`_alpha_grams`): 256 x 512 x 512 float32
-# (256 MB) on a 512-channel layer; 128 at once took 3x the time per output of 512 at once and 256
-# 1.6x (measured on a 512-channel layer)
-GRAM_CHUNK = 4 * REFIT_CHUNK
+# output channels whose α Gram matrices are made at once (`_alpha_grams`): 64 x 512 x 512 float32
+# (64 MB) on a 512-channel layer. Since the products run in numpy, 64 at once take the time 256 took
+# (`refit_alphas` of a 512-channel layer: 7.7 and 7.3 s against 7.8 and 7.3 s, the same bytes),
+# and 256 held 0.2 GB more at the reconstruction's and the planner's peaks.
+GRAM_CHUNK = REFIT_CHUNK
 
 
 def refit_alphas(
