@@ -23,6 +23,9 @@ not scored again — runs of disjoint ``--budgets`` can share the machine's two 
 measured is listed under ``missing``, not measured then). Rows are written to
 bench/results/v2_curve.json as they are measured, and the curve to bench/results/v2_curve.png.
 
+``--merge EARLIER.json`` (repeatable) keeps an earlier run's rows beside this run's, each naming its
+run (its command and date).
+
 ``--plans "P1;P2"`` adds rows for plans given by hand (plan text, e.g. ``3x2,2a6x5,1a4k50x6``), each
 compressed and scored the same way; with ``--budgets '' --ablation ''`` only those are measured and
 the sensitivity (the planner's first, long step) is skipped.
@@ -338,9 +341,28 @@ def run(args) -> dict:
         result["rows"][key] = {**row, **measured[row["plan"]]}
         cm.write_json(args.out, result, " ".join(["python", "bench/v2_curve.py", *sys.argv[1:]]))
     result["seconds"] = time.perf_counter() - started
+    merge(result, args.merge)
     plot(result, Path(args.out).with_name(PNG))
     cm.write_json(args.out, result, " ".join(["python", "bench/v2_curve.py", *sys.argv[1:]]))
     return result
+
+
+def merge(result: dict, paths: list[Path]) -> None:
+    """Earlier runs' rows (``--merge``, a later file's row winning) put before this run's, which win;
+    each keeps the run that measured it (its command and date). A file measured on another held-out
+    set or model is refused."""
+    earlier: dict[str, dict] = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if (data.get("heldout"), data.get("model", {}).get("sha256"), data.get("retrained")) != (
+            result["heldout"], result["model"]["sha256"], result["retrained"]
+        ):
+            raise SystemExit(f"--merge {path}: measured on another held-out set, model or route than this run")
+        stamp = data.get("provenance", {})
+        run = {"command": stamp.get("command"), "date_utc": stamp.get("machine", {}).get("date_utc")}
+        earlier.update({key: {**row, "run": row.get("run", run)} for key, row in data["rows"].items()})
+    result["rows"] = {**earlier, **result["rows"]}
+    result["missing"] = [key for key in result.get("missing", []) if key not in earlier]
 
 
 def plot(result: dict, path: Path) -> bool:
@@ -493,6 +515,10 @@ def render(result: dict, memory: dict | None = None) -> str:
             "llrrrr",
         ))  # fmt: skip
         lines.append("")
+    runs = {json.dumps(row["run"], sort_keys=True): row["run"] for row in rows.values() if row.get("run")}
+    if runs:
+        lines += ["Rows kept from earlier runs (`--merge`; the others are this run's): " + "; ".join(
+            f"`{run.get('command')}` ({run.get('date_utc') or 'date not recorded'})" for run in runs.values()) + ".", ""]  # fmt: skip
     lines.append(f"![cosine and mAP against blob size](bench/results/{PNG})")
     return "\n".join(lines)
 
@@ -528,6 +554,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cached-only", action="store_true",
                         help="with --reuse: measure nothing, list the rows no run has measured under 'missing'")
     parser.add_argument("--no-paper", action="store_true", help="leave out the paper plan's row")
+    parser.add_argument("--merge", type=Path, action="append", default=[],
+                        help="an earlier result whose rows this run keeps (repeatable; this run's rows win, each row names its run)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: the first budget, no retraining, 2 sensitivity photos")
     args = parser.parse_args(argv)
     args.budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]

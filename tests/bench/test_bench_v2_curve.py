@@ -160,3 +160,20 @@ def test_descriptor_kinds_are_measured_on_ukbench_unless_asked(tmp_path):
     assert (default.name, default.images, default.exclude_queries) == ("ukbench", tmp_path / "u" / "jpg", False)
     held = v2_curve.kinds_set(argparse.Namespace(**{**vars(args), "kinds_on": "heldout"}))
     assert (held.images, held.gt, held.exclude_queries) == (tmp_path / "e", tmp_path / "e" / "groundtruth.json", True)
+
+
+def test_merge_keeps_an_earlier_runs_rows_each_naming_its_run(tmp_path):
+    same = {"heldout": "h", "model": {"sha256": "m"}, "retrained": True}
+    row = {"variant": "given", "budget": None, "reachable": True, "plan": "3x13", "bytes": 10, "cosine": 0.5, "map": 0.5}
+    earlier = {**same, "rows": {"plan 3x13": row, "plan 1x13": {**row, "plan": "1x13"}},
+               "provenance": {"command": "python bench/v2_curve.py --plans 3x13", "machine": {"date_utc": "d0"}}}  # fmt: skip
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(earlier))
+    result = {**same, "rows": {"plan 1x13": {**row, "plan": "1x13", "cosine": 0.9}}, "missing": ["plan 3x13"]}
+    v2_curve.merge(result, [path])
+    assert list(result["rows"]) == ["plan 3x13", "plan 1x13"] and result["missing"] == []
+    assert result["rows"]["plan 1x13"]["cosine"] == 0.9 and "run" not in result["rows"]["plan 1x13"]  # this run's wins
+    assert result["rows"]["plan 3x13"]["run"] == {"command": "python bench/v2_curve.py --plans 3x13", "date_utc": "d0"}
+    assert "Rows kept from earlier runs" in v2_curve.render({**result, "float": {"map": 0.9}, "fp32_weight_bytes": 1})
+    with pytest.raises(SystemExit, match="another held-out set"):
+        v2_curve.merge({**result, "heldout": "other"}, [path])
