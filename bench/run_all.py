@@ -181,7 +181,7 @@ def child_argv(name: str, args: argparse.Namespace, results_dir: Path) -> list[s
         return [*model, *out("structured.json")] + (["--pairs", "conv4_2", "--shares", "0.5"] if quick else [])
     if name == "v2_curve":
         argv = [*model, *work, *out("v2_curve.json"), *held_out, *_given("--images", args.calib, None),
-                *_given("--input", getattr(args, "chip_size", None), "224x224")]  # fmt: skip
+                *_given("--input", getattr(args, "chip_size", None), "224x224"), *_given("--ukbench", args.ukbench, cm.UKBENCH)]  # fmt: skip
         return argv + (["--quick"] if quick else [])
     raise ValueError(f"{name!r} is not a child benchmark")
 

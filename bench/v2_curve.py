@@ -375,7 +375,7 @@ def plot(result: dict, path: Path) -> bool:
     except ImportError:
         return False
     rows = result["rows"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 5.5), dpi=120)
     for variant, style in (("v2", "o-"), ("v1", "s--")):
         points = sorted(
             ((r["bytes"] / 1e6, r) for k, r in rows.items() if r["variant"] == variant and k.startswith(variant + " ")),
@@ -397,10 +397,11 @@ def plot(result: dict, path: Path) -> bool:
     for ax in (left, right):
         ax.set_xlabel("blob size (MB)")
         ax.grid(alpha=0.3)
-    left.legend(fontsize=7, loc="lower right")
+    handles, labels = left.get_legend_handles_labels()  # below both plots: inside one it hid the points
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2, frameon=False)
     how = "retrained (default compress)" if result["retrained"] else "post-training (--no-retrain)"
     fig.suptitle(f"chipq v2: fidelity against size, {how}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * ((len(labels) + 1) // 2), 1, 1))
     from chipq.formats.fileio import atomic_write
 
     try:
