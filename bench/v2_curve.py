@@ -12,7 +12,8 @@ float's with a paired bootstrap 95% interval over the queries (`recipe_eval.pair
 - an ablation at 2 MB: kernel pruning alone (8-bit alpha), alpha width alone (every kernel), both —
   a variant that cannot reach the budget is shown at its smallest blob;
 - RNIP-9 and the 512-bit (sign) descriptors of the 2 MB blob beside float's
-  (`fidelity.descriptors` / `fidelity.scores` on the same held-out set).
+  (`fidelity.descriptors` / `fidelity.scores` on UKBench-56 as the fidelity section's, or with
+  ``--kinds-on heldout`` on the held-out set).
 
 Each compressed blob is kept in ``<work>/v2_curve`` keyed by the model, the plan and the settings
 (with the code that makes blobs), and its scores in ``<work>/v2_curve/scores`` keyed by what they are
@@ -30,7 +31,7 @@ run (its command and date).
 compressed and scored the same way; with ``--budgets '' --ablation ''`` only those are measured and
 the sensitivity (the planner's first, long step) is skipped.
 
-Run: ``python bench/v2_curve.py [--model vgg16.pt] [--budgets 1,1.5,2,2.5,3,3.5] [--plans P1;P2] [--no-retrain] [--reuse]``;
+Run: ``python bench/v2_curve.py [--model vgg16.pt] [--budgets 1MB,…,3914104] [--plans P1;P2] [--no-retrain] [--reuse] [--merge F]``;
 ``--quick`` scores a tiny setting (one budget, no retraining, the first photos) for the unit test.
 """
 
@@ -235,8 +236,8 @@ def descriptor_kinds(stack, model, dataset, work: Path, model_sha: str, blob_sha
 def kinds_set(args):
     """The `fidelity.Dataset` the descriptor kinds are measured on (``--kinds-on``): UKBench-56 as
     for `3x7,1x6` in the fidelity section (every image a query; the float descriptors are that
-    section's, cached), or the held-out set (queries excluded; 4,680 RNIP-9 crops of the chip, hours
-    on 2 cores)."""
+    section's, cached), or the held-out set (queries excluded; 4,680 RNIP-9 crops a model, about
+    ten times UKBench-56's 504)."""
     import fidelity
 
     if args.kinds_on == "ukbench":

@@ -478,8 +478,9 @@ def each_layer_candidates(
     refitted: tuple[LayerSpec, ...] = (),
 ) -> Iterator[dict[int, FloatConv]]:
     """Each conv layer reconstructed alone at every width in `widths`, for sensitivity measurement,
-    yielded one layer at a time (a consumer that keeps them compact need not hold every layer's
-    float32 candidates at once: 0.75 GB for VGG-16's v2 settings).
+    yielded one layer at a time, each candidate made when it is read (a consumer that keeps them
+    compact holds one float32 candidate at a time, not every layer's: 0.75 GB for VGG-16's v2
+    settings).
 
     Layer L's candidate at m bits is what `reconstruct` makes of L when every layer before it is
     float (with the chip's 8-bit activations at `fracs`): its α·M and bias fitted so that, on `calib`,
@@ -493,7 +494,9 @@ def each_layer_candidates(
     (`chipq.quant.sensitivity`'s noise gain runs its tail passes on those).
 
     Yields:
-        per layer in order, ``m -> FloatConv`` whose weights are exactly α·M·2^-s.
+        per layer in order, a mapping ``m -> FloatConv`` whose weights are exactly α·M·2^-s
+        (`_Candidates`: reading a setting twice makes it twice). `progress` is called once the
+        consumer asks for the next layer.
     """
     stack = stack.without_trailing_pool()
     convs = stack.conv_layers()

@@ -477,7 +477,7 @@ def _measure(
     pool: Pool,
     batch: int,
     progress: Progress | None,
-    candidates: list[dict[int, FloatConv]] | None = None,
+    candidates: Iterable[Mapping[int | LayerSpec, FloatConv]] | None = None,
     axes: V2Axes = NO_V2,
     probe: "Probe | None" = None,
 ) -> Sensitivity:
