@@ -45,10 +45,10 @@ import time
 from pathlib import Path
 
 import common as cm
+from memory import CONTENTION  # other processes' CPU share above which a time is not shown
 
 BUDGETS = ("1MB", "1.5MB", "2MB", "2.5MB", "3MB", "3.5MB", "3914104")  # the last: the paper plan 3x7,1x6's size on VGG-16
 ABLATION_MB = 2.0
-CONTENTION = 0.10  # other processes' CPU share above which a time is not shown (bench/memory.py's)
 # which v2 levers a variant may use: (narrower alpha, pruning)
 VARIANTS = {"v2": (True, True), "prune": (False, True), "alpha": (True, False), "v1": (False, False)}
 VARIANT_LABELS = {
@@ -225,6 +225,7 @@ def descriptor_kinds(stack, model, dataset, work: Path, model_sha: str, blob_sha
     out = {"set": dataset.name}
     for method_key in ("nip", "rnip9"):
         method, rows = methods[method_key], {}
+        # the blob's descriptor file is "v2blob-…": in the UKBench folder "chip" could be mistaken for the fidelity section's
         for key, sha, maker in (("float", model_sha, lambda: float_features(stack)), ("v2blob", blob_sha, lambda: chip_features(model))):
             names, vectors, _ = fidelity.descriptors(dataset, key, sha, maker, method, method_key, work)
             rows[key] = {**fidelity.scores(names, vectors, dataset), "vectors": vectors}
@@ -448,7 +449,7 @@ def target_rows(result: dict, memory: dict | None = None) -> list[list[str]]:
     else:
         out.append(["`chipq compress MODEL --budget 2000000` wall time (bench/memory.py)", f"≤ {TARGET_SECONDS // 60} min",
                     f"{timed['wall_s'] / 60:.1f} min", _met(timed["wall_s"] <= TARGET_SECONDS)])  # fmt: skip
-    paper_size, paper = next(((row, rows.get("paper")) for key, row in rows.items() if key.startswith("v2 3.9MB")), (None, None))
+    paper_size, paper = rows.get("v2 3.9MB"), rows.get("paper")  # the paper plan's budget, 3,914,104 B
     if paper_size is not None and paper is not None and "cosine" in paper_size and "cosine" in paper:
         out.append(["cosine at the paper's budget (v2 3.9 MB)", f"> 3x7,1x6's {cm.fmt(paper['cosine'], 4)}",
                     cm.fmt(paper_size["cosine"], 4), _met(paper_size["cosine"] > paper["cosine"])])  # fmt: skip
@@ -560,6 +561,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="an earlier result whose rows this run keeps (repeatable; this run's rows win, each row names its run)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: the first budget, no retraining, 2 sensitivity photos")
     args = parser.parse_args(argv)
+    if any(Path(path).resolve() == Path(args.out).resolve() for path in args.merge):
+        raise SystemExit(f"--out {args.out} is a --merge input: write the merged result to another file")
     args.budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     args.plans = [text.strip() for text in args.plans.split(";") if text.strip()]
     args.reuse = args.reuse or args.cached_only

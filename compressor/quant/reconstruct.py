@@ -896,9 +896,9 @@ def _gptq_block(w1: np.ndarray, u1: np.ndarray, bits: int, scale: float, alpha_b
 
 REFIT_CHUNK = 64  # output channels per batched solve of `refit_alphas`
 # output channels whose α Gram matrices are made at once (`_alpha_grams`): 64 x 512 x 512 float32
-# (64 MB) on a 512-channel layer. Since the products run in numpy, 64 at once take the time 256 took
-# (`refit_alphas` of a 512-channel layer: 7.7 and 7.3 s against 7.8 and 7.3 s, the same bytes),
-# and 256 held 0.2 GB more at the reconstruction's and the planner's peaks.
+# (64 MB) on a 512-channel layer. Since the products run in numpy, 64 at once are no slower than 256
+# (`refit_alphas` of a random 512-channel layer, machine otherwise idle: 2.8 and 2.5 s against 3.2
+# and 2.9 s, the same bytes), and 256 held 0.2 GB more at the reconstruction's and the planner's peaks.
 GRAM_CHUNK = REFIT_CHUNK
 
 

@@ -349,7 +349,7 @@ def measure(
     use_cache: bool = True,
     batch: int = 2,
     progress: Progress | None = None,
-    layer_weights: Callable[[], Iterable[dict[int, FloatConv]]] | None = None,
+    layer_weights: Callable[[], Iterable[Mapping[int | LayerSpec, FloatConv]]] | None = None,
     weights_name: str = WEIGHT_ONLY,
     axes: V2Axes = NO_V2,
     probe: Probe = DEFAULT_PROBE,

@@ -177,3 +177,13 @@ def test_merge_keeps_an_earlier_runs_rows_each_naming_its_run(tmp_path):
     assert "Rows kept from earlier runs" in v2_curve.render({**result, "float": {"map": 0.9}, "fp32_weight_bytes": 1})
     with pytest.raises(SystemExit, match="another held-out set"):
         v2_curve.merge({**result, "heldout": "other"}, [path])
+
+
+def test_out_that_is_a_merge_input_is_refused_before_any_work(tmp_path):
+    """The result is written as rows are measured: an --out that is also a --merge input would lose
+    the earlier rows before they are read."""
+    earlier = tmp_path / "a.json"
+    earlier.write_text("{}")
+    with pytest.raises(SystemExit, match="is a --merge input"):
+        v2_curve.main(["--merge", str(earlier), "--out", str(tmp_path / "." / "a.json")])
+    assert earlier.read_text() == "{}"
