@@ -1,77 +1,110 @@
-"""How much the plan `chipq plan` finds at a budget depends on how the sensitivity is measured.
+"""How the plan `chipq plan` finds at a budget, and its first run's time, depend on how the sensitivity is measured.
 
-For each sensitivity setting (kind x which calibration photos), the plan of least predicted loss at
-the budget, compressed post-training (`chipq compress --no-retrain`) and measured on the whole
-held-out set of `bench/evalset.py` (never a calibration or sensitivity photo): mean NIP descriptor
-cosine to float, mAP (`chipq eval --exclude-queries`) and the paired bootstrap 95% interval of its
-mAP minus that of `3x7,1x6` compressed the same way (`recipe_eval.paired_gap`).
+For each sensitivity setting (probe x photos, `chipq plan --probe` and ``--sens-images``), with the
+sensitivity measured afresh (its own cache folder, empty on the first run of this script):
 
-The settings: the old default (weight-only, photos 1-4), weight-only on photos 33-36,
-reconstructed on photos 33-36, and the default (reconstructed, photos 33-48). Sensitivities come
-from the cache `chipq plan` uses when present. Rows are kept in bench/results/plan_stability.json as
-they are measured; ``--reuse`` takes the rows of a plan already measured there.
+- the wall time of the measurement (calibration excluded) and the share of the CPU other processes
+  used meanwhile (`common.CpuMeter`; a time is shown only when that share was at most `CONTENTION`);
+- the plan of least predicted loss at the budget (chip format v2), its predicted cosine by its own
+  sensitivity and by the default's (exact, photos 33-48: the reference every probe approximates);
+- that plan compressed post-training (`chipq compress --no-retrain`, as the planner's check does) and
+  measured on the whole held-out set of `bench/evalset.py` (never a calibration or sensitivity
+  photo): mean NIP descriptor cosine to float, mAP (`chipq eval --exclude-queries`) and the paired
+  bootstrap 95% interval of its mAP minus the default's plan's (`recipe_eval.paired_gap`).
 
-Run: ``python bench/plan_stability.py [--budget 3914104] [--reuse]``.
+Rows are kept in bench/results/plan_stability.json as they are measured; ``--reuse`` takes the
+measured fidelity of a plan already there (the sensitivity is measured again unless its cache holds it,
+and a cached measurement keeps the earlier row's time).
+
+Run: ``python bench/plan_stability.py [--budget 2000000] [--settings N] [--reuse]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import common as cm
+from memory import CONTENTION  # other processes' CPU share above which a time is not shown
 
-SETTINGS = [  # (label, kind, first photo index, photos)
-    ("weight-only, photos 1-4 (the default before this release)", "weight-only", 0, 4),
-    ("weight-only, photos 33-36", "weight-only", 32, 4),
-    ("reconstructed, photos 33-36", "reconstructed", 32, 4),
-    ("reconstructed, photos 33-48 (the default)", "reconstructed", 32, 16),
+SETTINGS = [  # (label, probe, sensitivity photos); the first is the reference
+    ("exact, photos 33-48 (the default)", "exact", 16),
+    ("noise gain, anchors a4 and k30 (--probe noise-gain)", "noise-gain", 16),
+    ("noise gain, one gain per layer (no anchors)", "noise-gain-single", 16),
+    ("exact, photos 33-36 (--sens-images 4)", "exact", 4),
 ]
+
+
+def probe_of(name: str):
+    """The `chipq.quant.sensitivity.Probe` a setting names."""
+    from chipq.quant import sensitivity
+
+    probes = {
+        "exact": sensitivity.EXACT,
+        "noise-gain": sensitivity.NOISE_GAIN,
+        "noise-gain-single": dataclasses.replace(sensitivity.NOISE_GAIN, alpha_anchor=0, keep_anchor=0),
+    }
+    return probes[name]
 
 
 def render(result: dict) -> str:
     """The BENCHMARKS.md section."""
     rows = result["rows"]
-    paper = rows.get("paper")
+    reference = next(iter(rows.values()), None)
     lines = [
-        "## Plan stability: the found plan against how its sensitivity was measured",
+        "## Plan stability and the planner's first run: how the sensitivity is measured",
         "",
-        f"`bench/plan_stability.py` (measured {result['measured']} UTC). Budget {result['budget']:,} B; every plan "
-        f"compressed post-training and measured on {result['heldout']}; float mAP {result['float_map']:.4f}. "
-        "mAP − paper's: paired bootstrap 95% interval over the queries.",
+        f"`bench/plan_stability.py` (measured {result['measured']} UTC). Budget {result['budget']:,} B (chip format v2). "
+        "Each sensitivity measured afresh (nothing cached); its time excludes loading the model and reading and "
+        f"calibrating the photos ({cm.fmt(result.get('calibrate_s'), 0)} s here) and the planner's check (`chipq plan` "
+        "without --no-measure: a post-training compress and the held-out photos). Every plan compressed post-training and "
+        f"measured on {result['heldout']}; float mAP {result['float_map']:.4f}. \"by the default\": the plan's "
+        "predicted cosine by the exact 16-photo sensitivity. mAP − default's: paired bootstrap 95% interval over the "
+        f"queries. Times shown where other processes used at most {CONTENTION:.0%} of the CPU.",
         "",
         cm.md_table(
-            ["sensitivity", "plan found", "blob bytes", "predicted cos", "measured cos", "mAP", "mAP − paper's (95% CI)"],
+            ["sensitivity", "first run (s)", "plan found", "blob bytes", "predicted cos", "by the default", "measured cos",
+             "mAP", "mAP − default's (95% CI)"],
             [
-                [row["label"], f"`{row['plan']}`", f"{row['bytes']:,}", cm.fmt(row.get("predicted_cosine"), 4),
-                 f"{row['cosine']:.4f}", f"{row['map']:.4f}", _gap(row, paper)]
+                [row["label"], _seconds(row), f"`{row['plan']}`", f"{row['bytes']:,}", cm.fmt(row.get("predicted_cosine"), 4),
+                 cm.fmt(row.get("reference_predicted"), 4), f"{row['cosine']:.4f}", f"{row['map']:.4f}", _gap(row, reference)]
                 for row in rows.values()
             ],
-            "llrrrrr",
+            "lrlrrrrrr",
         ),  # fmt: skip
     ]
     return "\n".join(lines)
 
 
-def _gap(row: dict, paper: dict | None) -> str:
+def _seconds(row: dict) -> str:
+    seconds, share = row.get("seconds"), row.get("other_cpu_share")
+    if seconds is None:
+        return "–"
+    if share is not None and share > CONTENTION:
+        return "busy"
+    return f"{seconds:,.0f}"
+
+
+def _gap(row: dict, reference: dict | None) -> str:
     from recipe_eval import paired_gap
 
-    if not paper or row is paper or "ap" not in row or "ap" not in paper:
+    if not reference or row is reference or "ap" not in row or "ap" not in reference:
         return ""
-    gap = paired_gap(row["ap"], paper["ap"])
+    gap = paired_gap(row["ap"], reference["ap"])
     return f"{gap['gap']:+.4f} ({gap['low']:+.4f}, {gap['high']:+.4f})"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
-    parser.add_argument("--budget", default="3914104")
+    parser.add_argument("--budget", default="2000000")
     parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into <work>/evalset)")
-    parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK, help="where the evaluation set is built")
+    parser.add_argument("--work", type=Path, default=cm.DEFAULT_WORK, help="where the evaluation set and the sensitivity cache are kept")
     parser.add_argument("--settings", type=int, default=len(SETTINGS), help="measure the first N settings only")
-    parser.add_argument("--reuse", action="store_true", help="keep rows of plans plan_stability.json already has")
+    parser.add_argument("--reuse", action="store_true", help="keep the fidelity of plans plan_stability.json already has")
     parser.add_argument("--results", type=Path, default=cm.RESULTS_DIR)
     args = parser.parse_args(argv)
     args.model = cm.resolve_model(args.model)
@@ -83,7 +116,6 @@ def main(argv: list[str] | None = None) -> None:
     from chipq.pipeline import plan as planner
     from chipq.pipeline.compress import compress
     from chipq.quant import allocate
-    from chipq.quant.plan import PAPER_PLAN, parse_plan
 
     t0 = time.perf_counter()
 
@@ -91,36 +123,45 @@ def main(argv: list[str] | None = None) -> None:
         tail = f" {done}/{total}" if total else ""
         print(f"plan stability: {text}{tail} [{time.perf_counter() - t0:.0f}s]", file=sys.stderr, flush=True)
 
+    started = time.perf_counter()
     stack, names, layout, budget, calib, calib_names, fracs = setup(args.model, args.budget)
+    calibrate_s = time.perf_counter() - started
     eset = load_subset(args.eval, 1)
     assert not {Path(n).name for n in eset.names} & set(calib_names), "held-out photos overlap calibration"
     float_desc = float_descriptors(stack, eset)
-    earlier = (cm.read_result(args.results, "plan_stability") or {}).get("rows", {}) if args.reuse else {}
-    by_plan = {row["plan"]: row for row in earlier.values()}
-    plans: dict[str, tuple[str, list[int], float | None]] = {"paper": ("paper `3x7,1x6`", parse_plan(PAPER_PLAN, names), None)}
-    for label, kind, first, count in SETTINGS[: args.settings]:
-        if kind == "reconstructed" and first != planner.sensitivity_images(calib, count, kind)[0]:
-            raise SystemExit(f"{label}: the planner no longer measures there")
-        # the planner places reconstructed photos itself; weight-only ones start at the slice given
-        photos = calib[first:] if kind == "weight-only" else calib
-        sens = planner.measure_sensitivity(stack, photos, count, act_fracs=fracs, kind=kind, status=say)
-        losses = [[sens.loss(i, m) for m in allocate.WIDTHS] for i in range(len(names))]
-        best, _ = allocate.best_plan(layout, losses, budget)
-        plans[label] = (label, best.bits, sens.predict(best.bits)["cosine"])
+    earlier = (cm.read_result(args.results, "plan_stability") or {}) if args.reuse else {}
+    earlier_rows = earlier.get("rows", {})
+    by_plan = {row["plan"]: row for row in earlier_rows.values() if "map" in row}
+    cache = args.work / "plan_stability" / "cache"
     rows: dict[str, dict] = {}
-    for key, (label, bits, predicted) in plans.items():
-        text = allocate.plan_text(layout, bits)
+    reference = None
+    for label, probe_name, count in SETTINGS[: args.settings]:
+        meter = cm.CpuMeter()
+        sens = planner.measure_sensitivity(stack, calib, count, act_fracs=fracs, cache_dir=cache, status=say, probe=probe_of(probe_name))
+        share = meter.other_share()
+        reference = reference or sens
+        best, _ = allocate.best_plan(layout, sens.costs(), budget)
+        text = allocate.plan_text(layout, best.plan)
+        row = {
+            "label": label, "probe": probe_name, "method": sens.method, "photos": count, "plan": text, "bytes": best.bytes,
+            "predicted_cosine": sens.predict(list(best.plan))["cosine"],
+            "reference_predicted": reference.predict(list(best.plan))["cosine"],
+        }  # fmt: skip
+        if sens.cached:  # the time of the run that measured it, when this file has it
+            before = earlier_rows.get(label, {})
+            row.update({"seconds": before.get("seconds"), "other_cpu_share": before.get("other_cpu_share")})
+        else:
+            row.update({"seconds": sens.seconds, "other_cpu_share": share})
         if text in by_plan:
-            rows[key] = {**by_plan[text], "label": label, "predicted_cosine": predicted}
-            continue
-        say(f"compressing and measuring {text}")
-        model = compress(stack, bits, calib=calib, retrain=None).model
-        rows[key] = {"label": label, "plan": text, "bytes": allocate.blob_bytes(layout, bits), "predicted_cosine": predicted,
-                     **scores(eset, chip_descriptors(model, eset), float_desc, per_query=True)}  # fmt: skip
-        by_plan[text] = rows[key]
-        partial = {"rows": {**earlier, **rows}}
-        cm.write_result(args.results, "plan_stability", partial)
-        say(f"{label}: {text} cos {rows[key]['cosine']:.4f} mAP {rows[key]['map']:.4f}")
+            row.update({key: by_plan[text][key] for key in ("cosine", "map", "ap")})
+        else:
+            say(f"compressing and measuring {text}")
+            model = compress(stack, list(best.plan), calib=calib, retrain=None).model
+            row.update(scores(eset, chip_descriptors(model, eset), float_desc, per_query=True))
+            by_plan[text] = row
+        rows[label] = row
+        cm.write_result(args.results, "plan_stability", {**earlier, "rows": {**earlier_rows, **rows}})
+        say(f"{label}: {text} cos {row['cosine']:.4f} mAP {row['map']:.4f}")
     result = {
         "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": cm.machine_info(),
@@ -128,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         "budget": budget,
         "heldout": f"{args.eval} ({len(eset.names)} images, {len(eset.gt)} queries)",
         "float_map": scores(eset, float_desc, float_desc)["map"],
+        "calibrate_s": calibrate_s,
         "rows": rows,
     }
     path = cm.write_result(args.results, "plan_stability", result)

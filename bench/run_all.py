@@ -367,7 +367,7 @@ def section(name: str, found: dict[str, dict], results_dir: Path) -> str | None:
     if name == "v2_curve":
         import v2_curve
 
-        return with_provenance(v2_curve.render(main, found.get("memory.json")), name, own)
+        return with_provenance(v2_curve.render(main, found.get("memory.json"), found.get("plan_stability.json")), name, own)
     raise ValueError(f"no section for {name!r}")
 
 

@@ -20,6 +20,7 @@ from chipq.cli.progress import ProgressLog, Status
 from chipq.errors import UsageError
 from chipq.formats.constants import CHIP_INPUT_HW
 from chipq.quant.plan import PAPER_PLAN
+from chipq.reports.planner import SensitivityProbe
 from chipq.retrain.config import RetrainConfig, StepStats
 
 COSINE_WINDOW = 20  # steps averaged for the descriptor cosine shown on the progress bar
@@ -53,8 +54,9 @@ _HELP = "\n\n".join(
         "--budget B (without --plan; the old spelling --plan auto --budget B still works) chooses the "
         "plan first, as `chipq plan MODEL --budget B` does: each layer's mask bits, alpha width and kept "
         "kernels (chip format v2) from the measured per-layer sensitivity of the layers as post-training "
-        "compress reconstructs them, on 16 calibration photos after the 32 they are fitted on (about 20 "
-        "minutes for VGG-16 on 2 cores the first time, then cached), by an exact search under B bytes; "
+        "compress reconstructs them, on 16 calibration photos after the 32 they are fitted on (about 15 "
+        "minutes for VGG-16 on 2 cores the first time, then cached; --probe noise-gain: about 4), by an "
+        "exact search under B bytes; "
         "then compresses it as any plan (retrained by default).",
         "Example: chipq compress vgg16.pt --plan 3x7,1x6 -o vgg16.blob",
         "Example: chipq compress vgg16.pt --budget 2000000 -o vgg16.blob",
@@ -73,6 +75,9 @@ def compress_command(
     ),
     budget: Optional[str] = typer.Option(
         None, "--budget", metavar="B", help="Choose the plan under this many blob bytes (3914104, 2MB, 15x); instead of --plan.", show_default=False
+    ),
+    probe: Optional[SensitivityProbe] = typer.Option(
+        None, "--probe", metavar="HOW", help="With --budget: how the planner measures each setting, as `chipq plan --probe` (default exact).", show_default=False
     ),
     output: Path = typer.Option(..., "--output", "-o", metavar="BLOB", help="Where to write the blob.", show_default=False),
     images_dir: Optional[Path] = typer.Option(
@@ -113,6 +118,8 @@ def compress_command(
     from chipq.pipeline.compress import check_request, compress, request_inputs
     from chipq.reports.compress import compress_summary
 
+    if probe is not None and budget is None:
+        raise UsageError("--probe says how --budget's plan is measured: give --budget B too")
     if plan_text is None:  # --budget alone means --plan auto
         plan_text = "auto" if budget is not None else PAPER_PLAN
     input_hw = parse_size(input_size) if input_size else CHIP_INPUT_HW
@@ -127,6 +134,7 @@ def compress_command(
         compressed = compress(
             model_path, plan_text, budget=budget, images=image_dir, input_hw=input_hw, retrain=config, output=output,
             resume=resume, status=display.update, hooks=display.hooks(stop), save_every=checkpoint_seconds,
+            probe=probe.probe() if probe else None,
         )  # fmt: skip
     summary = compress_summary(compressed.result, output.stat().st_size, model_path, output, compressed.plan)
     if as_json:

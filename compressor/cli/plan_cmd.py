@@ -16,7 +16,7 @@ from chipq.cli import app, err_console
 from chipq.cli.options import flag, parse_size
 from chipq.cli.progress import status as progress_status
 from chipq.errors import UsageError
-from chipq.reports.planner import DEFAULT_SENS_IMAGES, SensitivityKind
+from chipq.reports.planner import DEFAULT_SENS_IMAGES, SensitivityKind, SensitivityProbe
 
 MAX_SENS_IMAGES = 64  # the calibration photos read (`chipq.quant.compress.MAX_CALIB_IMAGES`; a test pins them equal)
 
@@ -38,8 +38,11 @@ _HELP = "\n\n".join(
         "The result is cached in $CHIPQ_CACHE/sensitivity (else ~/.cache/chipq), keyed by the weights, the "
         "photos and the settings. Alpha widths and kept shares are measured the same way, each alone, at "
         "1-bit masks on the layers holding at least 2 % of the kernels (conv3_1..conv5_3 of VGG-16), and "
-        "added to the mask width's loss. On VGG-16 with 2 cores the first run takes about 20 minutes, "
-        "later ones read the cache.",
+        "added to the mask width's loss. On VGG-16 with 2 cores the first run takes about 15 minutes, "
+        "later ones read the cache. --probe noise-gain measures each setting's noise at its own layer's "
+        "output instead and turns it into descriptor distance with a few passes per layer on 4 of the photos "
+        "(a pass for the 1-bit masks, one for the narrowest alpha, one for the fewest kernels): about 4 "
+        "minutes, and plans a little further from float (BENCHMARKS.md, plan stability).",
         "2. Allocation: the exact blob size of every plan follows from the format (header, layer table, "
         "8-byte-aligned payloads of presence bitmap, alpha, bias and mask regions); an exact dynamic "
         "programme finds the plan of least predicted loss "
@@ -77,6 +80,10 @@ def plan_command(
     sens_kind: SensitivityKind = typer.Option(
         SensitivityKind.reconstructed, "--sensitivity", metavar="KIND", help="How each layer is quantized for the sensitivity: reconstructed or weight-only."
     ),
+    probe: SensitivityProbe = typer.Option(
+        SensitivityProbe.exact, "--probe", metavar="HOW",
+        help="How each setting is measured: exact (a pass of the rest of the network per setting) or noise-gain (about a quarter of the time on VGG-16, plans a little further from float).",
+    ),  # fmt: skip
     v1: bool = flag("--v1", help="Chip format v1 settings only: 8-bit alpha and every kernel in every layer."),
     no_measure: bool = flag("--no-measure", help="Skip compressing and measuring the chosen plan."),
     paper: bool = flag("--paper", help="Also compress and measure the paper's 3x7,1x6 on the held-out photos (VGG-16)."),
@@ -100,7 +107,7 @@ def plan_command(
         result, heldout = plan(
             model_path, budget, images=images_dir, eval_dir=eval_dir, input_hw=input_hw, measure=not no_measure,
             sens_images=sens_images, use_cache=not no_cache, kind=sens_kind.value, v2=not v1, measure_paper=paper,
-            status=lambda stage, done=None, total=None: shown.update(stage, done, total),
+            probe=probe.probe(), status=lambda stage, done=None, total=None: shown.update(stage, done, total),
         )  # fmt: skip
     if plot is not None:
         plot_front(result, plot)

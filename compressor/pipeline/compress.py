@@ -123,6 +123,7 @@ def compress(
     status: Status | None = None,
     hooks=None,
     save_every: float | None = None,
+    probe=None,
 ) -> Compressed:
     """Compress `model` with `plan` by any route (module docstring).
 
@@ -145,6 +146,8 @@ def compress(
         status: called with (stage, done=None, total=None) as each step starts.
         hooks: `chipq.retrain.trainer.RetrainHooks` (progress of retraining, the stop request).
         save_every: seconds between retraining checkpoints (default: the trainer's).
+        probe: how the planner measures each setting under `budget` (`chipq.quant.sensitivity.Probe`;
+            None: its default).
 
     Raises:
         UsageError, QuantizationError, EmptyCalibration, CheckpointError, Interrupted, ...: one
@@ -169,7 +172,7 @@ def compress(
     if auto:
         from chipq.pipeline.plan import make_plan
 
-        chosen = make_plan(stack, budget, calib, [], status=say)
+        chosen = make_plan(stack, budget, calib, [], status=say, probe=probe)
         specs, plan_text = list(chosen.specs), chosen.plan
         if checked and retrain is not None:  # the retraining's need depends on the plan: checked now, before it
             _check_memory(stack, image_dir, input_hw, retrain, specs)

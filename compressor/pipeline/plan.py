@@ -117,7 +117,7 @@ def measure_sensitivity(
         settings = sensitivity.WIDTHS + tuple(axes.settings())  # v2 settings reconstructed too (pruned for the output)
         if axes.settings():
             name += ":v2-reconstructed"
-        refitted = () if probe.exact else (LayerSpec(probe.gain_bits),)
+        refitted = () if probe.exact else tuple(probe.tail_runs(axes, eligible=True))
         name += "".join(f":refitted-{spec}" for spec in refitted)
 
         def layer_weights():
@@ -189,6 +189,7 @@ def plan(
     status: Status | None = None,
     v2: bool = True,
     measure_paper: bool = False,
+    probe: sensitivity.Probe | None = None,
 ) -> tuple[PlanResult, int]:
     """`chipq plan`: load `model`, read the calibration photos, choose the heldout photos, `make_plan`.
 
@@ -208,7 +209,7 @@ def plan(
     heldout = heldout_photos(image_dir, calib_names, eval_dir) if measure else []
     result = make_plan(
         stack, budget, calib, heldout, sens_images=sens_images, use_cache=use_cache, kind=kind, status=status, v2=v2,
-        measure_paper=measure_paper,
+        measure_paper=measure_paper, probe=probe,
     )  # fmt: skip
     return result, len(heldout)
 
@@ -267,6 +268,7 @@ def make_plan(
     v2: bool = True,
     axes: sensitivity.V2Axes | None = None,
     measure_paper: bool = False,
+    probe: sensitivity.Probe | None = None,
 ) -> PlanResult:
     """Steps 1-4 (module docstring); `heldout` empty skips step 4 (``measured`` is None).
 
@@ -275,6 +277,7 @@ def make_plan(
 
     `v2`: choose alpha widths and kept shares too (chip format v2); False: mask widths only (v1).
     `axes`: the v2 settings measured (default `axes_for(v2)`).
+    `probe`: how the sensitivity measures each setting (`measure_sensitivity`; None: its default).
     """
     stack = stack.without_trailing_pool()
     axes = axes if axes is not None else axes_for(v2)
@@ -292,7 +295,7 @@ def make_plan(
     clock["calibrate"] = time.perf_counter() - started
     sens = measure_sensitivity(
         stack, calib, sens_images, act_fracs=fracs, use_cache=use_cache, cache_dir=cache_dir, status=status, kind=kind,
-        axes=axes,
+        axes=axes, probe=probe or sensitivity.DEFAULT_PROBE,
     )  # fmt: skip
     clock["sensitivity"] = sens.seconds
     costs = sens.costs(v2=bool(axes.settings()))

@@ -543,6 +543,8 @@ class _Candidates(Mapping):
     settings as float32 are 0.12 GB; the reader keeps what it needs in its own, compact form)."""
 
     def __init__(self, name: str, target: "_Target", widths: tuple, config: ReconstructConfig, refitted: tuple) -> None:
+        if refitted and any(as_spec(s).keep < 100 for s in (*widths, *refitted)):
+            target.inverse()  # made once here, shared with the copy below (pruning reads it; 0.5 s at 512 channels)
         plain = dataclasses.replace(target, raw=None) if refitted else target  # raw None: no joint α refit
         self._made = {m: (plain, m) for m in widths}
         self._made.update({Refitted(as_spec(s)): (target, s) for s in refitted})

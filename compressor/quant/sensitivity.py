@@ -44,29 +44,34 @@ finer mask had less error), so the k bracket is optimistic there; the planner's 
 `bench/v2_curve.py`) compare the prediction with the compressed blob. Cost on VGG-16: 8 extra tail
 passes on the layers from conv3_1, about 1.8x the m axis alone.
 
-**Noise gain** (`NOISE_GAIN`, opt-in; HAWQ-style). A tail pass per setting is what the
-measurement above costs: 5 per layer, 13 on the big ones, 145 on VGG-16 per view. Instead, each
-setting s of layer L is measured where it acts, at L's own output: the noise power it adds there
-(after the chip's activations, L's input the reference's) over the reference output's power,
-``noise_L(s)``, on `Probe.positions` sampled output positions of the first view of every image
-(a matrix product of the sampled patches, no tail). One tail pass per layer, at the gain setting
-g (`Probe.gain_bits`-bit masks) on the first `Probe.gain_images` images with all their views,
-turns it into descriptor distance:
+**Noise gain** (`NOISE_GAIN`, opt-in: `chipq plan --probe noise-gain`; HAWQ-style). A tail pass
+per setting is what the measurement above costs: 5 per layer, 13 on the big ones, 145 on VGG-16
+per view. Instead, each setting s of layer L is measured where it acts, at L's own output: the
+noise power it adds there (after the chip's activations, L's input the reference's) over the
+reference output's power, ``noise_L(s)``, on `Probe.positions` sampled output positions of the
+first view of every image (a matrix product of the sampled patches, no tail). A few tail passes
+per layer, on the first `Probe.gain_images` images with all their views, turn it into descriptor
+distance. A mask width's, from the gain run g (`Probe.gain_bits`-bit masks):
 
-    dist2(L, s) ≈ g_L · noise_L(s),   g_L = dist2(L, g) / noise_L(g)
+    dist2(L, m) ≈ dist2(L, g) · noise_L(m) / noise_L(g)
 
-and the conv5_3 noise of (L, s) likewise (the cosine then follows the additive model). The tail
-from L is the same network whichever setting of L made the noise, so the gain is a property of the
-layer; what it assumes is that noise of the same power at L's output costs the descriptor the same
-whatever its setting (a pruned kernel's noise and a rounded one's alike). `EXACT`
-keeps the measurement above. With candidates made without the joint α refit but for the gain
-setting (`chipq.quant.reconstruct.each_layer_candidates`' ``refitted``, as `chipq.pipeline.plan`
+and a v2 setting's, from its axis's anchor run A (`Probe.alpha_anchor`, `Probe.keep_anchor`: the
+narrowest alpha and the fewest kernels measured, so that the other settings lie between m0 and A):
+
+    dist2(L, s) ≈ dist2(L, m0) + [dist2(L, A) − dist2(L, m0)] · (noise_L(s) − noise_L(m0)) / (noise_L(A) − noise_L(m0))
+
+and the conv5_3 noise likewise (the cosine then follows the additive model). The tail from L is
+the same network whichever setting made the noise, so a gain is a property of the layer and the
+kind of noise: one gain for every setting under-predicted pruning's cost about tenfold on the real
+VGG-16 (a pruned kernel's error is not a rounded one's), hence one anchor per axis. Interpolated
+between m0 and an anchor 50 % kept, pruning to 30 % was under-predicted by up to 40 %: the anchors
+are the axes' far ends. With candidates made without the joint α refit but for the tail-pass
+settings (`chipq.quant.reconstruct.each_layer_candidates`' ``refitted``, as `chipq.pipeline.plan`
 makes them: the refit is 10^10 multiply-adds per setting of a 512-channel layer), the noise ratios
-come from the unrefitted candidates and the tail pass runs the refitted gain setting
+come from the unrefitted candidates and the tail passes run the refitted ones
 (`_Layers.gain_layer`): what the refit saves is taken as the same share of the noise at every
-setting of a layer. Cost on VGG-16: one prefix pass of one view of 16 images with 145 products
-of 4096 sampled patches, and 13 tail passes on 4 images x 4 views: about a tenth of the exact
-run's multiply-adds (2,000 forward passes' worth).
+setting of an axis. Cost on VGG-16: one prefix pass of one view of 16 images with 145 products of
+4096 sampled patches, and 31 tail passes on 4 images x 4 views, against 145 on 16 x 4.
 
 A run is cached in ``$CHIPQ_CACHE/sensitivity`` (else ``~/.cache/chipq/sensitivity``) as JSON,
 keyed by the model's weights SHA-256, the images' SHA-256, the settings and the probe; a cache hit
@@ -163,18 +168,23 @@ class Probe:
 
     Attributes:
         gain_images: the images (each with all its views) whose tail passes give each layer's gain,
-            one pass per layer at `gain_bits`; 0: the exact measurement, a tail pass per setting on
-            every image.
+            one pass per layer at `gain_bits` and one per anchor; 0: the exact measurement, a tail
+            pass per setting on every image.
         positions: output positions sampled per layer (over every image's first view) for the
             noise each setting adds at its own layer's output.
         gain_bits: the mask width of the gain run (8-bit alpha, every kernel).
         seed: seeds the position sampling.
+        alpha_anchor: the alpha width whose tail pass gives the alpha axis its own gain (0: none,
+            the axis takes the mask width's gain).
+        keep_anchor: the kept share whose tail pass gives the kept-share axis its own gain (0: none).
     """
 
     gain_images: int = 4
     positions: int = 4096
     gain_bits: int = 1
     seed: int = 0
+    alpha_anchor: int = 4
+    keep_anchor: int = 30
 
     @property
     def exact(self) -> bool:
@@ -183,14 +193,32 @@ class Probe:
     def name(self) -> str:
         if self.exact:
             return "exact"
-        return f"noise-gain:{self.gain_images}img:{self.positions}pos:m{self.gain_bits}:seed{self.seed}"
+        anchors = f":anchors-a{self.alpha_anchor}k{self.keep_anchor}" if self.alpha_anchor or self.keep_anchor else ""
+        return f"noise-gain:{self.gain_images}img:{self.positions}pos:m{self.gain_bits}:seed{self.seed}{anchors}"
+
+    def anchors(self, axes: V2Axes) -> dict[str, LayerSpec]:
+        """The anchor run of each v2 axis of `axes` that has one ("alpha_bits", "keep" -> setting at m0)."""
+        found = {}
+        if self.alpha_anchor in axes.alphas:
+            found["alpha_bits"] = LayerSpec(axes.at_bits, alpha_bits=self.alpha_anchor)
+        if self.keep_anchor in axes.keeps:
+            found["keep"] = LayerSpec(axes.at_bits, keep=self.keep_anchor)
+        return found
+
+    def tail_runs(self, axes: V2Axes, eligible: bool) -> list[LayerSpec]:
+        """The settings of one layer that get a tail pass: the gain setting, and on a layer with the
+        v2 axes their base m0 and anchors."""
+        runs = [LayerSpec(self.gain_bits)]
+        anchors = list(self.anchors(axes).values()) if eligible else []
+        if anchors and LayerSpec(axes.at_bits) not in runs:
+            runs.append(LayerSpec(axes.at_bits))
+        return runs + anchors
 
 
 EXACT = Probe(gain_images=0)
 NOISE_GAIN = Probe()
-# the exact run stays the default: on the real VGG-16 the noise gain under-predicted pruning's cost
-# (a 2 MB plan at 30 % kept predicted at cosine 0.958; the exact 16-photo run of the previous v2
-# method predicted 0.385 for it)
+# the exact run stays the default: on the real VGG-16 the noise gain's plans (a quarter of the time)
+# are further from float by the exact measurement's own prediction (bench/plan_stability.py)
 DEFAULT_PROBE = EXACT
 
 NO_V2 = V2Axes(alphas=(), keeps=())  # v1 settings only: the m axis (what the cache held before v2)
@@ -487,7 +515,7 @@ def _measure(
     runs = [
         [LayerSpec(m) for m in WIDTHS] + (axes.settings() if eligible[i] else []) for i in range(len(chain.convs))
     ]  # the single-layer runs of each layer: the m axis, then its v2 axes
-    gain = LayerSpec(probe.gain_bits)
+    tail_runs = [probe.tail_runs(axes, eligible[i]) for i in range(len(chain.convs))]  # the noise gain's
     quantized, gain_layers, count = {}, {}, 0
     # no `enumerate`: it would hold the last row while the next is made; `del row` lets it go
     for row in candidates if candidates is not None else [None] * len(chain.convs):
@@ -495,7 +523,7 @@ def _measure(
             raise SensitivityError(f"layer weights for more than the {len(chain.convs)} conv layers")
         quantized.update({(count, spec): chain.quantized(count, spec, row) for spec in runs[count]})
         if not probe.exact:
-            gain_layers[(count, gain)] = chain.gain_layer(count, gain, row)
+            gain_layers.update({(count, spec): chain.gain_layer(count, spec, row) for spec in tail_runs[count]})
         count += 1
         del row  # the float candidates go; what is kept is their stored form
     if count != len(chain.convs):
@@ -508,10 +536,32 @@ def _measure(
         gain_views = views[: max(1, probe.gain_images)]
         stage_total = len(views) + len(gain_views)
         noise = _layer_noise(chain, views[:, 0], runs, quantized, probe, _Stage(progress, 0, stage_total))
-        gain_runs = [[gain] for _ in runs]
-        tails = _tail_passes(chain, stack, gain_views, pool, batch, gain_runs, gain_layers, _Stage(progress, len(views), stage_total))
-        rows = {key: tails.scaled((key[0], gain), noise[key], noise[(key[0], gain)]) for key in quantized}
+        tails = _tail_passes(chain, stack, gain_views, pool, batch, tail_runs, gain_layers, _Stage(progress, len(views), stage_total))
+        rows = _interpolated(tails, noise, runs, probe, axes)
     return _result(chain, views.shape, tails, rows, runs, axes, probe)
+
+
+def _interpolated(tails: _Tails, noise: dict, runs: list[list[LayerSpec]], probe: Probe, axes: V2Axes) -> dict:
+    """Every setting's numbers by the noise gain (module docstring): a mask width's from the gain
+    run's (zero noise, zero distance at the reference); a v2 setting's from its axis's anchor run
+    and the m0 run, by its layer-output noise between theirs (no anchor: the gain run's, as a mask
+    width's)."""
+    gain = LayerSpec(probe.gain_bits)
+    anchors = probe.anchors(axes)
+    rows = {}
+    for index, specs in enumerate(runs):
+        for spec in sorted(specs, key=lambda s: s.uses_v2):  # the mask widths first: m0 is a v2 setting's base
+            axis = "alpha_bits" if spec.alpha_bits != C.ALPHA_BITS else "keep" if spec.keep != 100 else None
+            anchor = anchors.get(axis) if axis else None
+            key = (index, spec)
+            if anchor is None or (index, anchor) not in tails.tallies:
+                rows[key] = tails.interpolated((index, gain), noise[key], noise[(index, gain)])
+            elif spec == anchor:  # measured
+                rows[key] = {**tails.row(key), "layer_noise": noise[key]}
+            else:
+                base = (index, LayerSpec(spec.bits))
+                rows[key] = tails.interpolated((index, anchor), noise[key], noise[(index, anchor)], rows[base], noise[base])
+    return rows
 
 
 @dataclass
@@ -545,15 +595,22 @@ class _Tails:
             "sqnr_db": _db(t.err_float / self.signal), "noise": t.err_ref / self.signal,
         }  # fmt: skip
 
-    def scaled(self, gain_key: tuple[int, LayerSpec], layer_noise: float, gain_noise: float) -> dict[str, float]:
-        """A setting's numbers by the noise gain: the gain run's descriptor distance and conv5_3
-        noise scaled by the setting's layer-output noise over the gain run's (module docstring)."""
-        t = self.tallies[gain_key]
-        ratio = layer_noise / gain_noise if gain_noise > 0 else 0.0
-        dist2, noise = ratio * t.dist2 / self.images, ratio * t.err_ref / self.signal
+    def interpolated(
+        self, anchor: tuple[int, LayerSpec], noise: float, anchor_noise: float, base: dict | None = None, base_noise: float = 0.0
+    ) -> dict[str, float]:
+        """A setting's numbers by the noise gain (module docstring): the `base` row's (None: the
+        reference's, zero) plus what the `anchor` run measured beyond it, scaled by the setting's
+        layer-output `noise` beyond `base_noise` over the anchor's (an anchor that adds no noise
+        there scales nothing: the setting is the base)."""
+        t = self.tallies[anchor]
+        base_dist2, base_noise_out = (base["dist2"], base["noise"]) if base else (0.0, 0.0)
+        excess = anchor_noise - base_noise
+        ratio = max(0.0, noise - base_noise) / excess if excess > 0 else 0.0
+        dist2 = base_dist2 + ratio * (t.dist2 / self.images - base_dist2)
+        out_noise = base_noise_out + ratio * (t.err_ref / self.signal - base_noise_out)
         return {
             "cosine": self.ref_cos / self.images - 0.5 * dist2, "dist2": dist2,
-            "sqnr_db": _db(self.ref_err / self.signal + noise), "noise": noise, "layer_noise": layer_noise,
+            "sqnr_db": _db(self.ref_err / self.signal + out_noise), "noise": out_noise, "layer_noise": noise,
         }  # fmt: skip
 
 
@@ -594,7 +651,7 @@ def _tail_passes(chain, stack, views, pool, batch, runs, quantized, stage: _Stag
     return _Tails(tallies, len(views), ref_cos, ref_err, signal or 1.0)
 
 
-def _layer_noise(chain, pixels, runs, quantized, probe: "Probe", stage: _Stage) -> dict[tuple[int, LayerSpec], float]:
+def _layer_noise(chain, pixels, runs, quantized, probe: Probe, stage: _Stage) -> dict[tuple[int, LayerSpec], float]:
     """Per (layer, setting): the noise power the setting adds at its own layer's output, after the
     chip's activations, over the reference output's power, on `probe.positions` sampled output
     positions of `pixels` (one view per image), the layer's input the reference's (no tail pass)."""
@@ -649,7 +706,7 @@ def _layer_at(conv: ChipConv, z: torch.Tensor) -> torch.Tensor:
 
 
 def _result(
-    chain: _Layers, shape: tuple[int, ...], tails: _Tails, rows: dict, runs: list[list[LayerSpec]], axes: V2Axes, probe: "Probe"
+    chain: _Layers, shape: tuple[int, ...], tails: _Tails, rows: dict, runs: list[list[LayerSpec]], axes: V2Axes, probe: Probe
 ) -> Sensitivity:
     """The `Sensitivity` of the per-(layer, setting) `rows`: the m axis as grids, the v2 axes as rows."""
     n_convs = len(chain.convs)

@@ -18,7 +18,7 @@ from chipq.quant.plan import PAPER_PLAN
 if TYPE_CHECKING:  # PyTorch is not loaded to render (`chipq --help` imports this module)
     from chipq.quant import sensitivity
 
-__all__ = ["PAPER_PLAN", "PlanResult", "SensitivityKind", "plot_front", "thin_front"]
+__all__ = ["PAPER_PLAN", "PlanResult", "SensitivityKind", "SensitivityProbe", "plot_front", "thin_front"]
 
 POOL_NAME = "nip-quarter-turns-v1"
 DEFAULT_SENS_IMAGES = 16  # two sets of 4 gave two plans (bench/plan.py, BENCHMARKS.md)
@@ -33,6 +33,23 @@ class SensitivityKind(str, Enum):
 
     reconstructed = "reconstructed"
     weight_only = "weight-only"
+
+
+class SensitivityProbe(str, Enum):
+    """How each setting's fidelity is measured (`chipq plan --probe`, `chipq.quant.sensitivity.Probe`).
+
+    exact: a pass of the rest of the network per setting, on every sensitivity photo; noise-gain:
+    each setting's noise at its own layer's output, turned into descriptor distance by a few passes
+    per layer on 4 of the photos (about a quarter of the time, plans a little further from float).
+    """
+
+    exact = "exact"
+    noise_gain = "noise-gain"
+
+    def probe(self) -> sensitivity.Probe:
+        from chipq.quant import sensitivity  # loads PyTorch: not at import (`chipq --help`)
+
+        return sensitivity.EXACT if self is SensitivityProbe.exact else sensitivity.NOISE_GAIN
 
 
 RECONSTRUCTED = SensitivityKind.reconstructed.value
@@ -76,6 +93,7 @@ class PlanResult:
             "front": self.front,
             "sensitivity": {
                 "kind": RECONSTRUCTED if sens.weights.startswith(RECONSTRUCTED) else sens.weights,
+                "method": sens.method,
                 "images": sens.images,
                 "first_image": self.sens_first,
                 "views": sens.views,

@@ -42,16 +42,23 @@ def test_render_shows_the_gap_to_the_paper_plan_per_row():
     assert "No plan fits 3MB, 5MB, 7MB" in text
 
 
-def test_plan_stability_render_has_a_row_per_setting_and_the_gap_to_the_paper():
+def test_plan_stability_render_has_a_row_per_setting_the_gap_to_the_default_and_only_quiet_times():
     import plan_stability
 
-    paper = [1.0] * 8 + [0.5] * 2
+    default = [1.0] * 8 + [0.5] * 2
     result = {
         "measured": "2026-12-01 20:00", "budget": 100, "heldout": "eval (10 images, 10 queries)", "float_map": 0.9,
-        "rows": {"paper": {**_row("3x7,1x6", paper, 0.92), "label": "paper `3x7,1x6`", "predicted_cosine": None},
-                 "a": {**_row("4x1,2x12", [1.0] * 10, 0.93), "label": "weight-only, photos 1-4"}},
+        "calibrate_s": 12.0,
+        "rows": {"exact": {**_row("5x1,1k50x12", default, 0.92), "label": "exact, photos 33-48 (the default)",
+                           "seconds": 900.0, "other_cpu_share": 0.01, "reference_predicted": 0.87},
+                 "gain": {**_row("4x1,2x12", [1.0] * 10, 0.93), "label": "noise gain", "seconds": 200.0,
+                          "other_cpu_share": 0.02, "reference_predicted": 0.86},
+                 "busy": {**_row("4x1,2x12", [1.0] * 10, 0.93), "label": "exact, busy", "seconds": 500.0,
+                          "other_cpu_share": 0.5, "reference_predicted": 0.86}},
     }  # fmt: skip
     text = plan_stability.render(result)
-    row = next(line for line in text.splitlines() if "weight-only, photos 1-4" in line)
-    assert "`4x1,2x12`" in row and "+0.1000 (" in row
-    assert "| paper `3x7,1x6` |" in text
+    row = next(line for line in text.splitlines() if "| noise gain |" in line)
+    assert "`4x1,2x12`" in row and "| 200 |" in row and "+0.1000 (" in row and "| 0.8600 |" in row
+    reference = next(line for line in text.splitlines() if "(the default) |" in line)
+    assert "| 900 |" in reference and "(" not in reference.split("|")[-2]  # the default against itself: no interval
+    assert "| busy |" in next(line for line in text.splitlines() if "exact, busy" in line)

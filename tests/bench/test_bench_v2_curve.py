@@ -148,6 +148,16 @@ def test_targets_table_takes_the_time_from_a_quiet_memory_run_only():
     assert v2_curve.target_rows(result)[3][2] == "not measured"
     assert "Issue 23's targets:" in v2_curve.render(result, quiet)
     assert v2_curve.target_rows({"rows": {}}) == []
+    # the first run adds the sensitivity's first measurement: each CLI probe timed quietly on the planner's 16 photos
+    stability = {"rows": {
+        "exact": {"probe": "exact", "photos": 16, "seconds": 900.0, "other_cpu_share": 0.01},
+        "gain": {"probe": "noise-gain", "photos": 16, "seconds": 30.0, "other_cpu_share": 0.01},
+        "busy": {"probe": "noise-gain", "photos": 16, "seconds": 20.0, "other_cpu_share": 0.5},
+        "four": {"probe": "exact", "photos": 4, "seconds": 400.0, "other_cpu_share": 0.01},
+        "single": {"probe": "noise-gain-single", "photos": 16, "seconds": 200.0, "other_cpu_share": 0.01}}}  # fmt: skip
+    first = v2_curve.target_rows(result, quiet, stability)[4:6]
+    assert [(row[2], row[3]) for row in first] == [("19.0 min", "no"), ("4.5 min", "yes")]
+    assert "cached" in v2_curve.target_rows(result, quiet, stability)[3][0] and "--probe noise-gain" in first[1][0]
 
 
 def test_descriptor_kinds_are_measured_on_ukbench_unless_asked(tmp_path):

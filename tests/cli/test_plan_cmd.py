@@ -174,3 +174,24 @@ def test_compress_budget_goes_with_auto(files, monkeypatch, capsys, tmp_path, ar
     blob = tmp_path / "x.blob"
     code, _, err = run(monkeypatch, capsys, "compress", model, *args, "--no-retrain", "--images", calib, *SIZE, "-o", blob)
     assert code == 2 and "--budget" in err and not blob.exists() and err.strip().count("\n") == 0
+
+
+def test_probe_noise_gain_is_its_own_measurement_for_plan_and_compress(files, monkeypatch, capsys, tmp_path, cache):
+    """--probe noise-gain: another method and cache entry than the exact default, a plan under the
+    budget that compress --budget --probe noise-gain makes too; --probe without --budget is refused."""
+    model, calib, _ = files
+    args = ["plan", model, "--budget", "12kB", "--images", calib, "--no-measure", *SIZE, "--json"]  # the photos compress measures on
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    exact = json.loads(out)
+    code, out, err = run(monkeypatch, capsys, *args, "--probe", "noise-gain")
+    assert code == 0, err
+    gain = json.loads(out)
+    assert exact["sensitivity"]["method"] == "exact" and gain["sensitivity"]["method"].startswith("noise-gain:")
+    assert gain["bytes"] <= 12_000 and len(list((cache / "sensitivity").glob("*.json"))) == 2
+    blob = tmp_path / "gain.blob"
+    code, out, err = run(monkeypatch, capsys, "compress", model, "--budget", "12kB", "--probe", "noise-gain", "--no-retrain", "--images", calib, *SIZE, "-o", blob, "--json")
+    assert code == 0, err
+    assert json.loads(out)["plan"] == gain["plan"]
+    code, out, err = run(monkeypatch, capsys, "compress", model, "--probe", "noise-gain", "--no-retrain", "--images", calib, *SIZE, "-o", tmp_path / "x.blob")
+    assert code == 2 and "--budget" in err and not (tmp_path / "x.blob").exists() and err.strip().count("\n") == 0

@@ -323,6 +323,37 @@ def test_noise_gain_is_the_exact_run_at_the_gain_setting(setup, tmp_path):
     assert gain.ref_cosine == pytest.approx(exact.ref_cosine, rel=1e-12)
 
 
+def test_noise_gain_anchors_each_v2_axis_on_its_own_tail_pass(setup, tmp_path):
+    """An axis's anchor setting is measured exactly; the axis's other settings lie between the m0
+    run and the anchor, by their layer-output noise (a pruned kernel's noise reaches the descriptor
+    otherwise than a rounded one's: one gain for all under-predicted pruning tenfold)."""
+    from chipq.quant.sensitivity import V2Axes
+
+    stack, calib, fracs = setup
+    views = _views(calib)
+    axes = V2Axes(alphas=(5, 4), keeps=(75, 50), at_bits=1, min_share=0.2)
+    probe = sensitivity.Probe(gain_images=len(calib), positions=300, gain_bits=1, alpha_anchor=4, keep_anchor=50)
+    exact = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, probe=sensitivity.EXACT)
+    gain = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, probe=probe)
+    single = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, probe=sensitivity.Probe(
+        gain_images=len(calib), positions=300, alpha_anchor=0, keep_anchor=0))  # fmt: skip
+    assert probe.name().endswith(":anchors-a4k50") and len({gain.key, single.key, exact.key}) == 3
+    for layer in (1, 2, 3):  # the layers with the v2 axes
+        base = gain.dist2[layer][0]
+        assert base == pytest.approx(exact.dist2[layer][0], rel=1e-9)
+        for anchor, other in (("1a4", "1a5"), ("1k50", "1k75")):
+            row, measured = gain.v2[layer], exact.v2[layer]
+            assert row[anchor]["dist2"] == pytest.approx(measured[anchor]["dist2"], rel=1e-9)
+            assert row[anchor]["noise"] == pytest.approx(measured[anchor]["noise"], rel=1e-9)
+            excess = row[anchor]["layer_noise"] - gain.layer_noise[layer][0]
+            share = max(0.0, row[other]["layer_noise"] - gain.layer_noise[layer][0]) / excess if excess > 0 else 0.0
+            want = base + share * (measured[anchor]["dist2"] - base)
+            assert row[other]["dist2"] == pytest.approx(want, rel=1e-9)
+        # without anchors a v2 setting takes the mask width's gain
+        ratio = single.v2[layer]["1k50"]["layer_noise"] / single.layer_noise[layer][0]
+        assert single.v2[layer]["1k50"]["dist2"] == pytest.approx(ratio * single.dist2[layer][0], rel=1e-9)
+
+
 def test_candidates_refitted_only_where_asked(setup):
     """each_layer_candidates with `refitted`: every setting without the joint α refit, the asked ones
     also with it (the same weights as without `refitted`)."""
