@@ -121,7 +121,8 @@ def commands(args: argparse.Namespace, work: Path, blob: Path) -> list[tuple[str
 def merged_rows(path: Path) -> list[dict]:
     """The rows of an earlier result, each with the run that measured it (its own, or the file's)."""
     earlier = json.loads(Path(path).read_text(encoding="utf-8"))
-    run = {"label": earlier.get("label", ""), "date_utc": earlier.get("machine", {}).get("date_utc")}
+    machine = earlier.get("machine", {})
+    run = {"label": earlier.get("label", ""), "date_utc": machine.get("date_utc"), "cpu": machine.get("cpu")}
     return [{**row, "run": row.get("run", run)} for row in earlier.get("commands", [])]
 
 
@@ -211,6 +212,7 @@ def _runs(data: dict) -> list[str]:
         return []
     return ["", "Rows measured by different runs (`--merge`):", "", *[
         f"- `{command}`: {run.get('label') or 'unlabelled run'}, {run.get('date_utc') or 'date not recorded'}"
+        + (f", {run['cpu']}" if run.get("cpu") else "")
         for command, run in runs.items()
     ]]  # fmt: skip
 
@@ -252,7 +254,7 @@ def main(argv=None) -> int:
     path = cm.write_json(args.out, data)
     for label, command in todo:
         row = measure(label, command)
-        row["run"] = {"label": args.label, "date_utc": machine.get("date_utc")}
+        row["run"] = {"label": args.label, "date_utc": machine.get("date_utc"), "cpu": machine.get("cpu")}
         data["commands"].append(row)
         path = cm.write_json(args.out, data)  # kept after every command: a long run cut short keeps what it measured
     print(f"results -> {path}")

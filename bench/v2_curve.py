@@ -452,9 +452,11 @@ def target_rows(result: dict, memory: dict | None = None, stability: dict | None
     else:
         out.append(["`chipq compress MODEL --budget 2000000` wall time, sensitivity cached (bench/memory.py)", f"≤ {TARGET_SECONDS // 60} min",
                     f"{timed['wall_s'] / 60:.1f} min", _met(timed["wall_s"] <= TARGET_SECONDS)])  # fmt: skip
-        for row in (stability or {}).get("rows", {}).values():
+        cpu = (timed.get("run") or {}).get("cpu") or (memory or {}).get("machine", {}).get("cpu")
+        same_machine = cpu is not None and cpu == (stability or {}).get("machine", {}).get("cpu")
+        for row in (stability or {}).get("rows", {}).values() if same_machine else ():
             if row.get("probe") not in ("exact", "noise-gain") or row.get("photos") != 16 or row.get("seconds") is None or (row.get("other_cpu_share") or 0) > CONTENTION:
-                continue  # the planner's photos only, timed quietly
+                continue  # the planner's photos only, timed quietly on the machine that timed the compress
             first = timed["wall_s"] + row["seconds"]
             how = "" if row["probe"] == "exact" else f" `--probe {row['probe']}`"
             out.append([f"the same{how}, first run: + the sensitivity's {row['seconds'] / 60:.1f} min (bench/plan_stability.py)",

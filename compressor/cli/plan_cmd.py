@@ -41,8 +41,8 @@ _HELP = "\n\n".join(
         "added to the mask width's loss. On VGG-16 with 2 cores the first run takes about 15 minutes, "
         "later ones read the cache. --probe noise-gain measures each setting's noise at its own layer's "
         "output instead and turns it into descriptor distance with a few passes per layer on 4 of the photos "
-        "(a pass for the 1-bit masks, one for the narrowest alpha, one for the fewest kernels): about 4 "
-        "minutes, and plans a little further from float (BENCHMARKS.md, plan stability).",
+        "(a pass for the 1-bit masks, one for the narrowest alpha, one for the fewest kernels): about 3 "
+        "minutes (5 with the check), its plans about as close to float (BENCHMARKS.md, plan stability).",
         "2. Allocation: the exact blob size of every plan follows from the format (header, layer table, "
         "8-byte-aligned payloads of presence bitmap, alpha, bias and mask regions); an exact dynamic "
         "programme finds the plan of least predicted loss "
@@ -82,7 +82,7 @@ def plan_command(
     ),
     probe: SensitivityProbe = typer.Option(
         SensitivityProbe.exact, "--probe", metavar="HOW",
-        help="How each setting is measured: exact (a pass of the rest of the network per setting) or noise-gain (about a quarter of the time on VGG-16, plans a little further from float).",
+        help="How each setting is measured: exact (a pass of the rest of the network per setting) or noise-gain (a fifth of the time on VGG-16, see above).",
     ),  # fmt: skip
     v1: bool = flag("--v1", help="Chip format v1 settings only: 8-bit alpha and every kernel in every layer."),
     no_measure: bool = flag("--no-measure", help="Skip compressing and measuring the chosen plan."),

@@ -692,7 +692,7 @@ def _quantize_target(t: _Target, setting: int | LayerSpec, config: ReconstructCo
         q, masks = _gptq(v, t.inverse(), d, bits, scale, alpha_bits, keep)
     else:
         q = v.clone()
-        rounded, levels = _round_kernels(kept_v.numpy().reshape(-1, TAPS), bits, scale, alpha_bits)
+        rounded, levels = _round_kernels(kept_v.numpy().reshape(-1, TAPS), bits, scale, alpha_bits, alpha0)
         q[:, :d] = torch.from_numpy(rounded.reshape(out_ch, d)).to(q.dtype)
         masks = torch.from_numpy(levels.reshape(out_ch, d))
     if keep is not None:  # a removed kernel stays zero through the α refit
@@ -795,9 +795,14 @@ def _block_errors(w1: torch.Tensor, u1: torch.Tensor, cut1: torch.Tensor) -> tor
 ERROR_ROWS = 64
 
 
-def _round_kernels(w: np.ndarray, bits: int, scale: float, alpha_bits: int = C.ALPHA_BITS) -> tuple[np.ndarray, np.ndarray]:
-    """α·M for each row (kernel) of `w`: least-squares α rounded to the layer's α grid (`round_alpha`), then M; and M."""
-    alpha, _ = fit_kernels(w, bits)
+def _round_kernels(
+    w: np.ndarray, bits: int, scale: float, alpha_bits: int = C.ALPHA_BITS, fitted: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """α·M for each row (kernel) of `w`: least-squares α rounded to the layer's α grid (`round_alpha`), then M; and M.
+
+    `fitted`: the least-squares α's of `w` when the caller has them (``fit_kernels(w, bits)[0]``).
+    """
+    alpha = fit_kernels(w, bits)[0] if fitted is None else fitted
     alpha = round_alpha(alpha, scale, alpha_bits) / scale
     m = nearest_level(w / np.where(alpha > 0, alpha, 1.0)[:, None], bits)
     return alpha[:, None] * m, m

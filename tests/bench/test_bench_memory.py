@@ -28,13 +28,14 @@ def test_merge_keeps_earlier_rows_and_names_their_runs(tmp_path):
     import json
 
     earlier = tmp_path / "earlier.json"
-    earlier.write_text(json.dumps({"label": "old", "machine": {"date_utc": "2026-12-01 10:00 UTC"},
+    earlier.write_text(json.dumps({"label": "old", "machine": {"date_utc": "2026-12-01 10:00 UTC", "cpu": "Intel"},
                                    "commands": [row("kept", 0.0), row("remeasured", 0.0)]}))  # fmt: skip
     rows = memory.merged_rows(earlier)
-    assert [r["run"] for r in rows] == [{"label": "old", "date_utc": "2026-12-01 10:00 UTC"}] * 2
+    assert [r["run"] for r in rows] == [{"label": "old", "date_utc": "2026-12-01 10:00 UTC", "cpu": "Intel"}] * 2
     new = {**row("remeasured", 0.0), "run": {"label": "new", "date_utc": "2026-12-06 15:00 UTC"}}
     text = memory.render({"model": "vgg16.pt", "commands": [rows[0], new]})
-    assert "- `kept`: old, 2026-12-01 10:00 UTC" in text and "- `remeasured`: new, 2026-12-06 15:00 UTC" in text
+    # each row names its run and, where recorded, the CPU: times of two machines are not one table's
+    assert "- `kept`: old, 2026-12-01 10:00 UTC, Intel" in text and "- `remeasured`: new, 2026-12-06 15:00 UTC\n" in text + "\n"
     assert "different runs" not in memory.render({"model": "vgg16.pt", "commands": rows})
 
 

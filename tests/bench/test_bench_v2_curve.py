@@ -155,6 +155,10 @@ def test_targets_table_takes_the_time_from_a_quiet_memory_run_only():
         "busy": {"probe": "noise-gain", "photos": 16, "seconds": 20.0, "other_cpu_share": 0.5},
         "four": {"probe": "exact", "photos": 4, "seconds": 400.0, "other_cpu_share": 0.01},
         "single": {"probe": "noise-gain-single", "photos": 16, "seconds": 200.0, "other_cpu_share": 0.01}}}  # fmt: skip
+    assert len(v2_curve.target_rows(result, quiet, stability)) == 4  # no CPU named: times of two machines are not added
+    quiet["commands"][0]["run"] = {"cpu": "cpu A"}
+    assert len(v2_curve.target_rows(result, quiet, {**stability, "machine": {"cpu": "cpu B"}})) == 4
+    stability["machine"] = {"cpu": "cpu A"}
     first = v2_curve.target_rows(result, quiet, stability)[4:6]
     assert [(row[2], row[3]) for row in first] == [("19.0 min", "no"), ("4.5 min", "yes")]
     assert "cached" in v2_curve.target_rows(result, quiet, stability)[3][0] and "--probe noise-gain" in first[1][0]
