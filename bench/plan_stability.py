@@ -39,15 +39,13 @@ SETTINGS = [  # (label, probe, sensitivity photos); the first is the reference
 
 
 def probe_of(name: str):
-    """The `chipq.quant.sensitivity.Probe` a setting names."""
-    from chipq.quant import sensitivity
+    """The `chipq.quant.sensitivity.Probe` a setting names: a `chipq plan --probe` value, or
+    "noise-gain-single" (the noise gain without its anchors)."""
+    from chipq.reports.planner import SensitivityProbe
 
-    probes = {
-        "exact": sensitivity.EXACT,
-        "noise-gain": sensitivity.NOISE_GAIN,
-        "noise-gain-single": dataclasses.replace(sensitivity.NOISE_GAIN, alpha_anchor=0, keep_anchor=0),
-    }
-    return probes[name]
+    if name == "noise-gain-single":
+        return dataclasses.replace(SensitivityProbe.noise_gain.probe(), alpha_anchor=0, keep_anchor=0)
+    return SensitivityProbe(name).probe()
 
 
 def render(result: dict) -> str:
