@@ -97,17 +97,17 @@ def choose(layout, sens, budget: int, variant: str) -> dict:
     }
 
 
-def plan_rows(layout, sens, budgets: list[int], ablation: int | None, paper_specs) -> dict[str, dict]:
-    """Every row to measure, keyed: ``v2 2.0MB``, ``v1 3.5MB``, ``prune 2.0MB``, ``paper``."""
+def plan_rows(layout, sens, budgets: list[int], ablation: int | None, paper_specs, v1: bool = True) -> dict[str, dict]:
+    """Every row to measure, keyed: ``v2 2.0MB``, ``v1 3.5MB`` (unless not `v1`), ``prune 2.0MB``, ``paper``."""
     from chipq.quant import allocate
     from chipq.quant.plan import PAPER_PLAN
 
     rows = {}
     for budget in budgets:
         rows[f"v2 {budget / 1e6:.1f}MB"] = choose(layout, sens, budget, "v2")
-        v1 = choose(layout, sens, budget, "v1")
-        if v1["reachable"]:
-            rows[f"v1 {budget / 1e6:.1f}MB"] = v1
+        v1_row = choose(layout, sens, budget, "v1") if v1 else None
+        if v1_row and v1_row["reachable"]:
+            rows[f"v1 {budget / 1e6:.1f}MB"] = v1_row
     if ablation is not None:
         for variant in ("prune", "alpha"):
             rows[f"{variant} {ablation / 1e6:.1f}MB"] = choose(layout, sens, ablation, variant)
@@ -276,9 +276,14 @@ def run(args) -> dict:
     sens, rows = None, {}
     if budgets or ablation is not None:  # the planner's rows need the sensitivity; given plans alone do not
         fracs = calibrate(stack, calib)
-        sens = planner.measure_sensitivity(stack, calib, args.sens_images, act_fracs=fracs, status=say, axes=planner.axes_for(True))
+        from chipq.reports.planner import SensitivityProbe
+
+        probe = SensitivityProbe(args.probe).probe()
+        sens = planner.measure_sensitivity(
+            stack, calib, args.sens_images, act_fracs=fracs, status=say, axes=planner.axes_for(True), probe=probe
+        )
         paper = parse_specs(PAPER_PLAN, names) if len(names) == 13 and not args.no_paper else None
-        rows = plan_rows(layout, sens, budgets, ablation, paper)
+        rows = plan_rows(layout, sens, budgets, ablation, paper, v1=not args.no_v1)
     rows.update(given_rows(layout, names, args.plans, sens))
     eset = load_subset(args.eval, 1)
     assert not {Path(n).name for n in eset.names} & set(calib_names), "held-out photos overlap calibration"
@@ -299,7 +304,8 @@ def run(args) -> dict:
         "float": {"map": float_scores["map"], "cosine": 1.0},
         "fp32_weight_bytes": layout.fp32_weight_bytes(),
         "sensitivity": None if sens is None else {"images": sens.images, "views": sens.views, "cached": sens.cached,
-                                                  "seconds": sens.seconds, "v2_bits": sens.v2_bits},  # fmt: skip
+                                                  "seconds": sens.seconds, "v2_bits": sens.v2_bits,
+                                                  "method": sens.method},  # fmt: skip
         "ablation_budget": ablation,
         "defaults": {"saliency": SALIENCY, "shift_rule": SHIFT_RULE},  # the v2 quantization rules of this code
         "rows": {},
@@ -505,7 +511,7 @@ def render(result: dict, memory: dict | None = None, stability: dict | None = No
     lines = [
         "## Chip format v2: fidelity against size (`bench/v2_curve.py`)",
         "",
-        f"Each budget's plan from `chipq plan --budget B` (mask bits, alpha width and kept kernels per layer), "
+        f"Each budget's plan from `chipq plan --budget B{_probe_flag(result)}` (mask bits, alpha width and kept kernels per layer), "
         f"compressed {how} ({_defaults(result)}) and scored on {result['heldout']}; float mAP {cm.fmt(result['float']['map'], 4)}. "
         "v1 rows: the best plan of mask widths only where v1 reaches the budget; \"plan given by hand\" rows: `--plans`. Ablation rows marked "
         "\"smallest\" cannot reach their budget and are shown at their smallest blob.",
@@ -549,7 +555,17 @@ def _label(key: str, row: dict) -> str:
     return label if row["reachable"] else f"{label} (smallest: budget out of reach)"
 
 
+def _probe_flag(result: dict) -> str:
+    """The `chipq plan` option of the sensitivity method the plans were chosen by ("" for the exact one)."""
+    method = (result.get("sensitivity") or {}).get("method", "exact")
+    return "" if method == "exact" else " --probe noise-gain"
+
+
 def main(argv: list[str] | None = None) -> dict:
+    from chipq.quant.sensitivity import DEFAULT_PROBE as PLANNER_PROBE
+    from chipq.reports.planner import SensitivityProbe
+
+    default_probe = SensitivityProbe.exact if PLANNER_PROBE.exact else SensitivityProbe.noise_gain
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
     parser.add_argument("--budgets", default=",".join(BUDGETS), help="comma-separated budgets")
@@ -561,6 +577,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=cm.RESULTS_DIR / "v2_curve.json")
     parser.add_argument("--input", default="224x224", help="the chip's input buffer WxH (calibration, sensitivity, compress)")
     parser.add_argument("--sens-images", type=int, default=16, help="calibration photos of the sensitivity")
+    parser.add_argument("--probe", choices=[p.value for p in SensitivityProbe], default=default_probe.value,
+                        help="how the planner's sensitivity is measured (`chipq plan --probe`; default: its default)")
     parser.add_argument("--no-retrain", action="store_true", help="post-training compress only")
     parser.add_argument("--skip-rnip", action="store_true", help="no RNIP-9 / 512-bit descriptors")
     parser.add_argument("--kinds-on", choices=("ukbench", "heldout"), default="ukbench",
@@ -570,6 +588,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cached-only", action="store_true",
                         help="with --reuse: measure nothing, list the rows no run has measured under 'missing'")
     parser.add_argument("--no-paper", action="store_true", help="leave out the paper plan's row")
+    parser.add_argument("--no-v1", action="store_true", help="leave out the v1 row beside each budget")
     parser.add_argument("--merge", type=Path, action="append", default=[],
                         help="an earlier result whose rows this run keeps (repeatable; this run's rows win, each row names its run)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: the first budget, no retraining, 2 sensitivity photos")

@@ -42,6 +42,14 @@ def test_rows_fit_their_budgets_and_the_ablation_keeps_to_its_levers():
     assert not rows["alpha 2.0MB"]["reachable"] and rows["alpha 2.0MB"]["bytes"] > 2_000_000
     assert "k" not in rows["alpha 2.0MB"]["plan"]
     assert "a" not in rows["v1 3.5MB"]["plan"] and "k" not in rows["v1 3.5MB"]["plan"]
+    v2_only = v2_curve.plan_rows(layout, sens, [2_000_000, 3_500_000], None, None, v1=False)  # --no-v1
+    assert set(v2_only) == {"v2 2.0MB", "v2 3.5MB"} and v2_only["v2 3.5MB"] == rows["v2 3.5MB"]
+
+
+def test_the_section_names_the_planners_probe_when_it_is_not_the_exact_one():
+    assert v2_curve._probe_flag({"sensitivity": {"method": "exact"}}) == ""
+    assert v2_curve._probe_flag({"sensitivity": None}) == ""  # plans given by hand only
+    assert v2_curve._probe_flag({"sensitivity": {"method": "noise-gain:4img:4096pos:m1:seed0"}}) == " --probe noise-gain"
 
 
 def test_quick_run_on_a_tiny_model(tiny_bench, bench_work, tmp_path, monkeypatch):
