@@ -556,9 +556,15 @@ def _label(key: str, row: dict) -> str:
 
 
 def _probe_flag(result: dict) -> str:
-    """The `chipq plan` option of the sensitivity method the plans were chosen by ("" for the exact one)."""
-    method = (result.get("sensitivity") or {}).get("method", "exact")
-    return "" if method == "exact" else " --probe noise-gain"
+    """The `chipq plan` option of the sensitivity method the plans were chosen by ("" when it is the
+    planner's default, or no plan was chosen)."""
+    from chipq.quant.sensitivity import DEFAULT_PROBE
+
+    sens = result.get("sensitivity")
+    if not sens:
+        return ""
+    probe = "exact" if sens.get("method", "exact") == "exact" else "noise-gain"
+    return "" if probe == ("exact" if DEFAULT_PROBE.exact else "noise-gain") else f" --probe {probe}"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -46,10 +46,17 @@ def test_rows_fit_their_budgets_and_the_ablation_keeps_to_its_levers():
     assert set(v2_only) == {"v2 2.0MB", "v2 3.5MB"} and v2_only["v2 3.5MB"] == rows["v2 3.5MB"]
 
 
-def test_the_section_names_the_planners_probe_when_it_is_not_the_exact_one():
-    assert v2_curve._probe_flag({"sensitivity": {"method": "exact"}}) == ""
+def test_the_section_names_the_planners_probe_when_it_is_not_the_default(monkeypatch):
+    from chipq.quant import sensitivity
+
+    noise = {"sensitivity": {"method": "noise-gain:4img:4096pos:m1:seed0"}}
     assert v2_curve._probe_flag({"sensitivity": None}) == ""  # plans given by hand only
-    assert v2_curve._probe_flag({"sensitivity": {"method": "noise-gain:4img:4096pos:m1:seed0"}}) == " --probe noise-gain"
+    monkeypatch.setattr(sensitivity, "DEFAULT_PROBE", sensitivity.EXACT)
+    assert v2_curve._probe_flag({"sensitivity": {"method": "exact"}}) == ""
+    assert v2_curve._probe_flag(noise) == " --probe noise-gain"
+    monkeypatch.setattr(sensitivity, "DEFAULT_PROBE", sensitivity.NOISE_GAIN)
+    assert v2_curve._probe_flag({"sensitivity": {"method": "exact"}}) == " --probe exact"
+    assert v2_curve._probe_flag(noise) == ""
 
 
 def test_quick_run_on_a_tiny_model(tiny_bench, bench_work, tmp_path, monkeypatch):
