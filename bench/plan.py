@@ -1,4 +1,5 @@
-"""`chipq plan` on the real VGG-16: the plan found at a budget against the paper's `3x7,1x6`.
+"""`chipq plan` on the real VGG-16: the plan found at a budget against the paper's `3x7,1x6`, and
+the planner's front (chip format v2: mask bits, alpha width and kept kernels per layer).
 
 Protocol:
 
@@ -10,8 +11,8 @@ Protocol:
   and training photo): for the float model, the chosen plan and `3x7,1x6` post-training (`chipq
   compress --no-retrain`), and with ``--retrain`` both retrained (the default `chipq compress`):
   mean NIP (224x224) descriptor cosine to float and mAP (`chipq eval --exclude-queries`);
-- the front from the same sensitivity at 3, 4, 5 and 7 MB, each plan compressed post-training and
-  measured the same way.
+- the front from the same sensitivity at 2, 3, 5 and 7 MB, each plan compressed post-training and
+  measured the same way (the retrained v2 curve is `bench/v2_curve.py`'s).
 
 Run: ``python bench/plan.py [--budget 3914104] [--retrain] [--queries-every N]``; writes
 bench/results/plan.json and, with matplotlib, bench/results/plan_front.png.
@@ -34,7 +35,7 @@ def render(result: dict) -> str:
     sens = result["sensitivity"]
     fl = rows["float"]["map"]
     lines = [
-        "## Plan: mask bits per layer under a budget (`chipq plan`)",
+        "## Plan: settings per layer under a budget (`chipq plan`)",
         "",
         f"`bench/plan.py`{' (measured ' + result['measured'] + ' UTC)' if result.get('measured') else ''}. "
         f"{result.get('sensitivity_kind', 'weight-only').capitalize()} sensitivity on calibration photos "
@@ -50,7 +51,9 @@ def render(result: dict) -> str:
         "of the chip descriptor to the float one for the same image. Post-training = `chipq compress --no-retrain`; "
         "retrained = the default `chipq compress`.",
         "",
-        f"Budget {result['budget']:,} B (the paper's `3x7,1x6` blob).",
+        f"Budget {result['budget']:,} B (the paper's `3x7,1x6` blob). Plans of chip format v2 (`chipq plan`'s "
+        f"candidates: mask bits, and on the large layers alpha width and kept kernels; sensitivity method "
+        f"{result.get('sensitivity_method', 'exact')}).",
         "",
         cm.md_table(
             ["model", "plan", "blob bytes", "fits", "predicted cos", "measured cos", "mAP", "gap to float", "mAP − paper's (95% CI)", "compress s"],
@@ -71,22 +74,34 @@ def render(result: dict) -> str:
         "",
         "Per-layer sensitivity: mean NIP cosine to float with only that layer quantized at m bits "
         f"({'as post-training compress reconstructs it' if result.get('sensitivity_kind') == 'reconstructed' else 'weight-only α·M'}, "
-        f"8-bit activations everywhere; activations alone: {sens['reference_cosine']:.4f}). "
+        f"8-bit activations everywhere; activations alone: {sens['reference_cosine']:.4f}), and on the large "
+        "layers at 1 bit with a narrower alpha (`1a5`: 5 bits) or fewer kernels (`1k40`: 40 % kept). "
         "The predicted cosine of a plan sums these losses; it ranks plans, its level is "
         + _level(rows)
         + ":",
         "",
-        cm.md_table(
-            ["layer"] + [f"m={m}" for m in range(1, 6)],
-            [[name] + [f"{c:.4f}" for c in row] for name, row in zip(sens["layers"], sens["cosine"])],
-            "lrrrrr",
-        ),
+        _sensitivity_table(sens),
     ]
-    missing = [k for k in ("3MB", "4MB", "5MB", "7MB") if k not in result["front_at"]]
+    missing = [k for k in FRONT_AT if k not in result["front_at"]]
     if missing:
         smallest = f" ({result['smallest_bytes']:,} B)" if result.get("smallest_bytes") else ""
         lines += ["", f"No plan fits {', '.join(missing)}: 1 bit everywhere is larger{smallest}."]
     return "\n".join(lines)
+
+
+FRONT_AT = ("2MB", "3MB", "5MB", "7MB")  # the front's plans compressed and measured
+
+
+def _sensitivity_table(sens: dict) -> str:
+    """Layer x setting cosines: m = 1..5, then each v2 setting measured on some layer ("" elsewhere)."""
+    v2 = sens.get("v2") or [{} for _ in sens["layers"]]
+    extra = list(dict.fromkeys(text for row in v2 for text in row))
+    return cm.md_table(
+        ["layer"] + [f"m={m}" for m in range(1, 6)] + extra,
+        [[name] + [f"{c:.4f}" for c in row] + [f"{cells[t]:.4f}" if t in cells else "" for t in extra]
+         for name, row, cells in zip(sens["layers"], sens["cosine"], v2)],
+        "l" + "r" * (5 + len(extra)),
+    )  # fmt: skip
 
 
 LABELS = {
@@ -169,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     from chipq.pipeline import plan as planner
     from chipq.pipeline.compress import compress
     from chipq.quant import allocate
-    from chipq.quant.plan import PAPER_PLAN, parse_plan
+    from chipq.quant.plan import PAPER_PLAN, parse_specs
     from chipq.reports.planner import DEFAULT_SENSITIVITY
     from chipq.retrain.trainer import load_training_images
 
@@ -179,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     clock["load_and_calibrate"] = time.perf_counter() - t0
 
     def say(stage, done=None, total=None):
-        print(f"plan bench: {stage} {done}/{total} [{time.perf_counter() - t0:.0f}s]", file=sys.stderr, flush=True)
+        count = f" {done}/{total}" if total else ""
+        print(f"plan bench: {stage}{count} [{time.perf_counter() - t0:.0f}s]", file=sys.stderr, flush=True)
 
     kind = args.sensitivity or DEFAULT_SENSITIVITY
     if args.replot:  # the run's own sensitivity settings, from the cache
@@ -188,11 +204,11 @@ def main(argv: list[str] | None = None) -> None:
     sens = planner.measure_sensitivity(stack, calib, args.sens_images, act_fracs=fracs, status=say, kind=kind)
     sens_first = planner.sensitivity_images(calib, args.sens_images, kind)[0]
     clock["sensitivity"] = sens.seconds
-    losses = [[sens.loss(i, m) for m in allocate.WIDTHS] for i in range(len(names))]
-    best, _ = allocate.best_plan(layout, losses, budget)
-    front = allocate.pareto_front(layout, losses)
+    costs = sens.costs()  # every candidate `chipq plan` weighs: v2 settings included
+    best, _ = allocate.best_plan(layout, costs, budget)
+    front = allocate.pareto_front(layout, costs)
     chosen = allocate.plan_text(layout, best.plan)
-    plans = {"chosen": best.bits, "paper": parse_plan(PAPER_PLAN, names)}
+    plans = {"chosen": list(best.plan), "paper": parse_specs(PAPER_PLAN, names)}
 
     if args.replot:
         _draw(done_run, layout, sens, best, front, budget, calib, clock, plans, args.results / "plan_front.png")
@@ -205,10 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = {"float": {"plan": "float", **scores(eset, float_desc, float_desc, per_query=True)}}
     say(f"float on {len(eset.names)} held-out images: mAP {rows['float']['map']:.4f}")
     front_at = {}
-    for mb in (3, 4, 5, 7):
-        fitting = [p for p in front if p.bytes <= mb * 10**6]
+    for key in FRONT_AT:
+        fitting = [p for p in front if p.bytes <= int(key[:-2]) * 10**6]
         if fitting:
-            front_at[f"{mb}MB"] = list(fitting[-1].plan)
+            front_at[key] = list(fitting[-1].plan)
     measured = dict(plans, **{f"front {k}": v for k, v in front_at.items()})
     if args.retrain:
         measured.update({"chosen, retrained": plans["chosen"], "paper, retrained": plans["paper"]})
@@ -265,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         "calibration_images": int(calib.shape[0]),
         "sensitivity_images": sens.images,
         "sensitivity_kind": kind,
+        "sensitivity_method": sens.method,
         "sensitivity_first_image": sens_first,
         "sensitivity_views": sens.views,
         "sensitivity_cached": sens.cached,
@@ -277,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         "front_at": at_sizes,
         "front_points": len(front),
         "smallest_bytes": allocate.blob_bytes(layout, [1] * len(names)),
-        "sensitivity": {"layers": sens.layers, "reference_cosine": sens.ref_cosine, "cosine": sens.cosine, "sqnr_db": sens.sqnr_db},
+        "sensitivity": {"layers": sens.layers, "reference_cosine": sens.ref_cosine, "cosine": sens.cosine, "sqnr_db": sens.sqnr_db,
+                        "v2": [{text: cells["cosine"] for text, cells in row.items()} for row in sens.v2]},
         "seconds": clock,
     }
     path = cm.write_result(args.results, "plan", result)
@@ -298,12 +316,12 @@ def _draw(result, layout, sens, best, front, budget, calib, clock, plans, path) 
         res = planner.PlanResult(
             plan=allocate.plan_text(layout, best.plan), bits=best.bits, bytes=best.bytes, budget=budget,
             ratio=layout.fp32_weight_bytes() / best.bytes,
-            predicted=sens.predict(best.bits), measured={"cosine": rows["chosen"]["cosine"]},
+            predicted=sens.predict(list(best.plan)), measured={"cosine": rows["chosen"]["cosine"]},
             paper={"plan": PAPER_PLAN, "bytes": rows["paper"]["bytes"], "predicted": sens.predict(plans["paper"]),
                    "measured": {"cosine": rows["paper"]["cosine"]}},
             front=[{"plan": allocate.plan_text(layout, p.plan), "bytes": p.bytes,
-                    "predicted_cosine": sens.predict(p.bits)["cosine"]} for p in front],
-            sensitivity=sens, calib_images=int(calib.shape[0]), seconds=clock,
+                    "predicted_cosine": sens.predict(list(p.plan))["cosine"]} for p in front],
+            sensitivity=sens, calib_images=int(calib.shape[0]), seconds=clock, specs=list(best.plan),
         )  # fmt: skip
         measured_front = [(row["bytes"], row["cosine"]) for key, row in rows.items() if key.startswith("front ")]
         planner.plot_front(res, path, measured_front)

@@ -164,7 +164,9 @@ def child_argv(name: str, args: argparse.Namespace, results_dir: Path) -> list[s
     if name == "evalset":
         return ["measure", *model, *work, *_given("-o", Path(results_dir) / "evalset.json", cm.RESULTS_DIR / "evalset.json"), *held_out]
     if name == "plan":
-        fronts = ",".join(f"front {mb}MB" for mb in (3, 4, 5, 7))
+        import plan as plan_bench
+
+        fronts = ",".join(f"front {key}" for key in plan_bench.FRONT_AT)
         return [*model, *work, *results, *held_out] + (["--sens-images", "2", "--skip", fronts] if quick else [])
     if name == "plan_stability":
         return [*model, *work, *results, *held_out] + (["--settings", "1"] if quick else [])

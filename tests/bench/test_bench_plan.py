@@ -28,7 +28,8 @@ def test_render_shows_the_gap_to_the_paper_plan_per_row():
     result = {
         "rows": {"float": {"plan": "float", "map": 0.9, "cosine": 1.0, "ap": [0.9] * 10},
                  "chosen": _row("4x1,2x12", chosen, 0.93), "paper": _row("3x7,1x6", paper, 0.92)},
-        "sensitivity": {"layers": ["a"], "cosine": [[0.9, 0.95, 0.97, 0.98, 0.99]], "reference_cosine": 0.999},
+        "sensitivity": {"layers": ["a", "b"], "cosine": [[0.9, 0.95, 0.97, 0.98, 0.99]] * 2, "reference_cosine": 0.999,
+                        "v2": [{}, {"1a5": 0.85, "1k40": 0.8}]},
         "sensitivity_images": 4, "sensitivity_views": 4, "sensitivity_kind": "reconstructed", "sensitivity_first_image": 32,
         "calibration_images": 64, "sensitivity_cached": True, "heldout": "eval (10 images, 10 queries)",
         "budget": 100, "front_at": {"4MB": {}}, "seconds": {},
@@ -39,7 +40,12 @@ def test_render_shows_the_gap_to_the_paper_plan_per_row():
     assert "+0.0500 (" in chosen_line  # 0.95 - 0.90
     paper_line = next(line for line in text.splitlines() if "paper 3x7,1x6" in line)
     assert "(" not in paper_line.split("|")[9]  # the paper against itself: no interval
-    assert "No plan fits 3MB, 5MB, 7MB" in text
+    assert "No plan fits 2MB, 3MB, 5MB, 7MB" in text
+    header = next(line for line in text.splitlines() if line.startswith("| layer"))
+    cells = lambda line: [c.strip() for c in line.split("|")[1:-1]]  # noqa: E731
+    assert cells(header)[-3:] == ["m=5", "1a5", "1k40"]  # the v2 settings after m = 1..5
+    a_row, b_row = (next(line for line in text.splitlines() if line.startswith(f"| {n} |")) for n in "ab")
+    assert cells(a_row)[-2:] == ["", ""] and cells(b_row)[-2:] == ["0.8500", "0.8000"]
 
 
 def test_plan_stability_render_has_a_row_per_setting_the_gap_to_the_default_and_only_quiet_times():
