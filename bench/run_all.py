@@ -280,9 +280,12 @@ def retrain_section(data: dict | None) -> list[str]:
     parts = [
         "## Retraining",
         "",
-        "From `bench/results/retrain.json`, written by `bench/retrain.py` (the harness's retrain step, "
-        "about 45 minutes). Algorithm 1 without labels on the samples/ images, evaluated on UKBench-56 (NIP "
-        "224x224); minutes are retraining wall time (caching the samples included, evaluations excluded).",
+        "From `bench/results/retrain.json`, written by `bench/retrain.py` (`--minutes` of training, 30 by "
+        "default: about 45 minutes with the evaluations). Algorithm 1 without labels on the samples/ images, "
+        "started from the weight-only quantization of `3x7,1x6` (the paper's start; `chipq compress` starts "
+        "from the reconstruction instead: BENCHMARKS.md's recipe and retraining-settings sections), evaluated "
+        "on UKBench-56 (NIP 224x224); minutes are retraining wall time (caching the samples included, "
+        "evaluations excluded).",
     ]
     curve = data.get("curve") or []
     if curve and all(isinstance(point, dict) for point in curve):
