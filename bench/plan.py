@@ -89,7 +89,8 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-FRONT_AT = ("2MB", "3MB", "5MB", "7MB")  # the front's plans compressed and measured
+FRONT_MB = (2, 3, 5, 7)  # the front's plans compressed and measured: the best under each size
+FRONT_AT = tuple(f"{mb}MB" for mb in FRONT_MB)  # their keys in plan.json's front_at
 
 
 def _sensitivity_table(sens: dict) -> str:
@@ -221,8 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = {"float": {"plan": "float", **scores(eset, float_desc, float_desc, per_query=True)}}
     say(f"float on {len(eset.names)} held-out images: mAP {rows['float']['map']:.4f}")
     front_at = {}
-    for key in FRONT_AT:
-        fitting = [p for p in front if p.bytes <= int(key[:-2]) * 10**6]
+    for mb, key in zip(FRONT_MB, FRONT_AT):
+        fitting = [p for p in front if p.bytes <= mb * 10**6]
         if fitting:
             front_at[key] = list(fitting[-1].plan)
     measured = dict(plans, **{f"front {k}": v for k, v in front_at.items()})

@@ -219,9 +219,9 @@ class Probe:
 EXACT = Probe(gain_images=0)
 NOISE_GAIN = Probe()
 # the exact run stays the default: on the real VGG-16 the noise gain (a fifth of the time) chose a
-# 2 MB plan as close to float on held-out photos as the exact one's (bench/plan_stability.py), but
-# its plans at other budgets score 0.006 lower by the exact measurement, and the retrained v2 curve
-# (bench/v2_curve.py) was measured with the exact planner's plans only
+# 2 MB plan as close to float on held-out photos as the exact one's (bench/plan_stability.py), and
+# retrained (bench/v2_curve.py --probe) its plans at 2 MB and 3.9 MB had the exact ones' mAP, but at
+# 3.9 MB a cosine 0.0055 lower (0.958 against 0.964; docs/compress.md, plan stability)
 DEFAULT_PROBE = EXACT
 
 NO_V2 = V2Axes(alphas=(), keeps=())  # v1 settings only: the m axis (what the cache held before v2)

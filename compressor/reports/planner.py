@@ -51,6 +51,12 @@ class SensitivityProbe(str, Enum):
 
         return sensitivity.EXACT if self is SensitivityProbe.exact else sensitivity.NOISE_GAIN
 
+    @classmethod
+    def of_method(cls, method: str) -> "SensitivityProbe":
+        """The probe a measurement's method names (`chipq.quant.sensitivity.Probe.name`,
+        ``Sensitivity.method``): "exact", or "noise-gain:..." with its settings."""
+        return cls.exact if method == "exact" else cls.noise_gain
+
 
 RECONSTRUCTED = SensitivityKind.reconstructed.value
 SENSITIVITY_KINDS = tuple(kind.value for kind in SensitivityKind)
