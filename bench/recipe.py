@@ -17,12 +17,13 @@ the float model's for the same image. Rows:
   counted from the start of compression (calibration, reconstruction, caching, steps; evaluation
   excluded). Curve points use the QAT forward (the chip's arithmetic in float32) on every
   --curve-every-th evaluation image (cosine only); the final row runs the blob through the integer
-  executor on the whole set.
+  executor on the whole set. After the default's --steps the same training goes on to --longer
+  steps (default 120) and that blob is scored too: bench/results/recipe_longer.json.
 
 The machine is shared: the JSON records the load average and the process CPU seconds of each stage
 beside the wall time.
 
-Results: bench/results/recipe.json and a table on stdout.
+Results: bench/results/recipe.json, recipe_longer.json and a table on stdout.
 """
 
 from __future__ import annotations
@@ -75,7 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", type=Path, default=None, help="training photos (default: the shipped set)")
     parser.add_argument("--eval", type=Path, default=None, help="held-out set of bench/evalset.py (default: built into $CHIPQ_BENCH_WORK/evalset)")
     parser.add_argument("--steps", type=int, default=RetrainConfig.steps)
-    parser.add_argument("--points", default="0,25,50,100,150,200,300", help="curve points, steps")
+    parser.add_argument("--points", default="0,10,20,40,60,80,100,120", help="curve points, steps")
+    parser.add_argument("--longer", type=int, default=120,
+                        help="after scoring the blob of --steps, train on to this many steps and score that blob too "
+                             "(written to --longer-out; 0: stop at --steps)")  # fmt: skip
+    parser.add_argument("--longer-out", type=Path, default=REPO / "bench" / "results" / "recipe_longer.json")
     parser.add_argument("--curve-every", type=int, default=4, help="curve points use every N-th eval image")
     parser.add_argument("--crop", type=int, default=RetrainConfig.crop)
     parser.add_argument("--batch", type=int, default=RetrainConfig.batch)
@@ -143,7 +148,11 @@ def main(argv: list[str] | None = None) -> None:
             log(f"ablation {label}: cosine {result['ablation'][label]:.4f}")
 
     # --- retraining from the reconstruction ----------------------------------------------------
-    points = sorted({int(p) for p in args.points.split(",") if int(p) <= args.steps} | {args.steps})
+    # One run makes both results: the blob of --steps is scored, then training goes on to --longer.
+    # The same as a separate --steps LONGER run for this v1 plan: the learning rate is constant and
+    # a step's batch depends only on the seed and the step (`Retrainer.batch_indices`).
+    last = max(args.steps, args.longer)
+    points = sorted({int(p) for p in args.points.split(",") if int(p) <= last} | {args.steps, last})
     curve = []
     with torch_settings(config.threads):
         trainer = Retrainer(stack, PLAN, rfracs, config, (224, 224), init=rstack)
@@ -163,25 +172,37 @@ def main(argv: list[str] | None = None) -> None:
                        **scores(small, descriptors(maps.numpy()), float_small)}  # fmt: skip
                 curve.append(row)
                 log(f"curve {row}")
-            if trainer.step >= args.steps:
+            if trainer.step == args.steps:  # the default's blob (its scoring is not counted in the minutes)
+                clock.stages["train"] = {"wall_s": train_wall, "cpu_s": train_cpu, "load": os.getloadavg()[0]}
+                final, _ = trainer.chip_model()
+                write_blob(final, args.work / "retrained.blob")
+                rows["retrained"] = scores(eset, chip_descriptors(final, eset), float_desc)
+                log(f"retrained {rows['retrained']}")
+                result.update(
+                    config=dict(vars(config)), rows=rows, curve=list(curve), stages=dict(clock.stages),
+                    compress_seconds=sum(v["wall_s"] for v in clock.stages.values()),
+                    seconds_per_step=train_wall / max(1, args.steps), cpu_seconds_per_step=train_cpu / max(1, args.steps),
+                    load_at_end=os.getloadavg(),
+                )  # fmt: skip
+                cm.write_json(args.out, result)
+                render(result)
+            if trainer.step >= last:
                 break
             wall, cpu = time.monotonic(), time.process_time()
             trainer.train_step()
             train_wall += time.monotonic() - wall
             train_cpu += time.process_time() - cpu
-        clock.stages["train"] = {"wall_s": train_wall, "cpu_s": train_cpu, "load": os.getloadavg()[0]}
-        final, _ = trainer.chip_model()
-    write_blob(final, args.work / "retrained.blob")
-    rows["retrained"] = scores(eset, chip_descriptors(final, eset), float_desc)
-    log(f"retrained {rows['retrained']}")
-    result.update(
-        config={k: v for k, v in vars(config).items()}, rows=rows, curve=curve, stages=clock.stages,
-        compress_seconds=sum(v["wall_s"] for v in clock.stages.values()),
-        seconds_per_step=train_wall / max(1, args.steps), cpu_seconds_per_step=train_cpu / max(1, args.steps),
-        load_at_end=os.getloadavg(),
-    )  # fmt: skip
-    cm.write_json(args.out, result)
-    render(result)
+        if last > args.steps:
+            final, _ = trainer.chip_model()
+    if last > args.steps:
+        write_blob(final, args.work / "retrained_longer.blob")
+        stages = {**clock.stages, "train": {"wall_s": train_wall, "cpu_s": train_cpu, "load": os.getloadavg()[0]}}
+        longer = {"continued_from": args.out.name, "config": {**vars(config), "steps": last}, "curve": curve, "stages": stages,
+                  "rows": {"float": rows["float"], "retrained": scores(eset, chip_descriptors(final, eset), float_desc)},
+                  "compress_seconds": sum(v["wall_s"] for v in stages.values()),
+                  "seconds_per_step": train_wall / last, "load_at_end": os.getloadavg()}  # fmt: skip
+        log(f"retrained, {last} steps {longer['rows']['retrained']}")
+        cm.write_json(args.longer_out, longer)
 
 
 def _mix(stack, rebuilt, names):
@@ -223,9 +244,11 @@ def plot_curve(result: dict, longer: dict | None, path: Path, sweep: dict | None
     except ImportError:
         return False
     fig, (ax_cos, ax_map) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, data, style in (("this run", result, "o-"), ("longer run", longer, "s--")):
-        if data and data.get("curve"):
-            ax_cos.plot([p["minutes"] for p in data["curve"]], [p["cosine"] for p in data["curve"]], style, label=f"{label} (training net)")
+    steps = result["config"]["steps"]
+    continued = [p for p in (longer or {}).get("curve", []) if p["step"] >= steps]
+    for label, curve, style in (("this run", result.get("curve", []), "o-"), ("continued", continued, "s--")):
+        if curve:
+            ax_cos.plot([p["minutes"] for p in curve], [p["cosine"] for p in curve], style, label=f"{label} (training net)")
     rows, fl = result["rows"], result["rows"]["float"]["map"]
     stages = result.get("stages", {})
     start = sum(stages[k]["wall_s"] for k in ("read_calibration", "reconstruct") if k in stages) / 60
@@ -278,7 +301,7 @@ ROW_LABELS = {
 def render_markdown(result: dict, longer: dict | None = None, sweep: dict | None = None) -> str:
     """The BENCHMARKS.md section (appended by `bench/run_all.py` when bench/results/recipe.json exists).
 
-    `longer`: another recipe run with more steps (its curve is shown too); `sweep`:
+    `longer`: the same run's training continued to more steps (its later curve points and blob are shown too); `sweep`:
     bench/results/reconstruct_sweep.json.
     """
     import common as cm
@@ -326,11 +349,10 @@ def render_markdown(result: dict, longer: dict | None = None, sweep: dict | None
             f"({result['seconds_per_step']:.2f} s a step).",
             "",
         ]
-    curves = [("this run", result)] + ([("a longer run", longer)] if longer else [])
-    curve_rows = []
-    for label, data in curves:
-        for point in data.get("curve", []):
-            curve_rows.append([label, point["step"], f"{point['minutes']:.1f}", f"{point['cosine']:.4f}"])
+    curve_rows = [["this run", p["step"], f"{p['minutes']:.1f}", f"{p['cosine']:.4f}"] for p in result.get("curve", [])]
+    if longer:  # the same training continued (its points up to this run's steps are this run's)
+        curve_rows += [["continued", p["step"], f"{p['minutes']:.1f}", f"{p['cosine']:.4f}"]
+                       for p in longer.get("curve", []) if p["step"] > result["config"]["steps"]]  # fmt: skip
     if curve_rows:
         lines += [
             "Curve (retraining from the full reconstruction; minutes from the start of compression, evaluations "
@@ -340,17 +362,10 @@ def render_markdown(result: dict, longer: dict | None = None, sweep: dict | None
             cm.md_table(["run", "step", "minutes", "cosine"], curve_rows, "lrrr"),
             "",
         ]
-        if longer and "calibrate" in longer.get("stages", {}):
-            lines += [
-                f"The longer run (`bench/results/recipe_longer.json`, `--steps {longer['config']['steps']}`) was made by an "
-                f"earlier version of this script whose minutes include a {longer['stages']['calibrate']['wall_s']:.0f} s float "
-                "calibration pass the product no longer makes; the same seed gives the same curve.",
-                "",
-            ]
         if longer and "rows" in longer and "retrained" in longer["rows"]:
             r = longer["rows"]["retrained"]
             lines += [
-                f"The longer run's blob after {longer['config']['steps']} steps: mAP {r['map']:.4f} "
+                f"The same training continued (`bench/results/recipe_longer.json`), its blob after {longer['config']['steps']} steps: mAP {r['map']:.4f} "
                 f"({r['map'] - longer['rows']['float']['map']:+.4f}), cosine {r['cosine']:.4f}.",
                 "",
             ]

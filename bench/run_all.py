@@ -171,8 +171,9 @@ def child_argv(name: str, args: argparse.Namespace, results_dir: Path) -> list[s
     if name == "plan_stability":
         return [*model, *work, *results, *held_out] + (["--settings", "1"] if quick else [])
     if name == "recipe":
-        argv = [*model, *_given("--work", work_dir(args) / "recipe", cm.DEFAULT_WORK / "recipe"), *out("recipe.json"), *held_out, *train]
-        return argv + (["--steps", "2", "--points", "0,2", "--samples", "16", "--skip-ablation"] if quick else [])
+        argv = [*model, *_given("--work", work_dir(args) / "recipe", cm.DEFAULT_WORK / "recipe"), *out("recipe.json"),
+                *_given("--longer-out", Path(results_dir) / "recipe_longer.json", cm.RESULTS_DIR / "recipe_longer.json"), *held_out, *train]  # fmt: skip
+        return argv + (["--steps", "2", "--longer", "3", "--points", "0,2", "--samples", "16", "--skip-ablation"] if quick else [])
     if name == "reconstruct_sweep":
         argv = [*model, *work, *out("reconstruct_sweep.json"), *held_out]
         return argv + (['{"images": 4}', "--every", "2"] if quick else [])
