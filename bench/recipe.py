@@ -255,20 +255,22 @@ def plot_curve(result: dict, longer: dict | None, path: Path, sweep: dict | None
     points = [("--no-retrain", result.get("no_retrain_seconds", 0) / 60, rows.get("post_training")),
               ("reconstruction", start, rows.get("retraining_start")),
               (f"default ({result['config']['steps']} steps)", result.get("compress_seconds", 0) / 60, rows.get("retrained"))]  # fmt: skip
+    if longer and "retrained" in longer.get("rows", {}):
+        points.append((f"{longer['config']['steps']} steps", longer["compress_seconds"] / 60, longer["rows"]["retrained"]))
     first = True
     for label, minutes, row in points:
         if row:
-            ax_cos.plot(minutes, row["cosine"], "k^", label="blobs of this run (its eval subset)" if first else None)
+            ax_cos.plot(minutes, row["cosine"], "k^", label="blobs (integer executor, whole set)" if first else None)
             first = False
             ax_cos.annotate(label, (minutes, row["cosine"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
             ax_map.plot(minutes, row["map"] - fl, "k^")
             ax_map.annotate(label, (minutes, row["map"] - fl), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if sweep:
-        today = vars(RetrainConfig())
-        rows_now = [r for r in sweep["rows"] if all(r["config"].get(k) == today[k] for k in ("init_images", "init_positions"))
-                    and r.get("plan", cm.MAIN_PLAN) == cm.MAIN_PLAN
-                    and r.get("reconstruct_s") is not None]  # fmt: skip
-        rows_now.sort(key=lambda r: r["config"]["steps"])
+    today = vars(RetrainConfig())
+    rows_now = [r for r in (sweep or {}).get("rows", []) if all(r["config"].get(k) == today[k] for k in ("init_images", "init_positions"))
+                and r.get("plan", cm.MAIN_PLAN) == cm.MAIN_PLAN
+                and r.get("reconstruct_s") is not None]  # fmt: skip
+    rows_now.sort(key=lambda r: r["config"]["steps"])
+    if rows_now:  # (the sweep may hold other plans' rows only)
         minutes = [(r["reconstruct_s"] + r["cache_s"] + r["train_s"]) / 60 for r in rows_now]
         labels = [f"{r['config']['steps']} steps" for r in rows_now]
         ax_cos.plot(minutes, [r["cosine"] for r in rows_now], "D-", color="tab:green", label="whole set, today's start")
