@@ -19,6 +19,7 @@ from chipq.cli.options import flag, parse_size
 from chipq.cli.progress import ProgressLog, Status
 from chipq.errors import UsageError
 from chipq.formats.constants import CHIP_INPUT_HW
+from chipq.quant import PROBE
 from chipq.quant.plan import PAPER_PLAN
 from chipq.reports.planner import SensitivityProbe
 from chipq.retrain.config import RetrainConfig, StepStats
@@ -77,7 +78,7 @@ def compress_command(
         None, "--budget", metavar="B", help="Choose the plan under this many blob bytes (3914104, 2MB, 15x); instead of --plan.", show_default=False
     ),
     probe: Optional[SensitivityProbe] = typer.Option(
-        None, "--probe", metavar="HOW", help="With --budget: how the planner measures each setting, as `chipq plan --probe` (default exact).", show_default=False
+        None, "--probe", metavar="HOW", help=f"With --budget: how the planner measures each setting, as `chipq plan --probe` (default {PROBE}).", show_default=False
     ),
     output: Path = typer.Option(..., "--output", "-o", metavar="BLOB", help="Where to write the blob.", show_default=False),
     images_dir: Optional[Path] = typer.Option(

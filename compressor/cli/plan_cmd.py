@@ -82,7 +82,7 @@ def plan_command(
         SensitivityKind.reconstructed, "--sensitivity", metavar="KIND", help="How each layer is quantized for the sensitivity: reconstructed or weight-only."
     ),
     probe: SensitivityProbe = typer.Option(
-        SensitivityProbe.exact, "--probe", metavar="HOW",
+        SensitivityProbe.default(), "--probe", metavar="HOW",
         help="How each setting is measured: exact (a pass of the rest of the network per setting) or noise-gain (a fifth of the time on VGG-16, see above).",
     ),  # fmt: skip
     v1: bool = flag("--v1", help="Chip format v1 settings only: 8-bit alpha and every kernel in every layer."),

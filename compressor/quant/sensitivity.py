@@ -101,6 +101,7 @@ from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
 from chipq.formats.fileio import FileRefused, atomic_write
 from chipq.formats.model import ConvLayer
+from chipq.quant import PROBE, PROBES
 from chipq.quant.chipnet import ChipConv, ChipNet, activations, on_chip_input
 from chipq.quant.plan import LayerSpec
 from chipq.quant.quantize import as_spec, quantize_conv
@@ -218,11 +219,8 @@ class Probe:
 
 EXACT = Probe(gain_images=0)
 NOISE_GAIN = Probe()
-# the exact run stays the default: on the real VGG-16 the noise gain (a fifth of the time) chose a
-# 2 MB plan as close to float on held-out photos as the exact one's (bench/plan_stability.py), and
-# retrained (bench/v2_curve.py --probe) its plans at 2 MB and 3.9 MB had the exact ones' mAP, but at
-# 3.9 MB a cosine 0.0055 lower (0.958 against 0.964; docs/compress.md, plan stability)
-DEFAULT_PROBE = EXACT
+BY_NAME = dict(zip(PROBES, (EXACT, NOISE_GAIN)))  # `chipq.quant.PROBES` -> its Probe
+DEFAULT_PROBE = BY_NAME[PROBE]  # `chipq.quant.PROBE`, where the choice and its measurement are
 
 NO_V2 = V2Axes(alphas=(), keeps=())  # v1 settings only: the m axis (what the cache held before v2)
 DEFAULT_V2 = V2Axes()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from chipq.errors import UsageError
 from chipq.formats.fileio import atomic_write
+from chipq.quant import PROBE
 from chipq.quant.plan import PAPER_PLAN
 
 if TYPE_CHECKING:  # PyTorch is not loaded to render (`chipq --help` imports this module)
@@ -49,7 +50,12 @@ class SensitivityProbe(str, Enum):
     def probe(self) -> sensitivity.Probe:
         from chipq.quant import sensitivity  # loads PyTorch: not at import (`chipq --help`)
 
-        return sensitivity.EXACT if self is SensitivityProbe.exact else sensitivity.NOISE_GAIN
+        return sensitivity.BY_NAME[self.value]
+
+    @classmethod
+    def default(cls) -> "SensitivityProbe":
+        """The planner's default (`chipq.quant.PROBE`)."""
+        return cls(PROBE)
 
     @classmethod
     def of_method(cls, method: str) -> "SensitivityProbe":

@@ -24,3 +24,16 @@ def test_make_plan_records_the_kind_and_the_front_plot_takes_measured_points(tmp
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(planner.UsageError, match="sensitivity"):
         make_plan(stack, "100kB", calib, [], sens_images=1, cache_dir=tmp_path, kind="exact")
+
+
+def test_the_probe_choice_has_one_home():
+    """`chipq.quant.PROBE` is the default of `chipq plan --probe`, of `compress --budget` and of the
+    measurement itself; every name the CLI offers maps to the measurement's Probe of that name."""
+    from chipq import quant
+    from chipq.quant import sensitivity
+
+    assert tuple(probe.value for probe in planner.SensitivityProbe) == quant.PROBES
+    assert planner.SensitivityProbe.default().value == quant.PROBE
+    assert planner.SensitivityProbe.default().probe() is sensitivity.DEFAULT_PROBE
+    for probe in planner.SensitivityProbe:
+        assert planner.SensitivityProbe.of_method(probe.probe().name()) is probe
