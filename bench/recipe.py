@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as cm  # noqa: E402
-from recipe_eval import chip_descriptors, descriptors, float_descriptors, load_subset, scores, simulate  # noqa: E402
+from recipe_eval import chip_descriptors, descriptors, float_descriptors, load_subset, paired_gap, scores, simulate  # noqa: E402
 
 from chipq.data import default_photos_dir  # noqa: E402
 from chipq.executor.fast import FastExecutor  # noqa: E402
@@ -109,8 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     log(f"{len(eset.names)} evaluation images ({len(eset.gt)} queries), curve on {len(small.names)}")
     float_desc = float_descriptors(stack, eset)
     float_small = float_desc[:: args.curve_every]
-    rows = {"float": scores(eset, float_desc, float_desc)}
-    log(f"float {rows['float']}")
+    score = lambda desc: scores(eset, desc, float_desc, per_query=True)  # noqa: E731  (each query's AP kept: paired gaps)
+    rows = {"float": score(float_desc)}
+    log(f"float mAP {rows['float']['map']}")
 
     # --- compress as the default route does it, stage by stage --------------------------------
     config = RetrainConfig(steps=args.steps, batch=args.batch, crop=args.crop, samples=args.samples, lr=args.lr,
@@ -120,20 +121,20 @@ def main(argv: list[str] | None = None) -> None:
     wall = time.monotonic()
     fast = compress(stack, PLAN, calib=calib, retrain=None).model
     result["no_retrain_seconds"] = time.monotonic() - wall
-    rows["post_training"] = scores(eset, chip_descriptors(fast, eset), float_desc)
-    log(f"post-training (--no-retrain) {rows['post_training']} in {result['no_retrain_seconds']:.0f} s")
+    rows["post_training"] = score(chip_descriptors(fast, eset))
+    log(f"post-training (--no-retrain) {_shown(rows['post_training'])} in {result['no_retrain_seconds']:.0f} s")
     fracs = calibrate(stack, calib)  # float calibration: the weight-only rows and the ablation
     weight_only, _ = quantize_stack(stack, PLAN, fracs)
-    rows["post_training_weight_only"] = scores(eset, chip_descriptors(weight_only, eset), float_desc)
-    log(f"post-training weight-only {rows['post_training_weight_only']}")
+    rows["post_training_weight_only"] = score(chip_descriptors(weight_only, eset))
+    log(f"post-training weight-only {_shown(rows['post_training_weight_only'])}")
     # where the default route's training starts: the full reconstruction
     rstack, rfracs, stats = clock.run(
         "reconstruct", reconstruct, stack, PLAN, None, calib[: config.init_images], reconstruct_config(config)
     )
     result["reconstruct_layers"] = [{**vars(s), "bits": str(s.bits)} for s in stats]  # a v2 setting as its plan text
     rebuilt, _ = quantize_stack(rstack, PLAN, rfracs)
-    rows["retraining_start"] = scores(eset, chip_descriptors(rebuilt, eset), float_desc)
-    log(f"full reconstruction (retraining start) {rows['retraining_start']}")
+    rows["retraining_start"] = score(chip_descriptors(rebuilt, eset))
+    log(f"full reconstruction (retraining start) {_shown(rows['retraining_start'])}")
 
     if not args.skip_ablation:
         convs = [c.name for c in stack.conv_layers()]
@@ -176,8 +177,8 @@ def main(argv: list[str] | None = None) -> None:
                 clock.stages["train"] = {"wall_s": train_wall, "cpu_s": train_cpu, "load": os.getloadavg()[0]}
                 final, _ = trainer.chip_model()
                 write_blob(final, args.work / "retrained.blob")
-                rows["retrained"] = scores(eset, chip_descriptors(final, eset), float_desc)
-                log(f"retrained {rows['retrained']}")
+                rows["retrained"] = score(chip_descriptors(final, eset))
+                log(f"retrained {_shown(rows['retrained'])}")
                 result.update(
                     config=dict(vars(config)), rows=rows, curve=list(curve), stages=dict(clock.stages),
                     compress_seconds=sum(v["wall_s"] for v in clock.stages.values()),
@@ -198,11 +199,24 @@ def main(argv: list[str] | None = None) -> None:
         write_blob(final, args.work / "retrained_longer.blob")
         stages = {**clock.stages, "train": {"wall_s": train_wall, "cpu_s": train_cpu, "load": os.getloadavg()[0]}}
         longer = {"continued_from": args.out.name, "config": {**vars(config), "steps": last}, "curve": curve, "stages": stages,
-                  "rows": {"float": rows["float"], "retrained": scores(eset, chip_descriptors(final, eset), float_desc)},
+                  "rows": {"float": rows["float"], "retrained": score(chip_descriptors(final, eset))},
                   "compress_seconds": sum(v["wall_s"] for v in stages.values()),
                   "seconds_per_step": train_wall / last, "load_at_end": os.getloadavg()}  # fmt: skip
-        log(f"retrained, {last} steps {longer['rows']['retrained']}")
+        log(f"retrained, {last} steps {_shown(longer['rows']['retrained'])}")
         cm.write_json(args.longer_out, longer)
+
+
+def _shown(row: dict) -> dict:
+    """A row for the log: without its per-query APs."""
+    return {k: v for k, v in row.items() if k != "ap"}
+
+
+def _gap(row: dict, base: dict) -> str:
+    """mAP of `row` minus `base`'s, with the paired 95% interval when both kept each query's AP."""
+    if "ap" in row and "ap" in base:
+        g = paired_gap(row["ap"], base["ap"])
+        return f"{g['gap']:+.4f} ({g['low']:+.4f}, {g['high']:+.4f})"
+    return f"{row['map'] - base['map']:+.4f}"
 
 
 def _mix(stack, rebuilt, names):
@@ -309,7 +323,6 @@ def render_markdown(result: dict, longer: dict | None = None, sweep: dict | None
     import common as cm
 
     rows = result["rows"]
-    fl = rows["float"]["map"]
     queries_every = result.get("queries_every", 1)
     lines = [
         "## The default compress: fidelity vs minutes (`bench/recipe.py`)",
@@ -321,13 +334,20 @@ def render_markdown(result: dict, longer: dict | None = None, sweep: dict | None
         f"executor. {result.get('cpus', 2)} cores, load average {result['load_at_start'][0]:.1f} at the start.",
         "",
         cm.md_table(
-            ["model", "mAP", "gap to float", "descriptor cosine"],
-            [[ROW_LABELS.get(k, k), f"{r['map']:.4f}", "" if k == "float" else f"{r['map'] - fl:+.4f}", f"{r['cosine']:.4f}"]
+            ["model", "mAP", "gap to float (95% CI)", "descriptor cosine"],
+            [[ROW_LABELS.get(k, k), f"{r['map']:.4f}", "" if k == "float" else _gap(r, rows["float"]), f"{r['cosine']:.4f}"]
              for k, r in rows.items()],  # fmt: skip
             "lrrr",
         ),
         "",
     ]
+    if "ap" in rows.get("retrained", {}) and "ap" in rows.get("retraining_start", {}):
+        lines += [
+            "Gaps: mAP difference over the same queries with a paired bootstrap 95% interval (queries resampled). "
+            f"Algorithm 1 against the reconstruction it starts from: mAP {_gap(rows['retrained'], rows['retraining_start'])}, "
+            f"cosine {rows['retraining_start']['cosine']:.4f} → {rows['retrained']['cosine']:.4f}.",
+            "",
+        ]
     config, today = result.get("config", {}), vars(RetrainConfig())
     stale = {k: v for k, v in config.items() if k in today and today[k] != v}
     if stale:
@@ -368,7 +388,7 @@ def render_markdown(result: dict, longer: dict | None = None, sweep: dict | None
             r = longer["rows"]["retrained"]
             lines += [
                 f"The same training continued (`bench/results/recipe_longer.json`), its blob after {longer['config']['steps']} steps: mAP {r['map']:.4f} "
-                f"({r['map'] - longer['rows']['float']['map']:+.4f}), cosine {r['cosine']:.4f}.",
+                f"({_gap(r, longer['rows']['float'])} to float), cosine {r['cosine']:.4f}.",
                 "",
             ]
     if result.get("ablation"):
