@@ -4,10 +4,11 @@ RECONSTRUCT_IMAGES = 64  # calibration images of the full reconstruction (where 
 FAST_RECONSTRUCT_IMAGES = 32  # those of the post-training path (`compress --no-retrain`: under a minute)
 SALIENCIES = ("obs", "energy")  # how a pruned layer chooses the kernels it removes (`reconstruct.kernel_saliency`)
 SALIENCY = "obs"  # the reconstruction's default, and its measurement: `reconstruct.ReconstructConfig.saliency`
-# the planner's default probe (`sensitivity.Probe`, `chipq plan --probe`): the exact measurement. On the
-# real VGG-16 the noise gain (a fifth of the time) chose a 2 MB plan as close to float on held-out
-# photos as the exact one's (bench/plan_stability.py), and retrained (bench/v2_curve.py --probe) its
-# plans at 2 MB and 3.9 MB had the exact ones' mAP, but at 3.9 MB a cosine 0.0055 lower (0.958
-# against 0.964; docs/compress.md, plan stability). A name here (PyTorch-free: the CLI's option default)
+# the planner's default probe by name (`sensitivity.Probe`, `chipq plan --probe`; PyTorch-free here, so
+# the CLI reads it for its option default): the exact measurement. On the real VGG-16 the noise gain
+# (a fifth of the time) chose a 2 MB plan as close to float on held-out photos as the exact one's
+# (bench/plan_stability.py), and retrained (bench/v2_curve.py --probe) its plans at 2 MB and 3.9 MB
+# had the exact ones' mAP, but at 3.9 MB a cosine 0.0055 lower (0.958 against 0.964; docs/compress.md,
+# plan stability)
 PROBES = ("exact", "noise-gain")
 PROBE = "exact"
