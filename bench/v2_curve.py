@@ -558,21 +558,19 @@ def _label(key: str, row: dict) -> str:
 def _probe_flag(result: dict) -> str:
     """The `chipq plan` option of the sensitivity method the plans were chosen by ("" when it is the
     planner's default, or no plan was chosen)."""
-    from chipq.quant.sensitivity import DEFAULT_PROBE
     from chipq.reports.planner import SensitivityProbe
 
     sens = result.get("sensitivity")
     if not sens:
         return ""
     probe = SensitivityProbe.of_method(sens.get("method", "exact"))
-    return "" if probe is SensitivityProbe.of_method(DEFAULT_PROBE.name()) else f" --probe {probe.value}"
+    return "" if probe is SensitivityProbe.default() else f" --probe {probe.value}"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from chipq.quant.sensitivity import DEFAULT_PROBE
     from chipq.reports.planner import SensitivityProbe
 
-    default_probe = SensitivityProbe.of_method(DEFAULT_PROBE.name())
+    default_probe = SensitivityProbe.default()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="float model (default: the real VGG-16 in `chipq fetch-vgg16`'s cache)")
     parser.add_argument("--budgets", default=",".join(BUDGETS), help="comma-separated budgets")

@@ -47,14 +47,14 @@ def test_rows_fit_their_budgets_and_the_ablation_keeps_to_its_levers():
 
 
 def test_the_section_names_the_planners_probe_when_it_is_not_the_default(monkeypatch):
-    from chipq.quant import sensitivity
+    from chipq.reports import planner
 
     noise = {"sensitivity": {"method": "noise-gain:4img:4096pos:m1:seed0"}}
     assert v2_curve._probe_flag({"sensitivity": None}) == ""  # plans given by hand only
-    monkeypatch.setattr(sensitivity, "DEFAULT_PROBE", sensitivity.EXACT)
+    monkeypatch.setattr(planner, "PROBE", "exact")
     assert v2_curve._probe_flag({"sensitivity": {"method": "exact"}}) == ""
     assert v2_curve._probe_flag(noise) == " --probe noise-gain"
-    monkeypatch.setattr(sensitivity, "DEFAULT_PROBE", sensitivity.NOISE_GAIN)
+    monkeypatch.setattr(planner, "PROBE", "noise-gain")
     assert v2_curve._probe_flag({"sensitivity": {"method": "exact"}}) == " --probe exact"
     assert v2_curve._probe_flag(noise) == ""
 
