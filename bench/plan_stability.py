@@ -6,11 +6,14 @@ sensitivity measured afresh (its own cache folder, empty on the first run of thi
 - the wall time of the measurement (calibration excluded) and the share of the CPU other processes
   used meanwhile (`common.CpuMeter`; a time is shown only when that share was at most `CONTENTION`);
 - the plan of least predicted loss at the budget (chip format v2), its predicted cosine by its own
-  sensitivity and by the default's (exact, photos 33-48: the reference every probe approximates);
+  sensitivity and by the reference's (exact, photos 33-48: what every probe approximates);
 - that plan compressed post-training (`chipq compress --no-retrain`, as the planner's check does) and
   measured on the whole held-out set of `bench/evalset.py` (never a calibration or sensitivity
   photo): mean NIP descriptor cosine to float, mAP (`chipq eval --exclude-queries`) and the paired
-  bootstrap 95% interval of its mAP minus the default's plan's (`recipe_eval.paired_gap`).
+  bootstrap 95% interval of its mAP minus the reference's plan's (`recipe_eval.paired_gap`).
+
+The rows name the setting; the page marks the reference and the one `chipq plan` uses by default
+(`chipq.quant.PROBE` on 16 photos), so that a change of the default needs no new measurement.
 
 Rows are kept in bench/results/plan_stability.json as they are measured; ``--reuse`` takes the
 measured fidelity of a plan already there (the sensitivity is measured again unless its cache holds it,
@@ -31,11 +34,12 @@ import common as cm
 from memory import CONTENTION  # other processes' CPU share above which a time is not shown
 
 SETTINGS = [  # (label, probe, sensitivity photos); the first is the reference
-    ("exact, photos 33-48 (the default)", "exact", 16),
-    ("noise gain, anchors a4 and k30 (--probe noise-gain)", "noise-gain", 16),
+    ("exact, photos 33-48", "exact", 16),
+    ("noise gain, anchors a4 and k30", "noise-gain", 16),
     ("noise gain, one gain per layer (no anchors)", "noise-gain-single", 16),
     ("exact, photos 33-36 (--sens-images 4)", "exact", 4),
 ]
+MARKS = (" (the default)", " (--probe noise-gain)")  # what labels of earlier runs carried: `_label` marks afresh
 
 
 def probe_of(name: str):
@@ -59,15 +63,15 @@ def render(result: dict) -> str:
         "Each sensitivity measured afresh (nothing cached); its time excludes loading the model and reading and "
         f"calibrating the photos ({cm.fmt(result.get('calibrate_s'), 0)} s here) and the planner's check (`chipq plan` "
         "without --no-measure: a post-training compress and the held-out photos). Every plan compressed post-training and "
-        f"measured on {result['heldout']}; float mAP {result['float_map']:.4f}. \"by the default\": the plan's "
-        "predicted cosine by the exact 16-photo sensitivity. mAP − default's: paired bootstrap 95% interval over the "
+        f"measured on {result['heldout']}; float mAP {result['float_map']:.4f}. \"by the reference\": the plan's "
+        "predicted cosine by the exact 16-photo sensitivity. mAP − reference's: paired bootstrap 95% interval over the "
         f"queries. Times shown where other processes used at most {CONTENTION:.0%} of the CPU.",
         "",
         cm.md_table(
-            ["sensitivity", "first run (s)", "plan found", "blob bytes", "predicted cos", "by the default", "measured cos",
-             "mAP", "mAP − default's (95% CI)"],
+            ["sensitivity", "first run (s)", "plan found", "blob bytes", "predicted cos", "by the reference", "measured cos",
+             "mAP", "mAP − reference's (95% CI)"],
             [
-                [row["label"], _seconds(row), f"`{row['plan']}`", f"{row['bytes']:,}", cm.fmt(row.get("predicted_cosine"), 4),
+                [_label(row, row is reference), _seconds(row), f"`{row['plan']}`", f"{row['bytes']:,}", cm.fmt(row.get("predicted_cosine"), 4),
                  cm.fmt(row.get("reference_predicted"), 4), f"{row['cosine']:.4f}", f"{row['map']:.4f}", _gap(row, reference)]
                 for row in rows.values()
             ],
@@ -75,6 +79,18 @@ def render(result: dict) -> str:
         ),  # fmt: skip
     ]
     return "\n".join(lines)
+
+
+def _label(row: dict, reference: bool) -> str:
+    """A row's setting, marked as the reference and/or as `chipq plan`'s default (`chipq.quant.PROBE`,
+    16 photos) by today's code, whatever the run that measured it called it."""
+    from chipq.quant import PROBE
+
+    label = row["label"]
+    for mark in MARKS:
+        label = label.removesuffix(mark)
+    marks = (["the reference"] if reference else []) + (["the default"] if (row.get("probe"), row.get("photos")) == (PROBE, 16) else [])
+    return label + (f" ({', '.join(marks)})" if marks else "")
 
 
 def _seconds(row: dict) -> str:
@@ -145,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             "predicted_cosine": sens.predict(list(best.plan))["cosine"],
             "reference_predicted": reference.predict(list(best.plan))["cosine"],
         }  # fmt: skip
-        if sens.cached:  # the time of the run that measured it, when this file has it
-            before = earlier_rows.get(label, {})
+        if sens.cached:  # the time of the run that measured it, when this file has it (labels may have changed)
+            before = next((r for r in earlier_rows.values() if (r.get("probe"), r.get("photos")) == (probe_name, count)), {})
             row.update({"seconds": before.get("seconds"), "other_cpu_share": before.get("other_cpu_share")})
         else:
             row.update({"seconds": sens.seconds, "other_cpu_share": share})

@@ -38,12 +38,13 @@ _HELP = "\n\n".join(
         "The result is cached in $CHIPQ_CACHE/sensitivity (else ~/.cache/chipq), keyed by the weights, the "
         "photos and the settings. Alpha widths and kept shares are measured the same way, each alone, at "
         "1-bit masks on the layers holding at least 2 % of the kernels (conv3_1..conv5_3 of VGG-16), and "
-        "added to the mask width's loss. On VGG-16 with 2 cores the first run takes about 15 minutes, "
-        "later ones read the cache. --probe noise-gain measures each setting's noise at its own layer's "
-        "output instead and turns it into descriptor distance with a few passes per layer on 4 of the photos "
-        "(a pass for the 1-bit masks, one for the narrowest alpha, one for the fewest kernels): about 3 "
-        "minutes (5 with the check), its plans as good in mAP, at the paper's budget 0.006 lower in cosine "
-        "(docs/compress.md, plan stability).",
+        "added to the mask width's loss. By default (--probe noise-gain) each setting's noise is measured "
+        "at its own layer's output and turned into descriptor distance with a few passes of the rest of the "
+        "network per layer on 4 of the photos (one for the 1-bit masks, one for the narrowest alpha, one for "
+        "the fewest kernels): on VGG-16 with 2 cores the first run takes about 5 minutes (3.5 of them "
+        "measuring), later ones read the cache. --probe exact runs the rest of the network once per setting "
+        "on every photo: about 16 minutes, its plans as good in mAP, at the paper's budget 0.006 higher in "
+        "cosine (docs/compress.md, plan stability).",
         "2. Allocation: the exact blob size of every plan follows from the format (header, layer table, "
         "8-byte-aligned payloads of presence bitmap, alpha, bias and mask regions); an exact dynamic "
         "programme finds the plan of least predicted loss "
@@ -83,7 +84,7 @@ def plan_command(
     ),
     probe: SensitivityProbe = typer.Option(
         SensitivityProbe.default(), "--probe", metavar="HOW",
-        help="How each setting is measured: exact (a pass of the rest of the network per setting) or noise-gain (a fifth of the time on VGG-16, see above).",
+        help="How each setting is measured: noise-gain (its noise at its own layer, a few passes per layer) or exact (a pass of the rest of the network per setting: five times the time on VGG-16, see above).",
     ),  # fmt: skip
     v1: bool = flag("--v1", help="Chip format v1 settings only: 8-bit alpha and every kernel in every layer."),
     no_measure: bool = flag("--no-measure", help="Skip compressing and measuring the chosen plan."),

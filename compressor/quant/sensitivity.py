@@ -483,12 +483,12 @@ class _Layers:
         conv = self.convs[index] if row is None else row[spec] if spec in row else row[spec.bits]
         return quantize_conv(conv, spec, self._in_frac(index), self.fracs[index])
 
-    def gain_layer(self, index: int, spec: LayerSpec, row: Mapping | None = None) -> ConvLayer:
+    def gain_layer(self, index: int, spec: LayerSpec, row: Mapping | None, plain: ConvLayer) -> ConvLayer:
         """The noise gain's tail-pass layer: the setting's `Refitted` candidate when there is one
-        (the others then made without the joint α refit), else `quantized`."""
+        (the others then made without the joint α refit), else `plain`, its `quantized` layer."""
         refitted = row.get(Refitted(spec)) if row is not None else None
         if refitted is None:
-            return self.quantized(index, spec, row)
+            return plain
         return quantize_conv(refitted, spec, self._in_frac(index), self.fracs[index])
 
     def chip(self, index: int, layer: ConvLayer) -> ChipConv:
@@ -524,7 +524,7 @@ def _measure(
             raise SensitivityError(f"layer weights for more than the {len(chain.convs)} conv layers")
         quantized.update({(count, spec): chain.quantized(count, spec, row) for spec in runs[count]})
         if not probe.exact:
-            gain_layers.update({(count, spec): chain.gain_layer(count, spec, row) for spec in tail_runs[count]})
+            gain_layers.update({(count, spec): chain.gain_layer(count, spec, row, quantized[(count, spec)]) for spec in tail_runs[count]})
         count += 1
         del row  # the float candidates go; what is kept is their stored form
     if count != len(chain.convs):

@@ -48,23 +48,28 @@ def test_render_shows_the_gap_to_the_paper_plan_per_row():
     assert cells(a_row)[-2:] == ["", ""] and cells(b_row)[-2:] == ["0.8500", "0.8000"]
 
 
-def test_plan_stability_render_has_a_row_per_setting_the_gap_to_the_default_and_only_quiet_times():
+def test_plan_stability_render_has_a_row_per_setting_the_gap_to_the_reference_and_only_quiet_times(monkeypatch):
+    """Each row against the first (the reference); the default's mark follows `chipq.quant.PROBE`, not
+    the label an earlier run stored."""
     import plan_stability
 
+    from chipq import quant
+
+    monkeypatch.setattr(quant, "PROBE", "noise-gain")
     default = [1.0] * 8 + [0.5] * 2
     result = {
         "measured": "2026-12-01 20:00", "budget": 100, "heldout": "eval (10 images, 10 queries)", "float_map": 0.9,
         "calibrate_s": 12.0,
         "rows": {"exact": {**_row("5x1,1k50x12", default, 0.92), "label": "exact, photos 33-48 (the default)",
-                           "seconds": 900.0, "other_cpu_share": 0.01, "reference_predicted": 0.87},
-                 "gain": {**_row("4x1,2x12", [1.0] * 10, 0.93), "label": "noise gain", "seconds": 200.0,
-                          "other_cpu_share": 0.02, "reference_predicted": 0.86},
+                           "probe": "exact", "photos": 16, "seconds": 900.0, "other_cpu_share": 0.01, "reference_predicted": 0.87},
+                 "gain": {**_row("4x1,2x12", [1.0] * 10, 0.93), "label": "noise gain (--probe noise-gain)", "probe": "noise-gain",
+                          "photos": 16, "seconds": 200.0, "other_cpu_share": 0.02, "reference_predicted": 0.86},
                  "busy": {**_row("4x1,2x12", [1.0] * 10, 0.93), "label": "exact, busy", "seconds": 500.0,
                           "other_cpu_share": 0.5, "reference_predicted": 0.86}},
     }  # fmt: skip
     text = plan_stability.render(result)
-    row = next(line for line in text.splitlines() if "| noise gain |" in line)
+    row = next(line for line in text.splitlines() if "| noise gain (the default) |" in line)
     assert "`4x1,2x12`" in row and "| 200 |" in row and "+0.1000 (" in row and "| 0.8600 |" in row
-    reference = next(line for line in text.splitlines() if "(the default) |" in line)
+    reference = next(line for line in text.splitlines() if "| exact, photos 33-48 (the reference) |" in line)
     assert "| 900 |" in reference and "(" not in reference.split("|")[-2]  # the default against itself: no interval
     assert "| busy |" in next(line for line in text.splitlines() if "exact, busy" in line)

@@ -150,7 +150,10 @@ def test_a_blob_made_again_byte_for_byte_is_not_scored_again(tiny_bench, bench_w
     assert again["rows"]["plan 3x13"]["map"] == first["rows"]["plan 3x13"]["map"]
 
 
-def test_targets_table_takes_the_time_from_a_quiet_memory_run_only():
+def test_targets_table_takes_the_time_from_a_quiet_memory_run_only(monkeypatch):
+    from chipq import quant
+
+    monkeypatch.setattr(quant, "PROBE", "exact")
     rows = {"v2 2.0MB": {"bytes": 1_998_544, "cosine": 0.96, "map": 0.9, "plan": "x", "variant": "v2", "budget": 2_000_000,
                          "reachable": True, "gap_to_float": {"gap": -0.001, "low": -0.01, "high": 0.01}}}  # fmt: skip
     result = {"rows": rows, "float": {"map": 0.9}, "retrained": True, "heldout": "x", "fp32_weight_bytes": 58_844_928}
@@ -177,6 +180,9 @@ def test_targets_table_takes_the_time_from_a_quiet_memory_run_only():
     first = v2_curve.target_rows(result, quiet, stability)[4:6]
     assert [(row[2], row[3]) for row in first] == [("19.0 min", "no"), ("4.5 min", "yes")]
     assert "cached" in v2_curve.target_rows(result, quiet, stability)[3][0] and "--probe noise-gain" in first[1][0]
+    monkeypatch.setattr(quant, "PROBE", "noise-gain")  # the default's first run is the one without --probe
+    first = v2_curve.target_rows(result, quiet, stability)[4:6]
+    assert "--probe exact" in first[0][0] and "--probe" not in first[1][0]
 
 
 def test_descriptor_kinds_are_measured_on_ukbench_unless_asked(tmp_path):

@@ -176,22 +176,27 @@ def test_compress_budget_goes_with_auto(files, monkeypatch, capsys, tmp_path, ar
     assert code == 2 and "--budget" in err and not blob.exists() and err.strip().count("\n") == 0
 
 
-def test_probe_noise_gain_is_its_own_measurement_for_plan_and_compress(files, monkeypatch, capsys, tmp_path, cache):
-    """--probe noise-gain: another method and cache entry than the exact default, a plan under the
-    budget that compress --budget --probe noise-gain makes too; --probe without --budget is refused."""
+def test_each_probe_is_its_own_measurement_for_plan_and_compress(files, monkeypatch, capsys, tmp_path, cache):
+    """The default probe (`chipq.quant.PROBE`) and the other one (--probe): two methods and cache
+    entries, each a plan under the budget that compress --budget --probe makes too; --probe without
+    --budget is refused."""
+    from chipq import quant
+
+    other = next(name for name in quant.PROBES if name != quant.PROBE)
     model, calib, _ = files
     args = ["plan", model, "--budget", "12kB", "--images", calib, "--no-measure", *SIZE, "--json"]  # the photos compress measures on
     code, out, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
-    exact = json.loads(out)
-    code, out, err = run(monkeypatch, capsys, *args, "--probe", "noise-gain")
+    default = json.loads(out)
+    code, out, err = run(monkeypatch, capsys, *args, "--probe", other)
     assert code == 0, err
-    gain = json.loads(out)
-    assert exact["sensitivity"]["method"] == "exact" and gain["sensitivity"]["method"].startswith("noise-gain:")
-    assert gain["bytes"] <= 12_000 and len(list((cache / "sensitivity").glob("*.json"))) == 2
-    blob = tmp_path / "gain.blob"
-    code, out, err = run(monkeypatch, capsys, "compress", model, "--budget", "12kB", "--probe", "noise-gain", "--no-retrain", "--images", calib, *SIZE, "-o", blob, "--json")
+    chosen = json.loads(out)
+    methods = {quant.PROBE: default["sensitivity"]["method"], other: chosen["sensitivity"]["method"]}
+    assert methods["exact"] == "exact" and methods["noise-gain"].startswith("noise-gain:")
+    assert chosen["bytes"] <= 12_000 and len(list((cache / "sensitivity").glob("*.json"))) == 2
+    blob = tmp_path / "other.blob"
+    code, out, err = run(monkeypatch, capsys, "compress", model, "--budget", "12kB", "--probe", other, "--no-retrain", "--images", calib, *SIZE, "-o", blob, "--json")
     assert code == 0, err
-    assert json.loads(out)["plan"] == gain["plan"]
+    assert json.loads(out)["plan"] == chosen["plan"]
     code, out, err = run(monkeypatch, capsys, "compress", model, "--probe", "noise-gain", "--no-retrain", "--images", calib, *SIZE, "-o", tmp_path / "x.blob")
     assert code == 2 and "--budget" in err and not (tmp_path / "x.blob").exists() and err.strip().count("\n") == 0
