@@ -43,8 +43,8 @@ _HELP = "\n\n".join(
         "network per layer on 4 of the photos (one for the 1-bit masks, one for the narrowest alpha, one for "
         "the fewest kernels): on VGG-16 with 2 cores the first run takes about 5 minutes (3.5 of them "
         "measuring), later ones read the cache. --probe exact runs the rest of the network once per setting "
-        "on every photo: about 16 minutes, its plans as good in mAP, at the paper's budget 0.006 higher in "
-        "cosine (docs/compress.md, plan stability).",
+        "on every photo: about 16 minutes; once retrained its plans were as good in mAP, and at the paper's "
+        "budget it chose better for post-training use (+0.018 mAP; docs/compress.md, plan stability).",
         "2. Allocation: the exact blob size of every plan follows from the format (header, layer table, "
         "8-byte-aligned payloads of presence bitmap, alpha, bias and mask regions); an exact dynamic "
         "programme finds the plan of least predicted loss "
