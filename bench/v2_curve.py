@@ -59,6 +59,7 @@ VARIANT_LABELS = {
     "given": "plan given by hand",
 }
 PNG = "v2_curve.png"
+CHOSEN = ("v2", "prune", "alpha", "v1")  # the variants whose plans the planner chooses under a budget
 
 
 def restrict(costs: list[dict], variant: str) -> list[dict]:
@@ -284,6 +285,9 @@ def run(args) -> dict:
         )
         paper = parse_specs(PAPER_PLAN, names) if len(names) == 13 and not args.no_paper else None
         rows = plan_rows(layout, sens, budgets, ablation, paper, v1=not args.no_v1)
+        for row in rows.values():  # how the planner chose it, kept with the row through --merge
+            if row["variant"] in CHOSEN:
+                row["method"] = sens.method
     rows.update(given_rows(layout, names, args.plans, sens))
     eset = load_subset(args.eval, 1)
     assert not {Path(n).name for n in eset.names} & set(calib_names), "held-out photos overlap calibration"
@@ -559,14 +563,15 @@ def _label(key: str, row: dict) -> str:
 
 def _probe_flag(result: dict) -> str:
     """The `chipq plan` option of the sensitivity method the plans were chosen by ("" when it is the
-    planner's default, or no plan was chosen)."""
+    planner's default, or no plan was chosen). A chosen row names its method; one that does not was
+    chosen before rows did, by the run's sensitivity, and before that was recorded by the exact
+    measurement, the only one there was."""
     from chipq.reports.planner import SensitivityProbe
 
-    sens = result.get("sensitivity")
-    if not sens:
-        return ""
-    probe = SensitivityProbe.of_method(sens.get("method", "exact"))
-    return "" if probe is SensitivityProbe.default() else f" --probe {probe.value}"
+    run_method = (result.get("sensitivity") or {}).get("method", "exact")
+    methods = {row.get("method", run_method) for row in result.get("rows", {}).values() if row.get("variant") in CHOSEN}
+    probes = sorted({SensitivityProbe.of_method(method).value for method in methods} - {SensitivityProbe.default().value})
+    return "".join(f" --probe {probe}" for probe in probes)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -47,17 +47,23 @@ def test_rows_fit_their_budgets_and_the_ablation_keeps_to_its_levers():
 
 
 def test_the_section_names_the_planners_probe_when_it_is_not_the_default(monkeypatch):
+    """By each chosen row's method, else the run's sensitivity's, else (rows from before either was
+    recorded) the exact measurement; plans given by hand name none."""
     from chipq.reports import planner
 
-    noise = {"sensitivity": {"method": "noise-gain:4img:4096pos:m1:seed0"}}
-    assert v2_curve._probe_flag({"sensitivity": None}) == ""  # plans given by hand only
+    gain = "noise-gain:4img:4096pos:m1:seed0"
+    chosen = {"rows": {"v2 2.0MB": {"variant": "v2"}, "plan x": {"variant": "given"}}}
+    noise = {**chosen, "sensitivity": {"method": gain}}
+    exact = {**chosen, "sensitivity": {"method": "exact"}}
+    assert v2_curve._probe_flag({"sensitivity": None, "rows": {"plan x": {"variant": "given"}}}) == ""  # by hand only
     monkeypatch.setattr(planner, "PROBE", "exact")
-    assert v2_curve._probe_flag({"sensitivity": {"method": "exact"}}) == ""
+    assert v2_curve._probe_flag(exact) == "" and v2_curve._probe_flag({**chosen, "sensitivity": None}) == ""
     assert v2_curve._probe_flag(noise) == " --probe noise-gain"
     monkeypatch.setattr(planner, "PROBE", "noise-gain")
-    assert v2_curve._probe_flag({"sensitivity": {"method": "exact"}}) == " --probe exact"
-    assert v2_curve._probe_flag(noise) == ""
-
+    assert v2_curve._probe_flag(exact) == " --probe exact" and v2_curve._probe_flag(noise) == ""
+    assert v2_curve._probe_flag({**chosen, "sensitivity": None}) == " --probe exact"  # chosen before methods were kept
+    merged = {"sensitivity": {"method": gain}, "rows": {"a": {"variant": "v2", "method": "exact"}, "b": {"variant": "v1", "method": gain}}}
+    assert v2_curve._probe_flag(merged) == " --probe exact"  # a merged row keeps the method it was chosen by
 
 def test_quick_run_on_a_tiny_model(tiny_bench, bench_work, tmp_path, monkeypatch):
     """--quick end to end: the plan under the budget is compressed, its size checked, scored against
