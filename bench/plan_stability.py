@@ -13,7 +13,7 @@ sensitivity measured afresh (its own cache folder, empty on the first run of thi
   bootstrap 95% interval of its mAP minus the reference's plan's (`recipe_eval.paired_gap`).
 
 The rows name the setting; the page marks the reference and the one `chipq plan` uses by default
-(`chipq.quant.PROBE` on 16 photos), so that a change of the default needs no new measurement.
+(the method `sensitivity.DEFAULT_PROBE` names, on 16 photos): a row of another method is not marked.
 
 Rows are kept in bench/results/plan_stability.json as they are measured; ``--reuse`` takes the
 measured fidelity of a plan already there (the sensitivity is measured again unless its cache holds it,
@@ -82,14 +82,16 @@ def render(result: dict) -> str:
 
 
 def _label(row: dict, reference: bool) -> str:
-    """A row's setting, marked as the reference and/or as `chipq plan`'s default (`chipq.quant.PROBE`,
-    16 photos) by today's code, whatever the run that measured it called it."""
-    from chipq.quant import PROBE
+    """A row's setting, marked as the reference and/or as `chipq plan`'s default (the measurement
+    `sensitivity.DEFAULT_PROBE` names, on 16 photos) by today's code, whatever the run that measured
+    it called it."""
+    from chipq.quant.sensitivity import DEFAULT_PROBE
 
     label = row["label"]
     for mark in MARKS:
         label = label.removesuffix(mark)
-    marks = (["the reference"] if reference else []) + (["the default"] if (row.get("probe"), row.get("photos")) == (PROBE, 16) else [])
+    default = (row.get("method"), row.get("photos")) == (DEFAULT_PROBE.name(), 16)
+    marks = (["the reference"] if reference else []) + (["the default"] if default else [])
     return label + (f" ({', '.join(marks)})" if marks else "")
 
 

@@ -55,7 +55,7 @@ _HELP = "\n\n".join(
         "--budget B (without --plan; the old spelling --plan auto --budget B still works) chooses the "
         "plan first, as `chipq plan MODEL --budget B` does: each layer's mask bits, alpha width and kept "
         "kernels (chip format v2) from the measured per-layer sensitivity of the layers as post-training "
-        "compress reconstructs them, on 16 calibration photos after the 32 they are fitted on (about 3.5 "
+        "compress reconstructs them, on 16 calibration photos after the 32 they are fitted on (about 4 "
         "minutes for VGG-16 on 2 cores the first time, then cached; --probe exact: about 15), by an "
         "exact search under B bytes; "
         "then compresses it as any plan (retrained by default).",

@@ -66,13 +66,19 @@ kind of noise: one gain for every setting under-predicted pruning's cost on the 
 2 MB plan: predicted cosine 0.960, 0.835 by the exact measurement, 0.731 measured on held-out
 photos; a pruned kernel's error is not a rounded one's), hence one anchor per axis. Interpolated
 between m0 and an anchor 50 % kept, pruning to 30 % was under-predicted by up to 40 %: the anchors
-are the axes' far ends. With candidates made without the joint α refit but for the tail-pass
+are the axes' far ends. The α axis has a second run at 5 bits (`Probe.alpha_mid`), each segment
+(m0 to 5 bits, 5 to 4 bits) scaled by its own ends: at 1-bit masks the mask error is most of a
+layer's output noise, and narrowing α to 5 bits added about 1 % of the noise 4 bits add but a
+quarter of its descriptor distance (the exact measurement, conv4_3: 2.0 against 8.0 x 10^-3). Scaled
+from the 4-bit anchor alone, 5 and 6 bits came out about 30x too cheap, and the 3.9 MB plan took
+5-bit α on four 2-bit layers: post-training 0.018 mAP (−0.030..−0.007) below the exact measurement's
+plan on held-out photos; with the 5-bit run −0.010 (−0.024..+0.002). With candidates made without the joint α refit but for the tail-pass
 settings (`chipq.quant.reconstruct.each_layer_candidates`' ``refitted``, as `chipq.pipeline.plan`
 makes them: the refit is 10^10 multiply-adds per setting of a 512-channel layer), the noise ratios
 come from the unrefitted candidates and the tail passes run the refitted ones
 (`_Layers.gain_layer`): what the refit saves is taken as the same share of the noise at every
 setting of an axis. Cost on VGG-16: one prefix pass of one view of 16 images with 145 products of
-4096 sampled patches, and 31 tail passes on 4 images x 4 views, against 145 on 16 x 4.
+4096 sampled patches, and 41 tail passes on 4 images x 4 views, against 145 on 16 x 4.
 
 A run is cached in ``$CHIPQ_CACHE/sensitivity`` (else ``~/.cache/chipq/sensitivity``) as JSON,
 keyed by the model's weights SHA-256, the images' SHA-256, the settings and the probe; a cache hit
@@ -179,6 +185,8 @@ class Probe:
         alpha_anchor: the alpha width whose tail pass gives the alpha axis its own gain (0: none,
             the axis takes the mask width's gain).
         keep_anchor: the kept share whose tail pass gives the kept-share axis its own gain (0: none).
+        alpha_mid: an alpha width between 8 and `alpha_anchor` with a tail pass of its own (0: none):
+            the axis is then two segments, m0..mid and mid..anchor, each scaled by its own ends.
     """
 
     gain_images: int = 4
@@ -187,6 +195,7 @@ class Probe:
     seed: int = 0
     alpha_anchor: int = 4
     keep_anchor: int = 30
+    alpha_mid: int = 0
 
     @property
     def exact(self) -> bool:
@@ -196,7 +205,8 @@ class Probe:
         if self.exact:
             return "exact"
         anchors = f":anchors-a{self.alpha_anchor}k{self.keep_anchor}" if self.alpha_anchor or self.keep_anchor else ""
-        return f"noise-gain:{self.gain_images}img:{self.positions}pos:m{self.gain_bits}:seed{self.seed}{anchors}"
+        mid = f":mid-a{self.alpha_mid}" if self.alpha_mid else ""
+        return f"noise-gain:{self.gain_images}img:{self.positions}pos:m{self.gain_bits}:seed{self.seed}{anchors}{mid}"
 
     def anchors(self, axes: V2Axes) -> dict[str, LayerSpec]:
         """The anchor run of each v2 axis of `axes` that has one ("alpha_bits", "keep" -> setting at m0)."""
@@ -207,18 +217,25 @@ class Probe:
             found["keep"] = LayerSpec(axes.at_bits, keep=self.keep_anchor)
         return found
 
+    def mid(self, axes: V2Axes) -> LayerSpec | None:
+        """The alpha axis's mid run (`alpha_mid`) when it lies strictly between 8 bits and its anchor."""
+        if "alpha_bits" in self.anchors(axes) and self.alpha_mid in axes.alphas and self.alpha_mid > self.alpha_anchor:
+            return LayerSpec(axes.at_bits, alpha_bits=self.alpha_mid)
+        return None
+
     def tail_runs(self, axes: V2Axes, eligible: bool) -> list[LayerSpec]:
         """The settings of one layer that get a tail pass: the gain setting, and on a layer with the
         v2 axes their base m0 and anchors."""
         runs = [LayerSpec(self.gain_bits)]
         anchors = list(self.anchors(axes).values()) if eligible else []
+        mid = self.mid(axes) if eligible else None
         if anchors and LayerSpec(axes.at_bits) not in runs:
             runs.append(LayerSpec(axes.at_bits))
-        return runs + anchors
+        return runs + anchors + ([mid] if mid else [])
 
 
 EXACT = Probe(gain_images=0)
-NOISE_GAIN = Probe()
+NOISE_GAIN = Probe(alpha_mid=5)  # the 5-bit run: the 4-bit anchor alone scaled 5 and 6 bits 30x too cheap on VGG-16 (module docstring)
 BY_NAME = dict(zip(PROBES, (EXACT, NOISE_GAIN)))  # `chipq.quant.PROBES` -> its Probe
 DEFAULT_PROBE = BY_NAME[PROBE]  # `chipq.quant.PROBE`, where the choice and its measurement are
 
@@ -548,7 +565,7 @@ def _interpolated(tails: _Tails, noise: dict, runs: list[list[LayerSpec]], probe
     and the m0 run, by its layer-output noise between theirs (no anchor: the gain run's, as a mask
     width's)."""
     gain = LayerSpec(probe.gain_bits)
-    anchors = probe.anchors(axes)
+    anchors, mid = probe.anchors(axes), probe.mid(axes)
     rows = {}
     for index, specs in enumerate(runs):
         for spec in sorted(specs, key=lambda s: s.uses_v2):  # the mask widths first: m0 is a v2 setting's base
@@ -557,11 +574,17 @@ def _interpolated(tails: _Tails, noise: dict, runs: list[list[LayerSpec]], probe
             key = (index, spec)
             if anchor is None or (index, anchor) not in tails.tallies:
                 rows[key] = tails.interpolated((index, gain), noise[key], noise[(index, gain)])
-            elif spec == anchor:  # measured
+            elif spec == anchor or (index, spec) in tails.tallies:  # measured (an anchor, the mid run)
                 rows[key] = {**tails.row(key), "layer_noise": noise[key]}
-            else:
-                base = (index, LayerSpec(spec.bits))
-                rows[key] = tails.interpolated((index, anchor), noise[key], noise[(index, anchor)], rows[base], noise[base])
+            else:  # between m0 and the anchor, or with a mid run, on its segment of the axis
+                lower = (index, LayerSpec(spec.bits))
+                if axis == "alpha_bits" and mid is not None and (index, mid) in tails.tallies:
+                    if spec.alpha_bits > mid.alpha_bits:
+                        anchor = mid
+                    else:
+                        lower = (index, mid)
+                base = rows[lower] if lower in rows else {**tails.row(lower), "layer_noise": noise[lower]}
+                rows[key] = tails.interpolated((index, anchor), noise[key], noise[(index, anchor)], base, noise[lower])
     return rows
 
 

@@ -49,21 +49,21 @@ def test_render_shows_the_gap_to_the_paper_plan_per_row():
 
 
 def test_plan_stability_render_has_a_row_per_setting_the_gap_to_the_reference_and_only_quiet_times(monkeypatch):
-    """Each row against the first (the reference); the default's mark follows `chipq.quant.PROBE`, not
-    the label an earlier run stored."""
+    """Each row against the first (the reference); the default's mark follows the default probe's
+    method, not the label an earlier run stored."""
     import plan_stability
 
-    from chipq import quant
+    from chipq.quant import sensitivity
 
-    monkeypatch.setattr(quant, "PROBE", "noise-gain")
+    monkeypatch.setattr(sensitivity, "DEFAULT_PROBE", sensitivity.NOISE_GAIN)
     default = [1.0] * 8 + [0.5] * 2
     result = {
         "measured": "2026-12-01 20:00", "budget": 100, "heldout": "eval (10 images, 10 queries)", "float_map": 0.9,
         "calibrate_s": 12.0,
         "rows": {"exact": {**_row("5x1,1k50x12", default, 0.92), "label": "exact, photos 33-48 (the default)",
-                           "probe": "exact", "photos": 16, "seconds": 900.0, "other_cpu_share": 0.01, "reference_predicted": 0.87},
+                           "probe": "exact", "method": "exact", "photos": 16, "seconds": 900.0, "other_cpu_share": 0.01, "reference_predicted": 0.87},
                  "gain": {**_row("4x1,2x12", [1.0] * 10, 0.93), "label": "noise gain (--probe noise-gain)", "probe": "noise-gain",
-                          "photos": 16, "seconds": 200.0, "other_cpu_share": 0.02, "reference_predicted": 0.86},
+                          "method": sensitivity.NOISE_GAIN.name(), "photos": 16, "seconds": 200.0, "other_cpu_share": 0.02, "reference_predicted": 0.86},
                  "busy": {**_row("4x1,2x12", [1.0] * 10, 0.93), "label": "exact, busy", "seconds": 500.0,
                           "other_cpu_share": 0.5, "reference_predicted": 0.86}},
     }  # fmt: skip

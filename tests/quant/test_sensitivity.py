@@ -11,6 +11,7 @@ from floatcraft import random_stack
 from chipq.executor import golden
 from chipq.quant import sensitivity
 from chipq.quant.compress import calibrate, compress
+from chipq.quant.plan import LayerSpec
 from chipq.quant.sensitivity import Sensitivity, SensitivityError, measure
 
 
@@ -352,6 +353,34 @@ def test_noise_gain_anchors_each_v2_axis_on_its_own_tail_pass(setup, tmp_path):
         # without anchors a v2 setting takes the mask width's gain
         ratio = single.v2[layer]["1k50"]["layer_noise"] / single.layer_noise[layer][0]
         assert single.v2[layer]["1k50"]["dist2"] == pytest.approx(ratio * single.dist2[layer][0], rel=1e-9)
+
+
+def test_noise_gain_mid_alpha_run_splits_the_axis_in_two_segments(setup, tmp_path):
+    """With `Probe.alpha_mid` the mid width is measured exactly too; a width above it lies between
+    the m0 run and the mid run, one below it between the mid run and the anchor, each by its
+    layer-output noise."""
+    from chipq.quant.sensitivity import V2Axes
+
+    stack, calib, fracs = setup
+    views = _views(calib)
+    axes = V2Axes(alphas=(6, 5, 4), keeps=(), at_bits=1, min_share=0.2)
+    probe = sensitivity.Probe(gain_images=len(calib), positions=300, alpha_anchor=4, keep_anchor=0, alpha_mid=5)
+    exact = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, probe=sensitivity.EXACT)
+    gain = measure(stack, views, fracs, _pool, "rms", cache_dir=tmp_path, axes=axes, probe=probe)
+    assert probe.name().endswith(":mid-a5") and probe.tail_runs(axes, eligible=True)[-1] == LayerSpec(1, alpha_bits=5)
+
+    def between(layer, setting, low, high):  # `low`'s dist2 plus the share of (high - low) its noise makes
+        row = gain.v2[layer]
+        noise = lambda text: gain.layer_noise[layer][0] if text == "1" else row[text]["layer_noise"]  # noqa: E731
+        dist2 = lambda text: gain.dist2[layer][0] if text == "1" else row[text]["dist2"]  # noqa: E731
+        excess = noise(high) - noise(low)
+        share = max(0.0, noise(setting) - noise(low)) / excess if excess > 0 else 0.0
+        return dist2(low) + share * (dist2(high) - dist2(low))
+
+    for layer in (1, 2, 3):
+        for measured in ("1a5", "1a4"):
+            assert gain.v2[layer][measured]["dist2"] == pytest.approx(exact.v2[layer][measured]["dist2"], rel=1e-9)
+        assert gain.v2[layer]["1a6"]["dist2"] == pytest.approx(between(layer, "1a6", "1", "1a5"), rel=1e-9)
 
 
 def test_candidates_refitted_only_where_asked(setup):
