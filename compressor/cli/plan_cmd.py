@@ -84,7 +84,7 @@ def plan_command(
     ),
     probe: SensitivityProbe = typer.Option(
         SensitivityProbe.default(), "--probe", metavar="HOW",
-        help="How each setting is measured: noise-gain (its noise at its own layer, a few passes per layer) or exact (a pass of the rest of the network per setting: five times the time on VGG-16, see above).",
+        help="How each setting is measured: noise-gain (its noise at its own layer, a few passes per layer) or exact (a pass of the rest of the network per setting: about three times the time on VGG-16, see above).",
     ),  # fmt: skip
     v1: bool = flag("--v1", help="Chip format v1 settings only: 8-bit alpha and every kernel in every layer."),
     no_measure: bool = flag("--no-measure", help="Skip compressing and measuring the chosen plan."),

@@ -225,7 +225,7 @@ class Probe:
 
     def tail_runs(self, axes: V2Axes, eligible: bool) -> list[LayerSpec]:
         """The settings of one layer that get a tail pass: the gain setting, and on a layer with the
-        v2 axes their base m0 and anchors."""
+        v2 axes their base m0, their anchors and the α axis's mid run."""
         runs = [LayerSpec(self.gain_bits)]
         anchors = list(self.anchors(axes).values()) if eligible else []
         mid = self.mid(axes) if eligible else None
