@@ -41,7 +41,7 @@ class SensitivityProbe(str, Enum):
 
     exact: a pass of the rest of the network per setting, on every sensitivity photo; noise-gain:
     each setting's noise at its own layer's output, turned into descriptor distance by a few passes
-    per layer on 4 of the photos (a fifth of the time on VGG-16; BENCHMARKS.md, plan stability).
+    per layer on 4 of the photos (the default: a third of the time on VGG-16; docs/compress.md, plan stability).
     """
 
     exact = "exact"
