@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             "reference_predicted": reference.predict(list(best.plan))["cosine"],
         }  # fmt: skip
         if sens.cached:  # the time of the run that measured it, when this file has it (labels may have changed)
-            before = next((r for r in earlier_rows.values() if (r.get("probe"), r.get("photos")) == (probe_name, count)), {})
+            before = next((r for r in earlier_rows.values() if (r.get("method"), r.get("photos")) == (sens.method, count)), {})
             row.update({"seconds": before.get("seconds"), "other_cpu_share": before.get("other_cpu_share")})
         else:
             row.update({"seconds": sens.seconds, "other_cpu_share": share})

@@ -443,6 +443,7 @@ def target_rows(result: dict, memory: dict | None = None, stability: dict | None
     ['yes', 'no', 'no', '–', 'yes']
     """
     from chipq.quant import PROBE  # the planner's default: a first run with another probe names it
+    from chipq.quant.sensitivity import DEFAULT_PROBE
 
     rows = result["rows"]
     two = rows.get(f"v2 {TARGET_BYTES / 1e6:.1f}MB")
@@ -470,7 +471,12 @@ def target_rows(result: dict, memory: dict | None = None, stability: dict | None
             if row.get("probe") not in ("exact", "noise-gain") or row.get("photos") != 16 or row.get("seconds") is None or (row.get("other_cpu_share") or 0) > CONTENTION:
                 continue  # the planner's photos only, timed quietly on the machine that timed the compress
             first = timed["wall_s"] + row["seconds"]
-            how = "" if row["probe"] == PROBE else f" `--probe {row['probe']}`"
+            if row.get("method") == DEFAULT_PROBE.name():
+                how = ""
+            elif row["probe"] == PROBE:  # the default probe as an earlier version measured it
+                how = " (an earlier version of the default probe)"
+            else:
+                how = f" `--probe {row['probe']}`"
             out.append([f"the same{how}, first run: + the sensitivity's {row['seconds'] / 60:.1f} min (bench/plan_stability.py)",
                         f"≤ {TARGET_SECONDS // 60} min", f"{first / 60:.1f} min", _met(first <= TARGET_SECONDS)])  # fmt: skip
     paper_size, paper = rows.get("v2 3.9MB"), rows.get("paper")  # the paper plan's budget, 3,914,104 B

@@ -568,13 +568,14 @@ def _interpolated(tails: _Tails, noise: dict, runs: list[list[LayerSpec]], probe
     anchors, mid = probe.anchors(axes), probe.mid(axes)
     rows = {}
     for index, specs in enumerate(runs):
-        for spec in sorted(specs, key=lambda s: s.uses_v2):  # the mask widths first: m0 is a v2 setting's base
+        # the mask widths first (m0 is a v2 setting's base), then the measured v2 runs (an anchor, the mid run)
+        for spec in sorted(specs, key=lambda s: (s.uses_v2, (index, s) not in tails.tallies)):
             axis = "alpha_bits" if spec.alpha_bits != C.ALPHA_BITS else "keep" if spec.keep != 100 else None
             anchor = anchors.get(axis) if axis else None
             key = (index, spec)
             if anchor is None or (index, anchor) not in tails.tallies:
                 rows[key] = tails.interpolated((index, gain), noise[key], noise[(index, gain)])
-            elif spec == anchor or (index, spec) in tails.tallies:  # measured (an anchor, the mid run)
+            elif key in tails.tallies:  # measured
                 rows[key] = {**tails.row(key), "layer_noise": noise[key]}
             else:  # between m0 and the anchor, or with a mid run, on its segment of the axis
                 lower = (index, LayerSpec(spec.bits))
@@ -583,8 +584,7 @@ def _interpolated(tails: _Tails, noise: dict, runs: list[list[LayerSpec]], probe
                         anchor = mid
                     else:
                         lower = (index, mid)
-                base = rows[lower] if lower in rows else {**tails.row(lower), "layer_noise": noise[lower]}
-                rows[key] = tails.interpolated((index, anchor), noise[key], noise[(index, anchor)], base, noise[lower])
+                rows[key] = tails.interpolated((index, anchor), noise[key], noise[(index, anchor)], rows[lower], noise[lower])
     return rows
 
 
