@@ -79,9 +79,12 @@ class RunningSample:
         self.seen = 0
         self.parts: list[np.ndarray] = []
 
-    def add(self, piece: np.ndarray) -> None:
+    def add(self, piece: np.ndarray, relu: bool = False) -> None:
+        """Keep `piece`'s values at the stride; `relu`: those of ``max(piece, 0)`` (only the kept
+        values are cut, not the whole piece)."""
         flat = np.asarray(piece).ravel()
-        self.parts.append(flat[(-self.seen) % self.step :: self.step].copy())
+        kept = flat[(-self.seen) % self.step :: self.step]
+        self.parts.append(np.maximum(kept, 0) if relu else kept.copy())
         self.seen += flat.size
 
     def values(self) -> np.ndarray:

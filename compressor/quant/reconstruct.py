@@ -292,7 +292,7 @@ def _run_streamed(stack, plan, fracs, calib, config, fold, step, spill: Path):
         y_f = _Conv(x_f, float_layer.weight, float_layer.bias, rows)
         next_f = _Maps.floats(spill, y_f.shape)
         for part in y_f.chunks():
-            next_f.append(F.relu(part))
+            next_f.append(F.relu(part, inplace=True))  # `chunks` is done with `part`
         target = y_f.at_rows()
         fit = _target_of(conv, *_statistics(x_q.patches(rows), target), config)  # step 1; the patches (P, 9C + 1) freed before the solve
         q_w, q_b = _quantize_target(fit, bits, config, last=True)  # step 2
@@ -442,7 +442,7 @@ class _Conv:
             part = F.conv2d(self.x.chunk(i), self.weight, self.bias, padding=1)
             if i in wanted:
                 self._at.append(_at(part, wanted[i] - i * CHUNK * h * w))
-            self._sample.add(F.relu(part).numpy())
+            self._sample.add(part.numpy(), relu=True)
             yield part
 
     def at_rows(self) -> torch.Tensor:
@@ -518,7 +518,7 @@ def each_layer_candidates(
             y_f = _Conv(x_f, chip.weight, chip.bias, rows)
             next_f = _Maps.floats(spill, y_f.shape)
             for part in y_f.chunks():
-                next_f.append(F.relu(part))
+                next_f.append(F.relu(part, inplace=True))  # `chunks` is done with `part`
             row = _Candidates(conv.name, _target(conv, x_ref.patches(rows), y_f.at_rows(), config), widths, config, refitted)
             y_ref = _Conv(x_ref, chip.weight, chip.bias, rows[:0])
             next_ref = _Maps.grid(spill, y_ref.shape, chip.frac)

@@ -33,11 +33,14 @@ def stack(tmp_path_factory):
 @pytest.mark.parametrize("limit", [7, 1000, 1 << 20])
 def test_running_sample_equals_subsample_of_the_whole(limit, monkeypatch):
     monkeypatch.setattr("chipq.quant.calibrate.MAX_SAMPLES", limit)
-    x = np.random.default_rng(0).random((13, 3, 5, 7)).astype(np.float32)
-    running = RunningSample(x.size)
+    x = np.random.default_rng(0).standard_normal((13, 3, 5, 7)).astype(np.float32)
+    running, cut = RunningSample(x.size), RunningSample(x.size)
     for lo, hi in ((0, 1), (1, 8), (8, 9), (9, 13)):
         running.add(x[lo:hi])
+        cut.add(x[lo:hi], relu=True)  # the ReLU of the kept values only
     assert np.array_equal(running.values(), subsample(x))
+    assert np.array_equal(cut.values(), subsample(np.maximum(x, 0)))
+    assert (x < 0).any() and cut.values().dtype == np.float32
 
 
 def test_streamed_calibration_equals_the_whole_batch(stack, monkeypatch):
