@@ -169,15 +169,18 @@ def times(row: dict) -> list[str]:
 def render(data: dict, before: dict | None = None) -> str:
     """The BENCHMARKS.md section: one row per command (and the run before a change, when kept)."""
     old = {row["command"]: row for row in (before or {}).get("commands", [])}
-    header = ["command", "peak RSS (MB)", *(["before (MB)"] if old else []), "wall (s)", "CPU (s)", "largest stages (MB)"]
+    timed = any(row.get("other_cpu_share") is not None for row in old.values())  # a before run that recorded its times
+    header = ["command", "peak RSS (MB)", *(["before (MB)"] if old else []), "wall (s)", *(["before wall (s)"] if timed else []),
+              "CPU (s)", "largest stages (MB)"]  # fmt: skip
     rows = []
     for row in data["commands"]:
         stages = sorted(row["stages"].items(), key=lambda item: -item[1]["peak_mb"])[:3]
         text = "; ".join(f"{name} {s['peak_mb']:.0f}" + (f" ({s['at']})" if s["at"] != name else "") for name, s in stages)
         prior = old.get(row["command"])
         peak = f"{row['peak_mb']:,.0f}" + (f" (failed: exit {row['code']})" if row.get("code") and not row.get("note") else "")
+        wall, cpu = times(row)
         rows.append([f"`{row['command']}`", peak, *([f"{prior['peak_mb']:,.0f}" if prior else "–"] if old else []),
-                     *times(row), text])  # fmt: skip
+                     wall, *([times(prior)[0] if prior else "–"] if timed else []), cpu, text])  # fmt: skip
     over = [row["command"] for row in data["commands"] if row["peak_mb"] > LIMIT_MB]
     # a run that failed or was stopped did not reach every stage: its peak is only a lower bound
     cut = [row["command"] for row in data["commands"] if row.get("code") or row.get("note")]
@@ -199,10 +202,16 @@ def render(data: dict, before: dict | None = None) -> str:
         "while the command ran (\"busy\": more than that, the times are in the JSON only; \"–\": not recorded).",
         *[f"- `{row['command']}`: {row['note']}" for row in data["commands"] if row.get("note")],
         *[f"- before, `{row['command']}`: {row['note']}" for row in (before or {}).get("commands", []) if row.get("note")],
-        *([f"Before: `{before.get('label', 'before')}`."] if old else []),
+        *([f"Before: `{before.get('label', 'before')}`" + _machine_text(before) + "."] if old else []),
         *_runs(data),
         "",
     ])  # fmt: skip
+
+
+def _machine_text(result: dict) -> str:
+    """", CPU, date" of the run that made `result`, where it recorded them."""
+    machine = result.get("machine", {})
+    return "".join(f", {machine[key]}" for key in ("cpu", "date_utc") if machine.get(key))
 
 
 def _runs(data: dict) -> list[str]:

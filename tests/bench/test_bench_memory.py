@@ -24,6 +24,22 @@ def test_times_are_shown_only_for_commands_run_alone():
     assert "| – | – |" in lines["`old`"]
 
 
+def test_before_run_shows_its_peak_and_its_wall_time_where_it_ran_alone():
+    before = {"label": "old code", "machine": {"cpu": "AMD", "date_utc": "2026-12-07 09:00 UTC"},
+              "commands": [{**row("a", 0.01), "peak_mb": 9000.0, "wall_s": 305.0}, {**row("b", 0.5), "peak_mb": 4000.0}]}  # fmt: skip
+    data = {"model": "vgg16.pt", "commands": [row("a", 0.02), row("b", 0.02), row("c", 0.02)]}
+    text = memory.render(data, before)
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| `")}
+    assert "| wall (s) | before wall (s) | CPU (s) |" in text
+    assert "| 1,000 | 9,000 | 220 | 305 | 381 |" in lines["`a`"]
+    assert "| 1,000 | 4,000 | 220 | busy | 381 |" in lines["`b`"]  # the before run shared the machine
+    assert "| 1,000 | – | 220 | – | 381 |" in lines["`c`"]
+    assert "Before: `old code`, AMD, 2026-12-07 09:00 UTC." in text
+    # a before run without recorded times adds no time column
+    untimed = {"commands": [{**row("a", None), "peak_mb": 9000.0}]}
+    assert "before wall" not in memory.render(data, untimed)
+
+
 def test_merge_keeps_earlier_rows_and_names_their_runs(tmp_path):
     import json
 
