@@ -200,8 +200,10 @@ def render(data: dict, before: dict | None = None) -> str:
         "",
         verdict + f" Wall and CPU seconds are shown where other processes used at most {CONTENTION:.0%} of the CPU "
         "while the command ran (\"busy\": more than that, the times are in the JSON only; \"–\": not recorded).",
-        *[f"- `{row['command']}`: {row['note']}" for row in data["commands"] if row.get("note")],
-        *[f"- before, `{row['command']}`: {row['note']}" for row in (before or {}).get("commands", []) if row.get("note")],
+        # "note": why a run was stopped by hand (its peak is a lower bound); "remark": what a reader of
+        # a finished row should know (both written into the result by whoever ran it)
+        *[f"- `{row['command']}`: {row[key]}" for row in data["commands"] for key in ("note", "remark") if row.get(key)],
+        *[f"- before, `{row['command']}`: {row[key]}" for row in (before or {}).get("commands", []) for key in ("note", "remark") if row.get(key)],
         *([f"Before: `{before.get('label', 'before')}`" + _machine_text(before) + "."] if old else []),
         *_runs(data),
         "",

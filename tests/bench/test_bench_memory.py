@@ -40,6 +40,14 @@ def test_before_run_shows_its_peak_and_its_wall_time_where_it_ran_alone():
     assert "before wall" not in memory.render(data, untimed)
 
 
+def test_a_remark_is_shown_without_marking_the_row_as_stopped():
+    data = {"model": "vgg16.pt", "commands": [{**row("a", 0.0), "remark": "timed beside the old code"},
+                                              {**row("b", 0.0), "note": "stopped by hand"}]}  # fmt: skip
+    text = memory.render(data)
+    assert "- `a`: timed beside the old code" in text and "- `b`: stopped by hand" in text
+    assert "Not run to the end (the peak is a lower bound): b." in text
+
+
 def test_merge_keeps_earlier_rows_and_names_their_runs(tmp_path):
     import json
 
