@@ -66,7 +66,7 @@ def test_retrain_step_runs_bench_retrain_py_in_a_child(tiny_bench, bench_work, t
     (tmp_path / "results").mkdir()
     out = run_all.run_retrain(_quick_args(tiny_bench, bench_work), tmp_path / "results")
     argv = json.loads(out.read_text())["argv"]
-    assert argv[:2] == ["--model", str(tiny_bench.model)] and argv[argv.index("--minutes") + 1] == "1"
+    assert argv[:2] == ["--model", str(tiny_bench.model)] and argv[argv.index("--minutes") + 1] == "0.1"
     assert argv[argv.index("--work") + 1] == str(bench_work / "quick" / "retrain")  # a quick blob kept apart
     text = "\n".join(run_all.retrain_section(json.loads(out.read_text())))
     assert "| 1.0 | 3 | 0.5000 |" in text and "3 steps in 1.0 minutes of training" in text
