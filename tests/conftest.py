@@ -5,10 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import SAMPLE_BLOB
+from helpers import SAMPLE_BLOB, made_once, run_folder
 
 from chipq.formats.model import ChipModel
 from chipq.formats.synthetic import random_model
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files holding a slow test (the real VGG-16's end-to-end checks, minutes each) first, each
+    file's tests in their own order. pytest-xdist hands whole files to CI's two workers in this order
+    (.ci/run: ``--dist loadfile --no-loadscope-reorder``), so the last files handed out are short and
+    both workers finish together (by its own order, most tests first, a one-test file of two minutes
+    came last and ran alone)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # a stable sort: the rest keep their order
 
 
 @pytest.fixture
@@ -41,12 +51,17 @@ def real_vgg16(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def real_vgg16_blob(real_vgg16) -> bytes:
+def real_vgg16_blob(real_vgg16, tmp_path_factory) -> bytes:
     """The real VGG-16 compressed post-training (weight-only, no reconstruction: seconds, not minutes)
-    with the paper's plan 3x7,1x6, for the slow tests of exactness (C model, RTL, memory images)."""
-    from chipq.formats.writer import to_bytes
-    from chipq.importers import load_model
-    from chipq.quant.compress import calibration_batch, compress, default_calib_dir
+    with the paper's plan 3x7,1x6, for the slow tests of exactness (C model, RTL, memory images, the
+    whole chip path). Made once per test run, whichever xdist worker asks first (`made_once`)."""
 
-    stack = load_model(real_vgg16[0])
-    return to_bytes(compress(stack, [3] * 7 + [1] * 6, calibration_batch(default_calib_dir()), reconstruction=None).model)
+    def make() -> bytes:
+        from chipq.formats.writer import to_bytes
+        from chipq.importers import load_model
+        from chipq.quant.compress import calibration_batch, compress, default_calib_dir
+
+        stack = load_model(real_vgg16[0])
+        return to_bytes(compress(stack, [3] * 7 + [1] * 6, calibration_batch(default_calib_dir()), reconstruction=None).model)
+
+    return made_once(run_folder(tmp_path_factory) / "real_vgg16_3x7_1x6.blob", make)

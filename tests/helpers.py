@@ -27,6 +27,33 @@ SAMPLE_BLOB = SAMPLES / "tiny.blob"
 SHARED_DATA = REPO.parent / "shared" / "data"
 """Data shared beside the checkout (``../shared/data``: UKBench's ``ukbench56``), when present."""
 
+def made_once(path: Path, make) -> bytes:
+    """The bytes at `path`, made by ``make()`` (bytes) by whichever process asks first.
+
+    For a costly fixture that every pytest-xdist worker would otherwise build itself: `path` lies in
+    the folder the workers of one run share (`run_folder`), an exclusive lock beside it makes the
+    others wait while the first writes, and the file is written whole before anyone reads it.
+    """
+    import fcntl
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            partial = path.with_name(path.name + ".partial")
+            partial.write_bytes(make())
+            partial.replace(path)
+        return path.read_bytes()
+
+
+def run_folder(tmp_path_factory) -> Path:
+    """The temporary folder of this test run: shared by its xdist workers, else this session's own
+    (never one that outlives the run: the parent of a plain run's is every run's)."""
+    import os
+
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 TINY_WIDTH_DIVISOR = 16
 """`tiny_vgg`'s channels are torchvision's divided by this: VGG-16 becomes 4..32 channels."""
 

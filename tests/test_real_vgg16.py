@@ -22,15 +22,15 @@ MASK_ALPHA_BYTES = 31_255_104 // 8
 
 
 @pytest.fixture(scope="module")
-def compressed(real_vgg16):
+def compressed(real_vgg16, real_vgg16_blob):
     pt_path, onnx_path = real_vgg16
     calib = calibration_batch(default_calib_dir())
     stack = load_model(pt_path)
-    # weight-only (reconstruction=None): the exactness and size checks do not need the minutes the
-    # reconstruction takes; tests/quant/test_reconstruct.py covers that path
-    blob = to_bytes(compress(stack, PLAN, calib, reconstruction=None).model)
+    # weight-only (reconstruction=None), as `real_vgg16_blob` (the .pt's) is made: the exactness and
+    # size checks do not need the minutes the reconstruction takes; tests/quant/test_reconstruct.py
+    # covers that path
     onnx_blob = to_bytes(compress(load_model(onnx_path), PLAN, calib, reconstruction=None).model)
-    return stack, blob, onnx_blob, calib
+    return stack, real_vgg16_blob, onnx_blob, calib
 
 
 def test_pt_and_onnx_give_the_same_blob_of_about_3_91_mb(compressed):
