@@ -11,16 +11,6 @@ from chipq.formats.model import ChipModel
 from chipq.formats.synthetic import random_model
 
 
-def pytest_collection_modifyitems(config, items):
-    """The files holding a slow test (the real VGG-16's end-to-end checks, minutes each) first, each
-    file's tests in their own order. pytest-xdist hands whole files to CI's two workers in this order
-    (.ci/run: ``--dist loadfile --no-loadscope-reorder``), so the last files handed out are short and
-    both workers finish together (by its own order, most tests first, a one-test file of two minutes
-    came last and ran alone)."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # a stable sort: the rest keep their order
-
-
 @pytest.fixture
 def tiny_model() -> ChipModel:
     """conv1_1 3->4 (3-bit), pool1, conv2_1 4->8 (1-bit) on a 16x16 input; built in about 1 ms."""
