@@ -27,6 +27,7 @@ SAMPLE_BLOB = SAMPLES / "tiny.blob"
 SHARED_DATA = REPO.parent / "shared" / "data"
 """Data shared beside the checkout (``../shared/data``: UKBench's ``ukbench56``), when present."""
 
+
 def made_once(path: Path, make) -> bytes:
     """The bytes at `path`, made by ``make()`` (bytes) by whichever process asks first.
 
