@@ -18,9 +18,7 @@ import numpy as np
 
 from chipq.errors import UsageError
 from chipq.executor import golden
-from chipq.executor.fast import FastExecutor
 from chipq.floatnet.model import FloatStack
-from chipq.floatnet.reference import FloatReference
 from chipq.formats.fileio import atomic_write, check_output_dir, replace_dir
 from chipq.formats.model import ChipModel, ConvLayer, layer_stem
 from chipq.reports.verify import AgreementSums, VerifyReport, compare_exact
@@ -75,8 +73,9 @@ def verify_blob(
     """
     from chipq.executor.memory import check_fits
     from chipq.formats.reader import read_blob
-    from chipq.quant.compress import calibration_images
 
+    # PyTorch loads only once the options and the blob have passed their checks (a bad blob is
+    # refused in a fraction of a second): the photos' reader, the fast executor and the float model
     if vectors_hex and vectors is None:
         raise UsageError("--vectors-hex needs --vectors")
     if min_cosine is not None and model is None:
@@ -94,6 +93,8 @@ def verify_blob(
 
         stack = load_model(model)
         check_same_chain(chip, stack.without_trailing_pool(), blob, model)
+    from chipq.quant.compress import calibration_images
+
     source = images if images is not None else default_photos()
     batch, names = calibration_images(source, hw, limit=limit)
     say = progress or (lambda text: None)
@@ -159,6 +160,8 @@ def verify(
         kernels=sum(conv.out_channels * conv.in_channels for conv in convs),
         kept_kernels=sum(conv.kept_kernels() for conv in convs),
     )  # fmt: skip
+    from chipq.executor.fast import FastExecutor
+
     fast = FastExecutor(model)
     report.fast_route = fast.route_label
     say("fast executor")
@@ -182,6 +185,8 @@ def verify(
 
 
 def _fidelity(report, model, stack, images, fast_taps, fast) -> None:
+    from chipq.floatnet.reference import FloatReference
+
     reference = FloatReference(stack)
     fracs = model.activation_fracs()
     convs = {layer.name: index for index, layer in enumerate(model.layers) if isinstance(layer, ConvLayer)}

@@ -19,8 +19,13 @@ print("torch" in sys.modules)
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["compress", "--help"], ["inspect", "BLOB"], ["eval", "--help"]])
-def test_command_does_not_import_torch(args, sample_blob_path):
-    args = [str(sample_blob_path) if a == "BLOB" else a for a in args]
+@pytest.mark.parametrize(
+    "args", [["--help"], ["compress", "--help"], ["inspect", "BLOB"], ["eval", "--help"], ["verify", "BROKEN"], ["verify", "BLOB", "--vectors-hex"]]
+)
+def test_command_does_not_import_torch(args, sample_blob_path, tmp_path):
+    """`verify` refuses a bad blob or option before it loads PyTorch (the photos, executors and float model need it)."""
+    broken = tmp_path / "broken.blob"
+    broken.write_bytes(sample_blob_path.read_bytes()[:-1])  # one byte short: the CRC check fails
+    args = [{"BLOB": str(sample_blob_path), "BROKEN": str(broken)}.get(a, a) for a in args]
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr
