@@ -81,7 +81,7 @@ def run(model: Path | None = None, blob: Path | None = None, work: Path = cm.DEF
     from chipq.formats import constants as C
     from chipq.formats.reader import read_blob
     from chipq.images import list_images, load_image, resize
-    from chipq.quant.compress import default_calib_dir
+    from chipq.quant.calibrate import default_calib_dir
 
     cm.set_threads(threads)
     work = Path(work)

@@ -65,7 +65,7 @@ def child(spec: dict) -> dict:
 def _compress(stack, spec: dict, hw: tuple[int, int]) -> dict:
     from chipq.formats.writer import to_bytes
     from chipq.pipeline.compress import compress
-    from chipq.quant.compress import calibration_batch
+    from chipq.quant.calibrate import calibration_batch
     from chipq.quant.plan import parse_plan
 
     plan = parse_plan(spec["plan"], [c.name for c in stack.conv_layers()])
@@ -107,7 +107,8 @@ def _extract(stack, spec: dict, hw: tuple[int, int]) -> dict:
 
 
 def _retrain(stack, spec: dict, hw: tuple[int, int]) -> dict:
-    from chipq.quant.compress import calibrate, calibration_batch
+    from chipq.quant.calibrate import calibration_batch
+    from chipq.quant.compress import calibrate
     from chipq.quant.plan import parse_plan
     from chipq.retrain.config import RetrainConfig
     from chipq.retrain.trainer import Retrainer, load_training_images, torch_settings
@@ -177,7 +178,7 @@ def run(
     retrain_steps: int = RETRAIN_STEPS,
 ) -> dict:
     """Measure every task in its own processes; returns the JSON-ready results."""
-    from chipq.quant.compress import default_calib_dir
+    from chipq.quant.calibrate import default_calib_dir
 
     work = Path(work)
     model_path = cm.resolve_model(model, work)

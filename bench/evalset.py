@@ -508,7 +508,7 @@ def measure(model: Path | None, chips: dict[str, Path], work: Path, eval_dir: Pa
     and every blob of `chips`, and score them (`score`)."""
     import common as cm
 
-    from chipq.quant.compress import default_calib_dir
+    from chipq.quant.calibrate import default_calib_dir
 
     model = cm.resolve_model(model)
     folder = Path(eval_dir) if eval_dir is not None else cm.eval_set(work)

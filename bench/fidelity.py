@@ -219,7 +219,7 @@ def run(
     """Describe and score every (dataset, method, model) of `configs`; returns JSON-ready results."""
     from chipq.formats.reader import read_blob
     from chipq.importers import load_model
-    from chipq.quant.compress import default_calib_dir
+    from chipq.quant.calibrate import default_calib_dir
     from chipq.retrieval.features import chip_features, float_features
 
     cm.set_threads(threads)

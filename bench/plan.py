@@ -145,7 +145,8 @@ def setup(model: Path, budget_text: str):
     from chipq.data import default_photos_dir
     from chipq.importers import load_model
     from chipq.quant import allocate
-    from chipq.quant.compress import calibrate, calibration_images
+    from chipq.quant.calibrate import calibration_images
+    from chipq.quant.compress import calibrate
 
     stack = load_model(model).without_trailing_pool()
     layout = allocate.Layout.of(stack)

@@ -46,7 +46,8 @@ from chipq.executor.fast import FastExecutor  # noqa: E402
 from chipq.formats.writer import write_blob  # noqa: E402
 from chipq.importers import load_model  # noqa: E402
 from chipq.pipeline.compress import compress  # noqa: E402
-from chipq.quant.compress import calibrate, calibration_batch  # noqa: E402
+from chipq.quant.calibrate import calibration_batch  # noqa: E402
+from chipq.quant.compress import calibrate  # noqa: E402
 from chipq.quant.quantize import quantize_stack  # noqa: E402
 from chipq.quant.reconstruct import reconstruct  # noqa: E402
 from chipq.retrain.config import RetrainConfig

@@ -32,7 +32,7 @@ import common as cm  # noqa: E402
 from recipe_eval import EvalSet, chip_descriptors, float_descriptors, scores  # noqa: E402
 
 from chipq.importers import load_model  # noqa: E402
-from chipq.quant.compress import calibration_batch, default_calib_dir  # noqa: E402
+from chipq.quant.calibrate import calibration_batch, default_calib_dir  # noqa: E402
 from chipq.quant.quantize import quantize_stack  # noqa: E402
 from chipq.quant.reconstruct import ReconstructConfig, reconstruct  # noqa: E402
 

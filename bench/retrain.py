@@ -41,7 +41,8 @@ from chipq.floatnet.torchnet import stack_to_torch
 from chipq.formats.writer import write_blob
 from chipq.images import list_images, load_image
 from chipq.importers import load_model
-from chipq.quant.compress import calibrate, calibration_batch, default_calib_dir
+from chipq.quant.calibrate import calibration_batch, default_calib_dir
+from chipq.quant.compress import calibrate
 from chipq.retrain.config import RetrainConfig
 from chipq.retrain.trainer import Retrainer, load_training_images, torch_settings
 from chipq.retrieval.describe import rotated_inputs

@@ -35,7 +35,7 @@ from recipe_eval import EvalSet, chip_descriptors, float_descriptors, paired_gap
 
 from chipq.importers import load_model  # noqa: E402
 from chipq.pipeline.compress import compress  # noqa: E402
-from chipq.quant.compress import calibration_batch  # noqa: E402
+from chipq.quant.calibrate import calibration_batch  # noqa: E402
 from chipq.retrain.config import RetrainConfig  # noqa: E402
 from chipq.retrain.trainer import load_training_images  # noqa: E402
 

@@ -66,7 +66,7 @@ def run(
     input_hw: tuple[int, int] = (224, 224),
 ) -> dict:
     """Measure every plan; returns the JSON-ready results."""
-    from chipq.quant.compress import default_calib_dir
+    from chipq.quant.calibrate import default_calib_dir
 
     work = Path(work)
     model_path = cm.resolve_model(model, work)

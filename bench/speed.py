@@ -267,7 +267,7 @@ def run(
     from chipq.formats.reader import read_blob
     from chipq.images import list_images, load_image
     from chipq.importers import load_model
-    from chipq.quant.compress import calibration_batch, default_calib_dir
+    from chipq.quant.calibrate import calibration_batch, default_calib_dir
 
     cm.set_threads(threads)
     work = Path(work)

@@ -257,7 +257,8 @@ def run(args) -> dict:
     from chipq.importers import load_model
     from chipq.pipeline import plan as planner
     from chipq.quant import SALIENCY, allocate
-    from chipq.quant.compress import calibrate, calibration_images
+    from chipq.quant.calibrate import calibration_images
+    from chipq.quant.compress import calibrate
     from chipq.quant.plan import PAPER_PLAN, parse_specs
     from chipq.quant.quantize import SHIFT_RULE
 

@@ -33,7 +33,7 @@ _API = {
     "FloatStack": "chipq.floatnet.model",
     "parse_plan": "chipq.quant.plan",
     "PAPER_PLAN": "chipq.quant.plan",
-    "calibration_batch": "chipq.quant.compress",
+    "calibration_batch": "chipq.quant.calibrate",
     "compress": "chipq.quant.compress",
     "CompressResult": "chipq.quant.compress",
     "compress_retrained": "chipq.retrain.pipeline",

@@ -55,6 +55,10 @@ class ImageListError(ChipqError):
     """The image source (a folder or a list file) cannot be used."""
 
 
+class EmptyCalibration(ChipqError):
+    """The calibration source holds no image chipq can decode."""
+
+
 def list_images(source: Path) -> list[Path]:
     """Every image a source names, in a deterministic order.
 

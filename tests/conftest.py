@@ -49,7 +49,8 @@ def real_vgg16_blob(real_vgg16, tmp_path_factory) -> bytes:
     def make() -> bytes:
         from chipq.formats.writer import to_bytes
         from chipq.importers import load_model
-        from chipq.quant.compress import calibration_batch, compress, default_calib_dir
+        from chipq.quant.calibrate import calibration_batch, default_calib_dir
+        from chipq.quant.compress import compress
 
         stack = load_model(real_vgg16[0])
         return to_bytes(compress(stack, [3] * 7 + [1] * 6, calibration_batch(default_calib_dir()), reconstruction=None).model)

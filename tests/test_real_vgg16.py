@@ -11,7 +11,8 @@ from chipq.formats.reader import from_bytes
 from chipq.formats.writer import to_bytes
 from chipq.importers import load_model
 from chipq.pipeline.verify import verify
-from chipq.quant.compress import calibration_batch, compress, default_calib_dir
+from chipq.quant.calibrate import calibration_batch, default_calib_dir
+from chipq.quant.compress import compress
 from chipq.reports.inspect import summarize
 
 pytestmark = pytest.mark.slow

@@ -115,9 +115,7 @@ def compress_command(
     checkpoint_seconds: float = typer.Option(60.0, "--checkpoint-seconds", min=0, hidden=True, help="Seconds between retraining checkpoints (tests)."),
 ) -> None:
     """Compress a model; see `_HELP`."""
-    # PyTorch loads here, not when the CLI starts (other commands do not pay for it)
-    from chipq.pipeline.compress import check_request, compress, request_inputs
-    from chipq.reports.compress import compress_summary
+    from chipq.pipeline.checks import check_inputs, check_request, request_inputs
 
     if probe is not None and budget is None:
         raise UsageError("--probe says how --budget's plan is measured: give --budget B too")
@@ -130,7 +128,12 @@ def compress_command(
         _refuse_without_retrain(steps=steps, epochs=epochs, train_from=train_from, resume=resume or None, prune_from=prune_from)
     else:
         config = _retrain_config(steps, epochs, lr, seed, samples, train_from, min(input_hw), prune_from)
-    check_request(output, config, resume, plan_text, budget, request_inputs(model_path, image_dir))  # before the model loads
+    check_request(output, config, resume, plan_text, budget, request_inputs(model_path, image_dir))
+    check_inputs(model_path, image_dir)
+    # PyTorch loads here, once the request is known to be sound (a bad one is refused in under a second)
+    from chipq.pipeline.compress import compress
+    from chipq.reports.compress import compress_summary
+
     with _Display(as_json, config) as display, _deferred_interrupt(display.retraining) as stop:
         compressed = compress(
             model_path, plan_text, budget=budget, images=image_dir, input_hw=input_hw, retrain=config, output=output,

@@ -16,9 +16,8 @@ from chipq.cli import app, err_console
 from chipq.cli.options import flag, parse_size
 from chipq.cli.progress import status as progress_status
 from chipq.errors import UsageError
+from chipq.quant import MAX_CALIB_IMAGES  # the sensitivity's photos are among the calibration photos read
 from chipq.reports.planner import DEFAULT_SENS_IMAGES, SensitivityKind, SensitivityProbe
-
-MAX_SENS_IMAGES = 64  # the calibration photos read (`chipq.quant.compress.MAX_CALIB_IMAGES`; a test pins them equal)
 
 _HELP = "\n\n".join(
     [
@@ -77,7 +76,7 @@ def plan_command(
     ),
     input_size: str = typer.Option("224x224", "--input", metavar="WxH", help="The chip's input buffer, width x height."),
     sens_images: int = typer.Option(
-        DEFAULT_SENS_IMAGES, "--sens-images", metavar="N", min=1, max=MAX_SENS_IMAGES, help="Calibration photos the sensitivity is measured on."
+        DEFAULT_SENS_IMAGES, "--sens-images", metavar="N", min=1, max=MAX_CALIB_IMAGES, help="Calibration photos the sensitivity is measured on."
     ),
     sens_kind: SensitivityKind = typer.Option(
         SensitivityKind.reconstructed, "--sensitivity", metavar="KIND", help="How each layer is quantized for the sensitivity: reconstructed or weight-only."
@@ -95,8 +94,7 @@ def plan_command(
 ) -> None:
     """Plan a model; see `_HELP`."""
     from chipq.formats.fileio import check_output
-    from chipq.pipeline.plan import plan
-    from chipq.reports.planner import plot_front
+    from chipq.pipeline.checks import check_plan_inputs
 
     if plot is not None:
         try:
@@ -105,6 +103,11 @@ def plan_command(
             raise UsageError("--plot needs matplotlib: pip install 'chipq[plot]'") from None
         check_output(plot, "plot", "--plot", inputs=[("model", model_path), ("photo folder", images_dir), ("held-out folder", eval_dir)])
     input_hw = parse_size(input_size)
+    check_plan_inputs(model_path, images_dir, eval_dir if not no_measure else None)
+    # PyTorch loads here, once the request is known to be sound (a bad one is refused in under a second)
+    from chipq.pipeline.plan import plan
+    from chipq.reports.planner import plot_front
+
     with progress_status("plan", err_console, quiet=as_json) as shown:
         result, heldout = plan(
             model_path, budget, images=images_dir, eval_dir=eval_dir, input_hw=input_hw, measure=not no_measure,

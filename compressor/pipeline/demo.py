@@ -31,7 +31,7 @@ from chipq.formats.writer import to_bytes
 from chipq.images import image_names, list_images
 from chipq.importers import load_model
 from chipq.pipeline.demo_set import DATABASE_DIR, DEMO_SET_DIR, QUERIES_DIR, build_demo_set
-from chipq.quant.compress import calibration_batch, default_calib_dir
+from chipq.quant.calibrate import calibration_batch, default_calib_dir
 from chipq.quant.plan import PAPER_PLAN, parse_plan
 from chipq.reports.demo import (
     KINDS,
@@ -54,7 +54,6 @@ from chipq.retrieval.descriptors import (
     load_descriptors,
     partial_path,
 )
-from chipq.retrieval.features import chip_features, float_features
 from chipq.retrieval.scoring import evaluate, load_ground_truth
 
 Say = Callable[[str], None]
@@ -223,6 +222,8 @@ def _verify(chip, stack: FloatStack, say: Say):
 def _retrieval(stack, chip, data: bytes, post_path: Path, images: Path, gt_path: Path, workdir: Path, say, on_image, clock) -> tuple[list[dict], int, int]:
     """NIP descriptors of `images` by the three models, scored: one row per (method, kind), and the
     numbers of queries and database images."""
+    from chipq.retrieval.features import chip_features, float_features  # PyTorch: loaded once the request is checked
+
     truth = load_ground_truth(gt_path)
     paths = list_images(images)
     names = image_names(paths, images)

@@ -197,8 +197,10 @@ def plan(
         The plan and how many held-out photos it was measured on (0 without `measure`).
     """
     from chipq.importers import load_model
-    from chipq.quant.compress import calibration_images, default_calib_dir
+    from chipq.pipeline.checks import check_plan_inputs
+    from chipq.quant.calibrate import calibration_images, default_calib_dir
 
+    check_plan_inputs(model, images, eval_dir if measure else None)
     say = status or (lambda stage, done=None, total=None: None)
     image_dir = images if images is not None else default_calib_dir()
     say("loading model")
@@ -220,7 +222,7 @@ def check_memory(stack: FloatStack, input_hw: tuple[int, int], axes: sensitivity
     may hold it: that is known only once the photos are read and calibrated) and the check's
     post-training compress."""
     from chipq.executor import memory as mem
-    from chipq.quant.compress import MAX_CALIB_IMAGES
+    from chipq.quant import MAX_CALIB_IMAGES
 
     what = f"--input {input_hw[1]}x{input_hw[0]}"
     mem.check_input_size(stack.layers, input_hw, what)

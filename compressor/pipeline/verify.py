@@ -93,7 +93,7 @@ def verify_blob(
 
         stack = load_model(model)
         check_same_chain(chip, stack.without_trailing_pool(), blob, model)
-    from chipq.quant.compress import calibration_images
+    from chipq.quant.calibrate import calibration_images
 
     source = images if images is not None else default_photos()
     batch, names = calibration_images(source, hw, limit=limit)

@@ -1,5 +1,6 @@
 """Float model -> `ChipModel`: plan, calibration, weight quantization, data-driven reconstruction."""
 
+MAX_CALIB_IMAGES = 64  # calibration photos: enough for stable shifts; the first N in sorted order, so runs repeat
 RECONSTRUCT_IMAGES = 64  # calibration images of the full reconstruction (where retraining starts; bench/retrain_sweep.py)
 FAST_RECONSTRUCT_IMAGES = 32  # those of the post-training path (`compress --no-retrain`: under a minute)
 SALIENCIES = ("obs", "energy")  # how a pruned layer chooses the kernels it removes (`reconstruct.kernel_saliency`)

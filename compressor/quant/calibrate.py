@@ -12,10 +12,13 @@ the torch model of the chip runs, is `chipq.quant.chipnet.activations` (tested e
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from chipq.formats import constants as C
+from chipq.images import EmptyCalibration, ImageError, list_images, load_image, resize
+from chipq.quant import MAX_CALIB_IMAGES
 from chipq.quant.quantize import round_half_up
 
 EXTRA_BITS = 4  # finer scales tried beyond the one that clips nothing
@@ -94,3 +97,41 @@ class RunningSample:
 def choose_fracs(conv_outputs: list[np.ndarray]) -> list[int]:
     """Fraction bits for every conv layer from its float outputs on the calibration images."""
     return [choose_frac(subsample(x)) for x in conv_outputs]
+
+
+def default_calib_dir() -> Path:
+    """The photo set that ships inside the package (`chipq.data`): works from any install."""
+    from chipq.data import default_photos_dir
+
+    return default_photos_dir()
+
+
+def calibration_batch(
+    source: Path, size: tuple[int, int] = C.CHIP_INPUT_HW, limit: int = MAX_CALIB_IMAGES
+) -> np.ndarray:
+    """The calibration images of a folder or list file, resized to the chip input.
+
+    Undecodable files are skipped; an empty result is an error.
+
+    Returns:
+        uint8 (N, 3, H, W), RGB.
+    """
+    return calibration_images(source, size, limit)[0]
+
+
+def calibration_images(
+    source: Path, size: tuple[int, int] = C.CHIP_INPUT_HW, limit: int = MAX_CALIB_IMAGES
+) -> tuple[np.ndarray, list[str]]:
+    """`calibration_batch` and the file name of each image in it (skipped files left out)."""
+    images, names = [], []
+    for path in list_images(Path(source)):
+        if len(images) == limit:
+            break
+        try:
+            images.append(resize(load_image(path), size).transpose(2, 0, 1))
+        except ImageError:
+            continue
+        names.append(path.name)
+    if not images:
+        raise EmptyCalibration(f"calibration source {source}: no decodable JPEG or PNG image")
+    return np.ascontiguousarray(np.stack(images)), names

@@ -2,25 +2,22 @@
 
 `compress` is the post-training quantization step; `chipq.retrain.pipeline.compress_retrained` is
 Algorithm 1 (retraining with the fixed-point constraint); both start with `fit_layers`.
-`calibration_batch` reads a folder of images. `chipq.pipeline.compress` sequences every route
+`chipq.quant.calibrate.calibration_batch` reads a folder of images. `chipq.pipeline.compress` sequences every route
 (model file, checks, images, plan, this step or retraining, the atomic write).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from chipq.errors import ChipqError
 from chipq.executor.memory import CALIB_CHUNK
 from chipq.floatnet.model import FloatConv, FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
 from chipq.formats.model import ChipModel
-from chipq.images import ImageError, list_images, load_image, resize
 from chipq.quant import FAST_RECONSTRUCT_IMAGES
 from chipq.quant.calibrate import RunningSample, choose_frac
 from chipq.quant.plan import LayerSpec
@@ -28,15 +25,10 @@ from chipq.quant.quantize import LayerReport, quantize_stack
 from chipq.quant.reconstruct import ReconstructConfig, reconstruct
 
 DEFAULT_INPUT = C.CHIP_INPUT_HW
-MAX_CALIB_IMAGES = 64  # enough for stable shifts; the first N in sorted order, so runs repeat
 # the post-training reconstruction: no error feedback. On the real VGG-16, 3x7,1x6, the 520 held-out
 # photos of bench/evalset.py, the feedback raised the mean descriptor cosine 0.918 -> 0.938 but
 # lowered mAP 0.9137 -> 0.9016 (paired 95 % interval -0.026..+0.001; AMD EPYC, 2026-12-07)
 FAST_RECONSTRUCTION = ReconstructConfig(error_feedback=False)
-
-
-class EmptyCalibration(ChipqError):
-    """The calibration source holds no image chipq can decode."""
 
 
 @dataclass(frozen=True)
@@ -48,44 +40,6 @@ class CompressResult:
     act_fracs: list[int]
     calib_count: int
     retrain: dict | None = None  # what retraining did (`chipq.retrain.trainer.pipeline`), None without it
-
-
-def default_calib_dir() -> Path:
-    """The photo set that ships inside the package (`chipq.data`): works from any install."""
-    from chipq.data import default_photos_dir
-
-    return default_photos_dir()
-
-
-def calibration_batch(
-    source: Path, size: tuple[int, int] = DEFAULT_INPUT, limit: int = MAX_CALIB_IMAGES
-) -> np.ndarray:
-    """The calibration images of a folder or list file, resized to the chip input.
-
-    Undecodable files are skipped; an empty result is an error.
-
-    Returns:
-        uint8 (N, 3, H, W), RGB.
-    """
-    return calibration_images(source, size, limit)[0]
-
-
-def calibration_images(
-    source: Path, size: tuple[int, int] = DEFAULT_INPUT, limit: int = MAX_CALIB_IMAGES
-) -> tuple[np.ndarray, list[str]]:
-    """`calibration_batch` and the file name of each image in it (skipped files left out)."""
-    images, names = [], []
-    for path in list_images(Path(source)):
-        if len(images) == limit:
-            break
-        try:
-            images.append(resize(load_image(path), size).transpose(2, 0, 1))
-        except ImageError:
-            continue
-        names.append(path.name)
-    if not images:
-        raise EmptyCalibration(f"calibration source {source}: no decodable JPEG or PNG image")
-    return np.ascontiguousarray(np.stack(images)), names
 
 
 def conv_outputs(stack: FloatStack, images: np.ndarray) -> list[np.ndarray]:

@@ -7,7 +7,8 @@ from helpers import save_tiny_vgg, write_photos
 
 from chipq.formats.writer import write_blob
 from chipq.importers import load_model
-from chipq.quant.compress import calibration_batch, compress
+from chipq.quant.calibrate import calibration_batch
+from chipq.quant.compress import compress
 
 
 @pytest.fixture(scope="session")

@@ -144,7 +144,7 @@ def test_empty_retrain_folder_fails_in_one_line(model_file, images, tmp_path, mo
     (empty / "notes.txt").write_text("no images here")
     out = tmp_path / "x.blob"
     code, _, err = run(monkeypatch, capsys, model_file, "-o", out, "--images", empty, *SIZE)
-    assert code == 2 and "no decodable JPEG or PNG" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "no JPEG or PNG image in it" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 
@@ -222,7 +222,7 @@ def test_empty_calib_folder_fails_in_one_line(model_file, tmp_path, monkeypatch,
     empty.mkdir()
     out = tmp_path / "c.blob"
     code, _, err = run(monkeypatch, capsys, model_file, "-o", out, "--calib", empty, *SIZE)
-    assert code == 2 and "no decodable JPEG or PNG image" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "no JPEG or PNG image in it" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 

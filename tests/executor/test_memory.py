@@ -100,7 +100,7 @@ def test_plan_that_cannot_fit_is_refused_before_any_work(tmp_path, monkeypatch):
     write_photos(photos)
     monkeypatch.setattr("chipq.executor.memory.available_bytes", lambda: 64 << 20)
     started = []
-    monkeypatch.setattr("chipq.quant.compress.calibration_images", lambda *a, **k: started.append(1))
+    monkeypatch.setattr("chipq.quant.calibrate.calibration_images", lambda *a, **k: started.append(1))
     with pytest.raises(NotEnoughMemory, match=r"^--input 224x224: .* needs about .* GiB of memory, 0\.1 GiB is available; "):
         pipeline.plan(model, "15x", images=photos, input_hw=(224, 224))
     assert not started

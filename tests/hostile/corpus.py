@@ -49,7 +49,8 @@ def build_base(folder: Path) -> Path:
     from chipq.formats.synthetic import random_model
     from chipq.formats.writer import write_blob
     from chipq.importers import load_model
-    from chipq.quant.compress import calibration_batch, compress
+    from chipq.quant.calibrate import calibration_batch
+    from chipq.quant.compress import compress
     from chipq.retrieval.descriptors import DescriptorKind, DescriptorSet, save_descriptors
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -130,7 +130,7 @@ def test_the_work_folder_may_not_lie_inside_a_photo_folder_the_demo_reads(tmp_pa
     from chipq.data import samples_dir
     from chipq.formats.fileio import FileRefused
     from chipq.pipeline import demo
-    from chipq.quant.compress import default_calib_dir
+    from chipq.quant.calibrate import default_calib_dir
 
     source = samples_dir() / "photos" if folder == "samples" else default_calib_dir()
     workdir = source / "demo-out"

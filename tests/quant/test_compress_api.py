@@ -9,7 +9,9 @@ from PIL import Image
 
 from chipq.floatnet.model import FloatStack
 from chipq.formats.writer import to_bytes
-from chipq.quant.compress import EmptyCalibration, calibrate, calibration_batch, compress
+from chipq.images import EmptyCalibration
+from chipq.quant.calibrate import calibration_batch
+from chipq.quant.compress import calibrate, compress
 from chipq.quant.quantize import quantize_stack
 from chipq.retrain.config import RetrainConfig
 from chipq.retrain.pipeline import compress_retrained
