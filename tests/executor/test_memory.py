@@ -172,3 +172,43 @@ def test_compress_budget_checks_retraining_for_the_plan_it_chose(tmp_path, monke
         with pytest.raises(NotEnoughMemory, match=r"^--samples 20000 at --input 224x224: retraining's cache"):
             pipeline.compress(model, budget="15x", images=photos, retrain=config)
         assert not trained
+
+
+@pytest.mark.parametrize(("env", "expected"), [("8589934592", (1 << 31) - 1), (None, 128 << 10), ("junk", 128 << 10), ("65536", 65536)])
+def test_the_started_mmap_threshold_fits_mallopts_int(monkeypatch, env, expected):
+    from chipq.executor.memory import started_mmap_threshold
+
+    if env is None:
+        monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    else:
+        monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", env)
+    assert started_mmap_threshold() == expected
+
+
+LEAVE_MAPPED = """
+import resource
+import numpy as np
+from chipq.executor.memory import large_blocks_mapped, release_freed_memory
+with large_blocks_mapped():
+    pass
+release_freed_memory()  # as the reconstruction does after each layer: the heap's top given back
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2000):
+    block = np.ones(50_000)  # 400 kB, freed each time round
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+"""
+
+
+def test_after_large_blocks_mapped_freed_blocks_are_reused_under_the_heavy_commands_settings():
+    """With the heavy commands' ``MALLOC_MMAP_THRESHOLD_`` of 8 GiB, leaving the block must not set
+    the threshold to 0 (the low 32 bits of 8 GiB). A threshold of 0 would map every block afresh
+    and fault in its pages each time: 2000 blocks of 400 kB would take 200,000 page faults."""
+    import os
+    import subprocess
+    import sys
+
+    from chipq.cli import MALLOC_SETTINGS
+
+    done = subprocess.run([sys.executable, "-c", LEAVE_MAPPED], env={**os.environ, **MALLOC_SETTINGS}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 20_000, done.stdout
