@@ -41,6 +41,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -170,12 +171,26 @@ def torch_settings(threads: int) -> Iterator[None]:
     """Deterministic algorithms and a fixed intra-op thread count, restored afterwards."""
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    deterministic_algorithms(True)
     try:
         yield
     finally:
         torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
+        deterministic_algorithms(old_det)
+
+
+def deterministic_algorithms(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode)`` without its import of ``torch._inductor``.
+
+    Since torch 2.x that call imports the compiler stack (dynamo, inductor, sympy) to set inductor's
+    flag too: 2.5 s on this project's machines, paid by every compress, plan and retraining run,
+    and chipq never compiles. The eager flag is set the same way; inductor's is set as well when
+    something has loaded inductor already (tests/quant/test_reconstruct.py checks both).
+    """
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = mode
+    torch._C._set_deterministic_algorithms(mode)
 
 
 @contextmanager

@@ -194,3 +194,34 @@ def test_without_float_fracs_the_shifts_come_from_the_same_pass(done):
     other, other_fracs, other_stats = reconstruct(s, PLAN, None, calib, CONFIG)
     assert [st.float_frac for st in other_stats] == fracs  # calibrate() on the same images agrees
     assert blob_bytes(quantize_stack(other, PLAN, other_fracs, (32, 32))[0]) == blob_bytes(quantize_stack(rstack, PLAN, rfracs, (32, 32))[0])
+
+
+def test_torch_settings_turn_deterministic_algorithms_on_and_restore_them_without_the_compiler():
+    """The flag `torch.use_deterministic_algorithms` sets, set and restored; and inductor's too
+    once something has loaded it. A fresh process reconstructing does not import torch._inductor
+    (2.5 s)."""
+    import subprocess
+    import sys
+
+    from chipq.quant.reconstruct import deterministic_algorithms, torch_settings
+
+    before = torch.are_deterministic_algorithms_enabled()
+    with torch_settings(1):
+        assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+    assert torch.are_deterministic_algorithms_enabled() == before
+    import torch._inductor.config as inductor_config
+
+    old = inductor_config.deterministic
+    try:
+        deterministic_algorithms(True)
+        assert inductor_config.deterministic is True and torch.are_deterministic_algorithms_enabled()
+    finally:
+        deterministic_algorithms(before)
+        inductor_config.deterministic = old
+    probe = (
+        "import sys, numpy as np; from chipq.quant.reconstruct import torch_settings\n"
+        "with torch_settings(1): pass\n"
+        "print('torch._inductor' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
