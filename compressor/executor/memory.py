@@ -209,7 +209,7 @@ def started_mmap_threshold() -> int:
     past the int range is capped: passed whole, only its low 32 bits arrive, and for 8 GiB that is
     0, which maps every block afresh. Every reconstruction left the process that way until
     2026-12-07. Retraining after it made 600,000 mmap/munmap pairs on the 8-conv test model
-    (5 s -> 19 s).
+    (a 5 s compress took 8.5 s to 19 s).
     """
     try:
         value = int(os.environ.get("MALLOC_MMAP_THRESHOLD_", 128 << 10))

@@ -7,6 +7,10 @@ Candidates run from the largest f that clips nothing up to four more bits of res
 
 `quantize_activations` is the numpy statement of the 8-bit activation rule; its torch form, what
 the torch model of the chip runs, is `chipq.quant.chipnet.activations` (tested equal to it).
+
+`calibration_images` reads the calibration photos (the first `chipq.quant.MAX_CALIB_IMAGES` of a
+folder or list file, at the chip input size). This module needs no PyTorch, so `chipq.pipeline.checks`
+and the CLI can read and check photos before it loads.
 """
 
 from __future__ import annotations
