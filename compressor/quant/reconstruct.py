@@ -791,23 +791,23 @@ def _block_errors(w1: torch.Tensor, u1: torch.Tensor, cut1: torch.Tensor) -> tor
     """The errors `e` (O, b) GPTQ's column loop would push from a block whose columns `cut1` are set to zero.
 
     Column j's error is ``e_j = (w_j - Σ_{k<j} e_k U_kj) / U_jj`` where cut, 0 where kept: on each
-    row, the cut columns' errors solve the triangular system ``e_S U_SS = w_S``. One batched
-    triangular solve per block, with the kept columns' rows and columns of U replaced by the
-    identity (their error is zero), instead of a Python loop over the columns.
+    row, the cut columns' errors solve the triangular system ``e_S U_SS = w_S`` by forward
+    substitution, column by column for every row at once (a vector of O rows and one product with
+    the columns before it per step). In numpy: per-row triangular systems (b x b, b = 144) built
+    and solved in batches took 0.6 s per pruned setting of a 512-channel layer, a tenth of the
+    planner's first run; the substitution takes a twentieth of that.
     """
-    errors = torch.empty_like(w1)
-    triu, eye = torch.triu(u1), torch.eye(len(u1), dtype=u1.dtype)
-    for r0 in range(0, len(w1), ERROR_ROWS):  # a row's system is its own: solved ERROR_ROWS rows at a time
-        c = cut1[r0 : r0 + ERROR_ROWS].to(u1.dtype)  # (rows, b)
-        upper = triu[None] * c[:, :, None] * c[:, None, :] + torch.diag_embed(1.0 - c) * eye
-        right = (w1[r0 : r0 + ERROR_ROWS] * c)[:, :, None]  # e U = w c  <=>  U^T e^T = (w c)^T, U^T lower triangular
-        errors[r0 : r0 + ERROR_ROWS] = torch.linalg.solve_triangular(upper.transpose(1, 2), right, upper=False)[:, :, 0]
-    return errors
-
-
-# rows whose triangular systems `_block_errors` builds at once: each is b x b (b = 144), and all 512
-# rows of a 512-channel layer with their temporaries held 0.3-0.45 GB at the planner's pruned settings
-ERROR_ROWS = 64
+    w = w1.numpy()
+    u = u1.numpy()
+    cut = cut1.numpy()
+    errors = np.zeros_like(w)
+    for j in range(w.shape[1]):
+        rows = cut[:, j]
+        if not rows.any():
+            continue
+        rest = w[:, j] - errors[:, :j] @ u[:j, j] if j else w[:, j].copy()
+        errors[:, j] = np.where(rows, rest / u[j, j], 0.0)
+    return torch.from_numpy(errors)
 
 
 def _round_kernels(
