@@ -12,7 +12,9 @@ Commands (real VGG-16 and the real default blob unless named):
   retrained; the planner's sensitivity read from the cache, so measure the plan row first or run
   `chipq plan` once);
 - ``plan MODEL --budget 3914104 --no-cache`` (the first run, nothing cached) with ``--sens-images``
-  `--plan-images` (16 is the default; a smaller count is marked in the table);
+  `--plan-images` (16 is the default; a smaller count is marked in the table), without and with the
+  check (``--no-measure`` left out: what `chipq plan` does by default, a post-training compress and
+  the held-out photos after the sensitivity);
 - ``verify BLOB --model MODEL``;
 - ``extract`` of one 640x480 photo at ``--input 640x480``: NIP and RNIP-14, float model and blob;
 - ``index``, ``eval`` and ``search`` on `--descriptors` (100,000) synthetic unit descriptors (random,
@@ -103,6 +105,7 @@ def commands(args: argparse.Namespace, work: Path, blob: Path) -> list[tuple[str
         ("compress --no-retrain", ["compress", model, "--plan", cm.MAIN_PLAN, *images, "--no-retrain", *out("ptq.blob")]),
         (f"compress --budget {v2_budget} (format v2, retraining)", ["compress", model, "--budget", v2_budget, *images, *train, *out("v2.blob")]),
         (plan_label, ["plan", model, "--budget", budget, *images, "--sens-images", str(args.plan_images), "--no-cache", "--no-measure"]),
+        (f"plan --budget {budget} (first run, with its check)", ["plan", model, "--budget", budget, *images, "--sens-images", str(args.plan_images), "--no-cache"]),
         ("verify --model", ["verify", str(blob), "--model", model, *images]),
         ("extract NIP 640x480, float model", ["extract", photo, "--model", model, *size, *out("x_float_nip.npz")]),
         ("extract RNIP-14 640x480, float model", ["extract", photo, "--model", model, "--rnip", "14", *size, *out("x_float_rnip.npz")]),
