@@ -105,7 +105,7 @@ def commands(args: argparse.Namespace, work: Path, blob: Path) -> list[tuple[str
         ("compress --no-retrain", ["compress", model, "--plan", cm.MAIN_PLAN, *images, "--no-retrain", *out("ptq.blob")]),
         (f"compress --budget {v2_budget} (format v2, retraining)", ["compress", model, "--budget", v2_budget, *images, *train, *out("v2.blob")]),
         (plan_label, ["plan", model, "--budget", budget, *images, "--sens-images", str(args.plan_images), "--no-cache", "--no-measure"]),
-        (f"plan --budget {budget} (first run, with its check)", ["plan", model, "--budget", budget, *images, "--sens-images", str(args.plan_images), "--no-cache"]),
+        (f"plan --budget {budget} with its check (first run)", ["plan", model, "--budget", budget, *images, "--sens-images", str(args.plan_images), "--no-cache"]),
         ("verify --model", ["verify", str(blob), "--model", model, *images]),
         ("extract NIP 640x480, float model", ["extract", photo, "--model", model, *size, *out("x_float_nip.npz")]),
         ("extract RNIP-14 640x480, float model", ["extract", photo, "--model", model, "--rnip", "14", *size, *out("x_float_rnip.npz")]),

@@ -102,6 +102,7 @@ import torch
 from torch.nn import functional as F
 
 from chipq.errors import ChipqError
+from chipq.executor.memory import release_freed_memory
 from chipq.floatnet.model import FloatConv, FloatStack
 from chipq.floatnet.reference import FloatReference
 from chipq.formats import constants as C
@@ -546,6 +547,9 @@ def _measure(
         del row  # the float candidates go; what is kept is their stored form
     if count != len(chain.convs):
         raise SensitivityError(f"layer weights for {count} of {len(chain.convs)} conv layers")
+    # the candidates' freed statistics and maps given back before the passes (under the heavy
+    # commands' allocator settings they stay resident, and the passes' maps grew the heap past them)
+    release_freed_memory()
     batch = max(1, int(batch))
     if probe.exact:
         tails = _tail_passes(chain, stack, views, pool, batch, runs, quantized, _Stage(progress, 0, len(views)))

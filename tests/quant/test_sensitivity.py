@@ -177,6 +177,21 @@ def test_candidates_are_let_go_one_at_a_time(setup, tmp_path, monkeypatch):
     assert one.dist2 == other.dist2 and one.noise == other.noise
 
 
+def test_the_candidates_freed_memory_is_given_back_before_the_passes(setup, monkeypatch):
+    """Under the heavy commands' allocator settings what the candidates freed stays resident, and the
+    passes' maps grew the heap past it: it is given back once every layer is quantized, before the
+    first pass."""
+    stack, calib, fracs = setup
+    calls = []
+    monkeypatch.setattr(sensitivity, "release_freed_memory", lambda: calls.append("release"))
+    layer_noise, tail_passes = sensitivity._layer_noise, sensitivity._tail_passes
+    monkeypatch.setattr(sensitivity, "_layer_noise", lambda *a: calls.append("noise") or layer_noise(*a))
+    monkeypatch.setattr(sensitivity, "_tail_passes", lambda *a: calls.append("tails") or tail_passes(*a))
+    measure(stack, _views(calib), fracs, _pool, "rms", use_cache=False, probe=sensitivity.NOISE_GAIN)
+    measure(stack, _views(calib), fracs, _pool, "rms", use_cache=False, probe=sensitivity.EXACT)
+    assert calls == ["release", "noise", "tails", "release", "tails"]
+
+
 def test_a_candidate_is_made_when_read(setup, monkeypatch):
     """A row of `each_layer_candidates` holds no candidate: asking whether it has a setting makes
     none, reading one makes it afresh (the same weights each time)."""
