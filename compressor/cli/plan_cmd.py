@@ -40,8 +40,8 @@ _HELP = "\n\n".join(
         "added to the mask width's loss. By default (--probe noise-gain) each setting's noise is measured "
         "at its own layer's output and turned into descriptor distance with a few passes of the rest of the "
         "network per layer on 4 of the photos (one for the 1-bit masks, two for alpha at 5 and 4 bits, one for "
-        "the fewest kernels): on VGG-16 with 2 cores the first run takes about 6 minutes (4 of them "
-        "measuring), later ones read the cache. --probe exact runs the rest of the network once per setting "
+        "the fewest kernels): on VGG-16 with 2 cores the first run takes about 7 minutes (5 of them "
+        "measuring, 2 the check), later ones read the cache. --probe exact runs the rest of the network once per setting "
         "on every photo: about 16 minutes; its plans were as good in mAP, and at the paper's budget 0.01 "
         "closer to float in cosine post-training (docs/compress.md, plan stability).",
         "2. Allocation: the exact blob size of every plan follows from the format (header, layer table, "
