@@ -302,7 +302,7 @@ def make_plan(
     )  # fmt: skip
     clock["sensitivity"] = sens.seconds
     # the sensitivity's freed maps stay resident under the heavy commands' allocator settings: the
-    # check's compress started on top of them at 2.1 GB (VGG-16); given back, it peaks at 1.2 GB
+    # check's compress started on top of them at 2.1 GB (VGG-16); given back, it peaks at 1.3 GB
     release_freed_memory()
     costs = sens.costs(v2=bool(axes.settings()))
     t0 = time.perf_counter()

@@ -793,9 +793,9 @@ def _block_errors(w1: torch.Tensor, u1: torch.Tensor, cut1: torch.Tensor) -> tor
     Column j's error is ``e_j = (w_j - Σ_{k<j} e_k U_kj) / U_jj`` where cut, 0 where kept: on each
     row, the cut columns' errors solve the triangular system ``e_S U_SS = w_S`` by forward
     substitution, column by column for every row at once (a vector of O rows and one product with
-    the columns before it per step). In numpy: per-row triangular systems (b x b, b = 144) built
-    and solved in batches took 0.6 s per pruned setting of a 512-channel layer, a tenth of the
-    planner's first run; the substitution takes a twentieth of that.
+    the columns before it per step), in numpy. Per-row triangular systems (b x b, b = 144) built and
+    solved in batches made `_prune_with_feedback` take 0.85 s per pruned setting of a 512-channel
+    layer (33 s of the planner's first run on VGG-16); with the substitution it takes 0.28 s.
     """
     w = w1.numpy()
     u = u1.numpy()
