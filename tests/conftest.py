@@ -11,14 +11,6 @@ from chipq.formats.model import ChipModel
 from chipq.formats.synthetic import random_model
 
 
-def pytest_collection_modifyitems(config, items):
-    """The files holding slow tests run first, each file's tests in their own order: with CI's two
-    workers taking whole files (``--dist loadfile``), a long file dealt late left one worker alone at
-    the end of the run (about 130 s of 19 minutes, 2026-12-07)."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)  # stable: the other files keep their order
-
-
 @pytest.fixture
 def tiny_model() -> ChipModel:
     """conv1_1 3->4 (3-bit), pool1, conv2_1 4->8 (1-bit) on a 16x16 input; built in about 1 ms."""
