@@ -805,7 +805,7 @@ def _block_errors(w1: torch.Tensor, u1: torch.Tensor, cut1: torch.Tensor) -> tor
         rows = cut[:, j]
         if not rows.any():
             continue
-        rest = w[:, j] - errors[:, :j] @ u[:j, j] if j else w[:, j].copy()
+        rest = w[:, j] - errors[:, :j] @ u[:j, j]  # column 0: an empty product, zeros
         errors[:, j] = np.where(rows, rest / u[j, j], 0.0)
     return torch.from_numpy(errors)
 
